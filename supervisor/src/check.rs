@@ -1,0 +1,1 @@
+//! Reading job files from disk: a whole confdir, or `--check PATH…`.

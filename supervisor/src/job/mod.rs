@@ -1,0 +1,405 @@
+//! The job language: Upstart 1.13's init(5) plus keel's own stanzas.
+//!
+//! This module owns the typed job definition ([`JobDef`]) and turning job-file text
+//! into it ([`parse`]) and back ([`show::show_config`]). It never touches the
+//! filesystem or any other syscall: callers hand it text and a name, it hands back a
+//! definition and diagnostics (`FILE:LINE:COL: error|warning: MESSAGE`).
+//!
+//! Every stanza of Upstart 1.13 is represented here with its documented default;
+//! stanzas keel does not carry out yet parse into the definition and produce a
+//! warning saying so, never silently vanish.
+
+use serde::{Deserialize, Serialize};
+
+/// Signal numbers and names as the job language spells them.
+pub mod signal;
+
+pub use signal::Signal;
+
+/// A complete, typed job definition. Defaults are Upstart's documented ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobDef {
+    /// Name from the path relative to the confdir, without `.conf`: `net/apache`.
+    pub name: String,
+    pub description: Option<String>,
+    pub author: Option<String>,
+    pub version: Option<String>,
+    pub usage: Option<String>,
+    /// `emits EVENT…` — events this job says it emits (for check-config).
+    pub emits: Vec<String>,
+
+    pub start_on: Option<EventExpr>,
+    pub stop_on: Option<EventExpr>,
+    /// `manual`: ignore `start on` (Upstart 1.13 semantics).
+    pub manual: bool,
+    /// `instance NAME` — a template expanded from the start environment (`$TTY`).
+    pub instance: Option<String>,
+
+    /// `env KEY=VALUE` (or `env KEY`, taking the value from the supervisor's job
+    /// environment table), in file order.
+    pub env: Vec<EnvVar>,
+    /// `export KEY…` — variables added to this job's own events.
+    pub export: Vec<String>,
+
+    /// `task`: start waits until main has run and exited.
+    pub task: bool,
+    pub respawn: bool,
+    pub respawn_limit: RespawnLimit,
+    /// `normal exit` — statuses and signals that count as a normal end of main.
+    pub normal_exit: Vec<ExitMatch>,
+
+    /// The main process (`exec` or `script`).
+    pub main: Option<Process>,
+    pub pre_start: Option<Process>,
+    pub post_start: Option<Process>,
+    pub pre_stop: Option<Process>,
+    pub post_stop: Option<Process>,
+
+    pub console: Console,
+    /// `umask NNN` (octal); `None` means Upstart's default 022.
+    pub umask: Option<u32>,
+    pub nice: Option<i32>,
+    pub oom_score: Option<OomScore>,
+    pub chroot: Option<String>,
+    pub chdir: Option<String>,
+    pub limits: Vec<Limit>,
+    pub setuid: Option<String>,
+    pub setgid: Option<String>,
+    pub cgroups: Vec<Cgroup>,
+    pub apparmor_load: Option<String>,
+    pub apparmor_switch: Option<String>,
+
+    pub kill_signal: Signal,
+    /// Seconds between the kill signal and SIGKILL (`kill timeout`, default 5).
+    pub kill_timeout: u32,
+    pub reload_signal: Signal,
+    pub expect: Expect,
+    pub debug: bool,
+
+    // keel's own stanzas
+    /// `capabilities CAP…|none`: `None` leaves the bounding set alone, `Some(vec![])`
+    /// is `capabilities none`. Names are lower case without `cap_` (`net_bind_service`).
+    pub capabilities: Option<Vec<String>>,
+    /// `no new privileges`
+    pub no_new_privileges: bool,
+    /// `ready timeout SECONDS`: how long `expect …` may take before the start fails.
+    pub ready_timeout: Option<u32>,
+}
+
+impl JobDef {
+    /// A definition with every stanza at Upstart's default.
+    pub fn new(name: impl Into<String>) -> Self {
+        JobDef {
+            name: name.into(),
+            description: None,
+            author: None,
+            version: None,
+            usage: None,
+            emits: Vec::new(),
+            start_on: None,
+            stop_on: None,
+            manual: false,
+            instance: None,
+            env: Vec::new(),
+            export: Vec::new(),
+            task: false,
+            respawn: false,
+            respawn_limit: RespawnLimit::default(),
+            normal_exit: Vec::new(),
+            main: None,
+            pre_start: None,
+            post_start: None,
+            pre_stop: None,
+            post_stop: None,
+            console: Console::default(),
+            umask: None,
+            nice: None,
+            oom_score: None,
+            chroot: None,
+            chdir: None,
+            limits: Vec::new(),
+            setuid: None,
+            setgid: None,
+            cgroups: Vec::new(),
+            apparmor_load: None,
+            apparmor_switch: None,
+            kill_signal: Signal::TERM,
+            kill_timeout: 5,
+            reload_signal: Signal::HUP,
+            expect: Expect::None,
+            debug: false,
+            capabilities: None,
+            no_new_privileges: false,
+            ready_timeout: None,
+        }
+    }
+
+    /// The process of the given kind, if the job defines one.
+    pub fn process(&self, kind: ProcessKind) -> Option<&Process> {
+        match kind {
+            ProcessKind::Main => self.main.as_ref(),
+            ProcessKind::PreStart => self.pre_start.as_ref(),
+            ProcessKind::PostStart => self.post_start.as_ref(),
+            ProcessKind::PreStop => self.pre_stop.as_ref(),
+            ProcessKind::PostStop => self.post_stop.as_ref(),
+        }
+    }
+}
+
+/// The five processes of a job, in Upstart's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ProcessKind {
+    PreStart,
+    Main,
+    PostStart,
+    PreStop,
+    PostStop,
+}
+
+impl ProcessKind {
+    pub const ALL: [ProcessKind; 5] = [
+        ProcessKind::PreStart,
+        ProcessKind::Main,
+        ProcessKind::PostStart,
+        ProcessKind::PreStop,
+        ProcessKind::PostStop,
+    ];
+
+    /// Upstart's name: `main`, `pre-start`, … (used in `PROCESS=` and status).
+    pub fn name(self) -> &'static str {
+        match self {
+            ProcessKind::PreStart => "pre-start",
+            ProcessKind::Main => "main",
+            ProcessKind::PostStart => "post-start",
+            ProcessKind::PreStop => "pre-stop",
+            ProcessKind::PostStop => "post-stop",
+        }
+    }
+}
+
+/// What a process runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Process {
+    /// `exec COMMAND…`: the command line as written (after continuation joining).
+    /// Run directly (split on whitespace) unless it contains shell metacharacters,
+    /// then through `/bin/sh -e -c`, as Upstart decides.
+    Exec { command: String },
+    /// `script [INTERPRETER ARG…] … end script`. `interpreter` empty means the
+    /// default `/bin/sh -e`.
+    Script {
+        interpreter: Vec<String>,
+        body: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvVar {
+    pub key: String,
+    /// `None` for `env KEY` with no value.
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RespawnLimit {
+    /// At most `count` respawns within `interval` seconds.
+    Limit {
+        count: u32,
+        interval: u32,
+    },
+    Unlimited,
+}
+
+impl Default for RespawnLimit {
+    /// Upstart's default: 10 respawns in 5 seconds.
+    fn default() -> Self {
+        RespawnLimit::Limit {
+            count: 10,
+            interval: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitMatch {
+    Status(i32),
+    Signal(Signal),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Console {
+    /// stdio on /dev/null.
+    None,
+    /// stdout/stderr into the job's log file (Upstart 1.13's default).
+    #[default]
+    Log,
+    /// The system console.
+    Output,
+    /// The console as controlling terminal.
+    Owner,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OomScore {
+    /// `oom score N`, -1000..=1000.
+    Adj(i32),
+    /// `oom score never` (= -1000).
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limit {
+    pub resource: Resource,
+    pub soft: LimitValue,
+    pub hard: LimitValue,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LimitValue {
+    Value(u64),
+    Unlimited,
+}
+
+/// Every resource name Upstart's `limit` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Resource {
+    As,
+    Core,
+    Cpu,
+    Data,
+    Fsize,
+    Memlock,
+    Msgqueue,
+    Nice,
+    Nofile,
+    Nproc,
+    Rss,
+    Rtprio,
+    Rttime,
+    Sigpending,
+    Stack,
+}
+
+impl Resource {
+    pub const ALL: [Resource; 15] = [
+        Resource::As,
+        Resource::Core,
+        Resource::Cpu,
+        Resource::Data,
+        Resource::Fsize,
+        Resource::Memlock,
+        Resource::Msgqueue,
+        Resource::Nice,
+        Resource::Nofile,
+        Resource::Nproc,
+        Resource::Rss,
+        Resource::Rtprio,
+        Resource::Rttime,
+        Resource::Sigpending,
+        Resource::Stack,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Resource::As => "as",
+            Resource::Core => "core",
+            Resource::Cpu => "cpu",
+            Resource::Data => "data",
+            Resource::Fsize => "fsize",
+            Resource::Memlock => "memlock",
+            Resource::Msgqueue => "msgqueue",
+            Resource::Nice => "nice",
+            Resource::Nofile => "nofile",
+            Resource::Nproc => "nproc",
+            Resource::Rss => "rss",
+            Resource::Rtprio => "rtprio",
+            Resource::Rttime => "rttime",
+            Resource::Sigpending => "sigpending",
+            Resource::Stack => "stack",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Resource> {
+        Resource::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
+/// `cgroup CONTROLLER [NAME] [KEY VALUE]` (Upstart 1.13).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cgroup {
+    pub controller: String,
+    pub name: Option<String>,
+    pub setting: Option<(String, String)>,
+}
+
+/// Readiness: when the main process counts as started.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Expect {
+    /// Ready once exec succeeded.
+    #[default]
+    None,
+    /// The process forks once; the child is the daemon.
+    Fork,
+    /// The process forks twice; the grandchild is the daemon.
+    Daemon,
+    /// The process raises SIGSTOP when ready.
+    Stop,
+    /// keel: `sd_notify` `READY=1` on `NOTIFY_SOCKET`.
+    Notify,
+    /// keel: s6-style — a newline written to fd N.
+    Fd(i32),
+    /// keel: ready once the main process listens on a socket.
+    Listen,
+    /// keel: ready once the bus name is owned on the system bus.
+    Dbus(String),
+}
+
+/// An event expression of `start on` / `stop on`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventExpr {
+    Event(EventMatch),
+    And(Box<EventExpr>, Box<EventExpr>),
+    Or(Box<EventExpr>, Box<EventExpr>),
+}
+
+/// One event with its argument matches: `net-device-up IFACE!=lo`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMatch {
+    pub name: String,
+    pub args: Vec<ArgMatch>,
+}
+
+/// An argument match. `value` is a glob pattern that may hold `$VAR` references.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArgMatch {
+    /// `Some(KEY)` for `KEY=VALUE` / `KEY!=VALUE`, `None` for a positional value.
+    pub key: Option<String>,
+    pub value: String,
+    pub negated: bool,
+}
+
+/// How bad a diagnostic is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One problem in a job file, pointing at the offending token (1-based line and column).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Diagnostic {
+    pub line: u32,
+    pub col: u32,
+    pub severity: Severity,
+    pub message: String,
+}
+
+impl Diagnostic {
+    /// `FILE:LINE:COL: error: MESSAGE`
+    pub fn render(&self, file: &str) -> String {
+        let sev = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        format!("{file}:{}:{}: {sev}: {}", self.line, self.col, self.message)
+    }
+}

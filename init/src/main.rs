@@ -1,15 +1,72 @@
+//! keel-init: PID 1. It reaps every zombie, relays signals and exits to the
+//! supervisor, keeps the lifeboat of fds the supervisor must not lose, restarts the
+//! supervisor when it dies, and makes the final reboot(2). It knows nothing of jobs.
+//!
+//! It must never exit, panic or block on the supervisor, so it parses nothing but
+//! fixed-size messages from its own socketpair (see `keel_proto::init`), owns no heap
+//! and no libc, and runs one loop: `poll` on a signalfd and the supervisor channel,
+//! then dispatch. Everything it stores lives in fixed tables (`tables`), each with a
+//! defined answer when full.
+//!
+//! Usage: `keel-init [--supervisor PATH] [-- SUPERVISOR_ARGS...]`. Without
+//! `--supervisor`, `keel.supervisor=PATH` on the kernel command line (read from
+//! /proc/cmdline, since the kernel passes dotted parameters to no one), else
+//! `/sbin/keel-supervisor`. The supervisor finds its end of the channel at fd 3,
+//! named by `KEEL_INIT_FD=3` in its environment.
 #![no_std]
 #![no_main]
+
 extern crate origin;
+
+mod log;
+mod sys;
+mod tables;
+
+use core::ffi::CStr;
+use keel_proto::init::{
+    self as wire, FdName, LifeboatError, MAX_MESSAGE, PowerAction, ToInit, ToSupervisor,
+};
+use log::{Log, Piece};
+use rustix::event::{PollFd, PollFlags};
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::io::Errno;
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+use rustix::process::{Pid, WaitOptions};
+use sys::{CArray, MAX_ARGS, MAX_ENV};
+use tables::{Deposit, ExitLog, Lifeboat};
+
+const DEFAULT_SUPERVISOR: &CStr = c"/sbin/keel-supervisor";
+
+/// Signals relayed to the supervisor: ctrl-alt-del, power failure, keyboard request,
+/// and the conventional control signals.
+const RELAYED: [u32; 7] = [2, 30, 28, 15, 1, 10, 12]; // INT PWR WINCH TERM HUP USR1 USR2
+const SIGCHLD: u32 = 17;
+
+/// A supervisor that dies sooner than this after its start counts as a quick death.
+const QUICK_DEATH_MS: u64 = 1000;
+/// Back-off after the second quick death in a row, doubling up to the cap.
+const BACKOFF_FIRST_MS: u64 = 100;
+const BACKOFF_CAP_MS: u64 = 5000;
+
+static mut LIFEBOAT: Lifeboat = Lifeboat::EMPTY;
+static mut EXITS: ExitLog = ExitLog::EMPTY;
 
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(no_mangle)]
-unsafe fn origin_main(_argc: usize, _argv: *mut *mut u8, _envp: *mut *mut u8) -> i32 {
-    0
+    // Unreachable by design (no indexing or arithmetic on input can panic), but if
+    // it ever happens PID 1 must not exit: keep reaping so the machine stays sane.
+    Log::new().line(&[Piece::Str("internal error; reaping only from now on")]);
+    loop {
+        if let Err(Errno::CHILD) = rustix::process::wait(WaitOptions::empty()) {
+            let _ = rustix::thread::nanosleep(&rustix::time::Timespec {
+                tv_sec: 1,
+                tv_nsec: 0,
+            });
+        }
+    }
 }
 
 /// The precompiled `core` references an unwinding personality routine even though
@@ -17,3 +74,608 @@ unsafe fn origin_main(_argc: usize, _argv: *mut *mut u8, _envp: *mut *mut u8) ->
 /// is never called.
 #[unsafe(no_mangle)]
 extern "C" fn rust_eh_personality() {}
+
+/// Where the handover to the current supervisor stands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the supervisor's `Hello`.
+    Silent,
+    Welcome,
+    /// Sending lifeboat entries from this slot on.
+    Lifeboat(usize),
+    /// Sending the exits the supervisor has not acknowledged.
+    Exits,
+    /// Handover done: relaying as things happen.
+    Live,
+}
+
+struct Supervisor {
+    pid: Pid,
+    started_ms: u64,
+    channel: Option<OwnedFd>,
+    phase: Phase,
+    /// The highest exit seq sent to this supervisor.
+    exit_sent: u64,
+}
+
+struct Init {
+    log: Log,
+    lifeboat: &'static mut Lifeboat,
+    exits: &'static mut ExitLog,
+    signals: OwnedFd,
+    supervisor: Option<Supervisor>,
+    /// Relayed signals not yet sent, as a bit per signal number.
+    pending_signals: u64,
+    refusals: [Option<(FdName, LifeboatError)>; 8],
+    /// Supervisors started so far.
+    generation: u32,
+    quick_deaths: u32,
+    /// When to start the next supervisor (monotonic ms), while none runs.
+    restart_at: u64,
+    path: &'static CStr,
+    argv: CArray<MAX_ARGS>,
+    envp: CArray<MAX_ENV>,
+}
+
+#[unsafe(no_mangle)]
+unsafe fn origin_main(argc: usize, argv: *mut *mut u8, envp: *mut *mut u8) -> i32 {
+    let log = Log::new();
+    log.line(&[
+        Piece::Str("started at "),
+        Piece::Millis(sys::uptime_ms()),
+        Piece::Str(" after boot, pid "),
+        Piece::Int(rustix::process::getpid().as_raw_nonzero().get() as i64),
+    ]);
+
+    // SAFETY: origin passes the kernel's argv/envp: `argc` valid pointers to
+    // NUL-terminated strings, then NULL, which live as long as the process.
+    let args = unsafe { core::slice::from_raw_parts(argv as *const *const u8, argc) };
+    let mut env_ptrs = envp as *const *const u8;
+    let mut envs = CArray::<MAX_ENV>::new();
+    envs.push(c"KEEL_INIT_FD=3");
+    // SAFETY: as above; the loop stops at the terminating NULL.
+    unsafe {
+        while !env_ptrs.is_null() && !(*env_ptrs).is_null() {
+            let entry = CStr::from_ptr((*env_ptrs).cast());
+            if !entry.to_bytes().starts_with(b"KEEL_INIT_FD=") && !envs.push_raw(*env_ptrs) {
+                log.line(&[Piece::Str("too many environment variables; the rest are dropped")]);
+                break;
+            }
+            env_ptrs = env_ptrs.add(1);
+        }
+    }
+
+    let mut cmdline = [0u8; 4096];
+    let mut path_buf = [0u8; 256];
+    let mut path: Option<&'static CStr> = None;
+    let mut sup_args = CArray::<MAX_ARGS>::new();
+    sup_args.push_raw(core::ptr::null()); // argv[0], filled in below
+    let mut i = 1;
+    while i < args.len() {
+        // SAFETY: see above.
+        let arg: &'static CStr = unsafe { CStr::from_ptr(args[i].cast()) };
+        match arg.to_bytes() {
+            b"--supervisor" if i + 1 < args.len() => {
+                // SAFETY: see above.
+                path = Some(unsafe { CStr::from_ptr(args[i + 1].cast()) });
+                i += 1;
+            }
+            b"--" => {
+                for &a in &args[i + 1..] {
+                    if !sup_args.push_raw(a) {
+                        log.line(&[Piece::Str("too many supervisor arguments; the rest are dropped")]);
+                        break;
+                    }
+                }
+                break;
+            }
+            // The kernel hands init the command-line words it does not know.
+            other => log.line(&[Piece::Str("ignoring argument "), Piece::Bytes(other)]),
+        }
+        i += 1;
+    }
+    let from_cmdline = read_cmdline_supervisor(&log, &mut cmdline, &mut path_buf);
+    // SAFETY: origin_main never returns (the loop below is endless), so this stack
+    // frame, and `path_buf` in it, outlives every use of the reference.
+    let from_cmdline: Option<&'static CStr> =
+        from_cmdline.map(|c| unsafe { CStr::from_ptr(c.as_ptr()) });
+    let path = path.or(from_cmdline).unwrap_or(DEFAULT_SUPERVISOR);
+    sup_args.set_first(path);
+
+    let mut all = rustix::runtime::KernelSigSet::all();
+    all.remove(rustix::runtime::Signal::KILL);
+    all.remove(rustix::runtime::Signal::STOP);
+    // SAFETY: blocking signals in a single-threaded process without a libc is sound;
+    // they are then read synchronously from the signalfd.
+    if let Err(e) = unsafe {
+        rustix::runtime::kernel_sigprocmask(rustix::runtime::How::SETMASK, Some(&all))
+    } {
+        log.line(&[Piece::Str("cannot block signals: errno "), Piece::Int(e.raw_os_error() as i64)]);
+    }
+    let signals = loop {
+        match sys::signalfd(&all) {
+            Ok(fd) => break fd,
+            Err(e) => {
+                // Without it keel-init could not reap; nothing else makes sense.
+                log.line(&[Piece::Str("cannot create a signalfd: errno "), Piece::Int(e.raw_os_error() as i64)]);
+                let _ = rustix::thread::nanosleep(&rustix::time::Timespec { tv_sec: 1, tv_nsec: 0 });
+            }
+        }
+    };
+    setup_process(&log);
+
+    // SAFETY: the only references to these statics are taken here, once, in a
+    // single-threaded program, and live in `Init` for the rest of the process.
+    let (lifeboat, exits) = unsafe { (&mut *(&raw mut LIFEBOAT), &mut *(&raw mut EXITS)) };
+    let mut init = Init {
+        log,
+        lifeboat,
+        exits,
+        signals,
+        supervisor: None,
+        pending_signals: 0,
+        refusals: [None; 8],
+        generation: 0,
+        quick_deaths: 0,
+        restart_at: 0,
+        path,
+        argv: sup_args,
+        envp: envs,
+    };
+    init.run()
+}
+
+/// Reads `keel.supervisor=PATH` from /proc/cmdline (mounting /proc first if this is
+/// a real boot and it is not there yet).
+fn read_cmdline_supervisor<'a>(
+    log: &Log,
+    buf: &mut [u8; 4096],
+    out: &'a mut [u8; 256],
+) -> Option<&'a CStr> {
+    use rustix::fs::{Mode, OFlags};
+    let open = || rustix::fs::open("/proc/cmdline", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty());
+    let fd = match open() {
+        Ok(fd) => fd,
+        Err(_) => {
+            let _ = rustix::mount::mount(
+                c"proc",
+                c"/proc",
+                c"proc",
+                rustix::mount::MountFlags::NOSUID
+                    | rustix::mount::MountFlags::NODEV
+                    | rustix::mount::MountFlags::NOEXEC,
+                None,
+            );
+            open().ok()?
+        }
+    };
+    let n = rustix::io::read(&fd, &mut buf[..]).ok()?;
+    const KEY: &[u8] = b"keel.supervisor=";
+    let value = buf[..n]
+        .split(|&b| b == b' ' || b == b'\n' || b == 0)
+        .find_map(|word| word.strip_prefix(KEY))?;
+    if value.is_empty() || value.len() >= out.len() {
+        log.line(&[Piece::Str("ignoring keel.supervisor= (empty or too long)")]);
+        return None;
+    }
+    out[..value.len()].copy_from_slice(value);
+    out[value.len()] = 0;
+    CStr::from_bytes_until_nul(&out[..]).ok()
+}
+
+/// Process-wide settings: fd limit, orphan reaping, ctrl-alt-del as a signal.
+fn setup_process(log: &Log) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    // Every lifeboat fd is open in keel-init: take the whole hard limit.
+    let mut nofile = getrlimit(Resource::Nofile);
+    nofile.current = nofile.maximum;
+    let _ = setrlimit(Resource::Nofile, nofile);
+    // As PID 1 this is implied; as a plain process (tests) orphans still come here.
+    let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
+    // ctrl-alt-del sends SIGINT instead of rebooting. Inside a PID namespace the
+    // kernel refuses with EINVAL: expected, and harmless there.
+    match rustix::system::reboot(rustix::system::RebootCommand::CadOff) {
+        Ok(()) | Err(Errno::INVAL) | Err(Errno::PERM) => {}
+        Err(e) => log.line(&[Piece::Str("cannot disable ctrl-alt-del: errno "), Piece::Int(e.raw_os_error() as i64)]),
+    }
+}
+
+impl Init {
+    fn run(&mut self) -> ! {
+        loop {
+            if self.supervisor.is_none() && sys::monotonic_ms() >= self.restart_at {
+                self.start_supervisor();
+            }
+            self.pump();
+            self.wait();
+        }
+    }
+
+    /// Blocks until a signal, a message, room to send, or the restart deadline.
+    fn wait(&mut self) {
+        let timeout = match self.supervisor {
+            None => {
+                let ms = self.restart_at.saturating_sub(sys::monotonic_ms());
+                Some(rustix::time::Timespec {
+                    tv_sec: (ms / 1000) as i64,
+                    tv_nsec: ((ms % 1000) * 1_000_000) as i64,
+                })
+            }
+            Some(_) => None,
+        };
+        let want_out = self.has_output();
+        let mut fds = [
+            PollFd::new(&self.signals, PollFlags::IN),
+            PollFd::from_borrowed_fd(self.signals.as_fd(), PollFlags::empty()),
+        ];
+        let mut n = 1;
+        if let Some(ch) = self.supervisor.as_ref().and_then(|s| s.channel.as_ref()) {
+            let mut flags = PollFlags::IN;
+            if want_out {
+                flags |= PollFlags::OUT;
+            }
+            fds[1] = PollFd::new(ch, flags);
+            n = 2;
+        }
+        let _ = rustix::event::poll(&mut fds[..n], timeout.as_ref());
+        let channel_events = if n == 2 { fds[1].revents() } else { PollFlags::empty() };
+        self.read_signals();
+        if channel_events.intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR) {
+            self.receive();
+        }
+    }
+
+    fn read_signals(&mut self) {
+        let mut buf = [0u8; 128 * 16];
+        loop {
+            let n = match rustix::io::read(&self.signals, &mut buf) {
+                Ok(n) if n > 0 => n,
+                _ => break,
+            };
+            let mut reap = false;
+            for signo in sys::signal_numbers(&buf[..n]) {
+                if signo == SIGCHLD {
+                    reap = true;
+                } else if RELAYED.contains(&signo) {
+                    // A bit per signal: a storm coalesces, never grows a queue.
+                    self.pending_signals |= 1 << signo;
+                }
+            }
+            if reap {
+                self.reap();
+            }
+        }
+        // A SIGCHLD coalesced with one read before may hide another exit: reaping
+        // on every wake-up is cheap and never misses one.
+        self.reap();
+    }
+
+    /// Reaps every child that has ended.
+    fn reap(&mut self) {
+        loop {
+            match rustix::process::waitpid(None, WaitOptions::NOHANG) {
+                Ok(Some((pid, status))) => {
+                    let raw = status.as_raw() as i32;
+                    if self.supervisor.as_ref().is_some_and(|s| s.pid == pid) {
+                        self.supervisor_died(raw);
+                    } else if !self.exits.push(pid.as_raw_nonzero().get(), raw) {
+                        self.log.line(&[Piece::Str("exit log full; dropped the exit of pid "), Piece::Int(pid.as_raw_nonzero().get() as i64)]);
+                    }
+                }
+                Ok(None) | Err(Errno::CHILD) => return,
+                Err(Errno::INTR) => continue,
+                Err(e) => {
+                    self.log.line(&[Piece::Str("waitpid failed: errno "), Piece::Int(e.raw_os_error() as i64)]);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn supervisor_died(&mut self, status: i32) {
+        let Some(sup) = self.supervisor.take() else {
+            return;
+        };
+        let now = sys::monotonic_ms();
+        let lived = now.saturating_sub(sup.started_ms);
+        let pid = Piece::Int(sup.pid.as_raw_nonzero().get() as i64);
+        let (how, n) = if status & 0x7f == 0 {
+            ("exited with status ", (status >> 8) & 0xff)
+        } else {
+            ("was killed by signal ", status & 0x7f)
+        };
+        self.log.line(&[Piece::Str("supervisor (pid "), pid, Piece::Str(") "), Piece::Str(how), Piece::Int(n as i64), Piece::Str(" after "), Piece::Millis(lived)]);
+        if lived < QUICK_DEATH_MS {
+            self.quick_deaths = self.quick_deaths.saturating_add(1);
+        } else {
+            self.quick_deaths = 0;
+        }
+        // The first death is answered at once; only a supervisor that keeps dying
+        // soon after its start is held back, doubling up to the cap.
+        let delay = match self.quick_deaths {
+            0 | 1 => 0,
+            n => (BACKOFF_FIRST_MS << (n - 2).min(16)).min(BACKOFF_CAP_MS),
+        };
+        if delay > 0 {
+            self.log.line(&[Piece::Str("supervisor died "), Piece::Int(self.quick_deaths as i64), Piece::Str(" times in a row; next start in "), Piece::Millis(delay)]);
+        }
+        self.restart_at = now + delay;
+        // Dropping `sup` closes our end of the old channel; what it held unread is
+        // still in the exit log, the lifeboat and `pending_signals`.
+    }
+
+    fn start_supervisor(&mut self) {
+        use rustix::net::{AddressFamily, SocketFlags, SocketType};
+        let pair = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        );
+        let (ours, theirs) = match pair {
+            Ok(p) => p,
+            Err(e) => return self.start_failed("socketpair", e),
+        };
+        match sys::spawn_supervisor(self.path, &self.argv, &self.envp, theirs) {
+            Ok(pid) => {
+                self.log.line(&[Piece::Str("started supervisor "), Piece::Bytes(self.path.to_bytes()), Piece::Str(" (pid "), Piece::Int(pid.as_raw_nonzero().get() as i64), Piece::Str(")")]);
+                self.supervisor = Some(Supervisor {
+                    pid,
+                    started_ms: sys::monotonic_ms(),
+                    channel: Some(ours),
+                    phase: Phase::Silent,
+                    exit_sent: 0,
+                });
+                self.generation = self.generation.saturating_add(1);
+            }
+            Err(e) => self.start_failed("fork", e),
+        }
+    }
+
+    fn start_failed(&mut self, what: &str, e: Errno) {
+        self.log.line(&[Piece::Str("cannot start the supervisor: "), Piece::Str(what), Piece::Str(" failed, errno "), Piece::Int(e.raw_os_error() as i64)]);
+        self.quick_deaths = self.quick_deaths.saturating_add(1);
+        self.restart_at = sys::monotonic_ms() + BACKOFF_CAP_MS.min(BACKOFF_FIRST_MS << self.quick_deaths.min(6));
+    }
+
+    fn has_output(&self) -> bool {
+        let Some(sup) = &self.supervisor else {
+            return false;
+        };
+        match sup.phase {
+            Phase::Silent => false,
+            Phase::Welcome | Phase::Lifeboat(_) | Phase::Exits => true,
+            Phase::Live => {
+                self.pending_signals != 0
+                    || self.refusals.iter().any(Option::is_some)
+                    || self.exits.next_after(sup.exit_sent).is_some()
+            }
+        }
+    }
+
+    /// Sends whatever is due, until done or the socket is full.
+    fn pump(&mut self) {
+        loop {
+            let Some(sup) = self.supervisor.as_mut() else {
+                return;
+            };
+            let (msg, fd, next_phase, sent_seq) = match sup.phase {
+                Phase::Silent => return,
+                Phase::Welcome => (
+                    ToSupervisor::Welcome {
+                        version: wire::VERSION,
+                        generation: self.generation.saturating_sub(1),
+                        quick_deaths: self.quick_deaths,
+                        lost_exits: self.exits.lost,
+                        lifeboat_entries: self.lifeboat.len() as u32,
+                    },
+                    None,
+                    Phase::Lifeboat(0),
+                    None,
+                ),
+                Phase::Lifeboat(from) => match self.lifeboat.next_from(from) {
+                    Some((slot, name, fd)) => {
+                        (ToSupervisor::Lifeboat { name }, Some(fd), Phase::Lifeboat(slot + 1), None)
+                    }
+                    None => {
+                        sup.phase = Phase::Exits;
+                        continue;
+                    }
+                },
+                Phase::Exits => match self.exits.next_after(sup.exit_sent) {
+                    Some(e) => (
+                        ToSupervisor::Exit { seq: e.seq, pid: e.pid, status: e.status },
+                        None,
+                        Phase::Exits,
+                        Some(e.seq),
+                    ),
+                    None => (ToSupervisor::HandoverEnd, None, Phase::Live, None),
+                },
+                Phase::Live => {
+                    if let Some(slot) = self.refusals.iter_mut().find(|r| r.is_some()) {
+                        let (name, error) = slot.take().unwrap_or((FdName::NONE, LifeboatError::BadName));
+                        (ToSupervisor::LifeboatRefused { name, error }, None, Phase::Live, None)
+                    } else if let Some(e) = self.exits.next_after(sup.exit_sent) {
+                        (
+                            ToSupervisor::Exit { seq: e.seq, pid: e.pid, status: e.status },
+                            None,
+                            Phase::Live,
+                            Some(e.seq),
+                        )
+                    } else if self.pending_signals != 0 {
+                        let signo = self.pending_signals.trailing_zeros();
+                        self.pending_signals &= !(1 << signo);
+                        (ToSupervisor::Signal { signo: signo as u8 }, None, Phase::Live, None)
+                    } else {
+                        return;
+                    }
+                }
+            };
+            let Some(channel) = sup.channel.as_ref() else {
+                return;
+            };
+            match send(channel, &msg, fd) {
+                Ok(()) => {
+                    sup.phase = next_phase;
+                    if let Some(seq) = sent_seq {
+                        sup.exit_sent = seq;
+                    }
+                }
+                Err(Errno::AGAIN) => {
+                    // Undo a signal taken off the pending set; it goes out next time.
+                    if let ToSupervisor::Signal { signo } = msg {
+                        self.pending_signals |= 1 << signo;
+                    }
+                    return;
+                }
+                Err(_) => {
+                    // The supervisor is going away; its death is handled when reaped.
+                    sup.channel = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads and handles every message waiting on the channel.
+    fn receive(&mut self) {
+        loop {
+            let Some(channel) = self.supervisor.as_ref().and_then(|s| s.channel.as_ref()) else {
+                return;
+            };
+            let mut buf = [0u8; MAX_MESSAGE];
+            let mut space = [core::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            let mut iov = [rustix::io::IoSliceMut::new(&mut buf)];
+            let got = rustix::net::recvmsg(
+                channel,
+                &mut iov,
+                &mut control,
+                RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
+            );
+            let msg = match got {
+                Ok(m) => m,
+                Err(Errno::AGAIN) | Err(Errno::INTR) => return,
+                Err(_) => {
+                    if let Some(sup) = self.supervisor.as_mut() {
+                        sup.channel = None;
+                    }
+                    return;
+                }
+            };
+            let mut fd: Option<OwnedFd> = None;
+            let mut extra_fds = false;
+            for cmsg in control.drain() {
+                if let RecvAncillaryMessage::ScmRights(fds) = cmsg {
+                    for f in fds {
+                        if fd.is_none() {
+                            fd = Some(f);
+                        } else {
+                            extra_fds = true; // dropped, so closed
+                        }
+                    }
+                }
+            }
+            if msg.bytes == 0 && !msg.flags.contains(rustix::net::ReturnFlags::TRUNC) {
+                // Orderly shutdown of the peer: stop listening until it is reaped.
+                if let Some(sup) = self.supervisor.as_mut() {
+                    sup.channel = None;
+                }
+                return;
+            }
+            let truncated = msg
+                .flags
+                .intersects(rustix::net::ReturnFlags::TRUNC | rustix::net::ReturnFlags::CTRUNC);
+            let decoded = if truncated || extra_fds {
+                None
+            } else {
+                wire::decode::<ToInit>(&buf[..msg.bytes.min(MAX_MESSAGE)])
+            };
+            match decoded {
+                Some(m) => self.handle(m, fd),
+                None => self.log.line(&[Piece::Str("dropped a malformed message from the supervisor ("), Piece::Int(msg.bytes as i64), Piece::Str(" bytes)")]),
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: ToInit, fd: Option<OwnedFd>) {
+        match msg {
+            ToInit::Hello { .. } => {
+                if let Some(sup) = self.supervisor.as_mut() {
+                    // A re-executed supervisor says hello again: hand everything
+                    // over once more; it ignores exits it has already applied.
+                    sup.phase = Phase::Welcome;
+                    sup.exit_sent = 0;
+                }
+            }
+            ToInit::Deposit { name } => {
+                let Some(fd) = fd else {
+                    return self.refuse(name, LifeboatError::NoFd);
+                };
+                if !name.is_valid() {
+                    return self.refuse(name, LifeboatError::BadName);
+                }
+                if let Deposit::Full = self.lifeboat.deposit(name, fd) {
+                    self.refuse(name, LifeboatError::Full);
+                }
+            }
+            ToInit::Withdraw { name } => {
+                if !self.lifeboat.withdraw(name) {
+                    self.refuse(name, LifeboatError::NotFound);
+                }
+            }
+            ToInit::Ack { seq } => {
+                // Never forget an exit the supervisor has not even been sent.
+                let sent = self.supervisor.as_ref().map_or(0, |s| s.exit_sent);
+                self.exits.ack(seq.min(sent));
+            }
+            ToInit::Power { action } => self.power(action),
+        }
+    }
+
+    fn refuse(&mut self, name: FdName, error: LifeboatError) {
+        self.log.line(&[Piece::Str("refused a lifeboat request")]);
+        if let Some(slot) = self.refusals.iter_mut().find(|r| r.is_none()) {
+            *slot = Some((name, error));
+        }
+    }
+
+    fn power(&mut self, action: PowerAction) {
+        use rustix::system::RebootCommand;
+        let (word, cmd) = match action {
+            PowerAction::PowerOff => ("power off", RebootCommand::PowerOff),
+            PowerAction::Reboot => ("reboot", RebootCommand::Restart),
+            PowerAction::Halt => ("halt", RebootCommand::Halt),
+        };
+        self.log.line(&[Piece::Str(word), Piece::Str(" at "), Piece::Millis(sys::uptime_ms()), Piece::Str(" after boot")]);
+        rustix::fs::sync();
+        if rustix::process::getpid().is_init() {
+            // In a PID namespace the kernel ends the namespace instead: this call
+            // does not return there.
+            if let Err(e) = rustix::system::reboot(cmd) {
+                self.log.line(&[Piece::Str("reboot(2) failed: errno "), Piece::Int(e.raw_os_error() as i64)]);
+            }
+        } else {
+            // Run as an ordinary process (tests): ending is the power action.
+            rustix::runtime::exit_group(0)
+        }
+    }
+}
+
+/// Sends one message, with `fd` attached if given.
+fn send(channel: &OwnedFd, msg: &ToSupervisor, fd: Option<rustix::fd::BorrowedFd<'_>>) -> Result<(), Errno> {
+    let mut buf = [0u8; MAX_MESSAGE];
+    let Some(bytes) = wire::encode(msg, &mut buf) else {
+        return Ok(()); // cannot happen: every message fits; skip rather than stall
+    };
+    let iov = [rustix::io::IoSlice::new(bytes)];
+    let mut space = [core::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let fds;
+    if let Some(fd) = fd {
+        fds = [fd];
+        control.push(SendAncillaryMessage::ScmRights(&fds));
+    }
+    rustix::net::sendmsg(channel, &iov, &mut control, SendFlags::DONTWAIT | SendFlags::NOSIGNAL)
+        .map(|_| ())
+}

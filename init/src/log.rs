@@ -1,0 +1,114 @@
+//! Console lines without a heap: `keel-init: ` + pieces, written with one write(2).
+//!
+//! Lines go to fd 2 (the console when keel-init is the machine's PID 1). If fd 2 is
+//! not open, `/dev/kmsg` is tried once, so a boot without a console still leaves a
+//! trace in the kernel log.
+
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+
+/// One piece of a log line.
+pub enum Piece<'a> {
+    Str(&'a str),
+    Bytes(&'a [u8]),
+    Int(i64),
+    /// Milliseconds, printed as seconds with three decimals.
+    Millis(u64),
+}
+
+pub struct Log {
+    /// `/dev/kmsg`, when fd 2 is unusable.
+    kmsg: Option<OwnedFd>,
+}
+
+const LINE_MAX: usize = 256;
+
+impl Log {
+    pub fn new() -> Log {
+        // SAFETY: fd 2 is only borrowed for the fcntl probe, not closed or kept.
+        let stderr = unsafe { BorrowedFd::borrow_raw(2) };
+        let kmsg = match rustix::io::fcntl_getfd(stderr) {
+            Ok(_) => None,
+            Err(_) => rustix::fs::open(
+                "/dev/kmsg",
+                rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .ok(),
+        };
+        Log { kmsg }
+    }
+
+    pub fn line(&self, pieces: &[Piece<'_>]) {
+        let mut buf = [0u8; LINE_MAX];
+        let mut w = Writer { buf: &mut buf, len: 0 };
+        w.put(b"keel-init: ");
+        for p in pieces {
+            match p {
+                Piece::Str(s) => w.put(s.as_bytes()),
+                Piece::Bytes(b) => w.put(b),
+                Piece::Int(n) => w.int(*n),
+                Piece::Millis(ms) => {
+                    w.int((*ms / 1000) as i64);
+                    w.put(b".");
+                    let frac = *ms % 1000;
+                    w.put(&[
+                        b'0' + (frac / 100) as u8,
+                        b'0' + (frac / 10 % 10) as u8,
+                        b'0' + (frac % 10) as u8,
+                    ]);
+                    w.put(b"s");
+                }
+            }
+        }
+        // Always end the line, even a truncated one.
+        let end = w.len.min(LINE_MAX - 1);
+        buf[end] = b'\n';
+        let line = &buf[..=end];
+        match &self.kmsg {
+            Some(fd) => {
+                let _ = rustix::io::write(fd.as_fd(), line);
+            }
+            None => {
+                // SAFETY: fd 2 is borrowed for this one write.
+                let stderr = unsafe { BorrowedFd::borrow_raw(2) };
+                let _ = rustix::io::write(stderr, line);
+            }
+        }
+    }
+}
+
+struct Writer<'a> {
+    buf: &'a mut [u8; LINE_MAX],
+    len: usize,
+}
+
+impl Writer<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.len >= LINE_MAX - 1 {
+                return;
+            }
+            // Keep the console readable: no control characters from odd input.
+            self.buf[self.len] = if b == b'\t' || (0x20..0x7f).contains(&b) { b } else { b'?' };
+            self.len += 1;
+        }
+    }
+
+    fn int(&mut self, n: i64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        let mut v = n.unsigned_abs();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        if n < 0 {
+            self.put(b"-");
+        }
+        self.put(&digits[i..]);
+    }
+}

@@ -1,0 +1,252 @@
+//! The control protocol: initctl ⇄ keel-supervisor.
+//!
+//! A `SOCK_STREAM` unix socket (default [`DEFAULT_SOCKET`]) carrying frames (see
+//! [`crate::frame`]). The client speaks first with [`ClientHello`]; the server answers
+//! [`ServerHello`]. These two never change shape, so any two versions can tell each
+//! other apart. Then the client sends [`Request`]s and reads one [`Response`] each.
+//!
+//! The peer is authorised from `SO_PEERCRED`, never from anything it sends.
+
+use serde::{Deserialize, Serialize};
+use std::string::String;
+use std::vec::Vec;
+
+pub use crate::init::PowerAction;
+
+/// The version of the control protocol.
+pub const VERSION: u32 = 1;
+
+/// The first bytes of every hello, to tell keel from something else on the socket.
+pub const MAGIC: [u8; 4] = *b"keel";
+
+/// Where the supervisor listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/keel/control";
+
+/// The environment variable that overrides the socket path (for initctl).
+pub const SOCKET_ENV: &str = "KEEL_SOCKET";
+
+/// The client's first frame. Its shape is frozen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientHello {
+    pub magic: [u8; 4],
+    pub version: u32,
+}
+
+/// The server's answer to [`ClientHello`]. Its shape is frozen. When `accepted` is
+/// false the server closes the connection after sending it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerHello {
+    pub magic: [u8; 4],
+    pub version: u32,
+    pub accepted: bool,
+}
+
+/// A job's goal, in Upstart's words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Goal {
+    Start,
+    Stop,
+    /// Respawning: the main process is being restarted (Upstart's `respawn` goal).
+    Respawn,
+}
+
+impl Goal {
+    pub fn name(self) -> &'static str {
+        match self {
+            Goal::Start => "start",
+            Goal::Stop => "stop",
+            Goal::Respawn => "respawn",
+        }
+    }
+}
+
+/// Upstart's job states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum State {
+    Waiting,
+    Starting,
+    Security,
+    PreStart,
+    Spawned,
+    PostStart,
+    Running,
+    PreStop,
+    Stopping,
+    Killed,
+    PostStop,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Waiting => "waiting",
+            State::Starting => "starting",
+            State::Security => "security",
+            State::PreStart => "pre-start",
+            State::Spawned => "spawned",
+            State::PostStart => "post-start",
+            State::Running => "running",
+            State::PreStop => "pre-stop",
+            State::Stopping => "stopping",
+            State::Killed => "killed",
+            State::PostStop => "post-stop",
+        }
+    }
+}
+
+/// One running process of an instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    /// `main`, `pre-start`, `post-start`, `pre-stop` or `post-stop`.
+    pub kind: String,
+    pub pid: i32,
+}
+
+/// What `status` and `list` say of one job instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    pub job: String,
+    /// Empty for a job's single instance.
+    pub instance: String,
+    pub goal: Goal,
+    pub state: State,
+    /// Processes in the order Upstart prints them: main first.
+    pub processes: Vec<ProcessInfo>,
+    /// Why the last start failed or the job stopped, if it did not end normally.
+    pub failure: Option<String>,
+    /// Free text the job reported about itself (sd_notify `STATUS=`).
+    pub status_text: Option<String>,
+}
+
+/// What initctl asks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Start { job: String, env: Vec<String>, wait: bool },
+    Stop { job: String, env: Vec<String>, wait: bool },
+    Restart { job: String, env: Vec<String>, wait: bool },
+    Reload { job: String, env: Vec<String> },
+    Status { job: String, env: Vec<String> },
+    List,
+    Emit { event: String, env: Vec<String>, wait: bool },
+    ReloadConfiguration,
+    CheckConfig,
+    ShowConfig { job: Option<String>, enumerate: bool },
+    Reexec { binary: Option<String> },
+    Power { action: PowerAction },
+    Telinit { runlevel: u8 },
+    Runlevel,
+    Version,
+}
+
+impl Request {
+    /// Whether the request changes anything (and so needs an authorised caller).
+    pub fn is_query(&self) -> bool {
+        matches!(
+            self,
+            Request::Status { .. }
+                | Request::List
+                | Request::CheckConfig
+                | Request::ShowConfig { .. }
+                | Request::Runlevel
+                | Request::Version
+        )
+    }
+}
+
+/// Why a request failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    UnknownJob,
+    UnknownInstance,
+    AlreadyStarted,
+    AlreadyStopped,
+    /// The job was started but failed (pre-start, main, post-start…).
+    JobFailed,
+    PermissionDenied,
+    InvalidRequest,
+    /// The supervisor restarted while the request was in flight: its outcome is unknown.
+    Interrupted,
+    /// The supervisor is shutting the machine down.
+    ShuttingDown,
+    Internal,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+/// The answer to one [`Request`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Ok,
+    /// The instances a request concerned, as they are now.
+    Instances(Vec<InstanceStatus>),
+    /// Text for the user (show-config, check-config).
+    Text(String),
+    Version { version: String },
+    Runlevel { previous: u8, current: u8 },
+    Error(Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{decode, encode};
+    use std::string::ToString;
+    use std::vec;
+
+    #[test]
+    fn requests_and_responses_round_trip() {
+        let reqs = vec![
+            Request::Start {
+                job: "net/apache".into(),
+                env: vec!["PORT=80".into()],
+                wait: true,
+            },
+            Request::Power {
+                action: PowerAction::Halt,
+            },
+            Request::ShowConfig {
+                job: None,
+                enumerate: true,
+            },
+        ];
+        for r in reqs {
+            let f = encode(&r).unwrap();
+            assert_eq!(decode::<Request>(&f[4..]).unwrap(), r);
+        }
+        let resp = Response::Instances(vec![InstanceStatus {
+            job: "tty".into(),
+            instance: "ttyS0".into(),
+            goal: Goal::Start,
+            state: State::Running,
+            processes: vec![ProcessInfo {
+                kind: "main".into(),
+                pid: 42,
+            }],
+            failure: None,
+            status_text: Some("ready".to_string()),
+        }]);
+        let f = encode(&resp).unwrap();
+        assert_eq!(decode::<Response>(&f[4..]).unwrap(), resp);
+    }
+
+    #[test]
+    fn hello_shapes_are_frozen() {
+        // These bytes are what every released initctl and supervisor send. Changing
+        // them breaks the handshake between versions: don't.
+        let hello = ClientHello {
+            magic: MAGIC,
+            version: 1,
+        };
+        assert_eq!(postcard::to_stdvec(&hello).unwrap(), b"keel\x01");
+        let answer = ServerHello {
+            magic: MAGIC,
+            version: 1,
+            accepted: true,
+        };
+        assert_eq!(postcard::to_stdvec(&answer).unwrap(), b"keel\x01\x01");
+    }
+}

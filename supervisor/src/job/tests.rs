@@ -1,0 +1,1 @@
+//! Per-stanza tests of the parser.

@@ -208,9 +208,10 @@ fn arg_match(text: &str) -> ArgMatch {
     }
 }
 
-/// Parses the expression after `start on` / `stop on`, moving past its last
-/// line. On an error the rest of the expression is still consumed (following
-/// the parentheses over lines), so parsing resumes at the next stanza.
+/// Parses the expression after `start on` / `stop on`, up to the end of its
+/// last line (a comment or the newline). On an error the rest of the
+/// expression is still consumed (following the parentheses over lines), so
+/// parsing resumes at the next stanza.
 pub(super) fn parse_on(lexer: &mut Lexer) -> Result<EventExpr, Problem> {
     let mut builder = Builder::default();
     let mut depth = 0usize;
@@ -231,8 +232,11 @@ pub(super) fn parse_on(lexer: &mut Lexer) -> Result<EventExpr, Problem> {
             }
         }
         end = end.max(lexer.pos());
+        if depth == 0 {
+            break;
+        }
         lexer.next_line();
-        if depth == 0 || lexer.at_end() {
+        if lexer.at_end() {
             break;
         }
     }

@@ -350,7 +350,7 @@ impl Parser<'_> {
         self.lexer.token(Delim::Word, false)
     }
 
-    /// All arguments to the end of the line.
+    /// All arguments up to the end of the line (a comment or the newline).
     fn rest(&mut self) -> Result<Vec<Token>, Problem> {
         let mut args = Vec::new();
         while self.lexer.has_token() {
@@ -364,11 +364,10 @@ impl Parser<'_> {
             }
             args.push(token);
         }
-        self.lexer.next_line();
         Ok(args)
     }
 
-    /// At least one argument, then the end of the line.
+    /// At least one argument, up to the end of the line.
     fn some_args(&mut self, stanza: &str, what: &str) -> Result<Vec<Token>, Problem> {
         if !self.lexer.has_token() {
             return Err(Problem::new(
@@ -429,6 +428,7 @@ impl Parser<'_> {
 
     fn emits(&mut self, _keyword: &Token) -> Result<(), Problem> {
         let events = self.some_args("emits", "event name")?;
+        self.end("emits")?;
         self.def.emits.extend(events.into_iter().map(|t| t.text));
         Ok(())
     }
@@ -454,6 +454,7 @@ impl Parser<'_> {
 
     fn export(&mut self, _keyword: &Token) -> Result<(), Problem> {
         let keys = self.some_args("export", "variable name")?;
+        self.end("export")?;
         self.def.export.extend(keys.into_iter().map(|t| t.text));
         Ok(())
     }
@@ -463,6 +464,7 @@ impl Parser<'_> {
     fn start(&mut self, _keyword: &Token) -> Result<(), Problem> {
         self.on("start")?;
         self.def.start_on = Some(event::parse_on(&mut self.lexer)?);
+        self.end("start on")?;
         // Upstart's `manual` only discards the `start on` seen before it.
         self.def.manual = false;
         Ok(())
@@ -471,6 +473,7 @@ impl Parser<'_> {
     fn stop(&mut self, _keyword: &Token) -> Result<(), Problem> {
         self.on("stop")?;
         self.def.stop_on = Some(event::parse_on(&mut self.lexer)?);
+        self.end("stop on")?;
         Ok(())
     }
 
@@ -563,6 +566,7 @@ impl Parser<'_> {
     /// `script [INTERPRETER ARG…]`, the block, `end script`.
     fn script_block(&mut self, keyword: &Token) -> Result<Process, Problem> {
         let interpreter = self.rest()?.into_iter().map(|t| t.text).collect();
+        self.end("script")?;
         let body = self
             .lexer
             .block()
@@ -984,6 +988,7 @@ impl Parser<'_> {
             }
             self.def.capabilities = Some(set);
         }
+        self.end("capabilities")?;
         self.parsed(keyword, &["capabilities"]);
         Ok(())
     }

@@ -197,3 +197,162 @@ fn find_conf_files(
     }
     files.sort();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> Self {
+            static COUNT: AtomicUsize = AtomicUsize::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "keel-check-{}-{}",
+                std::process::id(),
+                COUNT.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = fs::remove_dir_all(&path);
+            fs::create_dir_all(&path).expect("create temp dir");
+            TempDir(path)
+        }
+
+        fn write(&self, relative: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+            let path = self.0.join(relative);
+            fs::create_dir_all(path.parent().expect("has a parent")).expect("create dirs");
+            fs::write(&path, contents).expect("write file");
+            path
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn job_names_come_from_the_relative_path() {
+        let dir = Path::new("/etc/init");
+        let name = |file: &str| job_name(dir, Path::new(file));
+        assert_eq!(name("/etc/init/apache.conf").as_deref(), Some("apache"));
+        assert_eq!(
+            name("/etc/init/net/apache.conf").as_deref(),
+            Some("net/apache")
+        );
+        assert_eq!(name("/etc/init/a.b.conf").as_deref(), Some("a.b"));
+        assert_eq!(name("/etc/init/README"), None);
+        assert_eq!(name("/etc/init/apache.conf.bak"), None);
+        assert_eq!(name("/etc/init/apache.override"), None);
+        assert_eq!(name("/etc/init/.conf"), None);
+        assert_eq!(name("/etc/init/net/.conf"), None);
+        assert_eq!(name("/etc/other/apache.conf"), None);
+    }
+
+    #[test]
+    fn a_confdir_loads_every_good_job_and_reports_the_rest() {
+        let dir = TempDir::new();
+        dir.write("a.conf", "exec /bin/a\n");
+        dir.write("net/b.conf", "start on startup\nexec /bin/b\n");
+        dir.write("c.conf", "exec /bin/c\nexpect WHAT\n");
+        dir.write("d.conf", "setuid nobody\nexec /bin/d\n");
+        dir.write("README", "not a job\n");
+        dir.write("net/notes.txt", "nor this\n");
+        dir.write("e.conf", b"description \"caf\xe9\"\n\x80\n");
+        std::os::unix::fs::symlink(dir.0.join("missing"), dir.0.join("f.conf")).expect("symlink");
+        // A loop through a symlinked directory is entered once.
+        std::os::unix::fs::symlink(&dir.0, dir.0.join("net/loop")).expect("symlink");
+
+        let confdir = load_confdir(&dir.0);
+        let names: Vec<&str> = confdir.jobs.iter().map(|j| j.name.as_str()).collect();
+        assert_eq!(names, ["a", "d", "net/b"]);
+        let root = dir.0.display();
+        assert_eq!(
+            confdir.problems,
+            [
+                format!(
+                    "{root}/c.conf:2:8: error: unknown argument to expect: WHAT (expected fork, daemon, stop, none, notify, fd, listen or dbus)"
+                ),
+                format!("{root}/d.conf:1:1: warning: setuid is parsed but not carried out yet"),
+                format!("{root}/e.conf:1:17: error: not UTF-8 text"),
+                format!(
+                    "{root}/f.conf: error: cannot read: No such file or directory (os error 2)"
+                ),
+            ]
+        );
+        assert_eq!(confdir.errors, 3);
+    }
+
+    #[test]
+    fn a_missing_confdir_is_one_error() {
+        let dir = TempDir::new();
+        let confdir = load_confdir(&dir.0.join("nope"));
+        assert!(confdir.jobs.is_empty());
+        assert_eq!(confdir.errors, 1);
+        assert!(
+            confdir.problems[0]
+                .ends_with("nope: error: cannot read: No such file or directory (os error 2)")
+        );
+    }
+
+    fn check(paths: &[PathBuf]) -> (bool, String) {
+        let mut out = Vec::new();
+        let failed = check_paths(paths, &mut out).expect("writing to a Vec");
+        (failed, String::from_utf8(out).expect("UTF-8 output"))
+    }
+
+    #[test]
+    fn check_reports_files_and_directories() {
+        let dir = TempDir::new();
+        dir.write("jobs/good.conf", "exec /bin/true\n");
+        dir.write("jobs/sub/warn.conf", "nice 5\nexec /bin/true\n");
+        dir.write("jobs/skip.txt", "garbage\n");
+        let named = dir.write("named-job", "exec\n");
+
+        let (failed, out) = check(&[dir.0.join("jobs")]);
+        assert!(!failed);
+        assert_eq!(
+            out,
+            format!(
+                "{}/jobs/sub/warn.conf:1:1: warning: nice is parsed but not carried out yet\n",
+                dir.0.display()
+            )
+        );
+
+        let (failed, out) = check(&[named.clone(), dir.0.join("jobs/skip.txt")]);
+        assert!(failed);
+        assert_eq!(
+            out,
+            format!(
+                "{}:1:5: error: expected command after exec\n{}:1:1: error: unknown stanza: garbage\n",
+                named.display(),
+                dir.0.join("jobs/skip.txt").display()
+            )
+        );
+
+        let missing = dir.0.join("missing.conf");
+        let (failed, out) = check(std::slice::from_ref(&missing));
+        assert!(failed);
+        assert_eq!(
+            out,
+            format!(
+                "{}: error: cannot read: No such file or directory (os error 2)\n",
+                missing.display()
+            )
+        );
+    }
+
+    #[test]
+    fn huge_files_are_refused_without_reading_them_whole() {
+        let dir = TempDir::new();
+        let big = dir.write("big.conf", vec![b'#'; job::MAX_JOB_FILE_BYTES + 4096]);
+        let (failed, out) = check(&[big]);
+        assert!(failed);
+        assert!(
+            out.ends_with(":1:1: error: job file larger than 1048576 bytes\n"),
+            "{out}"
+        );
+    }
+}

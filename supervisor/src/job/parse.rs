@@ -109,7 +109,14 @@ impl<'a> LineIndex<'a> {
     }
 }
 
-type Handler<'a> = fn(&mut Parser<'a>, &Token) -> Result<(), Problem>;
+/// A stanza's reader. It returns the stanza's specific form when it has one
+/// (`expect fork`, `limit nofile`, `pre-start exec`), for [`NOT_CARRIED_OUT`].
+type Handler<'a> = fn(&mut Parser<'a>, &Token) -> Result<Form, Problem>;
+type Form = Option<String>;
+
+fn form(text: &str) -> Form {
+    Some(text.to_string())
+}
 
 /// Every stanza: Upstart 1.13's, then keel's own (`capabilities`, `no new
 /// privileges`, `ready timeout`; `expect` and `script` take keel's forms too).
@@ -231,7 +238,11 @@ impl Parser<'_> {
     fn stanza(&mut self) -> Result<(), Problem> {
         let keyword = self.lexer.token(Delim::Word, false)?;
         match handler(&keyword.text) {
-            Some(handler) => handler(self, &keyword),
+            Some(handler) => {
+                let form = handler(self, &keyword)?;
+                self.warn_if_not_carried_out(&keyword, form.as_deref());
+                Ok(())
+            }
             None if keyword.text.is_empty() => Err(Problem::new(keyword.start, "expected stanza")),
             None => Err(Problem::new(
                 keyword.start,
@@ -269,7 +280,9 @@ impl Parser<'_> {
             }
         }
         self.lexer.next_line();
-        let opened_script = words.iter().any(|w| w == "script");
+        // A stray `end script` closes nothing and opens nothing.
+        let opened_script =
+            words.first().is_some_and(|w| w != "end") && words.iter().any(|w| w == "script");
         let process_stanza = words.first().is_some_and(|w| {
             ProcessKind::ALL
                 .iter()
@@ -310,10 +323,14 @@ impl Parser<'_> {
         }
     }
 
-    /// Warns if `keys` (the stanza, most specific form first) is in
-    /// [`NOT_CARRIED_OUT`].
-    fn parsed(&mut self, keyword: &Token, keys: &[&str]) {
-        if let Some(key) = keys.iter().find(|key| NOT_CARRIED_OUT.contains(key)) {
+    /// Warns if the stanza — its specific form (`expect fork`) or its name
+    /// (`expect`) — is in [`NOT_CARRIED_OUT`].
+    fn warn_if_not_carried_out(&mut self, keyword: &Token, form: Option<&str>) {
+        let listed = form
+            .into_iter()
+            .chain([keyword.text.as_str()])
+            .find(|key| NOT_CARRIED_OUT.contains(key));
+        if let Some(key) = listed {
             let problem = Problem::new(
                 keyword.start,
                 format!("{key} is parsed but not carried out yet"),
@@ -359,7 +376,7 @@ impl Parser<'_> {
             if token.text.is_empty() {
                 return Err(Problem::new(
                     pos,
-                    "expected argument, found an empty string",
+                    "expected argument (an empty quoted string is no argument)",
                 ));
             }
             args.push(token);
@@ -401,41 +418,41 @@ impl Parser<'_> {
 
     // Upstart's informational stanzas.
 
-    fn instance(&mut self, _keyword: &Token) -> Result<(), Problem> {
+    fn instance(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         self.def.instance = Some(self.text("instance", "instance name")?);
-        Ok(())
+        Ok(None)
     }
 
-    fn description(&mut self, _keyword: &Token) -> Result<(), Problem> {
+    fn description(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         self.def.description = Some(self.text("description", "text")?);
-        Ok(())
+        Ok(None)
     }
 
-    fn author(&mut self, _keyword: &Token) -> Result<(), Problem> {
+    fn author(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         self.def.author = Some(self.text("author", "text")?);
-        Ok(())
+        Ok(None)
     }
 
-    fn version(&mut self, _keyword: &Token) -> Result<(), Problem> {
+    fn version(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         self.def.version = Some(self.text("version", "text")?);
-        Ok(())
+        Ok(None)
     }
 
-    fn usage(&mut self, _keyword: &Token) -> Result<(), Problem> {
+    fn usage(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         self.def.usage = Some(self.text("usage", "text")?);
-        Ok(())
+        Ok(None)
     }
 
-    fn emits(&mut self, _keyword: &Token) -> Result<(), Problem> {
+    fn emits(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         let events = self.some_args("emits", "event name")?;
         self.end("emits")?;
         self.def.emits.extend(events.into_iter().map(|t| t.text));
-        Ok(())
+        Ok(None)
     }
 
     // Environment.
 
-    fn env(&mut self, _keyword: &Token) -> Result<(), Problem> {
+    fn env(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         let token = self.arg("KEY[=VALUE] after env")?;
         let (key, value) = match token.text.split_once('=') {
             Some((key, value)) => (key.to_string(), Some(value.to_string())),
@@ -449,32 +466,32 @@ impl Parser<'_> {
         }
         self.end("env")?;
         self.def.env.push(EnvVar { key, value });
-        Ok(())
+        Ok(None)
     }
 
-    fn export(&mut self, _keyword: &Token) -> Result<(), Problem> {
+    fn export(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         let keys = self.some_args("export", "variable name")?;
         self.end("export")?;
         self.def.export.extend(keys.into_iter().map(|t| t.text));
-        Ok(())
+        Ok(None)
     }
 
     // Events.
 
-    fn start(&mut self, _keyword: &Token) -> Result<(), Problem> {
+    fn start(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         self.on("start")?;
         self.def.start_on = Some(event::parse_on(&mut self.lexer)?);
         self.end("start on")?;
         // Upstart's `manual` only discards the `start on` seen before it.
         self.def.manual = false;
-        Ok(())
+        Ok(form("start on"))
     }
 
-    fn stop(&mut self, _keyword: &Token) -> Result<(), Problem> {
+    fn stop(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         self.on("stop")?;
         self.def.stop_on = Some(event::parse_on(&mut self.lexer)?);
         self.end("stop on")?;
-        Ok(())
+        Ok(form("stop on"))
     }
 
     fn on(&mut self, stanza: &str) -> Result<(), Problem> {
@@ -488,43 +505,43 @@ impl Parser<'_> {
         Ok(())
     }
 
-    fn manual(&mut self, _keyword: &Token) -> Result<(), Problem> {
+    fn manual(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         self.end("manual")?;
         self.def.manual = true;
         self.def.start_on = None;
-        Ok(())
+        Ok(None)
     }
 
     // Processes.
 
-    fn exec(&mut self, _keyword: &Token) -> Result<(), Problem> {
+    fn exec(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         self.def.main = Some(self.exec_command("exec")?);
-        Ok(())
+        Ok(None)
     }
 
-    fn script(&mut self, keyword: &Token) -> Result<(), Problem> {
+    fn script(&mut self, keyword: &Token) -> Result<Form, Problem> {
         self.def.main = Some(self.script_block(keyword)?);
-        Ok(())
+        Ok(None)
     }
 
-    fn pre_start(&mut self, _keyword: &Token) -> Result<(), Problem> {
+    fn pre_start(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         self.process(ProcessKind::PreStart)
     }
 
-    fn post_start(&mut self, _keyword: &Token) -> Result<(), Problem> {
+    fn post_start(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         self.process(ProcessKind::PostStart)
     }
 
-    fn pre_stop(&mut self, _keyword: &Token) -> Result<(), Problem> {
+    fn pre_stop(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         self.process(ProcessKind::PreStop)
     }
 
-    fn post_stop(&mut self, _keyword: &Token) -> Result<(), Problem> {
+    fn post_stop(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         self.process(ProcessKind::PostStop)
     }
 
     /// `pre-start exec …` / `pre-start script …` and the like.
-    fn process(&mut self, kind: ProcessKind) -> Result<(), Problem> {
+    fn process(&mut self, kind: ProcessKind) -> Result<Form, Problem> {
         let stanza = kind.name();
         let how = self.word(&format!("'exec' or 'script' after {stanza}"))?;
         let process = match how.text.as_str() {
@@ -545,7 +562,7 @@ impl Parser<'_> {
             ProcessKind::PostStop => &mut self.def.post_stop,
         };
         *slot = Some(process);
-        Ok(())
+        Ok(Some(format!("{stanza} {}", how.text)))
     }
 
     /// The rest of the line, as written (quotes kept, continuations joined).
@@ -576,18 +593,17 @@ impl Parser<'_> {
 
     // Lifecycle.
 
-    fn task(&mut self, _keyword: &Token) -> Result<(), Problem> {
+    fn task(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         self.end("task")?;
         self.def.task = true;
-        Ok(())
+        Ok(None)
     }
 
-    fn respawn(&mut self, keyword: &Token) -> Result<(), Problem> {
+    fn respawn(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         if !self.lexer.has_token() {
             self.lexer.next_line();
             self.def.respawn = true;
-            self.parsed(keyword, &["respawn"]);
-            return Ok(());
+            return Ok(None);
         }
         let sub = self.word("'limit' after respawn")?;
         if sub.text != "limit" {
@@ -610,11 +626,10 @@ impl Parser<'_> {
         };
         self.end("respawn limit")?;
         self.def.respawn_limit = limit;
-        self.parsed(keyword, &["respawn limit", "respawn"]);
-        Ok(())
+        Ok(form("respawn limit"))
     }
 
-    fn normal(&mut self, keyword: &Token) -> Result<(), Problem> {
+    fn normal(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         let sub = self.word("'exit' after normal")?;
         if sub.text != "exit" {
             return Err(Problem::new(
@@ -632,11 +647,10 @@ impl Parser<'_> {
         }
         self.end("normal exit")?;
         self.def.normal_exit.extend(matches);
-        self.parsed(keyword, &["normal exit", "normal"]);
-        Ok(())
+        Ok(form("normal exit"))
     }
 
-    fn kill(&mut self, keyword: &Token) -> Result<(), Problem> {
+    fn kill(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         let sub = self.word("'timeout' or 'signal' after kill")?;
         match sub.text.as_str() {
             "timeout" => {
@@ -644,26 +658,23 @@ impl Parser<'_> {
                 let seconds = number::<u32>(&token, "kill timeout (seconds)")?;
                 self.end("kill timeout")?;
                 self.def.kill_timeout = seconds;
-                self.parsed(keyword, &["kill timeout", "kill"]);
+                Ok(form("kill timeout"))
             }
             "signal" => {
                 let token = self.arg("signal after kill signal")?;
                 let signal = signal(&token)?;
                 self.end("kill signal")?;
                 self.def.kill_signal = signal;
-                self.parsed(keyword, &["kill signal", "kill"]);
+                Ok(form("kill signal"))
             }
-            other => {
-                return Err(Problem::new(
-                    sub.start,
-                    format!("unknown argument to kill: {other} (expected 'timeout' or 'signal')"),
-                ));
-            }
+            other => Err(Problem::new(
+                sub.start,
+                format!("unknown argument to kill: {other} (expected 'timeout' or 'signal')"),
+            )),
         }
-        Ok(())
     }
 
-    fn reload(&mut self, keyword: &Token) -> Result<(), Problem> {
+    fn reload(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         let sub = self.word("'signal' after reload")?;
         if sub.text != "signal" {
             return Err(Problem::new(
@@ -678,11 +689,10 @@ impl Parser<'_> {
         let signal = signal(&token)?;
         self.end("reload signal")?;
         self.def.reload_signal = signal;
-        self.parsed(keyword, &["reload signal", "reload"]);
-        Ok(())
+        Ok(form("reload signal"))
     }
 
-    fn expect(&mut self, keyword: &Token) -> Result<(), Problem> {
+    fn expect(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         let kind = self.arg(
             "readiness after expect (fork, daemon, stop, none, notify, fd N, listen, dbus NAME)",
         )?;
@@ -718,11 +728,10 @@ impl Parser<'_> {
         self.end("expect")?;
         self.def.expect = expect;
         let specific = format!("expect {}", kind.text);
-        self.parsed(keyword, &[&specific, "expect"]);
-        Ok(())
+        Ok(form(&specific))
     }
 
-    fn ready(&mut self, keyword: &Token) -> Result<(), Problem> {
+    fn ready(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         let sub = self.word("'timeout' after ready")?;
         if sub.text != "timeout" {
             return Err(Problem::new(
@@ -743,11 +752,10 @@ impl Parser<'_> {
         }
         self.end("ready timeout")?;
         self.def.ready_timeout = Some(seconds);
-        self.parsed(keyword, &["ready timeout", "ready"]);
-        Ok(())
+        Ok(form("ready timeout"))
     }
 
-    fn console(&mut self, keyword: &Token) -> Result<(), Problem> {
+    fn console(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         let token = self.arg("none, log, output or owner after console")?;
         let console = match token.text.as_str() {
             "none" => Console::None,
@@ -766,13 +774,12 @@ impl Parser<'_> {
         self.end("console")?;
         self.def.console = console;
         let specific = format!("console {}", token.text);
-        self.parsed(keyword, &[&specific, "console"]);
-        Ok(())
+        Ok(form(&specific))
     }
 
     // Process environment and privileges.
 
-    fn umask(&mut self, keyword: &Token) -> Result<(), Problem> {
+    fn umask(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         let token = self.arg("octal mask after umask")?;
         let mask = u32::from_str_radix(&token.text, 8)
             .ok()
@@ -785,11 +792,10 @@ impl Parser<'_> {
             })?;
         self.end("umask")?;
         self.def.umask = Some(mask);
-        self.parsed(keyword, &["umask"]);
-        Ok(())
+        Ok(None)
     }
 
-    fn nice(&mut self, keyword: &Token) -> Result<(), Problem> {
+    fn nice(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         let token = self.arg("priority after nice")?;
         let nice = number::<i32>(&token, "nice value (-20 to 19)")?;
         if !(-20..=19).contains(&nice) {
@@ -800,13 +806,12 @@ impl Parser<'_> {
         }
         self.end("nice")?;
         self.def.nice = Some(nice);
-        self.parsed(keyword, &["nice"]);
-        Ok(())
+        Ok(None)
     }
 
     /// `oom score N|never`, and Upstart's older `oom N|never` (-17..=15,
     /// scaled to a score as Upstart does).
-    fn oom(&mut self, keyword: &Token) -> Result<(), Problem> {
+    fn oom(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         let token = self.arg("'score' after oom")?;
         let score = match token.text.as_str() {
             "score" => {
@@ -838,11 +843,10 @@ impl Parser<'_> {
         };
         self.end("oom")?;
         self.def.oom_score = Some(score);
-        self.parsed(keyword, &["oom score", "oom"]);
-        Ok(())
+        Ok(form("oom score"))
     }
 
-    fn limit(&mut self, keyword: &Token) -> Result<(), Problem> {
+    fn limit(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         let token = self.arg("resource after limit")?;
         let resource = Resource::from_name(&token.text).ok_or_else(|| {
             Problem::new(
@@ -868,42 +872,36 @@ impl Parser<'_> {
             None => self.def.limits.push(limit),
         }
         let specific = format!("limit {}", token.text);
-        self.parsed(keyword, &[&specific, "limit"]);
-        Ok(())
+        Ok(form(&specific))
     }
 
-    fn chroot(&mut self, keyword: &Token) -> Result<(), Problem> {
+    fn chroot(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         self.def.chroot = Some(self.text("chroot", "directory")?);
-        self.parsed(keyword, &["chroot"]);
-        Ok(())
+        Ok(None)
     }
 
-    fn chdir(&mut self, keyword: &Token) -> Result<(), Problem> {
+    fn chdir(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         self.def.chdir = Some(self.text("chdir", "directory")?);
-        self.parsed(keyword, &["chdir"]);
-        Ok(())
+        Ok(None)
     }
 
-    fn setuid(&mut self, keyword: &Token) -> Result<(), Problem> {
+    fn setuid(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         self.def.setuid = Some(self.text("setuid", "user name")?);
-        self.parsed(keyword, &["setuid"]);
-        Ok(())
+        Ok(None)
     }
 
-    fn setgid(&mut self, keyword: &Token) -> Result<(), Problem> {
+    fn setgid(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         self.def.setgid = Some(self.text("setgid", "group name")?);
-        self.parsed(keyword, &["setgid"]);
-        Ok(())
+        Ok(None)
     }
 
-    fn debug(&mut self, keyword: &Token) -> Result<(), Problem> {
+    fn debug(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         self.end("debug")?;
         self.def.debug = true;
-        self.parsed(keyword, &["debug"]);
-        Ok(())
+        Ok(None)
     }
 
-    fn apparmor(&mut self, keyword: &Token) -> Result<(), Problem> {
+    fn apparmor(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         let sub = self.word("'load' or 'switch' after apparmor")?;
         match sub.text.as_str() {
             "load" => {
@@ -924,13 +922,12 @@ impl Parser<'_> {
             }
         }
         let specific = format!("apparmor {}", sub.text);
-        self.parsed(keyword, &[&specific, "apparmor"]);
-        Ok(())
+        Ok(form(&specific))
     }
 
     /// `cgroup CONTROLLER [NAME] [KEY VALUE]`: two words are a name, three a
     /// setting, four both (Upstart's reading).
-    fn cgroup(&mut self, keyword: &Token) -> Result<(), Problem> {
+    fn cgroup(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         let controller = self.arg("controller after cgroup")?.text;
         let mut more = Vec::new();
         while more.len() < 3 && self.lexer.has_token() {
@@ -961,14 +958,13 @@ impl Parser<'_> {
             },
         };
         self.def.cgroups.push(cgroup);
-        self.parsed(keyword, &["cgroup"]);
-        Ok(())
+        Ok(None)
     }
 
     // keel's own stanzas.
 
     /// `capabilities CAP…` adds to the set; `capabilities none` empties it.
-    fn capabilities(&mut self, keyword: &Token) -> Result<(), Problem> {
+    fn capabilities(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         let names = self.some_args("capabilities", "capability names or 'none'")?;
         if names.iter().any(|t| t.text == "none") {
             if let Some(extra) = names.iter().find(|t| t.text != "none") {
@@ -989,11 +985,10 @@ impl Parser<'_> {
             self.def.capabilities = Some(set);
         }
         self.end("capabilities")?;
-        self.parsed(keyword, &["capabilities"]);
-        Ok(())
+        Ok(None)
     }
 
-    fn no_new_privileges(&mut self, keyword: &Token) -> Result<(), Problem> {
+    fn no_new_privileges(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         for expected in ["new", "privileges"] {
             let word = self.word("'new privileges' after no")?;
             if word.text != expected {
@@ -1008,8 +1003,7 @@ impl Parser<'_> {
         }
         self.end("no new privileges")?;
         self.def.no_new_privileges = true;
-        self.parsed(keyword, &["no new privileges"]);
-        Ok(())
+        Ok(form("no new privileges"))
     }
 }
 

@@ -758,8 +758,11 @@ fn scripts_end_at_an_end_script_line_only() {
         script("  echo end script\n  # end script\n  x=\"\n  end script\"\nend scripts\n")
     );
     assert!(def.task);
-    // `end script` outside a block is no stanza.
-    assert_eq!(errors("end script\n"), ["1:1: unknown stanza: end"]);
+    // `end script` outside a block is no stanza (and opens no block).
+    assert_eq!(
+        errors("end script\nend script\n"),
+        ["1:1: unknown stanza: end", "2:1: unknown stanza: end"]
+    );
 }
 
 #[test]

@@ -16,8 +16,9 @@
 //!   fd N, N ≥ 3), `expect listen` (the main process listens on a socket),
 //!   `expect dbus NAME` (the bus name is owned).
 //! - `ready timeout SECONDS`: how long an `expect` may take before the start fails.
-//! - `capabilities CAP…` (adds to the bounding set kept; `CAP_NET_ADMIN`,
-//!   `cap_net_admin` and `net_admin` are the same) and `capabilities none`.
+//! - `capabilities CAP…`: the capabilities the job keeps (several lines add up;
+//!   `CAP_NET_ADMIN`, `cap_net_admin` and `net_admin` are the same);
+//!   `capabilities none` keeps none.
 //! - `no new privileges`.
 //! - `limit rttime SOFT HARD` (Linux has the resource; Upstart 1.13 did not list it).
 //!
@@ -40,9 +41,10 @@ pub use show::render;
 pub use signal::Signal;
 
 /// Stanzas that parse but that keel does not carry out yet; each use gives
-/// `warning: STANZA is parsed but not carried out yet`. A stanza is named as
-/// written, the most specific form first (`expect fork`, `oom score`,
-/// `apparmor`): remove an entry once the runtime implements it.
+/// `warning: STANZA is parsed but not carried out yet`. An entry is a stanza
+/// name (`limit`, `apparmor`) or a specific form (`expect fork`; `oom score`
+/// also covers Upstart's older `oom N`). Remove an entry once the runtime
+/// carries it out: this list is the only place that decides the warning.
 pub const NOT_CARRIED_OUT: &[&str] = &[
     "apparmor",
     "cgroup",

@@ -6,6 +6,10 @@
 //! so one run names every problem. A stanza given twice keeps the last value,
 //! as in Upstart; `env`, `export`, `emits`, `normal exit`, `cgroup`, `limit`
 //! (per resource) and `capabilities` add up.
+//!
+//! Where Upstart 1.13 accepts nonsense, keel refuses it: words after `manual`
+//! or `debug` (Upstart reads them as the next stanza), `env =VALUE`, signal
+//! numbers above 64 and exit statuses above 255 (Upstart takes any int).
 
 use super::event;
 use super::lexer::{Delim, Lexer, Problem, Token};

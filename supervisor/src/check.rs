@@ -1,1 +1,358 @@
 //! Reading job files from disk: a whole confdir, or `--check PATH…`.
+//!
+//! This module owns finding `.conf` files (recursively, in sorted order, each
+//! directory visited once even through symlink loops), naming jobs after their
+//! path, reading them, and reporting every problem as
+//! `FILE:LINE:COL: error|warning: MESSAGE` (or `FILE: error: cannot read: …`).
+//! Parsing itself is [`crate::job::parse`]; a broken file never affects another.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::job::{self, JobDef, Parsed, Severity};
+
+/// The job name for `file` below `confdir`: the relative path without `.conf`
+/// (`net/apache.conf` → `net/apache`). `None` for other files.
+pub fn job_name(confdir: &Path, file: &Path) -> Option<String> {
+    let relative = file.strip_prefix(confdir).ok()?;
+    let relative = relative.to_str()?;
+    let name = relative.strip_suffix(".conf")?;
+    let last = name.rsplit('/').next().unwrap_or(name);
+    (!last.is_empty()).then(|| name.to_string())
+}
+
+/// Every job of a confdir, and every problem met on the way.
+#[derive(Debug, Default)]
+pub struct Confdir {
+    /// The jobs that parsed, in path order.
+    pub jobs: Vec<JobDef>,
+    /// Rendered diagnostics (errors and warnings) and read failures.
+    pub problems: Vec<String>,
+    /// How many of `problems` are errors.
+    pub errors: usize,
+}
+
+/// Loads every `.conf` file below `dir`.
+pub fn load_confdir(dir: &Path) -> Confdir {
+    let mut confdir = Confdir::default();
+    let mut files = Vec::new();
+    find_conf_files(dir, &mut files, &mut confdir.problems, &mut confdir.errors);
+    for file in files {
+        let Some(name) = job_name(dir, &file) else {
+            confdir
+                .problems
+                .push(format!("{}: error: job name is not UTF-8", file.display()));
+            confdir.errors += 1;
+            continue;
+        };
+        let checked = check_file(&file, &name);
+        confdir.errors += checked.errors;
+        confdir.problems.extend(checked.problems);
+        confdir.jobs.extend(checked.def);
+    }
+    confdir
+}
+
+/// `keel-supervisor --check PATH…`: files (whatever their name) and directories
+/// (their `.conf` files, recursively). Writes every problem to `out`; returns
+/// whether any was an error.
+pub fn check_paths(paths: &[PathBuf], out: &mut dyn io::Write) -> io::Result<bool> {
+    let mut any_error = false;
+    for path in paths {
+        let mut problems = Vec::new();
+        let mut errors = 0;
+        if path.is_dir() {
+            let mut files = Vec::new();
+            find_conf_files(path, &mut files, &mut problems, &mut errors);
+            for file in files {
+                let name = job_name(path, &file).unwrap_or_else(|| file_stem(&file));
+                let checked = check_file(&file, &name);
+                errors += checked.errors;
+                problems.extend(checked.problems);
+            }
+        } else {
+            let checked = check_file(path, &file_stem(path));
+            errors += checked.errors;
+            problems.extend(checked.problems);
+        }
+        for problem in problems {
+            writeln!(out, "{problem}")?;
+        }
+        any_error |= errors > 0;
+    }
+    Ok(any_error)
+}
+
+/// A named file's job name: its file name without `.conf`.
+fn file_stem(file: &Path) -> String {
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match name.strip_suffix(".conf") {
+        Some(stem) if !stem.is_empty() => stem.to_string(),
+        _ => name,
+    }
+}
+
+struct Checked {
+    def: Option<JobDef>,
+    problems: Vec<String>,
+    errors: usize,
+}
+
+fn check_file(path: &Path, name: &str) -> Checked {
+    let shown = path.display().to_string();
+    let cannot_read = |reason: String| Checked {
+        def: None,
+        problems: vec![format!("{shown}: error: cannot read: {reason}")],
+        errors: 1,
+    };
+    let bytes = match read_bounded(path) {
+        Ok(bytes) => bytes,
+        Err(e) => return cannot_read(e.to_string()),
+    };
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            // Point at the first byte that is not UTF-8.
+            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+            let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let col = valid[line_start..]
+                .iter()
+                .filter(|&&b| b & 0xC0 != 0x80)
+                .count()
+                + 1;
+            return Checked {
+                def: None,
+                problems: vec![format!("{shown}:{line}:{col}: error: not UTF-8 text")],
+                errors: 1,
+            };
+        }
+    };
+    let Parsed { def, diagnostics } = job::parse(name, &text);
+    Checked {
+        def,
+        errors: diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count(),
+        problems: diagnostics.iter().map(|d| d.render(&shown)).collect(),
+    }
+}
+
+/// Reads at most one byte more than the parser accepts, so a huge file is
+/// refused by the parser without being read whole.
+fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    fs::File::open(path)?
+        .take(job::MAX_JOB_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// All `.conf` files below `dir`, sorted by path. Directories are followed
+/// through symlinks but each is entered once.
+fn find_conf_files(
+    dir: &Path,
+    files: &mut Vec<PathBuf>,
+    problems: &mut Vec<String>,
+    errors: &mut usize,
+) {
+    let mut seen = HashSet::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        match fs::metadata(&dir) {
+            Ok(meta) if !seen.insert((meta.dev(), meta.ino())) => continue,
+            _ => {}
+        }
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                problems.push(format!("{}: error: cannot read: {e}", dir.display()));
+                *errors += 1;
+                continue;
+            }
+        };
+        for entry in entries {
+            let path = match entry {
+                Ok(entry) => entry.path(),
+                Err(e) => {
+                    problems.push(format!("{}: error: cannot read: {e}", dir.display()));
+                    *errors += 1;
+                    continue;
+                }
+            };
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "conf") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> Self {
+            static COUNT: AtomicUsize = AtomicUsize::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "keel-check-{}-{}",
+                std::process::id(),
+                COUNT.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = fs::remove_dir_all(&path);
+            fs::create_dir_all(&path).expect("create temp dir");
+            TempDir(path)
+        }
+
+        fn write(&self, relative: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+            let path = self.0.join(relative);
+            fs::create_dir_all(path.parent().expect("has a parent")).expect("create dirs");
+            fs::write(&path, contents).expect("write file");
+            path
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn job_names_come_from_the_relative_path() {
+        let dir = Path::new("/etc/init");
+        let name = |file: &str| job_name(dir, Path::new(file));
+        assert_eq!(name("/etc/init/apache.conf").as_deref(), Some("apache"));
+        assert_eq!(
+            name("/etc/init/net/apache.conf").as_deref(),
+            Some("net/apache")
+        );
+        assert_eq!(name("/etc/init/a.b.conf").as_deref(), Some("a.b"));
+        assert_eq!(name("/etc/init/README"), None);
+        assert_eq!(name("/etc/init/apache.conf.bak"), None);
+        assert_eq!(name("/etc/init/apache.override"), None);
+        assert_eq!(name("/etc/init/.conf"), None);
+        assert_eq!(name("/etc/init/net/.conf"), None);
+        assert_eq!(name("/etc/other/apache.conf"), None);
+    }
+
+    #[test]
+    fn a_confdir_loads_every_good_job_and_reports_the_rest() {
+        let dir = TempDir::new();
+        dir.write("a.conf", "exec /bin/a\n");
+        dir.write("net/b.conf", "start on startup\nexec /bin/b\n");
+        dir.write("c.conf", "exec /bin/c\nexpect WHAT\n");
+        dir.write("d.conf", "setuid nobody\nexec /bin/d\n");
+        dir.write("README", "not a job\n");
+        dir.write("net/notes.txt", "nor this\n");
+        dir.write("e.conf", b"description \"caf\xe9\"\n\x80\n");
+        std::os::unix::fs::symlink(dir.0.join("missing"), dir.0.join("f.conf")).expect("symlink");
+        // A loop through a symlinked directory is entered once.
+        std::os::unix::fs::symlink(&dir.0, dir.0.join("net/loop")).expect("symlink");
+
+        let confdir = load_confdir(&dir.0);
+        let names: Vec<&str> = confdir.jobs.iter().map(|j| j.name.as_str()).collect();
+        assert_eq!(names, ["a", "d", "net/b"]);
+        let root = dir.0.display();
+        assert_eq!(
+            confdir.problems,
+            [
+                format!(
+                    "{root}/c.conf:2:8: error: unknown argument to expect: WHAT (expected fork, daemon, stop, none, notify, fd, listen or dbus)"
+                ),
+                format!("{root}/d.conf:1:1: warning: setuid is parsed but not carried out yet"),
+                format!("{root}/e.conf:1:17: error: not UTF-8 text"),
+                format!(
+                    "{root}/f.conf: error: cannot read: No such file or directory (os error 2)"
+                ),
+            ]
+        );
+        assert_eq!(confdir.errors, 3);
+    }
+
+    #[test]
+    fn a_missing_confdir_is_one_error() {
+        let dir = TempDir::new();
+        let confdir = load_confdir(&dir.0.join("nope"));
+        assert!(confdir.jobs.is_empty());
+        assert_eq!(confdir.errors, 1);
+        assert!(
+            confdir.problems[0]
+                .ends_with("nope: error: cannot read: No such file or directory (os error 2)")
+        );
+    }
+
+    fn check(paths: &[PathBuf]) -> (bool, String) {
+        let mut out = Vec::new();
+        let failed = check_paths(paths, &mut out).expect("writing to a Vec");
+        (failed, String::from_utf8(out).expect("UTF-8 output"))
+    }
+
+    #[test]
+    fn check_reports_files_and_directories() {
+        let dir = TempDir::new();
+        dir.write("jobs/good.conf", "exec /bin/true\n");
+        dir.write("jobs/sub/warn.conf", "nice 5\nexec /bin/true\n");
+        dir.write("jobs/skip.txt", "garbage\n");
+        let named = dir.write("named-job", "exec\n");
+
+        let (failed, out) = check(&[dir.0.join("jobs")]);
+        assert!(!failed);
+        assert_eq!(
+            out,
+            format!(
+                "{}/jobs/sub/warn.conf:1:1: warning: nice is parsed but not carried out yet\n",
+                dir.0.display()
+            )
+        );
+
+        let (failed, out) = check(&[named.clone(), dir.0.join("jobs/skip.txt")]);
+        assert!(failed);
+        assert_eq!(
+            out,
+            format!(
+                "{}:1:5: error: expected command after exec\n{}:1:1: error: unknown stanza: garbage\n",
+                named.display(),
+                dir.0.join("jobs/skip.txt").display()
+            )
+        );
+
+        let missing = dir.0.join("missing.conf");
+        let (failed, out) = check(std::slice::from_ref(&missing));
+        assert!(failed);
+        assert_eq!(
+            out,
+            format!(
+                "{}: error: cannot read: No such file or directory (os error 2)\n",
+                missing.display()
+            )
+        );
+    }
+
+    #[test]
+    fn huge_files_are_refused_without_reading_them_whole() {
+        let dir = TempDir::new();
+        let big = dir.write("big.conf", vec![b'#'; job::MAX_JOB_FILE_BYTES + 4096]);
+        let (failed, out) = check(&[big]);
+        assert!(failed);
+        assert!(
+            out.ends_with(":1:1: error: job file larger than 1048576 bytes\n"),
+            "{out}"
+        );
+    }
+}

@@ -1,20 +1,75 @@
 //! The job language: Upstart 1.13's init(5) plus keel's own stanzas.
 //!
 //! This module owns the typed job definition ([`JobDef`]) and turning job-file text
-//! into it ([`parse`]) and back ([`show::show_config`]). It never touches the
-//! filesystem or any other syscall: callers hand it text and a name, it hands back a
-//! definition and diagnostics (`FILE:LINE:COL: error|warning: MESSAGE`).
+//! into it ([`parse`]) and back ([`render`]). It never touches the filesystem or
+//! any other syscall: callers hand it text and a name, it hands back a definition
+//! and diagnostics (`FILE:LINE:COL: error|warning: MESSAGE`).
 //!
 //! Every stanza of Upstart 1.13 is represented here with its documented default;
 //! stanzas keel does not carry out yet parse into the definition and produce a
-//! warning saying so, never silently vanish.
+//! warning saying so ([`NOT_CARRIED_OUT`]), never silently vanish.
+//!
+//! keel's own stanzas, beside Upstart's:
+//! - `script INTERPRETER [ARG…]` … `end script`: the block runs under that
+//!   interpreter instead of `/bin/sh -e` (also `pre-start script /bin/bash`, …).
+//! - `expect notify` (`READY=1` on `NOTIFY_SOCKET`), `expect fd N` (a newline on
+//!   fd N, N ≥ 3), `expect listen` (the main process listens on a socket),
+//!   `expect dbus NAME` (the bus name is owned).
+//! - `ready timeout SECONDS`: how long an `expect` may take before the start fails.
+//! - `capabilities CAP…`: the capabilities the job keeps (several lines add up;
+//!   `CAP_NET_ADMIN`, `cap_net_admin` and `net_admin` are the same);
+//!   `capabilities none` keeps none.
+//! - `no new privileges`.
+//! - `limit rttime SOFT HARD` (Linux has the resource; Upstart 1.13 did not list it).
+//!
+//! Submodules: `lexer` (libnih's tokenising), `event` (`start on`/`stop on`),
+//! `parse` (the stanzas), [`show`] (rendering), [`signal`] (signal names).
 
 use serde::{Deserialize, Serialize};
 
+mod event;
+mod lexer;
+mod parse;
+/// Rendering a definition back into job-file text.
+pub mod show;
 /// Signal numbers and names as the job language spells them.
 pub mod signal;
 
+pub use event::{MAX_EXPRESSION_EVENTS, MAX_PAREN_DEPTH};
+pub use parse::{CAPABILITIES, MAX_JOB_FILE_BYTES, Parsed, parse};
+pub use show::render;
 pub use signal::Signal;
+
+/// Stanzas that parse but that keel does not carry out yet; each use gives
+/// `warning: STANZA is parsed but not carried out yet`. An entry is a stanza
+/// name (`limit`, `apparmor`) or a specific form (`expect fork`; `oom score`
+/// also covers Upstart's older `oom N`). Remove an entry once the runtime
+/// carries it out: this list is the only place that decides the warning.
+pub const NOT_CARRIED_OUT: &[&str] = &[
+    "apparmor",
+    "cgroup",
+    "expect dbus",
+    "expect listen",
+    "debug",
+    "limit",
+    "chroot",
+    "setuid",
+    "setgid",
+    "capabilities",
+    "no new privileges",
+    "oom score",
+    "nice",
+    "umask",
+    "expect fork",
+    "expect daemon",
+    "expect stop",
+    "expect notify",
+    "expect fd",
+];
+
+/// Characters that make Upstart run an `exec` command through `/bin/sh -e -c`
+/// (`SHELL_CHARS` in Upstart's init/job_process.c).
+pub const SHELL_CHARS: &str = "~`!$^&*()=|\\{}[];\"'<>?";
 
 /// A complete, typed job definition. Defaults are Upstart's documented ones.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,7 +85,9 @@ pub struct JobDef {
 
     pub start_on: Option<EventExpr>,
     pub stop_on: Option<EventExpr>,
-    /// `manual`: ignore `start on` (Upstart 1.13 semantics).
+    /// `manual`: ignore `start on` (Upstart 1.13 semantics: `manual` discards the
+    /// `start on` before it, a later `start on` applies again; so the parser
+    /// never produces `manual` together with `start_on`).
     pub manual: bool,
     /// `instance NAME` — a template expanded from the start environment (`$TTY`).
     pub instance: Option<String>,
@@ -190,6 +247,24 @@ pub enum Process {
         interpreter: Vec<String>,
         body: String,
     },
+}
+
+impl Process {
+    /// The argv to exec directly: `Some` for an `exec` command without any of
+    /// [`SHELL_CHARS`], split on whitespace as Upstart does; `None` when the
+    /// command needs `/bin/sh -e -c` (or is a script).
+    pub fn exec_argv(&self) -> Option<Vec<String>> {
+        match self {
+            Process::Exec { command } if !command.contains(|c| SHELL_CHARS.contains(c)) => Some(
+                command
+                    .split([' ', '\t', '\r', '\n'])
+                    .filter(|word| !word.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -403,3 +478,6 @@ impl Diagnostic {
         format!("{file}:{}:{}: {sev}: {}", self.line, self.col, self.message)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,8 +1,24 @@
 //! keel-supervisor: reads job files, runs every job's lifecycle, serves initctl.
 //!
-//! Layout (what each module owns):
+//! What each module owns:
 //! - [`job`]: the job language and the typed job definition — pure, no syscalls.
 //! - [`check`]: reading job files from disk (a confdir, `--check PATH…`).
+//! - [`lifecycle`]: the pure lifecycle core, `(state, input) -> (state, effects)`.
+//! - [`events`]: matching events against `start on` / `stop on` — pure.
+//! - [`journal`]: the versioned state snapshot kept in keel-init's lifeboat.
+//! - [`runtime`]: the one event loop that carries out the core's effects.
+//! - [`spawn`]: the single path by which a job process is created.
+//! - [`control`]: the control socket (framing, handshake, authorisation, deadlines).
+//! - [`initlink`]: the channel to keel-init.
+//! - [`boot`]: kernel filesystems on a real boot.
 
+pub mod boot;
 pub mod check;
+pub mod control;
+pub mod events;
+pub mod initlink;
 pub mod job;
+pub mod journal;
+pub mod lifecycle;
+pub mod runtime;
+pub mod spawn;

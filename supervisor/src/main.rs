@@ -1,1 +1,62 @@
-fn main() {}
+//! keel-supervisor: see the library docs. This binary parses its arguments, sets
+//! up logging, and either checks job files offline or runs the event loop.
+
+use clap::Parser;
+use keel_supervisor::runtime::{Config, Runtime};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "keel-supervisor", version, about = "keel's supervisor: job files, lifecycles, events, the control socket")]
+struct Args {
+    /// Directory of job files (NAME.conf).
+    #[arg(long, default_value = "/etc/init")]
+    confdir: PathBuf,
+    /// Control socket path.
+    #[arg(long, default_value = keel_proto::ctl::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Directory for `console log` output.
+    #[arg(long, default_value = "/var/log/keel")]
+    logdir: PathBuf,
+    /// Check job files or directories offline and exit (1 if any error).
+    #[arg(long, num_args = 1.., value_name = "PATH")]
+    check: Option<Vec<PathBuf>>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(paths) = args.check {
+        let stdout = std::io::stdout();
+        return match keel_supervisor::check::check_paths(&paths, &mut stdout.lock()) {
+            Ok(false) => ExitCode::SUCCESS,
+            Ok(true) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("keel-supervisor: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .with_max_level(if std::env::var_os("KEEL_DEBUG").is_some() {
+            tracing::Level::DEBUG
+        } else {
+            tracing::Level::INFO
+        })
+        .init();
+    let config = Config {
+        confdir: args.confdir,
+        socket: args.socket,
+        logdir: args.logdir,
+    };
+    let result = Runtime::new(config).and_then(|mut rt| rt.run());
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}

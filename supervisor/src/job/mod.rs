@@ -59,7 +59,6 @@ pub const NOT_CARRIED_OUT: &[&str] = &[
     "no new privileges",
     "oom score",
     "nice",
-    "umask",
     "expect fork",
     "expect daemon",
     "expect stop",

@@ -1,0 +1,849 @@
+//! The lifecycle core: every job instance's goal and state, and what follows from
+//! each input. Pure: `(state, input) -> (state, effects)` with no syscalls, no clock
+//! (time comes in as `now`, monotonic milliseconds) and no I/O, so it is tested
+//! exhaustively without processes and serialises as it is (crash recovery and live
+//! upgrade load exactly this).
+//!
+//! The states and their order are Upstart's (see `next_state`); each guarantee of
+//! "Upstart 0.5: Job Lifecycle" is cited where it is enforced:
+//! 1. every start of a job is followed by its post-stop — `State::Killed` always
+//!    leads to `State::PostStop`, whatever ran before;
+//! 2. main runs only after pre-start succeeded — `process_ended` for pre-start;
+//! 3. restart = kill → post-stop → pre-start → main — `restart`;
+//! 4. running only after post-start finished — `blocked` for `State::PostStart`;
+//! 5. pre-stop only on a stop request, cancellable by a start — `next_state`;
+//! 6. killed lasts until the main process's exit is seen — `blocked` for
+//!    `State::Killed`, SIGKILL after `kill timeout` in `tick`.
+//!
+//! The runtime owns everything else: it turns [`Effect`]s into processes, signals,
+//! replies and events, and feeds back what happened.
+
+use crate::job::{ExitMatch, JobDef, ProcessKind, Signal};
+use keel_proto::ctl::{Error, ErrorKind, Goal, InstanceStatus, ProcessInfo, State};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A raw wait status, as reaped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitStatus(pub i32);
+
+impl WaitStatus {
+    pub fn exited(code: i32) -> WaitStatus {
+        WaitStatus((code & 0xff) << 8)
+    }
+    pub fn signaled(sig: i32) -> WaitStatus {
+        WaitStatus(sig & 0x7f)
+    }
+    /// The exit code, if the process exited.
+    pub fn code(self) -> Option<i32> {
+        (self.0 & 0x7f == 0).then_some((self.0 >> 8) & 0xff)
+    }
+    /// The signal, if one killed the process.
+    pub fn signal(self) -> Option<i32> {
+        let sig = self.0 & 0x7f;
+        (sig != 0 && sig != 0x7f).then_some(sig)
+    }
+    pub fn success(self) -> bool {
+        self.code() == Some(0)
+    }
+    /// `status 1` / `signal TERM`, for messages.
+    pub fn describe(self) -> String {
+        match (self.code(), self.signal()) {
+            (Some(c), _) => format!("status {c}"),
+            (_, Some(s)) => format!("signal {}", Signal(s).name()),
+            _ => format!("wait status {:#x}", self.0),
+        }
+    }
+}
+
+/// Who waits for a request to complete (a client connection's request id).
+pub type WaiterId = u64;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WaitFor {
+    /// Until the instance is running (or, for a task, has run and stopped).
+    Started,
+    /// Until the instance is stopped.
+    Stopped,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiter {
+    pub id: WaiterId,
+    pub until: WaitFor,
+}
+
+/// Why an instance failed, in Upstart's terms (`RESULT=failed PROCESS=… EXIT_STATUS=…`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub process: ProcessKind,
+    pub status: Option<WaitStatus>,
+    pub reason: String,
+}
+
+/// One instance of a job: its own lifecycle.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    /// Empty for a job without `instance`.
+    pub name: String,
+    /// The definition this instance started with (a reload changes the job's, not this).
+    pub def: JobDef,
+    pub goal: Goal,
+    pub state: State,
+    /// The environment it was started with (`KEY=VALUE` from start or the event).
+    pub env: Vec<(String, String)>,
+    /// Running processes by kind.
+    pub pids: BTreeMap<ProcessKind, i32>,
+    /// When SIGKILL follows the kill signal (monotonic ms), while killed.
+    pub kill_deadline: Option<u64>,
+    /// Times of recent respawns (monotonic ms), for `respawn limit`.
+    pub respawns: Vec<u64>,
+    pub failure: Option<Failure>,
+    pub waiters: Vec<Waiter>,
+}
+
+/// A job: its current definition and its instances.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub def: JobDef,
+    pub instances: BTreeMap<String, Instance>,
+    /// The job file is gone: the job disappears once no instance runs.
+    pub deleted: bool,
+}
+
+/// Job lifecycle events, emitted as Upstart names them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub name: String,
+    pub env: Vec<(String, String)>,
+}
+
+/// What the runtime must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Start process `kind` of the instance (definition and environment are in it).
+    Spawn {
+        job: String,
+        instance: String,
+        kind: ProcessKind,
+    },
+    /// Send `signal` to the process group led by `pid`.
+    Kill { pid: i32, signal: Signal },
+    /// Answer a waiting request: the instance's status as it is when the answer is
+    /// sent (after this round's processes exist), or the error.
+    Reply {
+        waiter: WaiterId,
+        job: String,
+        instance: String,
+        error: Option<Error>,
+    },
+    /// A job event happened.
+    Emit(Event),
+}
+
+/// Everything the supervisor knows about its jobs. This is what is persisted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jobs {
+    pub jobs: BTreeMap<String, Job>,
+    /// pid → (job, instance, process kind), for routing exits.
+    pub pids: BTreeMap<i32, (String, String, ProcessKind)>,
+    /// Set by a power request: every goal is stop, and no start is accepted.
+    pub shutting_down: bool,
+    #[serde(skip)]
+    effects: Vec<Effect>,
+}
+
+fn error(kind: ErrorKind, message: impl Into<String>) -> Error {
+    Error {
+        kind,
+        message: message.into(),
+    }
+}
+
+impl Jobs {
+    /// Takes the effects produced so far.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Adds or replaces job definitions (from the confdir). Running instances keep
+    /// the definition they started with; a job whose file is gone is marked deleted
+    /// and dropped once it has stopped.
+    pub fn set_definitions(&mut self, defs: Vec<JobDef>) {
+        let mut seen = std::collections::BTreeSet::new();
+        for def in defs {
+            seen.insert(def.name.clone());
+            match self.jobs.get_mut(&def.name) {
+                Some(job) => {
+                    job.def = def;
+                    job.deleted = false;
+                }
+                None => {
+                    self.jobs.insert(
+                        def.name.clone(),
+                        Job {
+                            def,
+                            instances: BTreeMap::new(),
+                            deleted: false,
+                        },
+                    );
+                }
+            }
+        }
+        let gone: Vec<String> = self
+            .jobs
+            .keys()
+            .filter(|name| !seen.contains(*name))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(job) = self.jobs.get_mut(&name) {
+                job.deleted = true;
+            }
+            self.collect(&name);
+        }
+    }
+
+    /// The instance name a start environment selects (`instance $TTY`).
+    pub fn instance_name(def: &JobDef, env: &[(String, String)]) -> String {
+        match &def.instance {
+            None => String::new(),
+            Some(template) => expand(template, env),
+        }
+    }
+
+    /// A start request. `Ok` means accepted: the reply comes as an effect if a
+    /// waiter was given, or at once otherwise (`Ok(statuses)`).
+    pub fn start(
+        &mut self,
+        job: &str,
+        env: Vec<(String, String)>,
+        waiter: Option<WaiterId>,
+        now: u64,
+    ) -> Result<Option<InstanceStatus>, Error> {
+        if self.shutting_down {
+            return Err(error(ErrorKind::ShuttingDown, "the system is shutting down"));
+        }
+        let j = self.known_job(job)?;
+        let def = j.def.clone();
+        let name = Self::instance_name(&def, &env);
+        let inst = j.instances.entry(name.clone()).or_insert_with(|| Instance {
+            name: name.clone(),
+            def: def.clone(),
+            goal: Goal::Stop,
+            state: State::Waiting,
+            env: Vec::new(),
+            pids: BTreeMap::new(),
+            kill_deadline: None,
+            respawns: Vec::new(),
+            failure: None,
+            waiters: Vec::new(),
+        });
+        if inst.goal != Goal::Stop {
+            return Err(error(
+                ErrorKind::AlreadyStarted,
+                "Job is already running",
+            ));
+        }
+        if inst.state == State::Waiting {
+            // A fresh start takes the job's current definition and environment.
+            inst.def = def;
+            inst.env = env;
+        }
+        inst.goal = Goal::Start;
+        inst.failure = None;
+        if let Some(id) = waiter {
+            inst.waiters.push(Waiter {
+                id,
+                until: WaitFor::Started,
+            });
+        }
+        self.advance(job, &name, now);
+        Ok(self.status_of(job, &name))
+    }
+
+    /// A stop request for the instance `env` selects.
+    pub fn stop(
+        &mut self,
+        job: &str,
+        env: &[(String, String)],
+        waiter: Option<WaiterId>,
+        now: u64,
+    ) -> Result<Option<InstanceStatus>, Error> {
+        let name = self.select_instance(job, env)?;
+        let inst = self.instance_mut(job, &name).ok_or_else(|| unknown_instance(job, &name))?;
+        if inst.goal == Goal::Stop {
+            return Err(error(ErrorKind::AlreadyStopped, "Job has already been stopped"));
+        }
+        inst.goal = Goal::Stop;
+        if let Some(id) = waiter {
+            inst.waiters.push(Waiter {
+                id,
+                until: WaitFor::Stopped,
+            });
+        }
+        self.advance(job, &name, now);
+        Ok(self.status_of(job, &name))
+    }
+
+    /// Restart: kill main → post-stop → pre-start → main (guarantee 3), without
+    /// pre-stop, which belongs to stop requests only.
+    pub fn restart(
+        &mut self,
+        job: &str,
+        env: &[(String, String)],
+        waiter: Option<WaiterId>,
+        now: u64,
+    ) -> Result<Option<InstanceStatus>, Error> {
+        if self.shutting_down {
+            return Err(error(ErrorKind::ShuttingDown, "the system is shutting down"));
+        }
+        let name = self.select_instance(job, env)?;
+        let inst = self.instance_mut(job, &name).ok_or_else(|| unknown_instance(job, &name))?;
+        if inst.goal == Goal::Stop {
+            return Err(error(ErrorKind::AlreadyStopped, "Job has already been stopped"));
+        }
+        if let Some(id) = waiter {
+            inst.waiters.push(Waiter {
+                id,
+                until: WaitFor::Started,
+            });
+        }
+        if inst.state == State::Running {
+            inst.goal = Goal::Respawn;
+            self.enter(job, &name, State::Stopping, now);
+            self.advance(job, &name, now);
+        }
+        Ok(self.status_of(job, &name))
+    }
+
+    /// Stops everything for a power action; true once every instance is stopped.
+    pub fn shutdown(&mut self, now: u64) -> bool {
+        self.shutting_down = true;
+        let all: Vec<(String, String)> = self
+            .jobs
+            .iter()
+            .flat_map(|(j, job)| job.instances.keys().map(move |i| (j.clone(), i.clone())))
+            .collect();
+        for (job, name) in all {
+            if let Some(inst) = self.instance_mut(&job, &name) {
+                inst.goal = Goal::Stop;
+            }
+            self.advance(&job, &name, now);
+        }
+        self.all_stopped()
+    }
+
+    pub fn all_stopped(&self) -> bool {
+        self.jobs
+            .values()
+            .flat_map(|j| j.instances.values())
+            .all(|i| i.state == State::Waiting)
+    }
+
+    /// A process was started for `kind`.
+    pub fn spawned(&mut self, job: &str, instance: &str, kind: ProcessKind, pid: i32) {
+        if let Some(inst) = self.instance_mut(job, instance) {
+            inst.pids.insert(kind, pid);
+            self.pids
+                .insert(pid, (job.to_string(), instance.to_string(), kind));
+        }
+    }
+
+    /// A process could not be started: it counts as one that failed at once.
+    pub fn spawn_failed(&mut self, job: &str, instance: &str, kind: ProcessKind, reason: String, now: u64) {
+        self.process_ended(job, instance, kind, None, reason, now);
+    }
+
+    /// A child ended. Exits of pids no job owns (re-parented orphans) are ignored.
+    pub fn exited(&mut self, pid: i32, status: WaitStatus, now: u64) {
+        let Some((job, instance, kind)) = self.pids.remove(&pid) else {
+            return;
+        };
+        let reason = format!("{} process ({pid}) terminated with {}", kind.name(), status.describe());
+        if let Some(inst) = self.instance_mut(&job, &instance) {
+            inst.pids.remove(&kind);
+        }
+        self.process_ended(&job, &instance, kind, Some(status), reason, now);
+    }
+
+    /// Timers: SIGKILL after `kill timeout`.
+    pub fn tick(&mut self, now: u64) {
+        let mut kills = Vec::new();
+        for job in self.jobs.values_mut() {
+            for inst in job.instances.values_mut() {
+                if inst.kill_deadline.is_some_and(|d| d <= now) {
+                    inst.kill_deadline = None;
+                    if let Some(&pid) = inst.pids.get(&ProcessKind::Main) {
+                        kills.push(pid);
+                    }
+                }
+            }
+        }
+        for pid in kills {
+            self.effects.push(Effect::Kill {
+                pid,
+                signal: Signal::KILL,
+            });
+        }
+    }
+
+    /// The earliest timer deadline, for the runtime's timerfd.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.jobs
+            .values()
+            .flat_map(|j| j.instances.values())
+            .filter_map(|i| i.kill_deadline)
+            .min()
+    }
+
+    /// Drops client waiters (their connections died with a previous supervisor).
+    pub fn forget_waiters(&mut self) {
+        for job in self.jobs.values_mut() {
+            for inst in job.instances.values_mut() {
+                inst.waiters.clear();
+            }
+        }
+    }
+
+    fn process_ended(
+        &mut self,
+        job: &str,
+        instance: &str,
+        kind: ProcessKind,
+        status: Option<WaitStatus>,
+        reason: String,
+        now: u64,
+    ) {
+        let Some(inst) = self.instance_mut(job, instance) else {
+            return;
+        };
+        inst.pids.remove(&kind);
+        let ok = status.is_some_and(WaitStatus::success);
+        let fail = |inst: &mut Instance| {
+            inst.failure = Some(Failure {
+                process: kind,
+                status,
+                reason: reason.clone(),
+            });
+        };
+        match kind {
+            // Guarantee 2: main runs only after pre-start succeeded.
+            ProcessKind::PreStart if !ok => {
+                fail(inst);
+                inst.goal = Goal::Stop;
+            }
+            // Guarantee 4: a failing post-start stops the job.
+            ProcessKind::PostStart if !ok && inst.goal != Goal::Stop => {
+                fail(inst);
+                inst.goal = Goal::Stop;
+            }
+            ProcessKind::PostStop if !ok => fail(inst),
+            ProcessKind::Main => {
+                inst.kill_deadline = None;
+                let normal = is_normal_exit(&inst.def, status);
+                let stopping = matches!(
+                    inst.state,
+                    State::PreStop | State::Stopping | State::Killed | State::PostStop
+                ) || inst.goal == Goal::Stop;
+                if !stopping {
+                    // init(5): every end of a respawning service is abnormal except
+                    // the statuses `normal exit` lists; a task may end with 0.
+                    let listed = is_listed_normal_exit(&inst.def, status);
+                    let task_done = inst.def.task && status.is_some_and(WaitStatus::success);
+                    if inst.def.respawn && !listed && !task_done {
+                        respawn_or_give_up(inst, kind, status, &reason, now);
+                    } else {
+                        if !normal {
+                            fail(inst);
+                        }
+                        inst.goal = Goal::Stop;
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.advance(job, instance, now);
+    }
+
+    /// Moves the instance through every state it can pass now.
+    fn advance(&mut self, job: &str, instance: &str, now: u64) {
+        loop {
+            let Some(inst) = self.instance_mut(job, instance) else {
+                return;
+            };
+            if blocked(inst) {
+                return;
+            }
+            let Some(next) = next_state(inst) else {
+                return;
+            };
+            self.enter(job, instance, next, now);
+        }
+    }
+
+    /// Enters `state` and starts what belongs to it.
+    fn enter(&mut self, job: &str, instance: &str, state: State, now: u64) {
+        let Some(inst) = self.instance_mut(job, instance) else {
+            return;
+        };
+        inst.state = state;
+        let spawn = |kind: ProcessKind, inst: &Instance| inst.def.process(kind).is_some().then_some(kind);
+        let mut to_spawn = None;
+        let mut event = None;
+        match state {
+            State::Starting => {
+                if inst.goal == Goal::Respawn {
+                    inst.goal = Goal::Start;
+                }
+                event = Some("starting");
+            }
+            State::Security => {}
+            State::PreStart => to_spawn = spawn(ProcessKind::PreStart, inst),
+            State::Spawned => to_spawn = spawn(ProcessKind::Main, inst),
+            State::PostStart => to_spawn = spawn(ProcessKind::PostStart, inst),
+            State::Running => event = Some("started"),
+            State::PreStop => to_spawn = spawn(ProcessKind::PreStop, inst),
+            State::Stopping => event = Some("stopping"),
+            State::Killed => {
+                if let Some(&pid) = inst.pids.get(&ProcessKind::Main) {
+                    let signal = inst.def.kill_signal;
+                    inst.kill_deadline = Some(now + u64::from(inst.def.kill_timeout) * 1000);
+                    self.effects.push(Effect::Kill { pid, signal });
+                }
+            }
+            State::PostStop => to_spawn = spawn(ProcessKind::PostStop, inst),
+            State::Waiting => event = Some("stopped"),
+        }
+        if let Some(kind) = to_spawn {
+            self.effects.push(Effect::Spawn {
+                job: job.to_string(),
+                instance: instance.to_string(),
+                kind,
+            });
+            // Mark the process as pending until `spawned` records its pid, so the
+            // state does not complete before the process even exists.
+            if let Some(inst) = self.instance_mut(job, instance) {
+                inst.pids.insert(kind, 0);
+            }
+        }
+        if let Some(name) = event {
+            self.emit_job_event(job, instance, name);
+        }
+        match state {
+            // A task's start returns once it has run (at `Waiting`), a service's here.
+            State::Running if !self.instance_ref(job, instance).is_some_and(|i| i.def.task) => {
+                self.reply_waiters(job, instance, |w| w == &WaitFor::Started)
+            }
+            State::Waiting => {
+                self.reply_waiters(job, instance, |_| true);
+                self.collect(job);
+            }
+            _ => {}
+        }
+    }
+
+    fn emit_job_event(&mut self, job: &str, instance: &str, name: &str) {
+        let Some(inst) = self.instance_ref(job, instance) else {
+            return;
+        };
+        let mut env = vec![
+            ("JOB".to_string(), job.to_string()),
+            ("INSTANCE".to_string(), instance.to_string()),
+        ];
+        if matches!(name, "stopping" | "stopped") {
+            match &inst.failure {
+                Some(f) => {
+                    env.push(("RESULT".into(), "failed".into()));
+                    env.push(("PROCESS".into(), f.process.name().into()));
+                    if let Some(s) = f.status {
+                        match (s.code(), s.signal()) {
+                            (Some(c), _) => env.push(("EXIT_STATUS".into(), c.to_string())),
+                            (_, Some(sig)) => env.push(("EXIT_SIGNAL".into(), Signal(sig).name())),
+                            _ => {}
+                        }
+                    }
+                }
+                None => env.push(("RESULT".into(), "ok".into())),
+            }
+        }
+        self.effects.push(Effect::Emit(Event {
+            name: name.to_string(),
+            env,
+        }));
+    }
+
+    /// Answers the waiters `which` selects (all of them when the instance stopped).
+    fn reply_waiters(&mut self, job: &str, instance: &str, which: impl Fn(&WaitFor) -> bool) {
+        let Some(inst) = self.instance_mut(job, instance) else {
+            return;
+        };
+        let failure = inst.failure.clone();
+        let stopped = inst.state == State::Waiting;
+        let task = inst.def.task;
+        let (done, keep): (Vec<Waiter>, Vec<Waiter>) = inst.waiters.drain(..).partition(|w| which(&w.until));
+        inst.waiters = keep;
+        for w in done {
+            let error = match (&w.until, &failure) {
+                (WaitFor::Started, Some(f)) if stopped || task => {
+                    Some(error(ErrorKind::JobFailed, f.reason.clone()))
+                }
+                _ => None,
+            };
+            self.effects.push(Effect::Reply {
+                waiter: w.id,
+                job: job.to_string(),
+                instance: instance.to_string(),
+                error,
+            });
+        }
+    }
+
+    /// Removes stopped instances that are not the job's only one, and deleted jobs.
+    fn collect(&mut self, job: &str) {
+        let Some(j) = self.jobs.get_mut(job) else {
+            return;
+        };
+        j.instances.retain(|_, i| i.state != State::Waiting || !i.waiters.is_empty());
+        if j.deleted && j.instances.is_empty() {
+            self.jobs.remove(job);
+        }
+    }
+
+    fn known_job(&mut self, job: &str) -> Result<&mut Job, Error> {
+        match self.jobs.get_mut(job) {
+            Some(j) if !j.deleted => Ok(j),
+            _ => Err(error(ErrorKind::UnknownJob, format!("Unknown job: {job}"))),
+        }
+    }
+
+    /// The instance a stop/status/restart names: by its instance variables, or the
+    /// only instance a job without `instance` has.
+    fn select_instance(&self, job: &str, env: &[(String, String)]) -> Result<String, Error> {
+        let j = self
+            .jobs
+            .get(job)
+            .ok_or_else(|| error(ErrorKind::UnknownJob, format!("Unknown job: {job}")))?;
+        let name = Self::instance_name(&j.def, env);
+        if j.instances.contains_key(&name) {
+            return Ok(name);
+        }
+        Err(unknown_instance(job, &name))
+    }
+
+    fn instance_mut(&mut self, job: &str, instance: &str) -> Option<&mut Instance> {
+        self.jobs.get_mut(job)?.instances.get_mut(instance)
+    }
+
+    fn instance_ref(&self, job: &str, instance: &str) -> Option<&Instance> {
+        self.jobs.get(job)?.instances.get(instance)
+    }
+
+    /// Status of one instance (or of a job's stopped, absent instance).
+    pub fn status_of(&self, job: &str, instance: &str) -> Option<InstanceStatus> {
+        let j = self.jobs.get(job)?;
+        Some(match j.instances.get(instance) {
+            Some(inst) => describe(job, inst),
+            None => stopped_status(job, instance),
+        })
+    }
+
+    /// `status JOB [KEY=VALUE…]`.
+    pub fn status(&self, job: &str, env: &[(String, String)]) -> Result<Vec<InstanceStatus>, Error> {
+        let j = self
+            .jobs
+            .get(job)
+            .ok_or_else(|| error(ErrorKind::UnknownJob, format!("Unknown job: {job}")))?;
+        if j.def.instance.is_some() && env.is_empty() {
+            return Ok(j.instances.values().map(|i| describe(job, i)).collect());
+        }
+        let name = Self::instance_name(&j.def, env);
+        match j.instances.get(&name) {
+            Some(inst) => Ok(vec![describe(job, inst)]),
+            None if j.def.instance.is_none() => Ok(vec![stopped_status(job, "")]),
+            None => Err(unknown_instance(job, &name)),
+        }
+    }
+
+    /// `list`: every job, every instance; a job without instances as stop/waiting.
+    pub fn list(&self) -> Vec<InstanceStatus> {
+        let mut out = Vec::new();
+        for (name, j) in &self.jobs {
+            if j.instances.is_empty() {
+                if j.def.instance.is_none() {
+                    out.push(stopped_status(name, ""));
+                }
+            } else {
+                out.extend(j.instances.values().map(|i| describe(name, i)));
+            }
+        }
+        out
+    }
+}
+
+fn unknown_instance(job: &str, instance: &str) -> Error {
+    if instance.is_empty() {
+        error(ErrorKind::AlreadyStopped, "Job has already been stopped")
+    } else {
+        error(ErrorKind::UnknownInstance, format!("Unknown instance: {job} ({instance})"))
+    }
+}
+
+fn stopped_status(job: &str, instance: &str) -> InstanceStatus {
+    InstanceStatus {
+        job: job.to_string(),
+        instance: instance.to_string(),
+        goal: Goal::Stop,
+        state: State::Waiting,
+        processes: Vec::new(),
+        failure: None,
+        status_text: None,
+    }
+}
+
+fn describe(job: &str, inst: &Instance) -> InstanceStatus {
+    let mut processes: Vec<ProcessInfo> = inst
+        .pids
+        .iter()
+        .filter(|(_, pid)| **pid > 0)
+        .map(|(kind, pid)| ProcessInfo {
+            kind: kind.name().to_string(),
+            pid: *pid,
+        })
+        .collect();
+    // Upstart prints main first, then the others.
+    processes.sort_by_key(|p| p.kind != "main");
+    InstanceStatus {
+        job: job.to_string(),
+        instance: inst.name.clone(),
+        goal: inst.goal,
+        state: inst.state,
+        processes,
+        failure: inst.failure.as_ref().map(|f| f.reason.clone()),
+        status_text: None,
+    }
+}
+
+/// Whether the instance must stay in its state: the process that belongs to the
+/// state has not finished yet.
+fn blocked(inst: &Instance) -> bool {
+    let running = |k: ProcessKind| inst.pids.contains_key(&k);
+    match inst.state {
+        State::PreStart => running(ProcessKind::PreStart),
+        // Guarantee 4: not running until post-start finished.
+        State::PostStart => running(ProcessKind::PostStart),
+        // Guarantee 5: main is not killed until pre-stop finished.
+        State::PreStop => running(ProcessKind::PreStop),
+        // Guarantee 6: killed lasts until main's exit is seen.
+        State::Killed => running(ProcessKind::Main),
+        State::PostStop => running(ProcessKind::PostStop),
+        _ => false,
+    }
+}
+
+/// Upstart's state table: where an instance goes next, given its goal.
+fn next_state(inst: &Instance) -> Option<State> {
+    let main_alive = inst.pids.contains_key(&ProcessKind::Main);
+    let has_main = inst.def.main.is_some();
+    Some(match (inst.state, inst.goal) {
+        (State::Waiting, Goal::Stop) => return None,
+        (State::Waiting, _) => State::Starting,
+        (State::Starting, Goal::Stop) => State::Stopping,
+        (State::Starting, _) => State::Security,
+        (State::Security, Goal::Stop) => State::Stopping,
+        (State::Security, _) => State::PreStart,
+        (State::PreStart, Goal::Stop) => State::Stopping,
+        (State::PreStart, _) => State::Spawned,
+        (State::Spawned, Goal::Stop) => State::Stopping,
+        (State::Spawned, _) => State::PostStart,
+        (State::PostStart, Goal::Stop) => State::Stopping,
+        (State::PostStart, _) => State::Running,
+        // Guarantee 5: pre-stop runs only on a stop request while main runs.
+        (State::Running, Goal::Stop) if main_alive => State::PreStop,
+        (State::Running, Goal::Stop) => State::Stopping,
+        (State::Running, Goal::Respawn) => State::Stopping,
+        // A task, or a service whose main ended, is done; a job without main
+        // (a "state" job) stays running until stopped.
+        (State::Running, Goal::Start) if main_alive || !has_main => return None,
+        (State::Running, Goal::Start) => State::Stopping,
+        // A start request during pre-stop cancels the stop.
+        (State::PreStop, Goal::Stop) => State::Stopping,
+        (State::PreStop, _) => State::Running,
+        (State::Stopping, _) => State::Killed,
+        // Guarantee 1: whatever ran, post-stop follows.
+        (State::Killed, _) => State::PostStop,
+        (State::PostStop, Goal::Stop) => State::Waiting,
+        (State::PostStop, _) => State::Starting,
+    })
+}
+
+/// Whether main's end counts as normal (no failure): exit 0, or listed.
+fn is_normal_exit(def: &JobDef, status: Option<WaitStatus>) -> bool {
+    status.is_some_and(WaitStatus::success) || is_listed_normal_exit(def, status)
+}
+
+/// Whether `normal exit` lists this status or signal.
+fn is_listed_normal_exit(def: &JobDef, status: Option<WaitStatus>) -> bool {
+    let Some(status) = status else {
+        return false;
+    };
+    def.normal_exit.iter().any(|m| match *m {
+        ExitMatch::Status(c) => status.code() == Some(c),
+        ExitMatch::Signal(s) => status.signal() == Some(s.0),
+    })
+}
+
+/// Respawns main unless it did so too often (`respawn limit`), then gives up.
+fn respawn_or_give_up(inst: &mut Instance, kind: ProcessKind, status: Option<WaitStatus>, reason: &str, now: u64) {
+    use crate::job::RespawnLimit;
+    if let RespawnLimit::Limit { count, interval } = inst.def.respawn_limit {
+        let window = u64::from(interval) * 1000;
+        inst.respawns.retain(|&t| now.saturating_sub(t) < window);
+        if inst.respawns.len() >= count as usize {
+            inst.failure = Some(Failure {
+                process: kind,
+                status,
+                reason: format!("{reason}; respawning too fast, stopped"),
+            });
+            inst.goal = Goal::Stop;
+            return;
+        }
+    }
+    inst.respawns.push(now);
+    inst.goal = Goal::Respawn;
+}
+
+/// Expands `$VAR` and `${VAR}` from `env` (unknown variables become empty).
+pub fn expand(template: &str, env: &[(String, String)]) -> String {
+    let lookup = |k: &str| {
+        env.iter()
+            .rev()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    };
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(braced) = after.strip_prefix('{') {
+            if let Some(end) = braced.find('}') {
+                out.push_str(lookup(&braced[..end]));
+                rest = &braced[end + 1..];
+                continue;
+            }
+        }
+        let len = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        if len == 0 {
+            out.push('$');
+        } else {
+            out.push_str(lookup(&after[..len]));
+        }
+        rest = &after[len..];
+    }
+    out.push_str(rest);
+    out
+}

@@ -1,0 +1,670 @@
+//! The runtime: the supervisor's one event loop, the thin shell around the pure
+//! lifecycle core. It owns every fd (init channel, control socket, signalfd) and is
+//! the only place that turns the core's effects into processes, signals, replies
+//! and events.
+//!
+//! One round of the loop:
+//! 1. wait (epoll) for a message from keel-init, a client, a signal, or a deadline;
+//! 2. feed what happened to the core;
+//! 3. spawn the processes the core asked for (they wait for "go", see `spawn`);
+//! 4. persist the state (the journal in the lifeboat) if it changed;
+//! 5. only then act on the world: release the new processes, send signals, answer
+//!    clients, acknowledge the exits applied to keel-init.
+//!
+//! So nothing visible happens before the state that explains it is saved: a
+//! supervisor killed at any instant is replaced by one that carries on from a state
+//! consistent with every process alive (DESIGN.md, invariants 2 and 3).
+
+use crate::control::{self, ConnId, Control};
+use crate::initlink::{Incoming, InitLink};
+use crate::job::{self, Console, JobDef, ProcessKind};
+use crate::journal::{self, Snapshot};
+use crate::lifecycle::{Effect, Event, WaitStatus};
+use crate::{boot, events, spawn};
+use keel_proto::ctl::{Error, ErrorKind, PowerAction, Request, Response};
+use rustix::event::epoll;
+use rustix::fd::{AsFd, OwnedFd};
+use std::ffi::CString;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// What the supervisor was told on its command line.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub confdir: PathBuf,
+    pub socket: PathBuf,
+    pub logdir: PathBuf,
+}
+
+const TOKEN_INIT: u64 = 0;
+const TOKEN_LISTENER: u64 = 1;
+const TOKEN_SIGNALS: u64 = 2;
+/// Connection tokens are their ids offset past the fixed ones.
+const TOKEN_CONN_BASE: u64 = 16;
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const LIFEBOAT_CONTROL: &str = "control";
+
+pub struct Runtime {
+    config: Config,
+    snap: Snapshot,
+    link: Option<InitLink>,
+    /// Without keel-init: signals (SIGCHLD among them) arrive here.
+    signals: Option<nix::sys::signalfd::SignalFd>,
+    epoll: OwnedFd,
+    control: Control,
+    /// Children spawned this round, released after the state is saved.
+    unreleased: Vec<OwnedFd>,
+    /// The highest exit seq applied but not yet acknowledged to keel-init.
+    unacked: Option<u64>,
+    dirty: bool,
+    /// Answers decided this round, sent after the state is saved.
+    answers: Vec<(ConnId, Response)>,
+    /// A power request being carried out.
+    power: Option<PowerAction>,
+}
+
+/// Monotonic milliseconds, the core's clock (shared by every supervisor of a boot).
+fn now_ms() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1000 + t.tv_nsec as u64 / 1_000_000
+}
+
+impl Runtime {
+    /// Sets everything up: the handover from keel-init (or a standalone start), the
+    /// saved state or a fresh one from the confdir, the control socket.
+    pub fn new(config: Config) -> anyhow_like::Result<Runtime> {
+        let link = InitLink::from_env();
+        let mut handover = match &link {
+            Some(l) => Some(l.handover().map_err(|e| format!("handover from keel-init failed: {e}"))?),
+            None => None,
+        };
+        let mut lifeboat: Vec<(String, OwnedFd)> =
+            handover.as_mut().map(|h| std::mem::take(&mut h.fds)).unwrap_or_default();
+        let mut take = |name: &str| {
+            lifeboat
+                .iter()
+                .position(|(n, _)| n == name)
+                .map(|i| lifeboat.swap_remove(i).1)
+        };
+
+        let saved = take(journal::LIFEBOAT_NAME);
+        let listener = take(LIFEBOAT_CONTROL);
+        let fresh_boot = saved.is_none();
+        if link.is_some() && fresh_boot {
+            boot::mount_missing();
+        }
+
+        let mut snap = match &saved {
+            Some(fd) => {
+                let poisoned = handover.as_ref().is_some_and(|h| h.quick_deaths >= 5);
+                match journal::read_memfd(fd).map_err(|e| e.to_string()).and_then(|b| journal::decode(&b).map_err(|e| e.to_string())) {
+                    Ok(s) if !poisoned => {
+                        tracing::info!("resumed from the saved state ({} jobs)", s.jobs.jobs.len());
+                        s
+                    }
+                    Ok(_) => {
+                        tracing::error!("the supervisor keeps dying on its saved state; starting over from the job files");
+                        Snapshot {
+                            booted: true,
+                            ..Snapshot::default()
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!("cannot load the saved state ({e}); starting over from the job files");
+                        Snapshot {
+                            booted: true,
+                            ..Snapshot::default()
+                        }
+                    }
+                }
+            }
+            None => Snapshot::default(),
+        };
+        snap.jobs.forget_waiters();
+
+        let listener = match listener {
+            Some(l) => l,
+            None => {
+                let l = control::bind(&config.socket)
+                    .map_err(|e| format!("cannot listen on {}: {e}", config.socket.display()))?;
+                if let Some(link) = &link {
+                    link.deposit(LIFEBOAT_CONTROL, l.as_fd())
+                        .map_err(|e| format!("cannot deposit the control socket: {e}"))?;
+                }
+                l
+            }
+        };
+        let control = Control::new(listener).map_err(|e| e.to_string())?;
+
+        let signals = if link.is_none() {
+            use nix::sys::signal::{SigSet, Signal};
+            let mut set = SigSet::empty();
+            for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGPWR, Signal::SIGWINCH] {
+                set.add(s);
+            }
+            set.thread_block().map_err(|e| e.to_string())?;
+            // Orphans of jobs come to us when no keel-init is there to take them.
+            let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
+            Some(
+                nix::sys::signalfd::SignalFd::with_flags(
+                    &set,
+                    nix::sys::signalfd::SfdFlags::SFD_NONBLOCK | nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
+                )
+                .map_err(|e| e.to_string())?,
+            )
+        } else {
+            None
+        };
+
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(|e| e.to_string())?;
+        if let Some(l) = &link {
+            epoll::add(&epoll, l.as_fd(), epoll::EventData::new_u64(TOKEN_INIT), epoll::EventFlags::IN)
+                .map_err(|e| e.to_string())?;
+        }
+        epoll::add(&epoll, control.listener(), epoll::EventData::new_u64(TOKEN_LISTENER), epoll::EventFlags::IN)
+            .map_err(|e| e.to_string())?;
+        if let Some(s) = &signals {
+            epoll::add(&epoll, s.as_fd(), epoll::EventData::new_u64(TOKEN_SIGNALS), epoll::EventFlags::IN)
+                .map_err(|e| e.to_string())?;
+        }
+
+        let mut rt = Runtime {
+            config,
+            snap,
+            link,
+            signals,
+            epoll,
+            control,
+            unreleased: Vec::new(),
+            unacked: None,
+            dirty: true,
+            answers: Vec::new(),
+            power: None,
+        };
+        rt.load_confdir();
+        if let Some(h) = handover {
+            if h.lost_exits > 0 {
+                tracing::warn!("keel-init lost {} exits while its log was full", h.lost_exits);
+            }
+            for (seq, pid, status) in h.exits {
+                rt.apply_exit(seq, pid, status);
+            }
+        }
+        if !rt.snap.booted {
+            rt.snap.booted = true;
+            rt.emit(Event {
+                name: "startup".into(),
+                env: Vec::new(),
+            });
+        }
+        rt.settle();
+        Ok(rt)
+    }
+
+    fn load_confdir(&mut self) {
+        let conf = crate::check::load_confdir(&self.config.confdir);
+        for p in &conf.problems {
+            tracing::warn!("{p}");
+        }
+        self.snap.jobs.set_definitions(conf.jobs);
+        self.dirty = true;
+    }
+
+    /// Runs until the power action (never returns under keel-init).
+    pub fn run(&mut self) -> anyhow_like::Result<()> {
+        let mut events = Vec::with_capacity(64);
+        loop {
+            let timeout = self.timeout_ms();
+            events.clear();
+            match epoll::wait(&self.epoll, spare(&mut events), timeout.as_ref()) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(format!("epoll_wait: {e}").into()),
+            }
+            for ev in events.iter() {
+                let token = ev.data.u64();
+                let flags = ev.flags;
+                match token {
+                    TOKEN_INIT => self.from_init()?,
+                    TOKEN_LISTENER => {
+                        for id in self.control.accept() {
+                            if let Some(fd) = self.control.conn_fd(id) {
+                                let _ = epoll::add(
+                                    &self.epoll,
+                                    fd,
+                                    epoll::EventData::new_u64(TOKEN_CONN_BASE + id),
+                                    epoll::EventFlags::IN | epoll::EventFlags::OUT | epoll::EventFlags::ET | epoll::EventFlags::RDHUP,
+                                );
+                            }
+                            self.serve(id);
+                        }
+                    }
+                    TOKEN_SIGNALS => self.local_signals(),
+                    t => {
+                        let id = t - TOKEN_CONN_BASE;
+                        if flags.contains(epoll::EventFlags::OUT) {
+                            self.control.flush(id);
+                        }
+                        self.serve(id);
+                    }
+                }
+            }
+            self.control.expire(Instant::now());
+            self.snap.jobs.tick(now_ms());
+            self.settle();
+            if let Some(action) = self.power {
+                if self.snap.jobs.all_stopped() {
+                    return self.finish_power(action);
+                }
+            }
+        }
+    }
+
+    fn timeout_ms(&self) -> Option<rustix::time::Timespec> {
+        let mut ms: Option<u64> = self.snap.jobs.next_deadline().map(|d| d.saturating_sub(now_ms()));
+        if let Some(d) = self.control.next_deadline() {
+            let c = d.saturating_duration_since(Instant::now()).as_millis() as u64;
+            ms = Some(ms.map_or(c, |m| m.min(c)));
+        }
+        ms.map(|ms| rustix::time::Timespec {
+            tv_sec: (ms / 1000) as i64,
+            tv_nsec: ((ms % 1000) * 1_000_000 + 999_999).min(999_999_999) as i64,
+        })
+    }
+
+    fn from_init(&mut self) -> anyhow_like::Result<()> {
+        loop {
+            let msg = match self.link.as_ref().map(|l| l.recv()) {
+                Some(Ok(Some(m))) => m,
+                Some(Ok(None)) | None => return Ok(()),
+                // keel-init never closes the channel while we live: it is gone (a
+                // test's namespace ending); nothing is left to supervise for.
+                Some(Err(e)) => return Err(format!("init channel: {e}").into()),
+            };
+            match msg {
+                Incoming::Exit { seq, pid, status } => self.apply_exit(seq, pid, status),
+                Incoming::Signal(signo) => self.on_signal(signo),
+                Incoming::Refused(what) => tracing::error!("keel-init refused a lifeboat request: {what}"),
+            }
+        }
+    }
+
+    fn apply_exit(&mut self, seq: u64, pid: i32, status: i32) {
+        if seq <= self.snap.last_exit_seq {
+            // Applied before (handed over again after a restart): acknowledge only.
+            self.unacked = Some(self.unacked.unwrap_or(0).max(seq));
+            return;
+        }
+        self.snap.last_exit_seq = seq;
+        self.unacked = Some(seq);
+        self.snap.jobs.exited(pid, WaitStatus(status), now_ms());
+        self.dirty = true;
+    }
+
+    /// Without keel-init: reap our own children, take our own signals.
+    fn local_signals(&mut self) {
+        let mut signos = Vec::new();
+        if let Some(fd) = &mut self.signals {
+            while let Ok(Some(info)) = fd.read_signal() {
+                signos.push(info.ssi_signo as i32);
+            }
+        }
+        for signo in signos {
+            if signo == libc::SIGCHLD {
+                self.reap_own();
+            } else {
+                self.on_signal(signo);
+            }
+        }
+        self.reap_own();
+    }
+
+    fn reap_own(&mut self) {
+        loop {
+            match rustix::process::waitpid(None, rustix::process::WaitOptions::NOHANG) {
+                Ok(Some((pid, status))) => {
+                    self.snap.jobs.exited(pid.as_raw_nonzero().get(), WaitStatus(status.as_raw() as i32), now_ms());
+                    self.dirty = true;
+                }
+                _ => return,
+            }
+        }
+    }
+
+    fn on_signal(&mut self, signo: i32) {
+        let event = match signo {
+            libc::SIGINT => "control-alt-delete",
+            libc::SIGPWR => "power-status-changed",
+            libc::SIGWINCH => "keyboard-request",
+            libc::SIGTERM if self.link.is_none() => {
+                // A standalone supervisor told to end: stop every job first.
+                self.begin_power(PowerAction::PowerOff);
+                return;
+            }
+            _ => {
+                tracing::info!("signal {signo} received");
+                return;
+            }
+        };
+        self.emit(Event {
+            name: event.into(),
+            env: Vec::new(),
+        });
+    }
+
+    /// Reads and carries out what connection `id` asks, for as long as it asks.
+    fn serve(&mut self, id: ConnId) {
+        while let Some(incoming) = self.control.read(id) {
+            self.request(incoming.conn, incoming.request);
+            if !self.control.is_open(id) {
+                break;
+            }
+        }
+    }
+
+    fn request(&mut self, conn: ConnId, request: Request) {
+        let now = now_ms();
+        let parse_env = |env: &[String]| -> Vec<(String, String)> {
+            env.iter()
+                .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+                .collect()
+        };
+        let jobs = &mut self.snap.jobs;
+        let answer: Option<Response> = match request {
+            Request::Start { job, env, wait } => {
+                self.dirty = true;
+                match jobs.start(&job, parse_env(&env), wait.then_some(conn), now) {
+                    Ok(status) if !wait => Some(Response::Instances(status.into_iter().collect())),
+                    Ok(_) => None,
+                    Err(e) => Some(Response::Error(e)),
+                }
+            }
+            Request::Stop { job, env, wait } => {
+                self.dirty = true;
+                match jobs.stop(&job, &parse_env(&env), wait.then_some(conn), now) {
+                    Ok(status) if !wait => Some(Response::Instances(status.into_iter().collect())),
+                    Ok(_) => None,
+                    Err(e) => Some(Response::Error(e)),
+                }
+            }
+            Request::Restart { job, env, wait } => {
+                self.dirty = true;
+                match jobs.restart(&job, &parse_env(&env), wait.then_some(conn), now) {
+                    Ok(status) if !wait => Some(Response::Instances(status.into_iter().collect())),
+                    Ok(_) => None,
+                    Err(e) => Some(Response::Error(e)),
+                }
+            }
+            Request::Status { job, env } => Some(match jobs.status(&job, &parse_env(&env)) {
+                Ok(s) => Response::Instances(s),
+                Err(e) => Response::Error(e),
+            }),
+            Request::List => Some(Response::Instances(jobs.list())),
+            Request::Version => Some(Response::Version {
+                version: format!("keel {}", env!("CARGO_PKG_VERSION")),
+            }),
+            Request::Power { action } => {
+                self.begin_power(action);
+                Some(Response::Ok)
+            }
+            Request::ReloadConfiguration => {
+                self.load_confdir();
+                Some(Response::Ok)
+            }
+            Request::Emit { event, env, .. } => {
+                self.emit(Event {
+                    name: event,
+                    env: parse_env(&env),
+                });
+                Some(Response::Ok)
+            }
+            other => Some(Response::Error(Error {
+                kind: ErrorKind::InvalidRequest,
+                message: format!("not supported yet: {other:?}"),
+            })),
+        };
+        if let Some(answer) = answer {
+            self.answers.push((conn, answer));
+        }
+    }
+}
+
+impl Runtime {
+    /// Starts and stops the jobs an event concerns (`start on` / `stop on`).
+    fn emit(&mut self, event: Event) {
+        tracing::debug!("event {} {:?}", event.name, event.env);
+        let now = now_ms();
+        let mut to_start = Vec::new();
+        let mut to_stop = Vec::new();
+        for (name, job) in &self.snap.jobs.jobs {
+            if job.deleted {
+                continue;
+            }
+            if !job.def.manual && job.def.start_on.as_ref().is_some_and(|e| events::matches(e, &event)) {
+                to_start.push(name.clone());
+            }
+            for inst in job.instances.values() {
+                if inst.def.stop_on.as_ref().is_some_and(|e| events::matches(e, &event)) {
+                    to_stop.push((name.clone(), inst.env.clone()));
+                }
+            }
+        }
+        for (job, env) in to_stop {
+            let _ = self.snap.jobs.stop(&job, &env, None, now);
+        }
+        if self.power.is_none() {
+            for job in to_start {
+                let _ = self.snap.jobs.start(&job, event.env.clone(), None, now);
+            }
+        }
+        self.dirty = true;
+    }
+
+    /// Carries out the core's effects in the order the module docs give.
+    fn settle(&mut self) {
+        let mut later = Vec::new();
+        loop {
+            let effects = self.snap.jobs.take_effects();
+            if effects.is_empty() {
+                break;
+            }
+            self.dirty = true;
+            for effect in effects {
+                match effect {
+                    Effect::Spawn { job, instance, kind } => self.spawn_process(&job, &instance, kind),
+                    Effect::Emit(event) => self.emit(event),
+                    other => later.push(other),
+                }
+            }
+        }
+        if self.dirty {
+            self.persist();
+            self.dirty = false;
+        }
+        for go in self.unreleased.drain(..) {
+            spawn::release(go);
+        }
+        for effect in later {
+            match effect {
+                Effect::Kill { pid, signal } => {
+                    // To the process group: every job process leads its own.
+                    if let Err(e) = rustix::process::kill_process_group(
+                        rustix::process::Pid::from_raw(pid).unwrap_or(rustix::process::Pid::INIT),
+                        rustix::process::Signal::from_named_raw(signal.0).unwrap_or(rustix::process::Signal::KILL),
+                    ) {
+                        tracing::debug!("kill {} of group {pid}: {e}", signal.name());
+                    }
+                }
+                Effect::Reply { waiter, job, instance, error } => {
+                    let answer = match error {
+                        Some(e) => Response::Error(e),
+                        None => Response::Instances(self.snap.jobs.status_of(&job, &instance).into_iter().collect()),
+                    };
+                    self.answers.push((waiter, answer));
+                }
+                Effect::Spawn { .. } | Effect::Emit(_) => {}
+            }
+        }
+        for (conn, answer) in std::mem::take(&mut self.answers) {
+            self.control.reply(conn, &answer);
+            // A client may have sent its next request already.
+            self.serve(conn);
+        }
+        if let (Some(seq), Some(link)) = (self.unacked.take(), &self.link) {
+            if let Err(e) = link.ack(seq) {
+                tracing::error!("cannot acknowledge exits to keel-init: {e}");
+            }
+        }
+    }
+
+    /// Saves the state into the lifeboat (under keel-init; standalone there is
+    /// nobody to survive).
+    fn persist(&mut self) {
+        let Some(link) = &self.link else {
+            return;
+        };
+        let bytes = journal::encode(&self.snap);
+        match journal::to_memfd(&bytes).and_then(|fd| link.deposit(journal::LIFEBOAT_NAME, fd.as_fd())) {
+            Ok(()) => {}
+            Err(e) => tracing::error!("cannot save the state: {e}"),
+        }
+    }
+
+    fn spawn_process(&mut self, job: &str, instance: &str, kind: ProcessKind) {
+        let now = now_ms();
+        let plan = match self.plan(job, instance, kind) {
+            Ok(p) => p,
+            Err(reason) => {
+                tracing::warn!("{job}: {reason}");
+                self.snap.jobs.spawn_failed(job, instance, kind, reason, now);
+                return;
+            }
+        };
+        match spawn::spawn(&plan) {
+            Ok(child) => {
+                self.snap.jobs.spawned(job, instance, kind, child.pid);
+                self.unreleased.push(child.go);
+            }
+            Err(e) => {
+                let reason = format!("failed to spawn {} process: {e}", kind.name());
+                tracing::warn!("{job}: {reason}");
+                self.snap.jobs.spawn_failed(job, instance, kind, reason, now);
+            }
+        }
+    }
+
+    /// Everything a process of the instance needs, prepared in the parent.
+    fn plan(&self, job: &str, instance: &str, kind: ProcessKind) -> Result<spawn::Plan, String> {
+        let inst = self
+            .snap
+            .jobs
+            .jobs
+            .get(job)
+            .and_then(|j| j.instances.get(instance))
+            .ok_or("instance vanished")?;
+        let def: &JobDef = &inst.def;
+        let process = def.process(kind).ok_or("no such process")?;
+        let env = job_environment(def, instance, &inst.env);
+        let path = env
+            .iter()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or(DEFAULT_PATH)
+            .to_string();
+        let cstr = |s: &str| CString::new(s).map_err(|_| format!("NUL byte in {s:?}"));
+        let (argv, script): (Vec<String>, Option<Vec<u8>>) = match process {
+            job::Process::Exec { .. } => match process.exec_argv() {
+                Some(mut argv) if !argv.is_empty() => {
+                    argv[0] = spawn::resolve(&argv[0], &path)
+                        .ok_or_else(|| format!("{}: command not found", argv[0]))?;
+                    (argv, None)
+                }
+                // Shell metacharacters: let the shell run it, replacing itself.
+                _ => {
+                    let job::Process::Exec { command } = process else { unreachable!() };
+                    (vec!["/bin/sh".into(), "-e".into(), "-c".into(), format!("exec {command}")], None)
+                }
+            },
+            job::Process::Script { interpreter, body } => {
+                let mut argv = if interpreter.is_empty() {
+                    vec!["/bin/sh".to_string(), "-e".to_string()]
+                } else {
+                    interpreter.clone()
+                };
+                argv[0] = spawn::resolve(&argv[0], &path).ok_or_else(|| format!("{}: interpreter not found", argv[0]))?;
+                argv.push(format!("/proc/self/fd/{}", spawn::SCRIPT_FD));
+                (argv, Some(body.clone().into_bytes()))
+            }
+        };
+        let log_path = (def.console == Console::Log).then(|| {
+            let _ = std::fs::create_dir_all(&self.config.logdir);
+            let base = if instance.is_empty() { job.replace('/', "_") } else { format!("{}-{instance}", job.replace('/', "_")) };
+            self.config.logdir.join(format!("{base}.log"))
+        });
+        Ok(spawn::Plan {
+            argv: argv.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?,
+            env: env.iter().map(|e| cstr(e)).collect::<Result<_, _>>()?,
+            script,
+            console: def.console,
+            log_path: match log_path {
+                Some(p) => Some(cstr(&p.to_string_lossy())?),
+                None => None,
+            },
+            chdir: cstr(def.chdir.as_deref().unwrap_or("/"))?,
+            umask: def.umask.unwrap_or(0o022),
+            init_child: self.link.is_some(),
+        })
+    }
+
+    fn begin_power(&mut self, action: PowerAction) {
+        tracing::info!("{action:?}: stopping every job");
+        self.power = Some(action);
+        self.snap.jobs.shutdown(now_ms());
+        self.dirty = true;
+    }
+
+    fn finish_power(&mut self, action: PowerAction) -> anyhow_like::Result<()> {
+        self.persist();
+        match &self.link {
+            Some(link) => {
+                link.power(action)?;
+                // keel-init ends everything from here.
+                loop {
+                    let _ = rustix::event::poll(&mut [], None);
+                }
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// The environment a job process starts with: a clean one, never the supervisor's.
+fn job_environment(def: &JobDef, instance: &str, start_env: &[(String, String)]) -> Vec<String> {
+    let mut vars: Vec<(String, String)> = vec![
+        ("PATH".into(), DEFAULT_PATH.into()),
+        ("TERM".into(), "linux".into()),
+    ];
+    let mut set = |k: &str, v: &str| match vars.iter_mut().find(|(key, _)| key == k) {
+        Some(slot) => slot.1 = v.to_string(),
+        None => vars.push((k.to_string(), v.to_string())),
+    };
+    for e in &def.env {
+        if let Some(v) = &e.value {
+            set(&e.key, v);
+        }
+    }
+    for (k, v) in start_env {
+        set(k, v);
+    }
+    set("UPSTART_JOB", &def.name);
+    set("UPSTART_INSTANCE", instance);
+    vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// A tiny boxed-error alias so the binary can print any setup failure.
+pub mod anyhow_like {
+    pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+}
+
+fn spare(v: &mut Vec<epoll::Event>) -> rustix::buffer::SpareCapacity<'_, epoll::Event> {
+    rustix::buffer::spare_capacity(v)
+}

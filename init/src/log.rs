@@ -40,7 +40,10 @@ impl Log {
 
     pub fn line(&self, pieces: &[Piece<'_>]) {
         let mut buf = [0u8; LINE_MAX];
-        let mut w = Writer { buf: &mut buf, len: 0 };
+        let mut w = Writer {
+            buf: &mut buf,
+            len: 0,
+        };
         w.put(b"keel-init: ");
         for p in pieces {
             match p {
@@ -89,7 +92,11 @@ impl Writer<'_> {
                 return;
             }
             // Keep the console readable: no control characters from odd input.
-            self.buf[self.len] = if b == b'\t' || (0x20..0x7f).contains(&b) { b } else { b'?' };
+            self.buf[self.len] = if b == b'\t' || (0x20..0x7f).contains(&b) {
+                b
+            } else {
+                b'?'
+            };
             self.len += 1;
         }
     }

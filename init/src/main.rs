@@ -138,7 +138,9 @@ unsafe fn origin_main(argc: usize, argv: *mut *mut u8, envp: *mut *mut u8) -> i3
         while !env_ptrs.is_null() && !(*env_ptrs).is_null() {
             let entry = CStr::from_ptr((*env_ptrs).cast());
             if !entry.to_bytes().starts_with(b"KEEL_INIT_FD=") && !envs.push_raw(*env_ptrs) {
-                log.line(&[Piece::Str("too many environment variables; the rest are dropped")]);
+                log.line(&[Piece::Str(
+                    "too many environment variables; the rest are dropped",
+                )]);
                 break;
             }
             env_ptrs = env_ptrs.add(1);
@@ -163,7 +165,9 @@ unsafe fn origin_main(argc: usize, argv: *mut *mut u8, envp: *mut *mut u8) -> i3
             b"--" => {
                 for &a in &args[i + 1..] {
                     if !sup_args.push_raw(a) {
-                        log.line(&[Piece::Str("too many supervisor arguments; the rest are dropped")]);
+                        log.line(&[Piece::Str(
+                            "too many supervisor arguments; the rest are dropped",
+                        )]);
                         break;
                     }
                 }
@@ -187,18 +191,27 @@ unsafe fn origin_main(argc: usize, argv: *mut *mut u8, envp: *mut *mut u8) -> i3
     all.remove(rustix::runtime::Signal::STOP);
     // SAFETY: blocking signals in a single-threaded process without a libc is sound;
     // they are then read synchronously from the signalfd.
-    if let Err(e) = unsafe {
-        rustix::runtime::kernel_sigprocmask(rustix::runtime::How::SETMASK, Some(&all))
-    } {
-        log.line(&[Piece::Str("cannot block signals: errno "), Piece::Int(e.raw_os_error() as i64)]);
+    if let Err(e) =
+        unsafe { rustix::runtime::kernel_sigprocmask(rustix::runtime::How::SETMASK, Some(&all)) }
+    {
+        log.line(&[
+            Piece::Str("cannot block signals: errno "),
+            Piece::Int(e.raw_os_error() as i64),
+        ]);
     }
     let signals = loop {
         match sys::signalfd(&all) {
             Ok(fd) => break fd,
             Err(e) => {
                 // Without it keel-init could not reap; nothing else makes sense.
-                log.line(&[Piece::Str("cannot create a signalfd: errno "), Piece::Int(e.raw_os_error() as i64)]);
-                let _ = rustix::thread::nanosleep(&rustix::time::Timespec { tv_sec: 1, tv_nsec: 0 });
+                log.line(&[
+                    Piece::Str("cannot create a signalfd: errno "),
+                    Piece::Int(e.raw_os_error() as i64),
+                ]);
+                let _ = rustix::thread::nanosleep(&rustix::time::Timespec {
+                    tv_sec: 1,
+                    tv_nsec: 0,
+                });
             }
         }
     };
@@ -206,7 +219,8 @@ unsafe fn origin_main(argc: usize, argv: *mut *mut u8, envp: *mut *mut u8) -> i3
 
     // SAFETY: the only references to these statics are taken here, once, in a
     // single-threaded program, and live in `Init` for the rest of the process.
-    let (lifeboat, exits) = unsafe { (&mut *(&raw mut LIFEBOAT), &mut *(&raw mut EXITS)) };
+    let (lifeboat, exits) = (&raw mut LIFEBOAT, &raw mut EXITS);
+    let (lifeboat, exits) = unsafe { (&mut *lifeboat, &mut *exits) };
     let mut init = Init {
         log,
         lifeboat,
@@ -233,7 +247,13 @@ fn read_cmdline_supervisor<'a>(
     out: &'a mut [u8; 256],
 ) -> Option<&'a CStr> {
     use rustix::fs::{Mode, OFlags};
-    let open = || rustix::fs::open("/proc/cmdline", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty());
+    let open = || {
+        rustix::fs::open(
+            "/proc/cmdline",
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    };
     let fd = match open() {
         Ok(fd) => fd,
         Err(_) => {
@@ -276,7 +296,10 @@ fn setup_process(log: &Log) {
     // kernel refuses with EINVAL: expected, and harmless there.
     match rustix::system::reboot(rustix::system::RebootCommand::CadOff) {
         Ok(()) | Err(Errno::INVAL) | Err(Errno::PERM) => {}
-        Err(e) => log.line(&[Piece::Str("cannot disable ctrl-alt-del: errno "), Piece::Int(e.raw_os_error() as i64)]),
+        Err(e) => log.line(&[
+            Piece::Str("cannot disable ctrl-alt-del: errno "),
+            Piece::Int(e.raw_os_error() as i64),
+        ]),
     }
 }
 
@@ -318,7 +341,11 @@ impl Init {
             n = 2;
         }
         let _ = rustix::event::poll(&mut fds[..n], timeout.as_ref());
-        let channel_events = if n == 2 { fds[1].revents() } else { PollFlags::empty() };
+        let channel_events = if n == 2 {
+            fds[1].revents()
+        } else {
+            PollFlags::empty()
+        };
         self.read_signals();
         if channel_events.intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR) {
             self.receive();
@@ -353,19 +380,27 @@ impl Init {
     /// Reaps every child that has ended.
     fn reap(&mut self) {
         loop {
-            match rustix::process::waitpid(None, WaitOptions::NOHANG) {
+            // `wait`, not `waitpid(None)`: rustix maps the latter to pid 0, our own
+            // process group only, and job processes lead groups of their own.
+            match rustix::process::wait(WaitOptions::NOHANG) {
                 Ok(Some((pid, status))) => {
-                    let raw = status.as_raw() as i32;
+                    let raw = status.as_raw();
                     if self.supervisor.as_ref().is_some_and(|s| s.pid == pid) {
                         self.supervisor_died(raw);
                     } else if !self.exits.push(pid.as_raw_nonzero().get(), raw) {
-                        self.log.line(&[Piece::Str("exit log full; dropped the exit of pid "), Piece::Int(pid.as_raw_nonzero().get() as i64)]);
+                        self.log.line(&[
+                            Piece::Str("exit log full; dropped the exit of pid "),
+                            Piece::Int(pid.as_raw_nonzero().get() as i64),
+                        ]);
                     }
                 }
                 Ok(None) | Err(Errno::CHILD) => return,
                 Err(Errno::INTR) => continue,
                 Err(e) => {
-                    self.log.line(&[Piece::Str("waitpid failed: errno "), Piece::Int(e.raw_os_error() as i64)]);
+                    self.log.line(&[
+                        Piece::Str("waitpid failed: errno "),
+                        Piece::Int(e.raw_os_error() as i64),
+                    ]);
                     return;
                 }
             }
@@ -384,7 +419,15 @@ impl Init {
         } else {
             ("was killed by signal ", status & 0x7f)
         };
-        self.log.line(&[Piece::Str("supervisor (pid "), pid, Piece::Str(") "), Piece::Str(how), Piece::Int(n as i64), Piece::Str(" after "), Piece::Millis(lived)]);
+        self.log.line(&[
+            Piece::Str("supervisor (pid "),
+            pid,
+            Piece::Str(") "),
+            Piece::Str(how),
+            Piece::Int(n as i64),
+            Piece::Str(" after "),
+            Piece::Millis(lived),
+        ]);
         if lived < QUICK_DEATH_MS {
             self.quick_deaths = self.quick_deaths.saturating_add(1);
         } else {
@@ -397,7 +440,12 @@ impl Init {
             n => (BACKOFF_FIRST_MS << (n - 2).min(16)).min(BACKOFF_CAP_MS),
         };
         if delay > 0 {
-            self.log.line(&[Piece::Str("supervisor died "), Piece::Int(self.quick_deaths as i64), Piece::Str(" times in a row; next start in "), Piece::Millis(delay)]);
+            self.log.line(&[
+                Piece::Str("supervisor died "),
+                Piece::Int(self.quick_deaths as i64),
+                Piece::Str(" times in a row; next start in "),
+                Piece::Millis(delay),
+            ]);
         }
         self.restart_at = now + delay;
         // Dropping `sup` closes our end of the old channel; what it held unread is
@@ -418,7 +466,13 @@ impl Init {
         };
         match sys::spawn_supervisor(self.path, &self.argv, &self.envp, theirs) {
             Ok(pid) => {
-                self.log.line(&[Piece::Str("started supervisor "), Piece::Bytes(self.path.to_bytes()), Piece::Str(" (pid "), Piece::Int(pid.as_raw_nonzero().get() as i64), Piece::Str(")")]);
+                self.log.line(&[
+                    Piece::Str("started supervisor "),
+                    Piece::Bytes(self.path.to_bytes()),
+                    Piece::Str(" (pid "),
+                    Piece::Int(pid.as_raw_nonzero().get() as i64),
+                    Piece::Str(")"),
+                ]);
                 self.supervisor = Some(Supervisor {
                     pid,
                     started_ms: sys::monotonic_ms(),
@@ -433,9 +487,15 @@ impl Init {
     }
 
     fn start_failed(&mut self, what: &str, e: Errno) {
-        self.log.line(&[Piece::Str("cannot start the supervisor: "), Piece::Str(what), Piece::Str(" failed, errno "), Piece::Int(e.raw_os_error() as i64)]);
+        self.log.line(&[
+            Piece::Str("cannot start the supervisor: "),
+            Piece::Str(what),
+            Piece::Str(" failed, errno "),
+            Piece::Int(e.raw_os_error() as i64),
+        ]);
         self.quick_deaths = self.quick_deaths.saturating_add(1);
-        self.restart_at = sys::monotonic_ms() + BACKOFF_CAP_MS.min(BACKOFF_FIRST_MS << self.quick_deaths.min(6));
+        self.restart_at =
+            sys::monotonic_ms() + BACKOFF_CAP_MS.min(BACKOFF_FIRST_MS << self.quick_deaths.min(6));
     }
 
     fn has_output(&self) -> bool {
@@ -474,9 +534,12 @@ impl Init {
                     None,
                 ),
                 Phase::Lifeboat(from) => match self.lifeboat.next_from(from) {
-                    Some((slot, name, fd)) => {
-                        (ToSupervisor::Lifeboat { name }, Some(fd), Phase::Lifeboat(slot + 1), None)
-                    }
+                    Some((slot, name, fd)) => (
+                        ToSupervisor::Lifeboat { name },
+                        Some(fd),
+                        Phase::Lifeboat(slot + 1),
+                        None,
+                    ),
                     None => {
                         sup.phase = Phase::Exits;
                         continue;
@@ -484,7 +547,11 @@ impl Init {
                 },
                 Phase::Exits => match self.exits.next_after(sup.exit_sent) {
                     Some(e) => (
-                        ToSupervisor::Exit { seq: e.seq, pid: e.pid, status: e.status },
+                        ToSupervisor::Exit {
+                            seq: e.seq,
+                            pid: e.pid,
+                            status: e.status,
+                        },
                         None,
                         Phase::Exits,
                         Some(e.seq),
@@ -493,11 +560,22 @@ impl Init {
                 },
                 Phase::Live => {
                     if let Some(slot) = self.refusals.iter_mut().find(|r| r.is_some()) {
-                        let (name, error) = slot.take().unwrap_or((FdName::NONE, LifeboatError::BadName));
-                        (ToSupervisor::LifeboatRefused { name, error }, None, Phase::Live, None)
+                        let (name, error) = slot
+                            .take()
+                            .unwrap_or((FdName::NONE, LifeboatError::BadName));
+                        (
+                            ToSupervisor::LifeboatRefused { name, error },
+                            None,
+                            Phase::Live,
+                            None,
+                        )
                     } else if let Some(e) = self.exits.next_after(sup.exit_sent) {
                         (
-                            ToSupervisor::Exit { seq: e.seq, pid: e.pid, status: e.status },
+                            ToSupervisor::Exit {
+                                seq: e.seq,
+                                pid: e.pid,
+                                status: e.status,
+                            },
                             None,
                             Phase::Live,
                             Some(e.seq),
@@ -505,7 +583,12 @@ impl Init {
                     } else if self.pending_signals != 0 {
                         let signo = self.pending_signals.trailing_zeros();
                         self.pending_signals &= !(1 << signo);
-                        (ToSupervisor::Signal { signo: signo as u8 }, None, Phase::Live, None)
+                        (
+                            ToSupervisor::Signal { signo: signo as u8 },
+                            None,
+                            Phase::Live,
+                            None,
+                        )
                     } else {
                         return;
                     }
@@ -593,7 +676,11 @@ impl Init {
             };
             match decoded {
                 Some(m) => self.handle(m, fd),
-                None => self.log.line(&[Piece::Str("dropped a malformed message from the supervisor ("), Piece::Int(msg.bytes as i64), Piece::Str(" bytes)")]),
+                None => self.log.line(&[
+                    Piece::Str("dropped a malformed message from the supervisor ("),
+                    Piece::Int(msg.bytes as i64),
+                    Piece::Str(" bytes)"),
+                ]),
             }
         }
     }
@@ -647,13 +734,21 @@ impl Init {
             PowerAction::Reboot => ("reboot", RebootCommand::Restart),
             PowerAction::Halt => ("halt", RebootCommand::Halt),
         };
-        self.log.line(&[Piece::Str(word), Piece::Str(" at "), Piece::Millis(sys::uptime_ms()), Piece::Str(" after boot")]);
+        self.log.line(&[
+            Piece::Str(word),
+            Piece::Str(" at "),
+            Piece::Millis(sys::uptime_ms()),
+            Piece::Str(" after boot"),
+        ]);
         rustix::fs::sync();
         if rustix::process::getpid().is_init() {
             // In a PID namespace the kernel ends the namespace instead: this call
             // does not return there.
             if let Err(e) = rustix::system::reboot(cmd) {
-                self.log.line(&[Piece::Str("reboot(2) failed: errno "), Piece::Int(e.raw_os_error() as i64)]);
+                self.log.line(&[
+                    Piece::Str("reboot(2) failed: errno "),
+                    Piece::Int(e.raw_os_error() as i64),
+                ]);
             }
         } else {
             // Run as an ordinary process (tests): ending is the power action.
@@ -663,7 +758,11 @@ impl Init {
 }
 
 /// Sends one message, with `fd` attached if given.
-fn send(channel: &OwnedFd, msg: &ToSupervisor, fd: Option<rustix::fd::BorrowedFd<'_>>) -> Result<(), Errno> {
+fn send(
+    channel: &OwnedFd,
+    msg: &ToSupervisor,
+    fd: Option<rustix::fd::BorrowedFd<'_>>,
+) -> Result<(), Errno> {
     let mut buf = [0u8; MAX_MESSAGE];
     let Some(bytes) = wire::encode(msg, &mut buf) else {
         return Ok(()); // cannot happen: every message fits; skip rather than stall
@@ -676,6 +775,11 @@ fn send(channel: &OwnedFd, msg: &ToSupervisor, fd: Option<rustix::fd::BorrowedFd
         fds = [fd];
         control.push(SendAncillaryMessage::ScmRights(&fds));
     }
-    rustix::net::sendmsg(channel, &iov, &mut control, SendFlags::DONTWAIT | SendFlags::NOSIGNAL)
-        .map(|_| ())
+    rustix::net::sendmsg(
+        channel,
+        &iov,
+        &mut control,
+        SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+    )
+    .map(|_| ())
 }

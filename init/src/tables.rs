@@ -53,7 +53,10 @@ impl Lifeboat {
             slot.fd = fd.into_raw_fd();
             return Deposit::Replaced;
         }
-        let free = match self.slots[..self.used].iter().position(|s| !s.name.is_valid()) {
+        let free = match self.slots[..self.used]
+            .iter()
+            .position(|s| !s.name.is_valid())
+        {
             Some(i) => i,
             None if self.used < LIFEBOAT_SLOTS => {
                 self.used += 1;

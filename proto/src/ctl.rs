@@ -121,19 +121,50 @@ pub struct InstanceStatus {
 /// What initctl asks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    Start { job: String, env: Vec<String>, wait: bool },
-    Stop { job: String, env: Vec<String>, wait: bool },
-    Restart { job: String, env: Vec<String>, wait: bool },
-    Reload { job: String, env: Vec<String> },
-    Status { job: String, env: Vec<String> },
+    Start {
+        job: String,
+        env: Vec<String>,
+        wait: bool,
+    },
+    Stop {
+        job: String,
+        env: Vec<String>,
+        wait: bool,
+    },
+    Restart {
+        job: String,
+        env: Vec<String>,
+        wait: bool,
+    },
+    Reload {
+        job: String,
+        env: Vec<String>,
+    },
+    Status {
+        job: String,
+        env: Vec<String>,
+    },
     List,
-    Emit { event: String, env: Vec<String>, wait: bool },
+    Emit {
+        event: String,
+        env: Vec<String>,
+        wait: bool,
+    },
     ReloadConfiguration,
     CheckConfig,
-    ShowConfig { job: Option<String>, enumerate: bool },
-    Reexec { binary: Option<String> },
-    Power { action: PowerAction },
-    Telinit { runlevel: u8 },
+    ShowConfig {
+        job: Option<String>,
+        enumerate: bool,
+    },
+    Reexec {
+        binary: Option<String>,
+    },
+    Power {
+        action: PowerAction,
+    },
+    Telinit {
+        runlevel: u8,
+    },
     Runlevel,
     Version,
 }
@@ -185,8 +216,13 @@ pub enum Response {
     Instances(Vec<InstanceStatus>),
     /// Text for the user (show-config, check-config).
     Text(String),
-    Version { version: String },
-    Runlevel { previous: u8, current: u8 },
+    Version {
+        version: String,
+    },
+    Runlevel {
+        previous: u8,
+        current: u8,
+    },
     Error(Error),
 }
 

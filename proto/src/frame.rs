@@ -54,14 +54,17 @@ pub fn body_len(header: [u8; HEADER], limit: usize) -> Result<usize, FrameError>
 /// Decodes one frame body; trailing bytes make it malformed.
 pub fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, FrameError> {
     match postcard::take_from_bytes(body) {
-        Ok((msg, rest)) if rest.is_empty() => Ok(msg),
+        Ok((msg, [])) => Ok(msg),
         _ => Err(FrameError::Malformed),
     }
 }
 
 /// Splits the first whole frame off `buf`: `Ok(None)` if more bytes are needed.
 /// Returns the body range and the total length consumed.
-pub fn split(buf: &[u8], limit: usize) -> Result<Option<(core::ops::Range<usize>, usize)>, FrameError> {
+pub fn split(
+    buf: &[u8],
+    limit: usize,
+) -> Result<Option<(core::ops::Range<usize>, usize)>, FrameError> {
     let Some(header) = buf.get(..HEADER) else {
         return Ok(None);
     };
@@ -94,8 +97,14 @@ mod tests {
     fn oversized_prefix_is_refused_before_reading() {
         let mut f = (MAX_FRAME as u32 + 1).to_le_bytes().to_vec();
         f.extend_from_slice(&[0; 16]);
-        assert_eq!(split(&f, MAX_FRAME), Err(FrameError::TooLarge(MAX_FRAME + 1)));
-        assert_eq!(split(&100u32.to_le_bytes(), 64), Err(FrameError::TooLarge(100)));
+        assert_eq!(
+            split(&f, MAX_FRAME),
+            Err(FrameError::TooLarge(MAX_FRAME + 1))
+        );
+        assert_eq!(
+            split(&100u32.to_le_bytes(), 64),
+            Err(FrameError::TooLarge(100))
+        );
     }
 
     #[test]
@@ -108,7 +117,10 @@ mod tests {
         for cut in 0..body.len() {
             assert_eq!(decode::<Response>(&body[..cut]), Err(FrameError::Malformed));
         }
-        assert_eq!(decode::<Request>(&[0xff, 0xff, 0xff]), Err(FrameError::Malformed));
+        assert_eq!(
+            decode::<Request>(&[0xff, 0xff, 0xff]),
+            Err(FrameError::Malformed)
+        );
         let mut trailing = body.to_vec();
         trailing.push(0);
         assert_eq!(decode::<Response>(&trailing), Err(FrameError::Malformed));

@@ -165,7 +165,7 @@ pub fn encode<'a, T: Serialize>(msg: &T, buf: &'a mut [u8]) -> Option<&'a mut [u
 /// Decodes one whole packet; trailing bytes make it malformed.
 pub fn decode<'a, T: Deserialize<'a>>(packet: &'a [u8]) -> Option<T> {
     match postcard::take_from_bytes(packet) {
-        Ok((msg, rest)) if rest.is_empty() => Some(msg),
+        Ok((msg, [])) => Some(msg),
         _ => None,
     }
 }
@@ -228,9 +228,14 @@ mod tests {
         assert_eq!(FdName::new("journal").unwrap().as_str(), Some("journal"));
         // A name whose length byte lies is malformed, not a panic.
         let mut buf = [0u8; MAX_MESSAGE];
-        let len = encode(&ToInit::Withdraw { name: FdName::new("a").unwrap() }, &mut buf)
-            .unwrap()
-            .len();
+        let len = encode(
+            &ToInit::Withdraw {
+                name: FdName::new("a").unwrap(),
+            },
+            &mut buf,
+        )
+        .unwrap()
+        .len();
         buf[1] = 200;
         if let Some(ToInit::Withdraw { name }) = decode::<ToInit>(&buf[..len]) {
             assert!(!name.is_valid());

@@ -3,16 +3,55 @@
 //! same code is harmless in a PID namespace (where they all exist already).
 
 use nix::mount::{MsFlags, mount};
-use std::path::Path;
 
 /// (source, target, type, flags, data)
 const MOUNTS: &[(&str, &str, &str, MsFlags, &str)] = &[
-    ("proc", "/proc", "proc", MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC), ""),
-    ("sysfs", "/sys", "sysfs", MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC), ""),
-    ("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID, "mode=0755"),
-    ("devpts", "/dev/pts", "devpts", MsFlags::MS_NOSUID.union(MsFlags::MS_NOEXEC), "gid=5,mode=0620,ptmxmode=0666"),
-    ("tmpfs", "/run", "tmpfs", MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV), "mode=0755"),
+    (
+        "proc",
+        "/proc",
+        "proc",
+        MsFlags::MS_NOSUID
+            .union(MsFlags::MS_NODEV)
+            .union(MsFlags::MS_NOEXEC),
+        "",
+    ),
+    (
+        "sysfs",
+        "/sys",
+        "sysfs",
+        MsFlags::MS_NOSUID
+            .union(MsFlags::MS_NODEV)
+            .union(MsFlags::MS_NOEXEC),
+        "",
+    ),
+    (
+        "devtmpfs",
+        "/dev",
+        "devtmpfs",
+        MsFlags::MS_NOSUID,
+        "mode=0755",
+    ),
+    (
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        MsFlags::MS_NOSUID.union(MsFlags::MS_NOEXEC),
+        "gid=5,mode=0620,ptmxmode=0666",
+    ),
+    (
+        "tmpfs",
+        "/run",
+        "tmpfs",
+        MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
+        "mode=0755",
+    ),
 ];
+
+/// Whether this looks like the first userspace of a machine rather than a PID
+/// namespace on a running one: there, /sys is always mounted already.
+pub fn is_machine_boot() -> bool {
+    !is_mounted("/sys")
+}
 
 pub fn mount_missing() {
     for &(source, target, fstype, flags, data) in MOUNTS {
@@ -30,8 +69,8 @@ pub fn mount_missing() {
 /// Whether `target` is a mount point, from /proc/self/mountinfo (field 5).
 fn is_mounted(target: &str) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        // No /proc yet: only /proc itself can be known to be missing.
-        return target != "/proc" && Path::new(target).join(".").exists() && false;
+        // No /proc yet: nothing can be known to be mounted.
+        return false;
     };
     info.lines()
         .filter_map(|l| l.split(' ').nth(4))

@@ -112,7 +112,11 @@ impl Control {
                 tracing::warn!("too many control connections; refusing one");
                 continue;
             }
-            let Ok(cred) = rustix::net::sockopt::socket_peercred(&fd) else {
+            // nix, not rustix: a peer outside our PID namespace has pid 0, which
+            // rustix's `UCred` cannot represent.
+            let Ok(cred) =
+                nix::sys::socket::getsockopt(&fd, nix::sys::socket::sockopt::PeerCredentials)
+            else {
                 continue;
             };
             let id = self.next_id;
@@ -121,7 +125,7 @@ impl Control {
                 id,
                 Conn {
                     fd,
-                    uid: cred.uid.as_raw(),
+                    uid: cred.uid(),
                     rbuf: Vec::new(),
                     wbuf: Vec::new(),
                     greeted: false,
@@ -181,7 +185,8 @@ impl Control {
         conn.rbuf.drain(..used);
         if !conn.greeted {
             let hello: Result<ClientHello, _> = frame::decode(&body);
-            let accepted = matches!(&hello, Ok(h) if h.magic == ctl::MAGIC && h.version == ctl::VERSION);
+            let accepted =
+                matches!(&hello, Ok(h) if h.magic == ctl::MAGIC && h.version == ctl::VERSION);
             let answer = ServerHello {
                 magic: ctl::MAGIC,
                 version: ctl::VERSION,

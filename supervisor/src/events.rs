@@ -25,7 +25,11 @@ fn matches_one(m: &EventMatch, event: &Event) -> bool {
     let mut position = 0;
     m.args.iter().all(|arg| {
         let value = match &arg.key {
-            Some(key) => event.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()),
+            Some(key) => event
+                .env
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str()),
             None => {
                 position += 1;
                 event.env.get(position - 1).map(|(_, v)| v.as_str())
@@ -79,12 +83,10 @@ fn glob_at(p: &[char], t: &[char]) -> bool {
                         continue;
                     }
                 }
-                '\\' if pi + 1 < p.len() => {
-                    if p[pi + 1] == t[ti] {
-                        pi += 2;
-                        ti += 1;
-                        continue;
-                    }
+                '\\' if pi + 1 < p.len() && p[pi + 1] == t[ti] => {
+                    pi += 2;
+                    ti += 1;
+                    continue;
                 }
                 c if c == t[ti] => {
                     pi += 1;
@@ -160,7 +162,10 @@ mod tests {
     fn arguments() {
         let ev = Event {
             name: "net-device-up".into(),
-            env: vec![("IFACE".into(), "eth0".into()), ("ADDRFAM".into(), "inet".into())],
+            env: vec![
+                ("IFACE".into(), "eth0".into()),
+                ("ADDRFAM".into(), "inet".into()),
+            ],
         };
         let m = |args: Vec<ArgMatch>| {
             EventExpr::Event(EventMatch {
@@ -177,7 +182,10 @@ mod tests {
         assert!(matches(&m(vec![arg(Some("IFACE"), "eth*", false)]), &ev));
         assert!(!matches(&m(vec![arg(Some("IFACE"), "lo", false)]), &ev));
         assert!(matches(&m(vec![arg(Some("IFACE"), "lo", true)]), &ev));
-        assert!(matches(&m(vec![arg(None, "eth0", false), arg(None, "inet", false)]), &ev));
+        assert!(matches(
+            &m(vec![arg(None, "eth0", false), arg(None, "inet", false)]),
+            &ev
+        ));
         assert!(!matches(&m(vec![arg(None, "inet", false)]), &ev));
         assert!(!matches(&m(vec![arg(Some("MISSING"), "x", false)]), &ev));
     }

@@ -58,9 +58,12 @@ impl InitLink {
     /// Says hello and reads the whole handover (bounded by a deadline: keel-init
     /// answers at once unless it is gone).
     pub fn handover(&self) -> io::Result<Handover> {
-        self.send(&ToInit::Hello {
-            version: wire::VERSION,
-        }, None)?;
+        self.send(
+            &ToInit::Hello {
+                version: wire::VERSION,
+            },
+            None,
+        )?;
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut out = Handover {
             generation: 0,
@@ -73,9 +76,15 @@ impl InitLink {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "keel-init did not hand over"));
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "keel-init did not hand over",
+                ));
             }
-            let mut pfd = [rustix::event::PollFd::new(&self.fd, rustix::event::PollFlags::IN)];
+            let mut pfd = [rustix::event::PollFd::new(
+                &self.fd,
+                rustix::event::PollFlags::IN,
+            )];
             let ts = rustix::time::Timespec {
                 tv_sec: left.as_secs() as i64,
                 tv_nsec: left.subsec_nanos() as i64,
@@ -146,7 +155,10 @@ impl InitLink {
             Err(e) => return Err(e.into()),
         };
         if msg.bytes == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "keel-init closed the channel"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "keel-init closed the channel",
+            ));
         }
         let mut fd = None;
         for cmsg in control.drain() {
@@ -165,8 +177,8 @@ impl InitLink {
 
     fn send(&self, msg: &ToInit, fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
         let mut buf = [0u8; MAX_MESSAGE];
-        let bytes = wire::encode(msg, &mut buf)
-            .ok_or_else(|| io::Error::other("message does not fit"))?;
+        let bytes =
+            wire::encode(msg, &mut buf).ok_or_else(|| io::Error::other("message does not fit"))?;
         let iov = [io::IoSlice::new(bytes)];
         let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
         let mut control = SendAncillaryBuffer::new(&mut space);

@@ -50,12 +50,16 @@ pub fn encode(snapshot: &Snapshot) -> Vec<u8> {
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     // Serialising plain data into a Vec cannot fail.
-    postcard::to_io(snapshot, &mut out).map(|_| ()).unwrap_or_default();
+    postcard::to_io(snapshot, &mut out)
+        .map(|_| ())
+        .unwrap_or_default();
     out
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Snapshot, LoadError> {
-    let rest = bytes.strip_prefix(MAGIC.as_slice()).ok_or(LoadError::BadMagic)?;
+    let rest = bytes
+        .strip_prefix(MAGIC.as_slice())
+        .ok_or(LoadError::BadMagic)?;
     let (version, body) = rest.split_at_checked(4).ok_or(LoadError::BadMagic)?;
     let version = u32::from_le_bytes([version[0], version[1], version[2], version[3]]);
     if version > FORMAT_VERSION {

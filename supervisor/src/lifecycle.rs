@@ -222,7 +222,10 @@ impl Jobs {
         now: u64,
     ) -> Result<Option<InstanceStatus>, Error> {
         if self.shutting_down {
-            return Err(error(ErrorKind::ShuttingDown, "the system is shutting down"));
+            return Err(error(
+                ErrorKind::ShuttingDown,
+                "the system is shutting down",
+            ));
         }
         let j = self.known_job(job)?;
         let def = j.def.clone();
@@ -240,10 +243,7 @@ impl Jobs {
             waiters: Vec::new(),
         });
         if inst.goal != Goal::Stop {
-            return Err(error(
-                ErrorKind::AlreadyStarted,
-                "Job is already running",
-            ));
+            return Err(error(ErrorKind::AlreadyStarted, "Job is already running"));
         }
         if inst.state == State::Waiting {
             // A fresh start takes the job's current definition and environment.
@@ -271,9 +271,14 @@ impl Jobs {
         now: u64,
     ) -> Result<Option<InstanceStatus>, Error> {
         let name = self.select_instance(job, env)?;
-        let inst = self.instance_mut(job, &name).ok_or_else(|| unknown_instance(job, &name))?;
+        let inst = self
+            .instance_mut(job, &name)
+            .ok_or_else(|| unknown_instance(job, &name))?;
         if inst.goal == Goal::Stop {
-            return Err(error(ErrorKind::AlreadyStopped, "Job has already been stopped"));
+            return Err(error(
+                ErrorKind::AlreadyStopped,
+                "Job has already been stopped",
+            ));
         }
         inst.goal = Goal::Stop;
         if let Some(id) = waiter {
@@ -296,12 +301,20 @@ impl Jobs {
         now: u64,
     ) -> Result<Option<InstanceStatus>, Error> {
         if self.shutting_down {
-            return Err(error(ErrorKind::ShuttingDown, "the system is shutting down"));
+            return Err(error(
+                ErrorKind::ShuttingDown,
+                "the system is shutting down",
+            ));
         }
         let name = self.select_instance(job, env)?;
-        let inst = self.instance_mut(job, &name).ok_or_else(|| unknown_instance(job, &name))?;
+        let inst = self
+            .instance_mut(job, &name)
+            .ok_or_else(|| unknown_instance(job, &name))?;
         if inst.goal == Goal::Stop {
-            return Err(error(ErrorKind::AlreadyStopped, "Job has already been stopped"));
+            return Err(error(
+                ErrorKind::AlreadyStopped,
+                "Job has already been stopped",
+            ));
         }
         if let Some(id) = waiter {
             inst.waiters.push(Waiter {
@@ -351,7 +364,14 @@ impl Jobs {
     }
 
     /// A process could not be started: it counts as one that failed at once.
-    pub fn spawn_failed(&mut self, job: &str, instance: &str, kind: ProcessKind, reason: String, now: u64) {
+    pub fn spawn_failed(
+        &mut self,
+        job: &str,
+        instance: &str,
+        kind: ProcessKind,
+        reason: String,
+        now: u64,
+    ) {
         self.process_ended(job, instance, kind, None, reason, now);
     }
 
@@ -360,7 +380,11 @@ impl Jobs {
         let Some((job, instance, kind)) = self.pids.remove(&pid) else {
             return;
         };
-        let reason = format!("{} process ({pid}) terminated with {}", kind.name(), status.describe());
+        let reason = format!(
+            "{} process ({pid}) terminated with {}",
+            kind.name(),
+            status.describe()
+        );
         if let Some(inst) = self.instance_mut(&job, &instance) {
             inst.pids.remove(&kind);
         }
@@ -488,7 +512,8 @@ impl Jobs {
             return;
         };
         inst.state = state;
-        let spawn = |kind: ProcessKind, inst: &Instance| inst.def.process(kind).is_some().then_some(kind);
+        let spawn =
+            |kind: ProcessKind, inst: &Instance| inst.def.process(kind).is_some().then_some(kind);
         let mut to_spawn = None;
         let mut event = None;
         match state {
@@ -581,7 +606,8 @@ impl Jobs {
         let failure = inst.failure.clone();
         let stopped = inst.state == State::Waiting;
         let task = inst.def.task;
-        let (done, keep): (Vec<Waiter>, Vec<Waiter>) = inst.waiters.drain(..).partition(|w| which(&w.until));
+        let (done, keep): (Vec<Waiter>, Vec<Waiter>) =
+            inst.waiters.drain(..).partition(|w| which(&w.until));
         inst.waiters = keep;
         for w in done {
             let error = match (&w.until, &failure) {
@@ -604,7 +630,8 @@ impl Jobs {
         let Some(j) = self.jobs.get_mut(job) else {
             return;
         };
-        j.instances.retain(|_, i| i.state != State::Waiting || !i.waiters.is_empty());
+        j.instances
+            .retain(|_, i| i.state != State::Waiting || !i.waiters.is_empty());
         if j.deleted && j.instances.is_empty() {
             self.jobs.remove(job);
         }
@@ -649,7 +676,11 @@ impl Jobs {
     }
 
     /// `status JOB [KEY=VALUE…]`.
-    pub fn status(&self, job: &str, env: &[(String, String)]) -> Result<Vec<InstanceStatus>, Error> {
+    pub fn status(
+        &self,
+        job: &str,
+        env: &[(String, String)],
+    ) -> Result<Vec<InstanceStatus>, Error> {
         let j = self
             .jobs
             .get(job)
@@ -685,7 +716,10 @@ fn unknown_instance(job: &str, instance: &str) -> Error {
     if instance.is_empty() {
         error(ErrorKind::AlreadyStopped, "Job has already been stopped")
     } else {
-        error(ErrorKind::UnknownInstance, format!("Unknown instance: {job} ({instance})"))
+        error(
+            ErrorKind::UnknownInstance,
+            format!("Unknown instance: {job} ({instance})"),
+        )
     }
 }
 
@@ -794,7 +828,13 @@ fn is_listed_normal_exit(def: &JobDef, status: Option<WaitStatus>) -> bool {
 }
 
 /// Respawns main unless it did so too often (`respawn limit`), then gives up.
-fn respawn_or_give_up(inst: &mut Instance, kind: ProcessKind, status: Option<WaitStatus>, reason: &str, now: u64) {
+fn respawn_or_give_up(
+    inst: &mut Instance,
+    kind: ProcessKind,
+    status: Option<WaitStatus>,
+    reason: &str,
+    now: u64,
+) {
     use crate::job::RespawnLimit;
     if let RespawnLimit::Limit { count, interval } = inst.def.respawn_limit {
         let window = u64::from(interval) * 1000;
@@ -827,12 +867,10 @@ pub fn expand(template: &str, env: &[(String, String)]) -> String {
     while let Some(pos) = rest.find('$') {
         out.push_str(&rest[..pos]);
         let after = &rest[pos + 1..];
-        if let Some(braced) = after.strip_prefix('{') {
-            if let Some(end) = braced.find('}') {
-                out.push_str(lookup(&braced[..end]));
-                rest = &braced[end + 1..];
-                continue;
-            }
+        if let Some((name, tail)) = after.strip_prefix('{').and_then(|b| b.split_once('}')) {
+            out.push_str(lookup(name));
+            rest = tail;
+            continue;
         }
         let len = after
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))

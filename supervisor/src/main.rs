@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "keel-supervisor", version, about = "keel's supervisor: job files, lifecycles, events, the control socket")]
+#[command(
+    name = "keel-supervisor",
+    version,
+    about = "keel's supervisor: job files, lifecycles, events, the control socket"
+)]
 struct Args {
     /// Directory of job files (NAME.conf).
     #[arg(long, default_value = "/etc/init")]

@@ -76,11 +76,16 @@ impl Runtime {
     pub fn new(config: Config) -> anyhow_like::Result<Runtime> {
         let link = InitLink::from_env();
         let mut handover = match &link {
-            Some(l) => Some(l.handover().map_err(|e| format!("handover from keel-init failed: {e}"))?),
+            Some(l) => Some(
+                l.handover()
+                    .map_err(|e| format!("handover from keel-init failed: {e}"))?,
+            ),
             None => None,
         };
-        let mut lifeboat: Vec<(String, OwnedFd)> =
-            handover.as_mut().map(|h| std::mem::take(&mut h.fds)).unwrap_or_default();
+        let mut lifeboat: Vec<(String, OwnedFd)> = handover
+            .as_mut()
+            .map(|h| std::mem::take(&mut h.fds))
+            .unwrap_or_default();
         let mut take = |name: &str| {
             lifeboat
                 .iter()
@@ -91,27 +96,34 @@ impl Runtime {
         let saved = take(journal::LIFEBOAT_NAME);
         let listener = take(LIFEBOAT_CONTROL);
         let fresh_boot = saved.is_none();
-        if link.is_some() && fresh_boot {
+        if link.is_some() && fresh_boot && boot::is_machine_boot() {
             boot::mount_missing();
         }
 
         let mut snap = match &saved {
             Some(fd) => {
                 let poisoned = handover.as_ref().is_some_and(|h| h.quick_deaths >= 5);
-                match journal::read_memfd(fd).map_err(|e| e.to_string()).and_then(|b| journal::decode(&b).map_err(|e| e.to_string())) {
+                match journal::read_memfd(fd)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| journal::decode(&b).map_err(|e| e.to_string()))
+                {
                     Ok(s) if !poisoned => {
                         tracing::info!("resumed from the saved state ({} jobs)", s.jobs.jobs.len());
                         s
                     }
                     Ok(_) => {
-                        tracing::error!("the supervisor keeps dying on its saved state; starting over from the job files");
+                        tracing::error!(
+                            "the supervisor keeps dying on its saved state; starting over from the job files"
+                        );
                         Snapshot {
                             booted: true,
                             ..Snapshot::default()
                         }
                     }
                     Err(e) => {
-                        tracing::error!("cannot load the saved state ({e}); starting over from the job files");
+                        tracing::error!(
+                            "cannot load the saved state ({e}); starting over from the job files"
+                        );
                         Snapshot {
                             booted: true,
                             ..Snapshot::default()
@@ -140,7 +152,14 @@ impl Runtime {
         let signals = if link.is_none() {
             use nix::sys::signal::{SigSet, Signal};
             let mut set = SigSet::empty();
-            for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGPWR, Signal::SIGWINCH] {
+            for s in [
+                Signal::SIGCHLD,
+                Signal::SIGTERM,
+                Signal::SIGINT,
+                Signal::SIGHUP,
+                Signal::SIGPWR,
+                Signal::SIGWINCH,
+            ] {
                 set.add(s);
             }
             set.thread_block().map_err(|e| e.to_string())?;
@@ -149,7 +168,8 @@ impl Runtime {
             Some(
                 nix::sys::signalfd::SignalFd::with_flags(
                     &set,
-                    nix::sys::signalfd::SfdFlags::SFD_NONBLOCK | nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
+                    nix::sys::signalfd::SfdFlags::SFD_NONBLOCK
+                        | nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
                 )
                 .map_err(|e| e.to_string())?,
             )
@@ -159,14 +179,29 @@ impl Runtime {
 
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(|e| e.to_string())?;
         if let Some(l) = &link {
-            epoll::add(&epoll, l.as_fd(), epoll::EventData::new_u64(TOKEN_INIT), epoll::EventFlags::IN)
-                .map_err(|e| e.to_string())?;
-        }
-        epoll::add(&epoll, control.listener(), epoll::EventData::new_u64(TOKEN_LISTENER), epoll::EventFlags::IN)
+            epoll::add(
+                &epoll,
+                l.as_fd(),
+                epoll::EventData::new_u64(TOKEN_INIT),
+                epoll::EventFlags::IN,
+            )
             .map_err(|e| e.to_string())?;
+        }
+        epoll::add(
+            &epoll,
+            control.listener(),
+            epoll::EventData::new_u64(TOKEN_LISTENER),
+            epoll::EventFlags::IN,
+        )
+        .map_err(|e| e.to_string())?;
         if let Some(s) = &signals {
-            epoll::add(&epoll, s.as_fd(), epoll::EventData::new_u64(TOKEN_SIGNALS), epoll::EventFlags::IN)
-                .map_err(|e| e.to_string())?;
+            epoll::add(
+                &epoll,
+                s.as_fd(),
+                epoll::EventData::new_u64(TOKEN_SIGNALS),
+                epoll::EventFlags::IN,
+            )
+            .map_err(|e| e.to_string())?;
         }
 
         let mut rt = Runtime {
@@ -185,7 +220,10 @@ impl Runtime {
         rt.load_confdir();
         if let Some(h) = handover {
             if h.lost_exits > 0 {
-                tracing::warn!("keel-init lost {} exits while its log was full", h.lost_exits);
+                tracing::warn!(
+                    "keel-init lost {} exits while its log was full",
+                    h.lost_exits
+                );
             }
             for (seq, pid, status) in h.exits {
                 rt.apply_exit(seq, pid, status);
@@ -225,7 +263,7 @@ impl Runtime {
                 let token = ev.data.u64();
                 let flags = ev.flags;
                 match token {
-                    TOKEN_INIT => self.from_init()?,
+                    TOKEN_INIT => self.read_init_channel()?,
                     TOKEN_LISTENER => {
                         for id in self.control.accept() {
                             if let Some(fd) = self.control.conn_fd(id) {
@@ -233,7 +271,10 @@ impl Runtime {
                                     &self.epoll,
                                     fd,
                                     epoll::EventData::new_u64(TOKEN_CONN_BASE + id),
-                                    epoll::EventFlags::IN | epoll::EventFlags::OUT | epoll::EventFlags::ET | epoll::EventFlags::RDHUP,
+                                    epoll::EventFlags::IN
+                                        | epoll::EventFlags::OUT
+                                        | epoll::EventFlags::ET
+                                        | epoll::EventFlags::RDHUP,
                                 );
                             }
                             self.serve(id);
@@ -252,16 +293,18 @@ impl Runtime {
             self.control.expire(Instant::now());
             self.snap.jobs.tick(now_ms());
             self.settle();
-            if let Some(action) = self.power {
-                if self.snap.jobs.all_stopped() {
-                    return self.finish_power(action);
-                }
+            if let Some(action) = self.power.filter(|_| self.snap.jobs.all_stopped()) {
+                return self.finish_power(action);
             }
         }
     }
 
     fn timeout_ms(&self) -> Option<rustix::time::Timespec> {
-        let mut ms: Option<u64> = self.snap.jobs.next_deadline().map(|d| d.saturating_sub(now_ms()));
+        let mut ms: Option<u64> = self
+            .snap
+            .jobs
+            .next_deadline()
+            .map(|d| d.saturating_sub(now_ms()));
         if let Some(d) = self.control.next_deadline() {
             let c = d.saturating_duration_since(Instant::now()).as_millis() as u64;
             ms = Some(ms.map_or(c, |m| m.min(c)));
@@ -272,7 +315,7 @@ impl Runtime {
         })
     }
 
-    fn from_init(&mut self) -> anyhow_like::Result<()> {
+    fn read_init_channel(&mut self) -> anyhow_like::Result<()> {
         loop {
             let msg = match self.link.as_ref().map(|l| l.recv()) {
                 Some(Ok(Some(m))) => m,
@@ -284,7 +327,9 @@ impl Runtime {
             match msg {
                 Incoming::Exit { seq, pid, status } => self.apply_exit(seq, pid, status),
                 Incoming::Signal(signo) => self.on_signal(signo),
-                Incoming::Refused(what) => tracing::error!("keel-init refused a lifeboat request: {what}"),
+                Incoming::Refused(what) => {
+                    tracing::error!("keel-init refused a lifeboat request: {what}")
+                }
             }
         }
     }
@@ -321,9 +366,14 @@ impl Runtime {
 
     fn reap_own(&mut self) {
         loop {
-            match rustix::process::waitpid(None, rustix::process::WaitOptions::NOHANG) {
+            // `wait`: rustix's `waitpid(None)` means our own process group only.
+            match rustix::process::wait(rustix::process::WaitOptions::NOHANG) {
                 Ok(Some((pid, status))) => {
-                    self.snap.jobs.exited(pid.as_raw_nonzero().get(), WaitStatus(status.as_raw() as i32), now_ms());
+                    self.snap.jobs.exited(
+                        pid.as_raw_nonzero().get(),
+                        WaitStatus(status.as_raw()),
+                        now_ms(),
+                    );
                     self.dirty = true;
                 }
                 _ => return,
@@ -366,7 +416,10 @@ impl Runtime {
         let now = now_ms();
         let parse_env = |env: &[String]| -> Vec<(String, String)> {
             env.iter()
-                .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+                .filter_map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                })
                 .collect()
         };
         let jobs = &mut self.snap.jobs;
@@ -440,11 +493,22 @@ impl Runtime {
             if job.deleted {
                 continue;
             }
-            if !job.def.manual && job.def.start_on.as_ref().is_some_and(|e| events::matches(e, &event)) {
+            if !job.def.manual
+                && job
+                    .def
+                    .start_on
+                    .as_ref()
+                    .is_some_and(|e| events::matches(e, &event))
+            {
                 to_start.push(name.clone());
             }
             for inst in job.instances.values() {
-                if inst.def.stop_on.as_ref().is_some_and(|e| events::matches(e, &event)) {
+                if inst
+                    .def
+                    .stop_on
+                    .as_ref()
+                    .is_some_and(|e| events::matches(e, &event))
+                {
                     to_stop.push((name.clone(), inst.env.clone()));
                 }
             }
@@ -471,7 +535,11 @@ impl Runtime {
             self.dirty = true;
             for effect in effects {
                 match effect {
-                    Effect::Spawn { job, instance, kind } => self.spawn_process(&job, &instance, kind),
+                    Effect::Spawn {
+                        job,
+                        instance,
+                        kind,
+                    } => self.spawn_process(&job, &instance, kind),
                     Effect::Emit(event) => self.emit(event),
                     other => later.push(other),
                 }
@@ -490,15 +558,27 @@ impl Runtime {
                     // To the process group: every job process leads its own.
                     if let Err(e) = rustix::process::kill_process_group(
                         rustix::process::Pid::from_raw(pid).unwrap_or(rustix::process::Pid::INIT),
-                        rustix::process::Signal::from_named_raw(signal.0).unwrap_or(rustix::process::Signal::KILL),
+                        rustix::process::Signal::from_named_raw(signal.0)
+                            .unwrap_or(rustix::process::Signal::KILL),
                     ) {
                         tracing::debug!("kill {} of group {pid}: {e}", signal.name());
                     }
                 }
-                Effect::Reply { waiter, job, instance, error } => {
+                Effect::Reply {
+                    waiter,
+                    job,
+                    instance,
+                    error,
+                } => {
                     let answer = match error {
                         Some(e) => Response::Error(e),
-                        None => Response::Instances(self.snap.jobs.status_of(&job, &instance).into_iter().collect()),
+                        None => Response::Instances(
+                            self.snap
+                                .jobs
+                                .status_of(&job, &instance)
+                                .into_iter()
+                                .collect(),
+                        ),
                     };
                     self.answers.push((waiter, answer));
                 }
@@ -510,10 +590,10 @@ impl Runtime {
             // A client may have sent its next request already.
             self.serve(conn);
         }
-        if let (Some(seq), Some(link)) = (self.unacked.take(), &self.link) {
-            if let Err(e) = link.ack(seq) {
-                tracing::error!("cannot acknowledge exits to keel-init: {e}");
-            }
+        if let (Some(seq), Some(link)) = (self.unacked.take(), &self.link)
+            && let Err(e) = link.ack(seq)
+        {
+            tracing::error!("cannot acknowledge exits to keel-init: {e}");
         }
     }
 
@@ -524,7 +604,9 @@ impl Runtime {
             return;
         };
         let bytes = journal::encode(&self.snap);
-        match journal::to_memfd(&bytes).and_then(|fd| link.deposit(journal::LIFEBOAT_NAME, fd.as_fd())) {
+        match journal::to_memfd(&bytes)
+            .and_then(|fd| link.deposit(journal::LIFEBOAT_NAME, fd.as_fd()))
+        {
             Ok(()) => {}
             Err(e) => tracing::error!("cannot save the state: {e}"),
         }
@@ -536,7 +618,9 @@ impl Runtime {
             Ok(p) => p,
             Err(reason) => {
                 tracing::warn!("{job}: {reason}");
-                self.snap.jobs.spawn_failed(job, instance, kind, reason, now);
+                self.snap
+                    .jobs
+                    .spawn_failed(job, instance, kind, reason, now);
                 return;
             }
         };
@@ -548,7 +632,9 @@ impl Runtime {
             Err(e) => {
                 let reason = format!("failed to spawn {} process: {e}", kind.name());
                 tracing::warn!("{job}: {reason}");
-                self.snap.jobs.spawn_failed(job, instance, kind, reason, now);
+                self.snap
+                    .jobs
+                    .spawn_failed(job, instance, kind, reason, now);
             }
         }
     }
@@ -580,8 +666,18 @@ impl Runtime {
                 }
                 // Shell metacharacters: let the shell run it, replacing itself.
                 _ => {
-                    let job::Process::Exec { command } = process else { unreachable!() };
-                    (vec!["/bin/sh".into(), "-e".into(), "-c".into(), format!("exec {command}")], None)
+                    let job::Process::Exec { command } = process else {
+                        unreachable!()
+                    };
+                    (
+                        vec![
+                            "/bin/sh".into(),
+                            "-e".into(),
+                            "-c".into(),
+                            format!("exec {command}"),
+                        ],
+                        None,
+                    )
                 }
             },
             job::Process::Script { interpreter, body } => {
@@ -590,14 +686,19 @@ impl Runtime {
                 } else {
                     interpreter.clone()
                 };
-                argv[0] = spawn::resolve(&argv[0], &path).ok_or_else(|| format!("{}: interpreter not found", argv[0]))?;
+                argv[0] = spawn::resolve(&argv[0], &path)
+                    .ok_or_else(|| format!("{}: interpreter not found", argv[0]))?;
                 argv.push(format!("/proc/self/fd/{}", spawn::SCRIPT_FD));
                 (argv, Some(body.clone().into_bytes()))
             }
         };
         let log_path = (def.console == Console::Log).then(|| {
             let _ = std::fs::create_dir_all(&self.config.logdir);
-            let base = if instance.is_empty() { job.replace('/', "_") } else { format!("{}-{instance}", job.replace('/', "_")) };
+            let base = if instance.is_empty() {
+                job.replace('/', "_")
+            } else {
+                format!("{}-{instance}", job.replace('/', "_"))
+            };
             self.config.logdir.join(format!("{base}.log"))
         });
         Ok(spawn::Plan {

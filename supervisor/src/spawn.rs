@@ -88,11 +88,19 @@ pub fn spawn(plan: &Plan) -> io::Result<Spawned> {
     let devnull = c"/dev/null";
 
     let mut pidfd: libc::c_int = -1;
-    let mut args: CloneArgs = CloneArgs::default();
-    args.flags = libc::CLONE_PIDFD as u64 | if plan.init_child { libc::CLONE_PARENT as u64 } else { 0 };
-    args.pidfd = &mut pidfd as *mut libc::c_int as u64;
-    args.exit_signal = libc::SIGCHLD as u64;
-
+    let (parent_flag, exit_signal) = if plan.init_child {
+        // With CLONE_PARENT the kernel requires exit_signal 0: the child inherits the
+        // supervisor's own exit signal (SIGCHLD, as keel-init forked it), sent to keel-init.
+        (libc::CLONE_PARENT as u64, 0)
+    } else {
+        (0, libc::SIGCHLD as u64)
+    };
+    let mut args = CloneArgs {
+        flags: libc::CLONE_PIDFD as u64 | parent_flag,
+        pidfd: &mut pidfd as *mut libc::c_int as u64,
+        exit_signal,
+        ..CloneArgs::default()
+    };
     // SAFETY: clone3 without CLONE_VM gives the child its own copy of this address
     // space; `args` and `pidfd` are valid for the call. The child below only makes
     // raw syscalls on data prepared above, then execs or exits: it never returns
@@ -164,7 +172,11 @@ unsafe fn child(
         let (input, output) = match plan.console {
             Console::None => (null, null),
             Console::Output | Console::Owner => {
-                let flags = if plan.console == Console::Owner { libc::O_RDWR } else { libc::O_RDWR | libc::O_NOCTTY };
+                let flags = if plan.console == Console::Owner {
+                    libc::O_RDWR
+                } else {
+                    libc::O_RDWR | libc::O_NOCTTY
+                };
                 let c = libc::open(console.as_ptr(), flags);
                 if c >= 0 && plan.console == Console::Owner {
                     libc::ioctl(c, libc::TIOCSCTTY, 1);
@@ -217,7 +229,11 @@ unsafe fn child(
         libc::close(GO_FD);
 
         libc::execve(argv[0], argv.as_ptr(), envp.as_ptr());
-        let code = if *libc::__errno_location() == libc::ENOENT { 127 } else { 126 };
+        let code = if *libc::__errno_location() == libc::ENOENT {
+            127
+        } else {
+            126
+        };
         libc::_exit(code)
     }
 }

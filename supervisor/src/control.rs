@@ -141,15 +141,25 @@ impl Control {
     /// Reads what `id` sent; returns a complete request, if any. Protocol errors
     /// are answered and the connection closed here.
     pub fn read(&mut self, id: ConnId) -> Option<Incoming> {
+        let request = self.read_frames(id);
+        // Whatever was queued (the handshake, an error) goes out now: with
+        // edge-triggered polling nobody would otherwise ask for it.
+        self.flush(id);
+        request.map(|request| Incoming { conn: id, request })
+    }
+
+    fn read_frames(&mut self, id: ConnId) -> Option<Request> {
         let own_uid = self.own_uid;
-        let conn = self.conns.get_mut(&id)?;
         let mut chunk = [0u8; 4096];
         loop {
+            let conn = self.conns.get_mut(&id)?;
             if conn.busy || conn.closing {
-                break;
+                return None;
             }
-            if let Some(request) = Self::take_frame(conn, own_uid) {
-                return request.map(|request| Incoming { conn: id, request });
+            match Self::take_frame(conn, own_uid) {
+                Some(Some(request)) => return Some(request),
+                Some(None) => continue,
+                None => {}
             }
             match rustix::io::read(&conn.fd, &mut chunk) {
                 Ok(0) => {
@@ -158,14 +168,13 @@ impl Control {
                 }
                 Ok(n) => conn.rbuf.extend_from_slice(&chunk[..n]),
                 Err(Errno::INTR) => {}
-                Err(Errno::AGAIN) => break,
+                Err(Errno::AGAIN) => return None,
                 Err(_) => {
                     self.drop_conn(id);
                     return None;
                 }
             }
         }
-        None
     }
 
     /// Takes one frame from the read buffer: `None` if incomplete, `Some(None)` if

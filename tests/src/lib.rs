@@ -1,1 +1,306 @@
-//! Helpers for the integration tests.
+//! The integration-test harness: keel-init as PID 1 of a fresh PID namespace
+//! (`unshare --pid --fork --mount-proc --kill-child`), the real supervisor, real
+//! jobs, driven by the real initctl.
+//!
+//! Every test gets its own directory (confdir, socket, logdir, marker files). The
+//! namespace is torn down on drop by SIGKILL to its keel-init (by pid, never by
+//! name), which takes every process in it along. Waits are on conditions with
+//! deadlines, never bare sleeps.
+//!
+//! The binaries come from the target directory these tests were built into, so
+//! build them first: `cargo build && cargo build -p keel-init`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The directory holding keel-init, keel-supervisor and initctl.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KEEL_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    // target/<profile>/deps/<test binary>
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
+    for bin in ["keel-init", "keel-supervisor", "initctl"] {
+        assert!(
+            dir.join(bin).exists(),
+            "{} is missing: build first (cargo build && cargo build -p keel-init)",
+            dir.join(bin).display()
+        );
+    }
+    dir
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+/// Polls `cond` until it holds or `timeout` passes; panics with `what` then.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A scratch directory removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!(
+            "keel-test-{tag}-{}-{}",
+            std::process::id(),
+            rand_u64()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand_u64() -> u64 {
+    let mut b = [0u8; 8];
+    if let Ok(mut f) = fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    u64::from_ne_bytes(b)
+}
+
+/// A keel-init running as PID 1 of its own namespace.
+pub struct Keel {
+    pub dir: Scratch,
+    unshare: Child,
+    /// keel-init's pid as seen from the host.
+    pub init_pid: i32,
+}
+
+pub struct Setup<'a> {
+    pub jobs: &'a [(&'a str, &'a str)],
+    /// Replace the supervisor (for init tests).
+    pub supervisor: Option<(PathBuf, Vec<String>)>,
+}
+
+impl Keel {
+    /// Starts keel with these job files (`name` → text) and waits until initctl answers.
+    pub fn start(jobs: &[(&str, &str)]) -> Keel {
+        let keel = Keel::launch(Setup {
+            jobs,
+            supervisor: None,
+        });
+        wait_for("the supervisor to answer", Duration::from_secs(10), || {
+            keel.ctl(&["version"]).status.success()
+        });
+        keel
+    }
+
+    pub fn launch(setup: Setup<'_>) -> Keel {
+        let dir = Scratch::new("ns");
+        let conf = dir.0.join("conf");
+        fs::create_dir_all(&conf).unwrap();
+        for (name, text) in setup.jobs {
+            let path = conf.join(format!("{name}.conf"));
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, text.replace("$DIR", &dir.0.display().to_string())).unwrap();
+        }
+        let (sup, sup_args) = setup.supervisor.unwrap_or_else(|| {
+            (
+                bin("keel-supervisor"),
+                vec![
+                    "--confdir".into(),
+                    conf.display().to_string(),
+                    "--socket".into(),
+                    dir.0.join("control").display().to_string(),
+                    "--logdir".into(),
+                    dir.0.join("log").display().to_string(),
+                ],
+            )
+        });
+        let console = fs::File::create(dir.0.join("console")).unwrap();
+        let unshare = Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+            .arg(bin("keel-init"))
+            .arg("--supervisor")
+            .arg(&sup)
+            .arg("--")
+            .args(&sup_args)
+            .stdin(Stdio::null())
+            .stdout(console.try_clone().unwrap())
+            .stderr(console)
+            .spawn()
+            .expect("unshare");
+        let unshare_pid = unshare.id() as i32;
+        let mut init_pid = 0;
+        wait_for("keel-init to start", Duration::from_secs(5), || {
+            init_pid = children(unshare_pid).first().copied().unwrap_or(0);
+            init_pid != 0
+        });
+        Keel {
+            dir,
+            unshare,
+            init_pid,
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.0.join(rel)
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.path("control")
+    }
+
+    /// Runs initctl against this keel.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("initctl"))
+            .env("KEEL_SOCKET", self.socket())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("initctl")
+    }
+
+    /// initctl's stdout, asserting success.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "initctl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// What keel-init and the supervisor wrote to their console.
+    pub fn console(&self) -> String {
+        fs::read_to_string(self.path("console")).unwrap_or_default()
+    }
+
+    /// The host pid of the current supervisor (keel-init's child running it).
+    pub fn supervisor_pid(&self) -> Option<i32> {
+        children(self.init_pid)
+            .into_iter()
+            .find(|&p| comm(p).as_deref() == Some("keel-supervisor"))
+    }
+
+    /// Every process in the namespace but keel-init, as host pids.
+    pub fn processes(&self) -> Vec<i32> {
+        descendants(self.init_pid)
+    }
+
+    /// Zombies among keel-init's children.
+    pub fn zombies(&self) -> Vec<i32> {
+        children(self.init_pid)
+            .into_iter()
+            .filter(|&p| state(p) == Some('Z'))
+            .collect()
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.unshare.try_wait(), Ok(None))
+    }
+
+    /// Waits for the namespace to end by itself; its exit status.
+    pub fn wait_end(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut status = None;
+        wait_for("the namespace to end", timeout, || {
+            status = self.unshare.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status.unwrap()
+    }
+}
+
+impl Drop for Keel {
+    fn drop(&mut self) {
+        if self.alive() {
+            // SIGKILL to the namespace's init ends every process in it.
+            unsafe { libc::kill(self.init_pid, libc::SIGKILL) };
+            let _ = self.unshare.wait();
+        }
+    }
+}
+
+/// Direct children of `pid`.
+pub fn children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        if let Ok(list) = fs::read_to_string(t.path().join("children")) {
+            out.extend(
+                list.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    out
+}
+
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut todo = children(pid);
+    while let Some(p) = todo.pop() {
+        out.push(p);
+        todo.extend(children(p));
+    }
+    out
+}
+
+pub fn comm(pid: i32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// The one-letter state from /proc/PID/stat.
+pub fn state(pid: i32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    after.trim_start().chars().next()
+}
+
+/// The pid inside its namespace (last NSpid field) of host pid `pid`.
+pub fn ns_pid(pid: i32) -> Option<i32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
+}
+
+/// The main pid `initctl status` reports: `…, process N`.
+pub fn status_pid(status: &str) -> Option<i32> {
+    status
+        .split(", process ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}

@@ -190,3 +190,101 @@ mod tests {
         assert!(!matches(&m(vec![arg(Some("MISSING"), "x", false)]), &ev));
     }
 }
+
+/// Events keel itself emits: at boot, for every job, for relayed signals, runlevels.
+pub const BUILTIN_EVENTS: &[&str] = &[
+    "startup",
+    "starting",
+    "started",
+    "stopping",
+    "stopped",
+    "control-alt-delete",
+    "power-status-changed",
+    "keyboard-request",
+    "runlevel",
+];
+
+/// `initctl check-config`: every event a `start on` or `stop on` waits for that no
+/// job says it `emits` and keel does not emit itself, and every job named by a
+/// job event (`started foo`) that does not exist. One finding per line, grouped by
+/// job in Upstart's shape: `JOB\n  start on: unknown event EVENT\n`.
+pub fn check_config<'a>(defs: impl Iterator<Item = &'a crate::job::JobDef> + Clone) -> String {
+    let mut known: std::collections::BTreeSet<&str> = BUILTIN_EVENTS.iter().copied().collect();
+    let jobs: std::collections::BTreeSet<&str> = defs.clone().map(|d| d.name.as_str()).collect();
+    for d in defs.clone() {
+        known.extend(d.emits.iter().map(String::as_str));
+    }
+    let mut out = String::new();
+    for d in defs {
+        let mut findings = Vec::new();
+        for (stanza, expr) in [("start on", &d.start_on), ("stop on", &d.stop_on)] {
+            let Some(expr) = expr else { continue };
+            let mut leaves = Vec::new();
+            collect_leaves(expr, &mut leaves);
+            for m in leaves {
+                let globbed = m.name.contains(['*', '?', '[']);
+                if !globbed && !known.contains(m.name.as_str()) {
+                    findings.push(format!("  {stanza}: unknown event {}\n", m.name));
+                }
+                let job_event = matches!(
+                    m.name.as_str(),
+                    "starting" | "started" | "stopping" | "stopped"
+                );
+                let named = m
+                    .args
+                    .iter()
+                    .find(|a| a.key.is_none() || a.key.as_deref() == Some("JOB"));
+                if let Some(arg) = named
+                    .filter(|a| job_event && !a.negated && !a.value.contains(['*', '?', '[', '$']))
+                {
+                    if !jobs.contains(arg.value.as_str()) {
+                        findings.push(format!("  {stanza}: unknown job {}\n", arg.value));
+                    }
+                }
+            }
+        }
+        if !findings.is_empty() {
+            out.push_str(&d.name);
+            out.push('\n');
+            findings.into_iter().for_each(|f| out.push_str(&f));
+        }
+    }
+    out
+}
+
+fn collect_leaves<'a>(expr: &'a EventExpr, out: &mut Vec<&'a EventMatch>) {
+    let mut todo = vec![expr];
+    while let Some(e) = todo.pop() {
+        match e {
+            EventExpr::Event(m) => out.push(m),
+            EventExpr::And(a, b) | EventExpr::Or(a, b) => {
+                todo.push(b);
+                todo.push(a);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod check_tests {
+    use crate::job::parse;
+
+    #[test]
+    fn unknown_events_and_jobs_are_reported() {
+        let a = parse("a", "start on startup or foo-happened\nemits bar\n")
+            .def
+            .unwrap();
+        let b = parse(
+            "b",
+            "start on bar and started a\nstop on stopped ghost or runlevel [016]\n",
+        )
+        .def
+        .unwrap();
+        let c = parse("c", "start on net-*\n").def.unwrap();
+        let report = super::check_config([&a, &b, &c].into_iter());
+        assert_eq!(
+            report,
+            "a\n  start on: unknown event foo-happened\nb\n  stop on: unknown job ghost\n"
+        );
+    }
+}

@@ -39,6 +39,7 @@ pub struct Config {
 const TOKEN_INIT: u64 = 0;
 const TOKEN_LISTENER: u64 = 1;
 const TOKEN_SIGNALS: u64 = 2;
+const TOKEN_CONFDIR: u64 = 3;
 /// Connection tokens are their ids offset past the fixed ones.
 const TOKEN_CONN_BASE: u64 = 16;
 
@@ -58,6 +59,8 @@ pub struct Runtime {
     /// The highest exit seq applied but not yet acknowledged to keel-init.
     unacked: Option<u64>,
     dirty: bool,
+    /// Watches the confdir: a changed job file is re-read at once.
+    watch: Option<nix::sys::inotify::Inotify>,
     /// Answers decided this round, sent after the state is saved.
     answers: Vec<(ConnId, Response)>,
     /// A power request being carried out.
@@ -216,7 +219,9 @@ impl Runtime {
             dirty: true,
             answers: Vec::new(),
             power: None,
+            watch: None,
         };
+        rt.watch_confdir();
         rt.load_confdir();
         if let Some(h) = handover {
             if h.lost_exits > 0 {
@@ -238,6 +243,64 @@ impl Runtime {
         }
         rt.settle();
         Ok(rt)
+    }
+
+    /// Watches the confdir and every directory below it (inotify is not recursive).
+    fn watch_confdir(&mut self) {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        if self.watch.is_none() {
+            match Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
+                Ok(w) => {
+                    let added = epoll::add(
+                        &self.epoll,
+                        w.as_fd(),
+                        epoll::EventData::new_u64(TOKEN_CONFDIR),
+                        epoll::EventFlags::IN,
+                    );
+                    if let Err(e) = added {
+                        tracing::warn!("cannot watch {}: {e}", self.config.confdir.display());
+                        return;
+                    }
+                    self.watch = Some(w);
+                }
+                Err(e) => {
+                    tracing::warn!("cannot watch {}: {e}", self.config.confdir.display());
+                    return;
+                }
+            }
+        }
+        let Some(watch) = &self.watch else { return };
+        let flags = AddWatchFlags::IN_CREATE
+            | AddWatchFlags::IN_DELETE
+            | AddWatchFlags::IN_CLOSE_WRITE
+            | AddWatchFlags::IN_MOVED_TO
+            | AddWatchFlags::IN_MOVED_FROM
+            | AddWatchFlags::IN_DELETE_SELF;
+        let mut dirs = vec![self.config.confdir.clone()];
+        while let Some(dir) = dirs.pop() {
+            // Adding a watch twice returns the same descriptor: harmless.
+            let _ = watch.add_watch(&dir, flags);
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                dirs.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+            }
+        }
+    }
+
+    fn confdir_changed(&mut self) {
+        let mut any = false;
+        if let Some(watch) = &self.watch {
+            while let Ok(events) = watch.read_events() {
+                if events.is_empty() {
+                    break;
+                }
+                any = true;
+            }
+        }
+        if any {
+            tracing::info!("job files changed; reloading");
+            self.load_confdir();
+            self.watch_confdir();
+        }
     }
 
     fn load_confdir(&mut self) {
@@ -281,6 +344,7 @@ impl Runtime {
                         }
                     }
                     TOKEN_SIGNALS => self.local_signals(),
+                    TOKEN_CONFDIR => self.confdir_changed(),
                     t => {
                         let id = t - TOKEN_CONN_BASE;
                         if flags.contains(epoll::EventFlags::OUT) {
@@ -462,8 +526,21 @@ impl Runtime {
             }
             Request::ReloadConfiguration => {
                 self.load_confdir();
+                self.watch_confdir();
                 Some(Response::Ok)
             }
+            Request::CheckConfig => Some(Response::Text(events::check_config(
+                self.snap
+                    .jobs
+                    .jobs
+                    .values()
+                    .filter(|j| !j.deleted)
+                    .map(|j| &j.def),
+            ))),
+            Request::ShowConfig { job, enumerate } => {
+                Some(self.show_config(job.as_deref(), enumerate))
+            }
+            Request::Reload { job, env } => Some(self.reload(&job, &parse_env(&env))),
             Request::Emit { event, env, .. } => {
                 self.emit(Event {
                     name: event,
@@ -714,6 +791,82 @@ impl Runtime {
             umask: def.umask.unwrap_or(0o022),
             init_child: self.link.is_some(),
         })
+    }
+
+    /// `show-config`: each job as its name, then its definition as a job file,
+    /// indented (so the part under the name parses back to the same definition).
+    /// With `-e`, comments name the jobs that emit each event waited for.
+    fn show_config(&self, only: Option<&str>, enumerate: bool) -> Response {
+        let jobs: Vec<&JobDef> = match only {
+            Some(name) => match self.snap.jobs.jobs.get(name).filter(|j| !j.deleted) {
+                Some(j) => vec![&j.def],
+                None => {
+                    return Response::Error(Error {
+                        kind: ErrorKind::UnknownJob,
+                        message: format!("Unknown job: {name}"),
+                    });
+                }
+            },
+            None => self
+                .snap
+                .jobs
+                .jobs
+                .values()
+                .filter(|j| !j.deleted)
+                .map(|j| &j.def)
+                .collect(),
+        };
+        let mut out = String::new();
+        for def in jobs {
+            out.push_str(&def.name);
+            out.push('\n');
+            for line in job::render(def).lines() {
+                out.push_str("  ");
+                out.push_str(line);
+                out.push('\n');
+            }
+            if enumerate {
+                for ev in def.emits.iter() {
+                    out.push_str(&format!("  # emits {ev}\n"));
+                }
+            }
+        }
+        Response::Text(out)
+    }
+
+    /// `reload`: the job's reload signal to its main process.
+    fn reload(&mut self, job: &str, env: &[(String, String)]) -> Response {
+        let status = match self.snap.jobs.status(job, env) {
+            Ok(s) => s,
+            Err(e) => return Response::Error(e),
+        };
+        let signal = self
+            .snap
+            .jobs
+            .jobs
+            .get(job)
+            .map(|j| j.def.reload_signal.0)
+            .unwrap_or(libc::SIGHUP);
+        let main = status
+            .first()
+            .and_then(|s| s.processes.iter().find(|p| p.kind == "main"))
+            .map(|p| p.pid);
+        let Some(pid) = main else {
+            return Response::Error(Error {
+                kind: ErrorKind::AlreadyStopped,
+                message: "Job is not running".into(),
+            });
+        };
+        match rustix::process::Signal::from_named_raw(signal)
+            .and_then(|s| rustix::process::Pid::from_raw(pid).map(|p| (p, s)))
+            .map(|(p, s)| rustix::process::kill_process(p, s))
+        {
+            Some(Ok(())) => Response::Instances(status),
+            _ => Response::Error(Error {
+                kind: ErrorKind::Internal,
+                message: format!("cannot signal process {pid}"),
+            }),
+        }
     }
 
     fn begin_power(&mut self, action: PowerAction) {

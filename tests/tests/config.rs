@@ -1,0 +1,135 @@
+//! Job files under a running supervisor: inotify and reload-configuration,
+//! show-config, check-config, and the offline `--check`.
+
+use keel_tests::{Keel, bin, status_pid, wait_for};
+use std::fs;
+use std::time::Duration;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+#[test]
+fn added_changed_and_deleted_files_take_effect_without_disturbing_running_jobs() {
+    let keel = Keel::start(&[("svc", "exec sleep 1000\n")]);
+    let conf = keel.path("conf");
+    let running = keel.ctl_ok(&["start", "svc"]);
+    let pid = status_pid(&running).unwrap();
+
+    // Added: appears without any request (inotify).
+    fs::write(conf.join("new.conf"), "task\nexec true\n").unwrap();
+    wait_for("the new job to appear", 5 * SECOND, || {
+        keel.ctl(&["status", "new"]).status.success()
+    });
+    // In a subdirectory: the name is the relative path.
+    fs::create_dir_all(conf.join("net")).unwrap();
+    fs::write(conf.join("net/web.conf"), "exec sleep 1000\n").unwrap();
+    wait_for("net/web to appear", 5 * SECOND, || {
+        keel.ctl(&["status", "net/web"]).status.success()
+    });
+
+    // Changed: the running instance keeps its definition and its process; the
+    // next start takes the new one.
+    fs::write(
+        conf.join("svc.conf"),
+        format!(
+            "script\n  echo changed > {}\n  exec sleep 1000\nend script\n",
+            keel.path("changed").display()
+        ),
+    )
+    .unwrap();
+    keel.ctl_ok(&["reload-configuration"]);
+    assert_eq!(status_pid(&keel.ctl_ok(&["status", "svc"])), Some(pid));
+    assert!(!keel.path("changed").exists());
+    keel.ctl_ok(&["stop", "svc"]);
+    keel.ctl_ok(&["start", "svc"]);
+    wait_for("the new definition to run", 5 * SECOND, || {
+        keel.path("changed").exists()
+    });
+
+    // Deleted while running: the job stays until stopped, then goes.
+    fs::remove_file(conf.join("svc.conf")).unwrap();
+    keel.ctl_ok(&["reload-configuration"]);
+    assert!(keel.ctl_ok(&["status", "svc"]).contains("start/running"));
+    keel.ctl_ok(&["stop", "svc"]);
+    let gone = keel.ctl(&["status", "svc"]);
+    assert_eq!(
+        String::from_utf8_lossy(&gone.stderr),
+        "initctl: Unknown job: svc\n"
+    );
+
+    // A broken file is reported and never affects the other jobs.
+    fs::write(conf.join("broken.conf"), "exec\nbogus stanza\n").unwrap();
+    keel.ctl_ok(&["reload-configuration"]);
+    assert!(!keel.ctl(&["status", "broken"]).status.success());
+    assert!(keel.ctl(&["status", "new"]).status.success());
+    let console = keel.console();
+    assert!(
+        console.contains("broken.conf:2:1: error: unknown stanza"),
+        "{console}"
+    );
+}
+
+#[test]
+fn show_config_parses_back_to_the_same_definition() {
+    let text = "description \"a web server\"\nstart on (started net and filesystem) or runlevel [2345]\n\
+                stop on runlevel [!2345]\nemits web-up\nrespawn\nrespawn limit 3 10\nenv PORT=8080\n\
+                kill timeout 2\nnormal exit 0 TERM\npre-start script\n  echo \"starting\"\n  test -d /tmp\nend script\n\
+                exec sleep 1000\n";
+    let keel = Keel::start(&[("web", text), ("net", "emits net-up\nexec true\n")]);
+    let shown = keel.ctl_ok(&["show-config", "web"]);
+    let mut lines = shown.lines();
+    assert_eq!(lines.next(), Some("web"));
+    let body: String = lines
+        .map(|l| format!("{}\n", l.strip_prefix("  ").unwrap_or(l)))
+        .collect();
+    let reparsed = keel_supervisor::job::parse("web", &body);
+    let original = keel_supervisor::job::parse("web", text);
+    assert!(reparsed.def.is_some(), "{:?}", reparsed.diagnostics);
+    assert_eq!(reparsed.def, original.def);
+    // Every job when none is named.
+    let all = keel.ctl_ok(&["show-config"]);
+    assert!(all.starts_with("net\n") && all.contains("\nweb\n"), "{all}");
+}
+
+#[test]
+fn check_config_names_events_nothing_emits() {
+    let keel = Keel::start(&[
+        ("a", "start on startup or never-emitted\nexec true\n"),
+        (
+            "b",
+            "start on started a or web-up\nstop on stopped ghost\nexec true\n",
+        ),
+        ("c", "emits web-up\nexec true\n"),
+    ]);
+    assert_eq!(
+        keel.ctl_ok(&["check-config"]),
+        "a\n  start on: unknown event never-emitted\nb\n  stop on: unknown job ghost\n"
+    );
+}
+
+#[test]
+fn check_reports_every_problem_with_file_line_and_column() {
+    let dir = keel_tests::Scratch::new("check");
+    fs::write(dir.0.join("good.conf"), "exec true\n").unwrap();
+    fs::write(
+        dir.0.join("bad.conf"),
+        "exec true\nexpect WHAT\nlimit nofile 10\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin("keel-supervisor"))
+        .arg("--check")
+        .arg(&dir.0)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let bad = dir.0.join("bad.conf").display().to_string();
+    assert!(text.contains(&format!("{bad}:2:8: error:")), "{text}");
+    assert!(text.contains(&format!("{bad}:3:")), "{text}");
+    assert!(!text.contains("good.conf"), "{text}");
+    let ok = std::process::Command::new(bin("keel-supervisor"))
+        .arg("--check")
+        .arg(dir.0.join("good.conf"))
+        .output()
+        .unwrap();
+    assert_eq!(ok.status.code(), Some(0));
+}

@@ -234,12 +234,13 @@ pub fn check_config<'a>(defs: impl Iterator<Item = &'a crate::job::JobDef> + Clo
                     .args
                     .iter()
                     .find(|a| a.key.is_none() || a.key.as_deref() == Some("JOB"));
-                if let Some(arg) = named
-                    .filter(|a| job_event && !a.negated && !a.value.contains(['*', '?', '[', '$']))
-                {
-                    if !jobs.contains(arg.value.as_str()) {
-                        findings.push(format!("  {stanza}: unknown job {}\n", arg.value));
-                    }
+                if let Some(arg) = named.filter(|a| {
+                    job_event
+                        && !a.negated
+                        && !a.value.contains(['*', '?', '[', '$'])
+                        && !jobs.contains(a.value.as_str())
+                }) {
+                    findings.push(format!("  {stanza}: unknown job {}\n", arg.value));
                 }
             }
         }

@@ -204,3 +204,54 @@ fn a_wrong_protocol_version_gets_a_clear_answer() {
     // …and the connection is closed.
     assert_eq!(s.read(&mut [0u8; 1]).unwrap(), 0);
 }
+
+#[test]
+fn the_supervisor_runs_without_keel_init() {
+    // An ordinary process: it reaps its own children and ends on SIGTERM after
+    // stopping every job (post-stop included).
+    let dir = keel_tests::Scratch::new("standalone");
+    let conf = dir.0.join("conf");
+    fs::create_dir_all(&conf).unwrap();
+    fs::write(
+        conf.join("svc.conf"),
+        format!(
+            "start on startup\nexec sleep 1000\npost-stop exec touch {}/post-stop\n",
+            dir.0.display()
+        ),
+    )
+    .unwrap();
+    let socket = dir.0.join("control");
+    let mut sup = std::process::Command::new(bin("keel-supervisor"))
+        .arg("--confdir")
+        .arg(&conf)
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--logdir")
+        .arg(dir.0.join("log"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ctl = |args: &[&str]| {
+        std::process::Command::new(bin("initctl"))
+            .env("KEEL_SOCKET", &socket)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    wait_for("the job to run", 5 * SECOND, || {
+        String::from_utf8_lossy(&ctl(&["status", "svc"]).stdout).contains("start/running, process")
+    });
+    let status = String::from_utf8_lossy(&ctl(&["status", "svc"]).stdout).into_owned();
+    let pid = status_pid(&status).unwrap();
+    // Here the pid is a host pid, and the supervisor is its parent.
+    assert_eq!(keel_tests::children(sup.id() as i32), vec![pid]);
+    unsafe { libc::kill(sup.id() as i32, libc::SIGTERM) };
+    let mut exit = None;
+    wait_for("the supervisor to end", 10 * SECOND, || {
+        exit = sup.try_wait().unwrap();
+        exit.is_some()
+    });
+    assert!(exit.unwrap().success());
+    assert!(dir.0.join("post-stop").exists());
+    assert!(state(pid).is_none(), "the job's process is gone and reaped");
+}

@@ -25,10 +25,18 @@ struct Args {
     /// Check job files or directories offline and exit (1 if any error).
     #[arg(long, num_args = 1.., value_name = "PATH")]
     check: Option<Vec<PathBuf>>,
+    /// Print the newest state format this binary reads, and exit (used before a
+    /// live upgrade).
+    #[arg(long, hide = true)]
+    state_format: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.state_format {
+        println!("{}", keel_supervisor::journal::FORMAT_VERSION);
+        return ExitCode::SUCCESS;
+    }
     if let Some(paths) = args.check {
         let stdout = std::io::stdout();
         return match keel_supervisor::check::check_paths(&paths, &mut stdout.lock()) {
@@ -54,6 +62,7 @@ fn main() -> ExitCode {
         confdir: args.confdir,
         socket: args.socket,
         logdir: args.logdir,
+        args: std::env::args_os().collect(),
     };
     let result = Runtime::new(config).and_then(|mut rt| rt.run());
     match result {

@@ -23,7 +23,7 @@ use crate::lifecycle::{Effect, Event, WaitStatus};
 use crate::{boot, events, spawn};
 use keel_proto::ctl::{Error, ErrorKind, PowerAction, Request, Response};
 use rustix::event::epoll;
-use rustix::fd::{AsFd, OwnedFd};
+use rustix::fd::{AsFd, AsRawFd, OwnedFd};
 use std::ffi::CString;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -34,6 +34,8 @@ pub struct Config {
     pub confdir: PathBuf,
     pub socket: PathBuf,
     pub logdir: PathBuf,
+    /// The supervisor's own arguments, for a re-exec.
+    pub args: Vec<std::ffi::OsString>,
 }
 
 const TOKEN_INIT: u64 = 0;
@@ -59,6 +61,8 @@ pub struct Runtime {
     /// The highest exit seq applied but not yet acknowledged to keel-init.
     unacked: Option<u64>,
     dirty: bool,
+    /// A live upgrade requested: the binary to exec once this round is done.
+    reexec: Option<PathBuf>,
     /// Watches the confdir: a changed job file is re-read at once.
     watch: Option<nix::sys::inotify::Inotify>,
     /// Answers decided this round, sent after the state is saved.
@@ -220,6 +224,7 @@ impl Runtime {
             answers: Vec::new(),
             power: None,
             watch: None,
+            reexec: None,
         };
         rt.watch_confdir();
         rt.load_confdir();
@@ -357,6 +362,9 @@ impl Runtime {
             self.control.expire(Instant::now());
             self.snap.jobs.tick(now_ms());
             self.settle();
+            if let Some(binary) = self.reexec.take() {
+                self.exec_new_image(&binary);
+            }
             if let Some(action) = self.power.filter(|_| self.snap.jobs.all_stopped()) {
                 return self.finish_power(action);
             }
@@ -541,6 +549,16 @@ impl Runtime {
                 Some(self.show_config(job.as_deref(), enumerate))
             }
             Request::Reload { job, env } => Some(self.reload(&job, &parse_env(&env))),
+            Request::Reexec { binary } => Some(match self.prepare_reexec(binary) {
+                Ok(path) => {
+                    self.reexec = Some(path);
+                    Response::Ok
+                }
+                Err(message) => Response::Error(Error {
+                    kind: ErrorKind::InvalidRequest,
+                    message,
+                }),
+            }),
             Request::Emit { event, env, .. } => {
                 self.emit(Event {
                     name: event,
@@ -867,6 +885,57 @@ impl Runtime {
                 message: format!("cannot signal process {pid}"),
             }),
         }
+    }
+
+    /// Checks that `binary` (default: this one) can take over: it must read this
+    /// state's format. Asking it costs one short process; refusing here keeps the
+    /// running supervisor, where a failed load after exec would lose the state.
+    fn prepare_reexec(&self, binary: Option<String>) -> Result<PathBuf, String> {
+        if self.link.is_none() {
+            return Err("re-exec needs keel-init to keep the state across it".into());
+        }
+        let path = match binary {
+            Some(b) => PathBuf::from(b),
+            None => std::fs::read_link("/proc/self/exe").map_err(|e| format!("cannot find my own binary: {e}"))?,
+        };
+        let out = std::process::Command::new(&path)
+            .arg("--state-format")
+            .env_clear()
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
+        let supported: u32 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .map_err(|_| format!("{} does not say which state format it reads", path.display()))?;
+        if supported < journal::FORMAT_VERSION {
+            return Err(format!(
+                "{} reads state format {supported}, older than this state's {}; refusing to re-exec",
+                path.display(),
+                journal::FORMAT_VERSION
+            ));
+        }
+        Ok(path)
+    }
+
+    /// Replaces this process image, keeping its pid, children and the init
+    /// channel; the new image takes everything else back from the lifeboat.
+    fn exec_new_image(&mut self, binary: &std::path::Path) {
+        use std::os::unix::process::CommandExt;
+        self.persist();
+        let Some(link) = &self.link else { return };
+        tracing::info!("re-executing {}", binary.display());
+        if let Err(e) = link.keep_across_exec() {
+            tracing::error!("cannot keep the init channel across exec: {e}");
+            return;
+        }
+        let err = std::process::Command::new(binary)
+            .args(self.config.args.iter().skip(1))
+            .env(keel_proto::init::SUPERVISOR_FD_ENV, link.as_fd().as_raw_fd().to_string())
+            .exec();
+        tracing::error!("re-exec of {} failed: {err}; carrying on", binary.display());
+        let _ = rustix::io::fcntl_setfd(link.as_fd(), rustix::io::FdFlags::CLOEXEC);
     }
 
     fn begin_power(&mut self, action: PowerAction) {

@@ -1,0 +1,235 @@
+//! Crash injection and live upgrade: the supervisor is killed with SIGKILL at
+//! random instants (or re-executed) while a workload starts, stops and restarts
+//! jobs, emits events and has jobs end on their own. After every recovery keel's
+//! view is compared with /proc; at the end every job is stopped and the marker
+//! counts are compared with what the lifecycle promises.
+//!
+//! `KEEL_CRASH_ROUNDS` sets the number of kills (default 200, CI's minimum).
+
+use keel_tests::{Keel, descendants, ns_pid, wait_for};
+use std::collections::BTreeMap;
+use std::fs;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SECOND: Duration = Duration::from_secs(1);
+const SERVICES: usize = 4;
+
+/// A tiny deterministic generator, so a failing run can be replayed by its seed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn service(i: usize) -> String {
+    format!(
+        "respawn\nrespawn limit unlimited\nkill timeout 1\n\
+         pre-start script\n  echo pre-start >> $DIR/svc{i}.trace\nend script\n\
+         script\n  echo main >> $DIR/svc{i}.trace\n  exec sleep 1000{i}\nend script\n\
+         post-stop script\n  echo post-stop >> $DIR/svc{i}.trace\nend script\n"
+    )
+}
+
+const TASK: &str = "task\nstart on poke\n\
+    pre-start script\n  echo pre-start >> $DIR/task.trace\nend script\n\
+    script\n  echo main >> $DIR/task.trace\n  sleep 0.02\nend script\n\
+    post-stop script\n  echo post-stop >> $DIR/task.trace\nend script\n";
+
+/// Ends by itself shortly after it starts (no respawn).
+const SHORT: &str = "pre-start script\n  echo pre-start >> $DIR/short.trace\nend script\n\
+    script\n  echo main >> $DIR/short.trace\n  sleep 0.03\nend script\n\
+    post-stop script\n  echo post-stop >> $DIR/short.trace\nend script\n";
+
+fn jobs() -> Vec<(String, String)> {
+    let mut jobs: Vec<(String, String)> = (0..SERVICES).map(|i| (format!("svc{i}"), service(i))).collect();
+    jobs.push(("task".into(), TASK.into()));
+    jobs.push(("short".into(), SHORT.into()));
+    jobs
+}
+
+fn start(jobs: &[(String, String)]) -> Keel {
+    let refs: Vec<(&str, &str)> = jobs.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    Keel::start(&refs)
+}
+
+/// The host pids of every process in the namespace running `sleep 1000{i}`.
+fn mains(keel: &Keel, i: usize) -> Vec<i32> {
+    let want = format!("sleep\01000{i}\0");
+    descendants(keel.init_pid)
+        .into_iter()
+        .filter(|p| fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == want.as_bytes()))
+        .filter(|&p| keel_tests::state(p) != Some('Z'))
+        .collect()
+}
+
+/// keel's view against /proc: never two mains of one service; a service keel says
+/// runs has exactly that process.
+fn check_view(keel: &Keel) {
+    for i in 0..SERVICES {
+        let running = mains(keel, i);
+        assert!(running.len() <= 1, "svc{i} runs twice: {running:?}");
+        let out = keel.ctl(&["status", &format!("svc{i}")]);
+        let status = String::from_utf8_lossy(&out.stdout).into_owned();
+        if status.contains("/running, process") {
+            let pid = keel_tests::status_pid(&status).unwrap();
+            wait_for(&format!("svc{i}'s reported pid {pid} to be its sleep"), 5 * SECOND, || {
+                mains(keel, i).iter().any(|&p| ns_pid(p) == Some(pid))
+                    || !keel.ctl_ok(&["status", &format!("svc{i}")]).contains("/running")
+            });
+        }
+    }
+}
+
+fn counts(keel: &Keel, job: &str) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for line in fs::read_to_string(keel.path(&format!("{job}.trace"))).unwrap_or_default().lines() {
+        *m.entry(line.to_string()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Stops everything and checks the end state: nothing left but keel itself, no
+/// zombie, and post-stop ran exactly once per start of every job.
+fn finish(keel: &Keel) {
+    wait_for("every job to settle and stop", 30 * SECOND, || {
+        for (name, _) in jobs() {
+            let _ = keel.ctl(&["stop", &name]);
+        }
+        keel.ctl_ok(&["list"]).lines().all(|l| l.contains("stop/waiting"))
+    });
+    wait_for("only keel-init and the supervisor left, no zombie", 10 * SECOND, || {
+        let left: Vec<i32> = descendants(keel.init_pid);
+        left.len() == 1 && keel.zombies().is_empty()
+    });
+    for (name, _) in jobs() {
+        let c = counts(keel, &name);
+        let pre = c.get("pre-start").copied().unwrap_or(0);
+        let post = c.get("post-stop").copied().unwrap_or(0);
+        let main = c.get("main").copied().unwrap_or(0);
+        eprintln!("{name}: {pre} starts, {main} mains, {post} post-stops");
+        assert_eq!(pre, post, "{name}: post-stop ran once per start");
+        if name == "task" || name == "short" {
+            assert!(main <= pre, "{name}: at most one main per start");
+        }
+    }
+}
+
+/// One random request, possibly left in flight.
+fn request(keel: &Keel, rng: &mut Rng) -> std::process::Child {
+    let job = match rng.below(6) {
+        0..=3 => format!("svc{}", rng.below(SERVICES as u64)),
+        4 => "short".to_string(),
+        _ => String::new(),
+    };
+    let mut args: Vec<String> = match (job.is_empty(), rng.below(4)) {
+        (true, _) => vec!["emit".into(), "poke".into()],
+        (false, 0 | 1) => vec!["start".into(), job],
+        (false, 2) => vec!["stop".into(), job],
+        (false, _) => vec!["restart".into(), job],
+    };
+    if rng.below(2) == 0 && args[0] != "emit" {
+        args.insert(1, "--no-wait".into());
+    }
+    Command::new(keel_tests::bin("initctl"))
+        .env("KEEL_SOCKET", keel.socket())
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_answering(keel: &Keel, old: Option<i32>) {
+    wait_for("a supervisor to answer", 10 * SECOND, || {
+        keel.supervisor_pid().is_some_and(|p| Some(p) != old) && keel.ctl(&["version"]).status.success()
+    });
+}
+
+#[test]
+fn kill_9_at_random_instants_loses_nothing() {
+    let rounds: usize = std::env::var("KEEL_CRASH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(200);
+    let seed = 0x9e37_79b9_7f4a_7c15 ^ std::process::id() as u64;
+    eprintln!("seed {seed:#x}, {rounds} kills");
+    let mut rng = Rng(seed);
+    let keel = start(&jobs());
+    let began = Instant::now();
+    for round in 0..rounds {
+        let mut inflight: Vec<_> = (0..1 + rng.below(3)).map(|_| request(&keel, &mut rng)).collect();
+        std::thread::sleep(Duration::from_micros(rng.below(4000)));
+        let old = keel.supervisor_pid();
+        if let Some(pid) = old {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        for c in &mut inflight {
+            let _ = c.wait();
+        }
+        wait_answering(&keel, old);
+        if round % 10 == 0 {
+            check_view(&keel);
+        }
+    }
+    eprintln!("{rounds} kills in {:?}", began.elapsed());
+    check_view(&keel);
+    finish(&keel);
+}
+
+#[test]
+fn re_exec_under_the_same_workload_loses_nothing() {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let keel = start(&jobs());
+    for _ in 0..40 {
+        let mut inflight: Vec<_> = (0..1 + rng.below(3)).map(|_| request(&keel, &mut rng)).collect();
+        let pid = keel.supervisor_pid();
+        keel.ctl_ok(&["reexec"]);
+        // Same process, new image: the pid stays.
+        wait_answering(&keel, None);
+        assert_eq!(keel.supervisor_pid(), pid);
+        for c in &mut inflight {
+            let _ = c.wait();
+        }
+        check_view(&keel);
+    }
+    finish(&keel);
+    assert!(!keel.console().contains("cannot load the saved state"), "{}", keel.console());
+}
+
+#[test]
+fn re_exec_to_a_binary_that_cannot_read_the_state_is_refused() {
+    let keel = start(&[("svc0".into(), service(0))]);
+    keel.ctl_ok(&["start", "svc0"]);
+    // A "supervisor" that only reads state format 0.
+    let fake = keel.path("old-supervisor");
+    fs::write(&fake, "#!/bin/sh\necho 0\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = keel.ctl(&["reexec", "--binary", fake.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("reads state format 0, older than this state's"), "{err}");
+    // The running supervisor carries on.
+    assert!(keel.ctl_ok(&["status", "svc0"]).contains("start/running"));
+}
+
+#[test]
+fn a_client_connecting_while_no_supervisor_runs_is_served() {
+    // A supervisor that cannot come back for a while: keel-init's back-off after
+    // quick deaths holds it off, and the connection must wait in the backlog.
+    let keel = start(&[("svc0".into(), service(0))]);
+    keel.ctl_ok(&["start", "svc0"]);
+    for _ in 0..3 {
+        let old = keel.supervisor_pid();
+        unsafe { libc::kill(old.unwrap(), libc::SIGKILL) };
+        // Connect at once, before any new supervisor exists.
+        let status = keel.ctl(&["status", "svc0"]);
+        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+        assert!(String::from_utf8_lossy(&status.stdout).contains("start/running"));
+    }
+}

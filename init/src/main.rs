@@ -96,6 +96,9 @@ struct Supervisor {
     phase: Phase,
     /// The highest exit seq sent to this supervisor.
     exit_sent: u64,
+    /// A send failed: the supervisor is going away. Nothing more is sent, but what
+    /// it sent before dying is still read (and its channel kept until it is reaped).
+    deaf: bool,
 }
 
 struct Init {
@@ -386,6 +389,9 @@ impl Init {
                 Ok(Some((pid, status))) => {
                     let raw = status.as_raw();
                     if self.supervisor.as_ref().is_some_and(|s| s.pid == pid) {
+                        // What it sent just before dying (its last saved state,
+                        // acks) is still queued in the socket: take it first.
+                        self.receive();
                         self.supervisor_died(raw);
                     } else if !self.exits.push(pid.as_raw_nonzero().get(), raw) {
                         self.log.line(&[
@@ -428,7 +434,11 @@ impl Init {
             Piece::Str(" after "),
             Piece::Millis(lived),
         ]);
-        if lived < QUICK_DEATH_MS {
+        // A supervisor that crashes soon after its start may be choking on its saved
+        // state; one killed by SIGKILL (an administrator, a test, the OOM killer)
+        // is not suspect, and is replaced at once however often it happens.
+        let killed = status & 0x7f == 9;
+        if lived < QUICK_DEATH_MS && !killed {
             self.quick_deaths = self.quick_deaths.saturating_add(1);
         } else {
             self.quick_deaths = 0;
@@ -479,6 +489,7 @@ impl Init {
                     channel: Some(ours),
                     phase: Phase::Silent,
                     exit_sent: 0,
+                    deaf: false,
                 });
                 self.generation = self.generation.saturating_add(1);
             }
@@ -499,7 +510,7 @@ impl Init {
     }
 
     fn has_output(&self) -> bool {
-        let Some(sup) = &self.supervisor else {
+        let Some(sup) = self.supervisor.as_ref().filter(|s| !s.deaf) else {
             return false;
         };
         match sup.phase {
@@ -516,7 +527,7 @@ impl Init {
     /// Sends whatever is due, until done or the socket is full.
     fn pump(&mut self) {
         loop {
-            let Some(sup) = self.supervisor.as_mut() else {
+            let Some(sup) = self.supervisor.as_mut().filter(|s| !s.deaf) else {
                 return;
             };
             let (msg, fd, next_phase, sent_seq) = match sup.phase {
@@ -612,8 +623,9 @@ impl Init {
                     return;
                 }
                 Err(_) => {
-                    // The supervisor is going away; its death is handled when reaped.
-                    sup.channel = None;
+                    // The supervisor is going away; its death is handled when reaped,
+                    // after its last messages are read.
+                    sup.deaf = true;
                     return;
                 }
             }
@@ -639,6 +651,9 @@ impl Init {
             let msg = match got {
                 Ok(m) => m,
                 Err(Errno::AGAIN) | Err(Errno::INTR) => return,
+                // A supervisor that died with messages unread reports ECONNRESET
+                // once, ahead of what it had sent: read on, its last state is there.
+                Err(Errno::CONNRESET) => continue,
                 Err(_) => {
                     if let Some(sup) = self.supervisor.as_mut() {
                         sup.channel = None;

@@ -30,6 +30,10 @@ pub struct Snapshot {
     pub last_exit_seq: u64,
     /// Whether `startup` was emitted (so a restarted supervisor does not boot twice).
     pub booted: bool,
+    /// Rounds of spawns so far: names each round's "go" pipe in the lifeboat.
+    pub go_rounds: u64,
+    /// A round saved but perhaps not yet released: (round, children waiting).
+    pub pending_go: Option<(u64, u32)>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -52,6 +52,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .without_time()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_max_level(if std::env::var_os("KEEL_DEBUG").is_some() {
             tracing::Level::DEBUG
         } else {

@@ -57,7 +57,8 @@ pub struct Runtime {
     epoll: OwnedFd,
     control: Control,
     /// Children spawned this round, released after the state is saved.
-    unreleased: Vec<OwnedFd>,
+    /// This round's "go" pipe, once something was spawned in it.
+    go: Option<(u64, spawn::GoPipe)>,
     /// The highest exit seq applied but not yet acknowledged to keel-init.
     unacked: Option<u64>,
     dirty: bool,
@@ -102,6 +103,9 @@ impl Runtime {
 
         let saved = take(journal::LIFEBOAT_NAME);
         let listener = take(LIFEBOAT_CONTROL);
+        // What is left are "go" pipes of rounds a previous supervisor did not finish.
+        let unfinished_rounds: Vec<(String, OwnedFd)> =
+            std::mem::take(&mut lifeboat).into_iter().filter(|(n, _)| n.starts_with("go:")).collect();
         let fresh_boot = saved.is_none();
         if link.is_some() && fresh_boot && boot::is_machine_boot() {
             boot::mount_missing();
@@ -141,6 +145,20 @@ impl Runtime {
             None => Snapshot::default(),
         };
         snap.jobs.forget_waiters();
+        // A round whose pids were saved is released; any other never was, and its
+        // children end unexec'd once the lifeboat's copy of the pipe is closed.
+        for (name, fd) in unfinished_rounds {
+            if let Some((round, waiting)) = snap.pending_go
+                && name == go_name(round)
+            {
+                tracing::info!("releasing {waiting} processes the previous supervisor had saved");
+                spawn::release(&fd, waiting);
+            }
+            if let Some(link) = &link {
+                let _ = link.withdraw(&name);
+            }
+        }
+        snap.pending_go = None;
 
         let listener = match listener {
             Some(l) => l,
@@ -218,7 +236,7 @@ impl Runtime {
             signals,
             epoll,
             control,
-            unreleased: Vec::new(),
+            go: None,
             unacked: None,
             dirty: true,
             answers: Vec::new(),
@@ -640,12 +658,19 @@ impl Runtime {
                 }
             }
         }
+        if let Some((round, go)) = &self.go {
+            self.snap.pending_go = Some((*round, go.waiting));
+            self.dirty = true;
+        }
         if self.dirty {
             self.persist();
             self.dirty = false;
         }
-        for go in self.unreleased.drain(..) {
-            spawn::release(go);
+        if let Some((round, go)) = self.go.take() {
+            spawn::release(&go.write, go.waiting);
+            if let Some(link) = &self.link {
+                let _ = link.withdraw(&go_name(round));
+            }
         }
         for effect in later {
             match effect {
@@ -719,10 +744,29 @@ impl Runtime {
                 return;
             }
         };
-        match spawn::spawn(&plan) {
+        if self.go.is_none() {
+            match spawn::GoPipe::new() {
+                Ok(go) => {
+                    self.snap.go_rounds += 1;
+                    let round = self.snap.go_rounds;
+                    if let Some(link) = &self.link
+                        && let Err(e) = link.deposit(&go_name(round), go.write.as_fd())
+                    {
+                        tracing::error!("cannot deposit the go pipe: {e}");
+                    }
+                    self.go = Some((round, go));
+                }
+                Err(e) => {
+                    let reason = format!("failed to spawn {} process: {e}", kind.name());
+                    self.snap.jobs.spawn_failed(job, instance, kind, reason, now);
+                    return;
+                }
+            }
+        }
+        let Some((_, go)) = self.go.as_mut() else { return };
+        match spawn::spawn(&plan, go) {
             Ok(child) => {
                 self.snap.jobs.spawned(job, instance, kind, child.pid);
-                self.unreleased.push(child.go);
             }
             Err(e) => {
                 let reason = format!("failed to spawn {} process: {e}", kind.name());
@@ -958,6 +1002,11 @@ impl Runtime {
             None => Ok(()),
         }
     }
+}
+
+/// The lifeboat name of round `round`'s go pipe.
+fn go_name(round: u64) -> String {
+    format!("go:{round}")
 }
 
 /// The environment a job process starts with: a clean one, never the supervisor's.

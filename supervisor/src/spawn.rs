@@ -7,11 +7,15 @@
 //! keel-init the supervisor is the parent (and a subreaper) and reaps itself.
 //!
 //! Exactly-once spawning across a crash: the child sets itself up, then blocks on a
-//! "go" pipe before exec. The supervisor releases it only after the state that
-//! records its pid is persisted. If the supervisor dies before that, the pipe's
-//! write end closes, the child reads EOF and exits without ever exec'ing; the next
-//! supervisor, which never saw that pid, starts the process again. So a process
-//! either runs and is in the saved state, or never ran.
+//! "go" pipe before exec. All children spawned in one round of the event loop share
+//! one [`GoPipe`], whose write end is also deposited in keel-init's lifeboat. The
+//! supervisor saves the state recording the children's pids (and that this round is
+//! to be released), then writes one byte per child. A supervisor killed before the
+//! save leaves a state without those pids: its successor withdraws the pipe from the
+//! lifeboat, the children read EOF and exit without ever exec'ing, and the
+//! successor starts them anew. Killed after the save, its successor finds the round
+//! marked for release and releases it from the lifeboat's copy. So a process either
+//! runs and is in the saved state, or never ran.
 //!
 //! Everything the child needs (paths, argv, envp) is prepared in the parent; the child
 //! runs only raw syscalls, then execs or `_exit`s. The supervisor is single-threaded,
@@ -49,13 +53,43 @@ pub struct Plan {
 pub struct Spawned {
     pub pid: i32,
     pub pidfd: OwnedFd,
-    /// Write a byte (or drop after persisting) to let the child exec.
-    pub go: OwnedFd,
 }
 
-/// Lets a spawned child go on to exec.
-pub fn release(go: OwnedFd) {
-    let _ = rustix::io::write(&go, b"g");
+/// The "go" pipe of one round of spawns (see the module docs).
+pub struct GoPipe {
+    read: OwnedFd,
+    pub write: OwnedFd,
+    /// Children waiting on it.
+    pub waiting: u32,
+}
+
+impl GoPipe {
+    pub fn new() -> io::Result<GoPipe> {
+        let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        Ok(GoPipe {
+            read: high(read)?,
+            write,
+            waiting: 0,
+        })
+    }
+}
+
+/// Lets `count` children waiting on `write` go on to exec: one byte each.
+pub fn release(write: &OwnedFd, count: u32) {
+    let bytes = vec![b'g'; count as usize];
+    let mut done = 0;
+    while done < bytes.len() {
+        match rustix::io::write(write, &bytes[done..]) {
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::INTR) => {}
+            // Nobody reads any more: released once already, and all have gone on.
+            Err(rustix::io::Errno::PIPE) => return,
+            Err(e) => {
+                tracing::error!("cannot release spawned processes: {e}");
+                return;
+            }
+        }
+    }
 }
 
 /// Duplicates `fd` to a number ≥ 64, so the child can move it to its low target
@@ -64,13 +98,11 @@ fn high(fd: OwnedFd) -> io::Result<OwnedFd> {
     Ok(rustix::io::fcntl_dupfd_cloexec(&fd, 64)?)
 }
 
-pub fn spawn(plan: &Plan) -> io::Result<Spawned> {
+pub fn spawn(plan: &Plan, go: &mut GoPipe) -> io::Result<Spawned> {
     let script = match &plan.script {
         Some(text) => Some(high(script_memfd(text)?)?),
         None => None,
     };
-    let (go_read, go_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-    let go_read = high(go_read)?;
 
     let argv: Vec<*const libc::c_char> = plan
         .argv
@@ -123,20 +155,19 @@ pub fn spawn(plan: &Plan) -> io::Result<Spawned> {
                 &argv,
                 &envp,
                 script.as_ref().map(|f| f.as_raw_fd()),
-                go_read.as_raw_fd(),
+                go.read.as_raw_fd(),
                 console,
                 devnull,
             )
         }
     }
-    drop(go_read);
+    go.waiting += 1;
     drop(script);
     // SAFETY: CLONE_PIDFD stored a new pidfd that nothing else owns.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     Ok(Spawned {
         pid: ret as i32,
         pidfd,
-        go: go_write,
     })
 }
 

@@ -115,6 +115,12 @@ fn finish(keel: &Keel) {
         let post = c.get("post-stop").copied().unwrap_or(0);
         let main = c.get("main").copied().unwrap_or(0);
         eprintln!("{name}: {pre} starts, {main} mains, {post} post-stops");
+        if pre != post {
+            let console = keel.console();
+            let tail: Vec<&str> = console.lines().filter(|l| !l.contains("was killed by signal 9") && !l.contains("started supervisor") && !l.contains("resumed from")).collect();
+            eprintln!("console (kills filtered):\n{}", tail.join("\n"));
+            eprintln!("{name}.trace:\n{}", fs::read_to_string(keel.path(&format!("{name}.trace"))).unwrap_or_default());
+        }
         assert_eq!(pre, post, "{name}: post-stop ran once per start");
         if name == "task" || name == "short" {
             assert!(main <= pre, "{name}: at most one main per start");
@@ -123,7 +129,7 @@ fn finish(keel: &Keel) {
 }
 
 /// One random request, possibly left in flight.
-fn request(keel: &Keel, rng: &mut Rng) -> std::process::Child {
+fn request(keel: &Keel, rng: &mut Rng) -> (std::process::Child, Vec<String>) {
     let job = match rng.below(6) {
         0..=3 => format!("svc{}", rng.below(SERVICES as u64)),
         4 => "short".to_string(),
@@ -138,13 +144,14 @@ fn request(keel: &Keel, rng: &mut Rng) -> std::process::Child {
     if rng.below(2) == 0 && args[0] != "emit" {
         args.insert(1, "--no-wait".into());
     }
-    Command::new(keel_tests::bin("initctl"))
+    let child = Command::new(keel_tests::bin("initctl"))
         .env("KEEL_SOCKET", keel.socket())
         .args(&args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap();
+    (child, args)
 }
 
 fn wait_answering(keel: &Keel, old: Option<i32>) {
@@ -168,10 +175,14 @@ fn kill_9_at_random_instants_loses_nothing() {
         if let Some(pid) = old {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        for c in &mut inflight {
-            let _ = c.wait();
-        }
         wait_answering(&keel, old);
+        for (c, args) in &mut inflight {
+            // A request in flight at the crash gets an error, or its answer from
+            // the next supervisor: never silence.
+            wait_for(&format!("initctl {args:?} to finish"), 10 * SECOND, || {
+                c.try_wait().unwrap().is_some()
+            });
+        }
         if round % 10 == 0 {
             check_view(&keel);
         }
@@ -192,8 +203,10 @@ fn re_exec_under_the_same_workload_loses_nothing() {
         // Same process, new image: the pid stays.
         wait_answering(&keel, None);
         assert_eq!(keel.supervisor_pid(), pid);
-        for c in &mut inflight {
-            let _ = c.wait();
+        for (c, args) in &mut inflight {
+            wait_for(&format!("initctl {args:?} to finish"), 10 * SECOND, || {
+                c.try_wait().unwrap().is_some()
+            });
         }
         check_view(&keel);
     }

@@ -151,6 +151,10 @@ pub struct Jobs {
     pub shutting_down: bool,
     #[serde(skip)]
     effects: Vec<Effect>,
+    /// The latest `now` any input brought, for the inputs that bring none
+    /// (`spawned`). Not persisted: the runtime passes a fresh `now` first thing.
+    #[serde(skip)]
+    now: u64,
 }
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> Error {
@@ -161,9 +165,20 @@ fn error(kind: ErrorKind, message: impl Into<String>) -> Error {
 }
 
 impl Jobs {
-    /// Takes the effects produced so far.
+    /// Takes the effects produced so far, every [`Effect::Spawn`] first (otherwise
+    /// in the order they arose).
+    ///
+    /// The runtime calls [`Jobs::spawned`] for each spawn as it executes it, and
+    /// emitting an event may run other requests (`stop on starting …`). With the
+    /// spawns first, no request can ever see a process that is decided but has no
+    /// pid yet — such a main would be "killed" as pid 0 (the caller's own process
+    /// group) and then spawned anyway with goal stop.
     pub fn take_effects(&mut self) -> Vec<Effect> {
-        std::mem::take(&mut self.effects)
+        let (mut spawns, rest): (Vec<Effect>, Vec<Effect>) = std::mem::take(&mut self.effects)
+            .into_iter()
+            .partition(|e| matches!(e, Effect::Spawn { .. }));
+        spawns.extend(rest);
+        spawns
     }
 
     /// Adds or replaces job definitions (from the confdir). Running instances keep
@@ -250,8 +265,9 @@ impl Jobs {
             inst.def = def;
             inst.env = env;
         }
+        // The failure of a cycle still stopping stays until `Starting` (Upstart):
+        // its `stopping`/`stopped` events must still say `RESULT=failed`.
         inst.goal = Goal::Start;
-        inst.failure = None;
         if let Some(id) = waiter {
             inst.waiters.push(Waiter {
                 id,
@@ -354,16 +370,45 @@ impl Jobs {
             .all(|i| i.state == State::Waiting)
     }
 
-    /// A process was started for `kind`.
+    /// A process was started for `kind` (answering an [`Effect::Spawn`]).
+    ///
+    /// A process nobody waits for (the instance is gone, or no spawn of `kind` is
+    /// pending) is not tracked but killed at once, so it is never leaked. A main
+    /// process whose instance was told to stop before its pid was known (only
+    /// possible if a runtime delays `spawned`) gets the kill signal now
+    /// (guarantee 6).
     pub fn spawned(&mut self, job: &str, instance: &str, kind: ProcessKind, pid: i32) {
-        if let Some(inst) = self.instance_mut(job, instance) {
-            inst.pids.insert(kind, pid);
-            self.pids
-                .insert(pid, (job.to_string(), instance.to_string(), kind));
+        let pending = self
+            .instance_ref(job, instance)
+            .is_some_and(|i| i.pids.get(&kind) == Some(&0));
+        if !pending || pid <= 0 {
+            if pid > 0 {
+                self.effects.push(Effect::Kill {
+                    pid,
+                    signal: Signal::KILL,
+                });
+            }
+            return;
         }
+        self.pids
+            .insert(pid, (job.to_string(), instance.to_string(), kind));
+        let Some(inst) = self.instance_mut(job, instance) else {
+            return;
+        };
+        inst.pids.insert(kind, pid);
+        // `enter(Killed)` armed the deadline but had no pid to signal.
+        if kind == ProcessKind::Main && inst.state == State::Killed {
+            let signal = inst.def.kill_signal;
+            self.effects.push(Effect::Kill { pid, signal });
+        }
+        // `Spawned` waits for main's pid (see `blocked`).
+        let now = self.now;
+        self.advance(job, instance, now);
     }
 
-    /// A process could not be started: it counts as one that failed at once.
+    /// A process could not be started: it counts as one that failed at once, and
+    /// (as in Upstart) the job's goal becomes stop — except for pre-stop, whose
+    /// failure never matters.
     pub fn spawn_failed(
         &mut self,
         job: &str,
@@ -380,14 +425,17 @@ impl Jobs {
         let Some((job, instance, kind)) = self.pids.remove(&pid) else {
             return;
         };
+        if self
+            .instance_ref(&job, &instance)
+            .is_none_or(|i| i.pids.get(&kind) != Some(&pid))
+        {
+            return;
+        }
         let reason = format!(
             "{} process ({pid}) terminated with {}",
             kind.name(),
             status.describe()
         );
-        if let Some(inst) = self.instance_mut(&job, &instance) {
-            inst.pids.remove(&kind);
-        }
         self.process_ended(&job, &instance, kind, Some(status), reason, now);
     }
 
@@ -398,7 +446,7 @@ impl Jobs {
             for inst in job.instances.values_mut() {
                 if inst.kill_deadline.is_some_and(|d| d <= now) {
                     inst.kill_deadline = None;
-                    if let Some(&pid) = inst.pids.get(&ProcessKind::Main) {
+                    if let Some(&pid) = inst.pids.get(&ProcessKind::Main).filter(|&&p| p > 0) {
                         kills.push(pid);
                     }
                 }
@@ -430,6 +478,8 @@ impl Jobs {
         }
     }
 
+    /// A process of the instance ended (`status` is `None` if it never started).
+    /// Mirrors Upstart's `job_process_terminated`.
     fn process_ended(
         &mut self,
         job: &str,
@@ -444,41 +494,60 @@ impl Jobs {
         };
         inst.pids.remove(&kind);
         let ok = status.is_some_and(WaitStatus::success);
+        let never_ran = status.is_none();
+        // Upstart's `job_failed`: the first failure of a cycle is the one reported.
         let fail = |inst: &mut Instance| {
-            inst.failure = Some(Failure {
-                process: kind,
-                status,
-                reason: reason.clone(),
-            });
+            if inst.failure.is_none() {
+                inst.failure = Some(Failure {
+                    process: kind,
+                    status,
+                    reason: reason.clone(),
+                });
+            }
         };
         match kind {
-            // Guarantee 2: main runs only after pre-start succeeded.
+            // Guarantee 2: main runs only after pre-start succeeded — a failed
+            // pre-start turns the goal to stop, so `next_state` goes from
+            // `PreStart` to `Stopping` (and on to post-stop, guarantee 1).
             ProcessKind::PreStart if !ok => {
                 fail(inst);
                 inst.goal = Goal::Stop;
             }
-            // Guarantee 4: a failing post-start stops the job.
+            // Guarantee 4 (keel is stricter than Upstart, which ignores it): a
+            // failing post-start stops the job instead of declaring it running.
             ProcessKind::PostStart if !ok && inst.goal != Goal::Stop => {
                 fail(inst);
                 inst.goal = Goal::Stop;
             }
-            ProcessKind::PostStop if !ok => fail(inst),
+            // Upstart: a failed post-stop stops the job, also when a start or a
+            // restart was waiting for it.
+            ProcessKind::PostStop if !ok => {
+                fail(inst);
+                inst.goal = Goal::Stop;
+            }
+            // A pre-stop that could not even start: as Upstart, the stop goes on.
+            ProcessKind::PreStop => {}
             ProcessKind::Main => {
                 inst.kill_deadline = None;
-                let normal = is_normal_exit(&inst.def, status);
-                let stopping = matches!(
-                    inst.state,
-                    State::PreStop | State::Stopping | State::Killed | State::PostStop
-                ) || inst.goal == Goal::Stop;
-                if !stopping {
+                // Dying when killed (or while stopping anyway) is never a failure,
+                // and the goal is left alone: a restart may be under way.
+                let stopping = matches!(inst.state, State::Stopping | State::Killed)
+                    || inst.goal == Goal::Stop;
+                if never_ran && !stopping {
+                    // Upstart: a process that cannot be spawned fails the job;
+                    // respawning it would only spin.
+                    fail(inst);
+                    inst.goal = Goal::Stop;
+                } else if !stopping {
                     // init(5): every end of a respawning service is abnormal except
-                    // the statuses `normal exit` lists; a task may end with 0.
+                    // the statuses `normal exit` lists; a task may end with 0. This
+                    // holds in pre-stop too, once a start has cancelled the stop.
                     let listed = is_listed_normal_exit(&inst.def, status);
-                    let task_done = inst.def.task && status.is_some_and(WaitStatus::success);
-                    if inst.def.respawn && !listed && !task_done {
+                    let failed = !listed && (!ok || (inst.def.respawn && !inst.def.task));
+                    if failed && inst.def.respawn {
                         respawn_or_give_up(inst, kind, status, &reason, now);
                     } else {
-                        if !normal {
+                        if failed {
                             fail(inst);
                         }
                         inst.goal = Goal::Stop;
@@ -492,6 +561,7 @@ impl Jobs {
 
     /// Moves the instance through every state it can pass now.
     fn advance(&mut self, job: &str, instance: &str, now: u64) {
+        self.now = self.now.max(now);
         loop {
             let Some(inst) = self.instance_mut(job, instance) else {
                 return;
@@ -511,6 +581,7 @@ impl Jobs {
         let Some(inst) = self.instance_mut(job, instance) else {
             return;
         };
+        let from = inst.state;
         inst.state = state;
         let spawn =
             |kind: ProcessKind, inst: &Instance| inst.def.process(kind).is_some().then_some(kind);
@@ -521,20 +592,31 @@ impl Jobs {
                 if inst.goal == Goal::Respawn {
                     inst.goal = Goal::Start;
                 }
+                // A new cycle: the last one's failure has been reported.
+                inst.failure = None;
                 event = Some("starting");
             }
             State::Security => {}
             State::PreStart => to_spawn = spawn(ProcessKind::PreStart, inst),
             State::Spawned => to_spawn = spawn(ProcessKind::Main, inst),
             State::PostStart => to_spawn = spawn(ProcessKind::PostStart, inst),
+            // Back from pre-stop (a start cancelled the stop) is no new start:
+            // no second `started` (Upstart's `job_change_state`).
+            State::Running if from == State::PreStop => {}
             State::Running => event = Some("started"),
             State::PreStop => to_spawn = spawn(ProcessKind::PreStop, inst),
             State::Stopping => event = Some("stopping"),
+            // Guarantee 6: the kill signal now, SIGKILL at the deadline (`tick`);
+            // `blocked` keeps the state until main's exit is seen. A main still
+            // pending (pid 0) is signalled by `spawned`, never as pid 0.
             State::Killed => {
                 if let Some(&pid) = inst.pids.get(&ProcessKind::Main) {
                     let signal = inst.def.kill_signal;
-                    inst.kill_deadline = Some(now + u64::from(inst.def.kill_timeout) * 1000);
-                    self.effects.push(Effect::Kill { pid, signal });
+                    inst.kill_deadline =
+                        Some(now.saturating_add(u64::from(inst.def.kill_timeout) * 1000));
+                    if pid > 0 {
+                        self.effects.push(Effect::Kill { pid, signal });
+                    }
                 }
             }
             State::PostStop => to_spawn = spawn(ProcessKind::PostStop, inst),
@@ -557,8 +639,16 @@ impl Jobs {
         }
         match state {
             // A task's start returns once it has run (at `Waiting`), a service's here.
-            State::Running if !self.instance_ref(job, instance).is_some_and(|i| i.def.task) => {
-                self.reply_waiters(job, instance, |w| w == &WaitFor::Started)
+            // Guarantee 4: a start (of a service) is answered once running. A stop
+            // cancelled by a start during pre-stop is answered too, as Upstart does
+            // (the status says start/running).
+            State::Running => {
+                let task = self.instance_ref(job, instance).is_some_and(|i| i.def.task);
+                let cancelled = from == State::PreStop;
+                self.reply_waiters(job, instance, |w| match w {
+                    WaitFor::Started => !task,
+                    WaitFor::Stopped => cancelled,
+                })
             }
             State::Waiting => {
                 self.reply_waiters(job, instance, |_| true);
@@ -764,6 +854,11 @@ fn blocked(inst: &Instance) -> bool {
     let running = |k: ProcessKind| inst.pids.contains_key(&k);
     match inst.state {
         State::PreStart => running(ProcessKind::PreStart),
+        // Main must exist (its pid known) before post-start and "running": a main
+        // that cannot be spawned must fail the start, not answer it as started.
+        // (Upstart also waits here for `expect` readiness; keel does not block a
+        // stop on readiness — a stop leaves `Spawned` as soon as the pid is known.)
+        State::Spawned => inst.pids.get(&ProcessKind::Main) == Some(&0),
         // Guarantee 4: not running until post-start finished.
         State::PostStart => running(ProcessKind::PostStart),
         // Guarantee 5: main is not killed until pre-stop finished.
@@ -791,7 +886,9 @@ fn next_state(inst: &Instance) -> Option<State> {
         (State::Spawned, Goal::Stop) => State::Stopping,
         (State::Spawned, _) => State::PostStart,
         (State::PostStart, Goal::Stop) => State::Stopping,
-        (State::PostStart, _) => State::Running,
+        // Main ended (to be respawned) while post-start ran: never "running".
+        (State::PostStart, Goal::Respawn) => State::Stopping,
+        (State::PostStart, Goal::Start) => State::Running,
         // Guarantee 5: pre-stop runs only on a stop request while main runs.
         (State::Running, Goal::Stop) if main_alive => State::PreStop,
         (State::Running, Goal::Stop) => State::Stopping,
@@ -802,18 +899,15 @@ fn next_state(inst: &Instance) -> Option<State> {
         (State::Running, Goal::Start) => State::Stopping,
         // A start request during pre-stop cancels the stop.
         (State::PreStop, Goal::Stop) => State::Stopping,
-        (State::PreStop, _) => State::Running,
+        // Main ended (to be respawned) after the stop was cancelled.
+        (State::PreStop, Goal::Respawn) => State::Stopping,
+        (State::PreStop, Goal::Start) => State::Running,
         (State::Stopping, _) => State::Killed,
         // Guarantee 1: whatever ran, post-stop follows.
         (State::Killed, _) => State::PostStop,
         (State::PostStop, Goal::Stop) => State::Waiting,
         (State::PostStop, _) => State::Starting,
     })
-}
-
-/// Whether main's end counts as normal (no failure): exit 0, or listed.
-fn is_normal_exit(def: &JobDef, status: Option<WaitStatus>) -> bool {
-    status.is_some_and(WaitStatus::success) || is_listed_normal_exit(def, status)
 }
 
 /// Whether `normal exit` lists this status or signal.
@@ -836,20 +930,26 @@ fn respawn_or_give_up(
     now: u64,
 ) {
     use crate::job::RespawnLimit;
-    if let RespawnLimit::Limit { count, interval } = inst.def.respawn_limit {
-        let window = u64::from(interval) * 1000;
-        inst.respawns.retain(|&t| now.saturating_sub(t) < window);
-        if inst.respawns.len() >= count as usize {
-            inst.failure = Some(Failure {
-                process: kind,
-                status,
-                reason: format!("{reason}; respawning too fast, stopped"),
-            });
-            inst.goal = Goal::Stop;
-            return;
+    match inst.def.respawn_limit {
+        // Upstart (`job_process_catch_runaway`): a count or an interval of 0
+        // disables the limit, as `unlimited` does. Nothing is recorded then, so
+        // the persisted state does not grow with every respawn.
+        RespawnLimit::Limit { count, interval } if count > 0 && interval > 0 => {
+            let window = u64::from(interval) * 1000;
+            inst.respawns.retain(|&t| now.saturating_sub(t) < window);
+            if inst.respawns.len() >= count as usize {
+                inst.failure = Some(Failure {
+                    process: kind,
+                    status,
+                    reason: format!("{reason}; respawning too fast, stopped"),
+                });
+                inst.goal = Goal::Stop;
+                return;
+            }
+            inst.respawns.push(now);
         }
+        _ => inst.respawns.clear(),
     }
-    inst.respawns.push(now);
     inst.goal = Goal::Respawn;
 }
 

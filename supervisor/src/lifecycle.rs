@@ -888,6 +888,10 @@ fn next_state(inst: &Instance) -> Option<State> {
         (State::PostStart, Goal::Stop) => State::Stopping,
         // Main ended (to be respawned) while post-start ran: never "running".
         (State::PostStart, Goal::Respawn) => State::Stopping,
+        // Main ended on its own during post-start and a start came since: not
+        // "running" without main (Upstart would pass through running and answer
+        // the start); round again via post-stop instead.
+        (State::PostStart, Goal::Start) if has_main && !main_alive => State::Stopping,
         (State::PostStart, Goal::Start) => State::Running,
         // Guarantee 5: pre-stop runs only on a stop request while main runs.
         (State::Running, Goal::Stop) if main_alive => State::PreStop,
@@ -901,6 +905,7 @@ fn next_state(inst: &Instance) -> Option<State> {
         (State::PreStop, Goal::Stop) => State::Stopping,
         // Main ended (to be respawned) after the stop was cancelled.
         (State::PreStop, Goal::Respawn) => State::Stopping,
+        (State::PreStop, Goal::Start) if has_main && !main_alive => State::Stopping,
         (State::PreStop, Goal::Start) => State::Running,
         (State::Stopping, _) => State::Killed,
         // Guarantee 1: whatever ran, post-stop follows.

@@ -990,3 +990,591 @@ pub fn expand(template: &str, env: &[(String, String)]) -> String {
     out.push_str(rest);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{Process, RespawnLimit};
+
+    fn exec() -> Option<Process> {
+        Some(Process::Exec {
+            command: "true".into(),
+        })
+    }
+
+    /// A service with every process.
+    fn full() -> JobDef {
+        let mut d = JobDef::new("j");
+        d.pre_start = exec();
+        d.main = exec();
+        d.post_start = exec();
+        d.pre_stop = exec();
+        d.post_stop = exec();
+        d
+    }
+
+    struct T {
+        jobs: Jobs,
+        pid: i32,
+        now: u64,
+        /// Every effect so far (spawns as `Spawn`).
+        seen: Vec<Effect>,
+    }
+
+    impl T {
+        fn new(def: JobDef) -> T {
+            let mut jobs = Jobs::default();
+            jobs.set_definitions(vec![def]);
+            T {
+                jobs,
+                pid: 100,
+                now: 0,
+                seen: Vec::new(),
+            }
+        }
+        /// Plays the runtime: every spawn gets a pid at once.
+        fn settle(&mut self) {
+            loop {
+                let effects = self.jobs.take_effects();
+                if effects.is_empty() {
+                    return;
+                }
+                for e in effects {
+                    if let Effect::Spawn {
+                        job,
+                        instance,
+                        kind,
+                    } = &e
+                    {
+                        self.pid += 1;
+                        self.jobs.spawned(job, instance, *kind, self.pid);
+                    }
+                    self.seen.push(e);
+                }
+            }
+        }
+        fn start(&mut self, waiter: Option<WaiterId>) {
+            self.jobs.start("j", vec![], waiter, self.now).unwrap();
+            self.settle();
+        }
+        fn stop(&mut self, waiter: Option<WaiterId>) {
+            self.jobs.stop("j", &[], waiter, self.now).unwrap();
+            self.settle();
+        }
+        fn inst(&self) -> Option<&Instance> {
+            self.jobs.jobs["j"].instances.get("")
+        }
+        fn state(&self) -> State {
+            self.inst().map_or(State::Waiting, |i| i.state)
+        }
+        fn pid(&self, kind: ProcessKind) -> i32 {
+            self.inst().unwrap().pids[&kind]
+        }
+        fn exit(&mut self, kind: ProcessKind, status: WaitStatus) {
+            let pid = self.pid(kind);
+            self.jobs.exited(pid, status, self.now);
+            self.settle();
+        }
+        fn ok(&mut self, kind: ProcessKind) {
+            self.exit(kind, WaitStatus::exited(0));
+        }
+        /// The processes spawned so far, in order.
+        fn spawns(&self) -> Vec<ProcessKind> {
+            self.seen
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::Spawn { kind, .. } => Some(*kind),
+                    _ => None,
+                })
+                .collect()
+        }
+        fn events(&self) -> Vec<String> {
+            self.seen
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::Emit(ev) => Some(ev.name.clone()),
+                    _ => None,
+                })
+                .collect()
+        }
+        fn replies(&self) -> Vec<(WaiterId, Option<ErrorKind>)> {
+            self.seen
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::Reply { waiter, error, .. } => {
+                        Some((*waiter, error.as_ref().map(|e| e.kind)))
+                    }
+                    _ => None,
+                })
+                .collect()
+        }
+        fn kills(&self) -> Vec<(i32, Signal)> {
+            self.seen
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::Kill { pid, signal } => Some((*pid, *signal)),
+                    _ => None,
+                })
+                .collect()
+        }
+        /// Brings `full()` to running.
+        fn running(&mut self) {
+            self.start(None);
+            self.ok(ProcessKind::PreStart);
+            self.ok(ProcessKind::PostStart);
+            assert_eq!(self.state(), State::Running);
+        }
+    }
+
+    use ProcessKind::*;
+
+    #[test]
+    fn stop_during_pre_start_runs_no_main_but_post_stop() {
+        let mut t = T::new(full());
+        t.start(Some(1));
+        assert_eq!(t.state(), State::PreStart);
+        t.stop(Some(2));
+        assert_eq!(t.state(), State::PreStart, "pre-start is waited for");
+        t.ok(PreStart);
+        assert_eq!(t.state(), State::PostStop);
+        t.ok(PostStop);
+        assert_eq!(t.state(), State::Waiting);
+        assert_eq!(t.spawns(), vec![PreStart, PostStop]);
+        assert_eq!(t.replies(), vec![(1, None), (2, None)]);
+    }
+
+    #[test]
+    fn stop_during_post_start_waits_for_it_then_kills_main() {
+        let mut t = T::new(full());
+        t.start(None);
+        t.ok(PreStart);
+        assert_eq!(t.state(), State::PostStart);
+        let main = t.pid(Main);
+        t.stop(None);
+        assert_eq!(t.state(), State::PostStart);
+        assert!(t.kills().is_empty());
+        t.ok(PostStart);
+        // Never running; no pre-stop (the stop came before running).
+        assert_eq!(t.state(), State::Killed);
+        assert_eq!(t.kills(), vec![(main, Signal::TERM)]);
+        assert!(!t.events().contains(&"started".to_string()));
+        t.exit(Main, WaitStatus::signaled(15));
+        t.ok(PostStop);
+        assert_eq!(t.spawns(), vec![PreStart, Main, PostStart, PostStop]);
+        assert_eq!(t.state(), State::Waiting);
+    }
+
+    #[test]
+    fn stop_in_spawned_without_post_start_goes_straight_on() {
+        let mut d = full();
+        d.post_start = None;
+        d.pre_start = None;
+        let mut t = T::new(d);
+        t.start(None);
+        assert_eq!(t.state(), State::Running);
+        t.stop(None);
+        assert_eq!(t.state(), State::PreStop);
+    }
+
+    #[test]
+    fn start_during_pre_stop_returns_to_running_with_the_same_main() {
+        let mut t = T::new(full());
+        t.running();
+        let main = t.pid(Main);
+        t.stop(Some(1));
+        assert_eq!(t.state(), State::PreStop);
+        t.start(Some(2));
+        t.ok(PreStop);
+        assert_eq!(t.state(), State::Running);
+        assert_eq!(t.pid(Main), main);
+        assert!(t.kills().is_empty());
+        // One started event; both requests answered.
+        assert_eq!(t.events().iter().filter(|e| *e == "started").count(), 1);
+        assert_eq!(t.replies(), vec![(1, None), (2, None)]);
+    }
+
+    #[test]
+    fn main_dying_during_a_cancelled_pre_stop_stops_a_plain_service() {
+        let mut t = T::new(full());
+        t.running();
+        t.stop(None);
+        t.start(None);
+        t.exit(Main, WaitStatus::exited(1));
+        t.ok(PreStop);
+        assert_eq!(t.state(), State::PostStop);
+        t.ok(PostStop);
+        assert_eq!(t.state(), State::Waiting, "not restarted: no respawn");
+        assert_eq!(t.spawns().iter().filter(|k| **k == Main).count(), 1);
+    }
+
+    #[test]
+    fn start_during_killed_and_post_stop_runs_post_stop_then_starts_again() {
+        for at in [State::Killed, State::PostStop] {
+            let mut t = T::new(full());
+            t.running();
+            t.stop(None);
+            t.ok(PreStop);
+            assert_eq!(t.state(), State::Killed);
+            if at == State::PostStop {
+                t.exit(Main, WaitStatus::signaled(15));
+                assert_eq!(t.state(), State::PostStop);
+            }
+            t.start(Some(7));
+            assert_eq!(t.state(), at);
+            if at == State::Killed {
+                t.exit(Main, WaitStatus::signaled(15));
+            }
+            t.ok(PostStop);
+            assert_eq!(t.state(), State::PreStart);
+            t.ok(PreStart);
+            t.ok(PostStart);
+            assert_eq!(t.state(), State::Running);
+            assert_eq!(t.replies(), vec![(7, None)]);
+            assert_eq!(
+                t.spawns(),
+                vec![
+                    PreStart, Main, PostStart, PreStop, PostStop, PreStart, Main, PostStart
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn killed_lasts_until_main_exits_with_sigkill_after_the_timeout() {
+        let mut t = T::new(full());
+        t.running();
+        let main = t.pid(Main);
+        t.stop(None);
+        t.ok(PreStop);
+        t.jobs.tick(4_999);
+        assert_eq!(t.kills(), vec![(main, Signal::TERM)]);
+        t.jobs.tick(5_000);
+        t.settle();
+        assert_eq!(t.kills(), vec![(main, Signal::TERM), (main, Signal::KILL)]);
+        assert_eq!(t.state(), State::Killed);
+        t.jobs.tick(60_000);
+        t.settle();
+        assert_eq!(t.state(), State::Killed, "until main's exit is seen");
+        t.exit(Main, WaitStatus::signaled(9));
+        assert_eq!(t.state(), State::PostStop);
+    }
+
+    #[test]
+    fn restart_kills_then_post_stop_pre_start_main_without_pre_stop() {
+        let mut t = T::new(full());
+        t.running();
+        let main = t.pid(Main);
+        t.jobs.restart("j", &[], Some(3), 0).unwrap();
+        t.settle();
+        assert_eq!(t.kills(), vec![(main, Signal::TERM)]);
+        t.exit(Main, WaitStatus::signaled(15));
+        t.ok(PostStop);
+        t.ok(PreStart);
+        t.ok(PostStart);
+        assert_eq!(
+            t.spawns(),
+            vec![
+                PreStart, Main, PostStart, PostStop, PreStart, Main, PostStart
+            ]
+        );
+        assert_eq!(t.replies(), vec![(3, None)]);
+    }
+
+    #[test]
+    fn restart_cancelled_after_post_stop_runs_post_stop_again() {
+        let mut t = T::new(full());
+        t.running();
+        t.jobs.restart("j", &[], None, 0).unwrap();
+        t.settle();
+        t.exit(Main, WaitStatus::signaled(15));
+        t.ok(PostStop);
+        assert_eq!(t.state(), State::PreStart);
+        t.stop(None);
+        t.ok(PreStart);
+        t.ok(PostStop);
+        assert_eq!(t.state(), State::Waiting);
+        assert_eq!(
+            t.spawns(),
+            vec![PreStart, Main, PostStart, PostStop, PreStart, PostStop]
+        );
+    }
+
+    #[test]
+    fn pre_start_failure_runs_no_main_and_fails_the_start() {
+        let mut t = T::new(full());
+        t.start(Some(1));
+        t.exit(PreStart, WaitStatus::exited(1));
+        assert_eq!(t.state(), State::PostStop);
+        t.ok(PostStop);
+        assert_eq!(t.spawns(), vec![PreStart, PostStop]);
+        assert_eq!(t.replies(), vec![(1, Some(ErrorKind::JobFailed))]);
+        let stopped = t
+            .seen
+            .iter()
+            .find_map(|e| match e {
+                Effect::Emit(ev) if ev.name == "stopped" => Some(ev.env.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert!(stopped.contains(&("PROCESS".into(), "pre-start".into())));
+    }
+
+    #[test]
+    fn post_start_failure_stops_the_job() {
+        let mut t = T::new(full());
+        t.start(Some(1));
+        t.ok(PreStart);
+        t.exit(PostStart, WaitStatus::exited(2));
+        assert_eq!(t.state(), State::Killed);
+        t.exit(Main, WaitStatus::signaled(15));
+        t.ok(PostStop);
+        assert_eq!(t.replies(), vec![(1, Some(ErrorKind::JobFailed))]);
+        assert!(!t.events().contains(&"started".to_string()));
+    }
+
+    #[test]
+    fn main_spawn_failure_fails_the_start() {
+        let mut d = full();
+        d.pre_start = None;
+        d.post_start = None;
+        let mut t = T::new(d);
+        t.jobs.start("j", vec![], Some(1), 0).unwrap();
+        let effects = t.jobs.take_effects();
+        assert!(matches!(effects[0], Effect::Spawn { kind: Main, .. }));
+        assert!(
+            !effects.iter().any(|e| matches!(e, Effect::Reply { .. })),
+            "not answered before main exists"
+        );
+        t.jobs.spawn_failed("j", "", Main, "no such file".into(), 0);
+        t.settle();
+        assert_eq!(t.spawns(), vec![PostStop]);
+        t.ok(PostStop);
+        assert_eq!(t.replies(), vec![(1, Some(ErrorKind::JobFailed))]);
+    }
+
+    #[test]
+    fn task_start_is_answered_when_it_stopped_with_its_failure() {
+        let mut d = JobDef::new("j");
+        d.task = true;
+        d.main = exec();
+        let mut t = T::new(d.clone());
+        t.start(Some(1));
+        assert_eq!(t.state(), State::Running);
+        assert!(t.replies().is_empty());
+        t.exit(Main, WaitStatus::exited(0));
+        assert_eq!(t.replies(), vec![(1, None)]);
+
+        let mut t = T::new(d);
+        t.start(Some(1));
+        t.exit(Main, WaitStatus::exited(4));
+        assert_eq!(t.replies(), vec![(1, Some(ErrorKind::JobFailed))]);
+    }
+
+    fn respawning(limit: RespawnLimit) -> T {
+        let mut d = JobDef::new("j");
+        d.respawn = true;
+        d.respawn_limit = limit;
+        d.main = exec();
+        d.post_stop = exec();
+        d.pre_stop = exec();
+        T::new(d)
+    }
+
+    #[test]
+    fn respawn_runs_post_stop_and_never_pre_stop_and_gives_up_past_the_limit() {
+        let mut t = respawning(RespawnLimit::default());
+        t.start(None);
+        for i in 0..10 {
+            t.now = i * 100;
+            t.exit(Main, WaitStatus::exited(0));
+            t.ok(PostStop);
+            assert_eq!(t.state(), State::Running, "respawn {i}");
+        }
+        t.now = 1_000;
+        t.exit(Main, WaitStatus::exited(0));
+        assert_eq!(t.inst().unwrap().goal, Goal::Stop);
+        t.ok(PostStop);
+        assert_eq!(t.state(), State::Waiting);
+        assert!(!t.spawns().contains(&PreStop));
+        let stopped = t
+            .seen
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                Effect::Emit(ev) if ev.name == "stopped" => Some(ev.env.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert!(stopped.contains(&("RESULT".into(), "failed".into())));
+        let t2 = {
+            let mut t = respawning(RespawnLimit::default());
+            t.start(Some(9));
+            for i in 0..11 {
+                t.now = i * 100;
+                t.exit(Main, WaitStatus::exited(1));
+                if t.state() == State::PostStop {
+                    t.ok(PostStop);
+                }
+            }
+            t
+        };
+        // A service's start was answered when it ran; a waiting stop gets the end.
+        assert_eq!(t2.replies(), vec![(9, None)]);
+        let mut t = respawning(RespawnLimit::default());
+        t.start(None);
+        for i in 0..11 {
+            t.now = i * 100;
+            t.exit(Main, WaitStatus::exited(1));
+            t.ok(PostStop);
+        }
+        assert_eq!(t.state(), State::Waiting);
+        let failure = t.seen.iter().rev().find_map(|e| match e {
+            Effect::Emit(ev) if ev.name == "stopping" => Some(ev.env.clone()),
+            _ => None,
+        });
+        assert!(
+            failure
+                .unwrap()
+                .contains(&("RESULT".into(), "failed".into()))
+        );
+        // The reason, as `status` shows it while the instance still stops.
+        let mut t = respawning(RespawnLimit::default());
+        t.start(None);
+        for i in 0..10 {
+            t.now = i * 100;
+            t.exit(Main, WaitStatus::exited(1));
+            t.ok(PostStop);
+        }
+        t.exit(Main, WaitStatus::exited(1));
+        assert_eq!(t.state(), State::PostStop);
+        let reason = t.jobs.status("j", &[]).unwrap()[0].failure.clone();
+        assert!(
+            reason
+                .as_deref()
+                .is_some_and(|r| r.contains("respawning too fast")),
+            "{reason:?}"
+        );
+    }
+
+    #[test]
+    fn respawns_spread_over_time_go_on_and_limit_zero_is_unlimited() {
+        let mut t = respawning(RespawnLimit::Limit {
+            count: 2,
+            interval: 1,
+        });
+        t.start(None);
+        for i in 0..20 {
+            t.now = i * 600;
+            t.exit(Main, WaitStatus::exited(1));
+            t.ok(PostStop);
+            assert_eq!(t.state(), State::Running);
+        }
+        for limit in [
+            RespawnLimit::Unlimited,
+            RespawnLimit::Limit {
+                count: 0,
+                interval: 5,
+            },
+        ] {
+            let mut t = respawning(limit);
+            t.start(None);
+            for _ in 0..50 {
+                t.exit(Main, WaitStatus::exited(1));
+                t.ok(PostStop);
+                assert_eq!(t.state(), State::Running);
+            }
+            assert!(t.inst().unwrap().respawns.is_empty(), "nothing piles up");
+        }
+    }
+
+    #[test]
+    fn normal_exit_is_no_failure_and_no_respawn() {
+        let mut t = respawning(RespawnLimit::default());
+        if let Some(j) = t.jobs.jobs.get_mut("j") {
+            j.def.normal_exit = vec![ExitMatch::Status(3), ExitMatch::Signal(Signal::TERM)];
+        }
+        t.start(None);
+        t.exit(Main, WaitStatus::exited(3));
+        t.ok(PostStop);
+        assert_eq!(t.state(), State::Waiting);
+        assert!(t.events().len() >= 4);
+        assert!(
+            t.seen
+                .iter()
+                .any(|e| matches!(e, Effect::Emit(ev) if ev.name == "stopped"
+                    && ev.env.contains(&("RESULT".into(), "ok".into()))))
+        );
+        t.start(None);
+        t.exit(Main, WaitStatus::signaled(15));
+        t.ok(PostStop);
+        assert_eq!(t.state(), State::Waiting);
+        // Exit 0 of a respawning service is not normal unless listed.
+        t.start(None);
+        t.exit(Main, WaitStatus::exited(0));
+        assert_eq!(t.state(), State::PostStop);
+        t.ok(PostStop);
+        assert_eq!(t.state(), State::Running);
+    }
+
+    #[test]
+    fn failed_post_stop_stops_a_pending_start() {
+        let mut t = T::new(full());
+        t.running();
+        t.stop(None);
+        t.ok(PreStop);
+        t.exit(Main, WaitStatus::signaled(15));
+        t.start(Some(5));
+        t.exit(PostStop, WaitStatus::exited(1));
+        assert_eq!(t.state(), State::Waiting);
+        assert_eq!(t.replies(), vec![(5, Some(ErrorKind::JobFailed))]);
+    }
+
+    #[test]
+    fn a_failed_cycle_reports_failed_even_if_started_again_meanwhile() {
+        let mut t = T::new(full());
+        t.start(None);
+        t.exit(PreStart, WaitStatus::exited(1));
+        t.start(None);
+        t.ok(PostStop);
+        let stopping = t
+            .seen
+            .iter()
+            .find_map(|e| match e {
+                Effect::Emit(ev) if ev.name == "stopping" => Some(ev.env.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert!(stopping.contains(&("RESULT".into(), "failed".into())));
+        assert_eq!(t.state(), State::PreStart);
+        assert!(t.inst().unwrap().failure.is_none(), "cleared at starting");
+    }
+
+    #[test]
+    fn spawns_come_before_events_and_no_pid_0_is_killed() {
+        let mut d = full();
+        d.pre_start = None;
+        d.post_start = None;
+        d.pre_stop = None;
+        let mut t = T::new(d);
+        t.jobs.start("j", vec![], None, 0).unwrap();
+        let effects = t.jobs.take_effects();
+        assert!(matches!(effects[0], Effect::Spawn { kind: Main, .. }));
+        // A late `spawned` for a stale process: killed, never tracked.
+        t.jobs.spawned("j", "", Main, 555);
+        t.jobs.spawned("j", "", PreStop, 556);
+        let effects: Vec<Effect> = t
+            .jobs
+            .take_effects()
+            .into_iter()
+            .filter(|e| matches!(e, Effect::Kill { .. }))
+            .collect();
+        assert_eq!(
+            effects,
+            vec![Effect::Kill {
+                pid: 556,
+                signal: Signal::KILL
+            }]
+        );
+        assert_eq!(t.state(), State::Running);
+    }
+}

@@ -151,6 +151,10 @@ pub struct Jobs {
     pub shutting_down: bool,
     #[serde(skip)]
     effects: Vec<Effect>,
+    /// The latest `now` any input brought, for the inputs that bring none
+    /// (`spawned`). Not persisted: the runtime passes a fresh `now` first thing.
+    #[serde(skip)]
+    now: u64,
 }
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> Error {
@@ -161,9 +165,20 @@ fn error(kind: ErrorKind, message: impl Into<String>) -> Error {
 }
 
 impl Jobs {
-    /// Takes the effects produced so far.
+    /// Takes the effects produced so far, every [`Effect::Spawn`] first (otherwise
+    /// in the order they arose).
+    ///
+    /// The runtime calls [`Jobs::spawned`] for each spawn as it executes it, and
+    /// emitting an event may run other requests (`stop on starting …`). With the
+    /// spawns first, no request can ever see a process that is decided but has no
+    /// pid yet — such a main would be "killed" as pid 0 (the caller's own process
+    /// group) and then spawned anyway with goal stop.
     pub fn take_effects(&mut self) -> Vec<Effect> {
-        std::mem::take(&mut self.effects)
+        let (mut spawns, rest): (Vec<Effect>, Vec<Effect>) = std::mem::take(&mut self.effects)
+            .into_iter()
+            .partition(|e| matches!(e, Effect::Spawn { .. }));
+        spawns.extend(rest);
+        spawns
     }
 
     /// Adds or replaces job definitions (from the confdir). Running instances keep
@@ -250,8 +265,9 @@ impl Jobs {
             inst.def = def;
             inst.env = env;
         }
+        // The failure of a cycle still stopping stays until `Starting` (Upstart):
+        // its `stopping`/`stopped` events must still say `RESULT=failed`.
         inst.goal = Goal::Start;
-        inst.failure = None;
         if let Some(id) = waiter {
             inst.waiters.push(Waiter {
                 id,
@@ -354,16 +370,45 @@ impl Jobs {
             .all(|i| i.state == State::Waiting)
     }
 
-    /// A process was started for `kind`.
+    /// A process was started for `kind` (answering an [`Effect::Spawn`]).
+    ///
+    /// A process nobody waits for (the instance is gone, or no spawn of `kind` is
+    /// pending) is not tracked but killed at once, so it is never leaked. A main
+    /// process whose instance was told to stop before its pid was known (only
+    /// possible if a runtime delays `spawned`) gets the kill signal now
+    /// (guarantee 6).
     pub fn spawned(&mut self, job: &str, instance: &str, kind: ProcessKind, pid: i32) {
-        if let Some(inst) = self.instance_mut(job, instance) {
-            inst.pids.insert(kind, pid);
-            self.pids
-                .insert(pid, (job.to_string(), instance.to_string(), kind));
+        let pending = self
+            .instance_ref(job, instance)
+            .is_some_and(|i| i.pids.get(&kind) == Some(&0));
+        if !pending || pid <= 0 {
+            if pid > 0 {
+                self.effects.push(Effect::Kill {
+                    pid,
+                    signal: Signal::KILL,
+                });
+            }
+            return;
         }
+        self.pids
+            .insert(pid, (job.to_string(), instance.to_string(), kind));
+        let Some(inst) = self.instance_mut(job, instance) else {
+            return;
+        };
+        inst.pids.insert(kind, pid);
+        // `enter(Killed)` armed the deadline but had no pid to signal.
+        if kind == ProcessKind::Main && inst.state == State::Killed {
+            let signal = inst.def.kill_signal;
+            self.effects.push(Effect::Kill { pid, signal });
+        }
+        // `Spawned` waits for main's pid (see `blocked`).
+        let now = self.now;
+        self.advance(job, instance, now);
     }
 
-    /// A process could not be started: it counts as one that failed at once.
+    /// A process could not be started: it counts as one that failed at once, and
+    /// (as in Upstart) the job's goal becomes stop — except for pre-stop, whose
+    /// failure never matters.
     pub fn spawn_failed(
         &mut self,
         job: &str,
@@ -380,14 +425,17 @@ impl Jobs {
         let Some((job, instance, kind)) = self.pids.remove(&pid) else {
             return;
         };
+        if self
+            .instance_ref(&job, &instance)
+            .is_none_or(|i| i.pids.get(&kind) != Some(&pid))
+        {
+            return;
+        }
         let reason = format!(
             "{} process ({pid}) terminated with {}",
             kind.name(),
             status.describe()
         );
-        if let Some(inst) = self.instance_mut(&job, &instance) {
-            inst.pids.remove(&kind);
-        }
         self.process_ended(&job, &instance, kind, Some(status), reason, now);
     }
 
@@ -398,7 +446,7 @@ impl Jobs {
             for inst in job.instances.values_mut() {
                 if inst.kill_deadline.is_some_and(|d| d <= now) {
                     inst.kill_deadline = None;
-                    if let Some(&pid) = inst.pids.get(&ProcessKind::Main) {
+                    if let Some(&pid) = inst.pids.get(&ProcessKind::Main).filter(|&&p| p > 0) {
                         kills.push(pid);
                     }
                 }
@@ -430,6 +478,8 @@ impl Jobs {
         }
     }
 
+    /// A process of the instance ended (`status` is `None` if it never started).
+    /// Mirrors Upstart's `job_process_terminated`.
     fn process_ended(
         &mut self,
         job: &str,
@@ -444,41 +494,60 @@ impl Jobs {
         };
         inst.pids.remove(&kind);
         let ok = status.is_some_and(WaitStatus::success);
+        let never_ran = status.is_none();
+        // Upstart's `job_failed`: the first failure of a cycle is the one reported.
         let fail = |inst: &mut Instance| {
-            inst.failure = Some(Failure {
-                process: kind,
-                status,
-                reason: reason.clone(),
-            });
+            if inst.failure.is_none() {
+                inst.failure = Some(Failure {
+                    process: kind,
+                    status,
+                    reason: reason.clone(),
+                });
+            }
         };
         match kind {
-            // Guarantee 2: main runs only after pre-start succeeded.
+            // Guarantee 2: main runs only after pre-start succeeded — a failed
+            // pre-start turns the goal to stop, so `next_state` goes from
+            // `PreStart` to `Stopping` (and on to post-stop, guarantee 1).
             ProcessKind::PreStart if !ok => {
                 fail(inst);
                 inst.goal = Goal::Stop;
             }
-            // Guarantee 4: a failing post-start stops the job.
+            // Guarantee 4 (keel is stricter than Upstart, which ignores it): a
+            // failing post-start stops the job instead of declaring it running.
             ProcessKind::PostStart if !ok && inst.goal != Goal::Stop => {
                 fail(inst);
                 inst.goal = Goal::Stop;
             }
-            ProcessKind::PostStop if !ok => fail(inst),
+            // Upstart: a failed post-stop stops the job, also when a start or a
+            // restart was waiting for it.
+            ProcessKind::PostStop if !ok => {
+                fail(inst);
+                inst.goal = Goal::Stop;
+            }
+            // A pre-stop that could not even start: as Upstart, the stop goes on.
+            ProcessKind::PreStop => {}
             ProcessKind::Main => {
                 inst.kill_deadline = None;
-                let normal = is_normal_exit(&inst.def, status);
-                let stopping = matches!(
-                    inst.state,
-                    State::PreStop | State::Stopping | State::Killed | State::PostStop
-                ) || inst.goal == Goal::Stop;
-                if !stopping {
+                // Dying when killed (or while stopping anyway) is never a failure,
+                // and the goal is left alone: a restart may be under way.
+                let stopping = matches!(inst.state, State::Stopping | State::Killed)
+                    || inst.goal == Goal::Stop;
+                if never_ran && !stopping {
+                    // Upstart: a process that cannot be spawned fails the job;
+                    // respawning it would only spin.
+                    fail(inst);
+                    inst.goal = Goal::Stop;
+                } else if !stopping {
                     // init(5): every end of a respawning service is abnormal except
-                    // the statuses `normal exit` lists; a task may end with 0.
+                    // the statuses `normal exit` lists; a task may end with 0. This
+                    // holds in pre-stop too, once a start has cancelled the stop.
                     let listed = is_listed_normal_exit(&inst.def, status);
-                    let task_done = inst.def.task && status.is_some_and(WaitStatus::success);
-                    if inst.def.respawn && !listed && !task_done {
+                    let failed = !listed && (!ok || (inst.def.respawn && !inst.def.task));
+                    if failed && inst.def.respawn {
                         respawn_or_give_up(inst, kind, status, &reason, now);
                     } else {
-                        if !normal {
+                        if failed {
                             fail(inst);
                         }
                         inst.goal = Goal::Stop;
@@ -492,6 +561,7 @@ impl Jobs {
 
     /// Moves the instance through every state it can pass now.
     fn advance(&mut self, job: &str, instance: &str, now: u64) {
+        self.now = self.now.max(now);
         loop {
             let Some(inst) = self.instance_mut(job, instance) else {
                 return;
@@ -511,6 +581,7 @@ impl Jobs {
         let Some(inst) = self.instance_mut(job, instance) else {
             return;
         };
+        let from = inst.state;
         inst.state = state;
         let spawn =
             |kind: ProcessKind, inst: &Instance| inst.def.process(kind).is_some().then_some(kind);
@@ -521,20 +592,31 @@ impl Jobs {
                 if inst.goal == Goal::Respawn {
                     inst.goal = Goal::Start;
                 }
+                // A new cycle: the last one's failure has been reported.
+                inst.failure = None;
                 event = Some("starting");
             }
             State::Security => {}
             State::PreStart => to_spawn = spawn(ProcessKind::PreStart, inst),
             State::Spawned => to_spawn = spawn(ProcessKind::Main, inst),
             State::PostStart => to_spawn = spawn(ProcessKind::PostStart, inst),
+            // Back from pre-stop (a start cancelled the stop) is no new start:
+            // no second `started` (Upstart's `job_change_state`).
+            State::Running if from == State::PreStop => {}
             State::Running => event = Some("started"),
             State::PreStop => to_spawn = spawn(ProcessKind::PreStop, inst),
             State::Stopping => event = Some("stopping"),
+            // Guarantee 6: the kill signal now, SIGKILL at the deadline (`tick`);
+            // `blocked` keeps the state until main's exit is seen. A main still
+            // pending (pid 0) is signalled by `spawned`, never as pid 0.
             State::Killed => {
                 if let Some(&pid) = inst.pids.get(&ProcessKind::Main) {
                     let signal = inst.def.kill_signal;
-                    inst.kill_deadline = Some(now + u64::from(inst.def.kill_timeout) * 1000);
-                    self.effects.push(Effect::Kill { pid, signal });
+                    inst.kill_deadline =
+                        Some(now.saturating_add(u64::from(inst.def.kill_timeout) * 1000));
+                    if pid > 0 {
+                        self.effects.push(Effect::Kill { pid, signal });
+                    }
                 }
             }
             State::PostStop => to_spawn = spawn(ProcessKind::PostStop, inst),
@@ -557,8 +639,16 @@ impl Jobs {
         }
         match state {
             // A task's start returns once it has run (at `Waiting`), a service's here.
-            State::Running if !self.instance_ref(job, instance).is_some_and(|i| i.def.task) => {
-                self.reply_waiters(job, instance, |w| w == &WaitFor::Started)
+            // Guarantee 4: a start (of a service) is answered once running. A stop
+            // cancelled by a start during pre-stop is answered too, as Upstart does
+            // (the status says start/running).
+            State::Running => {
+                let task = self.instance_ref(job, instance).is_some_and(|i| i.def.task);
+                let cancelled = from == State::PreStop;
+                self.reply_waiters(job, instance, |w| match w {
+                    WaitFor::Started => !task,
+                    WaitFor::Stopped => cancelled,
+                })
             }
             State::Waiting => {
                 self.reply_waiters(job, instance, |_| true);
@@ -764,6 +854,11 @@ fn blocked(inst: &Instance) -> bool {
     let running = |k: ProcessKind| inst.pids.contains_key(&k);
     match inst.state {
         State::PreStart => running(ProcessKind::PreStart),
+        // Main must exist (its pid known) before post-start and "running": a main
+        // that cannot be spawned must fail the start, not answer it as started.
+        // (Upstart also waits here for `expect` readiness; keel does not block a
+        // stop on readiness — a stop leaves `Spawned` as soon as the pid is known.)
+        State::Spawned => inst.pids.get(&ProcessKind::Main) == Some(&0),
         // Guarantee 4: not running until post-start finished.
         State::PostStart => running(ProcessKind::PostStart),
         // Guarantee 5: main is not killed until pre-stop finished.
@@ -791,7 +886,13 @@ fn next_state(inst: &Instance) -> Option<State> {
         (State::Spawned, Goal::Stop) => State::Stopping,
         (State::Spawned, _) => State::PostStart,
         (State::PostStart, Goal::Stop) => State::Stopping,
-        (State::PostStart, _) => State::Running,
+        // Main ended (to be respawned) while post-start ran: never "running".
+        (State::PostStart, Goal::Respawn) => State::Stopping,
+        // Main ended on its own during post-start and a start came since: not
+        // "running" without main (Upstart would pass through running and answer
+        // the start); round again via post-stop instead.
+        (State::PostStart, Goal::Start) if has_main && !main_alive => State::Stopping,
+        (State::PostStart, Goal::Start) => State::Running,
         // Guarantee 5: pre-stop runs only on a stop request while main runs.
         (State::Running, Goal::Stop) if main_alive => State::PreStop,
         (State::Running, Goal::Stop) => State::Stopping,
@@ -802,18 +903,16 @@ fn next_state(inst: &Instance) -> Option<State> {
         (State::Running, Goal::Start) => State::Stopping,
         // A start request during pre-stop cancels the stop.
         (State::PreStop, Goal::Stop) => State::Stopping,
-        (State::PreStop, _) => State::Running,
+        // Main ended (to be respawned) after the stop was cancelled.
+        (State::PreStop, Goal::Respawn) => State::Stopping,
+        (State::PreStop, Goal::Start) if has_main && !main_alive => State::Stopping,
+        (State::PreStop, Goal::Start) => State::Running,
         (State::Stopping, _) => State::Killed,
         // Guarantee 1: whatever ran, post-stop follows.
         (State::Killed, _) => State::PostStop,
         (State::PostStop, Goal::Stop) => State::Waiting,
         (State::PostStop, _) => State::Starting,
     })
-}
-
-/// Whether main's end counts as normal (no failure): exit 0, or listed.
-fn is_normal_exit(def: &JobDef, status: Option<WaitStatus>) -> bool {
-    status.is_some_and(WaitStatus::success) || is_listed_normal_exit(def, status)
 }
 
 /// Whether `normal exit` lists this status or signal.
@@ -836,20 +935,26 @@ fn respawn_or_give_up(
     now: u64,
 ) {
     use crate::job::RespawnLimit;
-    if let RespawnLimit::Limit { count, interval } = inst.def.respawn_limit {
-        let window = u64::from(interval) * 1000;
-        inst.respawns.retain(|&t| now.saturating_sub(t) < window);
-        if inst.respawns.len() >= count as usize {
-            inst.failure = Some(Failure {
-                process: kind,
-                status,
-                reason: format!("{reason}; respawning too fast, stopped"),
-            });
-            inst.goal = Goal::Stop;
-            return;
+    match inst.def.respawn_limit {
+        // Upstart (`job_process_catch_runaway`): a count or an interval of 0
+        // disables the limit, as `unlimited` does. Nothing is recorded then, so
+        // the persisted state does not grow with every respawn.
+        RespawnLimit::Limit { count, interval } if count > 0 && interval > 0 => {
+            let window = u64::from(interval) * 1000;
+            inst.respawns.retain(|&t| now.saturating_sub(t) < window);
+            if inst.respawns.len() >= count as usize {
+                inst.failure = Some(Failure {
+                    process: kind,
+                    status,
+                    reason: format!("{reason}; respawning too fast, stopped"),
+                });
+                inst.goal = Goal::Stop;
+                return;
+            }
+            inst.respawns.push(now);
         }
+        _ => inst.respawns.clear(),
     }
-    inst.respawns.push(now);
     inst.goal = Goal::Respawn;
 }
 
@@ -884,4 +989,592 @@ pub fn expand(template: &str, env: &[(String, String)]) -> String {
     }
     out.push_str(rest);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{Process, RespawnLimit};
+
+    fn exec() -> Option<Process> {
+        Some(Process::Exec {
+            command: "true".into(),
+        })
+    }
+
+    /// A service with every process.
+    fn full() -> JobDef {
+        let mut d = JobDef::new("j");
+        d.pre_start = exec();
+        d.main = exec();
+        d.post_start = exec();
+        d.pre_stop = exec();
+        d.post_stop = exec();
+        d
+    }
+
+    struct T {
+        jobs: Jobs,
+        pid: i32,
+        now: u64,
+        /// Every effect so far (spawns as `Spawn`).
+        seen: Vec<Effect>,
+    }
+
+    impl T {
+        fn new(def: JobDef) -> T {
+            let mut jobs = Jobs::default();
+            jobs.set_definitions(vec![def]);
+            T {
+                jobs,
+                pid: 100,
+                now: 0,
+                seen: Vec::new(),
+            }
+        }
+        /// Plays the runtime: every spawn gets a pid at once.
+        fn settle(&mut self) {
+            loop {
+                let effects = self.jobs.take_effects();
+                if effects.is_empty() {
+                    return;
+                }
+                for e in effects {
+                    if let Effect::Spawn {
+                        job,
+                        instance,
+                        kind,
+                    } = &e
+                    {
+                        self.pid += 1;
+                        self.jobs.spawned(job, instance, *kind, self.pid);
+                    }
+                    self.seen.push(e);
+                }
+            }
+        }
+        fn start(&mut self, waiter: Option<WaiterId>) {
+            self.jobs.start("j", vec![], waiter, self.now).unwrap();
+            self.settle();
+        }
+        fn stop(&mut self, waiter: Option<WaiterId>) {
+            self.jobs.stop("j", &[], waiter, self.now).unwrap();
+            self.settle();
+        }
+        fn inst(&self) -> Option<&Instance> {
+            self.jobs.jobs["j"].instances.get("")
+        }
+        fn state(&self) -> State {
+            self.inst().map_or(State::Waiting, |i| i.state)
+        }
+        fn pid(&self, kind: ProcessKind) -> i32 {
+            self.inst().unwrap().pids[&kind]
+        }
+        fn exit(&mut self, kind: ProcessKind, status: WaitStatus) {
+            let pid = self.pid(kind);
+            self.jobs.exited(pid, status, self.now);
+            self.settle();
+        }
+        fn ok(&mut self, kind: ProcessKind) {
+            self.exit(kind, WaitStatus::exited(0));
+        }
+        /// The processes spawned so far, in order.
+        fn spawns(&self) -> Vec<ProcessKind> {
+            self.seen
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::Spawn { kind, .. } => Some(*kind),
+                    _ => None,
+                })
+                .collect()
+        }
+        fn events(&self) -> Vec<String> {
+            self.seen
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::Emit(ev) => Some(ev.name.clone()),
+                    _ => None,
+                })
+                .collect()
+        }
+        fn replies(&self) -> Vec<(WaiterId, Option<ErrorKind>)> {
+            self.seen
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::Reply { waiter, error, .. } => {
+                        Some((*waiter, error.as_ref().map(|e| e.kind)))
+                    }
+                    _ => None,
+                })
+                .collect()
+        }
+        fn kills(&self) -> Vec<(i32, Signal)> {
+            self.seen
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::Kill { pid, signal } => Some((*pid, *signal)),
+                    _ => None,
+                })
+                .collect()
+        }
+        /// Brings `full()` to running.
+        fn running(&mut self) {
+            self.start(None);
+            self.ok(ProcessKind::PreStart);
+            self.ok(ProcessKind::PostStart);
+            assert_eq!(self.state(), State::Running);
+        }
+    }
+
+    use ProcessKind::*;
+
+    #[test]
+    fn stop_during_pre_start_runs_no_main_but_post_stop() {
+        let mut t = T::new(full());
+        t.start(Some(1));
+        assert_eq!(t.state(), State::PreStart);
+        t.stop(Some(2));
+        assert_eq!(t.state(), State::PreStart, "pre-start is waited for");
+        t.ok(PreStart);
+        assert_eq!(t.state(), State::PostStop);
+        t.ok(PostStop);
+        assert_eq!(t.state(), State::Waiting);
+        assert_eq!(t.spawns(), vec![PreStart, PostStop]);
+        assert_eq!(t.replies(), vec![(1, None), (2, None)]);
+    }
+
+    #[test]
+    fn stop_during_post_start_waits_for_it_then_kills_main() {
+        let mut t = T::new(full());
+        t.start(None);
+        t.ok(PreStart);
+        assert_eq!(t.state(), State::PostStart);
+        let main = t.pid(Main);
+        t.stop(None);
+        assert_eq!(t.state(), State::PostStart);
+        assert!(t.kills().is_empty());
+        t.ok(PostStart);
+        // Never running; no pre-stop (the stop came before running).
+        assert_eq!(t.state(), State::Killed);
+        assert_eq!(t.kills(), vec![(main, Signal::TERM)]);
+        assert!(!t.events().contains(&"started".to_string()));
+        t.exit(Main, WaitStatus::signaled(15));
+        t.ok(PostStop);
+        assert_eq!(t.spawns(), vec![PreStart, Main, PostStart, PostStop]);
+        assert_eq!(t.state(), State::Waiting);
+    }
+
+    #[test]
+    fn stop_in_spawned_without_post_start_goes_straight_on() {
+        let mut d = full();
+        d.post_start = None;
+        d.pre_start = None;
+        let mut t = T::new(d);
+        t.start(None);
+        assert_eq!(t.state(), State::Running);
+        t.stop(None);
+        assert_eq!(t.state(), State::PreStop);
+    }
+
+    #[test]
+    fn start_during_pre_stop_returns_to_running_with_the_same_main() {
+        let mut t = T::new(full());
+        t.running();
+        let main = t.pid(Main);
+        t.stop(Some(1));
+        assert_eq!(t.state(), State::PreStop);
+        t.start(Some(2));
+        t.ok(PreStop);
+        assert_eq!(t.state(), State::Running);
+        assert_eq!(t.pid(Main), main);
+        assert!(t.kills().is_empty());
+        // One started event; both requests answered.
+        assert_eq!(t.events().iter().filter(|e| *e == "started").count(), 1);
+        assert_eq!(t.replies(), vec![(1, None), (2, None)]);
+    }
+
+    #[test]
+    fn main_dying_during_a_cancelled_pre_stop_stops_a_plain_service() {
+        let mut t = T::new(full());
+        t.running();
+        t.stop(None);
+        t.start(None);
+        t.exit(Main, WaitStatus::exited(1));
+        t.ok(PreStop);
+        assert_eq!(t.state(), State::PostStop);
+        t.ok(PostStop);
+        assert_eq!(t.state(), State::Waiting, "not restarted: no respawn");
+        assert_eq!(t.spawns().iter().filter(|k| **k == Main).count(), 1);
+    }
+
+    #[test]
+    fn start_during_killed_and_post_stop_runs_post_stop_then_starts_again() {
+        for at in [State::Killed, State::PostStop] {
+            let mut t = T::new(full());
+            t.running();
+            t.stop(None);
+            t.ok(PreStop);
+            assert_eq!(t.state(), State::Killed);
+            if at == State::PostStop {
+                t.exit(Main, WaitStatus::signaled(15));
+                assert_eq!(t.state(), State::PostStop);
+            }
+            t.start(Some(7));
+            assert_eq!(t.state(), at);
+            if at == State::Killed {
+                t.exit(Main, WaitStatus::signaled(15));
+            }
+            t.ok(PostStop);
+            assert_eq!(t.state(), State::PreStart);
+            t.ok(PreStart);
+            t.ok(PostStart);
+            assert_eq!(t.state(), State::Running);
+            assert_eq!(t.replies(), vec![(7, None)]);
+            assert_eq!(
+                t.spawns(),
+                vec![
+                    PreStart, Main, PostStart, PreStop, PostStop, PreStart, Main, PostStart
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn killed_lasts_until_main_exits_with_sigkill_after_the_timeout() {
+        let mut t = T::new(full());
+        t.running();
+        let main = t.pid(Main);
+        t.stop(None);
+        t.ok(PreStop);
+        t.jobs.tick(4_999);
+        assert_eq!(t.kills(), vec![(main, Signal::TERM)]);
+        t.jobs.tick(5_000);
+        t.settle();
+        assert_eq!(t.kills(), vec![(main, Signal::TERM), (main, Signal::KILL)]);
+        assert_eq!(t.state(), State::Killed);
+        t.jobs.tick(60_000);
+        t.settle();
+        assert_eq!(t.state(), State::Killed, "until main's exit is seen");
+        t.exit(Main, WaitStatus::signaled(9));
+        assert_eq!(t.state(), State::PostStop);
+    }
+
+    #[test]
+    fn restart_kills_then_post_stop_pre_start_main_without_pre_stop() {
+        let mut t = T::new(full());
+        t.running();
+        let main = t.pid(Main);
+        t.jobs.restart("j", &[], Some(3), 0).unwrap();
+        t.settle();
+        assert_eq!(t.kills(), vec![(main, Signal::TERM)]);
+        t.exit(Main, WaitStatus::signaled(15));
+        t.ok(PostStop);
+        t.ok(PreStart);
+        t.ok(PostStart);
+        assert_eq!(
+            t.spawns(),
+            vec![
+                PreStart, Main, PostStart, PostStop, PreStart, Main, PostStart
+            ]
+        );
+        assert_eq!(t.replies(), vec![(3, None)]);
+    }
+
+    #[test]
+    fn restart_cancelled_after_post_stop_runs_post_stop_again() {
+        let mut t = T::new(full());
+        t.running();
+        t.jobs.restart("j", &[], None, 0).unwrap();
+        t.settle();
+        t.exit(Main, WaitStatus::signaled(15));
+        t.ok(PostStop);
+        assert_eq!(t.state(), State::PreStart);
+        t.stop(None);
+        t.ok(PreStart);
+        t.ok(PostStop);
+        assert_eq!(t.state(), State::Waiting);
+        assert_eq!(
+            t.spawns(),
+            vec![PreStart, Main, PostStart, PostStop, PreStart, PostStop]
+        );
+    }
+
+    #[test]
+    fn pre_start_failure_runs_no_main_and_fails_the_start() {
+        let mut t = T::new(full());
+        t.start(Some(1));
+        t.exit(PreStart, WaitStatus::exited(1));
+        assert_eq!(t.state(), State::PostStop);
+        t.ok(PostStop);
+        assert_eq!(t.spawns(), vec![PreStart, PostStop]);
+        assert_eq!(t.replies(), vec![(1, Some(ErrorKind::JobFailed))]);
+        let stopped = t
+            .seen
+            .iter()
+            .find_map(|e| match e {
+                Effect::Emit(ev) if ev.name == "stopped" => Some(ev.env.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert!(stopped.contains(&("PROCESS".into(), "pre-start".into())));
+    }
+
+    #[test]
+    fn post_start_failure_stops_the_job() {
+        let mut t = T::new(full());
+        t.start(Some(1));
+        t.ok(PreStart);
+        t.exit(PostStart, WaitStatus::exited(2));
+        assert_eq!(t.state(), State::Killed);
+        t.exit(Main, WaitStatus::signaled(15));
+        t.ok(PostStop);
+        assert_eq!(t.replies(), vec![(1, Some(ErrorKind::JobFailed))]);
+        assert!(!t.events().contains(&"started".to_string()));
+    }
+
+    #[test]
+    fn main_spawn_failure_fails_the_start() {
+        let mut d = full();
+        d.pre_start = None;
+        d.post_start = None;
+        let mut t = T::new(d);
+        t.jobs.start("j", vec![], Some(1), 0).unwrap();
+        let effects = t.jobs.take_effects();
+        assert!(matches!(effects[0], Effect::Spawn { kind: Main, .. }));
+        assert!(
+            !effects.iter().any(|e| matches!(e, Effect::Reply { .. })),
+            "not answered before main exists"
+        );
+        t.jobs.spawn_failed("j", "", Main, "no such file".into(), 0);
+        t.settle();
+        assert_eq!(t.spawns(), vec![PostStop]);
+        t.ok(PostStop);
+        assert_eq!(t.replies(), vec![(1, Some(ErrorKind::JobFailed))]);
+    }
+
+    #[test]
+    fn task_start_is_answered_when_it_stopped_with_its_failure() {
+        let mut d = JobDef::new("j");
+        d.task = true;
+        d.main = exec();
+        let mut t = T::new(d.clone());
+        t.start(Some(1));
+        assert_eq!(t.state(), State::Running);
+        assert!(t.replies().is_empty());
+        t.exit(Main, WaitStatus::exited(0));
+        assert_eq!(t.replies(), vec![(1, None)]);
+
+        let mut t = T::new(d);
+        t.start(Some(1));
+        t.exit(Main, WaitStatus::exited(4));
+        assert_eq!(t.replies(), vec![(1, Some(ErrorKind::JobFailed))]);
+    }
+
+    fn respawning(limit: RespawnLimit) -> T {
+        let mut d = JobDef::new("j");
+        d.respawn = true;
+        d.respawn_limit = limit;
+        d.main = exec();
+        d.post_stop = exec();
+        d.pre_stop = exec();
+        T::new(d)
+    }
+
+    #[test]
+    fn respawn_runs_post_stop_and_never_pre_stop_and_gives_up_past_the_limit() {
+        let mut t = respawning(RespawnLimit::default());
+        t.start(None);
+        for i in 0..10 {
+            t.now = i * 100;
+            t.exit(Main, WaitStatus::exited(0));
+            t.ok(PostStop);
+            assert_eq!(t.state(), State::Running, "respawn {i}");
+        }
+        t.now = 1_000;
+        t.exit(Main, WaitStatus::exited(0));
+        assert_eq!(t.inst().unwrap().goal, Goal::Stop);
+        t.ok(PostStop);
+        assert_eq!(t.state(), State::Waiting);
+        assert!(!t.spawns().contains(&PreStop));
+        let stopped = t
+            .seen
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                Effect::Emit(ev) if ev.name == "stopped" => Some(ev.env.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert!(stopped.contains(&("RESULT".into(), "failed".into())));
+        let t2 = {
+            let mut t = respawning(RespawnLimit::default());
+            t.start(Some(9));
+            for i in 0..11 {
+                t.now = i * 100;
+                t.exit(Main, WaitStatus::exited(1));
+                if t.state() == State::PostStop {
+                    t.ok(PostStop);
+                }
+            }
+            t
+        };
+        // A service's start was answered when it ran; a waiting stop gets the end.
+        assert_eq!(t2.replies(), vec![(9, None)]);
+        let mut t = respawning(RespawnLimit::default());
+        t.start(None);
+        for i in 0..11 {
+            t.now = i * 100;
+            t.exit(Main, WaitStatus::exited(1));
+            t.ok(PostStop);
+        }
+        assert_eq!(t.state(), State::Waiting);
+        let failure = t.seen.iter().rev().find_map(|e| match e {
+            Effect::Emit(ev) if ev.name == "stopping" => Some(ev.env.clone()),
+            _ => None,
+        });
+        assert!(
+            failure
+                .unwrap()
+                .contains(&("RESULT".into(), "failed".into()))
+        );
+        // The reason, as `status` shows it while the instance still stops.
+        let mut t = respawning(RespawnLimit::default());
+        t.start(None);
+        for i in 0..10 {
+            t.now = i * 100;
+            t.exit(Main, WaitStatus::exited(1));
+            t.ok(PostStop);
+        }
+        t.exit(Main, WaitStatus::exited(1));
+        assert_eq!(t.state(), State::PostStop);
+        let reason = t.jobs.status("j", &[]).unwrap()[0].failure.clone();
+        assert!(
+            reason
+                .as_deref()
+                .is_some_and(|r| r.contains("respawning too fast")),
+            "{reason:?}"
+        );
+    }
+
+    #[test]
+    fn respawns_spread_over_time_go_on_and_limit_zero_is_unlimited() {
+        let mut t = respawning(RespawnLimit::Limit {
+            count: 2,
+            interval: 1,
+        });
+        t.start(None);
+        for i in 0..20 {
+            t.now = i * 600;
+            t.exit(Main, WaitStatus::exited(1));
+            t.ok(PostStop);
+            assert_eq!(t.state(), State::Running);
+        }
+        for limit in [
+            RespawnLimit::Unlimited,
+            RespawnLimit::Limit {
+                count: 0,
+                interval: 5,
+            },
+        ] {
+            let mut t = respawning(limit);
+            t.start(None);
+            for _ in 0..50 {
+                t.exit(Main, WaitStatus::exited(1));
+                t.ok(PostStop);
+                assert_eq!(t.state(), State::Running);
+            }
+            assert!(t.inst().unwrap().respawns.is_empty(), "nothing piles up");
+        }
+    }
+
+    #[test]
+    fn normal_exit_is_no_failure_and_no_respawn() {
+        let mut t = respawning(RespawnLimit::default());
+        if let Some(j) = t.jobs.jobs.get_mut("j") {
+            j.def.normal_exit = vec![ExitMatch::Status(3), ExitMatch::Signal(Signal::TERM)];
+        }
+        t.start(None);
+        t.exit(Main, WaitStatus::exited(3));
+        t.ok(PostStop);
+        assert_eq!(t.state(), State::Waiting);
+        assert!(t.events().len() >= 4);
+        assert!(
+            t.seen
+                .iter()
+                .any(|e| matches!(e, Effect::Emit(ev) if ev.name == "stopped"
+                    && ev.env.contains(&("RESULT".into(), "ok".into()))))
+        );
+        t.start(None);
+        t.exit(Main, WaitStatus::signaled(15));
+        t.ok(PostStop);
+        assert_eq!(t.state(), State::Waiting);
+        // Exit 0 of a respawning service is not normal unless listed.
+        t.start(None);
+        t.exit(Main, WaitStatus::exited(0));
+        assert_eq!(t.state(), State::PostStop);
+        t.ok(PostStop);
+        assert_eq!(t.state(), State::Running);
+    }
+
+    #[test]
+    fn failed_post_stop_stops_a_pending_start() {
+        let mut t = T::new(full());
+        t.running();
+        t.stop(None);
+        t.ok(PreStop);
+        t.exit(Main, WaitStatus::signaled(15));
+        t.start(Some(5));
+        t.exit(PostStop, WaitStatus::exited(1));
+        assert_eq!(t.state(), State::Waiting);
+        assert_eq!(t.replies(), vec![(5, Some(ErrorKind::JobFailed))]);
+    }
+
+    #[test]
+    fn a_failed_cycle_reports_failed_even_if_started_again_meanwhile() {
+        let mut t = T::new(full());
+        t.start(None);
+        t.exit(PreStart, WaitStatus::exited(1));
+        t.start(None);
+        t.ok(PostStop);
+        let stopping = t
+            .seen
+            .iter()
+            .find_map(|e| match e {
+                Effect::Emit(ev) if ev.name == "stopping" => Some(ev.env.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert!(stopping.contains(&("RESULT".into(), "failed".into())));
+        assert_eq!(t.state(), State::PreStart);
+        assert!(t.inst().unwrap().failure.is_none(), "cleared at starting");
+    }
+
+    #[test]
+    fn spawns_come_before_events_and_no_pid_0_is_killed() {
+        let mut d = full();
+        d.pre_start = None;
+        d.post_start = None;
+        d.pre_stop = None;
+        let mut t = T::new(d);
+        t.jobs.start("j", vec![], None, 0).unwrap();
+        let effects = t.jobs.take_effects();
+        assert!(matches!(effects[0], Effect::Spawn { kind: Main, .. }));
+        // A late `spawned` for a stale process: killed, never tracked.
+        t.jobs.spawned("j", "", Main, 555);
+        t.jobs.spawned("j", "", PreStop, 556);
+        let effects: Vec<Effect> = t
+            .jobs
+            .take_effects()
+            .into_iter()
+            .filter(|e| matches!(e, Effect::Kill { .. }))
+            .collect();
+        assert_eq!(
+            effects,
+            vec![Effect::Kill {
+                pid: 556,
+                signal: Signal::KILL
+            }]
+        );
+        assert_eq!(t.state(), State::Running);
+    }
 }

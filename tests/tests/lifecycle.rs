@@ -139,6 +139,21 @@ fn post_stop_runs_when_stopped_before_main_ever_ran() {
     assert_eq!(trace(&keel), ["pre-start", "post-stop"]);
 }
 
+#[test]
+fn post_stop_runs_when_pre_start_could_not_even_run() {
+    let job = format!("pre-start exec no-such-command-for-keel\n{MAIN_LOGS_TERM}{POST_STOP_LOGS}");
+    let keel = Keel::start(&[("j", &job)]);
+    let out = keel.ctl(&["start", "j"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("no-such-command-for-keel"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(status(&keel, "j"), "j stop/waiting\n");
+    assert_eq!(trace(&keel), ["post-stop"]);
+}
+
 // 2. Main runs only after pre-start completed successfully.
 
 #[test]

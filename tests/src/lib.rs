@@ -304,3 +304,32 @@ pub fn status_pid(status: &str) -> Option<i32> {
         .parse()
         .ok()
 }
+
+impl Keel {
+    /// The lines of a file in the test's directory (a trace the jobs append to);
+    /// empty if it does not exist yet.
+    pub fn lines(&self, rel: &str) -> Vec<String> {
+        fs::read_to_string(self.path(rel))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Creates an empty file in the test's directory (a "go" signal for a job).
+    pub fn touch(&self, rel: &str) {
+        fs::write(self.path(rel), b"").expect("touch");
+    }
+
+    /// The host pid of the namespace's process `ns` (as `initctl status` reports it).
+    pub fn host_pid(&self, ns: i32) -> Option<i32> {
+        self.processes()
+            .into_iter()
+            .find(|&p| ns_pid(p) == Some(ns))
+    }
+}
+
+/// Whether host pid `pid` has ended (gone, or a zombie not reaped yet).
+pub fn gone(pid: i32) -> bool {
+    state(pid).is_none_or(|s| s == 'Z')
+}

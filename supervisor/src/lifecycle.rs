@@ -274,6 +274,13 @@ impl Jobs {
                 until: WaitFor::Started,
             });
         }
+        // A stop still under way will not end in `waiting` now: tell its waiters.
+        self.supersede(
+            job,
+            &name,
+            WaitFor::Stopped,
+            "Job was started again before it stopped",
+        );
         self.advance(job, &name, now);
         Ok(self.status_of(job, &name))
     }
@@ -303,6 +310,13 @@ impl Jobs {
                 until: WaitFor::Stopped,
             });
         }
+        // A start still under way will not reach `running` now: tell its waiters.
+        self.supersede(
+            job,
+            &name,
+            WaitFor::Started,
+            "Job was stopped before it was running",
+        );
         self.advance(job, &name, now);
         Ok(self.status_of(job, &name))
     }
@@ -715,13 +729,37 @@ impl Jobs {
         }
     }
 
-    /// Removes stopped instances that are not the job's only one, and deleted jobs.
+    /// Answers the waiters for `until` with an error: another request turned the
+    /// goal around, so what they wait for will not happen (never a wrong answer).
+    fn supersede(&mut self, job: &str, instance: &str, until: WaitFor, message: &str) {
+        let Some(inst) = self.instance_mut(job, instance) else {
+            return;
+        };
+        let (done, keep): (Vec<Waiter>, Vec<Waiter>) =
+            inst.waiters.drain(..).partition(|w| w.until == until);
+        inst.waiters = keep;
+        for w in done {
+            self.effects.push(Effect::Reply {
+                waiter: w.id,
+                job: job.to_string(),
+                instance: instance.to_string(),
+                error: Some(error(ErrorKind::Interrupted, message)),
+            });
+        }
+    }
+
+    /// Removes stopped instances, and deleted jobs once they have none. A job's
+    /// single (unnamed) instance stays while it carries a failure, so `status`
+    /// can still say why the job stopped.
     fn collect(&mut self, job: &str) {
         let Some(j) = self.jobs.get_mut(job) else {
             return;
         };
-        j.instances
-            .retain(|_, i| i.state != State::Waiting || !i.waiters.is_empty());
+        j.instances.retain(|name, i| {
+            i.state != State::Waiting
+                || !i.waiters.is_empty()
+                || (name.is_empty() && i.failure.is_some() && !j.deleted)
+        });
         if j.deleted && j.instances.is_empty() {
             self.jobs.remove(job);
         }

@@ -104,8 +104,10 @@ impl Runtime {
         let saved = take(journal::LIFEBOAT_NAME);
         let listener = take(LIFEBOAT_CONTROL);
         // What is left are "go" pipes of rounds a previous supervisor did not finish.
-        let unfinished_rounds: Vec<(String, OwnedFd)> =
-            std::mem::take(&mut lifeboat).into_iter().filter(|(n, _)| n.starts_with("go:")).collect();
+        let unfinished_rounds: Vec<(String, OwnedFd)> = std::mem::take(&mut lifeboat)
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("go:"))
+            .collect();
         let fresh_boot = saved.is_none();
         if link.is_some() && fresh_boot && boot::is_machine_boot() {
             boot::mount_missing();
@@ -119,6 +121,12 @@ impl Runtime {
                     .and_then(|b| journal::decode(&b).map_err(|e| e.to_string()))
                 {
                     Ok(s) if !poisoned => {
+                        tracing::debug!(
+                            "loaded state: last exit {}, round {}, pending {:?}",
+                            s.last_exit_seq,
+                            s.go_rounds,
+                            s.pending_go
+                        );
                         tracing::info!("resumed from the saved state ({} jobs)", s.jobs.jobs.len());
                         s
                     }
@@ -254,6 +262,7 @@ impl Runtime {
                 );
             }
             for (seq, pid, status) in h.exits {
+                tracing::debug!("handed-over exit seq {seq} pid {pid} status {status:#x}");
                 rt.apply_exit(seq, pid, status);
             }
         }
@@ -415,7 +424,10 @@ impl Runtime {
                 Some(Err(e)) => return Err(format!("init channel: {e}").into()),
             };
             match msg {
-                Incoming::Exit { seq, pid, status } => self.apply_exit(seq, pid, status),
+                Incoming::Exit { seq, pid, status } => {
+                    tracing::debug!("exit seq {seq} pid {pid} status {status:#x}");
+                    self.apply_exit(seq, pid, status)
+                }
                 Incoming::Signal(signo) => self.on_signal(signo),
                 Incoming::Refused(what) => {
                     tracing::error!("keel-init refused a lifeboat request: {what}")
@@ -676,11 +688,14 @@ impl Runtime {
             match effect {
                 Effect::Kill { pid, signal } => {
                     // To the process group: every job process leads its own.
-                    if let Err(e) = rustix::process::kill_process_group(
-                        rustix::process::Pid::from_raw(pid).unwrap_or(rustix::process::Pid::INIT),
-                        rustix::process::Signal::from_named_raw(signal.0)
-                            .unwrap_or(rustix::process::Signal::KILL),
-                    ) {
+                    // Never pid 0 or 1: a group kill of those would be kill(-1).
+                    let Some(group) = rustix::process::Pid::from_raw(pid).filter(|p| !p.is_init())
+                    else {
+                        continue;
+                    };
+                    let sig = rustix::process::Signal::from_named_raw(signal.0)
+                        .unwrap_or(rustix::process::Signal::KILL);
+                    if let Err(e) = rustix::process::kill_process_group(group, sig) {
                         tracing::debug!("kill {} of group {pid}: {e}", signal.name());
                     }
                 }
@@ -724,6 +739,12 @@ impl Runtime {
             return;
         };
         let bytes = journal::encode(&self.snap);
+        tracing::debug!(
+            "saving state: last exit {}, round {}, pending {:?}",
+            self.snap.last_exit_seq,
+            self.snap.go_rounds,
+            self.snap.pending_go
+        );
         match journal::to_memfd(&bytes)
             .and_then(|fd| link.deposit(journal::LIFEBOAT_NAME, fd.as_fd()))
         {
@@ -758,14 +779,24 @@ impl Runtime {
                 }
                 Err(e) => {
                     let reason = format!("failed to spawn {} process: {e}", kind.name());
-                    self.snap.jobs.spawn_failed(job, instance, kind, reason, now);
+                    self.snap
+                        .jobs
+                        .spawn_failed(job, instance, kind, reason, now);
                     return;
                 }
             }
         }
-        let Some((_, go)) = self.go.as_mut() else { return };
+        let Some((_, go)) = self.go.as_mut() else {
+            return;
+        };
         match spawn::spawn(&plan, go) {
             Ok(child) => {
+                tracing::debug!(
+                    "spawned {job} {} pid {} in round {}",
+                    kind.name(),
+                    child.pid,
+                    self.snap.go_rounds
+                );
                 self.snap.jobs.spawned(job, instance, kind, child.pid);
             }
             Err(e) => {
@@ -940,7 +971,8 @@ impl Runtime {
         }
         let path = match binary {
             Some(b) => PathBuf::from(b),
-            None => std::fs::read_link("/proc/self/exe").map_err(|e| format!("cannot find my own binary: {e}"))?,
+            None => std::fs::read_link("/proc/self/exe")
+                .map_err(|e| format!("cannot find my own binary: {e}"))?,
         };
         let out = std::process::Command::new(&path)
             .arg("--state-format")
@@ -952,7 +984,12 @@ impl Runtime {
         let supported: u32 = String::from_utf8_lossy(&out.stdout)
             .trim()
             .parse()
-            .map_err(|_| format!("{} does not say which state format it reads", path.display()))?;
+            .map_err(|_| {
+                format!(
+                    "{} does not say which state format it reads",
+                    path.display()
+                )
+            })?;
         if supported < journal::FORMAT_VERSION {
             return Err(format!(
                 "{} reads state format {supported}, older than this state's {}; refusing to re-exec",
@@ -976,7 +1013,10 @@ impl Runtime {
         }
         let err = std::process::Command::new(binary)
             .args(self.config.args.iter().skip(1))
-            .env(keel_proto::init::SUPERVISOR_FD_ENV, link.as_fd().as_raw_fd().to_string())
+            .env(
+                keel_proto::init::SUPERVISOR_FD_ENV,
+                link.as_fd().as_raw_fd().to_string(),
+            )
             .exec();
         tracing::error!("re-exec of {} failed: {err}; carrying on", binary.display());
         let _ = rustix::io::fcntl_setfd(link.as_fd(), rustix::io::FdFlags::CLOEXEC);

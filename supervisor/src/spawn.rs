@@ -185,6 +185,9 @@ unsafe fn child(
     devnull: &std::ffi::CStr,
 ) -> ! {
     unsafe {
+        // Not the supervisor any more: say so to `ps` (and to anyone looking for the
+        // supervisor by name) until exec gives the job its own name.
+        libc::prctl(libc::PR_SET_NAME, c"keel-spawn".as_ptr());
         // Signals: the supervisor blocks some and Rust ignores SIGPIPE; a job starts
         // with defaults and nothing blocked.
         let mut empty: libc::sigset_t = std::mem::zeroed();

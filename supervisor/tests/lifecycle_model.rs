@@ -658,7 +658,7 @@ proptest! {
         let mut shadow: Option<Driver> = None;
         for op in &ops {
             if let Op::RoundTrip = op {
-                let snap = Snapshot { jobs: d.jobs.clone(), last_exit_seq: 7, booted: true };
+                let snap = Snapshot { jobs: d.jobs.clone(), last_exit_seq: 7, booted: true, ..Snapshot::default() };
                 let loaded = decode(&encode(&snap)).expect("the state loads back");
                 same_state(&loaded.jobs, &d.jobs);
                 let mut copy = d.clone();

@@ -198,10 +198,13 @@ impl Keel {
     }
 
     /// The host pid of the current supervisor (keel-init's child running it).
+    /// A child the supervisor has just cloned carries its name for an instant
+    /// (until it renames itself `keel-spawn`); the supervisor is the oldest.
     pub fn supervisor_pid(&self) -> Option<i32> {
         children(self.init_pid)
             .into_iter()
-            .find(|&p| comm(p).as_deref() == Some("keel-supervisor"))
+            .filter(|&p| comm(p).as_deref() == Some("keel-supervisor") && state(p) != Some('Z'))
+            .min_by_key(|&p| start_time(p).unwrap_or(u64::MAX))
     }
 
     /// Every process in the namespace but keel-init, as host pids.
@@ -273,6 +276,18 @@ pub fn comm(pid: i32) -> Option<String> {
     fs::read_to_string(format!("/proc/{pid}/comm"))
         .ok()
         .map(|s| s.trim().to_string())
+}
+
+/// The start time (clock ticks after boot) from /proc/PID/stat.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command: state is field 3, starttime field 22.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 /// The one-letter state from /proc/PID/stat.

@@ -49,7 +49,9 @@ const SHORT: &str = "pre-start script\n  echo pre-start >> $DIR/short.trace\nend
     post-stop script\n  echo post-stop >> $DIR/short.trace\nend script\n";
 
 fn jobs() -> Vec<(String, String)> {
-    let mut jobs: Vec<(String, String)> = (0..SERVICES).map(|i| (format!("svc{i}"), service(i))).collect();
+    let mut jobs: Vec<(String, String)> = (0..SERVICES)
+        .map(|i| (format!("svc{i}"), service(i)))
+        .collect();
     jobs.push(("task".into(), TASK.into()));
     jobs.push(("short".into(), SHORT.into()));
     jobs
@@ -80,17 +82,26 @@ fn check_view(keel: &Keel) {
         let status = String::from_utf8_lossy(&out.stdout).into_owned();
         if status.contains("/running, process") {
             let pid = keel_tests::status_pid(&status).unwrap();
-            wait_for(&format!("svc{i}'s reported pid {pid} to be its sleep"), 5 * SECOND, || {
-                mains(keel, i).iter().any(|&p| ns_pid(p) == Some(pid))
-                    || !keel.ctl_ok(&["status", &format!("svc{i}")]).contains("/running")
-            });
+            wait_for(
+                &format!("svc{i}'s reported pid {pid} to be its sleep"),
+                5 * SECOND,
+                || {
+                    mains(keel, i).iter().any(|&p| ns_pid(p) == Some(pid))
+                        || !keel
+                            .ctl_ok(&["status", &format!("svc{i}")])
+                            .contains("/running")
+                },
+            );
         }
     }
 }
 
 fn counts(keel: &Keel, job: &str) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
-    for line in fs::read_to_string(keel.path(&format!("{job}.trace"))).unwrap_or_default().lines() {
+    for line in fs::read_to_string(keel.path(&format!("{job}.trace")))
+        .unwrap_or_default()
+        .lines()
+    {
         *m.entry(line.to_string()).or_insert(0) += 1;
     }
     m
@@ -103,12 +114,18 @@ fn finish(keel: &Keel) {
         for (name, _) in jobs() {
             let _ = keel.ctl(&["stop", &name]);
         }
-        keel.ctl_ok(&["list"]).lines().all(|l| l.contains("stop/waiting"))
+        keel.ctl_ok(&["list"])
+            .lines()
+            .all(|l| l.contains("stop/waiting"))
     });
-    wait_for("only keel-init and the supervisor left, no zombie", 10 * SECOND, || {
-        let left: Vec<i32> = descendants(keel.init_pid);
-        left.len() == 1 && keel.zombies().is_empty()
-    });
+    wait_for(
+        "only keel-init and the supervisor left, no zombie",
+        10 * SECOND,
+        || {
+            let left: Vec<i32> = descendants(keel.init_pid);
+            left.len() == 1 && keel.zombies().is_empty()
+        },
+    );
     for (name, _) in jobs() {
         let c = counts(keel, &name);
         let pre = c.get("pre-start").copied().unwrap_or(0);
@@ -117,9 +134,19 @@ fn finish(keel: &Keel) {
         eprintln!("{name}: {pre} starts, {main} mains, {post} post-stops");
         if pre != post {
             let console = keel.console();
-            let tail: Vec<&str> = console.lines().filter(|l| !l.contains("was killed by signal 9") && !l.contains("started supervisor") && !l.contains("resumed from")).collect();
+            let tail: Vec<&str> = console
+                .lines()
+                .filter(|l| {
+                    !l.contains("was killed by signal 9")
+                        && !l.contains("started supervisor")
+                        && !l.contains("resumed from")
+                })
+                .collect();
             eprintln!("console (kills filtered):\n{}", tail.join("\n"));
-            eprintln!("{name}.trace:\n{}", fs::read_to_string(keel.path(&format!("{name}.trace"))).unwrap_or_default());
+            eprintln!(
+                "{name}.trace:\n{}",
+                fs::read_to_string(keel.path(&format!("{name}.trace"))).unwrap_or_default()
+            );
         }
         assert_eq!(pre, post, "{name}: post-stop ran once per start");
         if name == "task" || name == "short" {
@@ -156,32 +183,51 @@ fn request(keel: &Keel, rng: &mut Rng) -> (std::process::Child, Vec<String>) {
 
 fn wait_answering(keel: &Keel, old: Option<i32>) {
     wait_for("a supervisor to answer", 10 * SECOND, || {
-        keel.supervisor_pid().is_some_and(|p| Some(p) != old) && keel.ctl(&["version"]).status.success()
+        keel.supervisor_pid().is_some_and(|p| Some(p) != old)
+            && keel.ctl(&["version"]).status.success()
     });
 }
 
 #[test]
 fn kill_9_at_random_instants_loses_nothing() {
-    let rounds: usize = std::env::var("KEEL_CRASH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(200);
+    let rounds: usize = std::env::var("KEEL_CRASH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(200);
     let seed = 0x9e37_79b9_7f4a_7c15 ^ std::process::id() as u64;
     eprintln!("seed {seed:#x}, {rounds} kills");
     let mut rng = Rng(seed);
     let keel = start(&jobs());
     let began = Instant::now();
     for round in 0..rounds {
-        let mut inflight: Vec<_> = (0..1 + rng.below(3)).map(|_| request(&keel, &mut rng)).collect();
+        let mut inflight: Vec<_> = (0..1 + rng.below(3))
+            .map(|_| request(&keel, &mut rng))
+            .collect();
         std::thread::sleep(Duration::from_micros(rng.below(4000)));
         let old = keel.supervisor_pid();
-        if let Some(pid) = old {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+        if std::env::var_os("KEEL_CRASH_NOKILL").is_none() {
+            if let Some(pid) = old {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            wait_answering(&keel, old);
         }
-        wait_answering(&keel, old);
         for (c, args) in &mut inflight {
             // A request in flight at the crash gets an error, or its answer from
             // the next supervisor: never silence.
-            wait_for(&format!("initctl {args:?} to finish"), 10 * SECOND, || {
-                c.try_wait().unwrap().is_some()
-            });
+            let deadline = Instant::now() + 10 * SECOND;
+            while c.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let console = keel.console();
+                    let tail: Vec<&str> = console.lines().rev().take(30).collect();
+                    panic!(
+                        "initctl {args:?} never finished\nlist:\n{}\nconsole:\n{}",
+                        keel.ctl_ok(&["list"]),
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
         if round % 10 == 0 {
             check_view(&keel);
@@ -197,7 +243,9 @@ fn re_exec_under_the_same_workload_loses_nothing() {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let keel = start(&jobs());
     for _ in 0..40 {
-        let mut inflight: Vec<_> = (0..1 + rng.below(3)).map(|_| request(&keel, &mut rng)).collect();
+        let mut inflight: Vec<_> = (0..1 + rng.below(3))
+            .map(|_| request(&keel, &mut rng))
+            .collect();
         let pid = keel.supervisor_pid();
         keel.ctl_ok(&["reexec"]);
         // Same process, new image: the pid stays.
@@ -211,7 +259,11 @@ fn re_exec_under_the_same_workload_loses_nothing() {
         check_view(&keel);
     }
     finish(&keel);
-    assert!(!keel.console().contains("cannot load the saved state"), "{}", keel.console());
+    assert!(
+        !keel.console().contains("cannot load the saved state"),
+        "{}",
+        keel.console()
+    );
 }
 
 #[test]
@@ -226,7 +278,10 @@ fn re_exec_to_a_binary_that_cannot_read_the_state_is_refused() {
     let out = keel.ctl(&["reexec", "--binary", fake.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("reads state format 0, older than this state's"), "{err}");
+    assert!(
+        err.contains("reads state format 0, older than this state's"),
+        "{err}"
+    );
     // The running supervisor carries on.
     assert!(keel.ctl_ok(&["status", "svc0"]).contains("start/running"));
 }
@@ -242,7 +297,11 @@ fn a_client_connecting_while_no_supervisor_runs_is_served() {
         unsafe { libc::kill(old.unwrap(), libc::SIGKILL) };
         // Connect at once, before any new supervisor exists.
         let status = keel.ctl(&["status", "svc0"]);
-        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
         assert!(String::from_utf8_lossy(&status.stdout).contains("start/running"));
     }
 }

@@ -274,13 +274,6 @@ impl Jobs {
                 until: WaitFor::Started,
             });
         }
-        // A stop still under way will not end in `waiting` now: tell its waiters.
-        self.supersede(
-            job,
-            &name,
-            WaitFor::Stopped,
-            "Job was started again before it stopped",
-        );
         self.advance(job, &name, now);
         Ok(self.status_of(job, &name))
     }
@@ -310,13 +303,6 @@ impl Jobs {
                 until: WaitFor::Stopped,
             });
         }
-        // A start still under way will not reach `running` now: tell its waiters.
-        self.supersede(
-            job,
-            &name,
-            WaitFor::Started,
-            "Job was stopped before it was running",
-        );
         self.advance(job, &name, now);
         Ok(self.status_of(job, &name))
     }
@@ -658,10 +644,12 @@ impl Jobs {
             // (the status says start/running).
             State::Running => {
                 let task = self.instance_ref(job, instance).is_some_and(|i| i.def.task);
-                let cancelled = from == State::PreStop;
+                // A stop still waited for at `running` was overtaken by a start
+                // (during pre-stop, or later on the way down): it is answered with
+                // the status as it is, as Upstart does.
                 self.reply_waiters(job, instance, |w| match w {
                     WaitFor::Started => !task,
-                    WaitFor::Stopped => cancelled,
+                    WaitFor::Stopped => true,
                 })
             }
             State::Waiting => {
@@ -725,25 +713,6 @@ impl Jobs {
                 job: job.to_string(),
                 instance: instance.to_string(),
                 error,
-            });
-        }
-    }
-
-    /// Answers the waiters for `until` with an error: another request turned the
-    /// goal around, so what they wait for will not happen (never a wrong answer).
-    fn supersede(&mut self, job: &str, instance: &str, until: WaitFor, message: &str) {
-        let Some(inst) = self.instance_mut(job, instance) else {
-            return;
-        };
-        let (done, keep): (Vec<Waiter>, Vec<Waiter>) =
-            inst.waiters.drain(..).partition(|w| w.until == until);
-        inst.waiters = keep;
-        for w in done {
-            self.effects.push(Effect::Reply {
-                waiter: w.id,
-                job: job.to_string(),
-                instance: instance.to_string(),
-                error: Some(error(ErrorKind::Interrupted, message)),
             });
         }
     }

@@ -524,31 +524,24 @@ impl Runtime {
                 })
                 .collect()
         };
+        // Whatever changes something is saved before it is answered, even a goal
+        // change that moves no state yet (a stop during pre-start).
+        if !request.is_query() {
+            self.dirty = true;
+        }
         let jobs = &mut self.snap.jobs;
         let answer: Option<Response> = match request {
             Request::Start { job, env, wait } => {
-                self.dirty = true;
-                match jobs.start(&job, parse_env(&env), wait.then_some(conn), now) {
-                    Ok(status) if !wait => Some(Response::Instances(status.into_iter().collect())),
-                    Ok(_) => None,
-                    Err(e) => Some(Response::Error(e)),
-                }
+                let waiter = wait.then_some(conn);
+                accepted(wait, jobs.start(&job, parse_env(&env), waiter, now))
             }
             Request::Stop { job, env, wait } => {
-                self.dirty = true;
-                match jobs.stop(&job, &parse_env(&env), wait.then_some(conn), now) {
-                    Ok(status) if !wait => Some(Response::Instances(status.into_iter().collect())),
-                    Ok(_) => None,
-                    Err(e) => Some(Response::Error(e)),
-                }
+                let waiter = wait.then_some(conn);
+                accepted(wait, jobs.stop(&job, &parse_env(&env), waiter, now))
             }
             Request::Restart { job, env, wait } => {
-                self.dirty = true;
-                match jobs.restart(&job, &parse_env(&env), wait.then_some(conn), now) {
-                    Ok(status) if !wait => Some(Response::Instances(status.into_iter().collect())),
-                    Ok(_) => None,
-                    Err(e) => Some(Response::Error(e)),
-                }
+                let waiter = wait.then_some(conn);
+                accepted(wait, jobs.restart(&job, &parse_env(&env), waiter, now))
             }
             Request::Status { job, env } => Some(match jobs.status(&job, &parse_env(&env)) {
                 Ok(s) => Response::Instances(s),
@@ -1041,6 +1034,19 @@ impl Runtime {
             }
             None => Ok(()),
         }
+    }
+}
+
+/// The immediate answer to a start/stop/restart: none while a waiter waits for
+/// the outcome, else the status (or the error) now.
+fn accepted(
+    wait: bool,
+    outcome: Result<Option<keel_proto::ctl::InstanceStatus>, Error>,
+) -> Option<Response> {
+    match outcome {
+        Ok(_) if wait => None,
+        Ok(status) => Some(Response::Instances(status.into_iter().collect())),
+        Err(e) => Some(Response::Error(e)),
     }
 }
 

@@ -348,3 +348,68 @@ impl Keel {
 pub fn gone(pid: i32) -> bool {
     state(pid).is_none_or(|s| s == 'Z')
 }
+
+/// A control connection with the handshake done (for benchmarks that time one
+/// request, not initctl's process start).
+pub fn connect(socket: &Path) -> std::os::unix::net::UnixStream {
+    use keel_proto::ctl::{ClientHello, MAGIC, ServerHello, VERSION};
+    use std::io::Write;
+    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("connect");
+    s.write_all(
+        &keel_proto::frame::encode(&ClientHello {
+            magic: MAGIC,
+            version: VERSION,
+        })
+        .unwrap(),
+    )
+    .unwrap();
+    let body = read_frame(&mut s);
+    let hello: ServerHello = keel_proto::frame::decode(&body).expect("server hello");
+    assert!(hello.accepted, "protocol version refused");
+    s
+}
+
+/// One whole frame body, blocking.
+pub fn read_frame(s: &mut std::os::unix::net::UnixStream) -> Vec<u8> {
+    use std::io::Read;
+    let mut header = [0u8; keel_proto::frame::HEADER];
+    s.read_exact(&mut header).expect("frame header");
+    let len =
+        keel_proto::frame::body_len(header, keel_proto::frame::MAX_FRAME).expect("frame length");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).expect("frame body");
+    body
+}
+
+/// Sends `request` on a connection and reads its answer.
+pub fn ask(
+    s: &mut std::os::unix::net::UnixStream,
+    request: &keel_proto::ctl::Request,
+) -> keel_proto::ctl::Response {
+    use std::io::Write;
+    s.write_all(&keel_proto::frame::encode(request).unwrap())
+        .unwrap();
+    keel_proto::frame::decode(&read_frame(s)).expect("answer")
+}
+
+/// Median, p90, min and max of samples (ms).
+pub struct Stats {
+    pub median: f64,
+    pub p90: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Stats {
+    pub fn of(samples: &[f64]) -> Stats {
+        let mut s = samples.to_vec();
+        s.sort_by(f64::total_cmp);
+        let at = |q: f64| s[((s.len() - 1) as f64 * q).round() as usize];
+        Stats {
+            median: at(0.5),
+            p90: at(0.9),
+            min: s[0],
+            max: s[s.len() - 1],
+        }
+    }
+}

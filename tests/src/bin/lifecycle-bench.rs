@@ -18,9 +18,9 @@
 //!
 //! The binaries come from this executable's directory (`KEEL_BIN_DIR` overrides).
 
-use keel_proto::ctl::{ClientHello, MAGIC, Request, Response, ServerHello, VERSION};
+use keel_proto::ctl::{Request, Response};
 use keel_proto::frame;
-use keel_tests::{Keel, children, comm, wait_for};
+use keel_tests::{Keel, Stats, children, comm, connect, wait_for};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
@@ -103,7 +103,7 @@ fn bench_start(runs: usize) -> StartTimes {
         command: Vec::with_capacity(runs),
     };
     for _ in 0..runs {
-        let mut conn = connect(&keel);
+        let mut conn = connect(&keel.socket());
         let request = frame::encode(&Request::Start {
             job: JOB.into(),
             env: Vec::new(),
@@ -182,31 +182,6 @@ fn bench_respawn(runs: usize) -> Vec<f64> {
 }
 
 /// A control connection past the handshake.
-fn connect(keel: &Keel) -> UnixStream {
-    let mut s = UnixStream::connect(keel.socket()).expect("connect");
-    s.write_all(
-        &frame::encode(&ClientHello {
-            magic: MAGIC,
-            version: VERSION,
-        })
-        .unwrap(),
-    )
-    .unwrap();
-    let body = read_frame(&mut s);
-    let hello: ServerHello = frame::decode(&body).expect("server hello");
-    assert!(hello.accepted, "protocol version refused");
-    s
-}
-
-fn read_frame(s: &mut UnixStream) -> Vec<u8> {
-    let mut header = [0u8; frame::HEADER];
-    s.read_exact(&mut header).expect("frame header");
-    let len = frame::body_len(header, frame::MAX_FRAME).expect("frame length");
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).expect("frame body");
-    body
-}
-
 /// Reads one frame from a non-blocking stream, a piece at a time.
 #[derive(Default)]
 struct FrameReader {
@@ -231,26 +206,5 @@ impl FrameReader {
             return None;
         }
         Some(self.buf[frame::HEADER..frame::HEADER + len].to_vec())
-    }
-}
-
-struct Stats {
-    median: f64,
-    p90: f64,
-    min: f64,
-    max: f64,
-}
-
-impl Stats {
-    fn of(samples: &[f64]) -> Stats {
-        let mut s = samples.to_vec();
-        s.sort_by(f64::total_cmp);
-        let at = |q: f64| s[((s.len() - 1) as f64 * q).round() as usize];
-        Stats {
-            median: at(0.5),
-            p90: at(0.9),
-            min: s[0],
-            max: s[s.len() - 1],
-        }
     }
 }

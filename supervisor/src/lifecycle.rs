@@ -278,6 +278,42 @@ impl Jobs {
         Ok(self.status_of(job, &name))
     }
 
+    /// Tracks `pid`, found alive with no saved state to explain it (a poisoned state
+    /// was dropped), as the running main process of `job`'s `instance`. False if
+    /// the job is unknown or that instance is already tracked.
+    pub fn adopt(&mut self, job: &str, instance: &str, pid: i32) -> bool {
+        let Some(j) = self.jobs.get_mut(job).filter(|j| !j.deleted) else {
+            return false;
+        };
+        if j.instances
+            .get(instance)
+            .is_some_and(|i| i.goal != Goal::Stop)
+        {
+            return false;
+        }
+        let def = j.def.clone();
+        j.instances.insert(
+            instance.to_string(),
+            Instance {
+                name: instance.to_string(),
+                def,
+                goal: Goal::Start,
+                state: State::Running,
+                env: Vec::new(),
+                pids: BTreeMap::from([(ProcessKind::Main, pid)]),
+                kill_deadline: None,
+                respawns: Vec::new(),
+                failure: None,
+                waiters: Vec::new(),
+            },
+        );
+        self.pids.insert(
+            pid,
+            (job.to_string(), instance.to_string(), ProcessKind::Main),
+        );
+        true
+    }
+
     /// A stop request for the instance `env` selects.
     pub fn stop(
         &mut self,

@@ -113,6 +113,8 @@ impl Runtime {
             boot::mount_missing();
         }
 
+        // Set when the saved state is dropped: live job processes are then adopted.
+        let mut adopt = false;
         let mut snap = match &saved {
             Some(fd) => {
                 let poisoned = handover.as_ref().is_some_and(|h| h.quick_deaths >= 5);
@@ -128,11 +130,16 @@ impl Runtime {
                             s.pending_go
                         );
                         tracing::info!("resumed from the saved state ({} jobs)", s.jobs.jobs.len());
+                        if test_fault("abort-on-resume") {
+                            std::process::abort();
+                        }
                         s
                     }
                     Ok(_) => {
+                        adopt = true;
                         tracing::error!(
-                            "the supervisor keeps dying on its saved state; starting over from the job files"
+                            "THE SUPERVISOR KEEPS DYING ON ITS SAVED STATE: dropping it, starting over \
+                             from the job files and adopting the job processes still running"
                         );
                         Snapshot {
                             booted: true,
@@ -140,6 +147,7 @@ impl Runtime {
                         }
                     }
                     Err(e) => {
+                        adopt = true;
                         tracing::error!(
                             "cannot load the saved state ({e}); starting over from the job files"
                         );
@@ -254,6 +262,9 @@ impl Runtime {
         };
         rt.watch_confdir();
         rt.load_confdir();
+        if adopt {
+            rt.adopt_survivors();
+        }
         if let Some(h) = handover {
             if h.lost_exits > 0 {
                 tracing::warn!(
@@ -275,6 +286,55 @@ impl Runtime {
         }
         rt.settle();
         Ok(rt)
+    }
+
+    /// Finds keel-init's children that are job processes (by the `UPSTART_JOB` and
+    /// `UPSTART_INSTANCE` every job process starts with) and tracks each as its
+    /// instance's running main, so that nothing runs twice after a dropped state.
+    fn adopt_survivors(&mut self) {
+        let init = rustix::process::getppid().map_or(1, |p| p.as_raw_nonzero().get());
+        let me = std::process::id() as i32;
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        let mut pids: Vec<i32> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .filter(|&p| p != me)
+            .collect();
+        pids.sort_unstable();
+        for pid in pids {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let Some((comm, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next();
+            let ppid: i32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            // Children not yet released (`keel-spawn`) end by themselves.
+            if ppid != init || state == Some("Z") || comm.ends_with("(keel-spawn") {
+                continue;
+            }
+            let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+                continue;
+            };
+            let var = |key: &str| {
+                environ.split(|&b| b == 0).find_map(|kv| {
+                    kv.strip_prefix(key.as_bytes())
+                        .and_then(|v| v.strip_prefix(b"="))
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                })
+            };
+            let (Some(job), Some(instance)) = (var("UPSTART_JOB"), var("UPSTART_INSTANCE")) else {
+                continue;
+            };
+            if self.snap.jobs.adopt(&job, &instance, pid) {
+                tracing::warn!("adopted pid {pid} as the main process of {job} ({instance})");
+            }
+        }
+        self.dirty = true;
     }
 
     /// Watches the confdir and every directory below it (inotify is not recursive).
@@ -1048,6 +1108,13 @@ fn accepted(
         Ok(status) => Some(Response::Instances(status.into_iter().collect())),
         Err(e) => Some(Response::Error(e)),
     }
+}
+
+/// Fault injection for tests: `KEEL_TEST_FAULTS` lists faults to act out (comma
+/// separated). `abort-on-resume` aborts right after a saved state was loaded, the
+/// way a supervisor choking on a poisoned state would.
+fn test_fault(name: &str) -> bool {
+    std::env::var("KEEL_TEST_FAULTS").is_ok_and(|f| f.split(',').any(|x| x == name))
 }
 
 /// The lifeboat name of round `round`'s go pipe.

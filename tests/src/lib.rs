@@ -99,15 +99,23 @@ pub struct Setup<'a> {
     pub jobs: &'a [(&'a str, &'a str)],
     /// Replace the supervisor (for init tests).
     pub supervisor: Option<(PathBuf, Vec<String>)>,
+    /// Extra environment for keel-init (and so the supervisor).
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 impl Keel {
     /// Starts keel with these job files (`name` → text) and waits until initctl answers.
     pub fn start(jobs: &[(&str, &str)]) -> Keel {
-        let keel = Keel::launch(Setup {
+        Keel::start_with(Setup {
             jobs,
             supervisor: None,
-        });
+            env: &[],
+        })
+    }
+
+    /// Like `start`, with the whole setup given.
+    pub fn start_with(setup: Setup<'_>) -> Keel {
+        let keel = Keel::launch(setup);
         wait_for("the supervisor to answer", Duration::from_secs(10), || {
             keel.ctl(&["version"]).status.success()
         });
@@ -144,6 +152,7 @@ impl Keel {
             .arg(&sup)
             .arg("--")
             .args(&sup_args)
+            .envs(setup.env.iter().copied())
             .stdin(Stdio::null())
             .stdout(console.try_clone().unwrap())
             .stderr(console)

@@ -305,3 +305,74 @@ fn a_client_connecting_while_no_supervisor_runs_is_served() {
         assert!(String::from_utf8_lossy(&status.stdout).contains("start/running"));
     }
 }
+
+#[test]
+fn a_supervisor_dying_on_its_saved_state_starts_over_and_adopts_the_running_jobs() {
+    // Every supervisor that loads a saved state aborts: a poisoned state.
+    let keel = Keel::start_with(keel_tests::Setup {
+        jobs: &[("svc0", &service(0)), ("svc1", &service(1))],
+        supervisor: None,
+        env: &[("KEEL_TEST_FAULTS", "abort-on-resume")],
+    });
+    keel.ctl_ok(&["start", "svc0"]);
+    let before = keel.ctl_ok(&["status", "svc0"]);
+    let old = keel.supervisor_pid();
+    unsafe { libc::kill(old.unwrap(), libc::SIGKILL) };
+    // Bounded tries with back-off, then a fresh start that says so loudly…
+    wait_for(
+        "a supervisor that gave up the saved state",
+        30 * SECOND,
+        || {
+            keel.console().contains("KEEPS DYING ON ITS SAVED STATE")
+                && keel.ctl(&["version"]).status.success()
+        },
+    );
+    let console = keel.console();
+    let aborts = console.matches("was killed by signal 6").count();
+    assert!(
+        (5..=6).contains(&aborts),
+        "bounded tries, then a fresh start: {aborts}\n{console}"
+    );
+    // …which adopted the running job instead of starting it twice.
+    assert_eq!(keel.ctl_ok(&["status", "svc0"]), before);
+    assert_eq!(mains(&keel, 0).len(), 1);
+    assert_eq!(keel.ctl_ok(&["status", "svc1"]), "svc1 stop/waiting\n");
+    // And it is really tracked: stop ends it, post-stop runs.
+    keel.ctl_ok(&["stop", "svc0"]);
+    wait_for("svc0's process to end", 10 * SECOND, || {
+        mains(&keel, 0).is_empty()
+    });
+    assert_eq!(counts(&keel, "svc0").get("post-stop"), Some(&1));
+}
+
+#[test]
+fn job_output_survives_supervisor_crashes_without_loss_or_repeat() {
+    // The job writes for about two seconds while the supervisor is killed over
+    // and over.
+    let keel = start(&[(
+        "talker".into(),
+        "start on startup\nconsole log\nscript\n  i=0\n  while [ $i -lt 3000 ]; do\n    i=$((i+1))\n    echo line $i\n    if [ $((i % 20)) = 0 ]; then sleep 0.01; fi\n  done\n  sleep 1000\nend script\n".into(),
+    )]);
+    let log = keel.path("log/talker.log");
+    let lines = || fs::read_to_string(&log).map_or(0, |t| t.lines().count());
+    let mut kills = 0;
+    let deadline = Instant::now() + 30 * SECOND;
+    while lines() < 3000 {
+        assert!(Instant::now() < deadline, "the job's output stalled");
+        let old = keel.supervisor_pid();
+        unsafe { libc::kill(old.unwrap(), libc::SIGKILL) };
+        wait_answering(&keel, old);
+        kills += 1;
+    }
+    assert!(
+        kills >= 10,
+        "the supervisor died only {kills} times while the job wrote"
+    );
+    let text = fs::read_to_string(&log).unwrap();
+    let expected: Vec<String> = (1..=3000).map(|i| format!("line {i}")).collect();
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        expected,
+        "each line once, in order"
+    );
+}

@@ -129,6 +129,7 @@ fn init_survives_a_supervisor_that_keeps_dying() {
             "/bin/sh".into(),
             vec!["-c".into(), "sleep 0.05 & exit 3".into()],
         )),
+        env: &[],
     });
     wait_for("several deaths and a back-off", 15 * SECOND, || {
         keel.console().matches("exited with status 3").count() >= 5

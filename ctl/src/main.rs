@@ -73,6 +73,30 @@ enum Command {
     Halt,
     /// Show keel's version.
     Version,
+    /// Change the runlevel (emits `runlevel`); `telinit u` re-executes the supervisor.
+    Telinit { runlevel: String },
+    /// Show the previous and current runlevel.
+    Runlevel,
+    /// Show or set the supervisor's log priority (debug, info, message, warn, error, fatal).
+    LogPriority { level: Option<String> },
+    /// Show a job's usage text.
+    Usage { job: String },
+    /// List the job-environment table (defaults every job started afterwards gets).
+    ListEnv,
+    /// Show one variable of the job-environment table.
+    GetEnv { name: String },
+    /// Set NAME=VALUE in the job-environment table (NAME alone: from this environment).
+    SetEnv { assignment: String },
+    /// Remove a variable from the job-environment table.
+    UnsetEnv { name: String },
+    /// Reset the job-environment table to its defaults.
+    ResetEnv,
+    /// Tell keel that /var/log is writable.
+    NotifyDiskWriteable,
+    /// Print a shell completion script (bash, zsh or fish).
+    Completions { shell: clap_complete::Shell },
+    /// Print initctl's man page (roff).
+    Man,
 }
 
 #[derive(clap::Args, Debug)]
@@ -93,7 +117,8 @@ struct QueryArgs {
 
 /// The names initctl answers to as a link, and the subcommand each means.
 const LINKS: &[&str] = &[
-    "start", "stop", "restart", "reload", "status", "poweroff", "reboot", "halt",
+    "start", "stop", "restart", "reload", "status", "telinit", "runlevel", "poweroff", "reboot",
+    "halt",
 ];
 
 fn main() -> ExitCode {
@@ -210,6 +235,45 @@ fn run(cli: &Cli) -> Result<(), String> {
             None,
         ),
         Command::Version => (Request::Version, None),
+        Command::Telinit { runlevel } => match runlevel.as_bytes() {
+            [level] => (Request::Telinit { runlevel: *level }, None),
+            _ => return Err(format!("illegal runlevel: {runlevel}")),
+        },
+        Command::Runlevel => (Request::Runlevel, None),
+        Command::LogPriority { level } => (
+            Request::LogPriority {
+                level: level.clone(),
+            },
+            None,
+        ),
+        Command::Usage { job } => (Request::Usage { job: job.clone() }, Some(job)),
+        Command::ListEnv => (Request::ListEnv, None),
+        Command::GetEnv { name } => (Request::GetEnv { name: name.clone() }, None),
+        Command::SetEnv { assignment } => {
+            let (name, value) = match assignment.split_once('=') {
+                Some((n, v)) => (n.to_string(), v.to_string()),
+                None => {
+                    let v = std::env::var(assignment)
+                        .map_err(|_| format!("{assignment} is not set in this environment"))?;
+                    (assignment.clone(), v)
+                }
+            };
+            (Request::SetEnv { name, value }, None)
+        }
+        Command::UnsetEnv { name } => (Request::UnsetEnv { name: name.clone() }, None),
+        Command::ResetEnv => (Request::ResetEnv, None),
+        Command::NotifyDiskWriteable => (Request::NotifyDiskWriteable, None),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "initctl", &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            return clap_mangen::Man::new(cmd)
+                .render(&mut std::io::stdout())
+                .map_err(|e| e.to_string());
+        }
     };
     let response = ask(&cli.socket, &request)?;
     match response {
@@ -228,7 +292,11 @@ fn run(cli: &Cli) -> Result<(), String> {
             Ok(())
         }
         Response::Text(t) => {
-            print!("{t}");
+            if cli.json {
+                println!("{}", serde_json::json!({ "text": t }));
+            } else {
+                print!("{t}");
+            }
             Ok(())
         }
         Response::Version { version } => {

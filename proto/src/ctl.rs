@@ -167,6 +167,29 @@ pub enum Request {
     },
     Runlevel,
     Version,
+    /// Show (`None`) or set the supervisor's log priority.
+    LogPriority {
+        level: Option<String>,
+    },
+    /// A job's `usage` text.
+    Usage {
+        job: String,
+    },
+    /// The job-environment table: defaults every job started afterwards inherits.
+    ListEnv,
+    GetEnv {
+        name: String,
+    },
+    SetEnv {
+        name: String,
+        value: String,
+    },
+    UnsetEnv {
+        name: String,
+    },
+    ResetEnv,
+    /// /var/log is writable: write out job output held back until now.
+    NotifyDiskWriteable,
 }
 
 impl Request {
@@ -180,6 +203,10 @@ impl Request {
                 | Request::ShowConfig { .. }
                 | Request::Runlevel
                 | Request::Version
+                | Request::LogPriority { level: None }
+                | Request::Usage { .. }
+                | Request::ListEnv
+                | Request::GetEnv { .. }
         )
     }
 }

@@ -34,6 +34,10 @@ pub struct Snapshot {
     pub go_rounds: u64,
     /// A round saved but perhaps not yet released: (round, children waiting).
     pub pending_go: Option<(u64, u32)>,
+    /// The current and previous runlevel (`telinit`), as characters; 0 if none yet.
+    pub runlevel: (u8, u8),
+    /// The job-environment table (`set-env`): defaults for every job started after.
+    pub job_env: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]

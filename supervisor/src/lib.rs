@@ -11,6 +11,7 @@
 //! - [`control`]: the control socket (framing, handshake, authorisation, deadlines).
 //! - [`initlink`]: the channel to keel-init.
 //! - [`boot`]: kernel filesystems on a real boot.
+//! - [`logging`]: the supervisor's own log and its run-time priority.
 
 pub mod boot;
 pub mod check;
@@ -20,5 +21,6 @@ pub mod initlink;
 pub mod job;
 pub mod journal;
 pub mod lifecycle;
+pub mod logging;
 pub mod runtime;
 pub mod spawn;

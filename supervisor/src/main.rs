@@ -48,17 +48,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_max_level(if std::env::var_os("KEEL_DEBUG").is_some() {
-            tracing::Level::DEBUG
-        } else {
-            tracing::Level::INFO
-        })
-        .init();
+    keel_supervisor::logging::init(std::env::var_os("KEEL_DEBUG").is_some());
     let config = Config {
         confdir: args.confdir,
         socket: args.socket,

@@ -24,6 +24,7 @@ use crate::{boot, events, spawn};
 use keel_proto::ctl::{Error, ErrorKind, PowerAction, Request, Response};
 use rustix::event::epoll;
 use rustix::fd::{AsFd, AsRawFd, OwnedFd};
+use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -632,6 +633,86 @@ impl Runtime {
                 Some(self.show_config(job.as_deref(), enumerate))
             }
             Request::Reload { job, env } => Some(self.reload(&job, &parse_env(&env))),
+            Request::Telinit { runlevel } if runlevel == b'u' || runlevel == b'U' => {
+                // Upstart's `telinit u`: re-execute.
+                match self.prepare_reexec(None) {
+                    Ok(path) => {
+                        self.reexec = Some(path);
+                        Some(Response::Ok)
+                    }
+                    Err(message) => Some(Response::Error(Error {
+                        kind: ErrorKind::InvalidRequest,
+                        message,
+                    })),
+                }
+            }
+            Request::Telinit { runlevel } => Some(self.telinit(runlevel)),
+            Request::Runlevel => Some(Response::Runlevel {
+                previous: self.snap.runlevel.1,
+                current: self.snap.runlevel.0,
+            }),
+            Request::LogPriority { level } => Some(match level {
+                None => Response::Text(format!("{}\n", crate::logging::priority())),
+                Some(l) => match crate::logging::set_priority(&l) {
+                    Ok(()) => Response::Ok,
+                    Err(message) => Response::Error(Error {
+                        kind: ErrorKind::InvalidRequest,
+                        message,
+                    }),
+                },
+            }),
+            Request::Usage { job } => {
+                Some(match self.snap.jobs.jobs.get(&job).filter(|j| !j.deleted) {
+                    Some(j) => {
+                        Response::Text(format!("Usage: {}\n", j.def.usage.as_deref().unwrap_or("")))
+                    }
+                    None => Response::Error(Error {
+                        kind: ErrorKind::UnknownJob,
+                        message: format!("Unknown job: {job}"),
+                    }),
+                })
+            }
+            Request::ListEnv => Some(Response::Text(
+                base_environment(&self.snap.job_env)
+                    .into_iter()
+                    .map(|(k, v)| format!("{k}={v}\n"))
+                    .collect(),
+            )),
+            Request::GetEnv { name } => Some(
+                match base_environment(&self.snap.job_env)
+                    .into_iter()
+                    .find(|(k, _)| *k == name)
+                {
+                    Some((_, v)) => Response::Text(format!("{v}\n")),
+                    None => Response::Error(Error {
+                        kind: ErrorKind::InvalidRequest,
+                        message: format!("No such variable: {name}"),
+                    }),
+                },
+            ),
+            Request::SetEnv { name, value } => Some(if valid_env_name(&name) {
+                self.snap.job_env.insert(name, value);
+                Response::Ok
+            } else {
+                Response::Error(Error {
+                    kind: ErrorKind::InvalidRequest,
+                    message: format!("Invalid variable name: {name}"),
+                })
+            }),
+            Request::UnsetEnv { name } => Some(match self.snap.job_env.remove(&name) {
+                Some(_) => Response::Ok,
+                None => Response::Error(Error {
+                    kind: ErrorKind::InvalidRequest,
+                    message: format!("No such variable: {name}"),
+                }),
+            }),
+            Request::ResetEnv => {
+                self.snap.job_env.clear();
+                Some(Response::Ok)
+            }
+            // Job output goes straight to its log file from the job (nothing is held
+            // back in the supervisor), so there is nothing to write out.
+            Request::NotifyDiskWriteable => Some(Response::Ok),
             Request::Reexec { binary } => Some(match self.prepare_reexec(binary) {
                 Ok(path) => {
                     self.reexec = Some(path);
@@ -649,10 +730,6 @@ impl Runtime {
                 });
                 Some(Response::Ok)
             }
-            other => Some(Response::Error(Error {
-                kind: ErrorKind::InvalidRequest,
-                message: format!("not supported yet: {other:?}"),
-            })),
         };
         if let Some(answer) = answer {
             self.answers.push((conn, answer));
@@ -873,7 +950,7 @@ impl Runtime {
             .ok_or("instance vanished")?;
         let def: &JobDef = &inst.def;
         let process = def.process(kind).ok_or("no such process")?;
-        let env = job_environment(def, instance, &inst.env);
+        let env = job_environment(&self.snap.job_env, def, instance, &inst.env);
         let path = env
             .iter()
             .find_map(|e| e.strip_prefix("PATH="))
@@ -1015,6 +1092,41 @@ impl Runtime {
         }
     }
 
+    /// `telinit N`: records the runlevel and emits Upstart's `runlevel` event with
+    /// `RUNLEVEL` and `PREVLEVEL`, which jobs (`start on runlevel [2345]`) follow.
+    fn telinit(&mut self, runlevel: u8) -> Response {
+        if !matches!(runlevel, b'0'..=b'6' | b's' | b'S') {
+            return Response::Error(Error {
+                kind: ErrorKind::InvalidRequest,
+                message: format!("illegal runlevel: {}", runlevel as char),
+            });
+        }
+        let previous = self.snap.runlevel.0;
+        self.snap.runlevel = (runlevel, previous);
+        let show = |r: u8| {
+            if r == 0 {
+                "N".to_string()
+            } else {
+                (r as char).to_string()
+            }
+        };
+        self.emit(Event {
+            name: "runlevel".into(),
+            env: vec![
+                ("RUNLEVEL".into(), show(runlevel)),
+                (
+                    "PREVLEVEL".into(),
+                    if previous == 0 {
+                        String::new()
+                    } else {
+                        show(previous)
+                    },
+                ),
+            ],
+        });
+        Response::Ok
+    }
+
     /// Checks that `binary` (default: this one) can take over: it must read this
     /// state's format. Asking it costs one short process; refusing here keeps the
     /// running supervisor, where a failed load after exec would lose the state.
@@ -1123,11 +1235,13 @@ fn go_name(round: u64) -> String {
 }
 
 /// The environment a job process starts with: a clean one, never the supervisor's.
-fn job_environment(def: &JobDef, instance: &str, start_env: &[(String, String)]) -> Vec<String> {
-    let mut vars: Vec<(String, String)> = vec![
-        ("PATH".into(), DEFAULT_PATH.into()),
-        ("TERM".into(), "linux".into()),
-    ];
+fn job_environment(
+    table: &BTreeMap<String, String>,
+    def: &JobDef,
+    instance: &str,
+    start_env: &[(String, String)],
+) -> Vec<String> {
+    let mut vars = base_environment(table);
     let mut set = |k: &str, v: &str| match vars.iter_mut().find(|(key, _)| key == k) {
         Some(slot) => slot.1 = v.to_string(),
         None => vars.push((k.to_string(), v.to_string())),
@@ -1143,6 +1257,31 @@ fn job_environment(def: &JobDef, instance: &str, start_env: &[(String, String)])
     set("UPSTART_JOB", &def.name);
     set("UPSTART_INSTANCE", instance);
     vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// A shell-style variable name.
+fn valid_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The job-environment table as jobs see it: PATH and TERM by default, then
+/// whatever `set-env` put there (`env KEY` without a value takes it from here too).
+fn base_environment(table: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    let mut vars: Vec<(String, String)> = vec![
+        ("PATH".into(), DEFAULT_PATH.into()),
+        ("TERM".into(), "linux".into()),
+    ];
+    for (k, v) in table {
+        match vars.iter_mut().find(|(key, _)| key == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => vars.push((k.clone(), v.clone())),
+        }
+    }
+    vars
 }
 
 /// A tiny boxed-error alias so the binary can print any setup failure.

@@ -46,6 +46,8 @@ fn reference() -> Snapshot {
         booted: true,
         go_rounds: 9,
         pending_go: Some((9, 1)),
+        runlevel: (b'2', b'S'),
+        job_env: [("LANG".to_string(), "C.UTF-8".to_string())].into(),
     }
 }
 
@@ -67,6 +69,11 @@ fn every_released_state_format_loads() {
         // What a supervisor needs to carry on is all there.
         assert_eq!(loaded.last_exit_seq, 42);
         assert_eq!(loaded.pending_go, Some((9, 1)));
+        assert_eq!(loaded.runlevel, (b'2', b'S'));
+        assert_eq!(
+            loaded.job_env.get("LANG").map(String::as_str),
+            Some("C.UTF-8")
+        );
         let web = loaded.jobs.status("web", &[]).unwrap();
         assert_eq!(web[0].processes[0].pid, 101);
         assert_eq!(web[0].state, keel_proto::ctl::State::Running);

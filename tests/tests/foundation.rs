@@ -256,3 +256,48 @@ fn the_supervisor_runs_without_keel_init() {
     assert!(dir.0.join("post-stop").exists());
     assert!(state(pid).is_none(), "the job's process is gone and reaped");
 }
+
+#[test]
+fn reboot_and_halt_end_the_namespace_too() {
+    use std::os::unix::process::ExitStatusExt;
+    for (command, marker) in [("reboot", "keel-init: reboot"), ("halt", "keel-init: halt")] {
+        let mut keel = Keel::start(&[(
+            "svc",
+            "start on startup\nexec sleep 1000\npost-stop exec touch $DIR/post-stop\n",
+        )]);
+        wait_for("svc to run", 5 * SECOND, || {
+            keel.ctl_ok(&["status", "svc"]).contains("start/running")
+        });
+        assert!(keel.ctl(&[command]).status.success(), "{command}");
+        let status = keel.wait_end(10 * SECOND);
+        // A namespace's init calling reboot(2) ends as if killed by SIGHUP (reboot)
+        // or SIGINT (halt, power off).
+        let expected = if command == "reboot" {
+            libc::SIGHUP
+        } else {
+            libc::SIGINT
+        };
+        assert!(
+            status.signal() == Some(expected) || status.code() == Some(128 + expected),
+            "{command}: {status:?}"
+        );
+        assert!(keel.path("post-stop").exists(), "{command}: post-stop ran");
+        assert!(keel.console().contains(marker), "{}", keel.console());
+    }
+}
+
+#[test]
+fn emit_starts_the_jobs_waiting_for_the_event() {
+    let keel = Keel::start(&[(
+        "on-poke",
+        "start on poke KIND=gentle\ntask\nexec sh -c 'echo $KIND > $DIR/poked'\n",
+    )]);
+    keel.ctl_ok(&["emit", "poke", "KIND=rough"]);
+    keel.ctl_ok(&["emit", "nobody-waits-for-this"]);
+    assert!(!keel.path("poked").exists());
+    keel.ctl_ok(&["emit", "poke", "KIND=gentle"]);
+    wait_for("the job started by the event", 5 * SECOND, || {
+        keel.path("poked").exists()
+    });
+    assert_eq!(fs::read_to_string(keel.path("poked")).unwrap(), "gentle\n");
+}

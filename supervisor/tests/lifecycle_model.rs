@@ -473,6 +473,7 @@ impl Driver {
                     _ => {}
                 }
             }
+            Effect::EventFinished { .. } | Effect::Warn(_) => {}
         }
     }
 

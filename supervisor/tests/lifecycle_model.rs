@@ -367,6 +367,14 @@ impl Driver {
         }
         if kind == ProcessKind::Main {
             self.tr(&key).cancel_main = None;
+            // Main may end on its own while `stopping` holds a restart (here: until
+            // `hook` has stopped): then there is nothing left to kill.
+            if let Some(w) = &mut self.tr(&key).restart
+                && w.at == 0
+                && w.expect.first() == Some(&"kill")
+            {
+                w.expect.remove(0);
+            }
         }
         self.killed.remove(&pid);
         self.log.push(format!("exit {pid} {status:?}"));

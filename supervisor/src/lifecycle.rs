@@ -491,6 +491,13 @@ impl Jobs {
 
     /// Stops everything for a power action; true once every instance is stopped.
     pub fn shutdown(&mut self, now: u64) -> bool {
+        self.stop_all(now);
+        self.poll();
+        self.all_stopped()
+    }
+
+    /// Every goal to stop, and no start accepted any more.
+    fn stop_all(&mut self, now: u64) {
         self.shutting_down = true;
         let all: Vec<(String, String)> = self
             .jobs
@@ -503,8 +510,6 @@ impl Jobs {
             }
             self.advance(&job, &name, now);
         }
-        self.poll();
-        self.all_stopped()
     }
 
     pub fn all_stopped(&self) -> bool {

@@ -1,7 +1,9 @@
 //! The runtime: the supervisor's one event loop, the thin shell around the pure
 //! lifecycle core. It owns every fd (init channel, control socket, signalfd) and is
-//! the only place that turns the core's effects into processes, signals, replies
-//! and events.
+//! the only place that turns the core's effects into processes, signals and
+//! replies. Events are the core's: the runtime only hands it those from outside
+//! (`startup`, relayed signals, `initctl emit`, `telinit`) and makes the power
+//! action once the core says it is due.
 //!
 //! One round of the loop:
 //! 1. wait (epoll) for a message from keel-init, a client, a signal, or a deadline;

@@ -129,7 +129,7 @@ impl Jobs {
             p.event = None;
             p.deadline = now.saturating_add(grace);
         }
-        self.shutdown(now);
+        self.stop_all(now);
     }
 
     fn power_grace(&self) -> u64 {
@@ -165,17 +165,17 @@ impl Jobs {
             let mut again = false;
             // What holds events changes only when something was handled or finished.
             let mut held: Option<Vec<EventId>> = None;
-            let ids: Vec<(EventId, Progress)> =
-                self.events.iter().map(|q| (q.id, q.progress)).collect();
-            for (id, progress) in ids {
-                if progress == Progress::Pending {
+            let ids: Vec<EventId> = self.events.iter().map(|q| q.id).collect();
+            for id in ids {
+                let Some(i) = self.queued(id) else {
+                    continue;
+                };
+                if self.events[i].progress == Progress::Pending {
                     if self.handled >= EVENTS_PER_ROUND {
                         continue;
                     }
                     self.handled += 1;
-                    if let Some(i) = self.queued(id) {
-                        self.events[i].progress = Progress::Handling;
-                    }
+                    self.events[i].progress = Progress::Handling;
                     self.handle(id);
                     held = None;
                     again = true;

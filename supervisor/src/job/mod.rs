@@ -427,6 +427,31 @@ pub enum Expect {
     Dbus(String),
 }
 
+impl Expect {
+    /// The stanza in words, for messages (`expect fork`); `None` for `expect none`.
+    pub fn describe(&self) -> Option<String> {
+        Some(match self {
+            Expect::None => return None,
+            Expect::Fork => "expect fork".into(),
+            Expect::Daemon => "expect daemon".into(),
+            Expect::Stop => "expect stop".into(),
+            Expect::Notify => "expect notify".into(),
+            Expect::Fd(fd) => format!("expect fd {fd}"),
+            Expect::Listen => "expect listen".into(),
+            Expect::Dbus(name) => format!("expect dbus {name}"),
+        })
+    }
+
+    /// How many forks keel follows before the daemon is found.
+    pub fn forks(&self) -> u8 {
+        match self {
+            Expect::Fork => 1,
+            Expect::Daemon => 2,
+            _ => 0,
+        }
+    }
+}
+
 /// An event expression of `start on` / `stop on`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventExpr {

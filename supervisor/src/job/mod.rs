@@ -48,8 +48,6 @@ pub use signal::Signal;
 pub const NOT_CARRIED_OUT: &[&str] = &[
     "apparmor",
     "cgroup",
-    "expect dbus",
-    "expect listen",
     "debug",
     "limit",
     "chroot",
@@ -61,8 +59,6 @@ pub const NOT_CARRIED_OUT: &[&str] = &[
     "nice",
     "expect fork",
     "expect daemon",
-    "expect stop",
-    "expect notify",
     "expect fd",
 ];
 

@@ -7,3 +7,4 @@
 pub mod dbus;
 pub mod notify;
 pub mod procfs;
+pub mod watch;

@@ -97,9 +97,10 @@ pub enum Update {
     MainPid(i32),
 }
 
-/// Reads the next datagram, if any (`Ok(None)`: nothing waiting). A datagram
-/// without credentials (impossible with `SO_PASSCRED` on) is dropped.
-pub fn recv(fd: BorrowedFd<'_>) -> io::Result<Option<Datagram>> {
+/// Reads the next datagram without consuming it (`Ok(None)`: nothing waiting);
+/// [`discard`] consumes it once what it said is saved. A datagram without
+/// credentials (impossible with `SO_PASSCRED` on) is consumed and skipped.
+pub fn peek(fd: BorrowedFd<'_>) -> io::Result<Option<Datagram>> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     loop {
         let mut buf = [0u8; MAX_DATAGRAM];
@@ -109,7 +110,7 @@ pub fn recv(fd: BorrowedFd<'_>) -> io::Result<Option<Datagram>> {
             std::os::fd::AsRawFd::as_raw_fd(&fd),
             &mut iov,
             Some(&mut cmsg),
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_PEEK,
         ) {
             Ok(m) => m,
             Err(nix::errno::Errno::EAGAIN) => return Ok(None),
@@ -118,7 +119,8 @@ pub fn recv(fd: BorrowedFd<'_>) -> io::Result<Option<Datagram>> {
         };
         let len = msg.bytes;
         let mut pid = None;
-        // Any fds sent along (FDSTORE=1 is not supported) are closed as they drop.
+        // Any fds sent along (FDSTORE=1 is not supported; a peek installs copies)
+        // are closed as they drop.
         if let Ok(cmsgs) = msg.cmsgs() {
             for c in cmsgs {
                 match c {
@@ -134,11 +136,26 @@ pub fn recv(fd: BorrowedFd<'_>) -> io::Result<Option<Datagram>> {
                 }
             }
         }
-        let Some(pid) = pid else { continue };
+        let Some(pid) = pid else {
+            discard(fd)?;
+            continue;
+        };
         return Ok(Some(Datagram {
             pid,
             updates: parse(&buf[..len.min(MAX_DATAGRAM)]),
         }));
+    }
+}
+
+/// Consumes the next datagram (the one [`peek`] returned).
+pub fn discard(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut buf = [0u8; 1];
+    loop {
+        match rustix::net::recv(fd, &mut buf, rustix::net::RecvFlags::DONTWAIT) {
+            Ok(_) | Err(rustix::io::Errno::AGAIN) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
@@ -194,15 +211,21 @@ mod tests {
         let path = dir.join("notify");
         let addr = NotifyAddr::Path(path.display().to_string());
         let fd = bind(&addr).unwrap();
-        assert_eq!(recv(fd.as_fd()).unwrap(), None);
+        assert_eq!(peek(fd.as_fd()).unwrap(), None);
         let client = UnixDatagram::unbound().unwrap();
         client.send_to(b"READY=1\nSTATUS=up", &path).unwrap();
-        let got = recv(fd.as_fd()).unwrap().unwrap();
+        client.send_to(b"STATUS=second", &path).unwrap();
+        let got = peek(fd.as_fd()).unwrap().unwrap();
         assert_eq!(got.pid, std::process::id() as i32);
         assert_eq!(
             got.updates,
             vec![Update::Ready, Update::Status("up".into())]
         );
+        // A peek consumes nothing; a discard consumes one datagram.
+        assert_eq!(peek(fd.as_fd()).unwrap().unwrap(), got);
+        discard(fd.as_fd()).unwrap();
+        let second = peek(fd.as_fd()).unwrap().unwrap();
+        assert_eq!(second.updates, vec![Update::Status("second".into())]);
         let _ = std::fs::remove_dir_all(&dir);
 
         let name = format!("keel-notify-test-{}", std::process::id());
@@ -213,7 +236,7 @@ mod tests {
         let target = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
         client.send_to_addr(b"READY=1", &target).unwrap();
         assert_eq!(
-            recv(fd.as_fd()).unwrap().unwrap().updates,
+            peek(fd.as_fd()).unwrap().unwrap().updates,
             vec![Update::Ready]
         );
     }

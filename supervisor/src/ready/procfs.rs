@@ -42,6 +42,20 @@ pub fn stat(pid: i32) -> Option<Stat> {
     parse_stat(&std::fs::read_to_string(proc_dir(pid).join("stat")).ok()?)
 }
 
+/// The process's command name (`/proc/PID/comm`).
+pub fn comm(pid: i32) -> Option<String> {
+    let text = std::fs::read_to_string(proc_dir(pid).join("comm")).ok()?;
+    Some(text.trim_end_matches('\n').to_string())
+}
+
+/// Whether a process the supervisor cloned has exec'd its program: until then it
+/// is a copy of the supervisor (named `keel-spawn` once it renames itself) and holds
+/// copies of the supervisor's fds, the listening control socket among them.
+pub fn has_execd(pid: i32) -> bool {
+    let own = comm(std::process::id() as i32);
+    comm(pid).is_some_and(|c| c != "keel-spawn" && Some(&c) != own.as_ref())
+}
+
 /// Whether the process is stopped by a signal (`expect stop`).
 pub fn is_stopped(pid: i32) -> bool {
     stat(pid).is_some_and(|s| s.state == 'T')

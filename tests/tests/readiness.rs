@@ -6,7 +6,7 @@
 //! The daemons are `keel-test-daemon` (tests/src/bin), which writes what it did to a
 //! trace file, and real ones from Debian where the machine has them.
 
-use keel_tests::{Keel, Setup, bin, wait_for};
+use keel_tests::{Keel, Setup, bin, bus_config, wait_for};
 use std::process::Command;
 use std::time::Duration;
 
@@ -236,34 +236,6 @@ fn a_job_awaiting_readiness_when_the_supervisor_is_killed_becomes_ready_after() 
             );
         }
     }
-}
-
-/// The configuration of a system bus of the test's own (Debian's dbus-daemon)
-/// listening at `DIR/bus`.
-fn bus_config(dir: &std::path::Path) -> std::path::PathBuf {
-    let config = dir.join("bus.conf");
-    std::fs::write(
-        &config,
-        format!(
-            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={}/bus</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_destination="*"/>
-    <allow receive_sender="*"/>
-  </policy>
-</busconfig>
-"#,
-            dir.display()
-        ),
-    )
-    .unwrap();
-    config
 }
 
 #[test]

@@ -272,3 +272,29 @@ fn expect_dbus_waits_until_the_name_is_owned_on_a_real_bus() {
     });
     assert!(keel.lines("trace").contains(&"ready".to_string()));
 }
+
+#[test]
+fn a_real_sd_notify_daemon_runs_only_once_it_says_so() {
+    // Debian's redis-server speaks sd_notify with `--supervised systemd`: it says
+    // READY=1 once it accepts connections.
+    let job = "expect notify\nconsole log\n\
+               exec redis-server --port 0 --unixsocket $DIR/redis.sock --supervised systemd \
+               --daemonize no --save '' --appendonly no --dir $DIR\n";
+    let keel = Keel::start(&[("redis", job)]);
+    let out = keel.ctl_ok(&["start", "redis"]);
+    assert!(out.starts_with("redis start/running, process"), "{out}");
+    // Ready means ready: it answers at once.
+    let ping = Command::new("redis-cli")
+        .arg("-s")
+        .arg(keel.path("redis.sock"))
+        .arg("ping")
+        .output()
+        .expect("redis-cli (Debian package redis-tools)");
+    assert_eq!(String::from_utf8_lossy(&ping.stdout).trim(), "PONG");
+    let text = json_status(&keel, "redis")["status"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(text.contains("Ready to accept connections"), "{text}");
+    keel.ctl_ok(&["stop", "redis"]);
+}

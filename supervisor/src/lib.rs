@@ -14,6 +14,7 @@
 //! - [`initlink`]: the channel to keel-init.
 //! - [`boot`]: kernel filesystems on a real boot.
 //! - [`logging`]: the supervisor's own log and its run-time priority.
+//! - [`ready`]: the readiness protocols' moving parts (sd_notify socket, D-Bus, /proc).
 
 pub mod boot;
 pub mod check;
@@ -24,5 +25,6 @@ pub mod job;
 pub mod journal;
 pub mod lifecycle;
 pub mod logging;
+pub mod ready;
 pub mod runtime;
 pub mod spawn;

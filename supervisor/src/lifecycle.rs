@@ -26,7 +26,7 @@
 //! and replies, and feeds back what happened.
 
 use crate::events::{self, EventId, Matched, Progress, Queued, set_var};
-use crate::job::{ExitMatch, JobDef, ProcessKind, Signal};
+use crate::job::{ExitMatch, Expect, JobDef, ProcessKind, Signal};
 use keel_proto::ctl::{Error, ErrorKind, Goal, InstanceStatus, PowerAction, ProcessInfo, State};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -96,6 +96,27 @@ pub struct Failure {
     pub respawn: bool,
 }
 
+/// How long `expect …` may take when the job has no `ready timeout` (systemd's
+/// default start timeout): long enough for any honest daemon, short enough that a
+/// job whose `expect` does not match what it does ends in an explained state.
+pub const DEFAULT_READY_TIMEOUT_S: u32 = 90;
+
+/// After `expect daemon`'s first fork, how long the child may live without forking
+/// again before keel takes it for the daemon (it forked once only: a mismatch).
+pub const SECOND_FORK_GRACE_MS: u64 = 1000;
+
+/// The readiness an instance in `spawned` still waits for (`expect …`), kept in
+/// the saved state so that a new supervisor goes on waiting for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readiness {
+    /// When the start fails if the job is still not ready (monotonic ms).
+    pub deadline: u64,
+    /// Forks followed so far (`expect fork` needs 1, `expect daemon` 2).
+    pub forks: u8,
+    /// When the last fork was followed (monotonic ms).
+    pub forked_at: u64,
+}
+
 /// One instance of a job: its own lifecycle.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
@@ -130,6 +151,11 @@ pub struct Instance {
     pub respawns: Vec<u64>,
     pub failure: Option<Failure>,
     pub waiters: Vec<Waiter>,
+    /// While in `spawned`: the readiness still awaited (see [`Readiness`]).
+    pub readiness: Option<Readiness>,
+    /// What `status` says beside the state: the daemon's own words (sd_notify
+    /// `STATUS=`), or keel's about an `expect` that does not match the daemon.
+    pub status_text: Option<String>,
 }
 
 impl Instance {
@@ -151,6 +177,8 @@ impl Instance {
             respawns: Vec::new(),
             failure: None,
             waiters: Vec::new(),
+            readiness: None,
+            status_text: None,
         }
     }
 }
@@ -612,6 +640,39 @@ impl Jobs {
                 signal: Signal::KILL,
             });
         }
+        // Readiness that never came fails the start; `expect daemon` whose child
+        // settled without a second fork is taken as it is (and said so).
+        let mut late = Vec::new();
+        let mut forked_once = Vec::new();
+        for (name, job) in &self.jobs {
+            for (iname, inst) in &job.instances {
+                let Some(r) = inst
+                    .readiness
+                    .as_ref()
+                    .filter(|_| inst.state == State::Spawned)
+                else {
+                    continue;
+                };
+                if r.deadline <= now {
+                    late.push((name.clone(), iname.clone()));
+                } else if inst.def.expect == Expect::Daemon
+                    && r.forks == 1
+                    && r.forked_at.saturating_add(SECOND_FORK_GRACE_MS) <= now
+                {
+                    forked_once.push((name.clone(), iname.clone()));
+                }
+            }
+        }
+        for (job, instance) in late {
+            self.not_ready(&job, &instance, now);
+        }
+        for (job, instance) in forked_once {
+            let pid = self.main_pid(&job, &instance).unwrap_or(0);
+            let note = format!(
+                "expect daemon, but the daemon forked only once (pid {pid}); expect fork would match"
+            );
+            self.ready(&job, &instance, Some(note), now);
+        }
         self.poll();
     }
 
@@ -625,9 +686,174 @@ impl Jobs {
         self.jobs
             .values()
             .flat_map(|j| j.instances.values())
-            .filter_map(|i| i.kill_deadline)
+            .flat_map(|i| {
+                let ready = i.readiness.as_ref().filter(|_| i.state == State::Spawned);
+                let second_fork = ready
+                    .filter(|r| i.def.expect == Expect::Daemon && r.forks == 1)
+                    .map(|r| r.forked_at.saturating_add(SECOND_FORK_GRACE_MS));
+                [i.kill_deadline, ready.map(|r| r.deadline), second_fork]
+            })
+            .flatten()
             .chain(power)
             .min()
+    }
+
+    fn main_pid(&self, job: &str, instance: &str) -> Option<i32> {
+        self.instance_ref(job, instance)?
+            .pids
+            .get(&ProcessKind::Main)
+            .copied()
+            .filter(|&p| p > 0)
+    }
+
+    /// Every instance waiting for its main process to be ready:
+    /// `(job, instance, expect, main pid)`.
+    pub fn awaiting_readiness(&self) -> Vec<(String, String, Expect, i32)> {
+        let mut out = Vec::new();
+        for (name, job) in &self.jobs {
+            for (iname, inst) in &job.instances {
+                if inst.state != State::Spawned || inst.readiness.is_none() {
+                    continue;
+                }
+                if let Some(&pid) = inst.pids.get(&ProcessKind::Main).filter(|&&p| p > 0) {
+                    out.push((name.clone(), iname.clone(), inst.def.expect.clone(), pid));
+                }
+            }
+        }
+        out
+    }
+
+    /// The main process is ready (it stopped itself, said `READY=1`, wrote its
+    /// newline, listens, owns its bus name): the instance leaves `spawned` for
+    /// post-start. For `expect stop`, the process gets its SIGCONT — after the state
+    /// recording that it is ready is saved, as every effect is. `note` goes to status.
+    pub fn ready(&mut self, job: &str, instance: &str, note: Option<String>, now: u64) {
+        let Some(inst) = self.instance_mut(job, instance) else {
+            return;
+        };
+        if inst.state != State::Spawned || inst.readiness.take().is_none() {
+            return;
+        }
+        if note.is_some() {
+            inst.status_text = note;
+        }
+        if inst.def.expect == Expect::Stop
+            && let Some(&pid) = inst.pids.get(&ProcessKind::Main).filter(|&&p| p > 0)
+        {
+            self.effects.push(Effect::Kill {
+                pid,
+                signal: Signal::CONT,
+            });
+        }
+        self.advance(job, instance, now);
+        self.poll();
+    }
+
+    /// Readiness did not come in time: the start fails (no respawn: it would only
+    /// wait again), the main process is killed, post-stop runs.
+    fn not_ready(&mut self, job: &str, instance: &str, now: u64) {
+        let pid = self.main_pid(job, instance).unwrap_or(0);
+        let Some(inst) = self.instance_mut(job, instance) else {
+            return;
+        };
+        inst.readiness = None;
+        let expect = inst.def.expect.describe().unwrap_or_default();
+        let secs = inst.def.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT_S);
+        let hint = match inst.def.expect {
+            Expect::Fork | Expect::Daemon => "; does it fork as many times as it says?",
+            Expect::Stop => "; it never stopped itself with SIGSTOP",
+            _ => "",
+        };
+        let failed_before = inst.failure.is_some();
+        inst.failure = Some(Failure {
+            process: ProcessKind::Main,
+            status: None,
+            reason: format!("main process ({pid}) was not ready within {secs} s ({expect}){hint}"),
+            respawn: false,
+        });
+        inst.goal = Goal::Stop;
+        // The events waiting for this start fail with it (`tick` polls after).
+        if !failed_before {
+            self.release(job, instance, true);
+        }
+        self.advance(job, instance, now);
+    }
+
+    /// Whether keel follows the forks of `pid`, a main process that just ended:
+    /// the main of an `expect fork|daemon` instance, still awaited or already running
+    /// (a daemon that forks more often than its `expect` says is still followed).
+    pub fn follows_forks(&self, pid: i32) -> bool {
+        let Some((job, instance, ProcessKind::Main)) = self.pids.get(&pid) else {
+            return false;
+        };
+        self.instance_ref(job, instance).is_some_and(|i| {
+            i.def.expect.forks() > 0
+                && i.goal != Goal::Stop
+                && matches!(i.state, State::Spawned | State::PostStart | State::Running)
+        })
+    }
+
+    /// The forking main process `pid` exited successfully and left `child` (the
+    /// runtime found it in the instance's cgroup): the child is the main process
+    /// from now on. With as many forks as `expect` says, the job is ready; a fork
+    /// beyond them is followed too and reported in status.
+    pub fn main_forked(&mut self, pid: i32, child: i32, now: u64) {
+        let Some((job, instance, ProcessKind::Main)) = self.pids.remove(&pid) else {
+            return;
+        };
+        self.pids
+            .insert(child, (job.clone(), instance.clone(), ProcessKind::Main));
+        let Some(inst) = self.instance_mut(&job, &instance) else {
+            return;
+        };
+        inst.pids.insert(ProcessKind::Main, child);
+        let needed = inst.def.expect.forks();
+        match inst.readiness.as_mut() {
+            Some(r) if inst.state == State::Spawned => {
+                r.forks = r.forks.saturating_add(1);
+                r.forked_at = now;
+                if r.forks >= needed {
+                    self.ready(&job, &instance, None, now);
+                }
+            }
+            _ => {
+                let expect = inst.def.expect.describe().unwrap_or_default();
+                let better = if needed == 1 {
+                    "; expect daemon would match"
+                } else {
+                    ""
+                };
+                inst.status_text = Some(format!(
+                    "{expect}, but the daemon forked again: pid {pid} exited, following pid {child}{better}"
+                ));
+            }
+        }
+    }
+
+    /// sd_notify `MAINPID=`: `pid` (which the runtime checked belongs to the job) is
+    /// the main process from now on.
+    pub fn set_main_pid(&mut self, job: &str, instance: &str, pid: i32) {
+        let Some(old) = self.main_pid(job, instance) else {
+            return;
+        };
+        if old == pid {
+            return;
+        }
+        self.pids.remove(&old);
+        self.pids.insert(
+            pid,
+            (job.to_string(), instance.to_string(), ProcessKind::Main),
+        );
+        if let Some(inst) = self.instance_mut(job, instance) {
+            inst.pids.insert(ProcessKind::Main, pid);
+        }
+    }
+
+    /// What `status` shows beside the state (sd_notify `STATUS=`; `None` clears it).
+    pub fn set_status_text(&mut self, job: &str, instance: &str, text: Option<String>) {
+        if let Some(inst) = self.instance_mut(job, instance) {
+            inst.status_text = text;
+        }
     }
 
     /// Drops client waiters (their connections died with a previous supervisor).
@@ -755,6 +981,9 @@ impl Jobs {
         };
         let from = inst.state;
         inst.state = state;
+        if state != State::Spawned {
+            inst.readiness = None;
+        }
         let spawn =
             |kind: ProcessKind, inst: &Instance| inst.def.process(kind).is_some().then_some(kind);
         let mut to_spawn = None;
@@ -778,7 +1007,20 @@ impl Jobs {
             }
             State::Security => {}
             State::PreStart => to_spawn = spawn(ProcessKind::PreStart, inst),
-            State::Spawned => to_spawn = spawn(ProcessKind::Main, inst),
+            State::Spawned => {
+                to_spawn = spawn(ProcessKind::Main, inst);
+                // `expect …`: not started until the main process is ready.
+                if to_spawn.is_some() && inst.def.expect != Expect::None {
+                    let secs = inst.def.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT_S);
+                    inst.readiness = Some(Readiness {
+                        deadline: now.saturating_add(u64::from(secs) * 1000),
+                        forks: 0,
+                        forked_at: now,
+                    });
+                }
+                // A new main: what the last one said is void.
+                inst.status_text = None;
+            }
             State::PostStart => to_spawn = spawn(ProcessKind::PostStart, inst),
             // Back from pre-stop (a start cancelled the stop) is no new start:
             // no second `started` (Upstart's `job_change_state`).
@@ -1066,7 +1308,12 @@ fn describe(job: &str, inst: &Instance) -> InstanceStatus {
         state: inst.state,
         processes,
         failure: inst.failure.as_ref().map(|f| f.reason.clone()),
-        status_text: None,
+        status_text: match (&inst.readiness, inst.def.expect.describe()) {
+            (Some(_), Some(expect)) if inst.state == State::Spawned => {
+                Some(format!("waiting until ready ({expect})"))
+            }
+            _ => inst.status_text.clone(),
+        },
     }
 }
 
@@ -1081,9 +1328,12 @@ fn blocked(inst: &Instance) -> bool {
         State::PreStart => running(ProcessKind::PreStart),
         // Main must exist (its pid known) before post-start and "running": a main
         // that cannot be spawned must fail the start, not answer it as started.
-        // (Upstart also waits here for `expect` readiness; keel does not block a
-        // stop on readiness — a stop leaves `Spawned` as soon as the pid is known.)
-        State::Spawned => inst.pids.get(&ProcessKind::Main) == Some(&0),
+        // Readiness (`expect …`) holds it too, but never a stop: a stop leaves
+        // `Spawned` as soon as main's pid is known.
+        State::Spawned => {
+            inst.pids.get(&ProcessKind::Main) == Some(&0)
+                || (inst.readiness.is_some() && inst.goal != Goal::Stop)
+        }
         // Guarantee 4: not running until post-start finished.
         State::PostStart => running(ProcessKind::PostStart),
         // Guarantee 5: main is not killed until pre-stop finished.
@@ -1822,5 +2072,193 @@ mod tests {
             }]
         );
         assert_eq!(t.state(), State::Running);
+    }
+
+    fn expecting(expect: Expect) -> T {
+        let mut d = full();
+        d.pre_start = None;
+        d.expect = expect;
+        d.ready_timeout = Some(3);
+        T::new(d)
+    }
+
+    #[test]
+    fn a_job_is_not_started_until_its_main_process_is_ready() {
+        for expect in [
+            Expect::Stop,
+            Expect::Notify,
+            Expect::Fd(3),
+            Expect::Listen,
+            Expect::Dbus("org.x".into()),
+        ] {
+            let mut t = expecting(expect.clone());
+            t.start(Some(1));
+            assert_eq!(t.state(), State::Spawned, "{expect:?}");
+            assert!(
+                !t.spawns().contains(&PostStart),
+                "post-start waits for readiness"
+            );
+            assert!(t.replies().is_empty());
+            let main = t.pid(Main);
+            assert_eq!(
+                t.jobs.awaiting_readiness(),
+                vec![("j".to_string(), String::new(), expect.clone(), main)]
+            );
+            let status = t.jobs.status("j", &[]).unwrap();
+            assert!(
+                status[0]
+                    .status_text
+                    .as_deref()
+                    .unwrap()
+                    .contains("waiting until ready")
+            );
+            t.jobs.ready("j", "", None, t.now);
+            t.settle();
+            assert_eq!(t.state(), State::PostStart);
+            t.ok(PostStart);
+            assert_eq!(t.state(), State::Running);
+            assert_eq!(t.replies(), vec![(1, None)]);
+            assert!(t.jobs.awaiting_readiness().is_empty());
+            // SIGCONT only for `expect stop`, and only once ready.
+            let conts = t.kills().iter().filter(|k| k.1 == Signal::CONT).count();
+            assert_eq!(conts, usize::from(expect == Expect::Stop), "{expect:?}");
+        }
+    }
+
+    #[test]
+    fn readiness_that_never_comes_fails_the_start_with_a_reason() {
+        let mut t = expecting(Expect::Stop);
+        t.start(Some(1));
+        let main = t.pid(Main);
+        t.jobs.tick(2_999);
+        t.settle();
+        assert_eq!(t.state(), State::Spawned);
+        t.jobs.tick(3_000);
+        t.settle();
+        assert_eq!(t.state(), State::Killed);
+        assert_eq!(t.kills(), vec![(main, Signal::TERM)]);
+        t.exit(Main, WaitStatus::signaled(15));
+        t.ok(PostStop);
+        assert_eq!(t.state(), State::Waiting);
+        assert_eq!(t.replies(), vec![(1, Some(ErrorKind::JobFailed))]);
+        let reason = t.jobs.status("j", &[]).unwrap()[0].failure.clone().unwrap();
+        assert!(
+            reason.contains("not ready within 3 s (expect stop)"),
+            "{reason}"
+        );
+        // A late `ready` for an instance no longer waiting changes nothing.
+        t.jobs.ready("j", "", None, t.now);
+        t.settle();
+        assert_eq!(t.state(), State::Waiting);
+    }
+
+    #[test]
+    fn a_stop_while_waiting_for_readiness_goes_ahead_at_once() {
+        let mut t = expecting(Expect::Notify);
+        t.start(Some(1));
+        let main = t.pid(Main);
+        t.stop(Some(2));
+        assert_eq!(t.state(), State::Killed);
+        assert_eq!(t.kills(), vec![(main, Signal::TERM)]);
+        assert!(t.jobs.awaiting_readiness().is_empty());
+        assert_eq!(t.jobs.next_deadline(), Some(5_000), "only the kill timeout");
+    }
+
+    #[test]
+    fn forks_are_followed_to_the_daemon() {
+        let mut t = expecting(Expect::Fork);
+        t.start(Some(1));
+        let parent = t.pid(Main);
+        assert!(t.jobs.follows_forks(parent));
+        t.jobs.main_forked(parent, 500, t.now);
+        t.settle();
+        assert_eq!(t.pid(Main), 500);
+        assert_eq!(t.state(), State::PostStart);
+        t.ok(PostStart);
+        assert_eq!(t.state(), State::Running);
+        assert_eq!(t.replies(), vec![(1, None)]);
+        // The old pid routes nowhere; the daemon's exit is main's.
+        t.jobs.exited(parent, WaitStatus::exited(0), t.now);
+        t.settle();
+        assert_eq!(t.state(), State::Running);
+        t.stop(None);
+        assert_eq!(t.state(), State::PreStop);
+        t.ok(PreStop);
+        assert_eq!(t.kills(), vec![(500, Signal::TERM)]);
+        t.exit(Main, WaitStatus::signaled(15));
+        assert_eq!(t.state(), State::PostStop);
+    }
+
+    #[test]
+    fn expect_daemon_needs_two_forks_and_settles_for_one_with_a_note() {
+        let mut t = expecting(Expect::Daemon);
+        t.start(None);
+        let first = t.pid(Main);
+        t.now = 10;
+        t.jobs.main_forked(first, 600, t.now);
+        t.settle();
+        assert_eq!(t.state(), State::Spawned, "one fork of two");
+        t.jobs.main_forked(600, 601, t.now);
+        t.settle();
+        assert_eq!(t.state(), State::PostStart);
+        assert_eq!(t.pid(Main), 601);
+
+        let mut t = expecting(Expect::Daemon);
+        t.start(None);
+        let first = t.pid(Main);
+        t.jobs.main_forked(first, 700, 100);
+        t.settle();
+        assert_eq!(t.jobs.next_deadline(), Some(100 + SECOND_FORK_GRACE_MS));
+        t.jobs.tick(100 + SECOND_FORK_GRACE_MS);
+        t.settle();
+        assert_eq!(t.state(), State::PostStart);
+        let text = t.jobs.status("j", &[]).unwrap()[0]
+            .status_text
+            .clone()
+            .unwrap();
+        assert!(text.contains("forked only once (pid 700)"), "{text}");
+    }
+
+    #[test]
+    fn a_daemon_forking_more_than_expected_is_still_followed_and_reported() {
+        let mut t = expecting(Expect::Fork);
+        t.start(None);
+        let first = t.pid(Main);
+        t.jobs.main_forked(first, 800, t.now);
+        t.settle();
+        t.ok(PostStart);
+        assert_eq!(t.state(), State::Running);
+        assert!(t.jobs.follows_forks(800));
+        t.jobs.main_forked(800, 801, t.now);
+        t.settle();
+        assert_eq!(t.state(), State::Running);
+        assert_eq!(t.pid(Main), 801);
+        let text = t.jobs.status("j", &[]).unwrap()[0]
+            .status_text
+            .clone()
+            .unwrap();
+        assert!(text.contains("forked again"), "{text}");
+        assert!(text.contains("expect daemon would match"), "{text}");
+        // Stopping: no more following, and the stop reaches the daemon.
+        t.stop(None);
+        assert!(!t.jobs.follows_forks(801));
+    }
+
+    #[test]
+    fn main_pid_and_status_text_come_from_the_daemon() {
+        let mut t = expecting(Expect::Notify);
+        t.start(None);
+        let main = t.pid(Main);
+        t.jobs.set_status_text("j", "", Some("warming up".into()));
+        t.jobs.set_main_pid("j", "", 900);
+        t.jobs.ready("j", "", None, t.now);
+        t.settle();
+        t.ok(PostStart);
+        let status = &t.jobs.status("j", &[]).unwrap()[0];
+        assert_eq!(status.status_text.as_deref(), Some("warming up"));
+        assert_eq!(status.processes[0].pid, 900);
+        t.jobs.exited(main, WaitStatus::exited(0), t.now);
+        t.settle();
+        assert_eq!(t.state(), State::Running, "the old main is nobody now");
     }
 }

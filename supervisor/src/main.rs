@@ -19,6 +19,10 @@ struct Args {
     /// Control socket path.
     #[arg(long, default_value = keel_proto::ctl::DEFAULT_SOCKET)]
     socket: PathBuf,
+    /// The sd_notify socket for `expect notify` jobs: a path, or `@NAME` for an
+    /// abstract socket. Default: `notify` beside the control socket.
+    #[arg(long, value_name = "PATH|@NAME", env = "KEEL_NOTIFY_SOCKET")]
+    notify_socket: Option<String>,
     /// Directory for `console log` output.
     #[arg(long, default_value = "/var/log/keel")]
     logdir: PathBuf,
@@ -49,7 +53,14 @@ fn main() -> ExitCode {
         };
     }
     keel_supervisor::logging::init(std::env::var_os("KEEL_DEBUG").is_some());
+    let notify_socket = args.notify_socket.unwrap_or_else(|| {
+        args.socket
+            .with_file_name("notify")
+            .to_string_lossy()
+            .into_owned()
+    });
     let config = Config {
+        notify_socket,
         confdir: args.confdir,
         socket: args.socket,
         logdir: args.logdir,

@@ -22,6 +22,8 @@ use crate::initlink::{Incoming, InitLink};
 use crate::job::{self, Console, JobDef, ProcessKind};
 use crate::journal::{self, Snapshot};
 use crate::lifecycle::{self, DEFAULT_PATH, Effect, Event, WaitStatus, base_environment};
+use crate::ready::notify::NotifyAddr;
+use crate::ready::watch::Watcher;
 use crate::{boot, events, spawn};
 use keel_proto::ctl::{Error, ErrorKind, PowerAction, Request, Response};
 use rustix::event::epoll;
@@ -35,6 +37,8 @@ use std::time::Instant;
 pub struct Config {
     pub confdir: PathBuf,
     pub socket: PathBuf,
+    /// `NOTIFY_SOCKET` of `expect notify` jobs: a path or `@NAME` (abstract).
+    pub notify_socket: String,
     pub logdir: PathBuf,
     /// The supervisor's own arguments, for a re-exec.
     pub args: Vec<std::ffi::OsString>,
@@ -69,6 +73,8 @@ pub struct Runtime {
     watch: Option<nix::sys::inotify::Inotify>,
     /// Answers decided this round, sent after the state is saved.
     answers: Vec<(ConnId, Response)>,
+    /// Readiness: the notify socket, the bus, `expect fd` sockets, `/proc` polls.
+    ready: Watcher,
 }
 
 /// Monotonic milliseconds, the core's clock (shared by every supervisor of a boot).
@@ -102,6 +108,7 @@ impl Runtime {
 
         let saved = take(journal::LIFEBOAT_NAME);
         let listener = take(LIFEBOAT_CONTROL);
+        let ready = Watcher::new(NotifyAddr::parse(&config.notify_socket), &mut lifeboat);
         // What is left are "go" pipes of rounds a previous supervisor did not finish.
         let unfinished_rounds: Vec<(String, OwnedFd)> = std::mem::take(&mut lifeboat)
             .into_iter()
@@ -257,7 +264,9 @@ impl Runtime {
             answers: Vec::new(),
             watch: None,
             reexec: None,
+            ready,
         };
+        rt.ready.start(&rt.epoll, rt.link.as_ref());
         rt.watch_confdir();
         rt.load_confdir();
         if adopt {
@@ -439,6 +448,11 @@ impl Runtime {
                     }
                     TOKEN_SIGNALS => self.local_signals(),
                     TOKEN_CONFDIR => self.confdir_changed(),
+                    t if Watcher::owns(t) => {
+                        if self.ready.on_event(t, &mut self.snap.jobs, now_ms()) {
+                            self.dirty = true;
+                        }
+                    }
                     t => {
                         let id = t - TOKEN_CONN_BASE;
                         if flags.contains(epoll::EventFlags::OUT) {
@@ -449,7 +463,11 @@ impl Runtime {
                 }
             }
             self.control.expire(Instant::now());
-            self.snap.jobs.tick(now_ms());
+            let now = now_ms();
+            self.snap.jobs.tick(now);
+            if self.ready.poll(&mut self.snap.jobs, &self.epoll, now) {
+                self.dirty = true;
+            }
             self.settle();
             if let Some(binary) = self.reexec.take() {
                 self.exec_new_image(&binary);
@@ -465,11 +483,15 @@ impl Runtime {
                 tv_nsec: 0,
             });
         }
-        let mut ms: Option<u64> = self
-            .snap
-            .jobs
-            .next_deadline()
-            .map(|d| d.saturating_sub(now_ms()));
+        let now = now_ms();
+        let mut ms: Option<u64> = [
+            self.snap.jobs.next_deadline(),
+            self.ready.next_wakeup(&self.snap.jobs, now),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|d| d.saturating_sub(now));
         if let Some(d) = self.control.next_deadline() {
             let c = d.saturating_duration_since(Instant::now()).as_millis() as u64;
             ms = Some(ms.map_or(c, |m| m.min(c)));
@@ -795,6 +817,9 @@ impl Runtime {
             self.persist();
             self.dirty = false;
         }
+        // What said "ready" is consumed only now that the state recording it is saved.
+        self.ready
+            .after_persist(&self.snap.jobs, &self.epoll, self.link.as_ref());
         if let Some((round, go)) = self.go.take() {
             spawn::release(&go.write, go.waiting);
             if let Some(link) = &self.link {
@@ -948,7 +973,10 @@ impl Runtime {
             .ok_or("instance vanished")?;
         let def: &JobDef = &inst.def;
         let process = def.process(kind).ok_or("no such process")?;
-        let env = lifecycle::process_environment(job, inst, kind);
+        let mut env = lifecycle::process_environment(job, inst, kind);
+        if kind == ProcessKind::Main && def.expect == job::Expect::Notify {
+            env.push(format!("NOTIFY_SOCKET={}", self.ready.notify_socket()));
+        }
         let path = env
             .iter()
             .find_map(|e| e.strip_prefix("PATH="))

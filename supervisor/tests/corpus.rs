@@ -3,12 +3,11 @@
 //! it refuses (listed in `REJECTED`) fails at the same line, and every parsed
 //! definition renders back to itself.
 //!
-//! Throughput: `cargo test --release -p keel-supervisor --test corpus -- --nocapture throughput`.
+//! Throughput: `cargo run --release -p keel-supervisor --example corpus-bench`.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use keel_supervisor::job::{self, Severity};
 
@@ -184,31 +183,4 @@ fn corpus_renders_back_to_the_same_definition() {
         checked += 1;
     }
     assert!(checked > 600);
-}
-
-#[test]
-fn corpus_parse_throughput() {
-    let files = corpus();
-    let bytes: usize = files.iter().map(|f| f.text.len()).sum();
-    let rounds = 20;
-    let started = Instant::now();
-    for _ in 0..rounds {
-        for file in &files {
-            std::hint::black_box(job::parse(&file.name, &file.text));
-        }
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    let parsed = (files.len() * rounds) as f64;
-    eprintln!(
-        "parse throughput: {:.0} files/s, {:.1} MB/s ({} files, {} bytes, {rounds} rounds, {})",
-        parsed / seconds,
-        (bytes * rounds) as f64 / seconds / 1e6,
-        files.len(),
-        bytes,
-        if cfg!(debug_assertions) {
-            "debug build"
-        } else {
-            "release build"
-        }
-    );
 }

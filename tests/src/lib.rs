@@ -422,3 +422,32 @@ impl Stats {
         }
     }
 }
+
+/// Writes the configuration of a system bus of a test's own (Debian's
+/// `dbus-daemon --config-file`), listening at `DIR/bus` and letting anyone own
+/// any name; returns its path.
+pub fn bus_config(dir: &Path) -> PathBuf {
+    let config = dir.join("bus.conf");
+    fs::write(
+        &config,
+        format!(
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={}/bus</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_destination="*"/>
+    <allow receive_sender="*"/>
+  </policy>
+</busconfig>
+"#,
+            dir.display()
+        ),
+    )
+    .expect("bus config");
+    config
+}

@@ -48,8 +48,6 @@ pub use signal::Signal;
 pub const NOT_CARRIED_OUT: &[&str] = &[
     "apparmor",
     "cgroup",
-    "expect dbus",
-    "expect listen",
     "debug",
     "limit",
     "chroot",
@@ -61,8 +59,6 @@ pub const NOT_CARRIED_OUT: &[&str] = &[
     "nice",
     "expect fork",
     "expect daemon",
-    "expect stop",
-    "expect notify",
     "expect fd",
 ];
 
@@ -425,6 +421,31 @@ pub enum Expect {
     Listen,
     /// keel: ready once the bus name is owned on the system bus.
     Dbus(String),
+}
+
+impl Expect {
+    /// The stanza in words, for messages (`expect fork`); `None` for `expect none`.
+    pub fn describe(&self) -> Option<String> {
+        Some(match self {
+            Expect::None => return None,
+            Expect::Fork => "expect fork".into(),
+            Expect::Daemon => "expect daemon".into(),
+            Expect::Stop => "expect stop".into(),
+            Expect::Notify => "expect notify".into(),
+            Expect::Fd(fd) => format!("expect fd {fd}"),
+            Expect::Listen => "expect listen".into(),
+            Expect::Dbus(name) => format!("expect dbus {name}"),
+        })
+    }
+
+    /// How many forks keel follows before the daemon is found.
+    pub fn forks(&self) -> u8 {
+        match self {
+            Expect::Fork => 1,
+            Expect::Daemon => 2,
+            _ => 0,
+        }
+    }
 }
 
 /// An event expression of `start on` / `stop on`.

@@ -1106,8 +1106,6 @@ fn warnings_name_stanzas_not_carried_out() {
         ("umask", "umask 022"),
         ("expect fork", "expect fork"),
         ("expect daemon", "expect daemon"),
-        ("expect stop", "expect stop"),
-        ("expect notify", "expect notify"),
         ("expect fd", "expect fd 3"),
     ];
     for key in NOT_CARRIED_OUT {
@@ -1124,6 +1122,10 @@ fn warnings_name_stanzas_not_carried_out() {
     }
     for quiet in [
         "expect none",
+        "expect stop",
+        "expect notify",
+        "expect listen",
+        "expect dbus org.example.X",
         "respawn",
         "console none",
         "usage x",

@@ -750,3 +750,16 @@ fn an_event_that_stops_and_starts_a_running_job_restarts_it() {
     assert_eq!(w.log.iter().filter(|l| *l == "spawn j main").count(), 2);
     assert!(w.has("finished 1 ok"));
 }
+
+#[test]
+fn a_start_that_is_never_ready_fails_the_event_that_asked_for_it() {
+    let mut w = W::new(&[("d", "start on go\nexpect stop\nready timeout 1\nexec d\n")]);
+    w.emit("go", &[], Some(1));
+    assert_eq!(w.state("d"), State::Spawned);
+    assert!(!w.has("finished 1 failed") && !w.has("finished 1 ok"));
+    w.now += 1_000;
+    w.jobs.tick(w.now);
+    w.settle();
+    assert!(w.has("finished 1 failed"), "{:#?}", w.log);
+    assert!(w.has("event go/failed"));
+}

@@ -43,16 +43,18 @@ enum Command {
     Status(QueryArgs),
     /// List every job and instance.
     List,
-    /// Emit an event.
+    /// Emit an event; wait until every job it started has started (a task: has
+    /// run) and every job it stopped has stopped.
     Emit {
-        #[arg(long)]
+        /// Return once the event is queued.
+        #[arg(short = 'n', long)]
         no_wait: bool,
         event: String,
         env: Vec<String>,
     },
     /// Re-read the job files.
     ReloadConfiguration,
-    /// Report events jobs wait for that nothing emits.
+    /// Report events jobs wait for that nothing emits, and jobs they name that do not exist.
     CheckConfig,
     /// Show job definitions.
     ShowConfig {
@@ -65,11 +67,11 @@ enum Command {
         #[arg(long)]
         binary: Option<String>,
     },
-    /// Stop every job and power off.
+    /// Runlevel 0, then stop every job and power off.
     Poweroff,
-    /// Stop every job and reboot.
+    /// Runlevel 6, then stop every job and reboot.
     Reboot,
-    /// Stop every job and halt.
+    /// Runlevel 0, then stop every job and halt.
     Halt,
     /// Show keel's version.
     Version,

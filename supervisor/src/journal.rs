@@ -6,6 +6,11 @@
 //! one whole snapshot — a supervisor killed mid-save leaves the previous one — and
 //! no torn write can ever be read back.
 //!
+//! The jobs' part ([`Jobs`]) holds the lifecycle core's whole state: every
+//! instance, the event queue, what each `start on`/`stop on` has matched so far,
+//! which events wait for which jobs, the job-environment table and a power action
+//! under way.
+//!
 //! Format: the magic `KEELSTAT`, the format version (u32, little endian), then the
 //! postcard encoding of [`Snapshot`]. A loader refuses a version newer than its own
 //! with a clear error rather than guessing.
@@ -36,8 +41,6 @@ pub struct Snapshot {
     pub pending_go: Option<(u64, u32)>,
     /// The current and previous runlevel (`telinit`), as characters; 0 if none yet.
     pub runlevel: (u8, u8),
-    /// The job-environment table (`set-env`): defaults for every job started after.
-    pub job_env: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]

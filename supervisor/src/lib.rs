@@ -3,8 +3,10 @@
 //! What each module owns:
 //! - [`job`]: the job language and the typed job definition — pure, no syscalls.
 //! - [`check`]: reading job files from disk (a confdir, `--check PATH…`).
-//! - [`lifecycle`]: the pure lifecycle core, `(state, input) -> (state, effects)`.
-//! - [`events`]: matching events against `start on` / `stop on` — pure.
+//! - [`lifecycle`]: the pure lifecycle core, `(state, input) -> (state, effects)`,
+//!   with its event engine (the queue, what events start and stop, blocking).
+//! - [`events`]: events, `start on` / `stop on` progress and matching, `$VAR`
+//!   expansion, check-config — pure.
 //! - [`journal`]: the versioned state snapshot kept in keel-init's lifeboat.
 //! - [`runtime`]: the one event loop that carries out the core's effects.
 //! - [`spawn`]: the single path by which a job process is created.

@@ -15,13 +15,26 @@
 //! 6. killed lasts until the main process's exit is seen — `blocked` for
 //!    `State::Killed`, SIGKILL after `kill timeout` in `tick`.
 //!
-//! The runtime owns everything else: it turns [`Effect`]s into processes, signals,
-//! replies and events, and feeds back what happened.
+//! Events are the core's too (`engine`, following Upstart's `init/event.c`): the
+//! queue of events, what each event starts and stops, and the blocking between
+//! jobs and events — an instance in `starting` or `stopping` waits until its own
+//! event has finished, and an event finishes once every job it started or stopped
+//! has reached its goal. All of it is in [`Jobs`], so it is saved whole and a
+//! kill -9 of the supervisor loses no event, no half-matched `and` and no wait.
+//!
+//! The runtime owns everything else: it turns [`Effect`]s into processes, signals
+//! and replies, and feeds back what happened.
 
+use crate::events::{self, EventId, Matched, Progress, Queued, set_var};
 use crate::job::{ExitMatch, Expect, JobDef, ProcessKind, Signal};
-use keel_proto::ctl::{Error, ErrorKind, Goal, InstanceStatus, ProcessInfo, State};
+use keel_proto::ctl::{Error, ErrorKind, Goal, InstanceStatus, PowerAction, ProcessInfo, State};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+pub use crate::events::Event;
+
+mod engine;
+pub use engine::{EVENTS_PER_ROUND, MAX_QUEUED_EVENTS, POWER_GRACE_MS};
 
 /// A raw wait status, as reaped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +92,8 @@ pub struct Failure {
     pub process: ProcessKind,
     pub status: Option<WaitStatus>,
     pub reason: String,
+    /// It respawned too fast: Upstart says `PROCESS=respawn`, without a status.
+    pub respawn: bool,
 }
 
 /// How long `expect …` may take when the job has no `ready timeout` (systemd's
@@ -111,8 +126,23 @@ pub struct Instance {
     pub def: JobDef,
     pub goal: Goal,
     pub state: State,
-    /// The environment it was started with (`KEY=VALUE` from start or the event).
+    /// The environment it was started with: the job-environment table and the
+    /// job's `env` defaults, then the start request's variables or the events'
+    /// (with `UPSTART_EVENTS`). Every process of the instance gets it.
     pub env: Vec<(String, String)>,
+    /// The environment of the next start, taken over at `starting` (a start may
+    /// come while the last cycle still stops).
+    pub start_env: Option<Vec<(String, String)>>,
+    /// What stopped it: the stop events' variables and `UPSTART_STOP_EVENTS` (or a
+    /// stop request's `KEY=VALUE`), for pre-stop and post-stop only.
+    pub stop_env: Vec<(String, String)>,
+    /// How far its `stop on` has got (each instance has its own).
+    pub stop_on: Matched,
+    /// Its own `starting` or `stopping` event, while it waits for it to finish.
+    pub blocker: Option<EventId>,
+    /// The events that started or stopped it: each stays unfinished until this
+    /// instance reaches its goal or fails (Upstart's `job->blocking`).
+    pub blocking: Vec<EventId>,
     /// Running processes by kind.
     pub pids: BTreeMap<ProcessKind, i32>,
     /// When SIGKILL follows the kill signal (monotonic ms), while killed.
@@ -128,6 +158,31 @@ pub struct Instance {
     pub status_text: Option<String>,
 }
 
+impl Instance {
+    /// A stopped instance of `def`.
+    pub fn new(name: &str, def: JobDef) -> Instance {
+        Instance {
+            name: name.to_string(),
+            def,
+            goal: Goal::Stop,
+            state: State::Waiting,
+            env: Vec::new(),
+            start_env: None,
+            stop_env: Vec::new(),
+            stop_on: Matched::default(),
+            blocker: None,
+            blocking: Vec::new(),
+            pids: BTreeMap::new(),
+            kill_deadline: None,
+            respawns: Vec::new(),
+            failure: None,
+            waiters: Vec::new(),
+            readiness: None,
+            status_text: None,
+        }
+    }
+}
+
 /// A job: its current definition and its instances.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
@@ -135,13 +190,23 @@ pub struct Job {
     pub instances: BTreeMap<String, Instance>,
     /// The job file is gone: the job disappears once no instance runs.
     pub deleted: bool,
+    /// How far its `start on` has got (one for the job: it creates instances).
+    pub start_on: Matched,
 }
 
-/// Job lifecycle events, emitted as Upstart names them.
+/// A power action under way: first the `runlevel` event (jobs with `stop on
+/// runlevel [016]` stop, jobs with `start on runlevel [06]` run), then every job
+/// is stopped, then the runtime makes the action. Each phase is bounded by
+/// `deadline`, so a hanging job never keeps the machine up.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
-    pub name: String,
-    pub env: Vec<(String, String)>,
+pub struct Power {
+    pub action: PowerAction,
+    /// The `runlevel` event, until it has finished.
+    pub event: Option<EventId>,
+    /// When the current phase stops waiting (monotonic ms).
+    pub deadline: u64,
+    /// The last phase ran out of time: the action is made with jobs still up.
+    pub overdue: bool,
 }
 
 /// What the runtime must do.
@@ -163,8 +228,13 @@ pub enum Effect {
         instance: String,
         error: Option<Error>,
     },
-    /// A job event happened.
+    /// An event was queued (the core handles it itself; this is for the log).
     Emit(Event),
+    /// An event a client waited for (`initctl emit`) has finished; `failed` if a
+    /// job it started or stopped failed.
+    EventFinished { waiter: WaiterId, failed: bool },
+    /// Something the log should say (an event that could not start a job).
+    Warn(String),
 }
 
 /// Everything the supervisor knows about its jobs. This is what is persisted.
@@ -175,8 +245,19 @@ pub struct Jobs {
     pub pids: BTreeMap<i32, (String, String, ProcessKind)>,
     /// Set by a power request: every goal is stop, and no start is accepted.
     pub shutting_down: bool,
+    /// The event queue, oldest first.
+    pub events: Vec<Queued>,
+    /// The id the next event gets.
+    pub next_event: EventId,
+    /// The job-environment table (`set-env`): defaults for every job started after.
+    pub env_table: BTreeMap<String, String>,
+    /// A power action under way.
+    pub power: Option<Power>,
     #[serde(skip)]
     effects: Vec<Effect>,
+    /// Events handled since the last `tick` (see [`EVENTS_PER_ROUND`]).
+    #[serde(skip)]
+    handled: usize,
     /// The latest `now` any input brought, for the inputs that bring none
     /// (`spawned`). Not persisted: the runtime passes a fresh `now` first thing.
     #[serde(skip)]
@@ -195,10 +276,10 @@ impl Jobs {
     /// in the order they arose).
     ///
     /// The runtime calls [`Jobs::spawned`] for each spawn as it executes it, and
-    /// emitting an event may run other requests (`stop on starting …`). With the
-    /// spawns first, no request can ever see a process that is decided but has no
-    /// pid yet — such a main would be "killed" as pid 0 (the caller's own process
-    /// group) and then spawned anyway with goal stop.
+    /// the events handled meanwhile may stop the instance again (`stop on
+    /// starting …`). With the spawns first, every process decided gets its pid
+    /// before anything else is acted on; until then the core keeps the instance
+    /// where it is (pid 0 pending, see `blocked`) and never signals pid 0.
     pub fn take_effects(&mut self) -> Vec<Effect> {
         let (mut spawns, rest): (Vec<Effect>, Vec<Effect>) = std::mem::take(&mut self.effects)
             .into_iter()
@@ -209,13 +290,17 @@ impl Jobs {
 
     /// Adds or replaces job definitions (from the confdir). Running instances keep
     /// the definition they started with; a job whose file is gone is marked deleted
-    /// and dropped once it has stopped.
+    /// and dropped once it has stopped. A changed `start on` starts over: what the
+    /// old one had matched is forgotten (and those events are let go).
     pub fn set_definitions(&mut self, defs: Vec<JobDef>) {
         let mut seen = std::collections::BTreeSet::new();
         for def in defs {
             seen.insert(def.name.clone());
             match self.jobs.get_mut(&def.name) {
                 Some(job) => {
+                    if job.def.start_on != def.start_on || job.def.manual != def.manual {
+                        job.start_on.reset();
+                    }
                     job.def = def;
                     job.deleted = false;
                 }
@@ -226,6 +311,7 @@ impl Jobs {
                             def,
                             instances: BTreeMap::new(),
                             deleted: false,
+                            start_on: Matched::default(),
                         },
                     );
                 }
@@ -240,16 +326,23 @@ impl Jobs {
         for name in gone {
             if let Some(job) = self.jobs.get_mut(&name) {
                 job.deleted = true;
+                job.start_on.reset();
             }
             self.collect(&name);
         }
+        self.poll();
     }
 
-    /// The instance name a start environment selects (`instance $TTY`).
-    pub fn instance_name(def: &JobDef, env: &[(String, String)]) -> String {
+    /// The instance that `env` (a request's or the events' variables) names:
+    /// `instance $TTY` expanded from the job's environment with `env` over it. An
+    /// unknown variable is an error, as in Upstart (`Unknown parameter: TTY`).
+    fn instance_of(&self, def: &JobDef, env: &[(String, String)]) -> Result<String, Error> {
         match &def.instance {
-            None => String::new(),
-            Some(template) => expand(template, env),
+            None => Ok(String::new()),
+            Some(template) => {
+                events::expand(template, &start_environment(&self.env_table, def, env))
+                    .map_err(|e| error(ErrorKind::InvalidRequest, e.to_string()))
+            }
         }
     }
 
@@ -268,31 +361,43 @@ impl Jobs {
                 "the system is shutting down",
             ));
         }
+        let def = self.known_job(job)?.def.clone();
+        let name = self.instance_of(&def, &env)?;
+        let env = start_environment(&self.env_table, &def, &env);
+        let started = self.start_instance(job, &name, &def, env, Vec::new(), waiter, now);
+        self.poll();
+        started?;
+        Ok(self.status_of(job, &name))
+    }
+
+    /// Turns the goal of `job`'s instance `name` to start (creating it), with
+    /// `env` for its next cycle and `blocking` the events that wait for it —
+    /// Upstart's `job_class_start` and `job_class_induct_job` once the instance is
+    /// known. Refused if its goal is start already.
+    #[allow(clippy::too_many_arguments)]
+    fn start_instance(
+        &mut self,
+        job: &str,
+        name: &str,
+        def: &JobDef,
+        env: Vec<(String, String)>,
+        blocking: Vec<EventId>,
+        waiter: Option<WaiterId>,
+        now: u64,
+    ) -> Result<(), Error> {
         let j = self.known_job(job)?;
-        let def = j.def.clone();
-        let name = Self::instance_name(&def, &env);
-        let inst = j.instances.entry(name.clone()).or_insert_with(|| Instance {
-            name: name.clone(),
-            def: def.clone(),
-            goal: Goal::Stop,
-            state: State::Waiting,
-            env: Vec::new(),
-            pids: BTreeMap::new(),
-            kill_deadline: None,
-            respawns: Vec::new(),
-            failure: None,
-            waiters: Vec::new(),
-            readiness: None,
-            status_text: None,
-        });
+        let inst = j
+            .instances
+            .entry(name.to_string())
+            .or_insert_with(|| Instance::new(name, def.clone()));
         if inst.goal != Goal::Stop {
             return Err(error(ErrorKind::AlreadyStarted, "Job is already running"));
         }
         if inst.state == State::Waiting {
-            // A fresh start takes the job's current definition and environment.
-            inst.def = def;
-            inst.env = env;
+            // A fresh start takes the job's current definition.
+            inst.def = def.clone();
         }
+        inst.start_env = Some(env);
         // The failure of a cycle still stopping stays until `Starting` (Upstart):
         // its `stopping`/`stopped` events must still say `RESULT=failed`.
         inst.goal = Goal::Start;
@@ -302,8 +407,13 @@ impl Jobs {
                 until: WaitFor::Started,
             });
         }
-        self.advance(job, &name, now);
-        Ok(self.status_of(job, &name))
+        // Events that waited for the previous goal are let go (`job_finished`).
+        self.release(job, name, false);
+        if let Some(inst) = self.instance_mut(job, name) {
+            inst.blocking = blocking;
+        }
+        self.advance(job, name, now);
+        Ok(())
     }
 
     /// Tracks `pid`, found alive with no saved state to explain it (a poisoned state
@@ -319,24 +429,12 @@ impl Jobs {
         {
             return false;
         }
-        let def = j.def.clone();
-        j.instances.insert(
-            instance.to_string(),
-            Instance {
-                name: instance.to_string(),
-                def,
-                goal: Goal::Start,
-                state: State::Running,
-                env: Vec::new(),
-                pids: BTreeMap::from([(ProcessKind::Main, pid)]),
-                kill_deadline: None,
-                respawns: Vec::new(),
-                failure: None,
-                waiters: Vec::new(),
-                readiness: None,
-                status_text: None,
-            },
-        );
+        let mut inst = Instance::new(instance, j.def.clone());
+        inst.goal = Goal::Start;
+        inst.state = State::Running;
+        inst.env = start_environment(&self.env_table, &j.def, &[]);
+        inst.pids.insert(ProcessKind::Main, pid);
+        j.instances.insert(instance.to_string(), inst);
         self.pids.insert(
             pid,
             (job.to_string(), instance.to_string(), ProcessKind::Main),
@@ -344,7 +442,8 @@ impl Jobs {
         true
     }
 
-    /// A stop request for the instance `env` selects.
+    /// A stop request for the instance `env` selects; its pre-stop and post-stop
+    /// see `env` too.
     pub fn stop(
         &mut self,
         job: &str,
@@ -363,13 +462,16 @@ impl Jobs {
             ));
         }
         inst.goal = Goal::Stop;
+        inst.stop_env = env.to_vec();
         if let Some(id) = waiter {
             inst.waiters.push(Waiter {
                 id,
                 until: WaitFor::Stopped,
             });
         }
+        self.release(job, &name, false);
         self.advance(job, &name, now);
+        self.poll();
         Ok(self.status_of(job, &name))
     }
 
@@ -406,14 +508,24 @@ impl Jobs {
         }
         if inst.state == State::Running {
             inst.goal = Goal::Respawn;
+            inst.stop_env.clear();
+            self.release(job, &name, false);
             self.enter(job, &name, State::Stopping, now);
             self.advance(job, &name, now);
+            self.poll();
         }
         Ok(self.status_of(job, &name))
     }
 
     /// Stops everything for a power action; true once every instance is stopped.
     pub fn shutdown(&mut self, now: u64) -> bool {
+        self.stop_all(now);
+        self.poll();
+        self.all_stopped()
+    }
+
+    /// Every goal to stop, and no start accepted any more.
+    fn stop_all(&mut self, now: u64) {
         self.shutting_down = true;
         let all: Vec<(String, String)> = self
             .jobs
@@ -426,7 +538,6 @@ impl Jobs {
             }
             self.advance(&job, &name, now);
         }
-        self.all_stopped()
     }
 
     pub fn all_stopped(&self) -> bool {
@@ -470,6 +581,7 @@ impl Jobs {
         // `Spawned` waits for main's pid (see `blocked`).
         let now = self.now;
         self.advance(job, instance, now);
+        self.poll();
     }
 
     /// A process could not be started: it counts as one that failed at once, and
@@ -505,8 +617,12 @@ impl Jobs {
         self.process_ended(&job, &instance, kind, Some(status), reason, now);
     }
 
-    /// Timers: SIGKILL after `kill timeout`.
+    /// Timers: SIGKILL after `kill timeout`, the bounds of a power action. Also the
+    /// start of a new round: events deferred by [`EVENTS_PER_ROUND`] are handled.
     pub fn tick(&mut self, now: u64) {
+        self.now = self.now.max(now);
+        self.handled = 0;
+        self.power_tick(now);
         let mut kills = Vec::new();
         for job in self.jobs.values_mut() {
             for inst in job.instances.values_mut() {
@@ -557,10 +673,16 @@ impl Jobs {
             );
             self.ready(&job, &instance, Some(note), now);
         }
+        self.poll();
     }
 
     /// The earliest timer deadline, for the runtime's timerfd.
     pub fn next_deadline(&self) -> Option<u64> {
+        let power = self
+            .power
+            .as_ref()
+            .filter(|p| !p.overdue)
+            .map(|p| p.deadline);
         self.jobs
             .values()
             .flat_map(|j| j.instances.values())
@@ -572,6 +694,7 @@ impl Jobs {
                 [i.kill_deadline, ready.map(|r| r.deadline), second_fork]
             })
             .flatten()
+            .chain(power)
             .min()
     }
 
@@ -623,6 +746,7 @@ impl Jobs {
             });
         }
         self.advance(job, instance, now);
+        self.poll();
     }
 
     /// Readiness did not come in time: the start fails (no respawn: it would only
@@ -640,12 +764,18 @@ impl Jobs {
             Expect::Stop => "; it never stopped itself with SIGSTOP",
             _ => "",
         };
+        let failed_before = inst.failure.is_some();
         inst.failure = Some(Failure {
             process: ProcessKind::Main,
             status: None,
             reason: format!("main process ({pid}) was not ready within {secs} s ({expect}){hint}"),
+            respawn: false,
         });
         inst.goal = Goal::Stop;
+        // The events waiting for this start fail with it (`tick` polls after).
+        if !failed_before {
+            self.release(job, instance, true);
+        }
         self.advance(job, instance, now);
     }
 
@@ -727,11 +857,15 @@ impl Jobs {
     }
 
     /// Drops client waiters (their connections died with a previous supervisor).
+    /// What jobs and events wait for stays: it is not the clients'.
     pub fn forget_waiters(&mut self) {
         for job in self.jobs.values_mut() {
             for inst in job.instances.values_mut() {
                 inst.waiters.clear();
             }
+        }
+        for q in &mut self.events {
+            q.waiters.clear();
         }
     }
 
@@ -752,6 +886,7 @@ impl Jobs {
         inst.pids.remove(&kind);
         let ok = status.is_some_and(WaitStatus::success);
         let never_ran = status.is_none();
+        let failed_before = inst.failure.is_some();
         // Upstart's `job_failed`: the first failure of a cycle is the one reported.
         let fail = |inst: &mut Instance| {
             if inst.failure.is_none() {
@@ -759,6 +894,7 @@ impl Jobs {
                     process: kind,
                     status,
                     reason: reason.clone(),
+                    respawn: false,
                 });
             }
         };
@@ -813,7 +949,12 @@ impl Jobs {
             }
             _ => {}
         }
+        // A failure fails the events waiting for this instance, and lets them go.
+        if !failed_before && inst.failure.is_some() {
+            self.release(job, instance, true);
+        }
         self.advance(job, instance, now);
+        self.poll();
     }
 
     /// Moves the instance through every state it can pass now.
@@ -847,12 +988,20 @@ impl Jobs {
             |kind: ProcessKind, inst: &Instance| inst.def.process(kind).is_some().then_some(kind);
         let mut to_spawn = None;
         let mut event = None;
+        // Whether the events that started or stopped it are let go now (Upstart's
+        // `job_finished` on the way): it reached its goal.
+        let mut release = false;
         match state {
             State::Starting => {
                 if inst.goal == Goal::Respawn {
                     inst.goal = Goal::Start;
                 }
-                // A new cycle: the last one's failure has been reported.
+                // A new cycle: the environment of the start that asked for it, and
+                // the last cycle's failure has been reported.
+                if let Some(env) = inst.start_env.take() {
+                    inst.env = env;
+                }
+                inst.stop_env.clear();
                 inst.failure = None;
                 event = Some("starting");
             }
@@ -875,8 +1024,15 @@ impl Jobs {
             State::PostStart => to_spawn = spawn(ProcessKind::PostStart, inst),
             // Back from pre-stop (a start cancelled the stop) is no new start:
             // no second `started` (Upstart's `job_change_state`).
-            State::Running if from == State::PreStop => {}
-            State::Running => event = Some("started"),
+            State::Running if from == State::PreStop => {
+                inst.stop_env.clear();
+                release = true;
+            }
+            State::Running => {
+                event = Some("started");
+                // A service has reached its goal; a task only once it has run.
+                release = !inst.def.task;
+            }
             State::PreStop => to_spawn = spawn(ProcessKind::PreStop, inst),
             State::Stopping => event = Some("stopping"),
             // Guarantee 6: the kill signal now, SIGKILL at the deadline (`tick`);
@@ -893,7 +1049,12 @@ impl Jobs {
                 }
             }
             State::PostStop => to_spawn = spawn(ProcessKind::PostStop, inst),
-            State::Waiting => event = Some("stopped"),
+            State::Waiting => {
+                event = Some("stopped");
+                release = true;
+                // Its `stop on` starts over with the next start.
+                inst.stop_on.reset();
+            }
         }
         if let Some(kind) = to_spawn {
             self.effects.push(Effect::Spawn {
@@ -908,7 +1069,17 @@ impl Jobs {
             }
         }
         if let Some(name) = event {
-            self.emit_job_event(job, instance, name);
+            let id = self.emit_job_event(job, instance, name);
+            // `starting` and `stopping` hold the instance until they have finished:
+            // what they start or stop comes first (Upstart's `job->blocker`).
+            if matches!(state, State::Starting | State::Stopping)
+                && let Some(inst) = self.instance_mut(job, instance)
+            {
+                inst.blocker = id;
+            }
+        }
+        if release {
+            self.release(job, instance, false);
         }
         match state {
             // A task's start returns once it has run (at `Waiting`), a service's here.
@@ -933,16 +1104,22 @@ impl Jobs {
         }
     }
 
-    fn emit_job_event(&mut self, job: &str, instance: &str, name: &str) {
-        let Some(inst) = self.instance_ref(job, instance) else {
-            return;
-        };
+    /// Queues the instance's own `starting`/`started`/`stopping`/`stopped` event
+    /// with `JOB`, `INSTANCE`, for the stop events `RESULT` (and for a failure
+    /// `PROCESS` and `EXIT_STATUS` or `EXIT_SIGNAL`), then the variables it
+    /// `export`s (Upstart's `job_emit_event`).
+    fn emit_job_event(&mut self, job: &str, instance: &str, name: &str) -> Option<EventId> {
+        let inst = self.instance_ref(job, instance)?;
         let mut env = vec![
             ("JOB".to_string(), job.to_string()),
             ("INSTANCE".to_string(), instance.to_string()),
         ];
         if matches!(name, "stopping" | "stopped") {
             match &inst.failure {
+                Some(f) if f.respawn => {
+                    env.push(("RESULT".into(), "failed".into()));
+                    env.push(("PROCESS".into(), "respawn".into()));
+                }
                 Some(f) => {
                     env.push(("RESULT".into(), "failed".into()));
                     env.push(("PROCESS".into(), f.process.name().into()));
@@ -957,10 +1134,17 @@ impl Jobs {
                 None => env.push(("RESULT".into(), "ok".into())),
             }
         }
-        self.effects.push(Effect::Emit(Event {
+        for key in &inst.def.export {
+            if let Some((k, v)) = inst.env.iter().find(|(k, _)| k == key)
+                && !env.iter().any(|(e, _)| e == k)
+            {
+                env.push((k.clone(), v.clone()));
+            }
+        }
+        Some(self.queue(Event {
             name: name.to_string(),
             env,
-        }));
+        }))
     }
 
     /// Answers the waiters `which` selects (all of them when the instance stopped).
@@ -1021,7 +1205,7 @@ impl Jobs {
             .jobs
             .get(job)
             .ok_or_else(|| error(ErrorKind::UnknownJob, format!("Unknown job: {job}")))?;
-        let name = Self::instance_name(&j.def, env);
+        let name = self.instance_of(&j.def, env)?;
         if j.instances.contains_key(&name) {
             return Ok(name);
         }
@@ -1058,7 +1242,7 @@ impl Jobs {
         if j.def.instance.is_some() && env.is_empty() {
             return Ok(j.instances.values().map(|i| describe(job, i)).collect());
         }
-        let name = Self::instance_name(&j.def, env);
+        let name = self.instance_of(&j.def, env)?;
         match j.instances.get(&name) {
             Some(inst) => Ok(vec![describe(job, inst)]),
             None if j.def.instance.is_none() => Ok(vec![stopped_status(job, "")]),
@@ -1133,9 +1317,12 @@ fn describe(job: &str, inst: &Instance) -> InstanceStatus {
     }
 }
 
-/// Whether the instance must stay in its state: the process that belongs to the
-/// state has not finished yet.
+/// Whether the instance must stay in its state: its own `starting`/`stopping`
+/// event has not finished, or the process that belongs to the state has not.
 fn blocked(inst: &Instance) -> bool {
+    if inst.blocker.is_some() {
+        return true;
+    }
     let running = |k: ProcessKind| inst.pids.contains_key(&k);
     match inst.state {
         State::PreStart => running(ProcessKind::PreStart),
@@ -1235,6 +1422,7 @@ fn respawn_or_give_up(
                     process: kind,
                     status,
                     reason: format!("{reason}; respawning too fast, stopped"),
+                    respawn: true,
                 });
                 inst.goal = Goal::Stop;
                 return;
@@ -1246,37 +1434,57 @@ fn respawn_or_give_up(
     inst.goal = Goal::Respawn;
 }
 
-/// Expands `$VAR` and `${VAR}` from `env` (unknown variables become empty).
-pub fn expand(template: &str, env: &[(String, String)]) -> String {
-    let lookup = |k: &str| {
-        env.iter()
-            .rev()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("")
-    };
-    let mut out = String::new();
-    let mut rest = template;
-    while let Some(pos) = rest.find('$') {
-        out.push_str(&rest[..pos]);
-        let after = &rest[pos + 1..];
-        if let Some((name, tail)) = after.strip_prefix('{').and_then(|b| b.split_once('}')) {
-            out.push_str(lookup(name));
-            rest = tail;
-            continue;
-        }
-        let len = after
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(after.len());
-        if len == 0 {
-            out.push('$');
-        } else {
-            out.push_str(lookup(&after[..len]));
-        }
-        rest = &after[len..];
+/// Jobs' processes find their programs here unless the environment says otherwise.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The job-environment table as jobs see it: PATH and TERM by default, then
+/// whatever `set-env` put there (`env KEY` without a value takes it from here too).
+pub fn base_environment(table: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    let mut vars: Vec<(String, String)> = vec![
+        ("PATH".into(), DEFAULT_PATH.into()),
+        ("TERM".into(), "linux".into()),
+    ];
+    for (k, v) in table {
+        set_var(&mut vars, k, v);
     }
-    out.push_str(rest);
-    out
+    vars
+}
+
+/// The environment an instance of `def` starts with (Upstart's
+/// `job_class_environment` and what the start brings): the table, the job's `env`
+/// defaults, then `extra` — a start request's `KEY=VALUE`, or the variables of the
+/// events that started it with `UPSTART_EVENTS` — over them. Never the
+/// supervisor's own environment.
+pub fn start_environment(
+    table: &BTreeMap<String, String>,
+    def: &JobDef,
+    extra: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut vars = base_environment(table);
+    for e in &def.env {
+        if let Some(v) = &e.value {
+            set_var(&mut vars, &e.key, v);
+        }
+    }
+    for (k, v) in extra {
+        set_var(&mut vars, k, v);
+    }
+    vars
+}
+
+/// The environment process `kind` of `job`'s instance runs with: the instance's,
+/// for pre-stop and post-stop what stopped it, and `UPSTART_JOB` and
+/// `UPSTART_INSTANCE` (Upstart's `job_process_run`). The one place that decides it.
+pub fn process_environment(job: &str, inst: &Instance, kind: ProcessKind) -> Vec<String> {
+    let mut vars = inst.env.clone();
+    if matches!(kind, ProcessKind::PreStop | ProcessKind::PostStop) {
+        for (k, v) in &inst.stop_env {
+            set_var(&mut vars, k, v);
+        }
+    }
+    set_var(&mut vars, "UPSTART_JOB", job);
+    set_var(&mut vars, "UPSTART_INSTANCE", &inst.name);
+    vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
 #[cfg(test)]

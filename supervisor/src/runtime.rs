@@ -1,7 +1,9 @@
 //! The runtime: the supervisor's one event loop, the thin shell around the pure
 //! lifecycle core. It owns every fd (init channel, control socket, signalfd) and is
-//! the only place that turns the core's effects into processes, signals, replies
-//! and events.
+//! the only place that turns the core's effects into processes, signals and
+//! replies. Events are the core's: the runtime only hands it those from outside
+//! (`startup`, relayed signals, `initctl emit`, `telinit`) and makes the power
+//! action once the core says it is due.
 //!
 //! One round of the loop:
 //! 1. wait (epoll) for a message from keel-init, a client, a signal, or a deadline;
@@ -19,14 +21,13 @@ use crate::control::{self, ConnId, Control};
 use crate::initlink::{Incoming, InitLink};
 use crate::job::{self, Console, JobDef, ProcessKind};
 use crate::journal::{self, Snapshot};
-use crate::lifecycle::{Effect, Event, WaitStatus};
+use crate::lifecycle::{self, DEFAULT_PATH, Effect, Event, WaitStatus, base_environment};
 use crate::ready::notify::NotifyAddr;
 use crate::ready::watch::Watcher;
 use crate::{boot, events, spawn};
 use keel_proto::ctl::{Error, ErrorKind, PowerAction, Request, Response};
 use rustix::event::epoll;
 use rustix::fd::{AsFd, AsRawFd, OwnedFd};
-use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -50,7 +51,6 @@ const TOKEN_CONFDIR: u64 = 3;
 /// Connection tokens are their ids offset past the fixed ones.
 const TOKEN_CONN_BASE: u64 = 16;
 
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const LIFEBOAT_CONTROL: &str = "control";
 
 pub struct Runtime {
@@ -73,8 +73,6 @@ pub struct Runtime {
     watch: Option<nix::sys::inotify::Inotify>,
     /// Answers decided this round, sent after the state is saved.
     answers: Vec<(ConnId, Response)>,
-    /// A power request being carried out.
-    power: Option<PowerAction>,
     /// Readiness: the notify socket, the bus, `expect fd` sockets, `/proc` polls.
     ready: Watcher,
 }
@@ -264,7 +262,6 @@ impl Runtime {
             unacked: None,
             dirty: true,
             answers: Vec::new(),
-            power: None,
             watch: None,
             reexec: None,
             ready,
@@ -294,6 +291,7 @@ impl Runtime {
                 env: Vec::new(),
             });
         }
+        // A power action the previous supervisor was carrying out goes on.
         rt.settle();
         Ok(rt)
     }
@@ -418,6 +416,9 @@ impl Runtime {
     pub fn run(&mut self) -> anyhow_like::Result<()> {
         let mut events = Vec::with_capacity(64);
         loop {
+            if let Some(action) = self.snap.jobs.power_due() {
+                return self.finish_power(action);
+            }
             let timeout = self.timeout_ms();
             events.clear();
             match epoll::wait(&self.epoll, spare(&mut events), timeout.as_ref()) {
@@ -471,13 +472,17 @@ impl Runtime {
             if let Some(binary) = self.reexec.take() {
                 self.exec_new_image(&binary);
             }
-            if let Some(action) = self.power.filter(|_| self.snap.jobs.all_stopped()) {
-                return self.finish_power(action);
-            }
         }
     }
 
     fn timeout_ms(&self) -> Option<rustix::time::Timespec> {
+        // Events left for this round (see `lifecycle::EVENTS_PER_ROUND`).
+        if self.snap.jobs.events_pending() {
+            return Some(rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            });
+        }
         let now = now_ms();
         let mut ms: Option<u64> = [
             self.snap.jobs.next_deadline(),
@@ -695,13 +700,13 @@ impl Runtime {
                 })
             }
             Request::ListEnv => Some(Response::Text(
-                base_environment(&self.snap.job_env)
+                base_environment(&self.snap.jobs.env_table)
                     .into_iter()
                     .map(|(k, v)| format!("{k}={v}\n"))
                     .collect(),
             )),
             Request::GetEnv { name } => Some(
-                match base_environment(&self.snap.job_env)
+                match base_environment(&self.snap.jobs.env_table)
                     .into_iter()
                     .find(|(k, _)| *k == name)
                 {
@@ -713,7 +718,7 @@ impl Runtime {
                 },
             ),
             Request::SetEnv { name, value } => Some(if valid_env_name(&name) {
-                self.snap.job_env.insert(name, value);
+                self.snap.jobs.env_table.insert(name, value);
                 Response::Ok
             } else {
                 Response::Error(Error {
@@ -721,7 +726,7 @@ impl Runtime {
                     message: format!("Invalid variable name: {name}"),
                 })
             }),
-            Request::UnsetEnv { name } => Some(match self.snap.job_env.remove(&name) {
+            Request::UnsetEnv { name } => Some(match self.snap.jobs.env_table.remove(&name) {
                 Some(_) => Response::Ok,
                 None => Response::Error(Error {
                     kind: ErrorKind::InvalidRequest,
@@ -729,7 +734,7 @@ impl Runtime {
                 }),
             }),
             Request::ResetEnv => {
-                self.snap.job_env.clear();
+                self.snap.jobs.env_table.clear();
                 Some(Response::Ok)
             }
             // Job output goes straight to its log file from the job (nothing is held
@@ -745,12 +750,24 @@ impl Runtime {
                     message,
                 }),
             }),
-            Request::Emit { event, env, .. } => {
-                self.emit(Event {
-                    name: event,
-                    env: parse_env(&env),
-                });
-                Some(Response::Ok)
+            Request::Emit { event, env, wait } => {
+                let vars: Option<Vec<(String, String)>> = env
+                    .iter()
+                    .map(|kv| {
+                        kv.split_once('=')
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                    })
+                    .collect();
+                let event = vars.map(|env| Event { name: event, env });
+                match event.map(|e| jobs.emit(e, wait.then_some(conn), now)) {
+                    Some(Ok(())) if wait => None,
+                    Some(Ok(())) => Some(Response::Ok),
+                    Some(Err(e)) => Some(Response::Error(e)),
+                    None => Some(Response::Error(Error {
+                        kind: ErrorKind::InvalidRequest,
+                        message: "Env must be KEY=VALUE pairs".into(),
+                    })),
+                }
             }
         };
         if let Some(answer) = answer {
@@ -760,43 +777,10 @@ impl Runtime {
 }
 
 impl Runtime {
-    /// Starts and stops the jobs an event concerns (`start on` / `stop on`).
+    /// An event keel itself emits (`startup`, a relayed signal, `runlevel`).
     fn emit(&mut self, event: Event) {
-        tracing::debug!("event {} {:?}", event.name, event.env);
-        let now = now_ms();
-        let mut to_start = Vec::new();
-        let mut to_stop = Vec::new();
-        for (name, job) in &self.snap.jobs.jobs {
-            if job.deleted {
-                continue;
-            }
-            if !job.def.manual
-                && job
-                    .def
-                    .start_on
-                    .as_ref()
-                    .is_some_and(|e| events::matches(e, &event))
-            {
-                to_start.push(name.clone());
-            }
-            for inst in job.instances.values() {
-                if inst
-                    .def
-                    .stop_on
-                    .as_ref()
-                    .is_some_and(|e| events::matches(e, &event))
-                {
-                    to_stop.push((name.clone(), inst.env.clone()));
-                }
-            }
-        }
-        for (job, env) in to_stop {
-            let _ = self.snap.jobs.stop(&job, &env, None, now);
-        }
-        if self.power.is_none() {
-            for job in to_start {
-                let _ = self.snap.jobs.start(&job, event.env.clone(), None, now);
-            }
+        if let Err(e) = self.snap.jobs.emit(event, None, now_ms()) {
+            tracing::warn!("cannot emit an event: {}", e.message);
         }
         self.dirty = true;
     }
@@ -817,7 +801,10 @@ impl Runtime {
                         instance,
                         kind,
                     } => self.spawn_process(&job, &instance, kind),
-                    Effect::Emit(event) => self.emit(event),
+                    Effect::Emit(event) => {
+                        tracing::debug!("event {} {:?}", event.name, event.env)
+                    }
+                    Effect::Warn(message) => tracing::warn!("{message}"),
                     other => later.push(other),
                 }
             }
@@ -872,7 +859,18 @@ impl Runtime {
                     };
                     self.answers.push((waiter, answer));
                 }
-                Effect::Spawn { .. } | Effect::Emit(_) => {}
+                Effect::EventFinished { waiter, failed } => {
+                    let answer = if failed {
+                        Response::Error(Error {
+                            kind: ErrorKind::JobFailed,
+                            message: "Event failed".into(),
+                        })
+                    } else {
+                        Response::Ok
+                    };
+                    self.answers.push((waiter, answer));
+                }
+                Effect::Spawn { .. } | Effect::Emit(_) | Effect::Warn(_) => {}
             }
         }
         for (conn, answer) in std::mem::take(&mut self.answers) {
@@ -975,7 +973,7 @@ impl Runtime {
             .ok_or("instance vanished")?;
         let def: &JobDef = &inst.def;
         let process = def.process(kind).ok_or("no such process")?;
-        let mut env = job_environment(&self.snap.job_env, def, instance, &inst.env);
+        let mut env = lifecycle::process_environment(job, inst, kind);
         if kind == ProcessKind::Main && def.expect == job::Expect::Notify {
             env.push(format!("NOTIFY_SOCKET={}", self.ready.notify_socket()));
         }
@@ -1122,6 +1120,7 @@ impl Runtime {
 
     /// `telinit N`: records the runlevel and emits Upstart's `runlevel` event with
     /// `RUNLEVEL` and `PREVLEVEL`, which jobs (`start on runlevel [2345]`) follow.
+    /// `telinit 0` powers off and `telinit 6` reboots, through that event.
     fn telinit(&mut self, runlevel: u8) -> Response {
         if !matches!(runlevel, b'0'..=b'6' | b's' | b'S') {
             return Response::Error(Error {
@@ -1129,8 +1128,26 @@ impl Runtime {
                 message: format!("illegal runlevel: {}", runlevel as char),
             });
         }
+        match runlevel {
+            b'0' => self.begin_power(PowerAction::PowerOff),
+            b'6' => self.begin_power(PowerAction::Reboot),
+            _ => {
+                let env = self.change_runlevel(runlevel);
+                self.emit(Event {
+                    name: "runlevel".into(),
+                    env,
+                });
+            }
+        }
+        Response::Ok
+    }
+
+    /// Records `runlevel` as the current one; the `runlevel` event's variables.
+    fn change_runlevel(&mut self, runlevel: u8) -> Vec<(String, String)> {
         let previous = self.snap.runlevel.0;
         self.snap.runlevel = (runlevel, previous);
+        self.dirty = true;
+        // Upstart's words: N for none.
         let show = |r: u8| {
             if r == 0 {
                 "N".to_string()
@@ -1138,21 +1155,10 @@ impl Runtime {
                 (r as char).to_string()
             }
         };
-        self.emit(Event {
-            name: "runlevel".into(),
-            env: vec![
-                ("RUNLEVEL".into(), show(runlevel)),
-                (
-                    "PREVLEVEL".into(),
-                    if previous == 0 {
-                        String::new()
-                    } else {
-                        show(previous)
-                    },
-                ),
-            ],
-        });
-        Response::Ok
+        vec![
+            ("RUNLEVEL".into(), show(runlevel)),
+            ("PREVLEVEL".into(), show(previous)),
+        ]
     }
 
     /// Checks that `binary` (default: this one) can take over: it must read this
@@ -1215,10 +1221,22 @@ impl Runtime {
         let _ = rustix::io::fcntl_setfd(link.as_fd(), rustix::io::FdFlags::CLOEXEC);
     }
 
+    /// A power action, as Upstart's shutdown went: runlevel 0 (halt, power off) or
+    /// 6 (reboot), the `runlevel` event carried out, then every job stopped (the
+    /// core sees to both, each phase bounded); `run` makes the action once due.
     fn begin_power(&mut self, action: PowerAction) {
-        tracing::info!("{action:?}: stopping every job");
-        self.power = Some(action);
-        self.snap.jobs.shutdown(now_ms());
+        if self.snap.jobs.power.is_some() {
+            tracing::info!("{action:?}: a power action is under way already");
+            return;
+        }
+        let level = if action == PowerAction::Reboot {
+            b'6'
+        } else {
+            b'0'
+        };
+        tracing::info!("{action:?}: runlevel {}", level as char);
+        let env = self.change_runlevel(level);
+        self.snap.jobs.power(action, env, now_ms());
         self.dirty = true;
     }
 
@@ -1262,31 +1280,6 @@ fn go_name(round: u64) -> String {
     format!("go:{round}")
 }
 
-/// The environment a job process starts with: a clean one, never the supervisor's.
-fn job_environment(
-    table: &BTreeMap<String, String>,
-    def: &JobDef,
-    instance: &str,
-    start_env: &[(String, String)],
-) -> Vec<String> {
-    let mut vars = base_environment(table);
-    let mut set = |k: &str, v: &str| match vars.iter_mut().find(|(key, _)| key == k) {
-        Some(slot) => slot.1 = v.to_string(),
-        None => vars.push((k.to_string(), v.to_string())),
-    };
-    for e in &def.env {
-        if let Some(v) = &e.value {
-            set(&e.key, v);
-        }
-    }
-    for (k, v) in start_env {
-        set(k, v);
-    }
-    set("UPSTART_JOB", &def.name);
-    set("UPSTART_INSTANCE", instance);
-    vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
-}
-
 /// A shell-style variable name.
 fn valid_env_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -1294,22 +1287,6 @@ fn valid_env_name(name: &str) -> bool {
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// The job-environment table as jobs see it: PATH and TERM by default, then
-/// whatever `set-env` put there (`env KEY` without a value takes it from here too).
-fn base_environment(table: &BTreeMap<String, String>) -> Vec<(String, String)> {
-    let mut vars: Vec<(String, String)> = vec![
-        ("PATH".into(), DEFAULT_PATH.into()),
-        ("TERM".into(), "linux".into()),
-    ];
-    for (k, v) in table {
-        match vars.iter_mut().find(|(key, _)| key == k) {
-            Some(slot) => slot.1 = v.clone(),
-            None => vars.push((k.clone(), v.clone())),
-        }
-    }
-    vars
 }
 
 /// A tiny boxed-error alias so the binary can print any setup failure.

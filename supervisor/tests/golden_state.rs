@@ -15,7 +15,9 @@ fn golden(version: u32) -> PathBuf {
 }
 
 /// The state every golden file was made from: a running service with pre-start
-/// done, a task mid-run, an instance job, an exit seq and a pending go round.
+/// done, a task mid-run, an instance job, an exit seq and a pending go round, the
+/// job-environment table, and a `start on` half matched (`started web` held in
+/// the event queue).
 fn reference() -> Snapshot {
     let mut jobs = Jobs::default();
     let defs = [
@@ -25,8 +27,11 @@ fn reference() -> Snapshot {
         ),
         ("backup", "task\nscript\n  sleep 5\nend script\n"),
         ("tty", "instance $TTY\nexec getty 38400 $TTY\n"),
+        ("after", "start on started web and ready\nexec true\n"),
     ];
     jobs.set_definitions(defs.iter().map(|(n, t)| parse(n, t).def.unwrap()).collect());
+    jobs.env_table
+        .insert("LANG".to_string(), "C.UTF-8".to_string());
     let _ = jobs.start("web", vec![], None, 1_000);
     jobs.spawned("web", "", keel_supervisor::job::ProcessKind::PreStart, 100);
     jobs.exited(
@@ -47,7 +52,6 @@ fn reference() -> Snapshot {
         go_rounds: 9,
         pending_go: Some((9, 1)),
         runlevel: (b'2', b'S'),
-        job_env: [("LANG".to_string(), "C.UTF-8".to_string())].into(),
     }
 }
 
@@ -71,9 +75,17 @@ fn every_released_state_format_loads() {
         assert_eq!(loaded.pending_go, Some((9, 1)));
         assert_eq!(loaded.runlevel, (b'2', b'S'));
         assert_eq!(
-            loaded.job_env.get("LANG").map(String::as_str),
+            loaded.jobs.env_table.get("LANG").map(String::as_str),
             Some("C.UTF-8")
         );
+        let held: Vec<&str> = loaded
+            .jobs
+            .events
+            .iter()
+            .map(|q| q.event.name.as_str())
+            .collect();
+        assert_eq!(held, ["started"], "the half-matched `and` holds its event");
+        assert_eq!(loaded.jobs.jobs["after"].start_on.ids().count(), 1);
         let web = loaded.jobs.status("web", &[]).unwrap();
         assert_eq!(web[0].processes[0].pid, 101);
         assert_eq!(web[0].state, keel_proto::ctl::State::Running);

@@ -3,9 +3,14 @@
 //! runtime (fresh fake pids for spawns, kills recorded, replies and events
 //! collected). After every step the Upstart guarantees of DESIGN.md invariant 4 are
 //! checked; at the end everything is shut down and must drain completely.
+//!
+//! One job, `hook`, is driven by events only (`start on starting full`, `stop on
+//! stopping full`), never by requests: `starting full` must hold `full` until
+//! `hook` runs, and `stopping full` must hold full's main from its kill until
+//! `hook` has stopped (or failed). At the end no event may be left in the queue.
 
 use keel_proto::ctl::{Goal, State};
-use keel_supervisor::job::{ExitMatch, JobDef, Process, ProcessKind, RespawnLimit, Signal};
+use keel_supervisor::job::{ExitMatch, JobDef, Process, ProcessKind, RespawnLimit, Signal, parse};
 use keel_supervisor::journal::{Snapshot, decode, encode};
 use keel_supervisor::lifecycle::{Effect, Event, Instance, Jobs, WaitStatus};
 use proptest::prelude::*;
@@ -71,8 +76,18 @@ fn defs() -> Vec<JobDef> {
     inst.post_stop = exec();
     inst.kill_timeout = 2;
 
-    vec![full, plain, task, resp, norm, state, inst]
+    let hook = parse(
+        "hook",
+        "start on starting full\nstop on stopping full\nexec true\npost-stop exec true\n",
+    )
+    .def
+    .expect("hook parses");
+
+    vec![full, plain, task, resp, norm, state, inst, hook]
 }
+
+/// The job only events start and stop.
+const HOOK: &str = "hook";
 
 const STATUSES: [fn() -> WaitStatus; 5] = [
     || WaitStatus::exited(0),
@@ -167,6 +182,9 @@ struct Driver {
     /// Instances that reached `Waiting` (a `stopped` event) in this step.
     stopped_now: BTreeSet<Key>,
     replies: Vec<(u64, Key)>,
+    /// Shutting everything down: `stopping full` no longer waits for `hook`,
+    /// whose goal is stop already.
+    draining: bool,
 }
 
 fn key_of(ev: &Event) -> Key {
@@ -198,7 +216,12 @@ impl Driver {
             log: Vec::new(),
             stopped_now: BTreeSet::new(),
             replies: Vec::new(),
+            draining: false,
         }
+    }
+
+    fn hook(&self) -> Option<&Instance> {
+        self.inst(&(HOOK.to_string(), String::new()))
     }
 
     fn inst(&self, key: &Key) -> Option<&Instance> {
@@ -245,7 +268,13 @@ impl Driver {
     }
 
     fn request(&mut self, req: Req, job: usize, inst: usize, wait: bool) {
-        let name = self.defs.keys().nth(job).unwrap().clone();
+        let name = self
+            .defs
+            .keys()
+            .filter(|k| *k != HOOK)
+            .nth(job)
+            .unwrap()
+            .clone();
         let instanced = self.defs[&name].instance.is_some();
         let env = if instanced {
             vec![("X".to_string(), ["a", "b"][inst].to_string())]
@@ -338,6 +367,14 @@ impl Driver {
         }
         if kind == ProcessKind::Main {
             self.tr(&key).cancel_main = None;
+            // Main may end on its own while `stopping` holds a restart (here: until
+            // `hook` has stopped): then there is nothing left to kill.
+            if let Some(w) = &mut self.tr(&key).restart
+                && w.at == 0
+                && w.expect.first() == Some(&"kill")
+            {
+                w.expect.remove(0);
+            }
         }
         self.killed.remove(&pid);
         self.log.push(format!("exit {pid} {status:?}"));
@@ -438,6 +475,15 @@ impl Driver {
                     .cloned()
                     .unwrap_or_else(|| panic!("kill of untracked pid {pid}"));
                 assert_eq!(kind, ProcessKind::Main, "only main is killed");
+                // `stopping full` held full until `hook` stopped: its main is gone.
+                if job == "full" && !self.draining {
+                    assert!(
+                        self.hook()
+                            .is_none_or(|h| !h.pids.contains_key(&ProcessKind::Main)),
+                        "full's main killed while hook's main runs: {:?}",
+                        self.hook()
+                    );
+                }
                 let key = (job, inst);
                 let i = self.inst(&key).unwrap();
                 // Guarantee 5: main is not killed while pre-stop runs.
@@ -473,6 +519,7 @@ impl Driver {
                     _ => {}
                 }
             }
+            Effect::EventFinished { .. } | Effect::Warn(_) => {}
         }
     }
 
@@ -483,6 +530,17 @@ impl Driver {
             .clone();
         let def = &inst.def;
         assert!(def.process(kind).is_some(), "spawn of an undefined process");
+        // `starting full` held full until `hook` ran (or failed, goal stop).
+        if key.0 == "full" && kind == ProcessKind::PreStart && !self.draining {
+            let hook = self.hook().map(|h| (h.goal, h.state));
+            assert!(
+                matches!(
+                    hook,
+                    Some((Goal::Start, State::Running)) | Some((Goal::Stop, _))
+                ),
+                "full's pre-start while hook is {hook:?}"
+            );
+        }
         match kind {
             ProcessKind::PreStart => self.tr(key).prestart_ok = false,
             ProcessKind::Main => {
@@ -597,6 +655,7 @@ impl Driver {
 
     /// Shuts everything down, every process eventually ends; nothing may remain.
     fn drain(&mut self) {
+        self.draining = true;
         self.log.clear();
         self.stopped_now.clear();
         for t in self.track.values_mut() {
@@ -627,6 +686,11 @@ impl Driver {
         }
         assert!(self.jobs.all_stopped(), "not stopped after draining");
         assert!(self.jobs.pids.is_empty(), "pids left: {:?}", self.jobs.pids);
+        assert!(
+            self.jobs.events.is_empty(),
+            "events never finished: {:?}",
+            self.jobs.events
+        );
         for j in self.jobs.jobs.values() {
             for i in j.instances.values() {
                 assert_eq!(i.state, State::Waiting);
@@ -647,6 +711,8 @@ fn same_state(a: &Jobs, b: &Jobs) {
     assert_eq!(a.jobs, b.jobs);
     assert_eq!(a.pids, b.pids);
     assert_eq!(a.shutting_down, b.shutting_down);
+    assert_eq!(a.events, b.events);
+    assert_eq!(a.next_event, b.next_event);
 }
 
 proptest! {
@@ -682,7 +748,12 @@ proptest! {
 #[test]
 fn start_during_pre_stop_keeps_main() {
     let mut d = Driver::new();
-    let inst = d.defs.keys().position(|k| k == "inst").unwrap();
+    let inst = d
+        .defs
+        .keys()
+        .filter(|k| *k != HOOK)
+        .position(|k| k == "inst")
+        .unwrap();
     let req = |req| Op::Request {
         req,
         job: inst,

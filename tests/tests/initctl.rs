@@ -29,8 +29,9 @@ fn telinit_emits_runlevel_and_runlevel_reports_it() {
     wait_for("multi to stop on runlevel 1", 5 * SECOND, || {
         keel.ctl_ok(&["status", "multi"]) == "multi stop/waiting\n"
     });
+    // PREVLEVEL is N before the first runlevel, as Upstart's telinit says it.
     wait_for("both runlevel events to reach the job", 5 * SECOND, || {
-        std::fs::read_to_string(keel.path("levels")).is_ok_and(|t| t == "2\n1 2\n")
+        std::fs::read_to_string(keel.path("levels")).is_ok_and(|t| t == "2 N\n1 2\n")
     });
     let bad = keel.ctl(&["telinit", "9"]);
     assert_eq!(bad.status.code(), Some(1));

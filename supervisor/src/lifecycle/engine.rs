@@ -1,0 +1,396 @@
+//! The event engine of the lifecycle core, after Upstart 1.13's `init/event.c`,
+//! `event_pending_handle_jobs`, `job_class_induct_job` and `job_finished`. Pure,
+//! like the rest of the core, and all of its state is in [`Jobs`] (saved whole).
+//!
+//! An event is queued pending. Handling it (in queue order) offers it to every
+//! instance's `stop on` and then to every job's `start on`; an expression that
+//! becomes true stops the instance or starts one (`instance $VAR` names it from
+//! the environment) and resets, and the instance holds the events that made it
+//! true in `blocking`. A leaf that matched holds its event too, until its
+//! expression is reset: a half-matched `and` keeps its event unfinished (as in
+//! Upstart, `initctl emit` of it waits until the job starts). An event is
+//! finished once nothing holds it any more: the instances waiting on it as their
+//! `starting`/`stopping` event go on, the clients waiting for it are answered,
+//! and a failed event `E` is followed by `E/failed`.
+//!
+//! An instance lets its events go when it reaches its goal (a service: running;
+//! a task: stopped after its run; a stop: stopped), when a request turns its
+//! goal around, and — marking them failed — when it fails.
+
+use super::*;
+
+/// Most events the queue holds before a client's `emit` is refused.
+pub const MAX_QUEUED_EVENTS: usize = 1024;
+
+/// Most events handled between two [`Jobs::tick`]s (one round of the runtime):
+/// jobs that start each other in a circle (`start on stopped a` for `a`, with a
+/// process that cannot even be spawned) must not keep the supervisor from its
+/// clients. The rest wait, pending and saved, for the next round.
+pub const EVENTS_PER_ROUND: usize = 1000;
+
+/// How long each phase of a power action may take, beyond the longest
+/// `kill timeout` of any job: then the next phase begins regardless.
+pub const POWER_GRACE_MS: u64 = 30_000;
+
+impl Jobs {
+    /// `initctl emit`, a relayed signal, `startup`, `runlevel`: queues `event` and
+    /// handles what it can. With a `waiter`, an [`Effect::EventFinished`] answers
+    /// once the event has finished.
+    pub fn emit(&mut self, event: Event, waiter: Option<WaiterId>, now: u64) -> Result<(), Error> {
+        if event.name.is_empty() {
+            return Err(error(
+                ErrorKind::InvalidRequest,
+                "Name may not be empty string",
+            ));
+        }
+        if event.env.iter().any(|(k, _)| k.is_empty()) {
+            return Err(error(
+                ErrorKind::InvalidRequest,
+                "Env must be KEY=VALUE pairs",
+            ));
+        }
+        if self.events.len() >= MAX_QUEUED_EVENTS {
+            return Err(error(
+                ErrorKind::InvalidRequest,
+                format!("{MAX_QUEUED_EVENTS} events are queued already; try again later"),
+            ));
+        }
+        self.now = self.now.max(now);
+        self.queue(event);
+        if let (Some(w), Some(q)) = (waiter, self.events.last_mut()) {
+            q.waiters.push(w);
+        }
+        self.poll();
+        Ok(())
+    }
+
+    /// Whether events wait to be handled in a later round (the runtime then does
+    /// not sleep).
+    pub fn events_pending(&self) -> bool {
+        self.events.iter().any(|q| q.progress == Progress::Pending)
+    }
+
+    /// Begins a power action with the `runlevel` event (`env`: `RUNLEVEL` and
+    /// `PREVLEVEL`). False, changing nothing, if one is under way already.
+    pub fn power(&mut self, action: PowerAction, env: Vec<(String, String)>, now: u64) -> bool {
+        self.now = self.now.max(now);
+        if self.power.is_some() {
+            return false;
+        }
+        let id = self.queue(Event {
+            name: "runlevel".into(),
+            env,
+        });
+        self.power = Some(Power {
+            action,
+            event: Some(id),
+            deadline: now.saturating_add(self.power_grace()),
+            overdue: false,
+        });
+        self.poll();
+        true
+    }
+
+    /// The power action to make now: its `runlevel` event has finished and every
+    /// job has stopped (or the time for that is up).
+    pub fn power_due(&self) -> Option<PowerAction> {
+        self.power
+            .as_ref()
+            .filter(|p| p.event.is_none() && (p.overdue || self.all_stopped()))
+            .map(|p| p.action)
+    }
+
+    /// The bounds of a power action's phases.
+    pub(super) fn power_tick(&mut self, now: u64) {
+        let Some(p) = self
+            .power
+            .as_mut()
+            .filter(|p| !p.overdue && p.deadline <= now)
+        else {
+            return;
+        };
+        if p.event.is_some() {
+            self.effects.push(Effect::Warn(
+                "the runlevel event did not finish in time; stopping every job".into(),
+            ));
+            self.power_stop_all(now);
+        } else {
+            p.overdue = true;
+            self.effects.push(Effect::Warn(
+                "jobs did not stop in time; making the power action regardless".into(),
+            ));
+        }
+    }
+
+    /// The second phase: every job is stopped.
+    fn power_stop_all(&mut self, now: u64) {
+        let grace = self.power_grace();
+        if let Some(p) = self.power.as_mut() {
+            p.event = None;
+            p.deadline = now.saturating_add(grace);
+        }
+        self.stop_all(now);
+    }
+
+    fn power_grace(&self) -> u64 {
+        let longest = self
+            .jobs
+            .values()
+            .flat_map(|j| std::iter::once(&j.def).chain(j.instances.values().map(|i| &i.def)))
+            .map(|d| u64::from(d.kill_timeout) * 1000)
+            .max()
+            .unwrap_or(0);
+        POWER_GRACE_MS.saturating_add(longest)
+    }
+
+    /// Puts `event` at the end of the queue, pending.
+    pub(super) fn queue(&mut self, event: Event) -> EventId {
+        let id = self.next_event;
+        self.next_event += 1;
+        self.effects.push(Effect::Emit(event.clone()));
+        self.events.push(Queued {
+            id,
+            event,
+            progress: Progress::Pending,
+            failed: false,
+            waiters: Vec::new(),
+        });
+        id
+    }
+
+    /// Handles pending events and finishes those nothing holds, until neither is
+    /// left to do (Upstart's `event_poll`); at most [`EVENTS_PER_ROUND`] handled.
+    pub(super) fn poll(&mut self) {
+        loop {
+            let mut again = false;
+            // What holds events changes only when something was handled or finished.
+            let mut held: Option<Vec<EventId>> = None;
+            let ids: Vec<EventId> = self.events.iter().map(|q| q.id).collect();
+            for id in ids {
+                let Some(i) = self.queued(id) else {
+                    continue;
+                };
+                if self.events[i].progress == Progress::Pending {
+                    if self.handled >= EVENTS_PER_ROUND {
+                        continue;
+                    }
+                    self.handled += 1;
+                    self.events[i].progress = Progress::Handling;
+                    self.handle(id);
+                    held = None;
+                    again = true;
+                }
+                let free = held
+                    .get_or_insert_with(|| self.held())
+                    .binary_search(&id)
+                    .is_err();
+                if free && self.queued(id).is_some() {
+                    self.finish(id);
+                    held = None;
+                    again = true;
+                }
+            }
+            if !again {
+                return;
+            }
+        }
+    }
+
+    /// Where event `id` is in the queue (ids grow along it).
+    fn queued(&self, id: EventId) -> Option<usize> {
+        self.events.binary_search_by_key(&id, |q| q.id).ok()
+    }
+
+    /// Every event something holds, sorted: the leaves of expressions that matched
+    /// it, and the instances it started or stopped.
+    fn held(&self) -> Vec<EventId> {
+        let mut held = Vec::new();
+        for j in self.jobs.values() {
+            held.extend(j.start_on.ids());
+            for i in j.instances.values() {
+                held.extend(i.stop_on.ids());
+                held.extend(i.blocking.iter().copied());
+            }
+        }
+        held.sort_unstable();
+        held
+    }
+
+    /// Offers event `id` to every `stop on`, then to every `start on` (Upstart's
+    /// `event_pending_handle_jobs`: stopping first, so an event both stops and
+    /// starts a running job, which then restarts).
+    fn handle(&mut self, id: EventId) {
+        let Some(event) = self.queued(id).map(|i| self.events[i].event.clone()) else {
+            return;
+        };
+        let names: Vec<String> = self.jobs.keys().cloned().collect();
+        for job in names {
+            let instances: Vec<String> = self
+                .jobs
+                .get(&job)
+                .map(|j| j.instances.keys().cloned().collect())
+                .unwrap_or_default();
+            for name in instances {
+                self.offer_stop(&job, &name, id, &event);
+            }
+            let Some(j) = self
+                .jobs
+                .get_mut(&job)
+                .filter(|j| !j.deleted && !j.def.manual)
+            else {
+                continue;
+            };
+            let Some(expr) = &j.def.start_on else {
+                continue;
+            };
+            if j.start_on.handle(expr, id, &event, &[]) && j.start_on.value(expr) {
+                self.induct(&job);
+            }
+        }
+    }
+
+    /// An instance's `stop on` takes the event; if that makes it true, the
+    /// instance is stopped with the stop events' environment, holding them.
+    fn offer_stop(&mut self, job: &str, name: &str, id: EventId, event: &Event) {
+        let now = self.now;
+        let Some(inst) = self.instance_mut(job, name) else {
+            return;
+        };
+        let Instance {
+            def, stop_on, env, ..
+        } = inst;
+        let Some(expr) = &def.stop_on else {
+            return;
+        };
+        if !(stop_on.handle(expr, id, event, env) && stop_on.value(expr)) {
+            return;
+        }
+        let ids = stop_on.active(expr);
+        stop_on.reset();
+        if inst.goal == Goal::Stop {
+            return;
+        }
+        let stop_env = self.events_environment(&ids, "UPSTART_STOP_EVENTS");
+        self.release(job, name, false);
+        if let Some(inst) = self.instance_mut(job, name) {
+            inst.stop_env = stop_env;
+            inst.blocking = ids;
+            inst.goal = Goal::Stop;
+        }
+        self.advance(job, name, now);
+    }
+
+    /// `start on` became true: an instance (named from the environment) is started
+    /// with the events' environment, holding them (`job_class_induct_job`).
+    fn induct(&mut self, job: &str) {
+        let now = self.now;
+        let Some(j) = self.jobs.get_mut(job) else {
+            return;
+        };
+        let def = j.def.clone();
+        let Some(expr) = &def.start_on else {
+            return;
+        };
+        let ids = j.start_on.active(expr);
+        j.start_on.reset();
+        let events = self.events_environment(&ids, "UPSTART_EVENTS");
+        let env = start_environment(&self.env_table, &def, &events);
+        if self.shutting_down {
+            return;
+        }
+        let name = match &def.instance {
+            None => String::new(),
+            Some(template) => match events::expand(template, &env) {
+                Ok(name) => name,
+                Err(e) => {
+                    self.effects.push(Effect::Warn(format!(
+                        "Failed to obtain {job} instance: {e}"
+                    )));
+                    return;
+                }
+            },
+        };
+        // Already started: the events do not wait for it.
+        let _ = self.start_instance(job, &name, &def, env, ids, None, now);
+    }
+
+    /// The variables of events `ids`, in order (a later one's value wins), and
+    /// `key` naming them, space-separated (`event_operator_environment`).
+    fn events_environment(&self, ids: &[EventId], key: &str) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        let mut names = Vec::new();
+        for q in ids
+            .iter()
+            .filter_map(|id| self.queued(*id).map(|i| &self.events[i]))
+        {
+            for (k, v) in &q.event.env {
+                set_var(&mut env, k, v);
+            }
+            names.push(q.event.name.as_str());
+        }
+        set_var(&mut env, key, &names.join(" "));
+        env
+    }
+
+    /// The instance lets go of the events that started or stopped it, marking
+    /// them failed if it failed (Upstart's `job_finished`).
+    pub(super) fn release(&mut self, job: &str, instance: &str, failed: bool) {
+        let Some(inst) = self.instance_mut(job, instance) else {
+            return;
+        };
+        let ids = std::mem::take(&mut inst.blocking);
+        if failed {
+            for id in ids {
+                if let Some(i) = self.queued(id) {
+                    self.events[i].failed = true;
+                }
+            }
+        }
+    }
+
+    /// Event `id` is finished (`event_finished`): it leaves the queue, the
+    /// instances it held in `starting`/`stopping` go on, its clients are answered,
+    /// `NAME/failed` follows a failed one, and a power action goes on to stop
+    /// every job once its `runlevel` event is done.
+    fn finish(&mut self, id: EventId) {
+        let now = self.now;
+        let Some(pos) = self.queued(id) else {
+            return;
+        };
+        let q = self.events.remove(pos);
+        for waiter in &q.waiters {
+            self.effects.push(Effect::EventFinished {
+                waiter: *waiter,
+                failed: q.failed,
+            });
+        }
+        let waiting: Vec<(String, String)> = self
+            .jobs
+            .iter()
+            .flat_map(|(j, job)| {
+                job.instances
+                    .values()
+                    .filter(|i| i.blocker == Some(id))
+                    .map(move |i| (j.clone(), i.name.clone()))
+            })
+            .collect();
+        for (job, name) in waiting {
+            if let Some(inst) = self.instance_mut(&job, &name) {
+                inst.blocker = None;
+            }
+            self.advance(&job, &name, now);
+        }
+        if q.failed && !q.event.name.ends_with("/failed") {
+            self.queue(Event {
+                name: format!("{}/failed", q.event.name),
+                env: q.event.env,
+            });
+        }
+        if self.power.as_ref().is_some_and(|p| p.event == Some(id)) {
+            self.power_stop_all(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

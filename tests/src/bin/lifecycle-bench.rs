@@ -106,6 +106,7 @@ fn bench_start(runs: usize) -> StartTimes {
         let mut conn = connect(&keel.socket());
         let request = frame::encode(&Request::Start {
             job: JOB.into(),
+            instance: None,
             env: Vec::new(),
             wait: true,
         })

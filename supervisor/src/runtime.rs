@@ -917,6 +917,7 @@ impl Runtime {
             }
         }
         for (conn, answer) in std::mem::take(&mut self.answers) {
+            let answer = self.as_now(answer);
             self.control.reply(conn, &answer);
             // A client may have sent its next request already.
             self.serve(conn);
@@ -925,6 +926,20 @@ impl Runtime {
             && let Err(e) = link.ack(seq)
         {
             tracing::error!("cannot acknowledge exits to keel-init: {e}");
+        }
+    }
+
+    /// An answer naming instances, brought up to date: decided when the request
+    /// came, it is sent after this round's spawns (a `start --no-wait` then shows
+    /// the pre-start's pid, as Upstart's does).
+    fn as_now(&self, answer: Response) -> Response {
+        match answer {
+            Response::Instances(list) => Response::Instances(
+                list.into_iter()
+                    .map(|s| self.snap.jobs.status_of(&s.job, &s.instance).unwrap_or(s))
+                    .collect(),
+            ),
+            other => other,
         }
     }
 
@@ -1128,7 +1143,7 @@ impl Runtime {
         let Some(pid) = main else {
             return Response::Error(Error {
                 kind: ErrorKind::AlreadyStopped,
-                message: "Job is not running".into(),
+                message: format!("Job is not running: {job}"),
             });
         };
         match rustix::process::Signal::from_named_raw(signal)

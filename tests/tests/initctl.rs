@@ -42,19 +42,9 @@ fn telinit_emits_runlevel_and_runlevel_reports_it() {
         "initctl: illegal runlevel: 9\nTry `initctl --help' for more information.\n"
     );
     // Through links named telinit and runlevel.
-    for name in ["telinit", "runlevel"] {
-        std::os::unix::fs::symlink(bin("initctl"), keel.path(name)).unwrap();
-    }
-    let link = |name: &str, args: &[&str]| {
-        Command::new(keel.path(name))
-            .env("KEEL_SOCKET", keel.socket())
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    assert!(link("telinit", &["3"]).status.success());
+    assert!(keel.ctl_link("telinit", &["3"]).status.success());
     assert_eq!(
-        String::from_utf8_lossy(&link("runlevel", &[]).stdout),
+        String::from_utf8_lossy(&keel.ctl_link("runlevel", &[]).stdout),
         "1 3\n"
     );
 }

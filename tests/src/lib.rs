@@ -464,10 +464,24 @@ pub fn ask(
     keel_proto::frame::decode(&read_frame(s)).expect("answer")
 }
 
-/// Median, p90, min and max of samples (ms).
+/// For a benchmark binary: take keel's binaries from the directory it lives in
+/// (target/<profile>, next to keel-init), unless `KEEL_BIN_DIR` says otherwise.
+/// Call first thing in `main`, before any thread exists.
+pub fn use_own_binaries() {
+    if std::env::var_os("KEEL_BIN_DIR").is_none() {
+        let exe = std::env::current_exe().expect("own path");
+        let dir = exe.parent().expect("own directory").to_path_buf();
+        // SAFETY: called before any thread is started (the contract above), so
+        // nothing reads the environment meanwhile.
+        unsafe { std::env::set_var("KEEL_BIN_DIR", &dir) };
+    }
+}
+
+/// Median, p90, p99, min and max of samples (ms).
 pub struct Stats {
     pub median: f64,
     pub p90: f64,
+    pub p99: f64,
     pub min: f64,
     pub max: f64,
 }
@@ -480,6 +494,7 @@ impl Stats {
         Stats {
             median: at(0.5),
             p90: at(0.9),
+            p99: at(0.99),
             min: s[0],
             max: s[s.len() - 1],
         }

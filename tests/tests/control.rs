@@ -313,6 +313,58 @@ fn version_runlevel_telinit_log_priority_usage_and_the_rest() {
         "initctl: Unknown job: nope\n",
     );
     assert_eq!(keel.ctl_ok(&["notify-disk-writeable"]), "");
+
+    // telinit u re-executes the supervisor, as Upstart's does; jobs carry on.
+    keel.ctl_ok(&["log-priority", "info"]);
+    let running = keel.ctl_ok(&["start", "svc"]);
+    assert_eq!(keel.ctl_ok(&["telinit", "u"]), "");
+    wait_for("the re-exec", 10 * SECOND, || {
+        keel.console().contains("re-executing")
+    });
+    wait_for("the re-executed supervisor to answer", 10 * SECOND, || {
+        keel.ctl(&["status", "svc"]).status.success()
+    });
+    assert_eq!(keel.ctl_ok(&["status", "svc"]), running);
+}
+
+#[test]
+fn initctl_and_a_supervisor_of_another_protocol_version_say_so() {
+    // A stand-in server: answers the hello as a supervisor of `version` would
+    // (or with `magic` other than keel's), then closes.
+    let dir = keel_tests::Scratch::new("proto");
+    let path = dir.0.join("control");
+    let serve = |magic: [u8; 4], version: u32| {
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            next_frame(&mut s);
+            let answer = ServerHello {
+                magic,
+                version,
+                accepted: version == VERSION,
+            };
+            s.write_all(&frame::encode(&answer).unwrap()).unwrap();
+        });
+        let out = Command::new(bin("initctl"))
+            .args(["--socket", path.to_str().unwrap(), "list"])
+            .output()
+            .unwrap();
+        server.join().unwrap();
+        out
+    };
+    fails(
+        &serve(MAGIC, VERSION + 1),
+        &format!(
+            "initctl: protocol version mismatch: this initctl speaks control protocol {VERSION}, \
+             the supervisor speaks {}; use the initctl that came with the running keel\n",
+            VERSION + 1
+        ),
+    );
+    fails(
+        &serve(*b"nope", VERSION),
+        &format!("initctl: {} is not a keel control socket\n", path.display()),
+    );
 }
 
 #[test]
@@ -393,6 +445,27 @@ fn links_are_the_commands_they_are_named() {
         keel.path("post-stop").exists(),
         "halt stopped the job first"
     );
+}
+
+#[test]
+fn poweroff_and_reboot_links_end_the_namespace_after_stopping_jobs() {
+    for (name, marker) in [
+        ("poweroff", "keel-init: power off"),
+        ("reboot", "keel-init: reboot"),
+    ] {
+        let mut keel = Keel::start(&[(
+            "svc",
+            "start on startup\nexec sleep 1000\npost-stop exec touch $DIR/post-stop\n",
+        )]);
+        wait_for("svc to run", 5 * SECOND, || {
+            keel.ctl_ok(&["status", "svc"]).contains("start/running")
+        });
+        let out = keel.ctl_link(name, &[]);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        keel.wait_end(10 * SECOND);
+        assert!(keel.path("post-stop").exists(), "{name}");
+        assert!(keel.console().contains(marker), "{}", keel.console());
+    }
 }
 
 #[test]

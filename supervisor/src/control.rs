@@ -236,11 +236,6 @@ impl Session {
         (self.spoke, self.last_active)
     }
 
-    /// Bytes held for this client (both buffers, capacity included).
-    pub fn held(&self) -> usize {
-        self.rbuf.capacity() + self.wbuf.capacity()
-    }
-
     fn consume(&mut self, used: usize, now: Instant) {
         self.rbuf.drain(..used);
         if self.rbuf.is_empty() {
@@ -410,11 +405,6 @@ impl Control {
         self.conns.get(&id).map(|c| c.fd.as_fd())
     }
 
-    /// How many connections are open.
-    pub fn connections(&self) -> usize {
-        self.conns.len()
-    }
-
     /// Accepts every waiting connection; returns the new ids.
     pub fn accept(&mut self) -> Vec<ConnId> {
         use rustix::net::SocketFlags;
@@ -564,11 +554,6 @@ impl Control {
             .values()
             .filter_map(|c| c.session.deadline())
             .min()
-    }
-
-    /// Bytes held in every connection's buffers.
-    pub fn held(&self) -> usize {
-        self.conns.values().map(|c| c.session.held()).sum()
     }
 }
 

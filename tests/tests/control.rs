@@ -474,7 +474,7 @@ fn within_a_job_a_command_without_a_job_name_means_that_very_instance() {
     // Upstart's idiom: a pre-start that decides the job should not run (`stop;
     // exit 0`), here for instance 1 only.
     let selfstop = format!(
-        "instance $N\nenv KEEL_SOCKET=$DIR/control\npre-start script\n  if [ \"$N\" = 1 ]; then {initctl} stop; exit 0; fi\nend script\n\
+        "instance $N\nenv KEEL_SOCKET=$DIR/control\npre-start script\n  if [ \"$N\" = 1 ]; then {initctl} stop > $DIR/self-stop; exit 0; fi\nend script\n\
          script\n  echo main $N >> $DIR/trace\n  exec sleep 1000\nend script\n"
     );
     let whoami = format!(
@@ -490,6 +490,11 @@ fn within_a_job_a_command_without_a_job_name_means_that_very_instance() {
         keel.lines("trace"),
         ["main 2"],
         "instance 1's main never ran"
+    );
+    let said = std::fs::read_to_string(keel.path("self-stop")).unwrap();
+    assert!(
+        said.starts_with("selfstop (1) stop/pre-start, process "),
+        "{said:?}"
     );
     keel.ctl_ok(&["start", "whoami", "N=7"]);
     let seen = std::fs::read_to_string(keel.path("whoami")).unwrap();

@@ -45,16 +45,15 @@ fn main() {
     let calls = arg("--calls", 10_000);
     let clients = arg("--clients", 8);
 
-    let keel = Keel::start(&[(
-        "svc",
-        "start on startup\nconsole none\nexec sleep 100000\n",
-    )]);
+    let keel = Keel::start(&[("svc", "start on startup\nconsole none\nexec sleep 100000\n")]);
     wait_for("svc to run", Duration::from_secs(10), || {
         keel.ctl_ok(&["status", "svc"]).contains("start/running")
     });
     let load_before = loadavg();
 
-    let command: Vec<f64> = (0..calls).map(|_| timed(|| initctl_status(&keel))).collect();
+    let command: Vec<f64> = (0..calls)
+        .map(|_| timed(|| initctl_status(&keel)))
+        .collect();
     let mut conn = connect(&keel.socket());
     let request = status();
     let round_trip: Vec<f64> = (0..calls)

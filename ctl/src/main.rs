@@ -1,19 +1,24 @@
 //! initctl: drive keel from the command line, in Upstart's words.
 //!
 //! Invoked through a link named `start`, `stop`, `restart`, `reload`, `status`,
-//! `poweroff`, `reboot` or `halt`, it is that command. It speaks the control protocol
-//! (`keel_proto::ctl`) to the supervisor's socket: `--socket PATH`, else
-//! `KEEL_SOCKET`, else `/run/keel/control`.
+//! `telinit`, `runlevel`, `poweroff`, `reboot` or `halt`, it is that command. It
+//! speaks the control protocol (`keel_proto::ctl`) to the supervisor's socket:
+//! `--socket PATH`, else `KEEL_SOCKET`, else `/run/keel/control`.
+//!
+//! Output and exit codes follow Upstart's initctl (README, "initctl"): answers on
+//! stdout, errors on stderr as `NAME: MESSAGE`, exit status 0 or 1. `--json` prints
+//! every query's answer in the schema the README documents.
 
 use clap::{Parser, Subcommand};
 use keel_proto::ctl::{
-    self, ClientHello, Error, ErrorKind, InstanceStatus, PowerAction, Request, Response,
-    ServerHello,
+    self, ClientHello, ConfigProblem, Error, ErrorKind, EventRef, InstanceStatus, JobConfig,
+    PowerAction, Request, Response, ServerHello,
 };
 use keel_proto::frame;
+use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
@@ -22,7 +27,7 @@ struct Cli {
     /// The supervisor's control socket.
     #[arg(long, global = true, env = ctl::SOCKET_ENV, default_value = ctl::DEFAULT_SOCKET)]
     socket: PathBuf,
-    /// Print answers to queries as JSON.
+    /// Print answers to queries as JSON (schema in keel's README).
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -31,13 +36,13 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Start a job.
+    /// Start a job (within a job, without JOB: that job's own instance).
     Start(JobArgs),
     /// Stop a job.
     Stop(JobArgs),
     /// Restart a job: kill, post-stop, pre-start, main.
     Restart(JobArgs),
-    /// Send a job its reload signal.
+    /// Send a job's main process its reload signal (SIGHUP unless `reload signal`).
     Reload(JobArgs),
     /// Show a job's goal, state and processes.
     Status(QueryArgs),
@@ -46,21 +51,32 @@ enum Command {
     /// Emit an event; wait until every job it started has started (a task: has
     /// run) and every job it stopped has stopped.
     Emit {
-        /// Return once the event is queued.
+        /// Do not wait for the event to finish before exiting.
         #[arg(short = 'n', long)]
         no_wait: bool,
-        event: String,
+        event: Option<String>,
+        /// KEY=VALUE pairs for the event's environment.
         env: Vec<String>,
     },
     /// Re-read the job files.
     ReloadConfiguration,
-    /// Report events jobs wait for that nothing emits, and jobs they name that do not exist.
-    CheckConfig,
-    /// Show job definitions.
+    /// Report events and jobs that conditions name but nothing provides (exit 1 if any).
+    CheckConfig {
+        /// Events not to report (comma-separated).
+        #[arg(short = 'i', long = "ignore-events", value_delimiter = ',')]
+        ignore: Vec<String>,
+        /// Report every unreachable event (keel always does; accepted for Upstart).
+        #[arg(short = 'w', long)]
+        warn: bool,
+        /// Check this job only.
+        conf: Option<String>,
+    },
+    /// Show emits, start on and stop on of every job (or of CONF).
     ShowConfig {
+        /// Enumerate the events (and the jobs of job events) that start or stop each job.
         #[arg(short = 'e', long)]
         enumerate: bool,
-        job: Option<String>,
+        conf: Option<String>,
     },
     /// Replace the supervisor with a new binary, keeping every job.
     Reexec {
@@ -75,24 +91,46 @@ enum Command {
     Halt,
     /// Show keel's version.
     Version,
-    /// Change the runlevel (emits `runlevel`); `telinit u` re-executes the supervisor.
-    Telinit { runlevel: String },
+    /// Change the runlevel: 0-6 or S emit `runlevel`; Q reloads the configuration;
+    /// U re-executes the supervisor.
+    Telinit {
+        /// KEY=VALUE to add to the runlevel event.
+        #[arg(short = 'e')]
+        env: Vec<String>,
+        runlevel: Option<String>,
+    },
     /// Show the previous and current runlevel.
     Runlevel,
     /// Show or set the supervisor's log priority (debug, info, message, warn, error, fatal).
     LogPriority { level: Option<String> },
     /// Show a job's usage text.
-    Usage { job: String },
+    Usage { job: Option<String> },
     /// List the job-environment table (defaults every job started afterwards gets).
-    ListEnv,
+    ListEnv(EnvScope),
     /// Show one variable of the job-environment table.
-    GetEnv { name: String },
-    /// Set NAME=VALUE in the job-environment table (NAME alone: from this environment).
-    SetEnv { assignment: String },
-    /// Remove a variable from the job-environment table.
-    UnsetEnv { name: String },
+    GetEnv {
+        #[command(flatten)]
+        scope: EnvScope,
+        name: Option<String>,
+    },
+    /// Set variables of the job-environment table (NAME alone: from this environment).
+    SetEnv {
+        #[command(flatten)]
+        scope: EnvScope,
+        /// Keep the value of a variable already set.
+        #[arg(short = 'r', long)]
+        retain: bool,
+        /// NAME=VALUE or NAME.
+        vars: Vec<String>,
+    },
+    /// Remove variables from the job-environment table.
+    UnsetEnv {
+        #[command(flatten)]
+        scope: EnvScope,
+        names: Vec<String>,
+    },
     /// Reset the job-environment table to its defaults.
-    ResetEnv,
+    ResetEnv(EnvScope),
     /// Tell keel that /var/log is writable.
     NotifyDiskWriteable,
     /// Print a shell completion script (bash, zsh or fish).
@@ -106,232 +144,508 @@ struct JobArgs {
     /// Return once the request is accepted, without waiting for the job.
     #[arg(short = 'n', long)]
     no_wait: bool,
-    job: String,
+    job: Option<String>,
     /// KEY=VALUE pairs for the job's environment (and to pick an instance).
     env: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
 struct QueryArgs {
-    job: String,
+    job: Option<String>,
+    /// KEY=VALUE pairs that pick an instance.
     env: Vec<String>,
 }
 
-/// The names initctl answers to as a link, and the subcommand each means.
+#[derive(clap::Args, Debug)]
+struct EnvScope {
+    /// The global table (keel has only that one; accepted for Upstart).
+    #[arg(short = 'g', long)]
+    global: bool,
+}
+
+/// The names initctl answers to as a link.
 const LINKS: &[&str] = &[
     "start", "stop", "restart", "reload", "status", "telinit", "runlevel", "poweroff", "reboot",
     "halt",
 ];
 
+/// A failure: the message (printed as `NAME: MESSAGE`) and whether to suggest help.
+struct Failure {
+    message: String,
+    usage: bool,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure {
+            message,
+            usage: false,
+        }
+    }
+}
+
+fn usage_error(message: &str) -> Failure {
+    Failure {
+        message: message.to_string(),
+        usage: true,
+    }
+}
+
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().collect();
     let invoked = args
         .first()
-        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|a| Path::new(a).file_name())
         .and_then(|n| n.to_str())
         .unwrap_or("initctl")
         .to_string();
-    if LINKS.contains(&invoked.as_str()) {
+    let name = if LINKS.contains(&invoked.as_str()) {
         args[0] = "initctl".into();
         args.insert(1, invoked.clone());
-    }
-    let cli = Cli::parse_from(&args);
-    let name = if LINKS.contains(&invoked.as_str()) {
         invoked
     } else {
         "initctl".to_string()
     };
-    match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("{name}: {message}");
+    let outcome = match Cli::try_parse_from(&args) {
+        Ok(cli) => run(&cli),
+        Err(e) => parse_failure(e),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("{name}: {}", f.message);
+            if f.usage {
+                eprintln!("Try `{name} --help' for more information.");
+            }
             ExitCode::from(1)
         }
     }
 }
 
-fn run(cli: &Cli) -> Result<(), String> {
-    let (request, job) = match &cli.command {
-        Command::Start(a) => (
-            Request::Start {
-                job: a.job.clone(),
-                env: a.env.clone(),
-                wait: !a.no_wait,
-            },
-            Some(&a.job),
+/// clap's verdict in Upstart's words (`invalid command: foo`), exit status 1;
+/// `--help` and `--version` print and succeed.
+fn parse_failure(e: clap::Error) -> Result<ExitCode, Failure> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind as Kind};
+    let context = |kind| match e.get(kind) {
+        Some(ContextValue::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let message = match e.kind() {
+        Kind::DisplayHelp | Kind::DisplayVersion => {
+            let _ = e.print();
+            return Ok(ExitCode::SUCCESS);
+        }
+        Kind::MissingSubcommand | Kind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            "missing command".to_string()
+        }
+        Kind::InvalidSubcommand => format!(
+            "invalid command: {}",
+            context(ContextKind::InvalidSubcommand)
         ),
-        Command::Stop(a) => (
-            Request::Stop {
-                job: a.job.clone(),
-                env: a.env.clone(),
-                wait: !a.no_wait,
+        Kind::UnknownArgument => format!("invalid option: {}", context(ContextKind::InvalidArg)),
+        _ => e
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ")
+            .to_string(),
+    };
+    Err(usage_error(&message))
+}
+
+/// The job a job command names: JOB, or within a job (no JOB given) the job's own
+/// instance from `UPSTART_JOB` and `UPSTART_INSTANCE`, as Upstart does.
+struct Target {
+    job: String,
+    instance: Option<String>,
+    env: Vec<String>,
+}
+
+fn target(job: &Option<String>, env: &[String]) -> Result<Target, Failure> {
+    if let Some(job) = job {
+        return Ok(Target {
+            job: job.clone(),
+            instance: None,
+            env: env.to_vec(),
+        });
+    }
+    match (
+        std::env::var("UPSTART_JOB"),
+        std::env::var("UPSTART_INSTANCE"),
+    ) {
+        (Ok(job), Ok(instance)) => Ok(Target {
+            job,
+            instance: Some(instance),
+            env: Vec::new(),
+        }),
+        _ => Err(usage_error("missing job name")),
+    }
+}
+
+/// How to show an answer: what was asked decides the words.
+enum Show {
+    /// start, stop, restart: the status, or the failure in Upstart's words
+    /// ("Job failed to start").
+    Change {
+        failed: &'static str,
+        job: String,
+    },
+    Status,
+    /// The answer is not shown (reload, emit, power…).
+    Nothing,
+    Config {
+        enumerate: bool,
+    },
+    Problems,
+    Version,
+    Runlevel,
+    Value {
+        key: &'static str,
+        name: Option<String>,
+    },
+    Usage {
+        job: String,
+    },
+    ListEnv,
+}
+
+fn run(cli: &Cli) -> Result<ExitCode, Failure> {
+    let change = |failed, t: &Target| Show::Change {
+        failed,
+        job: t.job.clone(),
+    };
+    let job_request = |a: &JobArgs, make: fn(Target, bool) -> Request, failed| {
+        let t = target(&a.job, &a.env)?;
+        // Within a job the request never waits: the job would wait for itself.
+        let wait = !a.no_wait && t.instance.is_none();
+        let show = change(failed, &t);
+        Ok::<_, Failure>((make(t, wait), show))
+    };
+    let (request, show) = match &cli.command {
+        Command::Start(a) => job_request(
+            a,
+            |t, wait| Request::Start {
+                job: t.job,
+                instance: t.instance,
+                env: t.env,
+                wait,
             },
-            Some(&a.job),
-        ),
-        Command::Restart(a) => (
-            Request::Restart {
-                job: a.job.clone(),
-                env: a.env.clone(),
-                wait: !a.no_wait,
+            "Job failed to start",
+        )?,
+        Command::Stop(a) => job_request(
+            a,
+            |t, wait| Request::Stop {
+                job: t.job,
+                instance: t.instance,
+                env: t.env,
+                wait,
             },
-            Some(&a.job),
-        ),
-        Command::Reload(a) => (
-            Request::Reload {
-                job: a.job.clone(),
-                env: a.env.clone(),
+            "Job failed while stopping",
+        )?,
+        Command::Restart(a) => job_request(
+            a,
+            |t, wait| Request::Restart {
+                job: t.job,
+                instance: t.instance,
+                env: t.env,
+                wait,
             },
-            Some(&a.job),
-        ),
-        Command::Status(a) => (
-            Request::Status {
-                job: a.job.clone(),
-                env: a.env.clone(),
-            },
-            Some(&a.job),
-        ),
-        Command::List => (Request::List, None),
+            "Job failed to restart",
+        )?,
+        Command::Reload(a) => {
+            let t = target(&a.job, &a.env)?;
+            let request = Request::Reload {
+                job: t.job,
+                instance: t.instance,
+                env: t.env,
+            };
+            (request, Show::Nothing)
+        }
+        Command::Status(a) => {
+            let t = target(&a.job, &a.env)?;
+            let request = Request::Status {
+                job: t.job,
+                instance: t.instance,
+                env: t.env,
+            };
+            (request, Show::Status)
+        }
+        Command::List => (Request::List, Show::Status),
         Command::Emit {
             no_wait,
             event,
             env,
-        } => (
-            Request::Emit {
-                event: event.clone(),
+        } => {
+            let event = event
+                .clone()
+                .ok_or_else(|| usage_error("missing event name"))?;
+            let request = Request::Emit {
+                event,
                 env: env.clone(),
                 wait: !no_wait,
-            },
-            None,
-        ),
-        Command::ReloadConfiguration => (Request::ReloadConfiguration, None),
-        Command::CheckConfig => (Request::CheckConfig, None),
-        Command::ShowConfig { enumerate, job } => (
-            Request::ShowConfig {
-                job: job.clone(),
+            };
+            (request, Show::Nothing)
+        }
+        Command::ReloadConfiguration => (Request::ReloadConfiguration, Show::Nothing),
+        Command::CheckConfig { ignore, conf, .. } => {
+            let request = Request::CheckConfig {
+                job: conf.clone(),
+                ignore: ignore.clone(),
+            };
+            (request, Show::Problems)
+        }
+        Command::ShowConfig { enumerate, conf } => (
+            Request::ShowConfig { job: conf.clone() },
+            Show::Config {
                 enumerate: *enumerate,
             },
-            None,
         ),
         Command::Reexec { binary } => (
             Request::Reexec {
                 binary: binary.clone(),
             },
-            None,
+            Show::Nothing,
         ),
-        Command::Poweroff => (
-            Request::Power {
-                action: PowerAction::PowerOff,
-            },
-            None,
-        ),
-        Command::Reboot => (
-            Request::Power {
-                action: PowerAction::Reboot,
-            },
-            None,
-        ),
-        Command::Halt => (
-            Request::Power {
-                action: PowerAction::Halt,
-            },
-            None,
-        ),
-        Command::Version => (Request::Version, None),
-        Command::Telinit { runlevel } => match runlevel.as_bytes() {
-            [level] => (Request::Telinit { runlevel: *level }, None),
-            _ => return Err(format!("illegal runlevel: {runlevel}")),
-        },
-        Command::Runlevel => (Request::Runlevel, None),
+        Command::Poweroff => (power(PowerAction::PowerOff), Show::Nothing),
+        Command::Reboot => (power(PowerAction::Reboot), Show::Nothing),
+        Command::Halt => (power(PowerAction::Halt), Show::Nothing),
+        Command::Version => (Request::Version, Show::Version),
+        Command::Telinit { env, runlevel } => {
+            let runlevel = runlevel
+                .as_deref()
+                .ok_or_else(|| usage_error("missing runlevel"))?;
+            let request = match runlevel.as_bytes() {
+                [b'q' | b'Q'] => Request::ReloadConfiguration,
+                [level @ (b'0'..=b'6' | b's' | b'S' | b'u' | b'U')] => Request::Telinit {
+                    runlevel: level.to_ascii_uppercase(),
+                    env: env.clone(),
+                },
+                _ => return Err(usage_error(&format!("illegal runlevel: {runlevel}"))),
+            };
+            (request, Show::Nothing)
+        }
+        Command::Runlevel => (Request::Runlevel, Show::Runlevel),
         Command::LogPriority { level } => (
             Request::LogPriority {
                 level: level.clone(),
             },
-            None,
+            Show::Value {
+                key: "priority",
+                name: None,
+            },
         ),
-        Command::Usage { job } => (Request::Usage { job: job.clone() }, Some(job)),
-        Command::ListEnv => (Request::ListEnv, None),
-        Command::GetEnv { name } => (Request::GetEnv { name: name.clone() }, None),
-        Command::SetEnv { assignment } => {
-            let (name, value) = match assignment.split_once('=') {
-                Some((n, v)) => (n.to_string(), v.to_string()),
-                None => {
-                    let v = std::env::var(assignment)
-                        .map_err(|_| format!("{assignment} is not set in this environment"))?;
-                    (assignment.clone(), v)
-                }
-            };
-            (Request::SetEnv { name, value }, None)
+        Command::Usage { job } => {
+            let t = target(job, &[])?;
+            let show = Show::Usage { job: t.job.clone() };
+            (Request::Usage { job: t.job }, show)
         }
-        Command::UnsetEnv { name } => (Request::UnsetEnv { name: name.clone() }, None),
-        Command::ResetEnv => (Request::ResetEnv, None),
-        Command::NotifyDiskWriteable => (Request::NotifyDiskWriteable, None),
+        Command::ListEnv(_) => (Request::ListEnv, Show::ListEnv),
+        Command::GetEnv { name, .. } => {
+            let name = name
+                .clone()
+                .ok_or_else(|| usage_error("missing variable name"))?;
+            let show = Show::Value {
+                key: "value",
+                name: Some(name.clone()),
+            };
+            (Request::GetEnv { name }, show)
+        }
+        Command::SetEnv { retain, vars, .. } => {
+            if vars.is_empty() {
+                return Err(usage_error("missing variable value"));
+            }
+            let vars = vars
+                .iter()
+                .map(|v| match v.split_once('=') {
+                    Some((n, value)) => Ok((n.to_string(), value.to_string())),
+                    None => std::env::var(v)
+                        .map(|value| (v.clone(), value))
+                        .map_err(|_| format!("{v} is not set in this environment")),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let request = Request::SetEnv {
+                vars,
+                retain: *retain,
+            };
+            (request, Show::Nothing)
+        }
+        Command::UnsetEnv { names, .. } => {
+            if names.is_empty() {
+                return Err(usage_error("missing variable name"));
+            }
+            let request = Request::UnsetEnv {
+                names: names.clone(),
+            };
+            (request, Show::Nothing)
+        }
+        Command::ResetEnv(_) => (Request::ResetEnv, Show::Nothing),
+        Command::NotifyDiskWriteable => (Request::NotifyDiskWriteable, Show::Nothing),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut cmd, "initctl", &mut std::io::stdout());
-            return Ok(());
+            return Ok(ExitCode::SUCCESS);
         }
         Command::Man => {
             let cmd = <Cli as clap::CommandFactory>::command();
-            return clap_mangen::Man::new(cmd)
+            clap_mangen::Man::new(cmd)
                 .render(&mut std::io::stdout())
-                .map_err(|e| e.to_string());
+                .map_err(|e| e.to_string())?;
+            return Ok(ExitCode::SUCCESS);
         }
     };
-    let response = ask(&cli.socket, &request)?;
-    match response {
-        Response::Error(e) => Err(describe_error(&e, job.map(String::as_str))),
-        Response::Instances(list) => {
-            if cli.json {
-                println!(
-                    "{}",
-                    serde_json::Value::Array(list.iter().map(json_status).collect())
-                );
+    let (response, protocol) = ask(&cli.socket, &request)?;
+    let mut out = String::new();
+    let code = render(&show, response, protocol, cli.json, &mut out)?;
+    print!("{out}");
+    Ok(code)
+}
+
+fn power(action: PowerAction) -> Request {
+    Request::Power { action }
+}
+
+/// Writes the answer as text or JSON into `out`; the exit status, or the error.
+fn render(
+    show: &Show,
+    response: Response,
+    protocol: u32,
+    as_json: bool,
+    out: &mut String,
+) -> Result<ExitCode, Failure> {
+    use std::fmt::Write as _;
+    let mut json_line = |v: Value| {
+        let _ = writeln!(out, "{v}");
+    };
+    match (show, response) {
+        (Show::Change { failed, job }, Response::Error(e)) => Err(describe_error(&e, job, failed)),
+        (_, Response::Error(e)) => Err(e.message.into()),
+        (Show::Nothing, _) => Ok(ExitCode::SUCCESS),
+        (_, Response::Instances(list)) => {
+            if as_json {
+                json_line(Value::Array(list.iter().map(json_status).collect()));
             } else {
-                for s in &list {
-                    print!("{}", format_status(s));
+                list.iter().for_each(|s| out.push_str(&format_status(s)));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        (Show::Config { enumerate }, Response::Config(configs)) => {
+            if as_json {
+                json_line(Value::Array(configs.iter().map(json_config).collect()));
+            } else {
+                configs
+                    .iter()
+                    .for_each(|c| out.push_str(&format_config(c, *enumerate)));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        (Show::Problems, Response::Problems(problems)) => {
+            if as_json {
+                json_line(Value::Array(problems.iter().map(json_problem).collect()));
+            } else {
+                out.push_str(&format_problems(&problems));
+            }
+            Ok(if problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        (Show::Version, Response::Version { version }) => {
+            if as_json {
+                json_line(json!({ "version": version, "protocol": protocol }));
+            } else {
+                let _ = writeln!(out, "{version}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        (Show::Runlevel, Response::Runlevel { previous, current }) => {
+            let show = |r: u8| if r == 0 { 'N' } else { r as char };
+            if as_json {
+                json_line(
+                    json!({ "previous": show(previous).to_string(), "current": show(current).to_string() }),
+                );
+            } else if current == 0 {
+                // Upstart's runlevel(8): no runlevel yet.
+                out.push_str("unknown\n");
+            } else {
+                let _ = writeln!(out, "{} {}", show(previous), show(current));
+            }
+            Ok(if current == 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        (Show::Value { key, name }, Response::Value(value)) => {
+            if as_json {
+                let mut object = serde_json::Map::new();
+                if let Some(name) = name {
+                    object.insert("name".into(), json!(name));
+                }
+                object.insert((*key).into(), json!(value));
+                json_line(Value::Object(object));
+            } else {
+                let _ = writeln!(out, "{value}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        (Show::Usage { job }, Response::Value(usage)) => {
+            if as_json {
+                json_line(json!({ "job": job, "usage": usage }));
+            } else {
+                let _ = writeln!(out, "Usage: {usage}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        (Show::ListEnv, Response::Env(vars)) => {
+            if as_json {
+                let object: serde_json::Map<String, Value> =
+                    vars.into_iter().map(|(k, v)| (k, json!(v))).collect();
+                json_line(Value::Object(object));
+            } else {
+                for (k, v) in &vars {
+                    let _ = writeln!(out, "{k}={v}");
                 }
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
-        Response::Text(t) => {
-            if cli.json {
-                println!("{}", serde_json::json!({ "text": t }));
-            } else {
-                print!("{t}");
-            }
-            Ok(())
-        }
-        Response::Version { version } => {
-            if cli.json {
-                println!("{}", serde_json::json!({ "version": version }));
-            } else {
-                println!("{version}");
-            }
-            Ok(())
-        }
-        Response::Runlevel { previous, current } => {
-            let show = |r: u8| if r == 0 { 'N' } else { r as char };
-            println!("{} {}", show(previous), show(current));
-            Ok(())
-        }
-        Response::Ok => Ok(()),
+        (_, Response::Ok) => Ok(ExitCode::SUCCESS),
+        (_, other) => Err(format!("unexpected answer from the supervisor: {other:?}").into()),
     }
 }
 
-/// Upstart's words for errors: `Unknown job: foo`, `Job is already running: foo`.
-fn describe_error(e: &Error, job: Option<&str>) -> String {
-    match (e.kind, job) {
-        (ErrorKind::AlreadyStarted | ErrorKind::AlreadyStopped, Some(job)) => {
-            format!("{}: {job}", e.message)
+/// Upstart's words for errors: `Unknown job: foo`, `Job is already running: foo`,
+/// `Job failed to start: main process (12) terminated with status 1`.
+fn describe_error(e: &Error, job: &str, failed: &str) -> Failure {
+    match e.kind {
+        ErrorKind::AlreadyStarted | ErrorKind::AlreadyStopped => {
+            format!("{}: {job}", e.message).into()
         }
-        _ => e.message.clone(),
+        ErrorKind::JobFailed => format!("{failed}: {}", e.message).into(),
+        _ => e.message.clone().into(),
     }
 }
 
-/// Connects, shakes hands, sends one request and reads its answer.
-fn ask(socket: &PathBuf, request: &Request) -> Result<Response, String> {
-    let mut stream = UnixStream::connect(socket)
-        .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
+/// An I/O error without Rust's "(os error N)".
+fn io_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
+/// Connects, shakes hands, sends one request and reads its answer; also the
+/// protocol version the supervisor speaks.
+fn ask(socket: &Path, request: &Request) -> Result<(Response, u32), Failure> {
+    let mut stream = UnixStream::connect(socket).map_err(|e| {
+        format!(
+            "Unable to connect to keel: {}: {}",
+            socket.display(),
+            io_text(&e)
+        )
+    })?;
     let hello = ClientHello {
         magic: ctl::MAGIC,
         version: ctl::VERSION,
@@ -339,32 +653,37 @@ fn ask(socket: &PathBuf, request: &Request) -> Result<Response, String> {
     send(&mut stream, &hello)?;
     let answer: ServerHello = receive(&mut stream)?;
     if answer.magic != ctl::MAGIC {
-        return Err(format!("{} is not a keel control socket", socket.display()));
+        return Err(format!("{} is not a keel control socket", socket.display()).into());
     }
     if !answer.accepted {
         return Err(format!(
-            "protocol version mismatch: initctl speaks {}, the supervisor speaks {}",
+            "protocol version mismatch: this initctl speaks control protocol {}, the \
+             supervisor speaks {}; use the initctl that came with the running keel",
             ctl::VERSION,
             answer.version
-        ));
+        )
+        .into());
     }
     send(&mut stream, request)?;
-    receive(&mut stream)
+    Ok((receive(&mut stream)?, answer.version))
 }
 
-fn send<T: serde::Serialize>(stream: &mut UnixStream, msg: &T) -> Result<(), String> {
+fn send<T: serde::Serialize>(stream: &mut UnixStream, msg: &T) -> Result<(), Failure> {
     let bytes = frame::encode(msg).map_err(|e| e.to_string())?;
     stream
         .write_all(&bytes)
-        .map_err(|e| format!("cannot send the request: {e}"))
+        .map_err(|e| format!("cannot send the request: {}", io_text(&e)).into())
 }
 
-fn receive<T: for<'a> serde::Deserialize<'a>>(stream: &mut UnixStream) -> Result<T, String> {
-    let lost = |e: std::io::Error| {
+fn receive<T: for<'a> serde::Deserialize<'a>>(stream: &mut UnixStream) -> Result<T, Failure> {
+    let lost = |e: std::io::Error| -> Failure {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            "the supervisor closed the connection (it may have restarted); the request's outcome is unknown".to_string()
+            "the supervisor closed the connection (it may have restarted); the request's \
+             outcome is unknown"
+                .to_string()
+                .into()
         } else {
-            format!("cannot read the answer: {e}")
+            format!("cannot read the answer: {}", io_text(&e)).into()
         }
     };
     let mut header = [0u8; frame::HEADER];
@@ -372,36 +691,105 @@ fn receive<T: for<'a> serde::Deserialize<'a>>(stream: &mut UnixStream) -> Result
     let len = frame::body_len(header, frame::MAX_FRAME).map_err(|e| e.to_string())?;
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body).map_err(lost)?;
-    frame::decode(&body).map_err(|e| format!("garbled answer from the supervisor: {e}"))
+    frame::decode(&body).map_err(|e| format!("garbled answer from the supervisor: {e}").into())
 }
 
-/// `JOB [(INSTANCE)] GOAL/STATE[, process PID]` plus a line per other process.
+/// Upstart's status line: `JOB [(INSTANCE)] GOAL/STATE[, process PID]`, the first
+/// process on it (`, (post-start) process PID` if that is neither main, pre-start
+/// nor post-stop), then a line `\tKIND process PID` per other process.
 fn format_status(s: &InstanceStatus) -> String {
     let mut out = s.job.clone();
     if !s.instance.is_empty() {
         out.push_str(&format!(" ({})", s.instance));
     }
     out.push_str(&format!(" {}/{}", s.goal.name(), s.state.name()));
-    let main = s.processes.iter().find(|p| p.kind == "main");
-    if let Some(p) = main {
-        out.push_str(&format!(", process {}", p.pid));
+    if let Some((first, rest)) = s.processes.split_first() {
+        match first.kind.as_str() {
+            "main" | "pre-start" | "post-stop" => out.push_str(&format!(", process {}", first.pid)),
+            kind => out.push_str(&format!(", ({kind}) process {}", first.pid)),
+        }
+        for p in rest {
+            out.push_str(&format!("\n\t{} process {}", p.kind, p.pid));
+        }
     }
     out.push('\n');
-    for p in s.processes.iter().filter(|p| p.kind != "main") {
-        out.push_str(&format!("\t{} process {}\n", p.kind, p.pid));
+    out
+}
+
+/// Upstart's show-config: the job's name, then `  emits EVENT` lines, then
+/// `  start on COND` and `  stop on COND` — or, enumerated (`-e`), a line per event
+/// `  start on EVENT (job: JOB, env: ARGS)`.
+fn format_config(c: &JobConfig, enumerate: bool) -> String {
+    let mut out = format!("{}\n", c.name);
+    for e in &c.emits {
+        out.push_str(&format!("  emits {e}\n"));
+    }
+    let conditions = [
+        ("start on", &c.start_on, &c.start_on_events),
+        ("stop on", &c.stop_on, &c.stop_on_events),
+    ];
+    for (stanza, text, events) in conditions {
+        if enumerate {
+            for e in events {
+                out.push_str(&format!("  {stanza} {}\n", enumerated(e)));
+            }
+        } else if let Some(text) = text {
+            out.push_str(&format!("  {stanza} {text}\n"));
+        }
     }
     out
 }
 
-/// The documented JSON shape of one instance (see README, "initctl --json").
-fn json_status(s: &InstanceStatus) -> serde_json::Value {
-    serde_json::json!({
+fn enumerated(e: &EventRef) -> String {
+    let job = e.job.as_ref().map(|j| format!(" {j}")).unwrap_or_default();
+    let env: String = e.env.iter().map(|a| format!(" {a}")).collect();
+    format!("{} (job:{job}, env:{env})", e.event)
+}
+
+/// Upstart's check-config: each job with findings, then `  CONDITION: MESSAGE`.
+fn format_problems(problems: &[ConfigProblem]) -> String {
+    let mut out = String::new();
+    let mut last: Option<&str> = None;
+    for p in problems {
+        if last != Some(p.job.as_str()) {
+            out.push_str(&format!("{}\n", p.job));
+            last = Some(&p.job);
+        }
+        out.push_str(&format!("  {}: {}\n", p.condition, p.message));
+    }
+    out
+}
+
+/// The documented JSON shape of one instance (README, "initctl --json").
+fn json_status(s: &InstanceStatus) -> Value {
+    json!({
         "job": s.job,
         "instance": s.instance,
         "goal": s.goal.name(),
         "state": s.state.name(),
-        "processes": s.processes.iter().map(|p| serde_json::json!({"kind": p.kind, "pid": p.pid})).collect::<Vec<_>>(),
+        "processes": s.processes.iter().map(|p| json!({"kind": p.kind, "pid": p.pid})).collect::<Vec<_>>(),
         "failure": s.failure,
         "status": s.status_text,
     })
+}
+
+fn json_config(c: &JobConfig) -> Value {
+    let events = |list: &[EventRef]| -> Vec<Value> {
+        list.iter()
+            .map(|e| json!({"event": e.event, "job": e.job, "env": e.env}))
+            .collect()
+    };
+    json!({
+        "job": c.name,
+        "emits": c.emits,
+        "start_on": c.start_on,
+        "stop_on": c.stop_on,
+        "start_on_events": events(&c.start_on_events),
+        "stop_on_events": events(&c.stop_on_events),
+        "definition": c.definition,
+    })
+}
+
+fn json_problem(p: &ConfigProblem) -> Value {
+    json!({"job": p.job, "condition": p.condition, "message": p.message})
 }

@@ -119,29 +119,38 @@ pub struct InstanceStatus {
 }
 
 /// What initctl asks.
+///
+/// `job` requests (start, stop, restart, reload, status) name the instance either by
+/// `env` (the instance stanza expanded with it, as Upstart does) or, from within a
+/// job, by `instance` (its `UPSTART_INSTANCE`), which then wins.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     Start {
         job: String,
+        instance: Option<String>,
         env: Vec<String>,
         wait: bool,
     },
     Stop {
         job: String,
+        instance: Option<String>,
         env: Vec<String>,
         wait: bool,
     },
     Restart {
         job: String,
+        instance: Option<String>,
         env: Vec<String>,
         wait: bool,
     },
     Reload {
         job: String,
+        instance: Option<String>,
         env: Vec<String>,
     },
     Status {
         job: String,
+        instance: Option<String>,
         env: Vec<String>,
     },
     List,
@@ -151,10 +160,15 @@ pub enum Request {
         wait: bool,
     },
     ReloadConfiguration,
-    CheckConfig,
+    /// Events and jobs that `start on` / `stop on` name and nothing provides: of
+    /// every job, or of `job` only; events in `ignore` are not reported.
+    CheckConfig {
+        job: Option<String>,
+        ignore: Vec<String>,
+    },
+    /// Every job's configuration, or `job`'s only.
     ShowConfig {
         job: Option<String>,
-        enumerate: bool,
     },
     Reexec {
         binary: Option<String>,
@@ -162,8 +176,11 @@ pub enum Request {
     Power {
         action: PowerAction,
     },
+    /// A runlevel (`b'0'`…`b'6'`, `b'S'`) emits `runlevel` with `env` added;
+    /// `b'U'` re-executes the supervisor.
     Telinit {
         runlevel: u8,
+        env: Vec<String>,
     },
     Runlevel,
     Version,
@@ -180,12 +197,15 @@ pub enum Request {
     GetEnv {
         name: String,
     },
+    /// Sets every pair, or none if one name is invalid; with `retain`, a variable
+    /// already in the table keeps its value.
     SetEnv {
-        name: String,
-        value: String,
+        vars: Vec<(String, String)>,
+        retain: bool,
     },
+    /// Removes every name, or none if one is not in the table.
     UnsetEnv {
-        name: String,
+        names: Vec<String>,
     },
     ResetEnv,
     /// /var/log is writable: write out job output held back until now.
@@ -193,22 +213,75 @@ pub enum Request {
 }
 
 impl Request {
-    /// Whether the request changes anything (and so needs an authorised caller).
+    /// Whether the request only reads (anyone may ask) rather than changes
+    /// something (root or the supervisor's own uid only). Every variant is named,
+    /// so a new request cannot become a query by accident.
     pub fn is_query(&self) -> bool {
-        matches!(
-            self,
+        match self {
             Request::Status { .. }
-                | Request::List
-                | Request::CheckConfig
-                | Request::ShowConfig { .. }
-                | Request::Runlevel
-                | Request::Version
-                | Request::LogPriority { level: None }
-                | Request::Usage { .. }
-                | Request::ListEnv
-                | Request::GetEnv { .. }
-        )
+            | Request::List
+            | Request::CheckConfig { .. }
+            | Request::ShowConfig { .. }
+            | Request::Runlevel
+            | Request::Version
+            | Request::LogPriority { level: None }
+            | Request::Usage { .. }
+            | Request::ListEnv
+            | Request::GetEnv { .. } => true,
+            Request::Start { .. }
+            | Request::Stop { .. }
+            | Request::Restart { .. }
+            | Request::Reload { .. }
+            | Request::Emit { .. }
+            | Request::ReloadConfiguration
+            | Request::Reexec { .. }
+            | Request::Power { .. }
+            | Request::Telinit { .. }
+            | Request::LogPriority { level: Some(_) }
+            | Request::SetEnv { .. }
+            | Request::UnsetEnv { .. }
+            | Request::ResetEnv
+            | Request::NotifyDiskWriteable => false,
+        }
     }
+}
+
+/// An event a `start on` / `stop on` names, as `show-config -e` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRef {
+    pub event: String,
+    /// For the job events (`starting`, `started`, `stopping`, `stopped`): the job
+    /// named by the first positional argument or `JOB=`.
+    pub job: Option<String>,
+    /// The other arguments, as written (`[2345]`, `INTERFACE=eth0`, `KEY!=VALUE`).
+    pub env: Vec<String>,
+}
+
+/// What `show-config` says of one job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobConfig {
+    pub name: String,
+    /// The events the job says it emits (`emits`).
+    pub emits: Vec<String>,
+    /// `start on` as Upstart's initctl writes it (every operator in parentheses);
+    /// `None` without one (or with `manual`).
+    pub start_on: Option<String>,
+    pub stop_on: Option<String>,
+    /// Each event `start on` names, in the order written.
+    pub start_on_events: Vec<EventRef>,
+    pub stop_on_events: Vec<EventRef>,
+    /// The whole definition as a job file; it parses back to the same definition.
+    pub definition: String,
+}
+
+/// One finding of `check-config`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigProblem {
+    pub job: String,
+    /// `start on` or `stop on`.
+    pub condition: String,
+    /// `unknown event NAME` or `unknown job NAME`.
+    pub message: String,
 }
 
 /// Why a request failed.
@@ -241,11 +314,18 @@ pub enum Response {
     Ok,
     /// The instances a request concerned, as they are now.
     Instances(Vec<InstanceStatus>),
-    /// Text for the user (show-config, check-config).
-    Text(String),
+    /// `show-config`.
+    Config(Vec<JobConfig>),
+    /// `check-config`: empty when every condition can be met.
+    Problems(Vec<ConfigProblem>),
+    /// `list-env`: the job-environment table, sorted by name.
+    Env(Vec<(String, String)>),
+    /// One value: `get-env`, `log-priority`, `usage`.
+    Value(String),
     Version {
         version: String,
     },
+    /// Runlevels as characters (`b'2'`), 0 for none (shown as `N`).
     Runlevel {
         previous: u8,
         current: u8,
@@ -265,16 +345,18 @@ mod tests {
         let reqs = vec![
             Request::Start {
                 job: "net/apache".into(),
+                instance: None,
                 env: vec!["PORT=80".into()],
                 wait: true,
+            },
+            Request::SetEnv {
+                vars: vec![("A".into(), "b".into())],
+                retain: true,
             },
             Request::Power {
                 action: PowerAction::Halt,
             },
-            Request::ShowConfig {
-                job: None,
-                enumerate: true,
-            },
+            Request::ShowConfig { job: None },
         ];
         for r in reqs {
             let f = encode(&r).unwrap();

@@ -126,3 +126,67 @@ mod tests {
         assert_eq!(decode::<Response>(&trailing), Err(FrameError::Malformed));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! The decoder against arbitrary bytes: never a panic, never a frame larger
+    //! than the limit, and whatever decodes re-encodes to a message that decodes
+    //! the same (so nothing half-understood is acted on).
+    use super::*;
+    use crate::ctl::{ClientHello, Request, Response, ServerHello};
+    use proptest::prelude::*;
+    use std::vec::Vec;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn split_never_panics_or_oversteps(buf in proptest::collection::vec(any::<u8>(), 0..256), limit in 0usize..512) {
+            match split(&buf, limit) {
+                Ok(Some((range, used))) => {
+                    prop_assert_eq!(range.start, HEADER);
+                    prop_assert_eq!(range.end, used);
+                    prop_assert!(used <= buf.len());
+                    prop_assert!(range.len() <= limit);
+                }
+                Ok(None) => prop_assert!(buf.len() < HEADER || buf.len() < HEADER + u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize),
+                Err(FrameError::TooLarge(n)) => prop_assert!(n > limit),
+                Err(FrameError::Malformed) => prop_assert!(false, "split never judges bodies"),
+            }
+        }
+
+        #[test]
+        fn arbitrary_bodies_decode_or_fail_cleanly(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(r) = decode::<Request>(&body) {
+                let again = encode(&r).unwrap();
+                prop_assert_eq!(decode::<Request>(&again[HEADER..]), Ok(r));
+            }
+            if let Ok(r) = decode::<Response>(&body) {
+                let again = encode(&r).unwrap();
+                prop_assert_eq!(decode::<Response>(&again[HEADER..]), Ok(r));
+            }
+            let _ = decode::<ClientHello>(&body);
+            let _ = decode::<ServerHello>(&body);
+        }
+
+        /// A valid request with bytes flipped, cut or appended.
+        #[test]
+        fn damaged_requests_never_panic(
+            job in "[a-z/]{0,12}",
+            env in proptest::collection::vec("[A-Z]{1,4}=[a-z]{0,4}", 0..4),
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+            cut in any::<usize>(),
+            extra in proptest::collection::vec(any::<u8>(), 0..8),
+        ) {
+            let request = Request::Start { job, instance: None, env, wait: true };
+            let mut body: Vec<u8> = encode(&request).unwrap()[HEADER..].to_vec();
+            for (at, bits) in flips {
+                let len = body.len();
+                body[at % len] ^= bits;
+            }
+            body.truncate(cut % (body.len() + 1));
+            body.extend(extra);
+            let _ = decode::<Request>(&body);
+        }
+    }
+}

@@ -1,13 +1,34 @@
 //! The control socket: accepting initctl connections, framing, the handshake,
-//! authorisation, deadlines. It decodes requests and queues answers; what a request
-//! means is the runtime's business.
+//! authorisation, deadlines, and the limits that keep any client from costing more
+//! than its share. It decodes requests and queues answers; what a request means is
+//! the runtime's business.
 //!
-//! Every connection is non-blocking and served from the supervisor's one event
-//! loop: a client that sends half a frame or stops reading only ever costs its own
-//! bounded buffers and is dropped at its deadline; it never delays anyone else.
+//! Two layers:
+//! - [`Session`]: one client's protocol without its socket — bytes in, requests and
+//!   answer bytes out. Pure (it is told the time), so it is tested and fuzzed
+//!   without sockets.
+//! - [`Control`]: the listening socket and every connection's fd, non-blocking,
+//!   served from the supervisor's one event loop.
 //!
-//! Authorisation comes from `SO_PEERCRED` at accept: root or the supervisor's own
-//! uid may change things, anyone may query.
+//! What a client can and cannot do to the others:
+//! - A connection reads one request at a time: while its request is carried out,
+//!   or while an answer is still unsent, nothing more is read from it (its bytes
+//!   wait in the kernel, and a client that keeps writing blocks in its own write).
+//! - Every buffer is bounded: a request frame by [`MAX_REQUEST`], the hello by 64
+//!   bytes, the unsent answers of all connections together by [`MAX_QUEUED`].
+//! - Deadlines ([`DEADLINE`]): the hello, and every frame once begun, must arrive
+//!   whole in time; an answer must be read in time. A late client is dropped. A
+//!   request being carried out (a `start` waiting for its job) has no deadline.
+//! - At most [`MAX_CONNECTIONS`]; when they are all taken, or the supervisor is out
+//!   of file descriptors, a newcomer evicts the connection idle the longest —
+//!   first those that never sent a byte — so idle connections never lock anyone
+//!   out. A connection with a request in flight or an answer unsent is never
+//!   evicted.
+//!
+//! Authorisation comes from `SO_PEERCRED` at accept, never from what a client
+//! sends: root or the supervisor's own uid may change things, anyone may query
+//! ([`Request::is_query`]); any other request is answered "Permission denied" and
+//! changes nothing (it never reaches the runtime).
 
 use keel_proto::ctl::{self, ClientHello, Error, ErrorKind, Request, Response, ServerHello};
 use keel_proto::frame;
@@ -20,24 +41,281 @@ use std::time::{Duration, Instant};
 
 /// The largest request frame accepted (answers may be larger).
 pub const MAX_REQUEST: usize = 64 * 1024;
-/// Connections beyond this are closed at once.
-pub const MAX_CONNECTIONS: usize = 1024;
-/// How long a client may take to send a whole frame, or to read its answer.
+/// The largest hello accepted: the hello's shape is frozen and tiny.
+const MAX_HELLO: usize = 64;
+/// Connections open at once, at most — and never more than half the supervisor's
+/// file descriptor limit, so that clients cannot take the fds jobs are spawned with.
+pub const MAX_CONNECTIONS: usize = 512;
+/// How long a client may take to send a whole frame (its hello: from connecting),
+/// or to read an answer.
 pub const DEADLINE: Duration = Duration::from_secs(10);
+/// Unsent answer bytes of all connections together, at most: an answer that
+/// would go beyond is replaced by a short error.
+pub const MAX_QUEUED: usize = 32 << 20;
+/// An answer this short is always queued (errors, the status of a job).
+const SMALL_ANSWER: usize = 4096;
+/// Bytes read from a socket at once.
+const CHUNK: usize = 4096;
+/// A buffer that grew beyond this is released once empty.
+const KEEP_CAPACITY: usize = 8192;
 
 pub type ConnId = u64;
 
-struct Conn {
-    fd: OwnedFd,
-    uid: u32,
+/// One client's side of the protocol, without its socket.
+pub struct Session {
+    /// Root or the supervisor's own uid: may change things.
+    privileged: bool,
+    own_uid: u32,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     greeted: bool,
     /// A request is being carried out; no other is read meanwhile.
     busy: bool,
-    /// Close once `wbuf` is flushed.
+    /// No more requests: close once the answer in flight is sent.
     closing: bool,
-    deadline: Option<Instant>,
+    /// Since when the client owes us bytes: from connecting (the hello), or from
+    /// the first byte of an unfinished frame.
+    read_since: Instant,
+    /// Since when the oldest unsent answer byte waits.
+    write_since: Instant,
+    /// Whether the client ever sent a byte.
+    spoke: bool,
+    last_active: Instant,
+}
+
+impl Session {
+    pub fn new(uid: u32, own_uid: u32, now: Instant) -> Session {
+        Session {
+            privileged: uid == 0 || uid == own_uid,
+            own_uid,
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+            greeted: false,
+            busy: false,
+            closing: false,
+            read_since: now,
+            write_since: now,
+            spoke: false,
+            last_active: now,
+        }
+    }
+
+    /// Bytes the client sent.
+    pub fn feed(&mut self, bytes: &[u8], now: Instant) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.rbuf.is_empty() && self.greeted && !self.busy {
+            self.read_since = now;
+        }
+        self.rbuf.extend_from_slice(bytes);
+        self.spoke = true;
+        self.last_active = now;
+    }
+
+    /// The client closed its side: it sends nothing more.
+    pub fn end_of_input(&mut self) {
+        self.closing = true;
+        self.rbuf.clear();
+    }
+
+    /// Whether more bytes should be read from the client now: not while a request
+    /// is carried out or an answer is unsent (so a client is read no faster than
+    /// it reads), nor once it is closing.
+    pub fn wants_input(&self) -> bool {
+        !self.busy && !self.closing && self.wbuf.is_empty()
+    }
+
+    /// The next request, if a whole one is buffered and may be taken now. The
+    /// hello, protocol errors and refusals are answered here (queued as output)
+    /// and never reach the caller. Takes nothing while output is unsent.
+    pub fn take_request(&mut self, now: Instant) -> Option<Request> {
+        while self.wants_input() {
+            let limit = if self.greeted { MAX_REQUEST } else { MAX_HELLO };
+            let (range, used) = match frame::split(&self.rbuf, limit) {
+                Ok(Some(found)) => found,
+                Ok(None) => return None,
+                Err(e) => {
+                    self.fail(&e.to_string(), now);
+                    return None;
+                }
+            };
+            let body = &self.rbuf[range];
+            if !self.greeted {
+                let hello: Result<ClientHello, _> = frame::decode(body);
+                self.consume(used, now);
+                self.greet(hello.ok(), now);
+                continue;
+            }
+            let request: Result<Request, _> = frame::decode(body);
+            self.consume(used, now);
+            let request = match request {
+                Ok(r) => r,
+                Err(e) => {
+                    self.fail(&e.to_string(), now);
+                    return None;
+                }
+            };
+            if !request.is_query() && !self.privileged {
+                let message = self.denial();
+                self.queue(
+                    &Response::Error(Error {
+                        kind: ErrorKind::PermissionDenied,
+                        message,
+                    }),
+                    now,
+                );
+                continue;
+            }
+            self.busy = true;
+            return Some(request);
+        }
+        None
+    }
+
+    /// Queues the answer to the request being carried out; `room` is how many
+    /// answer bytes may still be queued (see [`MAX_QUEUED`]).
+    pub fn answer(&mut self, response: &Response, room: usize, now: Instant) {
+        let bytes = match frame::encode(response) {
+            Ok(b) if b.len() <= SMALL_ANSWER || b.len() <= room => b,
+            Ok(_) => error_frame(
+                ErrorKind::Internal,
+                "too many answers wait to be read by other clients; try again",
+            ),
+            Err(_) => error_frame(ErrorKind::Internal, "the answer is too large to send"),
+        };
+        self.push_output(&bytes, now);
+        self.busy = false;
+        if !self.rbuf.is_empty() {
+            self.read_since = now;
+        }
+        self.last_active = now;
+    }
+
+    /// The bytes waiting to be sent.
+    pub fn output(&self) -> &[u8] {
+        &self.wbuf
+    }
+
+    /// `n` bytes of the output were sent.
+    pub fn sent(&mut self, n: usize, now: Instant) {
+        self.wbuf.drain(..n.min(self.wbuf.len()));
+        if self.wbuf.is_empty() && self.wbuf.capacity() > KEEP_CAPACITY {
+            self.wbuf = Vec::new();
+        }
+        if n > 0 {
+            self.last_active = now;
+        }
+    }
+
+    /// Whether the connection has nothing left to do and may be closed.
+    pub fn finished(&self) -> bool {
+        self.closing && !self.busy && self.wbuf.is_empty()
+    }
+
+    /// When the client must have sent or read what it owes, if it owes anything.
+    pub fn deadline(&self) -> Option<Instant> {
+        let reading = !self.busy && !self.closing && (!self.greeted || !self.rbuf.is_empty());
+        let read = reading.then_some(self.read_since + DEADLINE);
+        let write = (!self.wbuf.is_empty()).then_some(self.write_since + DEADLINE);
+        match (read, write) {
+            (Some(r), Some(w)) => Some(r.min(w)),
+            (r, w) => r.or(w),
+        }
+    }
+
+    /// Whether closing this connection loses nothing: no request in flight, no
+    /// answer unsent.
+    pub fn evictable(&self) -> bool {
+        !self.busy && self.wbuf.is_empty()
+    }
+
+    /// Which idle connection goes first: those that never spoke, then the one idle
+    /// the longest.
+    fn eviction_rank(&self) -> (bool, Instant) {
+        (self.spoke, self.last_active)
+    }
+
+    fn consume(&mut self, used: usize, now: Instant) {
+        self.rbuf.drain(..used);
+        if self.rbuf.is_empty() {
+            if self.rbuf.capacity() > KEEP_CAPACITY {
+                self.rbuf = Vec::new();
+            }
+        } else {
+            // What follows is the start of the next frame.
+            self.read_since = now;
+        }
+    }
+
+    fn greet(&mut self, hello: Option<ClientHello>, now: Instant) {
+        let accepted = hello.is_some_and(|h| h.magic == ctl::MAGIC && h.version == ctl::VERSION);
+        self.queue(
+            &ServerHello {
+                magic: ctl::MAGIC,
+                version: ctl::VERSION,
+                accepted,
+            },
+            now,
+        );
+        if accepted {
+            self.greeted = true;
+        } else {
+            self.closing = true;
+            self.rbuf.clear();
+        }
+    }
+
+    /// A protocol error: answered (a refused hello before the handshake, so that a
+    /// client of any version can read it), then the connection closes.
+    fn fail(&mut self, what: &str, now: Instant) {
+        tracing::debug!("control client: {what}");
+        if self.greeted {
+            self.push_output(&error_frame(ErrorKind::InvalidRequest, what), now);
+            self.closing = true;
+            self.rbuf.clear();
+        } else {
+            self.greet(None, now);
+        }
+    }
+
+    fn denial(&self) -> String {
+        if self.own_uid == 0 {
+            "Permission denied: only root may change anything".to_string()
+        } else {
+            format!(
+                "Permission denied: only root or uid {} may change anything",
+                self.own_uid
+            )
+        }
+    }
+
+    fn queue<T: serde::Serialize>(&mut self, msg: &T, now: Instant) {
+        // Hellos and errors are a few dozen bytes: encoding cannot fail.
+        if let Ok(bytes) = frame::encode(msg) {
+            self.push_output(&bytes, now);
+        }
+    }
+
+    fn push_output(&mut self, bytes: &[u8], now: Instant) {
+        if self.wbuf.is_empty() {
+            self.write_since = now;
+        }
+        self.wbuf.extend_from_slice(bytes);
+    }
+}
+
+fn error_frame(kind: ErrorKind, message: &str) -> Vec<u8> {
+    frame::encode(&Response::Error(Error {
+        kind,
+        message: message.to_string(),
+    }))
+    .unwrap_or_default()
+}
+
+struct Conn {
+    fd: OwnedFd,
+    session: Session,
 }
 
 pub struct Control {
@@ -45,6 +323,12 @@ pub struct Control {
     conns: BTreeMap<ConnId, Conn>,
     next_id: ConnId,
     own_uid: u32,
+    /// [`MAX_CONNECTIONS`], or half the fd limit if that is lower.
+    max_conns: usize,
+    /// An fd held in reserve: when the supervisor is out of fds and no connection
+    /// can be evicted, it is closed to accept one waiting client and close it at
+    /// once, so the listener does not stay readable (a busy loop) until fds free up.
+    spare: Option<OwnedFd>,
 }
 
 /// What a connection asked.
@@ -53,12 +337,20 @@ pub struct Incoming {
     pub request: Request,
 }
 
-/// Creates the listening socket at `path` (mode 0666: anyone may connect, the
-/// peer's credentials decide what it may do).
+/// Creates the listening socket at `path`. The socket is mode 0666 and a
+/// directory created for it 0755 (whatever the umask): any local user may
+/// connect, and the peer's credentials decide what it may do.
 pub fn bind(path: &Path) -> io::Result<OwnedFd> {
     use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
     }
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -76,6 +368,21 @@ pub fn bind(path: &Path) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+fn max_connections() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let half = limit.map_or(usize::MAX, |n| usize::try_from(n / 2).unwrap_or(usize::MAX));
+    MAX_CONNECTIONS.min(half).max(1)
+}
+
+fn open_spare() -> Option<OwnedFd> {
+    rustix::fs::open(
+        "/dev/null",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ok()
+}
+
 impl Control {
     pub fn new(listener: OwnedFd) -> io::Result<Control> {
         // A listener inherited through the lifeboat keeps its flags, but make sure.
@@ -85,6 +392,8 @@ impl Control {
             conns: BTreeMap::new(),
             next_id: 1,
             own_uid: rustix::process::getuid().as_raw(),
+            max_conns: max_connections(),
+            spare: open_spare(),
         })
     }
 
@@ -98,18 +407,34 @@ impl Control {
 
     /// Accepts every waiting connection; returns the new ids.
     pub fn accept(&mut self) -> Vec<ConnId> {
+        use rustix::net::SocketFlags;
         let mut new = Vec::new();
         loop {
             let fd = match rustix::net::accept_with(
                 &self.listener,
-                rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
+                SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
             ) {
                 Ok(fd) => fd,
-                Err(Errno::INTR) => continue,
-                Err(_) => return new, // EAGAIN, or out of fds: try again on the next wake-up
+                Err(Errno::INTR | Errno::CONNABORTED) => continue,
+                Err(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM) => {
+                    if self.evict_one() {
+                        continue;
+                    }
+                    // Nothing to evict: turn one waiting client away.
+                    tracing::warn!("out of file descriptors; refusing a control connection");
+                    self.spare = None;
+                    let refused =
+                        rustix::net::accept_with(&self.listener, SocketFlags::CLOEXEC).is_ok();
+                    self.spare = open_spare();
+                    if refused && self.spare.is_some() {
+                        continue;
+                    }
+                    return new;
+                }
+                Err(_) => return new, // EAGAIN: nobody waits any more
             };
-            if self.conns.len() >= MAX_CONNECTIONS {
-                tracing::warn!("too many control connections; refusing one");
+            if self.conns.len() >= self.max_conns && !self.evict_one() {
+                tracing::warn!("too many control connections busy; refusing one");
                 continue;
             }
             // nix, not rustix: a peer outside our PID namespace has pid 0, which
@@ -121,202 +446,135 @@ impl Control {
             };
             let id = self.next_id;
             self.next_id += 1;
-            self.conns.insert(
-                id,
-                Conn {
-                    fd,
-                    uid: cred.uid(),
-                    rbuf: Vec::new(),
-                    wbuf: Vec::new(),
-                    greeted: false,
-                    busy: false,
-                    closing: false,
-                    deadline: Some(Instant::now() + DEADLINE),
-                },
-            );
+            let session = Session::new(cred.uid(), self.own_uid, Instant::now());
+            self.conns.insert(id, Conn { fd, session });
             new.push(id);
         }
     }
 
-    /// Reads what `id` sent; returns a complete request, if any. Protocol errors
-    /// are answered and the connection closed here.
+    /// Closes the connection idle the longest (those that never spoke first);
+    /// false if every connection has a request in flight or an answer unsent.
+    fn evict_one(&mut self) -> bool {
+        let victim = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.session.evictable())
+            .min_by_key(|(_, c)| c.session.eviction_rank())
+            .map(|(id, _)| *id);
+        match victim {
+            Some(id) => {
+                tracing::debug!("evicting idle control connection {id}");
+                self.conns.remove(&id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Reads what `id` sent; returns its next request, if a whole one is there.
+    /// Protocol errors are answered and the connection closed here.
     pub fn read(&mut self, id: ConnId) -> Option<Incoming> {
-        let request = self.read_frames(id);
-        // Whatever was queued (the handshake, an error) goes out now: with
-        // edge-triggered polling nobody would otherwise ask for it.
-        self.flush(id);
+        let conn = self.conns.get_mut(&id)?;
+        let mut chunk = [0u8; CHUNK];
+        let mut broken = false;
+        let request = loop {
+            let now = Instant::now();
+            if let Some(request) = conn.session.take_request(now) {
+                break Some(request);
+            }
+            if !conn.session.output().is_empty() {
+                // Answers first: a client is read no faster than it reads.
+                match send_output(conn) {
+                    Ok(()) if conn.session.output().is_empty() => continue,
+                    Ok(()) => break None,
+                    Err(()) => {
+                        broken = true;
+                        break None;
+                    }
+                }
+            }
+            if !conn.session.wants_input() {
+                break None;
+            }
+            match rustix::io::read(&conn.fd, &mut chunk) {
+                Ok(0) => conn.session.end_of_input(),
+                Ok(n) => conn.session.feed(&chunk[..n], now),
+                Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) => break None,
+                Err(_) => {
+                    broken = true;
+                    break None;
+                }
+            }
+        };
+        if broken || conn.session.finished() {
+            self.conns.remove(&id);
+        }
         request.map(|request| Incoming { conn: id, request })
     }
 
-    fn read_frames(&mut self, id: ConnId) -> Option<Request> {
-        let own_uid = self.own_uid;
-        let mut chunk = [0u8; 4096];
-        loop {
-            let conn = self.conns.get_mut(&id)?;
-            if conn.busy || conn.closing {
-                return None;
-            }
-            match Self::take_frame(conn, own_uid) {
-                Some(Some(request)) => return Some(request),
-                Some(None) => continue,
-                None => {}
-            }
-            match rustix::io::read(&conn.fd, &mut chunk) {
-                Ok(0) => {
-                    self.drop_conn(id);
-                    return None;
-                }
-                Ok(n) => conn.rbuf.extend_from_slice(&chunk[..n]),
-                Err(Errno::INTR) => {}
-                Err(Errno::AGAIN) => return None,
-                Err(_) => {
-                    self.drop_conn(id);
-                    return None;
-                }
-            }
-        }
-    }
-
-    /// Takes one frame from the read buffer: `None` if incomplete, `Some(None)` if
-    /// it was consumed without yielding a request.
-    fn take_frame(conn: &mut Conn, own_uid: u32) -> Option<Option<Request>> {
-        let limit = if conn.greeted { MAX_REQUEST } else { 64 };
-        let (range, used) = match frame::split(&conn.rbuf, limit) {
-            Ok(Some(x)) => x,
-            Ok(None) => return None,
-            Err(e) => {
-                tracing::debug!("control client: {e}");
-                Self::fail(conn, ErrorKind::InvalidRequest, format!("{e}"));
-                return Some(None);
-            }
-        };
-        let body: Vec<u8> = conn.rbuf[range].to_vec();
-        conn.rbuf.drain(..used);
-        if !conn.greeted {
-            let hello: Result<ClientHello, _> = frame::decode(&body);
-            let accepted =
-                matches!(&hello, Ok(h) if h.magic == ctl::MAGIC && h.version == ctl::VERSION);
-            let answer = ServerHello {
-                magic: ctl::MAGIC,
-                version: ctl::VERSION,
-                accepted,
-            };
-            Self::queue(conn, &answer);
-            if accepted {
-                conn.greeted = true;
-                conn.deadline = None;
-            } else {
-                conn.closing = true;
-            }
-            return Some(None);
-        }
-        let request: Request = match frame::decode(&body) {
-            Ok(r) => r,
-            Err(e) => {
-                Self::fail(conn, ErrorKind::InvalidRequest, format!("{e}"));
-                return Some(None);
-            }
-        };
-        if !request.is_query() && conn.uid != 0 && conn.uid != own_uid {
-            Self::queue(
-                conn,
-                &Response::Error(Error {
-                    kind: ErrorKind::PermissionDenied,
-                    message: "Permission denied".into(),
-                }),
-            );
-            return Some(None);
-        }
-        conn.busy = true;
-        conn.deadline = None;
-        Some(Some(request))
-    }
-
-    fn fail(conn: &mut Conn, kind: ErrorKind, message: String) {
-        Self::queue(conn, &Response::Error(Error { kind, message }));
-        conn.closing = true;
-        conn.rbuf.clear();
-    }
-
-    fn queue<T: serde::Serialize>(conn: &mut Conn, msg: &T) {
-        match frame::encode(msg) {
-            Ok(bytes) => conn.wbuf.extend_from_slice(&bytes),
-            Err(_) => {
-                let err = Response::Error(Error {
-                    kind: ErrorKind::Internal,
-                    message: "answer too large".into(),
-                });
-                if let Ok(bytes) = frame::encode(&err) {
-                    conn.wbuf.extend_from_slice(&bytes);
-                }
-            }
-        }
-        if conn.deadline.is_none() {
-            conn.deadline = Some(Instant::now() + DEADLINE);
-        }
-    }
-
-    /// Queues the answer to `id`'s current request and makes it ready for another.
+    /// Queues the answer to `id`'s current request and sends what it can; the
+    /// connection may then take its next request.
     pub fn reply(&mut self, id: ConnId, response: &Response) {
-        if let Some(conn) = self.conns.get_mut(&id) {
-            Self::queue(conn, response);
-            conn.busy = false;
-        }
+        let queued: usize = self.conns.values().map(|c| c.session.output().len()).sum();
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        conn.session
+            .answer(response, MAX_QUEUED.saturating_sub(queued), Instant::now());
         self.flush(id);
     }
 
-    /// Writes what is queued for `id`; true if something is still pending.
+    /// Sends what is queued for `id`; true if something is still pending.
     pub fn flush(&mut self, id: ConnId) -> bool {
         let Some(conn) = self.conns.get_mut(&id) else {
             return false;
         };
-        while !conn.wbuf.is_empty() {
-            match rustix::io::write(&conn.fd, &conn.wbuf) {
-                Ok(n) => {
-                    conn.wbuf.drain(..n);
-                }
-                Err(Errno::INTR) => {}
-                Err(Errno::AGAIN) => return true,
-                Err(_) => {
-                    self.drop_conn(id);
-                    return false;
-                }
-            }
+        if send_output(conn).is_err() || conn.session.finished() {
+            self.conns.remove(&id);
+            return false;
         }
-        conn.deadline = None;
-        if conn.closing {
-            self.drop_conn(id);
-        }
-        false
-    }
-
-    pub fn wants_write(&self, id: ConnId) -> bool {
-        self.conns.get(&id).is_some_and(|c| !c.wbuf.is_empty())
+        !conn.session.output().is_empty()
     }
 
     pub fn is_open(&self, id: ConnId) -> bool {
         self.conns.contains_key(&id)
     }
 
-    pub fn drop_conn(&mut self, id: ConnId) {
-        self.conns.remove(&id);
-    }
-
     /// Drops every connection past its deadline; returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
-        let late: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in &late {
-            self.drop_conn(*id);
-        }
-        late.len()
+        let before = self.conns.len();
+        self.conns
+            .retain(|_, c| c.session.deadline().is_none_or(|d| d > now));
+        before - self.conns.len()
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.conns.values().filter_map(|c| c.deadline).min()
+        self.conns
+            .values()
+            .filter_map(|c| c.session.deadline())
+            .min()
     }
 }
+
+/// Sends as much of the connection's output as the socket takes; `Err` if the
+/// connection is broken.
+fn send_output(conn: &mut Conn) -> Result<(), ()> {
+    while !conn.session.output().is_empty() {
+        // NOSIGNAL: a peer gone away is an error here, never a SIGPIPE.
+        match rustix::net::send(
+            &conn.fd,
+            conn.session.output(),
+            rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT,
+        ) {
+            Ok(n) => conn.session.sent(n, Instant::now()),
+            Err(Errno::INTR) => {}
+            Err(Errno::AGAIN) => return Ok(()),
+            Err(_) => return Err(()),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -24,6 +24,7 @@
 
 use crate::job::{EventExpr, EventMatch, JobDef};
 use crate::lifecycle::WaiterId;
+use keel_proto::ctl::ConfigProblem;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -448,11 +449,11 @@ fn class(p: &[char], c: char) -> Option<(bool, usize)> {
 /// nothing emits, and every job a job event names (`started foo`) that does not
 /// exist. Known events: keel's own ([`BUILTIN_EVENTS`]), what some job's `emits`
 /// names (a glob there covers every name it matches, as in Upstart), and
-/// `EVENT/failed` for every known `EVENT`. One finding per line, grouped by job in
-/// Upstart's shape: `JOB\n  start on: unknown event EVENT\n`. (Upstart hides an
-/// unknown event behind an `or` whose other side is known unless given `--warn`;
-/// keel always reports it.)
-pub fn check_config<'a>(defs: impl Iterator<Item = &'a JobDef> + Clone) -> String {
+/// `EVENT/failed` for every known `EVENT`. Findings in job order, each naming its
+/// job, its condition (`start on`) and what is wrong (`unknown event EVENT`).
+/// (Upstart hides an unknown event behind an `or` whose other side is known unless
+/// given `--warn`; keel always reports it.)
+pub fn check_config<'a>(defs: impl Iterator<Item = &'a JobDef> + Clone) -> Vec<ConfigProblem> {
     let jobs: BTreeSet<&str> = defs.clone().map(|d| d.name.as_str()).collect();
     let emitted: Vec<&str> = defs
         .clone()
@@ -464,14 +465,20 @@ pub fn check_config<'a>(defs: impl Iterator<Item = &'a JobDef> + Clone) -> Strin
             .iter()
             .any(|n| BUILTIN_EVENTS.contains(n) || emitted.iter().any(|p| glob(p, n)))
     };
-    let mut out = String::new();
+    let mut findings = Vec::new();
     for d in defs {
-        let mut findings = Vec::new();
+        let mut find = |condition: &str, message: String| {
+            findings.push(ConfigProblem {
+                job: d.name.clone(),
+                condition: condition.to_string(),
+                message,
+            })
+        };
         for (stanza, expr) in [("start on", &d.start_on), ("stop on", &d.stop_on)] {
             let Some(expr) = expr else { continue };
             for m in leaves(expr) {
                 if !known(&m.name) {
-                    findings.push(format!("  {stanza}: unknown event {}\n", m.name));
+                    find(stanza, format!("unknown event {}", m.name));
                 }
                 let job_event = matches!(
                     m.name.as_str(),
@@ -487,17 +494,12 @@ pub fn check_config<'a>(defs: impl Iterator<Item = &'a JobDef> + Clone) -> Strin
                         && !a.value.contains(['*', '?', '[', '$'])
                         && !jobs.contains(a.value.as_str())
                 }) {
-                    findings.push(format!("  {stanza}: unknown job {}\n", arg.value));
+                    find(stanza, format!("unknown job {}", arg.value));
                 }
             }
         }
-        if !findings.is_empty() {
-            out.push_str(&d.name);
-            out.push('\n');
-            findings.into_iter().for_each(|f| out.push_str(&f));
-        }
     }
-    out
+    findings
 }
 
 #[cfg(test)]
@@ -756,12 +758,18 @@ mod tests {
         )
         .def
         .unwrap();
-        let report = check_config([&a, &b, &c].into_iter());
+        let report: Vec<String> = check_config([&a, &b, &c].into_iter())
+            .into_iter()
+            .map(|p| format!("{}: {}: {}", p.job, p.condition, p.message))
+            .collect();
         assert_eq!(
             report,
-            "a\n  start on: unknown event foo-happened\n\
-             b\n  stop on: unknown job ghost\n\
-             c\n  stop on: unknown event other/failed\n  stop on: unknown event baz*\n"
+            [
+                "a: start on: unknown event foo-happened",
+                "b: stop on: unknown job ghost",
+                "c: stop on: unknown event other/failed",
+                "c: stop on: unknown event baz*"
+            ]
         );
     }
 }

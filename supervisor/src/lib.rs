@@ -10,7 +10,9 @@
 //! - [`journal`]: the versioned state snapshot kept in keel-init's lifeboat.
 //! - [`runtime`]: the one event loop that carries out the core's effects.
 //! - [`spawn`]: the single path by which a job process is created.
-//! - [`control`]: the control socket (framing, handshake, authorisation, deadlines).
+//! - [`control`]: the control socket (framing, handshake, authorisation, deadlines,
+//!   limits).
+//! - [`query`]: the answers to `show-config` and `check-config` — pure.
 //! - [`initlink`]: the channel to keel-init.
 //! - [`boot`]: kernel filesystems on a real boot.
 //! - [`logging`]: the supervisor's own log and its run-time priority.
@@ -25,6 +27,7 @@ pub mod job;
 pub mod journal;
 pub mod lifecycle;
 pub mod logging;
+pub mod query;
 pub mod ready;
 pub mod runtime;
 pub mod spawn;

@@ -1240,6 +1240,10 @@ impl Jobs {
             .get(job)
             .ok_or_else(|| error(ErrorKind::UnknownJob, format!("Unknown job: {job}")))?;
         if j.def.instance.is_some() && env.is_empty() {
+            // Every instance; none running reads as the job stopped (Upstart).
+            if j.instances.is_empty() {
+                return Ok(vec![stopped_status(job, "")]);
+            }
             return Ok(j.instances.values().map(|i| describe(job, i)).collect());
         }
         let name = self.instance_of(&j.def, env)?;
@@ -1250,14 +1254,13 @@ impl Jobs {
         }
     }
 
-    /// `list`: every job, every instance; a job without instances as stop/waiting.
+    /// `list`: every job, every instance; a job without instances (also one with
+    /// an `instance` stanza) as stop/waiting, as Upstart lists it.
     pub fn list(&self) -> Vec<InstanceStatus> {
         let mut out = Vec::new();
         for (name, j) in &self.jobs {
             if j.instances.is_empty() {
-                if j.def.instance.is_none() {
-                    out.push(stopped_status(name, ""));
-                }
+                out.push(stopped_status(name, ""));
             } else {
                 out.extend(j.instances.values().map(|i| describe(name, i)));
             }

@@ -24,7 +24,7 @@ use crate::journal::{self, Snapshot};
 use crate::lifecycle::{self, DEFAULT_PATH, Effect, Event, WaitStatus, base_environment};
 use crate::ready::notify::NotifyAddr;
 use crate::ready::watch::Watcher;
-use crate::{boot, events, spawn};
+use crate::{boot, query, spawn};
 use keel_proto::ctl::{Error, ErrorKind, PowerAction, Request, Response};
 use rustix::event::epoll;
 use rustix::fd::{AsFd, AsRawFd, OwnedFd};
@@ -476,8 +476,10 @@ impl Runtime {
     }
 
     fn timeout_ms(&self) -> Option<rustix::time::Timespec> {
-        // Events left for this round (see `lifecycle::EVENTS_PER_ROUND`).
-        if self.snap.jobs.events_pending() {
+        // Work this round left: events beyond this round's share (see
+        // `lifecycle::EVENTS_PER_ROUND`), or a client's next request read while its
+        // previous answer went out. Look at the other fds without waiting, then do it.
+        if self.snap.jobs.events_pending() || self.dirty || !self.answers.is_empty() {
             return Some(rustix::time::Timespec {
                 tv_sec: 0,
                 tv_nsec: 0,
@@ -604,37 +606,74 @@ impl Runtime {
 
     fn request(&mut self, conn: ConnId, request: Request) {
         let now = now_ms();
-        let parse_env = |env: &[String]| -> Vec<(String, String)> {
-            env.iter()
-                .filter_map(|kv| {
-                    kv.split_once('=')
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                })
-                .collect()
-        };
         // Whatever changes something is saved before it is answered, even a goal
         // change that moves no state yet (a stop during pre-start).
         if !request.is_query() {
             self.dirty = true;
         }
+        // The instance a job request names: by its own environment when named by
+        // instance (from within a job), else by the request's.
+        let select = |jobs: &crate::lifecycle::Jobs, job: &str, instance: Option<String>, env| {
+            match instance {
+                None => parse_env(env),
+                Some(name) => jobs
+                    .jobs
+                    .get(job)
+                    .filter(|j| !j.deleted)
+                    .ok_or_else(|| Error {
+                        kind: ErrorKind::UnknownJob,
+                        message: format!("Unknown job: {job}"),
+                    })?
+                    .instances
+                    .get(&name)
+                    .map(|i| i.env.clone())
+                    .ok_or_else(|| Error {
+                        kind: ErrorKind::UnknownInstance,
+                        message: format!("Unknown instance: {job} ({name})"),
+                    }),
+            }
+        };
         let jobs = &mut self.snap.jobs;
         let answer: Option<Response> = match request {
-            Request::Start { job, env, wait } => {
+            Request::Start {
+                job,
+                instance,
+                env,
+                wait,
+            } => {
                 let waiter = wait.then_some(conn);
-                accepted(wait, jobs.start(&job, parse_env(&env), waiter, now))
+                let outcome = select(jobs, &job, instance, &env)
+                    .and_then(|env| jobs.start(&job, env, waiter, now));
+                accepted(wait, outcome)
             }
-            Request::Stop { job, env, wait } => {
+            Request::Stop {
+                job,
+                instance,
+                env,
+                wait,
+            } => {
                 let waiter = wait.then_some(conn);
-                accepted(wait, jobs.stop(&job, &parse_env(&env), waiter, now))
+                let outcome = select(jobs, &job, instance, &env)
+                    .and_then(|env| jobs.stop(&job, &env, waiter, now));
+                accepted(wait, outcome)
             }
-            Request::Restart { job, env, wait } => {
+            Request::Restart {
+                job,
+                instance,
+                env,
+                wait,
+            } => {
                 let waiter = wait.then_some(conn);
-                accepted(wait, jobs.restart(&job, &parse_env(&env), waiter, now))
+                let outcome = select(jobs, &job, instance, &env)
+                    .and_then(|env| jobs.restart(&job, &env, waiter, now));
+                accepted(wait, outcome)
             }
-            Request::Status { job, env } => Some(match jobs.status(&job, &parse_env(&env)) {
-                Ok(s) => Response::Instances(s),
-                Err(e) => Response::Error(e),
-            }),
+            Request::Status { job, instance, env } => Some(
+                match select(jobs, &job, instance, &env).and_then(|env| jobs.status(&job, &env)) {
+                    Ok(s) => Response::Instances(s),
+                    Err(e) => Response::Error(e),
+                },
+            ),
             Request::List => Some(Response::Instances(jobs.list())),
             Request::Version => Some(Response::Version {
                 version: format!("keel {}", env!("CARGO_PKG_VERSION")),
@@ -648,19 +687,20 @@ impl Runtime {
                 self.watch_confdir();
                 Some(Response::Ok)
             }
-            Request::CheckConfig => Some(Response::Text(events::check_config(
-                self.snap
-                    .jobs
-                    .jobs
-                    .values()
-                    .filter(|j| !j.deleted)
-                    .map(|j| &j.def),
-            ))),
-            Request::ShowConfig { job, enumerate } => {
-                Some(self.show_config(job.as_deref(), enumerate))
+            Request::CheckConfig { job, ignore } => Some(
+                match query::check_config(self.definitions(), job.as_deref(), &ignore) {
+                    Ok(problems) => Response::Problems(problems),
+                    Err(e) => Response::Error(e),
+                },
+            ),
+            Request::ShowConfig { job } => Some(self.show_config(job.as_deref())),
+            Request::Reload { job, instance, env } => {
+                Some(match select(&self.snap.jobs, &job, instance, &env) {
+                    Ok(env) => self.reload(&job, &env),
+                    Err(e) => Response::Error(e),
+                })
             }
-            Request::Reload { job, env } => Some(self.reload(&job, &parse_env(&env))),
-            Request::Telinit { runlevel } if runlevel == b'u' || runlevel == b'U' => {
+            Request::Telinit { runlevel, .. } if runlevel == b'u' || runlevel == b'U' => {
                 // Upstart's `telinit u`: re-execute.
                 match self.prepare_reexec(None) {
                     Ok(path) => {
@@ -673,13 +713,16 @@ impl Runtime {
                     })),
                 }
             }
-            Request::Telinit { runlevel } => Some(self.telinit(runlevel)),
+            Request::Telinit { runlevel, env } => Some(match parse_env(&env) {
+                Ok(env) => self.telinit(runlevel, env),
+                Err(e) => Response::Error(e),
+            }),
             Request::Runlevel => Some(Response::Runlevel {
                 previous: self.snap.runlevel.1,
                 current: self.snap.runlevel.0,
             }),
             Request::LogPriority { level } => Some(match level {
-                None => Response::Text(format!("{}\n", crate::logging::priority())),
+                None => Response::Value(crate::logging::priority().to_string()),
                 Some(l) => match crate::logging::set_priority(&l) {
                     Ok(()) => Response::Ok,
                     Err(message) => Response::Error(Error {
@@ -690,49 +733,65 @@ impl Runtime {
             }),
             Request::Usage { job } => {
                 Some(match self.snap.jobs.jobs.get(&job).filter(|j| !j.deleted) {
-                    Some(j) => {
-                        Response::Text(format!("Usage: {}\n", j.def.usage.as_deref().unwrap_or("")))
-                    }
+                    Some(j) => Response::Value(j.def.usage.clone().unwrap_or_default()),
                     None => Response::Error(Error {
                         kind: ErrorKind::UnknownJob,
                         message: format!("Unknown job: {job}"),
                     }),
                 })
             }
-            Request::ListEnv => Some(Response::Text(
-                base_environment(&self.snap.jobs.env_table)
-                    .into_iter()
-                    .map(|(k, v)| format!("{k}={v}\n"))
-                    .collect(),
-            )),
+            Request::ListEnv => {
+                let mut vars = base_environment(&self.snap.jobs.env_table);
+                vars.sort();
+                Some(Response::Env(vars))
+            }
             Request::GetEnv { name } => Some(
                 match base_environment(&self.snap.jobs.env_table)
                     .into_iter()
                     .find(|(k, _)| *k == name)
                 {
-                    Some((_, v)) => Response::Text(format!("{v}\n")),
+                    Some((_, v)) => Response::Value(v),
                     None => Response::Error(Error {
                         kind: ErrorKind::InvalidRequest,
                         message: format!("No such variable: {name}"),
                     }),
                 },
             ),
-            Request::SetEnv { name, value } => Some(if valid_env_name(&name) {
-                self.snap.jobs.env_table.insert(name, value);
-                Response::Ok
-            } else {
-                Response::Error(Error {
-                    kind: ErrorKind::InvalidRequest,
-                    message: format!("Invalid variable name: {name}"),
+            // All or nothing: a bad name leaves the table as it was.
+            Request::SetEnv { vars, retain } => {
+                Some(match vars.iter().find(|(name, _)| !valid_env_name(name)) {
+                    Some((name, _)) => Response::Error(Error {
+                        kind: ErrorKind::InvalidRequest,
+                        message: format!("Invalid variable name: {name}"),
+                    }),
+                    None => {
+                        let present = base_environment(&self.snap.jobs.env_table);
+                        for (name, value) in vars {
+                            if !(retain && present.iter().any(|(k, _)| *k == name)) {
+                                self.snap.jobs.env_table.insert(name, value);
+                            }
+                        }
+                        Response::Ok
+                    }
                 })
-            }),
-            Request::UnsetEnv { name } => Some(match self.snap.jobs.env_table.remove(&name) {
-                Some(_) => Response::Ok,
-                None => Response::Error(Error {
-                    kind: ErrorKind::InvalidRequest,
-                    message: format!("No such variable: {name}"),
-                }),
-            }),
+            }
+            Request::UnsetEnv { names } => Some(
+                match names
+                    .iter()
+                    .find(|n| !self.snap.jobs.env_table.contains_key(*n))
+                {
+                    Some(name) => Response::Error(Error {
+                        kind: ErrorKind::InvalidRequest,
+                        message: format!("No such variable: {name}"),
+                    }),
+                    None => {
+                        for name in &names {
+                            self.snap.jobs.env_table.remove(name);
+                        }
+                        Response::Ok
+                    }
+                },
+            ),
             Request::ResetEnv => {
                 self.snap.jobs.env_table.clear();
                 Some(Response::Ok)
@@ -750,25 +809,18 @@ impl Runtime {
                     message,
                 }),
             }),
-            Request::Emit { event, env, wait } => {
-                let vars: Option<Vec<(String, String)>> = env
-                    .iter()
-                    .map(|kv| {
-                        kv.split_once('=')
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                    })
-                    .collect();
-                let event = vars.map(|env| Event { name: event, env });
-                match event.map(|e| jobs.emit(e, wait.then_some(conn), now)) {
-                    Some(Ok(())) if wait => None,
-                    Some(Ok(())) => Some(Response::Ok),
-                    Some(Err(e)) => Some(Response::Error(e)),
-                    None => Some(Response::Error(Error {
-                        kind: ErrorKind::InvalidRequest,
-                        message: "Env must be KEY=VALUE pairs".into(),
-                    })),
-                }
-            }
+            Request::Emit { event, env, wait } => match parse_env(&env) {
+                Ok(_) if event.is_empty() => Some(Response::Error(Error {
+                    kind: ErrorKind::InvalidRequest,
+                    message: "Name may not be empty string".into(),
+                })),
+                Ok(env) => match jobs.emit(Event { name: event, env }, wait.then_some(conn), now) {
+                    Ok(()) if wait => None,
+                    Ok(()) => Some(Response::Ok),
+                    Err(e) => Some(Response::Error(e)),
+                },
+                Err(e) => Some(Response::Error(e)),
+            },
         };
         if let Some(answer) = answer {
             self.answers.push((conn, answer));
@@ -874,6 +926,7 @@ impl Runtime {
             }
         }
         for (conn, answer) in std::mem::take(&mut self.answers) {
+            let answer = self.as_now(answer);
             self.control.reply(conn, &answer);
             // A client may have sent its next request already.
             self.serve(conn);
@@ -882,6 +935,20 @@ impl Runtime {
             && let Err(e) = link.ack(seq)
         {
             tracing::error!("cannot acknowledge exits to keel-init: {e}");
+        }
+    }
+
+    /// An answer naming instances, brought up to date: decided when the request
+    /// came, it is sent after this round's spawns (a `start --no-wait` then shows
+    /// the pre-start's pid, as Upstart's does).
+    fn as_now(&self, answer: Response) -> Response {
+        match answer {
+            Response::Instances(list) => Response::Instances(
+                list.into_iter()
+                    .map(|s| self.snap.jobs.status_of(&s.job, &s.instance).unwrap_or(s))
+                    .collect(),
+            ),
+            other => other,
         }
     }
 
@@ -1042,45 +1109,30 @@ impl Runtime {
         })
     }
 
-    /// `show-config`: each job as its name, then its definition as a job file,
-    /// indented (so the part under the name parses back to the same definition).
-    /// With `-e`, comments name the jobs that emit each event waited for.
-    fn show_config(&self, only: Option<&str>, enumerate: bool) -> Response {
-        let jobs: Vec<&JobDef> = match only {
-            Some(name) => match self.snap.jobs.jobs.get(name).filter(|j| !j.deleted) {
-                Some(j) => vec![&j.def],
-                None => {
-                    return Response::Error(Error {
-                        kind: ErrorKind::UnknownJob,
-                        message: format!("Unknown job: {name}"),
-                    });
-                }
-            },
-            None => self
-                .snap
-                .jobs
-                .jobs
-                .values()
-                .filter(|j| !j.deleted)
-                .map(|j| &j.def)
-                .collect(),
-        };
-        let mut out = String::new();
-        for def in jobs {
-            out.push_str(&def.name);
-            out.push('\n');
-            for line in job::render(def).lines() {
-                out.push_str("  ");
-                out.push_str(line);
-                out.push('\n');
-            }
-            if enumerate {
-                for ev in def.emits.iter() {
-                    out.push_str(&format!("  # emits {ev}\n"));
-                }
-            }
+    /// The definitions of every job that is not deleted.
+    fn definitions(&self) -> impl Iterator<Item = &JobDef> + Clone {
+        self.snap
+            .jobs
+            .jobs
+            .values()
+            .filter(|j| !j.deleted)
+            .map(|j| &j.def)
+    }
+
+    /// `show-config [JOB]`: each job's conditions, emits and definition.
+    fn show_config(&self, only: Option<&str>) -> Response {
+        let configs: Vec<_> = self
+            .definitions()
+            .filter(|d| only.is_none_or(|o| d.name == o))
+            .map(query::job_config)
+            .collect();
+        match only {
+            Some(name) if configs.is_empty() => Response::Error(Error {
+                kind: ErrorKind::UnknownJob,
+                message: format!("Unknown job: {name}"),
+            }),
+            _ => Response::Config(configs),
         }
-        Response::Text(out)
     }
 
     /// `reload`: the job's reload signal to its main process.
@@ -1103,7 +1155,7 @@ impl Runtime {
         let Some(pid) = main else {
             return Response::Error(Error {
                 kind: ErrorKind::AlreadyStopped,
-                message: "Job is not running".into(),
+                message: format!("Job is not running: {job}"),
             });
         };
         match rustix::process::Signal::from_named_raw(signal)
@@ -1120,9 +1172,11 @@ impl Runtime {
 
     /// `telinit N`: records the runlevel and emits Upstart's `runlevel` event with
     /// `RUNLEVEL` and `PREVLEVEL`, which jobs (`start on runlevel [2345]`) follow.
-    /// `telinit 0` powers off and `telinit 6` reboots, through that event.
-    fn telinit(&mut self, runlevel: u8) -> Response {
-        if !matches!(runlevel, b'0'..=b'6' | b's' | b'S') {
+    /// `telinit 0` powers off and `telinit 6` reboots, through that event; `-e`
+    /// variables join the event of any other runlevel.
+    fn telinit(&mut self, runlevel: u8, extra: Vec<(String, String)>) -> Response {
+        let runlevel = runlevel.to_ascii_uppercase();
+        if !matches!(runlevel, b'0'..=b'6' | b'S') {
             return Response::Error(Error {
                 kind: ErrorKind::InvalidRequest,
                 message: format!("illegal runlevel: {}", runlevel as char),
@@ -1132,7 +1186,8 @@ impl Runtime {
             b'0' => self.begin_power(PowerAction::PowerOff),
             b'6' => self.begin_power(PowerAction::Reboot),
             _ => {
-                let env = self.change_runlevel(runlevel);
+                let mut env = self.change_runlevel(runlevel);
+                env.extend(extra);
                 self.emit(Event {
                     name: "runlevel".into(),
                     env,
@@ -1278,6 +1333,19 @@ fn test_fault(name: &str) -> bool {
 /// The lifeboat name of round `round`'s go pipe.
 fn go_name(round: u64) -> String {
     format!("go:{round}")
+}
+
+/// `KEY=VALUE` words as pairs; anything else is refused, as Upstart does.
+fn parse_env(env: &[String]) -> Result<Vec<(String, String)>, Error> {
+    env.iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(Error {
+                kind: ErrorKind::InvalidRequest,
+                message: "Env must be KEY=VALUE pairs".into(),
+            }),
+        })
+        .collect()
 }
 
 /// A shell-style variable name.

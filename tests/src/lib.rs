@@ -97,7 +97,8 @@ pub struct Keel {
 
 pub struct Setup<'a> {
     pub jobs: &'a [(&'a str, &'a str)],
-    /// Replace the supervisor (for init tests).
+    /// Replace the supervisor (for init tests), or run it through a wrapper; `$DIR`
+    /// in the arguments is the test's directory.
     pub supervisor: Option<(PathBuf, Vec<String>)>,
     /// Extra environment for keel-init (and so the supervisor).
     pub env: &'a [(&'a str, &'a str)],
@@ -151,7 +152,11 @@ impl Keel {
             .arg("--supervisor")
             .arg(&sup)
             .arg("--")
-            .args(&sup_args)
+            .args(
+                sup_args
+                    .iter()
+                    .map(|a| a.replace("$DIR", &dir.0.display().to_string())),
+            )
             .envs(setup.env.iter().copied())
             .stdin(Stdio::null())
             .stdout(console.try_clone().unwrap())
@@ -199,6 +204,27 @@ impl Keel {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs initctl through a link named `name` (`start`, `status`, …), which makes
+    /// it that command.
+    pub fn ctl_link(&self, name: &str, args: &[&str]) -> Output {
+        let link = self.path(&format!("links/{name}"));
+        if !link.exists() {
+            fs::create_dir_all(self.path("links")).expect("links dir");
+            std::os::unix::fs::symlink(bin("initctl"), &link).expect("link to initctl");
+        }
+        Command::new(&link)
+            .env("KEEL_SOCKET", self.socket())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("initctl link")
+    }
+
+    /// Runs initctl as the unprivileged user `nobody` against this keel.
+    pub fn ctl_as_nobody(&self, args: &[&str]) -> Output {
+        initctl_as_nobody(&self.dir.0, &self.socket(), args)
     }
 
     /// What keel-init and the supervisor wrote to their console.
@@ -353,6 +379,43 @@ impl Keel {
     }
 }
 
+/// Runs initctl as `nobody` (through `runuser`) against `socket`, from a copy in
+/// `dir` that anyone may execute: the build's own may live where `nobody` cannot
+/// reach. `dir` (which holds the socket in tests) is opened to everyone.
+pub fn initctl_as_nobody(dir: &Path, socket: &Path, args: &[&str]) -> Output {
+    use std::os::unix::fs::PermissionsExt;
+    let everyone = |p: &Path| fs::set_permissions(p, fs::Permissions::from_mode(0o755));
+    everyone(dir).expect("open the test directory");
+    let copy = dir.join("nobody-initctl");
+    if !copy.exists() {
+        let partial = dir.join("nobody-initctl.partial");
+        fs::copy(bin("initctl"), &partial).expect("copy initctl");
+        everyone(&partial).expect("chmod initctl");
+        fs::rename(&partial, &copy).expect("install initctl");
+    }
+    Command::new("runuser")
+        .args(["-u", "nobody", "--"])
+        .arg(&copy)
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("runuser")
+}
+
+/// Resident memory of host pid `pid` in KiB (`VmRSS` of /proc/PID/status).
+pub fn rss_kib(pid: i32) -> Option<u64> {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Whether host pid `pid` has ended (gone, or a zombie not reaped yet).
 pub fn gone(pid: i32) -> bool {
     state(pid).is_none_or(|s| s == 'Z')
@@ -401,10 +464,24 @@ pub fn ask(
     keel_proto::frame::decode(&read_frame(s)).expect("answer")
 }
 
-/// Median, p90, min and max of samples (ms).
+/// For a benchmark binary: take keel's binaries from the directory it lives in
+/// (target/<profile>, next to keel-init), unless `KEEL_BIN_DIR` says otherwise.
+/// Call first thing in `main`, before any thread exists.
+pub fn use_own_binaries() {
+    if std::env::var_os("KEEL_BIN_DIR").is_none() {
+        let exe = std::env::current_exe().expect("own path");
+        let dir = exe.parent().expect("own directory").to_path_buf();
+        // SAFETY: called before any thread is started (the contract above), so
+        // nothing reads the environment meanwhile.
+        unsafe { std::env::set_var("KEEL_BIN_DIR", &dir) };
+    }
+}
+
+/// Median, p90, p99, min and max of samples (ms).
 pub struct Stats {
     pub median: f64,
     pub p90: f64,
+    pub p99: f64,
     pub min: f64,
     pub max: f64,
 }
@@ -417,6 +494,7 @@ impl Stats {
         Stats {
             median: at(0.5),
             p90: at(0.9),
+            p99: at(0.99),
             min: s[0],
             max: s[s.len() - 1],
         }

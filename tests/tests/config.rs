@@ -75,13 +75,16 @@ fn show_config_parses_back_to_the_same_definition() {
                 kill timeout 2\nnormal exit 0 TERM\npre-start script\n  echo \"starting\"\n  test -d /tmp\nend script\n\
                 exec sleep 1000\n";
     let keel = Keel::start(&[("web", text), ("net", "emits net-up\nexec true\n")]);
-    let shown = keel.ctl_ok(&["show-config", "web"]);
-    let mut lines = shown.lines();
-    assert_eq!(lines.next(), Some("web"));
-    let body: String = lines
-        .map(|l| format!("{}\n", l.strip_prefix("  ").unwrap_or(l)))
-        .collect();
-    let reparsed = keel_supervisor::job::parse("web", &body);
+    // Upstart's words as text; the whole definition in the JSON answer.
+    assert_eq!(
+        keel.ctl_ok(&["show-config", "web"]),
+        "web\n  emits web-up\n  start on ((started net and filesystem) or runlevel [2345])\n  \
+         stop on runlevel [!2345]\n"
+    );
+    let shown: serde_json::Value =
+        serde_json::from_str(&keel.ctl_ok(&["--json", "show-config", "web"])).unwrap();
+    let body = shown[0]["definition"].as_str().unwrap();
+    let reparsed = keel_supervisor::job::parse("web", body);
     let original = keel_supervisor::job::parse("web", text);
     assert!(reparsed.def.is_some(), "{:?}", reparsed.diagnostics);
     assert_eq!(reparsed.def, original.def);
@@ -100,9 +103,15 @@ fn check_config_names_events_nothing_emits() {
         ),
         ("c", "emits web-up\nexec true\n"),
     ]);
+    let out = keel.ctl(&["check-config"]);
     assert_eq!(
-        keel.ctl_ok(&["check-config"]),
+        String::from_utf8_lossy(&out.stdout),
         "a\n  start on: unknown event never-emitted\nb\n  stop on: unknown job ghost\n"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "findings make check-config fail"
     );
 }
 

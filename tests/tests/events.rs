@@ -235,7 +235,8 @@ fn stop_events_say_result_process_and_exit_status_of_a_failure() {
     );
     // A job that ends well is no failure.
     keel.ctl_ok(&["start", "fine"]);
-    wait_status(&keel, "watch", "");
+    // Every watch instance has run and gone: the instanced job is just stop/waiting.
+    wait_status(&keel, "watch", "watch stop/waiting\n");
     assert_eq!(trace(&keel).len(), 3, "{:?}", trace(&keel));
 }
 

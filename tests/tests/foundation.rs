@@ -171,13 +171,7 @@ fn initctl_reports_errors_in_upstarts_words() {
         "initctl: Job is already running: svc\n"
     );
     // Invoked through a link named `status`, initctl is that command.
-    let link = keel.path("status");
-    std::os::unix::fs::symlink(bin("initctl"), &link).unwrap();
-    let out = std::process::Command::new(&link)
-        .env("KEEL_SOCKET", keel.socket())
-        .arg("svc")
-        .output()
-        .unwrap();
+    let out = keel.ctl_link("status", &["svc"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), started);
     let version = keel.ctl_ok(&["version"]);
     assert!(version.starts_with("keel "), "{version}");

@@ -18,7 +18,10 @@ fn telinit_emits_runlevel_and_runlevel_reports_it() {
             "start on runlevel\ntask\nexec sh -c 'echo $RUNLEVEL $PREVLEVEL >> $DIR/levels'\n",
         ),
     ]);
-    assert_eq!(keel.ctl_ok(&["runlevel"]), "N N\n");
+    // No runlevel yet: Upstart's runlevel(8) says so and fails.
+    let none = keel.ctl(&["runlevel"]);
+    assert_eq!(String::from_utf8_lossy(&none.stdout), "unknown\n");
+    assert_eq!(none.status.code(), Some(1));
     keel.ctl_ok(&["telinit", "2"]);
     assert_eq!(keel.ctl_ok(&["runlevel"]), "N 2\n");
     wait_for("multi to start on runlevel 2", 5 * SECOND, || {
@@ -37,22 +40,12 @@ fn telinit_emits_runlevel_and_runlevel_reports_it() {
     assert_eq!(bad.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&bad.stderr),
-        "initctl: illegal runlevel: 9\n"
+        "initctl: illegal runlevel: 9\nTry `initctl --help' for more information.\n"
     );
     // Through links named telinit and runlevel.
-    for name in ["telinit", "runlevel"] {
-        std::os::unix::fs::symlink(bin("initctl"), keel.path(name)).unwrap();
-    }
-    let link = |name: &str, args: &[&str]| {
-        Command::new(keel.path(name))
-            .env("KEEL_SOCKET", keel.socket())
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    assert!(link("telinit", &["3"]).status.success());
+    assert!(keel.ctl_link("telinit", &["3"]).status.success());
     assert_eq!(
-        String::from_utf8_lossy(&link("runlevel", &[]).stdout),
+        String::from_utf8_lossy(&keel.ctl_link("runlevel", &[]).stdout),
         "1 3\n"
     );
 }
@@ -79,11 +72,46 @@ fn the_job_environment_table_reaches_jobs_started_afterwards() {
         keel.ctl_ok(&["get-env", "PATH"])
             .starts_with("/usr/local/sbin:")
     );
-    let bad = keel.ctl(&["set-env", "1BAD=x"]);
+    // Several at once, all or nothing.
+    let bad = keel.ctl(&["set-env", "FIRST=1", "1BAD=x"]);
+    assert_eq!(bad.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&bad.stderr),
         "initctl: Invalid variable name: 1BAD\n"
     );
+    assert_eq!(keel.ctl(&["get-env", "FIRST"]).status.code(), Some(1));
+    keel.ctl_ok(&["set-env", "A=1", "B=2"]);
+    // --retain keeps what is set (the defaults too) and adds what is not.
+    keel.ctl_ok(&["set-env", "--retain", "A=changed", "C=3", "PATH=/nope"]);
+    assert_eq!(keel.ctl_ok(&["get-env", "A"]), "1\n");
+    assert_eq!(keel.ctl_ok(&["get-env", "C"]), "3\n");
+    assert!(
+        keel.ctl_ok(&["get-env", "PATH"])
+            .starts_with("/usr/local/sbin:")
+    );
+    let missing = keel.ctl(&["unset-env", "A", "NOPE"]);
+    assert_eq!(
+        String::from_utf8_lossy(&missing.stderr),
+        "initctl: No such variable: NOPE\n"
+    );
+    assert_eq!(keel.ctl_ok(&["get-env", "A"]), "1\n", "nothing was unset");
+    // Sorted, as Upstart lists it.
+    assert_eq!(
+        keel.ctl_ok(&["list-env"])
+            .lines()
+            .map(|l| l.split('=').next().unwrap().to_string())
+            .collect::<Vec<_>>(),
+        ["A", "B", "C", "PATH", "TERM"]
+    );
+    keel.ctl_ok(&["unset-env", "A", "B", "C"]);
+    assert_eq!(keel.ctl_ok(&["list-env"]).lines().count(), 2);
+    // Upstart's usage errors.
+    let none = keel.ctl(&["get-env"]);
+    assert_eq!(
+        String::from_utf8_lossy(&none.stderr),
+        "initctl: missing variable name\nTry `initctl --help' for more information.\n"
+    );
+    assert_eq!(none.status.code(), Some(1));
 }
 
 #[test]

@@ -46,14 +46,9 @@ fn main() {
             other => panic!("unknown argument {other:?} (usage: lifecycle-bench [--runs N])"),
         }
     }
-    if std::env::var_os("KEEL_BIN_DIR").is_none() {
-        // The harness looks two levels up (target/<profile>/deps/<test>); a bin
-        // lives in target/<profile> itself, next to keel-init.
-        let exe = std::env::current_exe().expect("own path");
-        let dir = exe.parent().expect("own directory").to_path_buf();
-        // SAFETY: nothing else runs yet (no thread has been started).
-        unsafe { std::env::set_var("KEEL_BIN_DIR", &dir) };
-    }
+    // The harness looks two levels up (target/<profile>/deps/<test>); a bin lives
+    // in target/<profile> itself, next to keel-init.
+    keel_tests::use_own_binaries();
 
     let start = bench_start(runs);
     let respawn = bench_respawn(runs);
@@ -106,6 +101,7 @@ fn bench_start(runs: usize) -> StartTimes {
         let mut conn = connect(&keel.socket());
         let request = frame::encode(&Request::Start {
             job: JOB.into(),
+            instance: None,
             env: Vec::new(),
             wait: true,
         })

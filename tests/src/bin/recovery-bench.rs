@@ -23,15 +23,7 @@ use std::time::{Duration, Instant};
 const JOB: &str = "start on startup\nconsole none\nexec sleep 100000\n";
 
 fn main() {
-    if std::env::var_os("KEEL_BIN_DIR").is_none() {
-        let dir = std::env::current_exe()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .to_path_buf();
-        // SAFETY: single-threaded at this point.
-        unsafe { std::env::set_var("KEEL_BIN_DIR", dir) };
-    }
+    keel_tests::use_own_binaries();
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str, default: usize| {
         args.iter()

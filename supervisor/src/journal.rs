@@ -38,6 +38,10 @@ pub struct Snapshot {
     pub runlevel: (u8, u8),
     /// The job-environment table (`set-env`): defaults for every job started after.
     pub job_env: std::collections::BTreeMap<String, String>,
+    /// keel's cgroup subtree and the instance cgroups in it.
+    pub cgroups: crate::cgroup::Saved,
+    /// The job log pipes (their read ends are in the lifeboat).
+    pub logs: crate::joblog::Saved,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -139,6 +139,9 @@ pub enum Effect {
     },
     /// A job event happened.
     Emit(Event),
+    /// Main has ended on the way to post-stop: whatever is left of the instance
+    /// (its cgroup's processes) is killed, before post-stop starts.
+    KillRemnants { job: String, instance: String },
 }
 
 /// Everything the supervisor knows about its jobs. This is what is persisted.
@@ -165,8 +168,9 @@ fn error(kind: ErrorKind, message: impl Into<String>) -> Error {
 }
 
 impl Jobs {
-    /// Takes the effects produced so far, every [`Effect::Spawn`] first (otherwise
-    /// in the order they arose).
+    /// Takes the effects produced so far, every [`Effect::KillRemnants`] first (so
+    /// that a post-stop is never among what it kills), then every [`Effect::Spawn`]
+    /// (otherwise in the order they arose).
     ///
     /// The runtime calls [`Jobs::spawned`] for each spawn as it executes it, and
     /// emitting an event may run other requests (`stop on starting …`). With the
@@ -174,11 +178,15 @@ impl Jobs {
     /// pid yet — such a main would be "killed" as pid 0 (the caller's own process
     /// group) and then spawned anyway with goal stop.
     pub fn take_effects(&mut self) -> Vec<Effect> {
-        let (mut spawns, rest): (Vec<Effect>, Vec<Effect>) = std::mem::take(&mut self.effects)
+        let (mut first, rest): (Vec<Effect>, Vec<Effect>) = std::mem::take(&mut self.effects)
+            .into_iter()
+            .partition(|e| matches!(e, Effect::KillRemnants { .. }));
+        let (spawns, rest): (Vec<Effect>, Vec<Effect>) = rest
             .into_iter()
             .partition(|e| matches!(e, Effect::Spawn { .. }));
-        spawns.extend(rest);
-        spawns
+        first.extend(spawns);
+        first.extend(rest);
+        first
     }
 
     /// Adds or replaces job definitions (from the confdir). Running instances keep
@@ -458,21 +466,35 @@ impl Jobs {
 
     /// A child ended. Exits of pids no job owns (re-parented orphans) are ignored.
     pub fn exited(&mut self, pid: i32, status: WaitStatus, now: u64) {
-        let Some((job, instance, kind)) = self.pids.remove(&pid) else {
+        let Some((job, instance, kind)) = self.owner(pid) else {
             return;
         };
-        if self
-            .instance_ref(&job, &instance)
-            .is_none_or(|i| i.pids.get(&kind) != Some(&pid))
-        {
-            return;
-        }
         let reason = format!(
             "{} process ({pid}) terminated with {}",
             kind.name(),
             status.describe()
         );
         self.process_ended(&job, &instance, kind, Some(status), reason, now);
+    }
+
+    /// A child ended before its exec, its setup having failed (`what`: the step
+    /// and the error, `setrlimit nofile: Operation not permitted`). It counts as a
+    /// process that could not be started, as in Upstart: the job fails, without
+    /// respawning.
+    pub fn setup_failed(&mut self, pid: i32, what: &str, now: u64) {
+        let Some((job, instance, kind)) = self.owner(pid) else {
+            return;
+        };
+        let reason = format!("{} process: {what}", kind.name());
+        self.process_ended(&job, &instance, kind, None, reason, now);
+    }
+
+    /// The instance and kind of a tracked pid, no longer tracked.
+    fn owner(&mut self, pid: i32) -> Option<(String, String, ProcessKind)> {
+        let (job, instance, kind) = self.pids.remove(&pid)?;
+        self.instance_ref(&job, &instance)
+            .is_some_and(|i| i.pids.get(&kind) == Some(&pid))
+            .then_some((job, instance, kind))
     }
 
     /// Timers: SIGKILL after `kill timeout`.
@@ -655,7 +677,16 @@ impl Jobs {
                     }
                 }
             }
-            State::PostStop => to_spawn = spawn(ProcessKind::PostStop, inst),
+            State::PostStop => {
+                self.effects.push(Effect::KillRemnants {
+                    job: job.to_string(),
+                    instance: instance.to_string(),
+                });
+                let Some(inst) = self.instance_mut(job, instance) else {
+                    return;
+                };
+                to_spawn = spawn(ProcessKind::PostStop, inst);
+            }
             State::Waiting => event = Some("stopped"),
         }
         if let Some(kind) = to_spawn {

@@ -2,9 +2,12 @@
 //! (`unshare --pid --fork --mount-proc --kill-child`), the real supervisor, real
 //! jobs, driven by the real initctl.
 //!
-//! Every test gets its own directory (confdir, socket, logdir, marker files). The
+//! Every test gets its own directory (confdir, socket, logdir, marker files) and its
+//! own cgroup2 subtree for the jobs' cgroups (`--cgroup-root`, under the test
+//! process's own cgroup2 cgroup: on this host `/sys/fs/cgroup/unified/…`). The
 //! namespace is torn down on drop by SIGKILL to its keel-init (by pid, never by
-//! name), which takes every process in it along. Waits are on conditions with
+//! name), which takes every process in it along; then whatever is left in the
+//! cgroup subtree is killed and the subtree removed. Waits are on conditions with
 //! deadlines, never bare sleeps.
 //!
 //! The binaries come from the target directory these tests were built into, so
@@ -93,6 +96,8 @@ pub struct Keel {
     unshare: Child,
     /// keel-init's pid as seen from the host.
     pub init_pid: i32,
+    /// The supervisor's `--cgroup-root`, removed on drop.
+    pub cgroup: Option<PathBuf>,
 }
 
 pub struct Setup<'a> {
@@ -124,6 +129,12 @@ impl Keel {
 
     pub fn launch(setup: Setup<'_>) -> Keel {
         let dir = Scratch::new("ns");
+        let cgroup = keel_supervisor::cgroup::own_cgroup2().map(|own| {
+            own.join(format!(
+                "keel-test-{}",
+                dir.0.file_name().and_then(|n| n.to_str()).unwrap_or("x")
+            ))
+        });
         let conf = dir.0.join("conf");
         fs::create_dir_all(&conf).unwrap();
         for (name, text) in setup.jobs {
@@ -141,6 +152,10 @@ impl Keel {
                     dir.0.join("control").display().to_string(),
                     "--logdir".into(),
                     dir.0.join("log").display().to_string(),
+                    "--cgroup-root".into(),
+                    cgroup
+                        .as_ref()
+                        .map_or("none".to_string(), |c| c.display().to_string()),
                 ],
             )
         });
@@ -168,6 +183,7 @@ impl Keel {
             dir,
             unshare,
             init_pid,
+            cgroup,
         }
     }
 
@@ -250,6 +266,17 @@ impl Drop for Keel {
             // SIGKILL to the namespace's init ends every process in it.
             unsafe { libc::kill(self.init_pid, libc::SIGKILL) };
             let _ = self.unshare.wait();
+        }
+        if let Some(root) = self.cgroup.as_ref().filter(|r| r.exists()) {
+            use keel_supervisor::cgroup;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let _ = cgroup::kill(root);
+                if cgroup::remove(root).unwrap_or(true) || Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
     }
 }

@@ -24,10 +24,10 @@ struct Args {
     logdir: PathBuf,
     /// The size cap of one job log file (bytes, or with K, M or G; 0 for none):
     /// a full JOB.log becomes JOB.log.1 and a new one starts.
-    #[arg(long, default_value = "16M", value_parser = parse_size)]
+    #[arg(long, env = "KEEL_LOG_SIZE", default_value = "16M", value_parser = parse_size)]
     log_size: u64,
     /// How many rotated job log files are kept (JOB.log.1 … JOB.log.N).
-    #[arg(long, default_value_t = keel_supervisor::joblog::DEFAULT_KEEP)]
+    #[arg(long, env = "KEEL_LOG_KEEP", default_value_t = keel_supervisor::joblog::DEFAULT_KEEP)]
     log_keep: u32,
     /// keel's cgroup2 subtree for job cgroups (`none`: no cgroups). Default: as
     /// PID 1 of a machine /sys/fs/cgroup/keel, otherwise keel-RANDOM under the

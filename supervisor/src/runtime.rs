@@ -467,6 +467,8 @@ impl Runtime {
     pub fn run(&mut self) -> anyhow_like::Result<()> {
         let mut events = Vec::with_capacity(64);
         loop {
+            // Here the state is as saved (the last round settled).
+            self.flush_early_logs();
             let timeout = self.timeout_ms();
             events.clear();
             match epoll::wait(&self.epoll, spare(&mut events), timeout.as_ref()) {
@@ -521,7 +523,6 @@ impl Runtime {
                 self.dirty = true;
             }
             self.settle();
-            self.flush_early_logs();
             if let Some(binary) = self.reexec.take() {
                 self.exec_new_image(&binary);
             }

@@ -380,6 +380,68 @@ impl Keel {
     }
 }
 
+impl Keel {
+    /// Starts `job` (initctl start, which answers once it runs) and returns its
+    /// main process's host pid once that has exec'd (no longer the supervisor's
+    /// clone, first named `keel-supervisor`, then `keel-spawn`).
+    pub fn start_main(&self, job: &[&str]) -> i32 {
+        let mut args = vec!["start"];
+        args.extend_from_slice(job);
+        let out = self.ctl_ok(&args);
+        let ns = status_pid(&out).unwrap_or_else(|| panic!("no main pid in {out:?}"));
+        let mut host = None;
+        wait_for(
+            &format!("main {ns} to exec"),
+            Duration::from_secs(5),
+            || {
+                host = self.host_pid(ns);
+                host.is_some_and(|h| {
+                    comm(h).is_some_and(|c| c != "keel-spawn" && c != "keel-supervisor")
+                })
+            },
+        );
+        host.unwrap()
+    }
+}
+
+/// A field of /proc/PID/status (`CapBnd`, `Uid`), trimmed.
+pub fn proc_status(pid: i32, field: &str) -> String {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// The fields of /proc/PID/stat after the command (field 3 `state` is index 0).
+pub fn proc_stat(pid: i32) -> Vec<String> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// The environment of a process, `KEY=VALUE` each.
+pub fn proc_environ(pid: i32) -> Vec<String> {
+    fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|&b| b == 0)
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| String::from_utf8_lossy(kv).into_owned())
+        .collect()
+}
+
+/// The cgroup2 path of a process (the `0::` line of /proc/PID/cgroup).
+pub fn proc_cgroup(pid: i32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Whether host pid `pid` has ended (gone, or a zombie not reaped yet).
 pub fn gone(pid: i32) -> bool {
     state(pid).is_none_or(|s| s == 'Z')

@@ -1,14 +1,19 @@
 //! The runtime: the supervisor's one event loop, the thin shell around the pure
-//! lifecycle core. It owns every fd (init channel, control socket, signalfd) and is
-//! the only place that turns the core's effects into processes, signals, replies
-//! and events.
+//! lifecycle core. It owns every fd (init channel, control socket, signalfd, job
+//! log pipes, spawned children's error pipes) and is the only place that turns the
+//! core's effects into processes, signals, replies and events — and into the
+//! instances' cgroups (`cgroup`) and logs (`joblog`).
 //!
 //! One round of the loop:
-//! 1. wait (epoll) for a message from keel-init, a client, a signal, or a deadline;
-//! 2. feed what happened to the core;
-//! 3. spawn the processes the core asked for (they wait for "go", see `spawn`);
-//! 4. persist the state (the journal in the lifeboat) if it changed;
-//! 5. only then act on the world: release the new processes, send signals, answer
+//! 1. write out early job logs that can be written now (this point is as saved);
+//! 2. wait (epoll) for a message from keel-init, a client, a signal, job output,
+//!    a child's error report, or a deadline;
+//! 3. feed what happened to the core;
+//! 4. kill what is left of instances whose main ended, spawn the processes the
+//!    core asked for (they wait for "go", see `spawn`), remove the cgroups of
+//!    instances that stopped;
+//! 5. persist the state (the journal in the lifeboat) if it changed;
+//! 6. only then act on the world: release the new processes, send signals, answer
 //!    clients, acknowledge the exits applied to keel-init.
 //!
 //! So nothing visible happens before the state that explains it is saved: a
@@ -1509,7 +1514,9 @@ fn accepted(
 
 /// Fault injection for tests: `KEEL_TEST_FAULTS` lists faults to act out (comma
 /// separated). `abort-on-resume` aborts right after a saved state was loaded, the
-/// way a supervisor choking on a poisoned state would.
+/// way a supervisor choking on a poisoned state would; `abort-mid-flush` (once,
+/// see `test_fault_once`) aborts after an early job log was written out, before
+/// the state says so.
 fn test_fault(name: &str) -> bool {
     std::env::var("KEEL_TEST_FAULTS").is_ok_and(|f| f.split(',').any(|x| x == name))
 }

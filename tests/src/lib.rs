@@ -4,7 +4,8 @@
 //!
 //! Every test gets its own directory (confdir, socket, logdir, marker files) and its
 //! own cgroup2 subtree for the jobs' cgroups (`--cgroup-root`, under the test
-//! process's own cgroup2 cgroup: on this host `/sys/fs/cgroup/unified/…`). The
+//! process's own cgroup2 cgroup: on this host `/sys/fs/cgroup/unified/…`;
+//! `KEEL_TEST_CGROUPS=none` gives `--cgroup-root none` instead, for benchmarks). The
 //! namespace is torn down on drop by SIGKILL to its keel-init (by pid, never by
 //! name), which takes every process in it along; then whatever is left in the
 //! cgroup subtree is killed and the subtree removed. Waits are on conditions with
@@ -129,12 +130,16 @@ impl Keel {
 
     pub fn launch(setup: Setup<'_>) -> Keel {
         let dir = Scratch::new("ns");
-        let cgroup = keel_supervisor::cgroup::own_cgroup2().map(|own| {
-            own.join(format!(
-                "keel-test-{}",
-                dir.0.file_name().and_then(|n| n.to_str()).unwrap_or("x")
-            ))
-        });
+        // KEEL_TEST_CGROUPS=none runs the supervisor without cgroups (to compare).
+        let cgroups = std::env::var("KEEL_TEST_CGROUPS").map_or(true, |v| v != "none");
+        let cgroup = keel_supervisor::cgroup::own_cgroup2()
+            .filter(|_| cgroups)
+            .map(|own| {
+                own.join(format!(
+                    "keel-test-{}",
+                    dir.0.file_name().and_then(|n| n.to_str()).unwrap_or("x")
+                ))
+            });
         let conf = dir.0.join("conf");
         fs::create_dir_all(&conf).unwrap();
         for (name, text) in setup.jobs {

@@ -1427,6 +1427,59 @@ mod tests {
     }
 
     #[test]
+    fn a_setup_failure_of_a_respawning_main_fails_the_job_with_its_reason() {
+        let mut d = full();
+        d.respawn = true;
+        let mut t = T::new(d);
+        t.running();
+        let main = t.pid(Main);
+        t.jobs
+            .setup_failed(main, "setrlimit nofile: Operation not permitted", 0);
+        t.settle();
+        // No respawn: it could only fail again. post-stop still runs.
+        assert_eq!(t.spawns(), vec![PreStart, Main, PostStart, PostStop]);
+        t.ok(PostStop);
+        let failure = t.inst().unwrap().failure.clone().unwrap();
+        assert_eq!(
+            failure.reason,
+            "main process: setrlimit nofile: Operation not permitted"
+        );
+        assert_eq!(failure.status, None);
+        assert_eq!(t.state(), State::Waiting);
+        // An untracked pid is ignored.
+        t.jobs.setup_failed(4242, "x", 0);
+        assert!(t.jobs.take_effects().is_empty());
+    }
+
+    #[test]
+    fn remnants_are_killed_before_post_stop_is_spawned() {
+        let mut t = T::new(full());
+        t.running();
+        t.stop(None);
+        t.ok(PreStop);
+        let main = t.pid(Main);
+        t.jobs.exited(main, WaitStatus::signaled(15), 0);
+        let effects = t.jobs.take_effects();
+        let remnants = effects
+            .iter()
+            .position(|e| matches!(e, Effect::KillRemnants { .. }))
+            .expect("remnants killed once main has ended");
+        let post_stop = effects
+            .iter()
+            .position(|e| matches!(e, Effect::Spawn { kind: PostStop, .. }))
+            .expect("post-stop spawned");
+        assert!(remnants < post_stop, "{effects:?}");
+        // Never while main runs.
+        let mut r = T::new(full());
+        r.running();
+        assert!(
+            !r.seen
+                .iter()
+                .any(|e| matches!(e, Effect::KillRemnants { .. }))
+        );
+    }
+
+    #[test]
     fn task_start_is_answered_when_it_stopped_with_its_failure() {
         let mut d = JobDef::new("j");
         d.task = true;

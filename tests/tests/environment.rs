@@ -247,6 +247,34 @@ fn setuid_and_setgid_set_ids_groups_and_login_variables() {
     assert!(!proc_environ(root).iter().any(|v| v.starts_with("USER=")));
 }
 
+#[test]
+fn scripts_run_as_the_setuid_user_too() {
+    // The script reaches its interpreter as /proc/self/fd/9 (a memfd the
+    // supervisor made as root): readable after the uid change. Python as
+    // /usr/bin/python3: the python3 on PATH here is a shim in root's home.
+    let keel = Keel::start(&[
+        (
+            "shell",
+            "setuid nobody\nscript\n  id -u\n  exec sleep 1000\nend script\n",
+        ),
+        (
+            "python",
+            "setuid nobody\nscript /usr/bin/python3\nimport os, time\nprint(os.getuid(), flush=True)\ntime.sleep(1000)\nend script\n",
+        ),
+    ]);
+    let pid = keel.start_main(&["shell"]);
+    assert_eq!(proc_status(pid, "Uid"), "65534\t65534\t65534\t65534");
+    wait_for("the script's output in its log", 5 * SECOND, || {
+        keel_tests::comm(pid).as_deref() == Some("sleep")
+            && fs::read_to_string(keel.path("log/shell.log")).is_ok_and(|l| l == "65534\n")
+    });
+    let pid = keel.start_main(&["python"]);
+    assert_eq!(proc_status(pid, "Uid"), "65534\t65534\t65534\t65534");
+    wait_for("python's output in its log", 5 * SECOND, || {
+        fs::read_to_string(keel.path("log/python.log")).is_ok_and(|l| l == "65534\n")
+    });
+}
+
 /// A capability set as /proc/PID/status prints it.
 fn caps(bits: &[u32]) -> String {
     format!("{:016x}", bits.iter().fold(0u64, |m, b| m | 1 << b))

@@ -385,7 +385,12 @@ impl Logs {
                 .mode(0o755)
                 .create(&self.config.dir)
             {
-                Ok(()) => {}
+                Ok(()) => {
+                    // Exactly 0755, whatever the supervisor's umask.
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = std::fs::Permissions::from_mode(0o755);
+                    let _ = std::fs::set_permissions(&self.config.dir, mode);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e),
             }

@@ -1,5 +1,6 @@
 //! What the first supervisor of a real boot sets up before any job: the kernel
-//! filesystems that are not mounted yet. Each is mounted only if missing, so the
+//! filesystems that are not mounted yet (cgroup2 at /sys/fs/cgroup among them, for
+//! the job cgroups, `cgroup`). Each is mounted only if missing, so the
 //! same code is harmless in a PID namespace (where they all exist already).
 
 use nix::mount::{MsFlags, mount};
@@ -23,6 +24,15 @@ const MOUNTS: &[(&str, &str, &str, MsFlags, &str)] = &[
             .union(MsFlags::MS_NODEV)
             .union(MsFlags::MS_NOEXEC),
         "",
+    ),
+    (
+        "cgroup2",
+        "/sys/fs/cgroup",
+        "cgroup2",
+        MsFlags::MS_NOSUID
+            .union(MsFlags::MS_NODEV)
+            .union(MsFlags::MS_NOEXEC),
+        "nsdelegate",
     ),
     (
         "devtmpfs",

@@ -257,7 +257,7 @@ mod tests {
         dir.write("a.conf", "exec /bin/a\n");
         dir.write("net/b.conf", "start on startup\nexec /bin/b\n");
         dir.write("c.conf", "exec /bin/c\nexpect WHAT\n");
-        dir.write("d.conf", "setuid nobody\nexec /bin/d\n");
+        dir.write("d.conf", "debug\nexec /bin/d\n");
         dir.write("README", "not a job\n");
         dir.write("net/notes.txt", "nor this\n");
         dir.write("e.conf", b"description \"caf\xe9\"\n\x80\n");
@@ -275,7 +275,7 @@ mod tests {
                 format!(
                     "{root}/c.conf:2:8: error: unknown argument to expect: WHAT (expected fork, daemon, stop, none, notify, fd, listen or dbus)"
                 ),
-                format!("{root}/d.conf:1:1: warning: setuid is parsed but not carried out yet"),
+                format!("{root}/d.conf:1:1: warning: debug is parsed but not carried out yet"),
                 format!("{root}/e.conf:1:17: error: not UTF-8 text"),
                 format!(
                     "{root}/f.conf: error: cannot read: No such file or directory (os error 2)"
@@ -307,7 +307,7 @@ mod tests {
     fn check_reports_files_and_directories() {
         let dir = TempDir::new();
         dir.write("jobs/good.conf", "exec /bin/true\n");
-        dir.write("jobs/sub/warn.conf", "nice 5\nexec /bin/true\n");
+        dir.write("jobs/sub/warn.conf", "debug\nexec /bin/true\n");
         dir.write("jobs/skip.txt", "garbage\n");
         let named = dir.write("named-job", "exec\n");
 
@@ -316,7 +316,7 @@ mod tests {
         assert_eq!(
             out,
             format!(
-                "{}/jobs/sub/warn.conf:1:1: warning: nice is parsed but not carried out yet\n",
+                "{}/jobs/sub/warn.conf:1:1: warning: debug is parsed but not carried out yet\n",
                 dir.0.display()
             )
         );

@@ -41,6 +41,10 @@ pub struct Snapshot {
     pub pending_go: Option<(u64, u32)>,
     /// The current and previous runlevel (`telinit`), as characters; 0 if none yet.
     pub runlevel: (u8, u8),
+    /// keel's cgroup subtree and the instance cgroups in it.
+    pub cgroups: crate::cgroup::Saved,
+    /// The job log pipes (their read ends are in the lifeboat).
+    pub logs: crate::joblog::Saved,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -10,6 +10,10 @@
 //! - [`journal`]: the versioned state snapshot kept in keel-init's lifeboat.
 //! - [`runtime`]: the one event loop that carries out the core's effects.
 //! - [`spawn`]: the single path by which a job process is created.
+//! - [`setup`]: a job process's identity, privileges and limits, resolved before
+//!   the spawn.
+//! - [`cgroup`]: keel's cgroup2 subtree, one cgroup per job instance.
+//! - [`joblog`]: `console log` output, through pipes in the lifeboat into log files.
 //! - [`control`]: the control socket (framing, handshake, authorisation, deadlines,
 //!   limits).
 //! - [`query`]: the answers to `show-config` and `check-config` — pure.
@@ -19,15 +23,18 @@
 //! - [`ready`]: the readiness protocols' moving parts (sd_notify socket, D-Bus, /proc).
 
 pub mod boot;
+pub mod cgroup;
 pub mod check;
 pub mod control;
 pub mod events;
 pub mod initlink;
 pub mod job;
+pub mod joblog;
 pub mod journal;
 pub mod lifecycle;
 pub mod logging;
 pub mod query;
 pub mod ready;
 pub mod runtime;
+pub mod setup;
 pub mod spawn;

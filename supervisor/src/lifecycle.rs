@@ -235,6 +235,9 @@ pub enum Effect {
     EventFinished { waiter: WaiterId, failed: bool },
     /// Something the log should say (an event that could not start a job).
     Warn(String),
+    /// Main has ended on the way to post-stop: whatever is left of the instance
+    /// (its cgroup's processes) is killed, before post-stop starts.
+    KillRemnants { job: String, instance: String },
 }
 
 /// Everything the supervisor knows about its jobs. This is what is persisted.
@@ -272,8 +275,9 @@ fn error(kind: ErrorKind, message: impl Into<String>) -> Error {
 }
 
 impl Jobs {
-    /// Takes the effects produced so far, every [`Effect::Spawn`] first (otherwise
-    /// in the order they arose).
+    /// Takes the effects produced so far, every [`Effect::KillRemnants`] first (so
+    /// that a post-stop is never among what it kills), then every [`Effect::Spawn`]
+    /// (otherwise in the order they arose).
     ///
     /// The runtime calls [`Jobs::spawned`] for each spawn as it executes it, and
     /// the events handled meanwhile may stop the instance again (`stop on
@@ -281,11 +285,15 @@ impl Jobs {
     /// before anything else is acted on; until then the core keeps the instance
     /// where it is (pid 0 pending, see `blocked`) and never signals pid 0.
     pub fn take_effects(&mut self) -> Vec<Effect> {
-        let (mut spawns, rest): (Vec<Effect>, Vec<Effect>) = std::mem::take(&mut self.effects)
+        let (mut first, rest): (Vec<Effect>, Vec<Effect>) = std::mem::take(&mut self.effects)
+            .into_iter()
+            .partition(|e| matches!(e, Effect::KillRemnants { .. }));
+        let (spawns, rest): (Vec<Effect>, Vec<Effect>) = rest
             .into_iter()
             .partition(|e| matches!(e, Effect::Spawn { .. }));
-        spawns.extend(rest);
-        spawns
+        first.extend(spawns);
+        first.extend(rest);
+        first
     }
 
     /// Adds or replaces job definitions (from the confdir). Running instances keep
@@ -600,21 +608,35 @@ impl Jobs {
 
     /// A child ended. Exits of pids no job owns (re-parented orphans) are ignored.
     pub fn exited(&mut self, pid: i32, status: WaitStatus, now: u64) {
-        let Some((job, instance, kind)) = self.pids.remove(&pid) else {
+        let Some((job, instance, kind)) = self.owner(pid) else {
             return;
         };
-        if self
-            .instance_ref(&job, &instance)
-            .is_none_or(|i| i.pids.get(&kind) != Some(&pid))
-        {
-            return;
-        }
         let reason = format!(
             "{} process ({pid}) terminated with {}",
             kind.name(),
             status.describe()
         );
         self.process_ended(&job, &instance, kind, Some(status), reason, now);
+    }
+
+    /// A child ended before its exec, its setup having failed (`what`: the step
+    /// and the error, `setrlimit nofile: Operation not permitted`). It counts as a
+    /// process that could not be started, as in Upstart: the job fails, without
+    /// respawning.
+    pub fn setup_failed(&mut self, pid: i32, what: &str, now: u64) {
+        let Some((job, instance, kind)) = self.owner(pid) else {
+            return;
+        };
+        let reason = format!("{} process: {what}", kind.name());
+        self.process_ended(&job, &instance, kind, None, reason, now);
+    }
+
+    /// The instance and kind of a tracked pid, no longer tracked.
+    fn owner(&mut self, pid: i32) -> Option<(String, String, ProcessKind)> {
+        let (job, instance, kind) = self.pids.remove(&pid)?;
+        self.instance_ref(&job, &instance)
+            .is_some_and(|i| i.pids.get(&kind) == Some(&pid))
+            .then_some((job, instance, kind))
     }
 
     /// Timers: SIGKILL after `kill timeout`, the bounds of a power action. Also the
@@ -1048,7 +1070,16 @@ impl Jobs {
                     }
                 }
             }
-            State::PostStop => to_spawn = spawn(ProcessKind::PostStop, inst),
+            State::PostStop => {
+                self.effects.push(Effect::KillRemnants {
+                    job: job.to_string(),
+                    instance: instance.to_string(),
+                });
+                let Some(inst) = self.instance_mut(job, instance) else {
+                    return;
+                };
+                to_spawn = spawn(ProcessKind::PostStop, inst);
+            }
             State::Waiting => {
                 event = Some("stopped");
                 release = true;
@@ -1478,8 +1509,20 @@ pub fn start_environment(
 /// The environment process `kind` of `job`'s instance runs with: the instance's,
 /// for pre-stop and post-stop what stopped it, and `UPSTART_JOB` and
 /// `UPSTART_INSTANCE` (Upstart's `job_process_run`). The one place that decides it.
-pub fn process_environment(job: &str, inst: &Instance, kind: ProcessKind) -> Vec<String> {
+/// `login` holds a `setuid` job's login variables (`HOME`, `USER`, `LOGNAME`,
+/// `SHELL`, as a login sets them), which the job's own `env` still overrides.
+pub fn process_environment(
+    job: &str,
+    inst: &Instance,
+    kind: ProcessKind,
+    login: &[(&str, &str)],
+) -> Vec<String> {
     let mut vars = inst.env.clone();
+    for (k, v) in login {
+        if !inst.def.env.iter().any(|e| e.key == *k) {
+            set_var(&mut vars, k, v);
+        }
+    }
     if matches!(kind, ProcessKind::PreStop | ProcessKind::PostStop) {
         for (k, v) in &inst.stop_env {
             set_var(&mut vars, k, v);
@@ -1849,6 +1892,59 @@ mod tests {
         assert_eq!(t.spawns(), vec![PostStop]);
         t.ok(PostStop);
         assert_eq!(t.replies(), vec![(1, Some(ErrorKind::JobFailed))]);
+    }
+
+    #[test]
+    fn a_setup_failure_of_a_respawning_main_fails_the_job_with_its_reason() {
+        let mut d = full();
+        d.respawn = true;
+        let mut t = T::new(d);
+        t.running();
+        let main = t.pid(Main);
+        t.jobs
+            .setup_failed(main, "setrlimit nofile: Operation not permitted", 0);
+        t.settle();
+        // No respawn: it could only fail again. post-stop still runs.
+        assert_eq!(t.spawns(), vec![PreStart, Main, PostStart, PostStop]);
+        t.ok(PostStop);
+        let failure = t.inst().unwrap().failure.clone().unwrap();
+        assert_eq!(
+            failure.reason,
+            "main process: setrlimit nofile: Operation not permitted"
+        );
+        assert_eq!(failure.status, None);
+        assert_eq!(t.state(), State::Waiting);
+        // An untracked pid is ignored.
+        t.jobs.setup_failed(4242, "x", 0);
+        assert!(t.jobs.take_effects().is_empty());
+    }
+
+    #[test]
+    fn remnants_are_killed_before_post_stop_is_spawned() {
+        let mut t = T::new(full());
+        t.running();
+        t.stop(None);
+        t.ok(PreStop);
+        let main = t.pid(Main);
+        t.jobs.exited(main, WaitStatus::signaled(15), 0);
+        let effects = t.jobs.take_effects();
+        let remnants = effects
+            .iter()
+            .position(|e| matches!(e, Effect::KillRemnants { .. }))
+            .expect("remnants killed once main has ended");
+        let post_stop = effects
+            .iter()
+            .position(|e| matches!(e, Effect::Spawn { kind: PostStop, .. }))
+            .expect("post-stop spawned");
+        assert!(remnants < post_stop, "{effects:?}");
+        // Never while main runs.
+        let mut r = T::new(full());
+        r.running();
+        assert!(
+            !r.seen
+                .iter()
+                .any(|e| matches!(e, Effect::KillRemnants { .. }))
+        );
     }
 
     #[test]

@@ -26,6 +26,18 @@ struct Args {
     /// Directory for `console log` output.
     #[arg(long, default_value = "/var/log/keel")]
     logdir: PathBuf,
+    /// The size cap of one job log file (bytes, or with K, M or G; 0 for none):
+    /// a full JOB.log becomes JOB.log.1 and a new one starts.
+    #[arg(long, env = "KEEL_LOG_SIZE", default_value = "16M", value_parser = parse_size)]
+    log_size: u64,
+    /// How many rotated job log files are kept (JOB.log.1 … JOB.log.N).
+    #[arg(long, env = "KEEL_LOG_KEEP", default_value_t = keel_supervisor::joblog::DEFAULT_KEEP)]
+    log_keep: u32,
+    /// keel's cgroup2 subtree for job cgroups (`none`: no cgroups). Default: as
+    /// PID 1 of a machine /sys/fs/cgroup/keel, otherwise keel-RANDOM under the
+    /// supervisor's own cgroup2 cgroup.
+    #[arg(long, env = "KEEL_CGROUP_ROOT", value_name = "PATH")]
+    cgroup_root: Option<PathBuf>,
     /// Check job files or directories offline and exit (1 if any error).
     #[arg(long, num_args = 1.., value_name = "PATH")]
     check: Option<Vec<PathBuf>>,
@@ -64,6 +76,9 @@ fn main() -> ExitCode {
         confdir: args.confdir,
         socket: args.socket,
         logdir: args.logdir,
+        log_size: args.log_size,
+        log_keep: args.log_keep,
+        cgroup_root: args.cgroup_root,
         args: std::env::args_os().collect(),
     };
     let result = Runtime::new(config).and_then(|mut rt| rt.run());
@@ -74,4 +89,24 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `4096`, `64K`, `16M`, `1G`.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let (digits, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c.to_ascii_uppercase()),
+        _ => (text, 'B'),
+    };
+    let shift = match unit {
+        'B' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        _ => return Err(format!("unknown unit {unit:?} (expected K, M or G)")),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("not a size: {text:?}"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("too large: {text}"))
 }

@@ -1,16 +1,22 @@
 //! The runtime: the supervisor's one event loop, the thin shell around the pure
-//! lifecycle core. It owns every fd (init channel, control socket, signalfd) and is
-//! the only place that turns the core's effects into processes, signals and
-//! replies. Events are the core's: the runtime only hands it those from outside
-//! (`startup`, relayed signals, `initctl emit`, `telinit`) and makes the power
-//! action once the core says it is due.
+//! lifecycle core. It owns every fd (init channel, control socket, signalfd, job
+//! log pipes, spawned children's error pipes, the readiness fds) and is the only
+//! place that turns the core's effects into processes, signals and replies — and
+//! into the instances' cgroups (`cgroup`) and logs (`joblog`). Events are the
+//! core's: the runtime only hands it those from outside (`startup`, relayed
+//! signals, `initctl emit`, `telinit`) and makes the power action once the core
+//! says it is due.
 //!
 //! One round of the loop:
-//! 1. wait (epoll) for a message from keel-init, a client, a signal, or a deadline;
-//! 2. feed what happened to the core;
-//! 3. spawn the processes the core asked for (they wait for "go", see `spawn`);
-//! 4. persist the state (the journal in the lifeboat) if it changed;
-//! 5. only then act on the world: release the new processes, send signals, answer
+//! 1. write out early job logs that can be written now (this point is as saved);
+//! 2. wait (epoll) for a message from keel-init, a client, a signal, job output,
+//!    a child's error report, or a deadline;
+//! 3. feed what happened to the core;
+//! 4. kill what is left of instances whose main ended, spawn the processes the
+//!    core asked for (they wait for "go", see `spawn`), remove the cgroups of
+//!    instances that stopped;
+//! 5. persist the state (the journal in the lifeboat) if it changed;
+//! 6. only then act on the world: release the new processes, send signals, answer
 //!    clients, acknowledge the exits applied to keel-init.
 //!
 //! So nothing visible happens before the state that explains it is saved: a
@@ -24,10 +30,11 @@ use crate::journal::{self, Snapshot};
 use crate::lifecycle::{self, DEFAULT_PATH, Effect, Event, WaitStatus, base_environment};
 use crate::ready::notify::NotifyAddr;
 use crate::ready::watch::Watcher;
-use crate::{boot, query, spawn};
+use crate::{boot, cgroup, joblog, query, setup, spawn};
 use keel_proto::ctl::{Error, ErrorKind, PowerAction, Request, Response};
 use rustix::event::epoll;
 use rustix::fd::{AsFd, AsRawFd, OwnedFd};
+use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -40,6 +47,12 @@ pub struct Config {
     /// `NOTIFY_SOCKET` of `expect notify` jobs: a path or `@NAME` (abstract).
     pub notify_socket: String,
     pub logdir: PathBuf,
+    /// `--log-size`: the cap of one job log file in bytes (0: none).
+    pub log_size: u64,
+    /// `--log-keep`: rotated job log files kept.
+    pub log_keep: u32,
+    /// `--cgroup-root`: keel's cgroup2 subtree (`none`: no cgroups).
+    pub cgroup_root: Option<PathBuf>,
     /// The supervisor's own arguments, for a re-exec.
     pub args: Vec<std::ffi::OsString>,
 }
@@ -50,6 +63,12 @@ const TOKEN_SIGNALS: u64 = 2;
 const TOKEN_CONFDIR: u64 = 3;
 /// Connection tokens are their ids offset past the fixed ones.
 const TOKEN_CONN_BASE: u64 = 16;
+/// Job log pipes: this bit and the pipe's id.
+const TOKEN_LOG: u64 = 1 << 48;
+/// A spawned child's error pipe: this bit and its pid.
+const TOKEN_SETUP: u64 = 1 << 49;
+/// How soon a cgroup still holding a dying process is tried again.
+const CGROUP_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 const LIFEBOAT_CONTROL: &str = "control";
 
@@ -75,6 +94,19 @@ pub struct Runtime {
     answers: Vec<(ConnId, Response)>,
     /// Readiness: the notify socket, the bus, `expect fd` sockets, `/proc` polls.
     ready: Watcher,
+    /// keel's cgroup subtree, if there is one.
+    cgroups: Option<cgroup::Tree>,
+    /// When stopped instances' cgroups that were still busy are tried again.
+    cgroup_retry: Option<Instant>,
+    /// Job log pipes, files and early buffers.
+    logs: joblog::Logs,
+    /// Error pipes of spawned children that have not exec'd yet, by pid.
+    setup_pipes: BTreeMap<i32, OwnedFd>,
+    /// Setup failures children reported, until their exits are applied.
+    setup_failures: BTreeMap<i32, spawn::SetupError>,
+    apparmor: setup::AppArmorHost,
+    /// Whether this supervisor runs as the first userspace of a machine.
+    machine: bool,
 }
 
 /// Monotonic milliseconds, the core's clock (shared by every supervisor of a boot).
@@ -109,13 +141,15 @@ impl Runtime {
         let saved = take(journal::LIFEBOAT_NAME);
         let listener = take(LIFEBOAT_CONTROL);
         let ready = Watcher::new(NotifyAddr::parse(&config.notify_socket), &mut lifeboat);
-        // What is left are "go" pipes of rounds a previous supervisor did not finish.
-        let unfinished_rounds: Vec<(String, OwnedFd)> = std::mem::take(&mut lifeboat)
+        // What is left are "go" pipes of rounds a previous supervisor did not finish,
+        // and job log pipes.
+        type Entries = Vec<(String, OwnedFd)>;
+        let (unfinished_rounds, log_entries): (Entries, Entries) = std::mem::take(&mut lifeboat)
             .into_iter()
-            .filter(|(n, _)| n.starts_with("go:"))
-            .collect();
+            .partition(|(n, _)| n.starts_with("go:"));
         let fresh_boot = saved.is_none();
-        if link.is_some() && fresh_boot && boot::is_machine_boot() {
+        let machine = link.is_some() && boot::is_machine_boot();
+        if fresh_boot && machine {
             boot::mount_missing();
         }
 
@@ -224,6 +258,27 @@ impl Runtime {
             None
         };
 
+        let cgroups = match cgroup::Tree::open(
+            &mut snap.cgroups,
+            &cgroup::RootChoice::parse(config.cgroup_root.as_deref()),
+            machine,
+        ) {
+            Ok(tree) => {
+                tracing::info!("job cgroups under {}", tree.root().display());
+                Some(tree)
+            }
+            Err(why) => {
+                tracing::warn!("no job cgroups: {why}");
+                None
+            }
+        };
+        let mut logs = joblog::Logs::new(joblog::Config {
+            dir: config.logdir.clone(),
+            size: config.log_size,
+            keep: config.log_keep,
+        });
+        let watch_logs = logs.recover(&mut snap.logs, log_entries, link.as_ref());
+
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(|e| e.to_string())?;
         if let Some(l) = &link {
             epoll::add(
@@ -265,8 +320,18 @@ impl Runtime {
             watch: None,
             reexec: None,
             ready,
+            cgroups,
+            cgroup_retry: None,
+            logs,
+            setup_pipes: BTreeMap::new(),
+            setup_failures: BTreeMap::new(),
+            apparmor: setup::AppArmorHost::probe(),
+            machine,
         };
         rt.ready.start(&rt.epoll, rt.link.as_ref());
+        for id in watch_logs {
+            rt.watch_log(id);
+        }
         rt.watch_confdir();
         rt.load_confdir();
         if adopt {
@@ -419,6 +484,8 @@ impl Runtime {
             if let Some(action) = self.snap.jobs.power_due() {
                 return self.finish_power(action);
             }
+            // Here the state is as saved (the last round settled).
+            self.flush_early_logs();
             let timeout = self.timeout_ms();
             events.clear();
             match epoll::wait(&self.epoll, spare(&mut events), timeout.as_ref()) {
@@ -448,6 +515,15 @@ impl Runtime {
                     }
                     TOKEN_SIGNALS => self.local_signals(),
                     TOKEN_CONFDIR => self.confdir_changed(),
+                    t if t & TOKEN_SETUP != 0 => self.read_setup_pipe((t & !TOKEN_SETUP) as i32),
+                    t if t & TOKEN_LOG != 0 => {
+                        if self
+                            .logs
+                            .drain(&mut self.snap.logs, self.link.as_ref(), t & !TOKEN_LOG)
+                        {
+                            self.dirty = true;
+                        }
+                    }
                     t if Watcher::owns(t) => {
                         if self.ready.on_event(t, &mut self.snap.jobs, now_ms()) {
                             self.dirty = true;
@@ -466,6 +542,10 @@ impl Runtime {
             let now = now_ms();
             self.snap.jobs.tick(now);
             if self.ready.poll(&mut self.snap.jobs, &self.epoll, now) {
+                self.dirty = true;
+            }
+            if self.cgroup_retry.is_some_and(|t| t <= Instant::now()) {
+                self.cgroup_retry = None;
                 self.dirty = true;
             }
             self.settle();
@@ -494,7 +574,10 @@ impl Runtime {
         .flatten()
         .min()
         .map(|d| d.saturating_sub(now));
-        if let Some(d) = self.control.next_deadline() {
+        for d in [self.control.next_deadline(), self.cgroup_retry]
+            .into_iter()
+            .flatten()
+        {
             let c = d.saturating_duration_since(Instant::now()).as_millis() as u64;
             ms = Some(ms.map_or(c, |m| m.min(c)));
         }
@@ -534,8 +617,40 @@ impl Runtime {
         }
         self.snap.last_exit_seq = seq;
         self.unacked = Some(seq);
-        self.snap.jobs.exited(pid, WaitStatus(status), now_ms());
+        self.process_exited(pid, status);
+    }
+
+    /// Applies the end of `pid`: a setup failure its error pipe reported, or its exit.
+    fn process_exited(&mut self, pid: i32, status: i32) {
+        self.read_setup_pipe(pid);
+        match self.setup_failures.remove(&pid) {
+            Some(failure) => {
+                let what = failure.describe();
+                if let Some((job, _, kind)) = self.snap.jobs.pids.get(&pid) {
+                    tracing::warn!("{job}: {} process: {what}", kind.name());
+                }
+                self.snap.jobs.setup_failed(pid, &what, now_ms());
+            }
+            None => self.snap.jobs.exited(pid, WaitStatus(status), now_ms()),
+        }
         self.dirty = true;
+    }
+
+    /// Reads child `pid`'s error pipe: a failure record is kept until its exit is
+    /// applied; at EOF (it exec'd) or a record the pipe is dropped.
+    fn read_setup_pipe(&mut self, pid: i32) {
+        let Some(fd) = self.setup_pipes.get(&pid) else {
+            return;
+        };
+        match spawn::read_report(fd) {
+            spawn::Report::Failed(failure) => {
+                self.setup_failures.insert(pid, failure);
+            }
+            spawn::Report::Pending => return,
+            spawn::Report::Done => {}
+        }
+        // Closing it removes it from epoll too.
+        self.setup_pipes.remove(&pid);
     }
 
     /// Without keel-init: reap our own children, take our own signals.
@@ -561,12 +676,7 @@ impl Runtime {
             // `wait`: rustix's `waitpid(None)` means our own process group only.
             match rustix::process::wait(rustix::process::WaitOptions::NOHANG) {
                 Ok(Some((pid, status))) => {
-                    self.snap.jobs.exited(
-                        pid.as_raw_nonzero().get(),
-                        WaitStatus(status.as_raw()),
-                        now_ms(),
-                    );
-                    self.dirty = true;
+                    self.process_exited(pid.as_raw_nonzero().get(), status.as_raw())
                 }
                 _ => return,
             }
@@ -796,9 +906,11 @@ impl Runtime {
                 self.snap.jobs.env_table.clear();
                 Some(Response::Ok)
             }
-            // Job output goes straight to its log file from the job (nothing is held
-            // back in the supervisor), so there is nothing to write out.
-            Request::NotifyDiskWriteable => Some(Response::Ok),
+            // Early job logs are written out after this round.
+            Request::NotifyDiskWriteable => {
+                self.logs.flush_wanted = true;
+                Some(Response::Ok)
+            }
             Request::Reexec { binary } => Some(match self.prepare_reexec(binary) {
                 Ok(path) => {
                     self.reexec = Some(path);
@@ -853,6 +965,7 @@ impl Runtime {
                         instance,
                         kind,
                     } => self.spawn_process(&job, &instance, kind),
+                    Effect::KillRemnants { job, instance } => self.kill_remnants(&job, &instance),
                     Effect::Emit(event) => {
                         tracing::debug!("event {} {:?}", event.name, event.env)
                     }
@@ -861,6 +974,7 @@ impl Runtime {
                 }
             }
         }
+        self.sweep_cgroups();
         if let Some((round, go)) = &self.go {
             self.snap.pending_go = Some((*round, go.waiting));
             self.dirty = true;
@@ -922,7 +1036,10 @@ impl Runtime {
                     };
                     self.answers.push((waiter, answer));
                 }
-                Effect::Spawn { .. } | Effect::Emit(_) | Effect::Warn(_) => {}
+                Effect::Spawn { .. }
+                | Effect::Emit(_)
+                | Effect::Warn(_)
+                | Effect::KillRemnants { .. } => {}
             }
         }
         for (conn, answer) in std::mem::take(&mut self.answers) {
@@ -978,6 +1095,7 @@ impl Runtime {
         let plan = match self.plan(job, instance, kind) {
             Ok(p) => p,
             Err(reason) => {
+                let reason = format!("{} process: {reason}", kind.name());
                 tracing::warn!("{job}: {reason}");
                 self.snap
                     .jobs
@@ -1017,10 +1135,24 @@ impl Runtime {
                     child.pid,
                     self.snap.go_rounds
                 );
+                let _ = epoll::add(
+                    &self.epoll,
+                    &child.errors,
+                    epoll::EventData::new_u64(TOKEN_SETUP | child.pid as u64),
+                    epoll::EventFlags::IN,
+                );
+                self.setup_pipes.insert(child.pid, child.errors);
                 self.snap.jobs.spawned(job, instance, kind, child.pid);
             }
             Err(e) => {
-                let reason = format!("failed to spawn {} process: {e}", kind.name());
+                let reason = match (&plan.cgroup, e.raw_os_error()) {
+                    (Some(_), Some(libc::EBUSY | libc::EOPNOTSUPP)) => format!(
+                        "failed to spawn {} process into its cgroup: {}",
+                        kind.name(),
+                        spawn::strerror(e.raw_os_error().unwrap_or(0))
+                    ),
+                    _ => format!("failed to spawn {} process: {e}", kind.name()),
+                };
                 tracing::warn!("{job}: {reason}");
                 self.snap
                     .jobs
@@ -1029,8 +1161,15 @@ impl Runtime {
         }
     }
 
-    /// Everything a process of the instance needs, prepared in the parent.
-    fn plan(&self, job: &str, instance: &str, kind: ProcessKind) -> Result<spawn::Plan, String> {
+    /// Everything a process of the instance needs, prepared in the parent: the
+    /// command, its environment, its setup (`setup::prepare`), and the instance's
+    /// cgroup and log pipe.
+    fn plan(
+        &mut self,
+        job: &str,
+        instance: &str,
+        kind: ProcessKind,
+    ) -> Result<spawn::Plan, String> {
         let inst = self
             .snap
             .jobs
@@ -1040,7 +1179,21 @@ impl Runtime {
             .ok_or("instance vanished")?;
         let def: &JobDef = &inst.def;
         let process = def.process(kind).ok_or("no such process")?;
-        let mut env = lifecycle::process_environment(job, inst, kind);
+        let pairs = |env: &[String]| -> Vec<(String, String)> {
+            env.iter()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let env = lifecycle::process_environment(job, inst, kind, &[]);
+        let prepared = setup::prepare(def, kind, &pairs(&env), &self.apparmor)?;
+        for w in &prepared.warnings {
+            tracing::warn!("{job}: {w}");
+        }
+        let mut env = match &prepared.login {
+            Some(login) => lifecycle::process_environment(job, inst, kind, &login.vars()),
+            None => env,
+        };
         if kind == ProcessKind::Main && def.expect == job::Expect::Notify {
             env.push(format!("NOTIFY_SOCKET={}", self.ready.notify_socket()));
         }
@@ -1049,11 +1202,12 @@ impl Runtime {
             .find_map(|e| e.strip_prefix("PATH="))
             .unwrap_or(DEFAULT_PATH)
             .to_string();
+        let root = def.chroot.as_deref();
         let cstr = |s: &str| CString::new(s).map_err(|_| format!("NUL byte in {s:?}"));
         let (argv, script): (Vec<String>, Option<Vec<u8>>) = match process {
             job::Process::Exec { .. } => match process.exec_argv() {
                 Some(mut argv) if !argv.is_empty() => {
-                    argv[0] = spawn::resolve(&argv[0], &path)
+                    argv[0] = spawn::resolve(&argv[0], &path, root)
                         .ok_or_else(|| format!("{}: command not found", argv[0]))?;
                     (argv, None)
                 }
@@ -1079,34 +1233,164 @@ impl Runtime {
                 } else {
                     interpreter.clone()
                 };
-                argv[0] = spawn::resolve(&argv[0], &path)
+                argv[0] = spawn::resolve(&argv[0], &path, root)
                     .ok_or_else(|| format!("{}: interpreter not found", argv[0]))?;
                 argv.push(format!("/proc/self/fd/{}", spawn::SCRIPT_FD));
                 (argv, Some(body.clone().into_bytes()))
             }
         };
-        let log_path = (def.console == Console::Log).then(|| {
-            let _ = std::fs::create_dir_all(&self.config.logdir);
-            let base = if instance.is_empty() {
-                job.replace('/', "_")
-            } else {
-                format!("{}-{instance}", job.replace('/', "_"))
-            };
-            self.config.logdir.join(format!("{base}.log"))
-        });
-        Ok(spawn::Plan {
+        let (settings, warnings) = cgroup::settings(&def.cgroups)?;
+        for w in &warnings {
+            tracing::warn!("{job}: {w}");
+        }
+        let mut plan = spawn::Plan {
             argv: argv.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?,
             env: env.iter().map(|e| cstr(e)).collect::<Result<_, _>>()?,
             script,
             console: def.console,
-            log_path: match log_path {
-                Some(p) => Some(cstr(&p.to_string_lossy())?),
-                None => None,
-            },
+            log: None,
             chdir: cstr(def.chdir.as_deref().unwrap_or("/"))?,
             umask: def.umask.unwrap_or(0o022),
             init_child: self.link.is_some(),
-        })
+            cgroup: None,
+            setup: prepared.setup,
+        };
+        plan.cgroup = self.instance_cgroup(job, instance, &settings)?;
+        if plan.console == Console::Log {
+            let (writer, new) = self
+                .logs
+                .writer(&mut self.snap.logs, self.link.as_ref(), job, instance)
+                .map_err(|e| format!("cannot open the log pipe: {e}"))?;
+            if let Some(id) = new {
+                self.watch_log(id);
+            }
+            plan.log = Some(writer);
+        }
+        Ok(plan)
+    }
+
+    /// The instance's cgroup, as an fd to spawn into: made, with `settings` written,
+    /// before the instance's first process.
+    fn instance_cgroup(
+        &mut self,
+        job: &str,
+        instance: &str,
+        settings: &[(String, String)],
+    ) -> Result<Option<OwnedFd>, String> {
+        let Some(tree) = &self.cgroups else {
+            if let Some((key, _)) = settings.first() {
+                return Err(format!(
+                    "cgroup {key}: keel has no cgroup2 hierarchy to apply it in"
+                ));
+            }
+            return Ok(None);
+        };
+        let key = (job.to_string(), instance.to_string());
+        let path = if self.snap.cgroups.instances.contains(&key) {
+            tree.instance_path(job, instance)
+        } else {
+            // Recorded first, so that it is removed again even if this fails half-way.
+            self.snap.cgroups.instances.insert(key);
+            self.dirty = true;
+            tree.create(job, instance, settings)?
+        };
+        cgroup::Tree::open_dir(&path)
+            .map(Some)
+            .map_err(|e| format!("cgroup {}: {}", path.display(), e))
+    }
+
+    /// Kills whatever is left in the instance's cgroup (main has ended on the way
+    /// to post-stop).
+    fn kill_remnants(&mut self, job: &str, instance: &str) {
+        let Some(tree) = &self.cgroups else { return };
+        if !self
+            .snap
+            .cgroups
+            .instances
+            .contains(&(job.to_string(), instance.to_string()))
+        {
+            return;
+        }
+        let path = tree.instance_path(job, instance);
+        let killed = cgroup::kill_each(&path);
+        if killed > 0 {
+            tracing::info!("{job}: killed {killed} process(es) left in its cgroup");
+        }
+    }
+
+    /// Removes the cgroups of instances that have stopped (killing anything left);
+    /// one still holding a dying process is tried again shortly.
+    fn sweep_cgroups(&mut self) {
+        let Some(tree) = &self.cgroups else { return };
+        let jobs = &self.snap.jobs.jobs;
+        let done: Vec<(String, String)> = self
+            .snap
+            .cgroups
+            .instances
+            .iter()
+            .filter(|(j, i)| {
+                jobs.get(j)
+                    .and_then(|job| job.instances.get(i))
+                    .is_none_or(|inst| inst.state == keel_proto::ctl::State::Waiting)
+            })
+            .cloned()
+            .collect();
+        let mut busy = false;
+        for key in done {
+            let path = tree.instance_path(&key.0, &key.1);
+            cgroup::kill_each(&path);
+            match cgroup::remove(&path) {
+                Ok(false) => {
+                    busy = true;
+                    continue;
+                }
+                Ok(true) => {}
+                Err(e) => tracing::warn!("cannot remove cgroup {}: {e}", path.display()),
+            }
+            if !key.1.is_empty() {
+                // The job's directory goes with its last instance.
+                let _ = std::fs::remove_dir(tree.instance_path(&key.0, ""));
+            }
+            self.snap.cgroups.instances.remove(&key);
+            self.dirty = true;
+        }
+        if busy && self.cgroup_retry.is_none() {
+            self.cgroup_retry = Some(Instant::now() + CGROUP_RETRY);
+        }
+    }
+
+    /// Watches job log pipe `id`.
+    fn watch_log(&mut self, id: u64) {
+        if let Some(fd) = self.logs.pipe_fd(id)
+            && let Err(e) = epoll::add(
+                &self.epoll,
+                fd,
+                epoll::EventData::new_u64(TOKEN_LOG | id),
+                epoll::EventFlags::IN,
+            )
+        {
+            tracing::error!("cannot watch log pipe {id}: {e}");
+        }
+    }
+
+    /// Writes out early job logs once their directory can be written (after a
+    /// round, when the state is saved: each flush saves it twice more, see `joblog`).
+    fn flush_early_logs(&mut self) {
+        for id in self.logs.take_flushes(&self.snap.logs) {
+            if !self.logs.flush_begin(&mut self.snap.logs, id) {
+                continue;
+            }
+            self.persist();
+            if self.logs.flush_copy(&mut self.snap.logs, id) {
+                if test_fault_once("abort-mid-flush") {
+                    std::process::abort();
+                }
+                self.logs
+                    .flush_end(&mut self.snap.logs, self.link.as_ref(), id);
+                tracing::info!("wrote out the early log {id}");
+            }
+            self.persist();
+        }
     }
 
     /// The definitions of every job that is not deleted.
@@ -1296,6 +1580,15 @@ impl Runtime {
     }
 
     fn finish_power(&mut self, action: PowerAction) -> anyhow_like::Result<()> {
+        // Every job has stopped: keel's own subtree goes too, unless it belongs to
+        // the machine (its cgroup2 file system goes down with it).
+        if let Some(tree) = self.cgroups.as_ref().filter(|_| !self.machine) {
+            match cgroup::remove(tree.root()) {
+                Ok(true) => self.snap.cgroups = cgroup::Saved::default(),
+                Ok(false) => tracing::warn!("{} still holds processes", tree.root().display()),
+                Err(e) => tracing::warn!("cannot remove {}: {e}", tree.root().display()),
+            }
+        }
         self.persist();
         match &self.link {
             Some(link) => {
@@ -1325,9 +1618,24 @@ fn accepted(
 
 /// Fault injection for tests: `KEEL_TEST_FAULTS` lists faults to act out (comma
 /// separated). `abort-on-resume` aborts right after a saved state was loaded, the
-/// way a supervisor choking on a poisoned state would.
+/// way a supervisor choking on a poisoned state would; `abort-mid-flush` (once,
+/// see `test_fault_once`) aborts after an early job log was written out, before
+/// the state says so.
 fn test_fault(name: &str) -> bool {
     std::env::var("KEEL_TEST_FAULTS").is_ok_and(|f| f.split(',').any(|x| x == name))
+}
+
+/// `test_fault`, acted out once: `KEEL_TEST_FAULT_MARK` names a file made the
+/// first time, so the supervisor that replaces the faulty one carries on.
+fn test_fault_once(name: &str) -> bool {
+    test_fault(name)
+        && std::env::var_os("KEEL_TEST_FAULT_MARK").is_some_and(|mark| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(mark)
+                .is_ok()
+        })
 }
 
 /// The lifeboat name of round `round`'s go pipe.

@@ -4,7 +4,9 @@
 //! supervisor runs under keel-init, so it is keel-init's child from birth: keel-init
 //! reaps it and relays its exit through the exit log, whether or not a supervisor is
 //! alive at that moment (DESIGN.md, invariant 2: one path for every exit). Without
-//! keel-init the supervisor is the parent (and a subreaper) and reaps itself.
+//! keel-init the supervisor is the parent (and a subreaper) and reaps itself. With a
+//! cgroup prepared for the instance the child is born in it (`CLONE_INTO_CGROUP`), so
+//! not even its first instruction runs outside.
 //!
 //! Exactly-once spawning across a crash: the child sets itself up, then blocks on a
 //! "go" pipe before exec. All children spawned in one round of the event loop share
@@ -17,11 +19,36 @@
 //! marked for release and releases it from the lifeboat's copy. So a process either
 //! runs and is in the saved state, or never ran.
 //!
-//! Everything the child needs (paths, argv, envp) is prepared in the parent; the child
-//! runs only raw syscalls, then execs or `_exit`s. The supervisor is single-threaded,
-//! so the child of a clone without `CLONE_VM` is an ordinary copy with no lock held.
+//! Everything the child needs (paths, argv, envp, ids, groups, the capability mask,
+//! limits) is resolved in the parent (`setup`, `Runtime::plan`); the child runs only
+//! raw syscalls on that data, then execs or `_exit`s — it never allocates. The
+//! supervisor is single-threaded, so the child of a clone without `CLONE_VM` is an
+//! ordinary copy with no lock held.
+//!
+//! The child sets itself up in this order, each step where the next ones need it:
+//! 1. signals back to their defaults, a new session and process group (`setsid`);
+//! 2. fds: the error pipe at [`ERR_FD`], stdio per `console`, the script at
+//!    [`SCRIPT_FD`], the go pipe at `GO_FD`; every other fd closed;
+//! 3. `/proc/self/oom_score_adj` and the AppArmor exec label — files under /proc,
+//!    so before `chroot` (which may leave /proc behind) and while still root
+//!    (AppArmor may refuse a confined or unprivileged writer);
+//! 4. rlimits and `nice`, while the capabilities to raise them are still there;
+//! 5. `umask`, `chroot`, `chdir` (the `chdir` is inside the new root);
+//! 6. the capability bounding set (needs `CAP_SETPCAP`, so before the uid change);
+//! 7. `PR_SET_KEEPCAPS` (only when capabilities must survive), `setgroups`,
+//!    `setgid`, `setuid` — groups first, since they need root;
+//! 8. `capset` to the job's set, and for a `setuid` job the same set raised as
+//!    ambient capabilities, so that they survive the exec of an ordinary binary;
+//! 9. `PR_SET_NO_NEW_PRIVS`, last: nothing above needs privileges it would deny;
+//! 10. wait for "go", exec.
+//!
+//! A step that fails writes a fixed 12-byte record (step, argument, errno) to the
+//! error pipe and `_exit`s with [`SETUP_FAILED`]; an exec that fails does the same
+//! (status 127 or 126, as a shell would). The write end is close-on-exec: a
+//! successful exec closes it, so the supervisor reads EOF (and drops its read end)
+//! or a record, which becomes the process's failure reason (`Failure::describe`).
 
-use crate::job::Console;
+use crate::job::{CAPABILITIES, Console, Resource};
 use rustix::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ffi::CString;
 use std::io;
@@ -30,8 +57,14 @@ use std::io;
 pub const SCRIPT_FD: i32 = 9;
 /// The fd the child waits on for "go".
 const GO_FD: i32 = 10;
+/// The fd of the error pipe's write end in the child (close-on-exec).
+const ERR_FD: i32 = 11;
 /// The exit status of a child that was never released (its supervisor died first).
 pub const NOT_RELEASED: i32 = 125;
+/// The exit status of a child whose setup failed before exec.
+pub const SETUP_FAILED: i32 = 126;
+/// `CLONE_INTO_CGROUP` (linux/sched.h, Linux 5.7).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// Everything needed to start one process.
 pub struct Plan {
@@ -41,18 +74,54 @@ pub struct Plan {
     /// A script's text, fed to the interpreter as `/proc/self/fd/9`.
     pub script: Option<Vec<u8>>,
     pub console: Console,
-    /// For `console log`: the file stdout and stderr append to.
-    pub log_path: Option<CString>,
+    /// For `console log`: the write end of the instance's log pipe.
+    pub log: Option<OwnedFd>,
     pub chdir: CString,
     pub umask: u32,
     /// Spawn as keel-init's child (`CLONE_PARENT`).
     pub init_child: bool,
+    /// The instance's cgroup directory, to be born in.
+    pub cgroup: Option<OwnedFd>,
+    pub setup: Setup,
+}
+
+/// What the child sets before exec beyond its stdio: limits, identity, privileges.
+/// Resolved in the parent (`setup::prepare`); the child only makes syscalls with it.
+#[derive(Debug, Default)]
+pub struct Setup {
+    /// (libc resource, soft, hard), in the job file's order.
+    pub limits: Vec<(u32, u64, u64)>,
+    pub nice: Option<i32>,
+    /// The decimal text written to `/proc/self/oom_score_adj`.
+    pub oom_score_adj: Option<CString>,
+    /// The AppArmor attribute file and `exec PROFILE` for it.
+    pub apparmor: Option<(CString, CString)>,
+    pub chroot: Option<CString>,
+    pub ids: Option<Ids>,
+    /// The capability set the job keeps (bounding set, and what it holds).
+    pub capabilities: Option<u64>,
+    /// The highest capability number this kernel knows.
+    pub last_cap: u32,
+    pub no_new_privs: bool,
+}
+
+/// The identity a `setuid`/`setgid` job runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ids {
+    /// `None`: only `setgid` was given, the uid stays.
+    pub uid: Option<u32>,
+    pub gid: u32,
+    /// Supplementary groups (the user's, from the group database).
+    pub groups: Vec<u32>,
 }
 
 /// A started child, not yet released.
 pub struct Spawned {
     pub pid: i32,
     pub pidfd: OwnedFd,
+    /// The read end of the child's error pipe (non-blocking): EOF once it exec'd,
+    /// a [`SetupError`] record if its setup or exec failed.
+    pub errors: OwnedFd,
 }
 
 /// The "go" pipe of one round of spawns (see the module docs).
@@ -98,9 +167,182 @@ fn high(fd: OwnedFd) -> io::Result<OwnedFd> {
     Ok(rustix::io::fcntl_dupfd_cloexec(&fd, 64)?)
 }
 
+/// The steps of the child's setup, as its error record names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Step {
+    Stdio = 1,
+    OomScoreAdj,
+    AppArmor,
+    Setrlimit,
+    Nice,
+    Chroot,
+    Chdir,
+    BoundingSet,
+    KeepCaps,
+    Setgroups,
+    Setgid,
+    Setuid,
+    Capset,
+    Ambient,
+    NoNewPrivs,
+    Exec,
+}
+
+impl Step {
+    const ALL: [Step; 16] = [
+        Step::Stdio,
+        Step::OomScoreAdj,
+        Step::AppArmor,
+        Step::Setrlimit,
+        Step::Nice,
+        Step::Chroot,
+        Step::Chdir,
+        Step::BoundingSet,
+        Step::KeepCaps,
+        Step::Setgroups,
+        Step::Setgid,
+        Step::Setuid,
+        Step::Capset,
+        Step::Ambient,
+        Step::NoNewPrivs,
+        Step::Exec,
+    ];
+}
+
+/// A child's report of the step that failed (the record on its error pipe).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SetupError {
+    pub step: Step,
+    /// The resource of a `setrlimit`, the capability of a bounding-set or ambient step.
+    pub arg: u32,
+    pub errno: i32,
+}
+
+const RECORD: usize = 12;
+
+impl SetupError {
+    fn encode(self) -> [u8; RECORD] {
+        let mut out = [0u8; RECORD];
+        out[..4].copy_from_slice(&(self.step as u32).to_ne_bytes());
+        out[4..8].copy_from_slice(&self.arg.to_ne_bytes());
+        out[8..].copy_from_slice(&self.errno.to_ne_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<SetupError> {
+        let word = |i: usize| -> Option<[u8; 4]> { bytes.get(i..i + 4)?.try_into().ok() };
+        if bytes.len() != RECORD {
+            return None;
+        }
+        let step = u32::from_ne_bytes(word(0)?);
+        Some(SetupError {
+            step: Step::ALL.into_iter().find(|s| *s as u32 == step)?,
+            arg: u32::from_ne_bytes(word(4)?),
+            errno: i32::from_ne_bytes(word(8)?),
+        })
+    }
+
+    /// `setrlimit nofile: Operation not permitted`.
+    pub fn describe(&self) -> String {
+        let cap = || {
+            CAPABILITIES.get(self.arg as usize).map_or_else(
+                || format!("capability {}", self.arg),
+                |c| format!("cap_{c}"),
+            )
+        };
+        let what = match self.step {
+            Step::Stdio => "console setup".to_string(),
+            Step::OomScoreAdj => "oom_score_adj".to_string(),
+            Step::AppArmor => "apparmor switch".to_string(),
+            Step::Setrlimit => format!(
+                "setrlimit {}",
+                Resource::ALL
+                    .into_iter()
+                    .find(|r| rlimit_resource(*r) == self.arg)
+                    .map_or("?", Resource::name)
+            ),
+            Step::Nice => "setpriority (nice)".to_string(),
+            Step::Chroot => "chroot".to_string(),
+            Step::Chdir => "chdir".to_string(),
+            Step::BoundingSet => format!("dropping {} from the bounding set", cap()),
+            Step::KeepCaps => "keeping capabilities across setuid".to_string(),
+            Step::Setgroups => "setgroups".to_string(),
+            Step::Setgid => "setgid".to_string(),
+            Step::Setuid => "setuid".to_string(),
+            Step::Capset => "capset".to_string(),
+            Step::Ambient => format!("raising {} as ambient", cap()),
+            Step::NoNewPrivs => "no_new_privs".to_string(),
+            Step::Exec => "exec".to_string(),
+        };
+        format!("{what}: {}", strerror(self.errno))
+    }
+}
+
+/// The message of an errno, without std's "(os error N)".
+pub fn strerror(errno: i32) -> String {
+    let text = io::Error::from_raw_os_error(errno).to_string();
+    match text.rfind(" (os error") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
+/// libc's number for a `limit` resource.
+pub fn rlimit_resource(r: Resource) -> u32 {
+    let n = match r {
+        Resource::As => libc::RLIMIT_AS,
+        Resource::Core => libc::RLIMIT_CORE,
+        Resource::Cpu => libc::RLIMIT_CPU,
+        Resource::Data => libc::RLIMIT_DATA,
+        Resource::Fsize => libc::RLIMIT_FSIZE,
+        Resource::Memlock => libc::RLIMIT_MEMLOCK,
+        Resource::Msgqueue => libc::RLIMIT_MSGQUEUE,
+        Resource::Nice => libc::RLIMIT_NICE,
+        Resource::Nofile => libc::RLIMIT_NOFILE,
+        Resource::Nproc => libc::RLIMIT_NPROC,
+        Resource::Rss => libc::RLIMIT_RSS,
+        Resource::Rtprio => libc::RLIMIT_RTPRIO,
+        Resource::Rttime => libc::RLIMIT_RTTIME,
+        Resource::Sigpending => libc::RLIMIT_SIGPENDING,
+        Resource::Stack => libc::RLIMIT_STACK,
+    };
+    #[allow(clippy::unnecessary_cast)] // c_int on some libcs
+    let n = n as u32;
+    n
+}
+
+/// What a child's error pipe says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Report {
+    /// Its setup or exec failed.
+    Failed(SetupError),
+    /// EOF: it exec'd (or ended without a word, or the pipe broke).
+    Done,
+    /// Nothing yet: still setting up, or waiting for go.
+    Pending,
+}
+
+/// Reads a child's error pipe without blocking.
+pub fn read_report(errors: &OwnedFd) -> Report {
+    let mut buf = [0u8; RECORD];
+    match rustix::io::read(errors, &mut buf) {
+        Ok(n) => SetupError::decode(&buf[..n]).map_or(Report::Done, Report::Failed),
+        Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => Report::Pending,
+        Err(_) => Report::Done,
+    }
+}
+
 pub fn spawn(plan: &Plan, go: &mut GoPipe) -> io::Result<Spawned> {
     let script = match &plan.script {
         Some(text) => Some(high(script_memfd(text)?)?),
+        None => None,
+    };
+    let (err_read, err_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let err_write = high(err_write)?;
+    rustix::io::ioctl_fionbio(&err_read, true)?;
+    let log = match &plan.log {
+        Some(fd) => Some(rustix::io::fcntl_dupfd_cloexec(fd, 64)?),
         None => None,
     };
 
@@ -116,8 +358,12 @@ pub fn spawn(plan: &Plan, go: &mut GoPipe) -> io::Result<Spawned> {
         .map(|a| a.as_ptr())
         .chain(std::iter::once(std::ptr::null()))
         .collect();
-    let console = c"/dev/console";
-    let devnull = c"/dev/null";
+    let fds = ChildFds {
+        script: script.as_ref().map(|f| f.as_raw_fd()),
+        go: go.read.as_raw_fd(),
+        errors: err_write.as_raw_fd(),
+        log: log.as_ref().map(|f| f.as_raw_fd()),
+    };
 
     let mut pidfd: libc::c_int = -1;
     let (parent_flag, exit_signal) = if plan.init_child {
@@ -127,10 +373,15 @@ pub fn spawn(plan: &Plan, go: &mut GoPipe) -> io::Result<Spawned> {
     } else {
         (0, libc::SIGCHLD as u64)
     };
+    let (cgroup_flag, cgroup) = match &plan.cgroup {
+        Some(fd) => (CLONE_INTO_CGROUP, fd.as_raw_fd() as u64),
+        None => (0, 0),
+    };
     let mut args = CloneArgs {
-        flags: libc::CLONE_PIDFD as u64 | parent_flag,
+        flags: libc::CLONE_PIDFD as u64 | parent_flag | cgroup_flag,
         pidfd: &mut pidfd as *mut libc::c_int as u64,
         exit_signal,
+        cgroup,
         ..CloneArgs::default()
     };
     // SAFETY: clone3 without CLONE_VM gives the child its own copy of this address
@@ -149,29 +400,42 @@ pub fn spawn(plan: &Plan, go: &mut GoPipe) -> io::Result<Spawned> {
     }
     if ret == 0 {
         // SAFETY: see above; `child` never returns.
-        unsafe {
-            child(
-                plan,
-                &argv,
-                &envp,
-                script.as_ref().map(|f| f.as_raw_fd()),
-                go.read.as_raw_fd(),
-                console,
-                devnull,
-            )
-        }
+        unsafe { child(plan, &argv, &envp, &fds) }
     }
     go.waiting += 1;
-    drop(script);
+    drop((script, err_write, log));
     // SAFETY: CLONE_PIDFD stored a new pidfd that nothing else owns.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     Ok(Spawned {
         pid: ret as i32,
         pidfd,
+        errors: err_read,
     })
 }
 
-/// The child's side: set up, wait for go, exec. Never returns.
+/// The child's source fds (all ≥ 64, so moving them to their targets clobbers none).
+struct ChildFds {
+    script: Option<i32>,
+    go: i32,
+    errors: i32,
+    log: Option<i32>,
+}
+
+/// Reports `step` on the error pipe and ends the child.
+///
+/// # Safety
+/// Only in the child, after the error pipe is at [`ERR_FD`].
+unsafe fn fail(step: Step, arg: u32, code: i32) -> ! {
+    unsafe {
+        let errno = *libc::__errno_location();
+        let record = SetupError { step, arg, errno }.encode();
+        libc::write(ERR_FD, record.as_ptr() as *const libc::c_void, RECORD);
+        libc::_exit(code)
+    }
+}
+
+/// The child's side: set up, wait for go, exec. Never returns. The order of the
+/// steps, and why, is in the module docs.
 ///
 /// # Safety
 /// Must only be called in the child of `clone3` in `spawn`, with pointers valid there.
@@ -179,10 +443,7 @@ unsafe fn child(
     plan: &Plan,
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
-    script: Option<i32>,
-    go: i32,
-    console: &std::ffi::CStr,
-    devnull: &std::ffi::CStr,
+    fds: &ChildFds,
 ) -> ! {
     unsafe {
         // Not the supervisor any more: say so to `ps` (and to anyone looking for the
@@ -201,51 +462,106 @@ unsafe fn child(
         // Its own session and process group, so signals reach every process of the job.
         libc::setsid();
 
-        // stdio per `console`.
-        let null = libc::open(devnull.as_ptr(), libc::O_RDWR);
-        let (input, output) = match plan.console {
-            Console::None => (null, null),
-            Console::Output | Console::Owner => {
-                let flags = if plan.console == Console::Owner {
-                    libc::O_RDWR
-                } else {
-                    libc::O_RDWR | libc::O_NOCTTY
-                };
-                let c = libc::open(console.as_ptr(), flags);
-                if c >= 0 && plan.console == Console::Owner {
-                    libc::ioctl(c, libc::TIOCSCTTY, 1);
-                }
-                if c >= 0 { (c, c) } else { (null, null) }
-            }
-            Console::Log => {
-                let out = match &plan.log_path {
-                    Some(p) => libc::open(
-                        p.as_ptr(),
-                        libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_NOCTTY,
-                        0o640,
-                    ),
-                    None => -1,
-                };
-                (null, if out >= 0 { out } else { null })
-            }
-        };
-        libc::dup2(input, 0);
-        libc::dup2(output, 1);
-        libc::dup2(output, 2);
-        if let Some(fd) = script {
+        // The error pipe first, so every later failure can be reported.
+        if libc::dup3(fds.errors, ERR_FD, libc::O_CLOEXEC) < 0 {
+            libc::_exit(SETUP_FAILED);
+        }
+        stdio(plan, fds);
+        if let Some(fd) = fds.script {
             libc::dup2(fd, SCRIPT_FD);
         }
-        libc::dup2(go, GO_FD);
+        libc::dup2(fds.go, GO_FD);
         // Every other fd closed: nothing of the supervisor leaks into a job.
         libc::close_range(3, SCRIPT_FD as u32 - 1, 0);
-        if script.is_none() {
+        if fds.script.is_none() {
             libc::close(SCRIPT_FD);
         }
-        libc::close_range(GO_FD as u32 + 1, u32::MAX, 0);
+        libc::close_range(ERR_FD as u32 + 1, u32::MAX, 0);
+
+        let s = &plan.setup;
+        if let Some(value) = &s.oom_score_adj {
+            write_file(c"/proc/self/oom_score_adj", value, Step::OomScoreAdj);
+        }
+        if let Some((attr, label)) = &s.apparmor {
+            write_file(attr, label, Step::AppArmor);
+        }
+        for &(resource, soft, hard) in &s.limits {
+            let limit = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(resource as _, &limit) != 0 {
+                fail(Step::Setrlimit, resource, SETUP_FAILED);
+            }
+        }
+        if let Some(nice) = s.nice
+            && libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0
+        {
+            fail(Step::Nice, 0, SETUP_FAILED);
+        }
 
         libc::umask(plan.umask as libc::mode_t);
+        if let Some(root) = &s.chroot
+            && libc::chroot(root.as_ptr()) != 0
+        {
+            fail(Step::Chroot, 0, SETUP_FAILED);
+        }
         if libc::chdir(plan.chdir.as_ptr()) != 0 {
-            libc::_exit(126);
+            fail(Step::Chdir, 0, SETUP_FAILED);
+        }
+
+        if let Some(keep) = s.capabilities {
+            for cap in 0..=s.last_cap {
+                if keep & (1 << cap) == 0 && libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 {
+                    fail(Step::BoundingSet, cap, SETUP_FAILED);
+                }
+            }
+        }
+        let ambient = s
+            .capabilities
+            .filter(|&c| c != 0 && s.ids.as_ref().is_some_and(|i| i.uid.is_some()));
+        if let Some(ids) = &s.ids {
+            if ambient.is_some() && libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0 {
+                fail(Step::KeepCaps, 0, SETUP_FAILED);
+            }
+            if libc::setgroups(ids.groups.len(), ids.groups.as_ptr()) != 0 {
+                fail(Step::Setgroups, 0, SETUP_FAILED);
+            }
+            if libc::setgid(ids.gid) != 0 {
+                fail(Step::Setgid, 0, SETUP_FAILED);
+            }
+            if let Some(uid) = ids.uid
+                && libc::setuid(uid) != 0
+            {
+                fail(Step::Setuid, 0, SETUP_FAILED);
+            }
+        }
+        if let Some(keep) = s.capabilities {
+            let word = |i: u32| (keep >> (32 * i)) as u32;
+            let data = [0, 1].map(|i| CapData {
+                effective: word(i),
+                permitted: word(i),
+                inheritable: word(i),
+            });
+            let mut header = CapHeader {
+                version: LINUX_CAPABILITY_VERSION_3,
+                pid: 0,
+            };
+            if libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) != 0 {
+                fail(Step::Capset, 0, SETUP_FAILED);
+            }
+        }
+        if let Some(keep) = ambient {
+            for cap in 0..=s.last_cap {
+                if keep & (1 << cap) != 0
+                    && libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE, cap, 0, 0) != 0
+                {
+                    fail(Step::Ambient, cap, SETUP_FAILED);
+                }
+            }
+        }
+        if s.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            fail(Step::NoNewPrivs, 0, SETUP_FAILED);
         }
 
         // Wait until the supervisor has saved this pid (see the module docs).
@@ -268,7 +584,60 @@ unsafe fn child(
         } else {
             126
         };
-        libc::_exit(code)
+        fail(Step::Exec, 0, code)
+    }
+}
+
+/// fds 0–2 per `console`.
+///
+/// # Safety
+/// Only in the child, after the error pipe is at [`ERR_FD`].
+unsafe fn stdio(plan: &Plan, fds: &ChildFds) {
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null < 0 {
+            fail(Step::Stdio, 0, SETUP_FAILED);
+        }
+        let (input, output) = match plan.console {
+            Console::None => (null, null),
+            Console::Output => {
+                // The console for output, never as controlling terminal.
+                let c = libc::open(c"/dev/console".as_ptr(), libc::O_RDWR | libc::O_NOCTTY);
+                if c >= 0 { (c, c) } else { (null, null) }
+            }
+            Console::Owner => {
+                // The console as controlling terminal, this process group in its
+                // foreground: ctrl-C on the console reaches the job.
+                let c = libc::open(c"/dev/console".as_ptr(), libc::O_RDWR);
+                if c < 0 || libc::ioctl(c, libc::TIOCSCTTY, 1) != 0 {
+                    fail(Step::Stdio, 0, SETUP_FAILED);
+                }
+                libc::tcsetpgrp(c, libc::getpid());
+                (c, c)
+            }
+            Console::Log => (null, fds.log.unwrap_or(null)),
+        };
+        if libc::dup2(input, 0) < 0 || libc::dup2(output, 1) < 0 || libc::dup2(output, 2) < 0 {
+            fail(Step::Stdio, 0, SETUP_FAILED);
+        }
+    }
+}
+
+/// Writes `value` to the file at `path` (a /proc attribute), or fails as `step`.
+///
+/// # Safety
+/// Only in the child, after the error pipe is at [`ERR_FD`].
+unsafe fn write_file(path: &std::ffi::CStr, value: &std::ffi::CStr, step: Step) {
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        let bytes = value.to_bytes();
+        if fd < 0
+            || libc::write(fd, bytes.as_ptr() as *const libc::c_void, bytes.len())
+                != bytes.len() as isize
+        {
+            fail(step, 0, SETUP_FAILED);
+        }
+        libc::close(fd);
     }
 }
 
@@ -283,7 +652,9 @@ fn script_memfd(text: &[u8]) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// The kernel's `struct clone_args` (linux/sched.h), version 0 layout.
+/// The kernel's `struct clone_args` (linux/sched.h), version 2 layout (with
+/// `cgroup`, Linux 5.7); an older kernel takes it as long as the fields it does
+/// not know are zero.
 #[repr(C)]
 #[derive(Default)]
 struct CloneArgs {
@@ -295,18 +666,94 @@ struct CloneArgs {
     stack: u64,
     stack_size: u64,
     tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
 }
 
 /// Finds `program` on `path` (as execvp would), in the parent, so the child needs
-/// no search. Names with a `/` are taken as they are.
-pub fn resolve(program: &str, path: &str) -> Option<String> {
+/// no search. Names with a `/` are taken as they are. With `root` (a `chroot`
+/// job), the search is inside that directory and the path found is relative to it.
+pub fn resolve(program: &str, path: &str, root: Option<&str>) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
     if program.contains('/') {
         return Some(program.to_string());
     }
+    let root = root.unwrap_or("").trim_end_matches('/');
     path.split(':').filter(|d| !d.is_empty()).find_map(|dir| {
         let candidate = format!("{dir}/{program}");
-        let meta = std::fs::metadata(&candidate).ok()?;
+        let meta = std::fs::metadata(format!("{root}{candidate}")).ok()?;
         (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some(candidate)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_records_round_trip_and_describe_themselves() {
+        let e = SetupError {
+            step: Step::Setrlimit,
+            arg: rlimit_resource(Resource::Nofile),
+            errno: libc::EPERM,
+        };
+        assert_eq!(SetupError::decode(&e.encode()), Some(e));
+        assert_eq!(e.describe(), "setrlimit nofile: Operation not permitted");
+        let amb = SetupError {
+            step: Step::Ambient,
+            arg: 10,
+            errno: libc::EPERM,
+        };
+        assert_eq!(
+            amb.describe(),
+            "raising cap_net_bind_service as ambient: Operation not permitted"
+        );
+        for step in Step::ALL {
+            let e = SetupError {
+                step,
+                arg: 0,
+                errno: libc::ENOENT,
+            };
+            assert_eq!(SetupError::decode(&e.encode()), Some(e));
+            assert!(e.describe().ends_with(": No such file or directory"));
+        }
+        // A short or unknown record is no record.
+        assert_eq!(SetupError::decode(&e.encode()[..8]), None);
+        assert_eq!(SetupError::decode(&[0xff; RECORD]), None);
+    }
+
+    #[test]
+    fn every_limit_resource_has_its_own_number() {
+        let mut numbers: Vec<u32> = Resource::ALL.into_iter().map(rlimit_resource).collect();
+        numbers.sort_unstable();
+        numbers.dedup();
+        assert_eq!(numbers.len(), Resource::ALL.len());
+    }
+
+    #[test]
+    fn resolve_searches_inside_a_chroot() {
+        let sh = resolve("sh", "/nonexistent:/bin", None).expect("sh on /bin");
+        assert_eq!(sh, "/bin/sh");
+        assert_eq!(resolve("sh", "/bin", Some("/nonexistent-root")), None);
+        assert_eq!(resolve("sh", "/bin", Some("/")).as_deref(), Some("/bin/sh"));
+        assert_eq!(resolve("/x/y", "/bin", Some("/r")).as_deref(), Some("/x/y"));
+    }
 }

@@ -52,6 +52,25 @@ fn reference() -> Snapshot {
         go_rounds: 9,
         pending_go: Some((9, 1)),
         runlevel: (b'2', b'S'),
+        cgroups: keel_supervisor::cgroup::Saved {
+            root: Some("/sys/fs/cgroup/keel".into()),
+            instances: [("web".to_string(), String::new())].into(),
+        },
+        logs: keel_supervisor::joblog::Saved {
+            next_id: 4,
+            pipes: [(
+                3,
+                keel_supervisor::joblog::SavedPipe {
+                    job: "web".into(),
+                    instance: String::new(),
+                    early: true,
+                    flush_base: Some(120),
+                    dropped: 0,
+                    closed: false,
+                },
+            )]
+            .into(),
+        },
     }
 }
 
@@ -86,6 +105,8 @@ fn every_released_state_format_loads() {
             .collect();
         assert_eq!(held, ["started"], "the half-matched `and` holds its event");
         assert_eq!(loaded.jobs.jobs["after"].start_on.ids().count(), 1);
+        assert_eq!(loaded.cgroups.root.as_deref(), Some("/sys/fs/cgroup/keel"));
+        assert_eq!(loaded.logs.pipes[&3].flush_base, Some(120));
         let web = loaded.jobs.status("web", &[]).unwrap();
         assert_eq!(web[0].processes[0].pid, 101);
         assert_eq!(web[0].state, keel_proto::ctl::State::Running);

@@ -450,6 +450,20 @@ impl Driver {
     fn effect(&mut self, e: Effect) {
         self.log.push(format!("{e:?}"));
         match e {
+            // Runs before any spawn of its batch: a main that exists is at most one
+            // decided in the same batch (pid 0), never a running one.
+            Effect::KillRemnants { job, instance } => {
+                let main = self
+                    .jobs
+                    .jobs
+                    .get(&job)
+                    .and_then(|j| j.instances.get(&instance))
+                    .and_then(|i| i.pids.get(&ProcessKind::Main).copied());
+                assert!(
+                    main.is_none_or(|p| p == 0),
+                    "remnants of {job} killed while its main {main:?} runs"
+                );
+            }
             Effect::Spawn {
                 job,
                 instance,

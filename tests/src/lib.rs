@@ -2,9 +2,13 @@
 //! (`unshare --pid --fork --mount-proc --kill-child`), the real supervisor, real
 //! jobs, driven by the real initctl.
 //!
-//! Every test gets its own directory (confdir, socket, logdir, marker files). The
+//! Every test gets its own directory (confdir, socket, logdir, marker files) and its
+//! own cgroup2 subtree for the jobs' cgroups (`--cgroup-root`, under the test
+//! process's own cgroup2 cgroup: on this host `/sys/fs/cgroup/unified/…`;
+//! `KEEL_TEST_CGROUPS=none` gives `--cgroup-root none` instead, for benchmarks). The
 //! namespace is torn down on drop by SIGKILL to its keel-init (by pid, never by
-//! name), which takes every process in it along. Waits are on conditions with
+//! name), which takes every process in it along; then whatever is left in the
+//! cgroup subtree is killed and the subtree removed. Waits are on conditions with
 //! deadlines, never bare sleeps.
 //!
 //! The binaries come from the target directory these tests were built into, so
@@ -93,6 +97,8 @@ pub struct Keel {
     unshare: Child,
     /// keel-init's pid as seen from the host.
     pub init_pid: i32,
+    /// The supervisor's `--cgroup-root`, removed on drop.
+    pub cgroup: Option<PathBuf>,
 }
 
 pub struct Setup<'a> {
@@ -125,6 +131,16 @@ impl Keel {
 
     pub fn launch(setup: Setup<'_>) -> Keel {
         let dir = Scratch::new("ns");
+        // KEEL_TEST_CGROUPS=none runs the supervisor without cgroups (to compare).
+        let cgroups = std::env::var("KEEL_TEST_CGROUPS").map_or(true, |v| v != "none");
+        let cgroup = keel_supervisor::cgroup::own_cgroup2()
+            .filter(|_| cgroups)
+            .map(|own| {
+                own.join(format!(
+                    "keel-test-{}",
+                    dir.0.file_name().and_then(|n| n.to_str()).unwrap_or("x")
+                ))
+            });
         let conf = dir.0.join("conf");
         fs::create_dir_all(&conf).unwrap();
         for (name, text) in setup.jobs {
@@ -142,6 +158,10 @@ impl Keel {
                     dir.0.join("control").display().to_string(),
                     "--logdir".into(),
                     dir.0.join("log").display().to_string(),
+                    "--cgroup-root".into(),
+                    cgroup
+                        .as_ref()
+                        .map_or("none".to_string(), |c| c.display().to_string()),
                 ],
             )
         });
@@ -173,6 +193,7 @@ impl Keel {
             dir,
             unshare,
             init_pid,
+            cgroup,
         }
     }
 
@@ -276,6 +297,17 @@ impl Drop for Keel {
             // SIGKILL to the namespace's init ends every process in it.
             unsafe { libc::kill(self.init_pid, libc::SIGKILL) };
             let _ = self.unshare.wait();
+        }
+        if let Some(root) = self.cgroup.as_ref().filter(|r| r.exists()) {
+            use keel_supervisor::cgroup;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let _ = cgroup::kill(root);
+                if cgroup::remove(root).unwrap_or(true) || Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
     }
 }
@@ -414,6 +446,68 @@ pub fn rss_kib(pid: i32) -> Option<u64> {
         .next()?
         .parse()
         .ok()
+}
+
+impl Keel {
+    /// Starts `job` (initctl start, which answers once it runs) and returns its
+    /// main process's host pid once that has exec'd (no longer the supervisor's
+    /// clone, first named `keel-supervisor`, then `keel-spawn`).
+    pub fn start_main(&self, job: &[&str]) -> i32 {
+        let mut args = vec!["start"];
+        args.extend_from_slice(job);
+        let out = self.ctl_ok(&args);
+        let ns = status_pid(&out).unwrap_or_else(|| panic!("no main pid in {out:?}"));
+        let mut host = None;
+        wait_for(
+            &format!("main {ns} to exec"),
+            Duration::from_secs(5),
+            || {
+                host = self.host_pid(ns);
+                host.is_some_and(|h| {
+                    comm(h).is_some_and(|c| c != "keel-spawn" && c != "keel-supervisor")
+                })
+            },
+        );
+        host.unwrap()
+    }
+}
+
+/// A field of /proc/PID/status (`CapBnd`, `Uid`), trimmed.
+pub fn proc_status(pid: i32, field: &str) -> String {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// The fields of /proc/PID/stat after the command (field 3 `state` is index 0).
+pub fn proc_stat(pid: i32) -> Vec<String> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// The environment of a process, `KEY=VALUE` each.
+pub fn proc_environ(pid: i32) -> Vec<String> {
+    fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|&b| b == 0)
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| String::from_utf8_lossy(kv).into_owned())
+        .collect()
+}
+
+/// The cgroup2 path of a process (the `0::` line of /proc/PID/cgroup).
+pub fn proc_cgroup(pid: i32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Whether host pid `pid` has ended (gone, or a zombie not reaped yet).

@@ -345,34 +345,54 @@ fn a_supervisor_dying_on_its_saved_state_starts_over_and_adopts_the_running_jobs
     assert_eq!(counts(&keel, "svc0").get("post-stop"), Some(&1));
 }
 
-#[test]
-fn job_output_survives_supervisor_crashes_without_loss_or_repeat() {
-    // The job writes for about two seconds while the supervisor is killed over
-    // and over.
+/// A job writing 3000 numbered lines for about two seconds into its log (through
+/// its pipe in the lifeboat), while `disturb` is done to the supervisor over and
+/// over; every line must be in the log once, in order. Returns how often.
+fn talker_through(disturb: impl Fn(&Keel)) -> usize {
     let keel = start(&[(
         "talker".into(),
         "start on startup\nconsole log\nscript\n  i=0\n  while [ $i -lt 3000 ]; do\n    i=$((i+1))\n    echo line $i\n    if [ $((i % 20)) = 0 ]; then sleep 0.01; fi\n  done\n  sleep 1000\nend script\n".into(),
     )]);
     let log = keel.path("log/talker.log");
     let lines = || fs::read_to_string(&log).map_or(0, |t| t.lines().count());
-    let mut kills = 0;
+    let mut times = 0;
     let deadline = Instant::now() + 30 * SECOND;
     while lines() < 3000 {
         assert!(Instant::now() < deadline, "the job's output stalled");
-        let old = keel.supervisor_pid();
-        unsafe { libc::kill(old.unwrap(), libc::SIGKILL) };
-        wait_answering(&keel, old);
-        kills += 1;
+        disturb(&keel);
+        times += 1;
     }
-    assert!(
-        kills >= 10,
-        "the supervisor died only {kills} times while the job wrote"
-    );
     let text = fs::read_to_string(&log).unwrap();
     let expected: Vec<String> = (1..=3000).map(|i| format!("line {i}")).collect();
     assert_eq!(
         text.lines().collect::<Vec<_>>(),
         expected,
         "each line once, in order"
+    );
+    times
+}
+
+#[test]
+fn job_output_survives_supervisor_crashes_without_loss_or_repeat() {
+    let kills = talker_through(|keel| {
+        let old = keel.supervisor_pid();
+        unsafe { libc::kill(old.unwrap(), libc::SIGKILL) };
+        wait_answering(keel, old);
+    });
+    assert!(
+        kills >= 10,
+        "the supervisor died only {kills} times while the job wrote"
+    );
+}
+
+#[test]
+fn job_output_survives_re_execs_without_loss_or_repeat() {
+    let execs = talker_through(|keel| {
+        keel.ctl_ok(&["reexec"]);
+        wait_answering(keel, None);
+    });
+    assert!(
+        execs >= 10,
+        "the supervisor re-executed only {execs} times while the job wrote"
     );
 }

@@ -34,9 +34,11 @@ fn a_job_started_on_startup_runs() {
 #[test]
 fn an_orphaned_grandchild_leaves_no_zombie() {
     // The grandchild outlives its parent, is re-parented to keel-init, then exits.
+    // (While main runs: once main has ended, whatever is left in the job's cgroup
+    // is killed, see tests/tests/cgroups.rs.)
     let keel = Keel::start(&[(
         "orphaner",
-        "start on startup\ntask\nscript\n  (sleep 0.3; touch $DIR/grandchild-done) &\nend script\n",
+        "start on startup\nscript\n  sh -c '(sleep 0.3; touch $DIR/grandchild-done) &'\n  exec sleep 1000\nend script\n",
     )]);
     wait_for("the grandchild to finish", 5 * SECOND, || {
         keel.path("grandchild-done").exists()
@@ -45,9 +47,9 @@ fn an_orphaned_grandchild_leaves_no_zombie() {
         keel.zombies().is_empty()
     });
     wait_for("the grandchild to be gone", 5 * SECOND, || {
-        keel.processes()
-            .iter()
-            .all(|&p| keel_tests::comm(p).as_deref() != Some("sleep"))
+        keel.processes().iter().all(|&p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).map_or(true, |c| c != b"sleep\x000.3\x00")
+        })
     });
 }
 

@@ -46,17 +46,8 @@ pub use signal::Signal;
 /// also covers Upstart's older `oom N`). Remove an entry once the runtime
 /// carries it out: this list is the only place that decides the warning.
 pub const NOT_CARRIED_OUT: &[&str] = &[
-    "apparmor",
-    "cgroup",
+    "apparmor load",
     "debug",
-    "limit",
-    "chroot",
-    "setuid",
-    "setgid",
-    "capabilities",
-    "no new privileges",
-    "oom score",
-    "nice",
     "expect fork",
     "expect daemon",
     "expect fd",

@@ -40,8 +40,9 @@ pub const BUS_RETRY_MS: u64 = 500;
 /// Epoll tokens of the readiness fds (the runtime routes them here).
 pub const TOKEN_NOTIFY: u64 = 8;
 pub const TOKEN_BUS: u64 = 9;
-/// `expect fd` sockets: this plus the main pid.
-pub const TOKEN_FD_BASE: u64 = 1 << 40;
+/// `expect fd` sockets: this bit plus the main pid (the runtime's other bit
+/// tokens are higher bits).
+pub const TOKEN_FD_BASE: u64 = 1 << 47;
 
 /// The lifeboat names of readiness fds.
 pub const LIFEBOAT_NOTIFY: &str = "notify";
@@ -159,14 +160,14 @@ impl Watcher {
         match token {
             TOKEN_NOTIFY => self.read_notify(jobs, now),
             TOKEN_BUS => self.read_bus(jobs, now),
-            t if t >= TOKEN_FD_BASE => self.read_fd((t - TOKEN_FD_BASE) as i32, jobs, now),
+            t if t >> 47 == 1 => self.read_fd((t - TOKEN_FD_BASE) as i32, jobs, now),
             _ => false,
         }
     }
 
     /// Whether `token` is one of ours.
     pub fn owns(token: u64) -> bool {
-        token == TOKEN_NOTIFY || token == TOKEN_BUS || token >= TOKEN_FD_BASE
+        token == TOKEN_NOTIFY || token == TOKEN_BUS || token >> 47 == 1
     }
 
     fn read_notify(&mut self, jobs: &mut Jobs, now: u64) -> bool {

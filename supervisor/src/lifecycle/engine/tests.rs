@@ -102,7 +102,7 @@ impl W {
                         if failed { "failed" } else { "ok" }
                     )),
                     Effect::Warn(message) => self.log.push(format!("warn {message}")),
-                    Effect::Reply { .. } => {}
+                    Effect::Reply { .. } | Effect::KillRemnants { .. } => {}
                 }
             }
         }
@@ -180,7 +180,7 @@ impl W {
 
     /// The environment process `kind` of the instance would run with.
     fn process_env(&self, job: &str, instance: &str, kind: ProcessKind) -> Vec<String> {
-        process_environment(job, self.inst(job, instance).unwrap(), kind)
+        process_environment(job, self.inst(job, instance).unwrap(), kind, &[])
     }
 }
 

@@ -1,0 +1,769 @@
+//! Job logs (`console log`): each instance's stdout and stderr, through a pipe whose
+//! read end lives in keel-init's lifeboat, into `LOGDIR/JOB.log`
+//! (`JOB-INSTANCE.log`; `/` in names becomes `_`, as in Upstart).
+//!
+//! One pipe per instance: every process of the instance gets a write end (a fresh
+//! one opened through `/proc/self/fd/N` of the read end, so the supervisor itself
+//! holds none and sees EOF once the last writer is gone). The read end is deposited
+//! as `log:ID` (ID a number kept in the saved state, [`Saved`]) and watched by the
+//! event loop; a new supervisor takes it back and goes on reading.
+//!
+//! Exactly once across a kill -9 or a re-exec: bytes move from the pipe into the file
+//! with `splice(2)` at the file's current length, so each byte is either still in
+//! the pipe or already in the file — never in a buffer the supervisor could lose.
+//!
+//! Size cap and rotation: a file never grows past `--log-size` bytes (0: no cap);
+//! when full, `JOB.log` becomes `JOB.log.1` (`.1` → `.2` …, `--log-keep` kept) and a
+//! new `JOB.log` starts. So a chatty job holds at most (keep + 1) × size bytes.
+//!
+//! Early log: while LOGDIR cannot be written (its parent missing, a read-only file
+//! system, a full disk), output is spliced into a memfd deposited as `early:ID`
+//! (at most [`EARLY_MAX`] bytes, or the cap if smaller; beyond that it is counted
+//! and dropped, and a line in the log says how much). Writing it out is retried when
+//! output arrives (at most once a second) and on `initctl notify-disk-writeable`;
+//! the flush first saves the file's length in the state (`flush_base`), so a
+//! supervisor that dies mid-flush is followed by one that truncates the file back to
+//! it and flushes again — nothing lost, nothing twice.
+//!
+//! A pipe is closed once it is drained and every writer has closed it (EOF), whether
+//! or not its instance still exists; the next process of the instance gets a new one.
+
+use crate::initlink::InitLink;
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use rustix::io::Errno;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The default size cap of one log file.
+pub const DEFAULT_SIZE: u64 = 16 << 20;
+/// The default number of rotated files kept (`JOB.log.1` … `JOB.log.N`).
+pub const DEFAULT_KEEP: u32 = 3;
+/// The most output kept per instance while LOGDIR cannot be written.
+pub const EARLY_MAX: u64 = 1 << 20;
+/// Bytes moved per splice.
+const CHUNK: usize = 64 << 10;
+/// Bytes moved from one pipe per round of the event loop, so one chatty job never
+/// keeps the loop from everything else.
+const ROUND_BUDGET: usize = 1 << 20;
+/// Retries of an early log's flush, at most this often (unless asked).
+const RETRY: Duration = Duration::from_secs(1);
+
+/// The log pipes as the saved state keeps them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Saved {
+    pub next_id: u64,
+    pub pipes: BTreeMap<u64, SavedPipe>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedPipe {
+    pub job: String,
+    pub instance: String,
+    /// Output goes to the early memfd (LOGDIR could not be written).
+    pub early: bool,
+    /// A flush in progress: the file's length before it.
+    pub flush_base: Option<u64>,
+    /// Bytes dropped because the early buffer was full.
+    pub dropped: u64,
+    /// The pipe reached EOF (only its early buffer is left to write out).
+    pub closed: bool,
+}
+
+/// `--logdir`, `--log-size`, `--log-keep`.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub dir: PathBuf,
+    /// The size cap of one file; 0 for none.
+    pub size: u64,
+    pub keep: u32,
+}
+
+pub fn pipe_name(id: u64) -> String {
+    format!("log:{id}")
+}
+
+pub fn early_name(id: u64) -> String {
+    format!("early:{id}")
+}
+
+/// `JOB.log` or `JOB-INSTANCE.log`, `/` as `_`.
+pub fn file_name(job: &str, instance: &str) -> String {
+    let base = if instance.is_empty() {
+        job.replace('/', "_")
+    } else {
+        format!("{}-{}", job.replace('/', "_"), instance.replace('/', "_"))
+    };
+    format!("{base}.log")
+}
+
+/// The open fds behind [`Saved`].
+pub struct Logs {
+    config: Config,
+    pipes: BTreeMap<u64, OwnedFd>,
+    early: BTreeMap<u64, OwnedFd>,
+    files: BTreeMap<String, std::fs::File>,
+    null: Option<OwnedFd>,
+    last_try: Option<Instant>,
+    /// An early log is to be written out after this round.
+    pub flush_wanted: bool,
+}
+
+impl Logs {
+    pub fn new(config: Config) -> Logs {
+        Logs {
+            config,
+            pipes: BTreeMap::new(),
+            early: BTreeMap::new(),
+            files: BTreeMap::new(),
+            null: None,
+            last_try: None,
+            flush_wanted: false,
+        }
+    }
+
+    /// Takes back the pipes and early buffers a previous supervisor left in the
+    /// lifeboat, drops what the saved state does not know (withdrawn), and undoes
+    /// a flush cut short. Returns the ids of the pipes to watch.
+    pub fn recover(
+        &mut self,
+        saved: &mut Saved,
+        entries: Vec<(String, OwnedFd)>,
+        link: Option<&InitLink>,
+    ) -> Vec<u64> {
+        for (name, fd) in entries {
+            let parsed = |prefix: &str| name.strip_prefix(prefix)?.parse::<u64>().ok();
+            match (parsed("log:"), parsed("early:")) {
+                (Some(id), _) if saved.pipes.get(&id).is_some_and(|p| !p.closed) => {
+                    self.pipes.insert(id, fd);
+                }
+                (_, Some(id)) if saved.pipes.get(&id).is_some_and(|p| p.early) => {
+                    self.early.insert(id, fd);
+                }
+                _ => {
+                    // A pipe of a round never saved, or an early buffer already
+                    // written out.
+                    if let Some(link) = link {
+                        let _ = link.withdraw(&name);
+                    }
+                }
+            }
+        }
+        saved.pipes.retain(|id, p| {
+            if !self.pipes.contains_key(id) {
+                p.closed = true;
+            }
+            if p.early && !self.early.contains_key(id) && p.dropped == 0 {
+                // Nothing was kept early.
+                p.early = false;
+            }
+            !p.closed || p.early
+        });
+        for (id, p) in saved.pipes.iter_mut() {
+            if let Some(base) = p.flush_base.take() {
+                let path = self.config.dir.join(file_name(&p.job, &p.instance));
+                match std::fs::OpenOptions::new().write(true).open(&path) {
+                    Ok(f) => {
+                        let _ = f.set_len(base);
+                        tracing::info!(
+                            "undoing an unfinished flush of {} (log {id})",
+                            path.display()
+                        );
+                    }
+                    Err(e) => tracing::warn!("cannot undo a flush of {}: {e}", path.display()),
+                }
+                self.flush_wanted = true;
+            }
+        }
+        self.pipes.keys().copied().collect()
+    }
+
+    pub fn pipe_fd(&self, id: u64) -> Option<BorrowedFd<'_>> {
+        self.pipes.get(&id).map(|f| f.as_fd())
+    }
+
+    /// A write end of the instance's log pipe for one more process, and the id of
+    /// the pipe if it is new (to be watched).
+    pub fn writer(
+        &mut self,
+        saved: &mut Saved,
+        link: Option<&InitLink>,
+        job: &str,
+        instance: &str,
+    ) -> std::io::Result<(OwnedFd, Option<u64>)> {
+        let open = saved
+            .pipes
+            .iter()
+            .find(|(id, p)| p.job == job && p.instance == instance && self.pipes.contains_key(id))
+            .map(|(id, _)| *id);
+        if let Some(fd) = open.and_then(|id| self.pipes.get(&id)) {
+            use rustix::fs::{Mode, OFlags};
+            let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+            let w = rustix::fs::open(path, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())?;
+            return Ok((w, None));
+        }
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        // Only the supervisor's end is non-blocking: a job writes as to any pipe.
+        rustix::io::ioctl_fionbio(&r, true)?;
+        let id = saved.next_id;
+        saved.next_id += 1;
+        if let Some(link) = link
+            && let Err(e) = link.deposit(&pipe_name(id), r.as_fd())
+        {
+            tracing::error!("cannot keep the log pipe of {job} in the lifeboat: {e}");
+        }
+        saved.pipes.insert(
+            id,
+            SavedPipe {
+                job: job.to_string(),
+                instance: instance.to_string(),
+                ..SavedPipe::default()
+            },
+        );
+        self.pipes.insert(id, r);
+        Ok((w, Some(id)))
+    }
+
+    /// Moves what pipe `id` holds into its file (or early buffer). Returns whether
+    /// the saved state changed (the pipe closed, or went early).
+    pub fn drain(&mut self, saved: &mut Saved, link: Option<&InitLink>, id: u64) -> bool {
+        let Some(p) = saved.pipes.get_mut(&id) else {
+            // Not ours (any more): closing drops it from epoll too.
+            self.pipes.remove(&id);
+            return false;
+        };
+        let mut changed = false;
+        let mut moved = 0;
+        while moved < ROUND_BUDGET {
+            let Some(pipe) = self.pipes.get(&id) else {
+                return changed;
+            };
+            let step = if p.early {
+                self.splice_to_early(p, id, link, &mut changed)
+            } else {
+                self.splice_to_file(p, pipe.as_raw_fd())
+            };
+            match step {
+                Ok(0) => {
+                    // Every writer is gone and the pipe is empty.
+                    self.pipes.remove(&id);
+                    if let Some(link) = link {
+                        let _ = link.withdraw(&pipe_name(id));
+                    }
+                    p.closed = true;
+                    if !p.early {
+                        saved.pipes.remove(&id);
+                    }
+                    return true;
+                }
+                Ok(n) => moved += n,
+                Err(Step::Empty) => return changed,
+                Err(Step::FileFailed(e)) => {
+                    tracing::warn!(
+                        "cannot write the log of {}: {e}; keeping its output until {} can be written",
+                        p.job,
+                        self.config.dir.display()
+                    );
+                    p.early = true;
+                    changed = true;
+                }
+                Err(Step::Rotated) => {}
+                Err(Step::PipeFailed(e)) => {
+                    tracing::error!("cannot read the log pipe of {}: {e}", p.job);
+                    return changed;
+                }
+            }
+        }
+        changed
+    }
+
+    fn splice_to_file(&mut self, p: &SavedPipe, pipe: i32) -> Result<usize, Step> {
+        let name = file_name(&p.job, &p.instance);
+        let cap = self.config.size;
+        let file = self.file(&name).map_err(Step::FileFailed)?;
+        let meta = file.metadata().map_err(Step::FileFailed)?;
+        let mut offset = meta.len();
+        if cap > 0 && offset >= cap {
+            self.rotate(&name);
+            return Err(Step::Rotated);
+        }
+        let len = if cap > 0 {
+            (cap - offset).min(CHUNK as u64) as usize
+        } else {
+            CHUNK
+        };
+        // SAFETY: `pipe` is the open read end in `self.pipes`, borrowed for the call.
+        let pipe = unsafe { BorrowedFd::borrow_raw(pipe) };
+        splice(pipe, file, &mut offset, len)
+    }
+
+    fn splice_to_early(
+        &mut self,
+        p: &mut SavedPipe,
+        id: u64,
+        link: Option<&InitLink>,
+        changed: &mut bool,
+    ) -> Result<usize, Step> {
+        if self.last_try.is_none_or(|t| t.elapsed() >= RETRY) {
+            self.flush_wanted = true;
+        }
+        if let std::collections::btree_map::Entry::Vacant(slot) = self.early.entry(id) {
+            let fd = rustix::fs::memfd_create("keel-early-log", rustix::fs::MemfdFlags::CLOEXEC)
+                .map_err(|e| Step::PipeFailed(e.into()))?;
+            if let Some(link) = link
+                && let Err(e) = link.deposit(&early_name(id), fd.as_fd())
+            {
+                tracing::error!(
+                    "cannot keep the early log of {} in the lifeboat: {e}",
+                    p.job
+                );
+            }
+            slot.insert(fd);
+            *changed = true;
+        }
+        let limit = self.early_limit();
+        let pipe = self.pipes.get(&id).ok_or(Step::Empty)?;
+        let buffer = self.early.get(&id).ok_or(Step::Empty)?;
+        let mut offset = rustix::fs::fstat(buffer)
+            .map_err(|e| Step::PipeFailed(e.into()))?
+            .st_size as u64;
+        if offset < limit {
+            let len = (limit - offset).min(CHUNK as u64) as usize;
+            return splice(pipe.as_fd(), buffer, &mut offset, len);
+        }
+        // Full: count and drop.
+        if self.null.is_none() {
+            use rustix::fs::{Mode, OFlags};
+            self.null = Some(
+                rustix::fs::open("/dev/null", OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())
+                    .map_err(|e| Step::PipeFailed(e.into()))?,
+            );
+        }
+        let null = self.null.as_ref().ok_or(Step::Empty)?;
+        let pipe = self.pipes.get(&id).ok_or(Step::Empty)?;
+        let n = match rustix::pipe::splice(
+            pipe,
+            None,
+            null,
+            None,
+            CHUNK,
+            rustix::pipe::SpliceFlags::NONBLOCK,
+        ) {
+            Ok(n) => n,
+            Err(Errno::AGAIN) | Err(Errno::INTR) => return Err(Step::Empty),
+            Err(e) => return Err(Step::PipeFailed(e.into())),
+        };
+        p.dropped += n as u64;
+        *changed = true;
+        Ok(n)
+    }
+
+    /// The early buffer's bound: [`EARLY_MAX`], or the file cap if smaller (so a
+    /// flush always fits in one file).
+    fn early_limit(&self) -> u64 {
+        match self.config.size {
+            0 => EARLY_MAX,
+            cap => cap.min(EARLY_MAX),
+        }
+    }
+
+    /// The open log file `name` in LOGDIR, opened (and LOGDIR made, mode 0755, if
+    /// its parent exists) when needed; a file unlinked behind keel's back is opened
+    /// anew.
+    fn file(&mut self, name: &str) -> std::io::Result<&std::fs::File> {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+        let stale = self
+            .files
+            .get(name)
+            .is_some_and(|f| f.metadata().is_ok_and(|m| m.nlink() == 0));
+        if stale {
+            self.files.remove(name);
+        }
+        if !self.files.contains_key(name) {
+            match std::fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&self.config.dir)
+            {
+                Ok(()) => {
+                    // Exactly 0755, whatever the supervisor's umask.
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = std::fs::Permissions::from_mode(0o755);
+                    let _ = std::fs::set_permissions(&self.config.dir, mode);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .mode(0o640)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(self.config.dir.join(name))?;
+            self.files.insert(name.to_string(), f);
+        }
+        self.files
+            .get(name)
+            .ok_or_else(|| std::io::Error::other("log file vanished"))
+    }
+
+    /// `NAME` → `NAME.1` → … → `NAME.KEEP` (the oldest dropped); a new `NAME` next.
+    fn rotate(&mut self, name: &str) {
+        self.files.remove(name);
+        let dir = &self.config.dir;
+        let path = |n: u32| -> PathBuf {
+            if n == 0 {
+                dir.join(name)
+            } else {
+                dir.join(format!("{name}.{n}"))
+            }
+        };
+        if self.config.keep == 0 {
+            if let Ok(f) = std::fs::OpenOptions::new().write(true).open(path(0)) {
+                let _ = f.set_len(0);
+            }
+            return;
+        }
+        let _ = std::fs::remove_file(path(self.config.keep));
+        for n in (0..self.config.keep).rev() {
+            let _ = std::fs::rename(path(n), path(n + 1));
+        }
+    }
+
+    /// The ids of early logs to write out, when a flush is wanted; clears the wish.
+    pub fn take_flushes(&mut self, saved: &Saved) -> Vec<u64> {
+        if !self.flush_wanted {
+            return Vec::new();
+        }
+        self.flush_wanted = false;
+        self.last_try = Some(Instant::now());
+        saved
+            .pipes
+            .iter()
+            .filter(|(_, p)| p.early)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The first step of writing out early log `id`: opens the file (rotating it
+    /// first if the buffer would not fit) and records its length as `flush_base`.
+    /// False if LOGDIR still cannot be written; the caller saves the state next.
+    pub fn flush_begin(&mut self, saved: &mut Saved, id: u64) -> bool {
+        let Some(p) = saved.pipes.get_mut(&id) else {
+            return false;
+        };
+        let name = file_name(&p.job, &p.instance);
+        let pending = self
+            .early
+            .get(&id)
+            .and_then(|f| rustix::fs::fstat(f).ok())
+            .map_or(0, |s| s.st_size as u64)
+            + dropped_note(p.dropped).len() as u64;
+        let mut len = match self.file(&name).and_then(|f| f.metadata()) {
+            Ok(m) => m.len(),
+            Err(e) => {
+                tracing::debug!("{} still cannot be written: {e}", self.config.dir.display());
+                return false;
+            }
+        };
+        let cap = self.config.size;
+        if cap > 0 && len > 0 && len + pending > cap {
+            self.rotate(&name);
+            len = match self.file(&name).and_then(|f| f.metadata()) {
+                Ok(m) => m.len(),
+                Err(_) => return false,
+            };
+        }
+        p.flush_base = Some(len);
+        true
+    }
+
+    /// The second step: copies the early buffer into the file at `flush_base`.
+    /// On a write error the file is cut back and the log stays early.
+    pub fn flush_copy(&mut self, saved: &mut Saved, id: u64) -> bool {
+        use std::os::unix::fs::FileExt;
+        let Some(p) = saved.pipes.get_mut(&id) else {
+            return false;
+        };
+        let Some(base) = p.flush_base else {
+            return false;
+        };
+        let name = file_name(&p.job, &p.instance);
+        let note = dropped_note(p.dropped);
+        let early = self.early.get(&id).map(|f| f.as_raw_fd());
+        let Ok(file) = self.file(&name) else {
+            p.flush_base = None;
+            return false;
+        };
+        let mut at = base;
+        let mut copy = || -> std::io::Result<()> {
+            if let Some(early) = early {
+                // SAFETY: `early` is the open memfd in `self.early`, borrowed here.
+                let early = unsafe { BorrowedFd::borrow_raw(early) };
+                let mut buf = vec![0u8; CHUNK];
+                let mut from = 0u64;
+                loop {
+                    let n = rustix::io::pread(early, &mut buf, from)?;
+                    if n == 0 {
+                        break;
+                    }
+                    file.write_all_at(&buf[..n], at)?;
+                    from += n as u64;
+                    at += n as u64;
+                }
+            }
+            file.write_all_at(note.as_bytes(), at)
+        };
+        match copy() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("cannot write out the early log of {}: {e}", p.job);
+                let _ = file.set_len(base);
+                p.flush_base = None;
+                false
+            }
+        }
+    }
+
+    /// The last step: the early buffer is written; output goes to the file again.
+    pub fn flush_end(&mut self, saved: &mut Saved, link: Option<&InitLink>, id: u64) {
+        let Some(p) = saved.pipes.get_mut(&id) else {
+            return;
+        };
+        p.early = false;
+        p.flush_base = None;
+        p.dropped = 0;
+        if p.closed {
+            saved.pipes.remove(&id);
+        }
+        if self.early.remove(&id).is_some()
+            && let Some(link) = link
+        {
+            let _ = link.withdraw(&early_name(id));
+        }
+    }
+
+    /// The file of job log `name` (for tests and messages).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.config.dir.join(name)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.config.dir
+    }
+}
+
+/// The line written after an early log that overflowed.
+fn dropped_note(dropped: u64) -> String {
+    if dropped == 0 {
+        String::new()
+    } else {
+        format!("[keel: {dropped} bytes of output dropped while the log could not be written]\n")
+    }
+}
+
+/// Why a drain step moved nothing.
+enum Step {
+    /// The pipe is empty, writers remain.
+    Empty,
+    /// The file was full and rotated: go on.
+    Rotated,
+    FileFailed(std::io::Error),
+    PipeFailed(std::io::Error),
+}
+
+/// `splice` from `pipe` into `out` at `offset`. An error of the destination is
+/// told apart from an empty pipe; a destination that cannot take splices is
+/// written with read and pwrite instead (without the exactly-once guarantee).
+fn splice(
+    pipe: BorrowedFd<'_>,
+    out: impl AsFd,
+    offset: &mut u64,
+    len: usize,
+) -> Result<usize, Step> {
+    loop {
+        match rustix::pipe::splice(
+            pipe,
+            None,
+            &out,
+            Some(offset),
+            len,
+            rustix::pipe::SpliceFlags::NONBLOCK,
+        ) {
+            Ok(n) => return Ok(n),
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) => return Err(Step::Empty),
+            Err(Errno::INVAL) => {
+                let mut buf = vec![0u8; len];
+                let n = match rustix::io::read(pipe, &mut buf) {
+                    Ok(n) => n,
+                    Err(Errno::AGAIN) => return Err(Step::Empty),
+                    Err(e) => return Err(Step::PipeFailed(e.into())),
+                };
+                let mut done = 0;
+                while done < n {
+                    done += rustix::io::pwrite(&out, &buf[done..n], *offset + done as u64)
+                        .map_err(|e| Step::FileFailed(e.into()))?;
+                }
+                *offset += n as u64;
+                return Ok(n);
+            }
+            Err(e) => return Err(Step::FileFailed(e.into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dir(PathBuf);
+    impl Dir {
+        fn new(tag: &str) -> Dir {
+            let d = std::env::temp_dir().join(format!("keel-joblog-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(&d).unwrap();
+            Dir(d)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn write_all(fd: &OwnedFd, bytes: &[u8]) {
+        let mut done = 0;
+        while done < bytes.len() {
+            done += rustix::io::write(fd, &bytes[done..]).unwrap();
+        }
+    }
+
+    #[test]
+    fn names_follow_upstart() {
+        assert_eq!(file_name("net/apache", ""), "net_apache.log");
+        assert_eq!(file_name("tty", "ttyS0"), "tty-ttyS0.log");
+        assert_eq!(file_name("j", "a/b"), "j-a_b.log");
+    }
+
+    #[test]
+    fn output_reaches_the_file_and_the_pipe_closes_at_eof() {
+        let dir = Dir::new("basic");
+        let mut logs = Logs::new(Config {
+            dir: dir.0.join("log"),
+            size: 0,
+            keep: 1,
+        });
+        let mut saved = Saved::default();
+        let (w, id) = logs.writer(&mut saved, None, "j", "").unwrap();
+        let id = id.unwrap();
+        let (w2, again) = logs.writer(&mut saved, None, "j", "").unwrap();
+        assert_eq!(again, None, "one pipe per instance");
+        write_all(&w, b"one\n");
+        write_all(&w2, b"two\n");
+        assert!(!logs.drain(&mut saved, None, id), "writers remain");
+        drop((w, w2));
+        assert!(logs.drain(&mut saved, None, id), "EOF closes it");
+        assert!(saved.pipes.is_empty());
+        let text = std::fs::read_to_string(dir.0.join("log/j.log")).unwrap();
+        assert_eq!(text, "one\ntwo\n");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.0.join("log/j.log"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o640);
+    }
+
+    #[test]
+    fn a_capped_log_rotates_and_keeps_each_file_under_the_cap() {
+        let dir = Dir::new("rotate");
+        let mut logs = Logs::new(Config {
+            dir: dir.0.clone(),
+            size: 100,
+            keep: 2,
+        });
+        let mut saved = Saved::default();
+        let (w, id) = logs.writer(&mut saved, None, "j", "").unwrap();
+        let id = id.unwrap();
+        let all: Vec<u8> = (0..450u32).map(|i| b'a' + (i % 26) as u8).collect();
+        write_all(&w, &all);
+        drop(w);
+        logs.drain(&mut saved, None, id);
+        let read = |n: &str| std::fs::read(dir.0.join(n)).unwrap_or_default();
+        for n in ["j.log", "j.log.1", "j.log.2"] {
+            assert!(read(n).len() <= 100, "{n}: {}", read(n).len());
+        }
+        assert!(
+            !dir.0.join("j.log.3").exists(),
+            "only two rotated files kept"
+        );
+        // The newest 250 bytes are all there, in order.
+        let mut kept = read("j.log.2");
+        kept.extend(read("j.log.1"));
+        kept.extend(read("j.log"));
+        assert_eq!(kept, &all[200..]);
+    }
+
+    #[test]
+    fn early_output_is_kept_and_written_out_once_the_directory_appears() {
+        let dir = Dir::new("early");
+        let logdir = dir.0.join("late/log");
+        let mut logs = Logs::new(Config {
+            dir: logdir.clone(),
+            size: 0,
+            keep: 1,
+        });
+        let mut saved = Saved::default();
+        let (w, id) = logs.writer(&mut saved, None, "j", "").unwrap();
+        let id = id.unwrap();
+        write_all(&w, b"early\n");
+        assert!(logs.drain(&mut saved, None, id), "went early");
+        assert!(saved.pipes[&id].early);
+        assert_eq!(logs.take_flushes(&saved), [id]);
+        assert!(!logs.flush_begin(&mut saved, id), "not writable yet");
+        std::fs::create_dir(dir.0.join("late")).unwrap();
+        write_all(&w, b"later\n");
+        logs.drain(&mut saved, None, id);
+        assert!(logs.flush_begin(&mut saved, id));
+        assert_eq!(saved.pipes[&id].flush_base, Some(0));
+        assert!(logs.flush_copy(&mut saved, id));
+        logs.flush_end(&mut saved, None, id);
+        assert!(!saved.pipes[&id].early);
+        write_all(&w, b"direct\n");
+        logs.drain(&mut saved, None, id);
+        let text = std::fs::read_to_string(logdir.join("j.log")).unwrap();
+        assert_eq!(text, "early\nlater\ndirect\n");
+    }
+
+    #[test]
+    fn a_flush_cut_short_is_undone_on_recovery() {
+        let dir = Dir::new("recover");
+        let config = Config {
+            dir: dir.0.clone(),
+            size: 0,
+            keep: 1,
+        };
+        std::fs::write(dir.0.join("j.log"), "old\nhalf-flushed").unwrap();
+        let mut saved = Saved::default();
+        saved.pipes.insert(
+            3,
+            SavedPipe {
+                job: "j".into(),
+                early: true,
+                flush_base: Some(4),
+                dropped: 1,
+                ..SavedPipe::default()
+            },
+        );
+        let mut logs = Logs::new(config);
+        let watch = logs.recover(&mut saved, Vec::new(), None);
+        assert!(watch.is_empty());
+        assert_eq!(
+            std::fs::read_to_string(dir.0.join("j.log")).unwrap(),
+            "old\n"
+        );
+        assert_eq!(saved.pipes[&3].flush_base, None);
+        assert!(logs.flush_wanted);
+    }
+}

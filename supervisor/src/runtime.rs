@@ -94,6 +94,9 @@ pub struct Runtime {
     answers: Vec<(ConnId, Response)>,
     /// Readiness: the notify socket, the bus, `expect fd` sockets, `/proc` polls.
     ready: Watcher,
+    /// A pidfd of every tracked job process, by pid: signals go through them, so a
+    /// pid that was recycled is never hit (DESIGN.md, invariant 2).
+    pidfds: BTreeMap<i32, OwnedFd>,
     /// keel's cgroup subtree, if there is one.
     cgroups: Option<cgroup::Tree>,
     /// When stopped instances' cgroups that were still busy are tried again.
@@ -320,6 +323,7 @@ impl Runtime {
             watch: None,
             reexec: None,
             ready,
+            pidfds: BTreeMap::new(),
             cgroups,
             cgroup_retry: None,
             logs,
@@ -349,6 +353,7 @@ impl Runtime {
                 rt.apply_exit(seq, pid, status);
             }
         }
+        rt.open_pidfds();
         if !rt.snap.booted {
             rt.snap.booted = true;
             rt.emit(Event {
@@ -526,6 +531,8 @@ impl Runtime {
                     }
                     t if Watcher::owns(t) => {
                         if self.ready.on_event(t, &mut self.snap.jobs, now_ms()) {
+                            // MAINPID= may have named a new main process.
+                            self.open_pidfds();
                             self.dirty = true;
                         }
                     }
@@ -620,9 +627,22 @@ impl Runtime {
         self.process_exited(pid, status);
     }
 
-    /// Applies the end of `pid`: a setup failure its error pipe reported, or its exit.
+    /// Applies the end of `pid`: a setup failure its error pipe reported, the fork
+    /// of a daemon (`expect fork|daemon`), or its exit.
     fn process_exited(&mut self, pid: i32, status: i32) {
+        self.pidfds.remove(&pid);
         self.read_setup_pipe(pid);
+        if !self.setup_failures.contains_key(&pid)
+            && WaitStatus(status).success()
+            && self.snap.jobs.follows_forks(pid)
+            && let Some(child) = self.forked_child(pid)
+        {
+            tracing::debug!("main process {pid} forked and exited; following {child}");
+            self.track_pidfd(child);
+            self.snap.jobs.main_forked(pid, child, now_ms());
+            self.dirty = true;
+            return;
+        }
         match self.setup_failures.remove(&pid) {
             Some(failure) => {
                 let what = failure.describe();
@@ -634,6 +654,136 @@ impl Runtime {
             None => self.snap.jobs.exited(pid, WaitStatus(status), now_ms()),
         }
         self.dirty = true;
+    }
+
+    /// The process a forking main `pid` left behind, now that it has exited: the
+    /// one process of the instance's cgroup that is no tracked job process and was
+    /// handed to keel-init (its parent died) — the kernel re-parents orphans before
+    /// their parent's exit can be reaped, so it is there by now. Without cgroups:
+    /// such a process still in main's session or process group (a daemon that has
+    /// already called setsid then escapes; cgroups are the exact way).
+    fn forked_child(&self, pid: i32) -> Option<i32> {
+        use crate::ready::procfs;
+        let (job, instance, _) = self.snap.jobs.pids.get(&pid)?;
+        let adopter = match &self.link {
+            Some(_) => rustix::process::getppid().map_or(1, |p| p.as_raw_nonzero().get()),
+            None => std::process::id() as i32,
+        };
+        let in_cgroup = self
+            .cgroups
+            .as_ref()
+            .filter(|_| {
+                self.snap
+                    .cgroups
+                    .instances
+                    .contains(&(job.clone(), instance.clone()))
+            })
+            .map(|tree| tree.instance_path(job, instance));
+        let candidates: Vec<i32> = match &in_cgroup {
+            Some(path) => cgroup::procs(path).unwrap_or_default(),
+            None => std::fs::read_dir("/proc")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect(),
+        };
+        let mut found: Vec<(i32, procfs::Stat)> = candidates
+            .into_iter()
+            .filter(|p| !self.snap.jobs.pids.contains_key(p))
+            .filter_map(|p| Some((p, procfs::stat(p)?)))
+            .filter(|(_, st)| st.ppid == adopter && st.state != 'Z')
+            .filter(|(_, st)| in_cgroup.is_some() || st.session == pid || st.pgrp == pid)
+            .collect();
+        // Normally exactly one; a daemon's own session leader is the better guess.
+        found.sort_by_key(|(p, st)| (st.session != *p, *p));
+        found.first().map(|(p, _)| *p)
+    }
+
+    /// Pidfds of the processes a saved state tracks (a new supervisor's first
+    /// act, once the exits keel-init kept are applied, so every pid left names a
+    /// process that has not been reaped). A process outside its instance's cgroup
+    /// is not the one the state means (its pid was recycled): no pidfd for it.
+    fn open_pidfds(&mut self) {
+        let tracked: Vec<(i32, String, String)> = self
+            .snap
+            .jobs
+            .pids
+            .iter()
+            .filter(|(pid, _)| **pid > 0 && !self.pidfds.contains_key(pid))
+            .map(|(pid, (j, i, _))| (*pid, j.clone(), i.clone()))
+            .collect();
+        for (pid, job, instance) in tracked {
+            let expected = self
+                .cgroups
+                .as_ref()
+                .filter(|_| {
+                    self.snap
+                        .cgroups
+                        .instances
+                        .contains(&(job.clone(), instance.clone()))
+                })
+                .map(|tree| tree.instance_path(&job, &instance));
+            let actual = crate::ready::procfs::cgroup_of(pid);
+            let belongs = match (&expected, &actual) {
+                (Some(dir), Some(rel)) => dir.ends_with(rel.trim_start_matches('/')),
+                _ => true,
+            };
+            if belongs {
+                self.track_pidfd(pid);
+            } else {
+                tracing::warn!("pid {pid} of {job} is not in its cgroup: not signalled by number");
+            }
+        }
+    }
+
+    /// Keeps a pidfd of `pid`, a process that has just become a tracked one.
+    fn track_pidfd(&mut self, pid: i32) {
+        use rustix::process::{Pid, PidfdFlags, pidfd_open};
+        if let Some(fd) = Pid::from_raw(pid).and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok()) {
+            self.pidfds.insert(pid, fd);
+        }
+    }
+
+    /// Signals job process `pid` and the process group it leads (every job process
+    /// leads its own). Through its pidfd: a process that is gone (its exit is on
+    /// its way) is not signalled, and while it lives neither its pid nor its group
+    /// can belong to anyone else. (The group is signalled by number right after the
+    /// pidfd said the leader lives: only a group whose every member died and whose
+    /// number a new group leader took within those microseconds could be hit.) A daemon found through its forks may lead no
+    /// group: then the process itself. Any signal but SIGKILL is followed by
+    /// SIGCONT, so that a stopped job can act on it.
+    fn signal(&self, pid: i32, signal: job::Signal) {
+        use rustix::process::{Pid, Signal, kill_process_group, pidfd_send_signal};
+        let sig = Signal::from_named_raw(signal.0).unwrap_or(Signal::KILL);
+        // Never pid 0 or 1: a group kill of those would be kill(-1).
+        let Some(group) = Pid::from_raw(pid).filter(|p| !p.is_init()) else {
+            return;
+        };
+        let cont = sig != Signal::KILL && sig != Signal::CONT;
+        match self.pidfds.get(&pid) {
+            Some(fd) => {
+                // A pidfd polls readable once its process has exited.
+                let mut poll = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
+                let zero = rustix::time::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                if rustix::event::poll(&mut poll, Some(&zero)).map_or(true, |n| n > 0) {
+                    return;
+                }
+                if kill_process_group(group, sig).is_ok() {
+                    if cont {
+                        let _ = kill_process_group(group, Signal::CONT);
+                    }
+                } else if pidfd_send_signal(fd, sig).is_ok() && cont {
+                    let _ = pidfd_send_signal(fd, Signal::CONT);
+                }
+            }
+            // Every live tracked process has one (from its spawn, its fork, or the
+            // restart that found it); without, it has ended or its pid is another's.
+            None => tracing::debug!("{} to pid {pid} not sent: no pidfd", signal.name()),
+        }
     }
 
     /// Reads child `pid`'s error pipe: a failure record is kept until its exit is
@@ -994,19 +1144,7 @@ impl Runtime {
         }
         for effect in later {
             match effect {
-                Effect::Kill { pid, signal } => {
-                    // To the process group: every job process leads its own.
-                    // Never pid 0 or 1: a group kill of those would be kill(-1).
-                    let Some(group) = rustix::process::Pid::from_raw(pid).filter(|p| !p.is_init())
-                    else {
-                        continue;
-                    };
-                    let sig = rustix::process::Signal::from_named_raw(signal.0)
-                        .unwrap_or(rustix::process::Signal::KILL);
-                    if let Err(e) = rustix::process::kill_process_group(group, sig) {
-                        tracing::debug!("kill {} of group {pid}: {e}", signal.name());
-                    }
-                }
+                Effect::Kill { pid, signal } => self.signal(pid, signal),
                 Effect::Reply {
                     waiter,
                     job,
@@ -1092,7 +1230,7 @@ impl Runtime {
 
     fn spawn_process(&mut self, job: &str, instance: &str, kind: ProcessKind) {
         let now = now_ms();
-        let plan = match self.plan(job, instance, kind) {
+        let (plan, ready_fd) = match self.plan(job, instance, kind) {
             Ok(p) => p,
             Err(reason) => {
                 let reason = format!("{} process: {reason}", kind.name());
@@ -1142,6 +1280,11 @@ impl Runtime {
                     epoll::EventFlags::IN,
                 );
                 self.setup_pipes.insert(child.pid, child.errors);
+                self.pidfds.insert(child.pid, child.pidfd);
+                if let Some(ours) = ready_fd {
+                    self.ready
+                        .keep_fd(child.pid, ours, &self.epoll, self.link.as_ref());
+                }
                 self.snap.jobs.spawned(job, instance, kind, child.pid);
             }
             Err(e) => {
@@ -1164,12 +1307,13 @@ impl Runtime {
     /// Everything a process of the instance needs, prepared in the parent: the
     /// command, its environment, its setup (`setup::prepare`), and the instance's
     /// cgroup and log pipe.
+    /// With it, keel's end of an `expect fd` main process's readiness socket.
     fn plan(
         &mut self,
         job: &str,
         instance: &str,
         kind: ProcessKind,
-    ) -> Result<spawn::Plan, String> {
+    ) -> Result<(spawn::Plan, Option<OwnedFd>), String> {
         let inst = self
             .snap
             .jobs
@@ -1197,6 +1341,18 @@ impl Runtime {
         if kind == ProcessKind::Main && def.expect == job::Expect::Notify {
             env.push(format!("NOTIFY_SOCKET={}", self.ready.notify_socket()));
         }
+        let ready_target = match (&def.expect, kind) {
+            (job::Expect::Fd(n), ProcessKind::Main) => {
+                let script = matches!(process, job::Process::Script { .. });
+                if spawn::reserved_fd(*n, script) {
+                    return Err(format!(
+                        "expect fd {n}: fd {n} is keel's own in a job process (choose another)"
+                    ));
+                }
+                Some(*n)
+            }
+            _ => None,
+        };
         let path = env
             .iter()
             .find_map(|e| e.strip_prefix("PATH="))
@@ -1253,9 +1409,17 @@ impl Runtime {
             umask: def.umask.unwrap_or(0o022),
             init_child: self.link.is_some(),
             cgroup: None,
+            ready_fd: None,
             setup: prepared.setup,
         };
         plan.cgroup = self.instance_cgroup(job, instance, &settings)?;
+        let mut ours = None;
+        if let Some(n) = ready_target {
+            let (child, keel) = Watcher::fd_socket()
+                .map_err(|e| format!("cannot make the readiness socket: {e}"))?;
+            plan.ready_fd = Some((child, n));
+            ours = Some(keel);
+        }
         if plan.console == Console::Log {
             let (writer, new) = self
                 .logs
@@ -1266,7 +1430,7 @@ impl Runtime {
             }
             plan.log = Some(writer);
         }
-        Ok(plan)
+        Ok((plan, ours))
     }
 
     /// The instance's cgroup, as an fd to spawn into: made, with `settings` written,

@@ -59,6 +59,16 @@ pub const SCRIPT_FD: i32 = 9;
 const GO_FD: i32 = 10;
 /// The fd of the error pipe's write end in the child (close-on-exec).
 const ERR_FD: i32 = 11;
+/// Where the `expect fd` socket waits in the child until it moves to its number,
+/// just before exec.
+const READY_FD: i32 = 12;
+
+/// Whether `expect fd N` would take an fd the child needs up to its exec: the
+/// script (9, for a script), the error pipe (11) or the readiness socket's own
+/// parking place (12). (The go pipe, 10, is closed before N is filled.)
+pub fn reserved_fd(n: i32, script: bool) -> bool {
+    (n == SCRIPT_FD && script) || n == ERR_FD || n == READY_FD
+}
 /// The exit status of a child that was never released (its supervisor died first).
 pub const NOT_RELEASED: i32 = 125;
 /// The exit status of a child whose setup failed before exec.
@@ -82,6 +92,8 @@ pub struct Plan {
     pub init_child: bool,
     /// The instance's cgroup directory, to be born in.
     pub cgroup: Option<OwnedFd>,
+    /// `expect fd N`: the job's end of its readiness socket, and N.
+    pub ready_fd: Option<(OwnedFd, i32)>,
     pub setup: Setup,
 }
 
@@ -345,6 +357,10 @@ pub fn spawn(plan: &Plan, go: &mut GoPipe) -> io::Result<Spawned> {
         Some(fd) => Some(rustix::io::fcntl_dupfd_cloexec(fd, 64)?),
         None => None,
     };
+    let ready = match &plan.ready_fd {
+        Some((fd, n)) => Some((rustix::io::fcntl_dupfd_cloexec(fd, 64)?, *n)),
+        None => None,
+    };
 
     let argv: Vec<*const libc::c_char> = plan
         .argv
@@ -363,6 +379,7 @@ pub fn spawn(plan: &Plan, go: &mut GoPipe) -> io::Result<Spawned> {
         go: go.read.as_raw_fd(),
         errors: err_write.as_raw_fd(),
         log: log.as_ref().map(|f| f.as_raw_fd()),
+        ready: ready.as_ref().map(|(f, n)| (f.as_raw_fd(), *n)),
     };
 
     let mut pidfd: libc::c_int = -1;
@@ -403,7 +420,7 @@ pub fn spawn(plan: &Plan, go: &mut GoPipe) -> io::Result<Spawned> {
         unsafe { child(plan, &argv, &envp, &fds) }
     }
     go.waiting += 1;
-    drop((script, err_write, log));
+    drop((script, err_write, log, ready));
     // SAFETY: CLONE_PIDFD stored a new pidfd that nothing else owns.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     Ok(Spawned {
@@ -419,6 +436,8 @@ struct ChildFds {
     go: i32,
     errors: i32,
     log: Option<i32>,
+    /// `expect fd N`: (source, N).
+    ready: Option<(i32, i32)>,
 }
 
 /// Reports `step` on the error pipe and ends the child.
@@ -471,12 +490,19 @@ unsafe fn child(
             libc::dup2(fd, SCRIPT_FD);
         }
         libc::dup2(fds.go, GO_FD);
+        let last = match fds.ready {
+            Some((source, _)) => {
+                libc::dup2(source, READY_FD);
+                READY_FD
+            }
+            None => ERR_FD,
+        };
         // Every other fd closed: nothing of the supervisor leaks into a job.
         libc::close_range(3, SCRIPT_FD as u32 - 1, 0);
         if fds.script.is_none() {
             libc::close(SCRIPT_FD);
         }
-        libc::close_range(ERR_FD as u32 + 1, u32::MAX, 0);
+        libc::close_range(last as u32 + 1, u32::MAX, 0);
 
         let s = &plan.setup;
         if let Some(value) = &s.oom_score_adj {
@@ -577,6 +603,14 @@ unsafe fn child(
             libc::_exit(NOT_RELEASED);
         }
         libc::close(GO_FD);
+        // `expect fd N`: the readiness socket at N (`reserved_fd` keeps N clear of
+        // what is still needed), open across the exec.
+        if let Some((_, n)) = fds.ready
+            && n != READY_FD
+        {
+            libc::dup2(READY_FD, n);
+            libc::close(READY_FD);
+        }
 
         libc::execve(argv[0], argv.as_ptr(), envp.as_ptr());
         let code = if *libc::__errno_location() == libc::ENOENT {

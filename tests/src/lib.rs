@@ -87,10 +87,83 @@ fn rand_u64() -> u64 {
     u64::from_ne_bytes(b)
 }
 
+/// A program running as PID 1 of a fresh PID namespace (`unshare --pid --fork
+/// --mount-proc --kill-child`). Dropping it SIGKILLs that PID 1 (by pid), which ends
+/// every process of the namespace.
+pub struct Namespace {
+    unshare: Child,
+    /// The namespace's PID 1 as seen from the host.
+    pub init_pid: i32,
+}
+
+impl Namespace {
+    /// Starts `program` with `args` (and `env` added) as PID 1 of a new namespace,
+    /// its stdin /dev/null and its stdout and stderr appended to `console`; returns
+    /// once that PID 1 exists.
+    pub fn launch(
+        program: &Path,
+        args: &[std::ffi::OsString],
+        env: &[(&str, &str)],
+        console: &Path,
+    ) -> Namespace {
+        let console = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(console)
+            .expect("console file");
+        let unshare = Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+            .arg(program)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(console.try_clone().expect("console file"))
+            .stderr(console)
+            .spawn()
+            .expect("unshare");
+        let unshare_pid = unshare.id() as i32;
+        let mut init_pid = 0;
+        wait_for(
+            "the namespace's PID 1 to start",
+            Duration::from_secs(5),
+            || {
+                init_pid = children(unshare_pid).first().copied().unwrap_or(0);
+                init_pid != 0
+            },
+        );
+        Namespace { unshare, init_pid }
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.unshare.try_wait(), Ok(None))
+    }
+
+    /// Waits for the namespace to end by itself; its exit status.
+    pub fn wait_end(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut status = None;
+        wait_for("the namespace to end", timeout, || {
+            status = self.unshare.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status.unwrap()
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        if self.alive() {
+            // SAFETY: kill(2) of the pid this namespace's PID 1 has; no memory involved.
+            // SIGKILL to the namespace's init ends every process in it.
+            unsafe { libc::kill(self.init_pid, libc::SIGKILL) };
+            let _ = self.unshare.wait();
+        }
+    }
+}
+
 /// A keel-init running as PID 1 of its own namespace.
 pub struct Keel {
     pub dir: Scratch,
-    unshare: Child,
+    ns: Namespace,
     /// keel-init's pid as seen from the host.
     pub init_pid: i32,
 }
@@ -144,30 +217,14 @@ impl Keel {
                 ],
             )
         });
-        let console = fs::File::create(dir.0.join("console")).unwrap();
-        let unshare = Command::new("unshare")
-            .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
-            .arg(bin("keel-init"))
-            .arg("--supervisor")
-            .arg(&sup)
-            .arg("--")
-            .args(&sup_args)
-            .envs(setup.env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(console.try_clone().unwrap())
-            .stderr(console)
-            .spawn()
-            .expect("unshare");
-        let unshare_pid = unshare.id() as i32;
-        let mut init_pid = 0;
-        wait_for("keel-init to start", Duration::from_secs(5), || {
-            init_pid = children(unshare_pid).first().copied().unwrap_or(0);
-            init_pid != 0
-        });
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["--supervisor".into(), sup.into(), "--".into()];
+        args.extend(sup_args.into_iter().map(Into::into));
+        let ns = Namespace::launch(&bin("keel-init"), &args, setup.env, &dir.0.join("console"));
         Keel {
+            init_pid: ns.init_pid,
             dir,
-            unshare,
-            init_pid,
+            ns,
         }
     }
 
@@ -230,27 +287,12 @@ impl Keel {
     }
 
     pub fn alive(&mut self) -> bool {
-        matches!(self.unshare.try_wait(), Ok(None))
+        self.ns.alive()
     }
 
     /// Waits for the namespace to end by itself; its exit status.
     pub fn wait_end(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let mut status = None;
-        wait_for("the namespace to end", timeout, || {
-            status = self.unshare.try_wait().ok().flatten();
-            status.is_some()
-        });
-        status.unwrap()
-    }
-}
-
-impl Drop for Keel {
-    fn drop(&mut self) {
-        if self.alive() {
-            // SIGKILL to the namespace's init ends every process in it.
-            unsafe { libc::kill(self.init_pid, libc::SIGKILL) };
-            let _ = self.unshare.wait();
-        }
+        self.ns.wait_end(timeout)
     }
 }
 
@@ -401,10 +443,11 @@ pub fn ask(
     keel_proto::frame::decode(&read_frame(s)).expect("answer")
 }
 
-/// Median, p90, min and max of samples (ms).
+/// Median, p90, p99, min and max of samples.
 pub struct Stats {
     pub median: f64,
     pub p90: f64,
+    pub p99: f64,
     pub min: f64,
     pub max: f64,
 }
@@ -417,6 +460,7 @@ impl Stats {
         Stats {
             median: at(0.5),
             p90: at(0.9),
+            p99: at(0.99),
             min: s[0],
             max: s[s.len() - 1],
         }

@@ -223,6 +223,8 @@ fn manager_start(watch: &ExecWatch, init: i32, from: usize) -> u64 {
 }
 
 struct Bringup {
+    /// Manager's exec → the first service's exec.
+    first_ms: f64,
     /// Manager's exec → the last service's exec.
     exec_ms: f64,
     /// PSS of the manager's own processes with every service running.
@@ -279,11 +281,12 @@ fn bringup_exec(manager: Manager, n: usize, watch: &ExecWatch, tools: &Tools) ->
     // A `sleep` visible in /proc has had its exec event queued; let it arrive.
     std::thread::sleep(Duration::from_millis(30));
     let start = manager_start(watch, init, from);
-    let end = services
+    let execs: Vec<u64> = services
         .keys()
         .filter_map(|&p| watch.last_exec_of(p, from))
-        .max()
-        .expect("service execs");
+        .collect();
+    let first = *execs.iter().min().expect("service execs");
+    let end = *execs.iter().max().expect("service execs");
     // Let the manager finish its own bookkeeping (status files, state saves).
     std::thread::sleep(Duration::from_millis(300));
     let pss: u64 = run
@@ -292,6 +295,7 @@ fn bringup_exec(manager: Manager, n: usize, watch: &ExecWatch, tools: &Tools) ->
         .map(|&p| pss_kib(p).unwrap_or(0))
         .sum();
     Bringup {
+        first_ms: ms(first.saturating_sub(start)),
         exec_ms: ms(end.saturating_sub(start)),
         pss_kib: pss as f64,
     }
@@ -332,6 +336,7 @@ fn bringup(cfg: &Config, watch: &ExecWatch, tools: &Tools, r: &mut Results) {
                     b.pss_kib
                 );
                 r.add(&format!("bringup_{n}"), "ms", m.name(), b.exec_ms);
+                r.add(&format!("bringup_{n}_first"), "ms", m.name(), b.first_ms);
                 if m != Manager::Floor {
                     r.add(&format!("rss_{n}"), "KiB", m.name(), b.pss_kib);
                 }
@@ -354,6 +359,7 @@ fn bringup(cfg: &Config, watch: &ExecWatch, tools: &Tools, r: &mut Results) {
     }
     r.notes.push(format!(
         "bringup_N: manager's exec → the N-th service's exec (the kernel's proc-connector timestamps), {} runs (N = 100 / 1,000); \
+         bringup_N_first: the same until the first service's exec; \
          bringup_N_status: manager's exec → its status tool first reports all N up, {} runs; \
          rss_N: sum of PSS of the manager's own processes with all N running",
         cfg.bringup_runs
@@ -447,35 +453,48 @@ impl Pool {
     /// Waits for service `i`'s next process (not `old`) to exec; returns its
     /// exec time and records it as the service's current process.
     fn replacement(&mut self, watch: &ExecWatch, i: usize, old: i32, from: usize) -> u64 {
-        let want = POOL_BASE + i as u32;
-        let mut cursor = from;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let pid = 'found: loop {
-            assert!(
-                Instant::now() < deadline,
-                "{}: service {i} was not replaced within 10 s",
-                self.run.manager.name()
-            );
-            watch.wait_past(cursor, Duration::from_millis(50));
-            let new = watch.since(cursor);
-            cursor += new.len();
-            for e in new {
-                if e.pid != old
-                    && sleep_arg(e.pid) == Some(want)
-                    && pid_namespace(e.pid).as_deref() == Some(&self.ns)
-                {
-                    break 'found e.pid;
-                }
-            }
-        };
-        // A shell that exec'd `sleep` just now: its second exec event is queued.
-        std::thread::sleep(Duration::from_millis(3));
-        let t = watch
-            .last_exec_of(pid, from)
-            .expect("an exec of the new process");
+        let what = format!("{}'s service {i}", self.run.manager.name());
+        let (pid, t) = replacement(watch, &self.ns, POOL_BASE + i as u32, old, from, &what);
         self.current[i] = (pid, t);
         t
     }
+}
+
+/// Waits for the next process of namespace `ns` running `sleep ARG` (not `old`) to
+/// exec, looking at the execs after cursor `from`; its pid and exec time.
+fn replacement(
+    watch: &ExecWatch,
+    ns: &str,
+    arg: u32,
+    old: i32,
+    from: usize,
+    what: &str,
+) -> (i32, u64) {
+    let mut cursor = from;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pid = 'found: loop {
+        assert!(
+            Instant::now() < deadline,
+            "{what} was not replaced within 10 s"
+        );
+        watch.wait_past(cursor, Duration::from_millis(50));
+        let new = watch.since(cursor);
+        cursor += new.len();
+        for e in new {
+            if e.pid != old
+                && sleep_arg(e.pid) == Some(arg)
+                && pid_namespace(e.pid).as_deref() == Some(ns)
+            {
+                break 'found e.pid;
+            }
+        }
+    };
+    // A shell that exec'd `sleep` just now: its second exec event is queued.
+    std::thread::sleep(Duration::from_millis(3));
+    let t = watch
+        .last_exec_of(pid, from)
+        .expect("an exec of the new process");
+    (pid, t)
 }
 
 fn latencies(cfg: &Config, watch: &ExecWatch, tools: &Tools, r: &mut Results) {
@@ -671,13 +690,39 @@ fn pid1(cfg: &Config, watch: &ExecWatch, tools: &Tools, r: &mut Results) -> bool
 /// new connection is answered by the new image. `crash_recovery_1000`: SIGKILL of
 /// the supervisor until a `Version` request (its connection made right after the
 /// kill, so it waits in the listening socket's backlog) is answered.
-fn recovery(cfg: &Config, _watch: &ExecWatch, tools: &Tools, r: &mut Results) {
+fn recovery(cfg: &Config, watch: &ExecWatch, tools: &Tools, r: &mut Results) {
     const N: usize = 1000;
     let run = launch(Manager::Keel, N, RECOVERY_BASE, Flavour::Trivial, tools);
     let keel = run.keel().expect("keel");
     wait_for("every job to run", Duration::from_secs(300), || {
         keel.ctl_ok(&["list"]).matches("start/running").count() == N
     });
+    // The same restart as restart_latency, with 1,000 jobs instead of 20: what
+    // every event costs that grows with the number of jobs shows here.
+    let ns = pid_namespace(run.init_pid()).expect("namespace");
+    for k in 0..cfg.latency_samples.min(50) {
+        let i = (k * 37) % N;
+        let arg = RECOVERY_BASE + i as u32;
+        let old = descendants(run.init_pid())
+            .into_iter()
+            .find(|&p| sleep_arg(p) == Some(arg))
+            .expect("the job's process");
+        let from = watch.mark();
+        let t0 = now_ns();
+        let mut cmd = run.restart_command(i);
+        let mut child = cmd.spawn().expect("initctl restart");
+        let (_, t1) = replacement(watch, &ns, arg, old, from, &format!("job {i}"));
+        assert!(
+            child.wait().expect("initctl").success(),
+            "initctl restart failed"
+        );
+        r.add(
+            "restart_latency_1000",
+            "ms",
+            "keel",
+            ms(t1.saturating_sub(t0)),
+        );
+    }
     for _ in 0..cfg.recovery_runs {
         let mut c = connect(&keel.socket());
         let t = Instant::now();

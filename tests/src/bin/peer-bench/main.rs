@@ -694,8 +694,14 @@ fn recovery(cfg: &Config, watch: &ExecWatch, tools: &Tools, r: &mut Results) {
     const N: usize = 1000;
     let run = launch(Manager::Keel, N, RECOVERY_BASE, Flavour::Trivial, tools);
     let keel = run.keel().expect("keel");
+    // The supervisor may not listen yet: a failed `initctl list` is "not yet".
     wait_for("every job to run", Duration::from_secs(300), || {
-        keel.ctl_ok(&["list"]).matches("start/running").count() == N
+        let out = keel.ctl(&["list"]);
+        out.status.success()
+            && String::from_utf8_lossy(&out.stdout)
+                .matches("start/running")
+                .count()
+                == N
     });
     // The same restart as restart_latency, with 1,000 jobs instead of 20: what
     // every event costs that grows with the number of jobs shows here.

@@ -17,7 +17,7 @@ mod managers;
 mod report;
 
 use keel_proto::ctl::{Request, Response};
-use keel_tests::{Namespace, Scratch, ask, connect, descendants, wait_for};
+use keel_tests::{Namespace, Scratch, ask, children, comm, connect, descendants, wait_for};
 use kernel::{ExecWatch, now_ns, pid_namespace, pss_kib, rss_kib, sleep_arg};
 use managers::{Flavour, Manager, Running, Tools, launch};
 use report::Results;
@@ -127,6 +127,7 @@ fn main() {
         out: out.unwrap_or_else(|| target.join("results.json")),
     };
 
+    end_namespaces_on_panic();
     let watch = ExecWatch::start().expect("the kernel's proc connector (root, CONFIG_PROC_EVENTS)");
     let mut r = Results::default();
     let started = *STARTED.get_or_init(Instant::now);
@@ -172,6 +173,40 @@ fn main() {
     }
     std::fs::write(&cfg.out, r.json()).expect("results.json");
     println!("wrote {}", cfg.out.display());
+}
+
+/// Release builds abort on a panic, so no destructor would end the namespaces
+/// started so far: the panic hook does, by SIGKILL to the PID 1 of each (the child
+/// of each `unshare` this process started), by pid, and removes their directories.
+fn end_namespaces_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        end_namespaces();
+        // And the scratch directories (`keel-test-TAG-PID-RANDOM`), for the same reason.
+        let mine = format!("-{}-", std::process::id());
+        if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with("keel-test-") && name.contains(&mine) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+    }));
+}
+
+/// SIGKILL to the PID 1 of every namespace this process started (the children of
+/// its `unshare` children), by pid.
+fn end_namespaces() {
+    for child in children(std::process::id() as i32) {
+        if comm(child).as_deref() == Some("unshare") {
+            for init in children(child) {
+                // SAFETY: kill(2) of a pid just read from /proc; no memory involved.
+                unsafe { libc::kill(init, libc::SIGKILL) };
+            }
+        }
+    }
 }
 
 /// Whether `path` is on a tmpfs.
@@ -902,6 +937,27 @@ mod tests {
         assert!(is_static(&keel_tests::bin("keel-init")));
         assert!(!is_static(Path::new("/bin/true")));
         assert!(!is_static(Path::new("/etc/passwd")));
+    }
+
+    /// The only test of this binary that starts a namespace: `end_namespaces`
+    /// ends every namespace the process started.
+    #[test]
+    fn a_panic_would_leave_no_namespace_behind() {
+        let dir = Scratch::new("end");
+        let ns = Namespace::launch(
+            Path::new("/bin/sleep"),
+            &["1000".into()],
+            &[],
+            &dir.0.join("console"),
+        );
+        let init = ns.init_pid;
+        end_namespaces();
+        wait_for(
+            "the namespace's PID 1 to end",
+            Duration::from_secs(5),
+            || keel_tests::gone(init),
+        );
+        drop(ns);
     }
 
     #[test]

@@ -91,10 +91,88 @@ fn rand_u64() -> u64 {
     u64::from_ne_bytes(b)
 }
 
+/// A program running as PID 1 of a fresh PID namespace (`unshare --pid --fork
+/// --mount-proc --kill-child`). Dropping it SIGKILLs that PID 1 (by pid), which ends
+/// every process of the namespace.
+pub struct Namespace {
+    unshare: Child,
+    /// The namespace's PID 1 as seen from the host.
+    pub init_pid: i32,
+}
+
+impl Namespace {
+    /// Starts `program` with `args` (and `env` added) as PID 1 of a new namespace,
+    /// its stdin /dev/null and its stdout and stderr appended to `console`; returns
+    /// once that PID 1 exists.
+    pub fn launch(
+        program: &Path,
+        args: &[std::ffi::OsString],
+        env: &[(&str, &str)],
+        console: &Path,
+    ) -> Namespace {
+        let console = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(console)
+            .expect("console file");
+        let unshare = Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+            .arg(program)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(console.try_clone().expect("console file"))
+            .stderr(console)
+            .spawn()
+            .expect("unshare");
+        let unshare_pid = unshare.id() as i32;
+        let mut init_pid = 0;
+        wait_for(
+            "the namespace's PID 1 to start",
+            Duration::from_secs(5),
+            || {
+                init_pid = children(unshare_pid).first().copied().unwrap_or(0);
+                init_pid != 0
+            },
+        );
+        Namespace { unshare, init_pid }
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.unshare.try_wait(), Ok(None))
+    }
+
+    /// Waits for the namespace to end by itself; its exit status.
+    pub fn wait_end(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut status = None;
+        wait_for("the namespace to end", timeout, || {
+            status = self.unshare.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status.unwrap()
+    }
+
+    /// Ends the namespace now (SIGKILL to its PID 1 ends every process in it) and
+    /// reaps it.
+    pub fn end(&mut self) {
+        if self.alive() {
+            // SAFETY: kill(2) of the pid this namespace's PID 1 has; no memory involved.
+            unsafe { libc::kill(self.init_pid, libc::SIGKILL) };
+        }
+        let _ = self.unshare.wait();
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
 /// A keel-init running as PID 1 of its own namespace.
 pub struct Keel {
     pub dir: Scratch,
-    unshare: Child,
+    ns: Namespace,
     /// keel-init's pid as seen from the host.
     pub init_pid: i32,
     /// The supervisor's `--cgroup-root`, removed on drop.
@@ -165,34 +243,18 @@ impl Keel {
                 ],
             )
         });
-        let console = fs::File::create(dir.0.join("console")).unwrap();
-        let unshare = Command::new("unshare")
-            .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
-            .arg(bin("keel-init"))
-            .arg("--supervisor")
-            .arg(&sup)
-            .arg("--")
-            .args(
-                sup_args
-                    .iter()
-                    .map(|a| a.replace("$DIR", &dir.0.display().to_string())),
-            )
-            .envs(setup.env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(console.try_clone().unwrap())
-            .stderr(console)
-            .spawn()
-            .expect("unshare");
-        let unshare_pid = unshare.id() as i32;
-        let mut init_pid = 0;
-        wait_for("keel-init to start", Duration::from_secs(5), || {
-            init_pid = children(unshare_pid).first().copied().unwrap_or(0);
-            init_pid != 0
-        });
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["--supervisor".into(), sup.into(), "--".into()];
+        args.extend(
+            sup_args
+                .iter()
+                .map(|a| a.replace("$DIR", &dir.0.display().to_string()).into()),
+        );
+        let ns = Namespace::launch(&bin("keel-init"), &args, setup.env, &dir.0.join("console"));
         Keel {
+            init_pid: ns.init_pid,
             dir,
-            unshare,
-            init_pid,
+            ns,
             cgroup,
         }
     }
@@ -277,27 +339,19 @@ impl Keel {
     }
 
     pub fn alive(&mut self) -> bool {
-        matches!(self.unshare.try_wait(), Ok(None))
+        self.ns.alive()
     }
 
     /// Waits for the namespace to end by itself; its exit status.
     pub fn wait_end(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let mut status = None;
-        wait_for("the namespace to end", timeout, || {
-            status = self.unshare.try_wait().ok().flatten();
-            status.is_some()
-        });
-        status.unwrap()
+        self.ns.wait_end(timeout)
     }
 }
 
 impl Drop for Keel {
     fn drop(&mut self) {
-        if self.alive() {
-            // SIGKILL to the namespace's init ends every process in it.
-            unsafe { libc::kill(self.init_pid, libc::SIGKILL) };
-            let _ = self.unshare.wait();
-        }
+        // The namespace first, then the cgroups its jobs ran in.
+        self.ns.end();
         if let Some(root) = self.cgroup.as_ref().filter(|r| r.exists()) {
             use keel_supervisor::cgroup;
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -571,7 +625,7 @@ pub fn use_own_binaries() {
     }
 }
 
-/// Median, p90, p99, min and max of samples (ms).
+/// Median, p90, p99, min and max of samples.
 pub struct Stats {
     pub median: f64,
     pub p90: f64,

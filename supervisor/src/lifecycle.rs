@@ -816,10 +816,12 @@ impl Jobs {
     }
 
     /// The forking main process `pid` exited successfully and left `child` (the
-    /// runtime found it in the instance's cgroup): the child is the main process
-    /// from now on. With as many forks as `expect` says, the job is ready; a fork
-    /// beyond them is followed too and reported in status.
-    pub fn main_forked(&mut self, pid: i32, child: i32, now: u64) {
+    /// runtime found it in the instance's cgroup), `forks` forks away from it (2 when
+    /// the runtime can tell an intermediate process came and went: `child` is then
+    /// no session leader, and not in `pid`'s session). The child is the main process
+    /// from now on. With as many forks as `expect` says, the job is ready; forks
+    /// beyond them are followed too and reported in status.
+    pub fn main_forked(&mut self, pid: i32, child: i32, forks: u8, now: u64) {
         let Some((job, instance, ProcessKind::Main)) = self.pids.remove(&pid) else {
             return;
         };
@@ -830,25 +832,28 @@ impl Jobs {
         };
         inst.pids.insert(ProcessKind::Main, child);
         let needed = inst.def.expect.forks();
-        match inst.readiness.as_mut() {
-            Some(r) if inst.state == State::Spawned => {
-                r.forks = r.forks.saturating_add(1);
+        let expect = inst.def.expect.describe().unwrap_or_default();
+        let awaited = inst.state == State::Spawned;
+        let total = match inst.readiness.as_mut().filter(|_| awaited) {
+            Some(r) => {
+                r.forks = r.forks.saturating_add(forks);
                 r.forked_at = now;
-                if r.forks >= needed {
-                    self.ready(&job, &instance, None, now);
-                }
+                r.forks
             }
-            _ => {
-                let expect = inst.def.expect.describe().unwrap_or_default();
-                let better = if needed == 1 {
-                    "; expect daemon would match"
-                } else {
-                    ""
-                };
-                inst.status_text = Some(format!(
-                    "{expect}, but the daemon forked again: pid {pid} exited, following pid {child}{better}"
-                ));
-            }
+            None => needed.saturating_add(forks),
+        };
+        if total > needed {
+            let better = if needed == 1 {
+                "; expect daemon would match"
+            } else {
+                ""
+            };
+            inst.status_text = Some(format!(
+                "{expect}, but the daemon forked {total} times: pid {pid} exited, following pid {child}{better}"
+            ));
+        }
+        if awaited && total >= needed {
+            self.ready(&job, &instance, None, now);
         }
     }
 
@@ -2269,7 +2274,7 @@ mod tests {
         t.start(Some(1));
         let parent = t.pid(Main);
         assert!(t.jobs.follows_forks(parent));
-        t.jobs.main_forked(parent, 500, t.now);
+        t.jobs.main_forked(parent, 500, 1, t.now);
         t.settle();
         assert_eq!(t.pid(Main), 500);
         assert_eq!(t.state(), State::PostStart);
@@ -2294,10 +2299,10 @@ mod tests {
         t.start(None);
         let first = t.pid(Main);
         t.now = 10;
-        t.jobs.main_forked(first, 600, t.now);
+        t.jobs.main_forked(first, 600, 1, t.now);
         t.settle();
         assert_eq!(t.state(), State::Spawned, "one fork of two");
-        t.jobs.main_forked(600, 601, t.now);
+        t.jobs.main_forked(600, 601, 1, t.now);
         t.settle();
         assert_eq!(t.state(), State::PostStart);
         assert_eq!(t.pid(Main), 601);
@@ -2305,7 +2310,7 @@ mod tests {
         let mut t = expecting(Expect::Daemon);
         t.start(None);
         let first = t.pid(Main);
-        t.jobs.main_forked(first, 700, 100);
+        t.jobs.main_forked(first, 700, 1, 100);
         t.settle();
         assert_eq!(t.jobs.next_deadline(), Some(100 + SECOND_FORK_GRACE_MS));
         t.jobs.tick(100 + SECOND_FORK_GRACE_MS);
@@ -2323,12 +2328,12 @@ mod tests {
         let mut t = expecting(Expect::Fork);
         t.start(None);
         let first = t.pid(Main);
-        t.jobs.main_forked(first, 800, t.now);
+        t.jobs.main_forked(first, 800, 1, t.now);
         t.settle();
         t.ok(PostStart);
         assert_eq!(t.state(), State::Running);
         assert!(t.jobs.follows_forks(800));
-        t.jobs.main_forked(800, 801, t.now);
+        t.jobs.main_forked(800, 801, 1, t.now);
         t.settle();
         assert_eq!(t.state(), State::Running);
         assert_eq!(t.pid(Main), 801);
@@ -2336,11 +2341,42 @@ mod tests {
             .status_text
             .clone()
             .unwrap();
-        assert!(text.contains("forked again"), "{text}");
+        assert!(text.contains("forked 2 times"), "{text}");
         assert!(text.contains("expect daemon would match"), "{text}");
         // Stopping: no more following, and the stop reaches the daemon.
         t.stop(None);
         assert!(!t.jobs.follows_forks(801));
+    }
+
+    #[test]
+    fn two_forks_seen_at_once_satisfy_expect_daemon_and_overshoot_expect_fork() {
+        let mut t = expecting(Expect::Daemon);
+        t.start(None);
+        let first = t.pid(Main);
+        t.jobs.main_forked(first, 650, 2, t.now);
+        t.settle();
+        assert_eq!(t.state(), State::PostStart);
+        assert_eq!(t.jobs.status("j", &[]).unwrap()[0].status_text, None);
+
+        let mut t = expecting(Expect::Fork);
+        t.start(None);
+        let first = t.pid(Main);
+        t.jobs.main_forked(first, 660, 2, t.now);
+        t.settle();
+        assert_eq!(
+            t.state(),
+            State::PostStart,
+            "ready, and followed to the end"
+        );
+        assert_eq!(t.pid(Main), 660);
+        let text = t.jobs.status("j", &[]).unwrap()[0]
+            .status_text
+            .clone()
+            .unwrap();
+        assert!(
+            text.contains("forked 2 times") && text.contains("expect daemon would match"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -635,11 +635,11 @@ impl Runtime {
         if !self.setup_failures.contains_key(&pid)
             && WaitStatus(status).success()
             && self.snap.jobs.follows_forks(pid)
-            && let Some(child) = self.forked_child(pid)
+            && let Some((child, forks)) = self.forked_child(pid)
         {
-            tracing::debug!("main process {pid} forked and exited; following {child}");
+            tracing::debug!("main process {pid} forked ({forks}) and exited; following {child}");
             self.track_pidfd(child);
-            self.snap.jobs.main_forked(pid, child, now_ms());
+            self.snap.jobs.main_forked(pid, child, forks, now_ms());
             self.dirty = true;
             return;
         }
@@ -661,8 +661,11 @@ impl Runtime {
     /// handed to keel-init (its parent died) — the kernel re-parents orphans before
     /// their parent's exit can be reaped, so it is there by now. Without cgroups:
     /// such a process still in main's session or process group (a daemon that has
-    /// already called setsid then escapes; cgroups are the exact way).
-    fn forked_child(&self, pid: i32) -> Option<i32> {
+    /// already called setsid then escapes; cgroups are the exact way). With it, how
+    /// many forks away it is: 2 if it is no session leader and not in `pid`'s
+    /// session — an intermediate that called setsid has come and gone (a daemon's
+    /// double fork, done before keel looked).
+    fn forked_child(&self, pid: i32) -> Option<(i32, u8)> {
         use crate::ready::procfs;
         let (job, instance, _) = self.snap.jobs.pids.get(&pid)?;
         let adopter = match &self.link {
@@ -697,7 +700,16 @@ impl Runtime {
             .collect();
         // Normally exactly one; a daemon's own session leader is the better guess.
         found.sort_by_key(|(p, st)| (st.session != *p, *p));
-        found.first().map(|(p, _)| *p)
+        found.first().map(|(p, st)| {
+            (
+                *p,
+                if st.session == *p || st.session == pid {
+                    1
+                } else {
+                    2
+                },
+            )
+        })
     }
 
     /// Pidfds of the processes a saved state tracks (a new supervisor's first

@@ -21,6 +21,40 @@ fn json_status(keel: &Keel, job: &str) -> serde_json::Value {
     v[0].clone()
 }
 
+/// A text field of the instance's JSON status (`failure`, `status`), or "".
+fn field(keel: &Keel, job: &str, name: &str) -> String {
+    json_status(keel, job)[name]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The main pid status shows (in the namespace).
+fn shown_pid(keel: &Keel, job: &str) -> i32 {
+    json_status(keel, job)["processes"][0]["pid"]
+        .as_i64()
+        .expect("a main pid") as i32
+}
+
+/// Waits until the test daemon has written `what` to its trace.
+fn wait_trace(keel: &Keel, what: &str) {
+    wait_for(
+        &format!("the daemon's trace to say {what}"),
+        Duration::from_secs(10),
+        || keel.lines("trace").iter().any(|l| l.starts_with(what)),
+    );
+}
+
+/// Starts a job whose readiness never comes (`ready timeout 1`); its failure.
+fn never_ready(job: &str) -> (Keel, String) {
+    let keel = Keel::start(&[("svc", job)]);
+    let out = keel.ctl(&["start", "svc"]);
+    assert!(!out.status.success());
+    assert_eq!(state(&keel, "svc"), "stop/waiting");
+    let failure = field(&keel, "svc", "failure");
+    (keel, failure)
+}
+
 fn state(keel: &Keel, job: &str) -> String {
     let s = json_status(keel, job);
     format!(
@@ -38,10 +72,7 @@ fn waits_then_runs(keel: &Keel, job: &str) {
         !keel.lines("trace").is_empty()
     });
     assert_eq!(state(keel, job), "start/spawned");
-    let text = json_status(keel, job)["status"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
+    let text = field(keel, job, "status");
     assert!(text.contains("waiting until ready (expect"), "{text}");
     assert!(!keel.lines("trace").iter().any(|l| l.starts_with("ready")));
     keel.touch("go");
@@ -159,22 +190,17 @@ fn expect_listen_waits_for_a_listening_socket() {
 
 #[test]
 fn readiness_that_never_comes_fails_the_start_with_a_reason() {
-    let never = format!(
-        "expect stop\nready timeout 1\nexec {} --never --trace $DIR/trace\npost-stop exec touch $DIR/post-stop\n",
+    let (keel, failure) = never_ready(&format!(
+        "expect stop\nready timeout 1\nexec {} --never --trace $DIR/trace\n\
+         post-stop exec touch $DIR/post-stop\n",
         daemon()
+    ));
+    assert!(
+        failure.contains("not ready within 1 s (expect stop)"),
+        "{failure}"
     );
-    let keel = Keel::start(&[("svc", &never)]);
-    let out = keel.ctl(&["start", "svc"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not ready within 1 s (expect stop)"), "{err}");
-    assert_eq!(state(&keel, "svc"), "stop/waiting");
-    assert!(keel.path("post-stop").exists());
-    let failure = json_status(&keel, "svc")["failure"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
     assert!(failure.contains("never stopped itself"), "{failure}");
+    assert!(keel.path("post-stop").exists());
 }
 
 #[test]
@@ -182,9 +208,7 @@ fn a_stop_while_readiness_is_awaited_finishes_at_once() {
     let keel = Keel::start(&[("svc", &gated("expect notify", "--never"))]);
     keel.ctl_ok(&["start", "--no-wait", "svc"]);
     keel.touch("go");
-    wait_for("the daemon to run", Duration::from_secs(10), || {
-        keel.lines("trace").iter().any(|l| l.starts_with("running"))
-    });
+    wait_trace(&keel, "running");
     assert_eq!(state(&keel, "svc"), "start/spawned");
     let out = keel.ctl_ok(&["stop", "svc"]);
     assert!(out.contains("stop/waiting"), "{out}");
@@ -192,10 +216,16 @@ fn a_stop_while_readiness_is_awaited_finishes_at_once() {
 
 #[test]
 fn a_job_awaiting_readiness_when_the_supervisor_is_killed_becomes_ready_after() {
-    for expect in ["expect notify", "expect stop", "expect listen"] {
+    for expect in [
+        "expect notify",
+        "expect stop",
+        "expect listen",
+        "expect daemon",
+    ] {
         let args = match expect {
             "expect notify" => "--notify",
             "expect stop" => "--stop",
+            "expect daemon" => "--fork 2",
             _ => "--listen $DIR/svc.sock",
         };
         let keel = Keel::start(&[("svc", &gated(expect, args))]);
@@ -206,7 +236,8 @@ fn a_job_awaiting_readiness_when_the_supervisor_is_killed_becomes_ready_after() 
         let old = keel.supervisor_pid().expect("a supervisor");
         // SAFETY: signalling a pid we just read; the test owns the namespace.
         unsafe { libc::kill(old, libc::SIGKILL) };
-        // Readiness comes while no supervisor (or a new one) runs.
+        // Readiness comes (the daemon forks, its parents exit) while no supervisor
+        // (or a new one) runs.
         keel.touch("go");
         wait_for(
             &format!("{expect}: the job to run after the crash"),
@@ -217,24 +248,18 @@ fn a_job_awaiting_readiness_when_the_supervisor_is_killed_becomes_ready_after() 
                     && state(&keel, "svc") == "start/running"
             },
         );
-        let ready = keel
-            .lines("trace")
-            .iter()
-            .filter(|l| l.starts_with("ready"))
-            .count();
+        // The daemon goes on (continued after its stop, or just running).
+        wait_trace(&keel, "running");
+        let ready = traced(&keel, "ready");
         assert_eq!(
-            ready,
+            ready.len(),
             1,
             "{expect}: started once: {:?}",
             keel.lines("trace")
         );
-        if expect == "expect stop" {
-            wait_for(
-                "the daemon to be continued",
-                Duration::from_secs(10),
-                || keel.lines("trace").iter().any(|l| l.starts_with("running")),
-            );
-        }
+        // The process tracked is the one that is ready (for `expect daemon`: the
+        // last fork, found through the exits keel-init kept meanwhile).
+        assert_eq!(shown_pid(&keel, "svc"), ready[0], "{expect}");
     }
 }
 
@@ -291,10 +316,180 @@ fn a_real_sd_notify_daemon_runs_only_once_it_says_so() {
         .output()
         .expect("redis-cli (Debian package redis-tools)");
     assert_eq!(String::from_utf8_lossy(&ping.stdout).trim(), "PONG");
-    let text = json_status(&keel, "redis")["status"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
+    let text = field(&keel, "redis", "status");
     assert!(text.contains("Ready to accept connections"), "{text}");
     keel.ctl_ok(&["stop", "redis"]);
+}
+
+/// The pids the test daemon's trace says it ran as, in order (`forked PID`,
+/// `ready PID`, …).
+fn traced(keel: &Keel, what: &str) -> Vec<i32> {
+    keel.lines("trace")
+        .iter()
+        .filter_map(|l| l.strip_prefix(what)?.trim().parse().ok())
+        .collect()
+}
+
+/// The main pid `initctl status` shows, as a host pid.
+fn main_host_pid(keel: &Keel, job: &str) -> Option<i32> {
+    let pid = json_status(keel, job)["processes"][0]["pid"].as_i64()? as i32;
+    keel.host_pid(pid)
+}
+
+#[test]
+fn expect_fork_and_daemon_track_the_daemon_that_is_left() {
+    for (expect, forks) in [("expect fork", 1), ("expect daemon", 2)] {
+        let job = gated(expect, &format!("--fork {forks}"));
+        let keel = Keel::start(&[("svc", &job)]);
+        keel.ctl_ok(&["start", "--no-wait", "svc"]);
+        wait_for("the job to start", Duration::from_secs(10), || {
+            !keel.lines("trace").is_empty()
+        });
+        assert_eq!(state(&keel, "svc"), "start/spawned", "{expect}");
+        keel.touch("go");
+        wait_for("the job to run", Duration::from_secs(10), || {
+            state(&keel, "svc") == "start/running"
+        });
+        // keel may know the daemon before the daemon has written who it is.
+        wait_trace(&keel, "running");
+        let forked = traced(&keel, "forked");
+        assert_eq!(forked.len(), forks, "{expect}: {:?}", keel.lines("trace"));
+        // The daemon (the last fork) is main: status names it, by its pid in the
+        // namespace; the trace has it as the daemon saw itself (namespace pid too).
+        let daemon = *forked.last().unwrap();
+        let shown = shown_pid(&keel, "svc");
+        assert_eq!(shown, daemon, "{expect}");
+        assert_eq!(json_status(&keel, "svc")["status"], serde_json::Value::Null);
+        // Stop kills it and finishes.
+        let host = main_host_pid(&keel, "svc").unwrap();
+        assert_eq!(keel.ctl_ok(&["stop", "svc"]), "svc stop/waiting\n");
+        assert!(
+            keel_tests::gone(host),
+            "{expect}: the daemon was not killed"
+        );
+    }
+}
+
+#[test]
+fn a_respawned_forking_daemon_is_tracked_again() {
+    let job = format!(
+        "expect fork\nrespawn\nexec {} --fork 1 --trace $DIR/trace\n",
+        daemon()
+    );
+    let keel = Keel::start(&[("svc", &job)]);
+    keel.ctl_ok(&["start", "svc"]);
+    let first = main_host_pid(&keel, "svc").unwrap();
+    // Killed once it has said who it is (keel may know it before it writes).
+    wait_trace(&keel, "running");
+    // SAFETY: kill(2) of a pid the test just read.
+    unsafe { libc::kill(first, libc::SIGKILL) };
+    wait_for(
+        "the daemon to be respawned and tracked",
+        Duration::from_secs(10),
+        || {
+            traced(&keel, "forked").len() == 2
+                && state(&keel, "svc") == "start/running"
+                && main_host_pid(&keel, "svc").is_some_and(|p| p != first)
+        },
+    );
+    let second = *traced(&keel, "forked").last().unwrap();
+    let shown = shown_pid(&keel, "svc");
+    assert_eq!(shown, second);
+}
+
+#[test]
+fn a_lying_expect_fork_on_a_foreground_process_ends_explained_and_stops() {
+    // It never forks: keel does not hang in `killed` on a pid that is gone, nor
+    // claim it runs; the readiness timeout says what is wrong.
+    let (keel, failure) = never_ready(&format!(
+        "expect fork\nready timeout 1\nexec {} --never --trace $DIR/trace\n",
+        daemon()
+    ));
+    assert!(
+        failure.contains("not ready within 1 s (expect fork)")
+            && failure.contains("does it fork as many times as it says?"),
+        "{failure}"
+    );
+    assert!(
+        keel.processes()
+            .iter()
+            .all(|&p| keel_tests::comm(p).as_deref() != Some("keel-test-daem"))
+    );
+}
+
+#[test]
+fn a_daemon_forking_more_or_less_than_expected_is_still_tracked_and_reported() {
+    // expect fork on a double-forking daemon: the second fork is followed too.
+    let job = format!(
+        "expect fork\nexec {} --fork 2 --trace $DIR/trace\n",
+        daemon()
+    );
+    let keel = Keel::start(&[("svc", &job)]);
+    keel.ctl_ok(&["start", "svc"]);
+    wait_for(
+        "the second fork to be followed",
+        Duration::from_secs(10),
+        || {
+            traced(&keel, "forked").len() == 2
+                && json_status(&keel, "svc")["processes"][0]["pid"].as_i64()
+                    == traced(&keel, "forked").last().map(|&p| i64::from(p))
+        },
+    );
+    let text = field(&keel, "svc", "status");
+    assert!(text.contains("expect daemon would match"), "{text}");
+    let host = main_host_pid(&keel, "svc").unwrap();
+    assert_eq!(keel.ctl_ok(&["stop", "svc"]), "svc stop/waiting\n");
+    assert!(keel_tests::gone(host));
+    drop(keel);
+
+    // expect daemon on a single-forking daemon: taken as it is after a grace, said so.
+    let job = format!(
+        "expect daemon\nexec {} --fork 1 --trace $DIR/trace\n",
+        daemon()
+    );
+    let keel = Keel::start(&[("svc", &job)]);
+    let out = keel.ctl_ok(&["start", "svc"]);
+    assert!(out.starts_with("svc start/running"), "{out}");
+    let text = field(&keel, "svc", "status");
+    assert!(text.contains("forked only once"), "{text}");
+    let shown = shown_pid(&keel, "svc");
+    assert_eq!(Some(&shown), traced(&keel, "forked").last());
+}
+
+#[test]
+fn expect_fd_waits_for_the_newline_on_that_fd() {
+    let keel = Keel::start(&[("svc", &gated("expect fd 5", "--fd 5"))]);
+    waits_then_runs(&keel, "svc");
+    let refused = Keel::start(&[("svc", &gated("expect fd 11", "--fd 11"))]);
+    let out = refused.ctl(&["start", "svc"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("fd 11 is keel's own"), "{err}");
+}
+
+#[test]
+fn a_real_forking_daemon_is_tracked_through_its_fork() {
+    // busybox syslogd without -n forks once and the parent exits.
+    let keel = Keel::start(&[(
+        "syslogd",
+        "expect fork\nexec busybox syslogd -O $DIR/messages\n",
+    )]);
+    keel.ctl_ok(&["start", "syslogd"]);
+    let host = main_host_pid(&keel, "syslogd").unwrap();
+    // The daemon, not the process keel started (which exited after its fork).
+    let cmdline = std::fs::read(format!("/proc/{host}/cmdline")).unwrap_or_default();
+    assert!(String::from_utf8_lossy(&cmdline).contains("syslogd"));
+    let ppid = std::fs::read_to_string(format!("/proc/{host}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse::<i32>()
+                .ok()
+        });
+    assert_eq!(ppid, Some(keel.init_pid), "the daemon is keel-init's child");
+    assert_eq!(keel.ctl_ok(&["stop", "syslogd"]), "syslogd stop/waiting\n");
+    assert!(keel_tests::gone(host));
 }

@@ -45,13 +45,7 @@ pub use signal::Signal;
 /// name (`limit`, `apparmor`) or a specific form (`expect fork`; `oom score`
 /// also covers Upstart's older `oom N`). Remove an entry once the runtime
 /// carries it out: this list is the only place that decides the warning.
-pub const NOT_CARRIED_OUT: &[&str] = &[
-    "apparmor load",
-    "debug",
-    "expect fork",
-    "expect daemon",
-    "expect fd",
-];
+pub const NOT_CARRIED_OUT: &[&str] = &["apparmor load", "debug"];
 
 /// Characters that make Upstart run an `exec` command through `/bin/sh -e -c`
 /// (`SHELL_CHARS` in Upstart's init/job_process.c).

@@ -1094,9 +1094,6 @@ fn warnings_name_stanzas_not_carried_out() {
         ("expect dbus", "expect dbus a.b"),
         ("expect listen", "expect listen"),
         ("debug", "debug"),
-        ("expect fork", "expect fork"),
-        ("expect daemon", "expect daemon"),
-        ("expect fd", "expect fd 3"),
     ];
     for key in NOT_CARRIED_OUT {
         let (_, sample) = samples
@@ -1124,6 +1121,9 @@ fn warnings_name_stanzas_not_carried_out() {
         "umask 022",
         "expect none",
         "expect stop",
+        "expect fork",
+        "expect daemon",
+        "expect fd 3",
         "expect notify",
         "expect listen",
         "expect dbus org.example.X",

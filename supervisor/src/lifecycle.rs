@@ -115,6 +115,10 @@ pub struct Readiness {
     pub forks: u8,
     /// When the last fork was followed (monotonic ms).
     pub forked_at: u64,
+    /// The main process has exec'd its program (its spawn's error pipe closed): a
+    /// job is never running on a process that may still fail to become it. Without
+    /// `expect`, that is all the readiness there is.
+    pub execd: bool,
 }
 
 /// One instance of a job: its own lifecycle.
@@ -730,11 +734,14 @@ impl Jobs {
 
     /// Every instance waiting for its main process to be ready:
     /// `(job, instance, expect, main pid)`.
+    /// Only main processes that have exec'd: before, a process is a copy of the
+    /// supervisor (its fds, its name) and says nothing about the job.
     pub fn awaiting_readiness(&self) -> Vec<(String, String, Expect, i32)> {
         let mut out = Vec::new();
         for (name, job) in &self.jobs {
             for (iname, inst) in &job.instances {
-                if inst.state != State::Spawned || inst.readiness.is_none() {
+                let execd = inst.readiness.as_ref().is_some_and(|r| r.execd);
+                if inst.state != State::Spawned || !execd || inst.def.expect == Expect::None {
                     continue;
                 }
                 if let Some(&pid) = inst.pids.get(&ProcessKind::Main).filter(|&&p| p > 0) {
@@ -743,6 +750,39 @@ impl Jobs {
             }
         }
         out
+    }
+
+    /// Main processes in `spawned` not yet known to have exec'd.
+    pub fn awaiting_exec(&self) -> Vec<i32> {
+        self.jobs
+            .values()
+            .flat_map(|j| j.instances.values())
+            .filter(|i| i.state == State::Spawned && i.readiness.as_ref().is_some_and(|r| !r.execd))
+            .filter_map(|i| i.pids.get(&ProcessKind::Main).copied().filter(|&p| p > 0))
+            .collect()
+    }
+
+    /// Process `pid` has exec'd its program (its error pipe closed without a
+    /// report). For a main process in `spawned` without `expect`, that makes it
+    /// ready; with `expect`, its readiness is awaited from now on.
+    pub fn execd(&mut self, pid: i32, now: u64) {
+        let Some((job, instance, ProcessKind::Main)) = self.pids.get(&pid).cloned() else {
+            return;
+        };
+        let Some(inst) = self.instance_mut(&job, &instance) else {
+            return;
+        };
+        let Some(r) = inst
+            .readiness
+            .as_mut()
+            .filter(|_| inst.state == State::Spawned)
+        else {
+            return;
+        };
+        r.execd = true;
+        if inst.def.expect == Expect::None {
+            self.ready(&job, &instance, None, now);
+        }
     }
 
     /// The main process is ready (it stopped itself, said `READY=1`, wrote its
@@ -778,7 +818,6 @@ impl Jobs {
         let Some(inst) = self.instance_mut(job, instance) else {
             return;
         };
-        inst.readiness = None;
         let expect = inst.def.expect.describe().unwrap_or_default();
         let secs = inst.def.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT_S);
         let hint = match inst.def.expect {
@@ -786,11 +825,20 @@ impl Jobs {
             Expect::Stop => "; it never stopped itself with SIGSTOP",
             _ => "",
         };
+        let what = match inst.readiness.as_ref() {
+            Some(r) if !r.execd => "had not exec'd its program after".to_string(),
+            _ => "was not ready within".to_string(),
+        };
+        inst.readiness = None;
         let failed_before = inst.failure.is_some();
         inst.failure = Some(Failure {
             process: ProcessKind::Main,
             status: None,
-            reason: format!("main process ({pid}) was not ready within {secs} s ({expect}){hint}"),
+            reason: if expect.is_empty() {
+                format!("main process ({pid}) {what} {secs} s")
+            } else {
+                format!("main process ({pid}) {what} {secs} s ({expect}){hint}")
+            },
             respawn: false,
         });
         inst.goal = Goal::Stop;
@@ -836,6 +884,8 @@ impl Jobs {
         let awaited = inst.state == State::Spawned;
         let total = match inst.readiness.as_mut().filter(|_| awaited) {
             Some(r) => {
+                // It forked: it ran its program.
+                r.execd = true;
                 r.forks = r.forks.saturating_add(forks);
                 r.forked_at = now;
                 r.forks
@@ -1036,13 +1086,14 @@ impl Jobs {
             State::PreStart => to_spawn = spawn(ProcessKind::PreStart, inst),
             State::Spawned => {
                 to_spawn = spawn(ProcessKind::Main, inst);
-                // `expect …`: not started until the main process is ready.
-                if to_spawn.is_some() && inst.def.expect != Expect::None {
+                // Not started until main has exec'd and, with `expect …`, is ready.
+                if to_spawn.is_some() {
                     let secs = inst.def.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT_S);
                     inst.readiness = Some(Readiness {
                         deadline: now.saturating_add(u64::from(secs) * 1000),
                         forks: 0,
                         forked_at: now,
+                        execd: false,
                     });
                 }
                 // A new main: what the last one said is void.
@@ -1595,6 +1646,8 @@ mod tests {
                     {
                         self.pid += 1;
                         self.jobs.spawned(job, instance, *kind, self.pid);
+                        // It execs at once (the runtime learns it from its error pipe).
+                        self.jobs.execd(self.pid, self.now);
                     }
                     self.seen.push(e);
                 }
@@ -2175,7 +2228,37 @@ mod tests {
                 signal: Signal::KILL
             }]
         );
+        assert_eq!(t.state(), State::Spawned, "until main has exec'd");
+        t.jobs.execd(555, 0);
         assert_eq!(t.state(), State::Running);
+    }
+
+    #[test]
+    fn a_job_runs_only_once_main_has_execd_and_one_that_never_does_fails() {
+        let mut d = JobDef::new("j");
+        d.main = exec();
+        d.ready_timeout = Some(2);
+        let mut t = T::new(d);
+        t.jobs.start("j", vec![], Some(1), 0).unwrap();
+        for e in t.jobs.take_effects() {
+            if let Effect::Spawn { .. } = e {
+                t.jobs.spawned("j", "", Main, 700);
+            }
+        }
+        assert_eq!(t.state(), State::Spawned);
+        assert_eq!(t.jobs.awaiting_exec(), vec![700]);
+        assert!(
+            t.jobs.awaiting_readiness().is_empty(),
+            "nothing else to wait for"
+        );
+        t.jobs.tick(2_000);
+        t.settle();
+        assert_eq!(t.state(), State::Killed);
+        let reason = t.jobs.status("j", &[]).unwrap()[0].failure.clone().unwrap();
+        assert!(
+            reason.contains("had not exec'd its program after 2 s"),
+            "{reason}"
+        );
     }
 
     fn expecting(expect: Expect) -> T {

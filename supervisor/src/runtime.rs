@@ -548,7 +548,7 @@ impl Runtime {
             self.control.expire(Instant::now());
             let now = now_ms();
             self.snap.jobs.tick(now);
-            if self.ready.poll(&mut self.snap.jobs, &self.epoll, now) {
+            if self.ready.poll(&mut self.snap.jobs, &self.epoll, now) | self.confirm_execs() {
                 self.dirty = true;
             }
             if self.cgroup_retry.is_some_and(|t| t <= Instant::now()) {
@@ -573,9 +573,17 @@ impl Runtime {
             });
         }
         let now = now_ms();
+        // A main process whose exec only /proc can tell is looked at again soon.
+        let unreported = self
+            .snap
+            .jobs
+            .awaiting_exec()
+            .iter()
+            .any(|pid| !self.setup_pipes.contains_key(pid));
         let mut ms: Option<u64> = [
             self.snap.jobs.next_deadline(),
             self.ready.next_wakeup(&self.snap.jobs, now),
+            unreported.then_some(now + crate::ready::watch::POLL_MS),
         ]
         .into_iter()
         .flatten()
@@ -749,6 +757,27 @@ impl Runtime {
         }
     }
 
+    /// Main processes whose exec no error pipe will report (their spawn was a
+    /// previous supervisor's): their exec is read from /proc. True if the state
+    /// changed.
+    fn confirm_execs(&mut self) -> bool {
+        let unreported: Vec<i32> = self
+            .snap
+            .jobs
+            .awaiting_exec()
+            .into_iter()
+            .filter(|pid| !self.setup_pipes.contains_key(pid))
+            .collect();
+        let mut changed = false;
+        for pid in unreported {
+            if crate::ready::procfs::has_execd(pid) {
+                self.snap.jobs.execd(pid, now_ms());
+                changed = true;
+            }
+        }
+        changed
+    }
+
     /// Keeps a pidfd of `pid`, a process that has just become a tracked one.
     fn track_pidfd(&mut self, pid: i32) {
         use rustix::process::{Pid, PidfdFlags, pidfd_open};
@@ -809,7 +838,10 @@ impl Runtime {
                 self.setup_failures.insert(pid, failure);
             }
             spawn::Report::Pending => return,
-            spawn::Report::Done => {}
+            spawn::Report::Done => {
+                self.snap.jobs.execd(pid, now_ms());
+                self.dirty = true;
+            }
         }
         // Closing it removes it from epoll too.
         self.setup_pipes.remove(&pid);

@@ -40,10 +40,13 @@ fn reference() -> Snapshot {
         1_010,
     );
     jobs.spawned("web", "", keel_supervisor::job::ProcessKind::Main, 101);
+    jobs.execd(101, 1_015);
     let _ = jobs.start("backup", vec![], Some(7), 1_020);
     jobs.spawned("backup", "", keel_supervisor::job::ProcessKind::Main, 102);
+    jobs.execd(102, 1_025);
     let _ = jobs.start("tty", vec![("TTY".into(), "ttyS0".into())], None, 1_030);
     jobs.spawned("tty", "ttyS0", keel_supervisor::job::ProcessKind::Main, 103);
+    jobs.execd(103, 1_035);
     let _ = jobs.take_effects();
     Snapshot {
         jobs,

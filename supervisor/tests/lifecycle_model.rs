@@ -479,6 +479,9 @@ impl Driver {
                     let pid = self.next_pid;
                     self.next_pid += 1;
                     self.jobs.spawned(&job, &instance, kind, pid);
+                    // Every process execs at once here (exec failures are spawn
+                    // failures to the model).
+                    self.jobs.execd(pid, self.now);
                 }
             }
             Effect::Kill { pid, signal } => {

@@ -241,7 +241,7 @@ fn a_job_awaiting_readiness_when_the_supervisor_is_killed_becomes_ready_after() 
         keel.touch("go");
         wait_for(
             &format!("{expect}: the job to run after the crash"),
-            Duration::from_secs(15),
+            Duration::from_secs(30),
             || {
                 keel.supervisor_pid().is_some_and(|p| p != old)
                     && keel.ctl(&["status", "svc"]).status.success()
@@ -292,7 +292,7 @@ fn expect_dbus_waits_until_the_name_is_owned_on_a_real_bus() {
     });
     assert_eq!(state(&keel, "owner"), "start/spawned");
     keel.touch("go");
-    wait_for("the owner to run", Duration::from_secs(15), || {
+    wait_for("the owner to run", Duration::from_secs(30), || {
         state(&keel, "owner") == "start/running"
     });
     assert!(keel.lines("trace").contains(&"ready".to_string()));

@@ -308,9 +308,6 @@ impl Watcher {
         let mut changed = false;
         let mut names = Vec::new();
         for (job, instance, expect, pid) in jobs.awaiting_readiness() {
-            if !procfs::has_execd(pid) {
-                continue;
-            }
             let ready = match &expect {
                 Expect::Stop => procfs::is_stopped(pid),
                 Expect::Listen => procfs::listens(pid),

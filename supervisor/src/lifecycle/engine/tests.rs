@@ -83,6 +83,7 @@ impl W {
                         } else {
                             self.pid += 1;
                             self.jobs.spawned(&job, &instance, kind, self.pid);
+                            self.jobs.execd(self.pid, self.now);
                         }
                     }
                     Effect::Kill { pid, .. } => {

@@ -292,6 +292,8 @@ enum Show {
         job: String,
     },
     Status,
+    /// `list`: the status lines alone, as Upstart's.
+    List,
     /// The answer is not shown (reload, emit, power…).
     Nothing,
     Config {
@@ -371,7 +373,7 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
             };
             (request, Show::Status)
         }
-        Command::List => (Request::List, Show::Status),
+        Command::List => (Request::List, Show::List),
         Command::Emit {
             no_wait,
             event,
@@ -525,7 +527,13 @@ fn render(
             if as_json {
                 json_line(Value::Array(list.iter().map(json_status).collect()));
             } else {
-                list.iter().for_each(|s| out.push_str(&format_status(s)));
+                // `status` also says what the daemon or keel says about the job
+                // (sd_notify STATUS=, an expect that does not match) and why it
+                // failed: keel's own lines, tab-indented like Upstart's process
+                // lines, only here (start, stop and list keep Upstart's output).
+                let detail = matches!(show, Show::Status);
+                list.iter()
+                    .for_each(|s| out.push_str(&format_status(s, detail)));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -697,7 +705,7 @@ fn receive<T: for<'a> serde::Deserialize<'a>>(stream: &mut UnixStream) -> Result
 /// Upstart's status line: `JOB [(INSTANCE)] GOAL/STATE[, process PID]`, the first
 /// process on it (`, (post-start) process PID` if that is neither main, pre-start
 /// nor post-stop), then a line `\tKIND process PID` per other process.
-fn format_status(s: &InstanceStatus) -> String {
+fn format_status(s: &InstanceStatus, detail: bool) -> String {
     let mut out = s.job.clone();
     if !s.instance.is_empty() {
         out.push_str(&format!(" ({})", s.instance));
@@ -710,6 +718,14 @@ fn format_status(s: &InstanceStatus) -> String {
         }
         for p in rest {
             out.push_str(&format!("\n\t{} process {}", p.kind, p.pid));
+        }
+    }
+    if detail {
+        if let Some(text) = &s.status_text {
+            out.push_str(&format!("\n\tstatus: {text}"));
+        }
+        if let Some(reason) = &s.failure {
+            out.push_str(&format!("\n\tfailed: {reason}"));
         }
     }
     out.push('\n');

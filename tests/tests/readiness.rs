@@ -117,6 +117,9 @@ fn expect_notify_waits_for_ready_1_and_shows_the_status_text() {
         json_status(&keel, "svc")["status"].as_str(),
         Some("serving requests")
     );
+    // Plain `status` says it too, on a line of keel's own.
+    let plain = keel.ctl_ok(&["status", "svc"]);
+    assert!(plain.ends_with("\n\tstatus: serving requests\n"), "{plain}");
     // NOTIFY_SOCKET is the socket beside the control socket.
     assert!(keel.path("notify").exists());
 }

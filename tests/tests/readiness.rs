@@ -218,51 +218,57 @@ fn a_stop_while_readiness_is_awaited_finishes_at_once() {
 }
 
 #[test]
-fn a_job_awaiting_readiness_when_the_supervisor_is_killed_becomes_ready_after() {
-    for expect in [
-        "expect notify",
-        "expect stop",
-        "expect listen",
-        "expect daemon",
-    ] {
-        let args = match expect {
-            "expect notify" => "--notify",
-            "expect stop" => "--stop",
-            "expect daemon" => "--fork 2",
-            _ => "--listen $DIR/svc.sock",
-        };
-        let keel = Keel::start(&[("svc", &gated(expect, args))]);
-        keel.ctl_ok(&["start", "--no-wait", "svc"]);
-        wait_for("the job to start", Duration::from_secs(10), || {
-            !keel.lines("trace").is_empty()
-        });
-        let old = keel.supervisor_pid().expect("a supervisor");
-        // SAFETY: signalling a pid we just read; the test owns the namespace.
-        unsafe { libc::kill(old, libc::SIGKILL) };
-        // Readiness comes (the daemon forks, its parents exit) while no supervisor
-        // (or a new one) runs.
-        keel.touch("go");
-        wait_for(
-            &format!("{expect}: the job to run after the crash"),
-            Duration::from_secs(30),
-            || {
-                keel.supervisor_pid().is_some_and(|p| p != old)
-                    && keel.ctl(&["status", "svc"]).status.success()
-                    && state(&keel, "svc") == "start/running"
-            },
-        );
-        // The daemon goes on (continued after its stop, or just running).
-        wait_trace(&keel, "running");
-        let ready = traced(&keel, "ready");
-        assert_eq!(
-            ready.len(),
-            1,
-            "{expect}: started once: {:?}",
-            keel.lines("trace")
-        );
-        // The process tracked is the one that is ready (for `expect daemon`: the
-        // last fork, found through the exits keel-init kept meanwhile).
-        assert_eq!(shown_pid(&keel, "svc"), ready[0], "{expect}");
+fn a_job_awaiting_readiness_when_the_supervisor_is_killed_or_re_executed_becomes_ready_after() {
+    let modes = [
+        ("expect notify", "--notify"),
+        ("expect stop", "--stop"),
+        ("expect listen", "--listen $DIR/svc.sock"),
+        ("expect daemon", "--fork 2"),
+        ("expect fd 5", "--fd 5"),
+    ];
+    for (round, (expect, args)) in modes.iter().enumerate() {
+        // Every mode across a kill -9, and across a live re-exec.
+        for reexec in [false, true] {
+            let keel = Keel::start(&[("svc", &gated(expect, args))]);
+            keel.ctl_ok(&["start", "--no-wait", "svc"]);
+            wait_for("the job to start", Duration::from_secs(10), || {
+                !keel.lines("trace").is_empty()
+            });
+            let old = keel.supervisor_pid().expect("a supervisor");
+            if reexec {
+                keel.ctl_ok(&["reexec"]);
+            } else {
+                // SAFETY: signalling a pid we just read; the test owns the namespace.
+                unsafe { libc::kill(old, libc::SIGKILL) };
+            }
+            // Readiness comes (the daemon forks, its parents exit) while no
+            // supervisor (or a new one, or the new image) runs.
+            keel.touch("go");
+            wait_for(
+                &format!("{expect} (round {round}, re-exec {reexec}): the job to run after"),
+                Duration::from_secs(30),
+                || {
+                    (reexec || keel.supervisor_pid().is_some_and(|p| p != old))
+                        && keel.ctl(&["status", "svc"]).status.success()
+                        && state(&keel, "svc") == "start/running"
+                },
+            );
+            if reexec {
+                assert_eq!(keel.supervisor_pid(), Some(old), "re-exec keeps the pid");
+            }
+            // The daemon goes on (continued after its stop, or just running).
+            wait_trace(&keel, "running");
+            let ready = traced(&keel, "ready");
+            assert_eq!(
+                ready.len(),
+                1,
+                "{expect}: started once: {:?}",
+                keel.lines("trace")
+            );
+            // The process tracked is the one that is ready (for `expect daemon`:
+            // the last fork, found through the exits keel-init kept meanwhile).
+            assert_eq!(shown_pid(&keel, "svc"), ready[0], "{expect}");
+        }
     }
 }
 

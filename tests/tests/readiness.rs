@@ -502,3 +502,31 @@ fn a_real_forking_daemon_is_tracked_through_its_fork() {
     assert_eq!(keel.ctl_ok(&["stop", "syslogd"]), "syslogd stop/waiting\n");
     assert!(keel_tests::gone(host));
 }
+
+#[test]
+fn mainpid_hands_the_job_to_another_process_of_it() {
+    let job = format!(
+        "expect notify\nexec {} --notify-mainpid --trace $DIR/trace\n",
+        daemon()
+    );
+    let keel = Keel::start(&[("svc", &job)]);
+    keel.ctl_ok(&["start", "svc"]);
+    wait_trace(&keel, "running");
+    let child = traced(&keel, "forked")[0];
+    assert_eq!(shown_pid(&keel, "svc"), child);
+    // The process that said it exits; the job runs on with its child.
+    let parent = traced(&keel, "ready")[0];
+    wait_for(
+        "the notifying parent to exit",
+        Duration::from_secs(10),
+        || {
+            keel.processes()
+                .iter()
+                .all(|&p| keel_tests::ns_pid(p) != Some(parent))
+        },
+    );
+    assert_eq!(state(&keel, "svc"), "start/running");
+    let host = main_host_pid(&keel, "svc").unwrap();
+    assert_eq!(keel.ctl_ok(&["stop", "svc"]), "svc stop/waiting\n");
+    assert!(keel_tests::gone(host));
+}

@@ -4,11 +4,14 @@
 //!
 //! ```text
 //! keel-test-daemon [--fork N] [--delay-ms MS] [--trace FILE]
-//!                  [--notify | --notify-status TEXT | --fd N | --listen PATH | --stop | --never]
+//!                  [--notify | --notify-status TEXT | --notify-mainpid | --fd N
+//!                   | --listen PATH | --stop | --never]
 //! ```
 //!
 //! Trace lines: `forked PID` (each new process after a fork), `ready PID` (just
-//! before it signals readiness), `running PID` (after).
+//! before it signals readiness), `running PID` (after). `--notify-mainpid` forks a
+//! child that goes on as the daemon; the parent says `MAINPID=child` and `READY=1`,
+//! then exits.
 
 use std::io::Write;
 use std::time::Duration;
@@ -57,6 +60,22 @@ fn main() {
     if has("--never") {
         log("running");
         pause();
+    }
+    if has("--notify-mainpid") {
+        // SAFETY: single-threaded; the child only continues this program.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork failed");
+        if child == 0 {
+            log("forked");
+            log("running");
+            pause();
+        }
+        log("ready");
+        let socket = std::env::var("NOTIFY_SOCKET").expect("NOTIFY_SOCKET is set");
+        notify(&socket, format!("MAINPID={child}\nREADY=1\n").as_bytes());
+        // Gone only once keel has the word (its own end would be an ordinary exit).
+        std::thread::sleep(Duration::from_millis(200));
+        std::process::exit(0);
     }
     log("ready");
     if has("--notify") || value("--notify-status").is_some() {

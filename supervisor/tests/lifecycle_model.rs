@@ -8,9 +8,15 @@
 //! stopping full`), never by requests: `starting full` must hold `full` until
 //! `hook` runs, and `stopping full` must hold full's main from its kill until
 //! `hook` has stopped (or failed). At the end no event may be left in the queue.
+//!
+//! Two jobs await readiness: `ready` (`expect notify`, readied by `Op::Ready`) and
+//! `daemon` (`expect daemon`, whose main forks by `Op::Fork`); neither may reach
+//! post-start or running before it is ready, and both give up at a ready timeout.
 
 use keel_proto::ctl::{Goal, State};
-use keel_supervisor::job::{ExitMatch, JobDef, Process, ProcessKind, RespawnLimit, Signal, parse};
+use keel_supervisor::job::{
+    ExitMatch, Expect, JobDef, Process, ProcessKind, RespawnLimit, Signal, parse,
+};
 use keel_supervisor::journal::{Snapshot, decode, encode};
 use keel_supervisor::lifecycle::{Effect, Event, Instance, Jobs, WaitStatus};
 use proptest::prelude::*;
@@ -83,7 +89,26 @@ fn defs() -> Vec<JobDef> {
     .def
     .expect("hook parses");
 
-    vec![full, plain, task, resp, norm, state, inst, hook]
+    // Readiness: a notify job readied (or not) by `Op::Ready`, a daemon whose main
+    // forks by `Op::Fork`; both give up after a ready timeout.
+    let mut ready = JobDef::new("ready");
+    ready.expect = Expect::Notify;
+    ready.ready_timeout = Some(4);
+    ready.main = exec();
+    ready.post_start = exec();
+    ready.post_stop = exec();
+
+    let mut daemon = JobDef::new("daemon");
+    daemon.expect = Expect::Daemon;
+    daemon.ready_timeout = Some(4);
+    daemon.respawn = true;
+    daemon.main = exec();
+    daemon.pre_stop = exec();
+    daemon.post_stop = exec();
+
+    vec![
+        full, plain, task, resp, norm, state, inst, ready, daemon, hook,
+    ]
 }
 
 /// The job only events start and stop.
@@ -117,6 +142,14 @@ enum Op {
         pick: usize,
         status: usize,
     },
+    /// The `pick`th instance awaiting readiness is ready.
+    Ready {
+        pick: usize,
+    },
+    /// The `pick`th main process keel follows forks: it exits 0, a child is left.
+    Fork {
+        pick: usize,
+    },
     /// The next spawn fails.
     FailNextSpawn,
     Tick {
@@ -129,11 +162,13 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     let req = prop_oneof![Just(Req::Start), Just(Req::Stop), Just(Req::Restart)];
     prop_oneof![
-        4 => (req, 0..7usize, 0..2usize, any::<bool>())
+        4 => (req, 0..9usize, 0..2usize, any::<bool>())
             .prop_map(|(req, job, inst, wait)| Op::Request { req, job, inst, wait }),
         // Mostly clean exits, so that starts get as far as running.
         5 => (any::<usize>(), prop_oneof![3 => Just(0), 2 => 0..STATUSES.len()])
             .prop_map(|(pick, status)| Op::Exit { pick, status }),
+        1 => any::<usize>().prop_map(|pick| Op::Ready { pick }),
+        1 => any::<usize>().prop_map(|pick| Op::Fork { pick }),
         1 => Just(Op::FailNextSpawn),
         2 => (0..3000u64).prop_map(|ms| Op::Tick { ms }),
         1 => Just(Op::RoundTrip),
@@ -157,6 +192,9 @@ struct Track {
     restart: Option<RestartWatch>,
     /// Main's pid when a start cancelled a stop during pre-stop.
     cancel_main: Option<i32>,
+    /// Since the last main spawn: the job said it is ready, forks followed.
+    ready_said: bool,
+    forks: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -257,6 +295,40 @@ impl Driver {
                 if !live.is_empty() {
                     let pid = live[pick % live.len()];
                     self.exit(pid, STATUSES[status]());
+                }
+            }
+            Op::Ready { pick } => {
+                // What the runtime readies by a protocol (forks come by `Fork`).
+                let awaiting: Vec<_> = self
+                    .jobs
+                    .awaiting_readiness()
+                    .into_iter()
+                    .filter(|(_, _, e, _)| *e == Expect::Notify)
+                    .collect();
+                if !awaiting.is_empty() {
+                    let (job, inst, _, _) = awaiting[pick % awaiting.len()].clone();
+                    self.tr(&(job.clone(), inst.clone())).ready_said = true;
+                    self.log.push(format!("ready {job} {inst}"));
+                    self.jobs.ready(&job, &inst, None, self.now);
+                }
+            }
+            Op::Fork { pick } => {
+                let followed: Vec<i32> = self
+                    .jobs
+                    .pids
+                    .keys()
+                    .copied()
+                    .filter(|&p| self.jobs.follows_forks(p))
+                    .collect();
+                if !followed.is_empty() {
+                    let pid = followed[pick % followed.len()];
+                    let (job, inst, _) = self.jobs.pids[&pid].clone();
+                    let child = self.next_pid;
+                    self.next_pid += 1;
+                    self.tr(&(job, inst)).forks += 1;
+                    self.killed.remove(&pid);
+                    self.log.push(format!("fork {pid} -> {child}"));
+                    self.jobs.main_forked(pid, child, 1, self.now);
                 }
             }
             Op::FailNextSpawn => self.fail_next = true,
@@ -576,6 +648,8 @@ impl Driver {
                     );
                 }
                 self.tr(key).prestart_ok = false;
+                self.tr(key).ready_said = false;
+                self.tr(key).forks = 0;
             }
             ProcessKind::PreStop => {
                 // Guarantee 5: only on a stop request while main runs.
@@ -590,7 +664,8 @@ impl Driver {
                 );
             }
             ProcessKind::PostStop => self.tr(key).post_stops += 1,
-            ProcessKind::PostStart => {}
+            // A job is not started (post-start, running) before it is ready.
+            ProcessKind::PostStart => self.assert_ready(key, &inst),
         }
         if let Some(w) = &mut self.tr(key).restart {
             let name = kind.name();
@@ -626,6 +701,11 @@ impl Driver {
                 // Guarantee 4: running only after post-start finished.
                 if i.state == State::Running {
                     assert!(!i.pids.contains_key(&ProcessKind::PostStart));
+                }
+                // Readiness holds `spawned` until it comes (or the stop).
+                if matches!(i.state, State::PostStart | State::Running) && i.goal != Goal::Stop {
+                    let key = (i.def.name.clone(), i.name.clone());
+                    self.assert_ready(&key, i);
                 }
             }
         }
@@ -668,6 +748,24 @@ impl Driver {
                 assert_eq!(st, State::Killed, "{key:?} left killed with main alive");
             }
         }
+    }
+
+    /// An `expect` job past `spawned` was ready: said so, forked enough, or (an
+    /// `expect daemon` that forked once) was taken as it was, with a note.
+    fn assert_ready(&self, key: &Key, i: &Instance) {
+        let t = self.track.get(key).cloned().unwrap_or_default();
+        let ok = match i.def.expect {
+            Expect::Notify => t.ready_said,
+            Expect::Daemon => {
+                t.forks >= 2
+                    || (t.forks == 1
+                        && i.status_text
+                            .as_deref()
+                            .is_some_and(|s| s.contains("forked only once")))
+            }
+            _ => true,
+        };
+        assert!(ok, "{key:?} in {:?} but never ready: {t:?}", i.state);
     }
 
     /// Shuts everything down, every process eventually ends; nothing may remain.

@@ -37,7 +37,10 @@ fn main() {
                 .append(true)
                 .open(path)
                 .expect("trace file");
-            writeln!(f, "{what} {}", std::process::id()).expect("trace write");
+            // One write(2) per line: O_APPEND keeps it whole when the parent and
+            // child of a fork trace at the same moment (writeln! writes in pieces).
+            let line = format!("{what} {}\n", std::process::id());
+            f.write_all(line.as_bytes()).expect("trace write");
         }
     };
 

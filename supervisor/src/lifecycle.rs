@@ -33,7 +33,9 @@ use std::collections::BTreeMap;
 
 pub use crate::events::Event;
 
+mod def;
 mod engine;
+pub use def::{Def, DefId};
 pub use engine::{EVENTS_PER_ROUND, MAX_QUEUED_EVENTS, POWER_GRACE_MS};
 
 /// A raw wait status, as reaped.
@@ -123,7 +125,7 @@ pub struct Instance {
     /// Empty for a job without `instance`.
     pub name: String,
     /// The definition this instance started with (a reload changes the job's, not this).
-    pub def: JobDef,
+    pub def: Def,
     pub goal: Goal,
     pub state: State,
     /// The environment it was started with: the job-environment table and the
@@ -160,7 +162,7 @@ pub struct Instance {
 
 impl Instance {
     /// A stopped instance of `def`.
-    pub fn new(name: &str, def: JobDef) -> Instance {
+    pub fn new(name: &str, def: Def) -> Instance {
         Instance {
             name: name.to_string(),
             def,
@@ -186,8 +188,9 @@ impl Instance {
 /// A job: its current definition and its instances.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
-    pub def: JobDef,
-    pub instances: BTreeMap<String, Instance>,
+    pub def: Def,
+    /// Boxed: most jobs have one instance, and a map's node holds room for eleven.
+    pub instances: BTreeMap<String, Box<Instance>>,
     /// The job file is gone: the job disappears once no instance runs.
     pub deleted: bool,
     /// How far its `start on` has got (one for the job: it creates instances).
@@ -256,6 +259,8 @@ pub struct Jobs {
     pub env_table: BTreeMap<String, String>,
     /// A power action under way.
     pub power: Option<Power>,
+    /// The id the next new definition gets (see [`Def`]).
+    pub next_def: DefId,
     #[serde(skip)]
     effects: Vec<Effect>,
     /// Events handled since the last `tick` (see [`EVENTS_PER_ROUND`]).
@@ -265,7 +270,23 @@ pub struct Jobs {
     /// (`spawned`). Not persisted: the runtime passes a fresh `now` first thing.
     #[serde(skip)]
     now: u64,
+    /// Which jobs each event name can concern (see `engine`); never saved.
+    #[serde(skip)]
+    index: Derived<engine::Index>,
 }
+
+/// Something the core derives from its state to be quick (an index): never saved,
+/// rebuilt when needed, and no part of comparing two states.
+#[derive(Clone, Debug, Default)]
+struct Derived<T>(T);
+
+impl<T> PartialEq for Derived<T> {
+    fn eq(&self, _: &Derived<T>) -> bool {
+        true
+    }
+}
+
+impl<T> Eq for Derived<T> {}
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> Error {
     Error {
@@ -300,19 +321,29 @@ impl Jobs {
     /// the definition they started with; a job whose file is gone is marked deleted
     /// and dropped once it has stopped. A changed `start on` starts over: what the
     /// old one had matched is forgotten (and those events are let go).
+    /// A definition that did not change keeps its [`Def`] (and id).
     pub fn set_definitions(&mut self, defs: Vec<JobDef>) {
         let mut seen = std::collections::BTreeSet::new();
         for def in defs {
             seen.insert(def.name.clone());
-            match self.jobs.get_mut(&def.name) {
-                Some(job) => {
-                    if job.def.start_on != def.start_on || job.def.manual != def.manual {
-                        job.start_on.reset();
+            match self.jobs.get(&def.name) {
+                Some(job) if *job.def == def => {
+                    if let Some(job) = self.jobs.get_mut(&def.name) {
+                        job.deleted = false;
                     }
-                    job.def = def;
-                    job.deleted = false;
+                }
+                Some(_) => {
+                    let def = self.define(def);
+                    if let Some(job) = self.jobs.get_mut(&def.name) {
+                        if job.def.start_on != def.start_on || job.def.manual != def.manual {
+                            job.start_on.reset();
+                        }
+                        job.def = def;
+                        job.deleted = false;
+                    }
                 }
                 None => {
+                    let def = self.define(def);
                     self.jobs.insert(
                         def.name.clone(),
                         Job {
@@ -325,6 +356,8 @@ impl Jobs {
                 }
             }
         }
+        // Expressions changed: which jobs an event concerns is worked out anew.
+        self.index.0.invalidate();
         let gone: Vec<String> = self
             .jobs
             .keys()
@@ -339,6 +372,26 @@ impl Jobs {
             self.collect(&name);
         }
         self.poll();
+    }
+
+    /// `def` as a new shared definition, under the next id.
+    fn define(&mut self, def: JobDef) -> Def {
+        let id = self.next_def;
+        self.next_def += 1;
+        Def::new(id, def)
+    }
+
+    /// Every definition the state holds (the jobs' and their instances'), by id:
+    /// what the saved definitions must contain for this state to load.
+    pub fn live_definitions(&self) -> BTreeMap<DefId, Def> {
+        let mut out = BTreeMap::new();
+        for j in self.jobs.values() {
+            out.insert(j.def.id(), j.def.clone());
+            for i in j.instances.values() {
+                out.entry(i.def.id()).or_insert_with(|| i.def.clone());
+            }
+        }
+        out
     }
 
     /// The instance that `env` (a request's or the events' variables) names:
@@ -387,7 +440,7 @@ impl Jobs {
         &mut self,
         job: &str,
         name: &str,
-        def: &JobDef,
+        def: &Def,
         env: Vec<(String, String)>,
         blocking: Vec<EventId>,
         waiter: Option<WaiterId>,
@@ -397,7 +450,7 @@ impl Jobs {
         let inst = j
             .instances
             .entry(name.to_string())
-            .or_insert_with(|| Instance::new(name, def.clone()));
+            .or_insert_with(|| Box::new(Instance::new(name, def.clone())));
         if inst.goal != Goal::Stop {
             return Err(error(ErrorKind::AlreadyStarted, "Job is already running"));
         }
@@ -442,7 +495,7 @@ impl Jobs {
         inst.state = State::Running;
         inst.env = start_environment(&self.env_table, &j.def, &[]);
         inst.pids.insert(ProcessKind::Main, pid);
-        j.instances.insert(instance.to_string(), inst);
+        j.instances.insert(instance.to_string(), Box::new(inst));
         self.pids.insert(
             pid,
             (job.to_string(), instance.to_string(), ProcessKind::Main),
@@ -1244,11 +1297,15 @@ impl Jobs {
     }
 
     fn instance_mut(&mut self, job: &str, instance: &str) -> Option<&mut Instance> {
-        self.jobs.get_mut(job)?.instances.get_mut(instance)
+        self.jobs
+            .get_mut(job)?
+            .instances
+            .get_mut(instance)
+            .map(|i| &mut **i)
     }
 
     fn instance_ref(&self, job: &str, instance: &str) -> Option<&Instance> {
-        self.jobs.get(job)?.instances.get(instance)
+        self.jobs.get(job)?.instances.get(instance).map(|i| &**i)
     }
 
     /// Status of one instance (or of a job's stopped, absent instance).
@@ -1604,7 +1661,7 @@ mod tests {
             self.settle();
         }
         fn inst(&self) -> Option<&Instance> {
-            self.jobs.jobs["j"].instances.get("")
+            self.jobs.jobs["j"].instances.get("").map(|i| &**i)
         }
         fn state(&self) -> State {
             self.inst().map_or(State::Waiting, |i| i.state)
@@ -2085,9 +2142,9 @@ mod tests {
     #[test]
     fn normal_exit_is_no_failure_and_no_respawn() {
         let mut t = respawning(RespawnLimit::default());
-        if let Some(j) = t.jobs.jobs.get_mut("j") {
-            j.def.normal_exit = vec![ExitMatch::Status(3), ExitMatch::Signal(Signal::TERM)];
-        }
+        let mut def = (*t.jobs.jobs["j"].def).clone();
+        def.normal_exit = vec![ExitMatch::Status(3), ExitMatch::Signal(Signal::TERM)];
+        t.jobs.set_definitions(vec![def]);
         t.start(None);
         t.exit(Main, WaitStatus::exited(3));
         t.ok(PostStop);

@@ -83,6 +83,11 @@ pub struct Runtime {
     /// Children spawned this round, released after the state is saved.
     /// This round's "go" pipe, once something was spawned in it.
     go: Option<(u64, spawn::GoPipe)>,
+    /// The definitions saved in the lifeboat (a superset of those the saved
+    /// state names), and `next_def` when they were saved: definitions made since
+    /// are saved before the next state (see `persist`).
+    defs_saved: journal::Definitions,
+    defs_upto: lifecycle::DefId,
     /// The highest exit seq applied but not yet acknowledged to keel-init.
     unacked: Option<u64>,
     dirty: bool,
@@ -142,6 +147,7 @@ impl Runtime {
         };
 
         let saved = take(journal::LIFEBOAT_NAME);
+        let saved_defs = take(journal::DEFS_LIFEBOAT_NAME);
         let listener = take(LIFEBOAT_CONTROL);
         let ready = Watcher::new(NotifyAddr::parse(&config.notify_socket), &mut lifeboat);
         // What is left are "go" pipes of rounds a previous supervisor did not finish,
@@ -158,14 +164,14 @@ impl Runtime {
 
         // Set when the saved state is dropped: live job processes are then adopted.
         let mut adopt = false;
+        // The definitions in the lifeboat (those the saved state names).
+        let mut defs_saved = journal::Definitions::new();
         let mut snap = match &saved {
             Some(fd) => {
                 let poisoned = handover.as_ref().is_some_and(|h| h.quick_deaths >= 5);
-                match journal::read_memfd(fd)
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| journal::decode(&b).map_err(|e| e.to_string()))
-                {
-                    Ok(s) if !poisoned => {
+                match load_saved(fd, saved_defs.as_ref()) {
+                    Ok((s, defs)) if !poisoned => {
+                        defs_saved = defs;
                         tracing::debug!(
                             "loaded state: last exit {}, round {}, pending {:?}",
                             s.last_exit_seq,
@@ -180,6 +186,7 @@ impl Runtime {
                     }
                     Ok(_) => {
                         adopt = true;
+                        defs_saved.clear();
                         tracing::error!(
                             "THE SUPERVISOR KEEPS DYING ON ITS SAVED STATE: dropping it, starting over \
                              from the job files and adopting the job processes still running"
@@ -311,12 +318,13 @@ impl Runtime {
 
         let mut rt = Runtime {
             config,
-            snap,
             link,
             signals,
             epoll,
             control,
             go: None,
+            defs_upto: snap.jobs.next_def,
+            defs_saved,
             unacked: None,
             dirty: true,
             answers: Vec::new(),
@@ -331,6 +339,7 @@ impl Runtime {
             setup_failures: BTreeMap::new(),
             apparmor: setup::AppArmorHost::probe(),
             machine,
+            snap,
         };
         rt.ready.start(&rt.epoll, rt.link.as_ref());
         for id in watch_logs {
@@ -1208,11 +1217,25 @@ impl Runtime {
     }
 
     /// Saves the state into the lifeboat (under keel-init; standalone there is
-    /// nobody to survive).
+    /// nobody to survive). Definitions made since the last save go first, with
+    /// every one saved before (the state in the lifeboat may still name those);
+    /// once the new state is saved, definitions it does not name are dropped.
     fn persist(&mut self) {
-        let Some(link) = &self.link else {
+        if self.link.is_none() {
             return;
-        };
+        }
+        // Definitions the new state no longer names, dropped once it is saved.
+        let mut unused = None;
+        if self.snap.jobs.next_def != self.defs_upto {
+            let live = self.snap.jobs.live_definitions();
+            let mut all = self.defs_saved.clone();
+            all.extend(live.iter().map(|(id, d)| (*id, d.clone())));
+            if all.len() > live.len() {
+                unused = Some(live);
+            }
+            self.save_definitions(all);
+            self.defs_upto = self.snap.jobs.next_def;
+        }
         let bytes = journal::encode(&self.snap);
         tracing::debug!(
             "saving state: last exit {}, round {}, pending {:?}",
@@ -1220,11 +1243,26 @@ impl Runtime {
             self.snap.go_rounds,
             self.snap.pending_go
         );
-        match journal::to_memfd(&bytes)
-            .and_then(|fd| link.deposit(journal::LIFEBOAT_NAME, fd.as_fd()))
-        {
-            Ok(()) => {}
-            Err(e) => tracing::error!("cannot save the state: {e}"),
+        self.deposit(journal::LIFEBOAT_NAME, &bytes, "the state");
+        if let Some(live) = unused {
+            self.save_definitions(live);
+        }
+    }
+
+    /// Saves `defs` as the definitions in the lifeboat.
+    fn save_definitions(&mut self, defs: journal::Definitions) {
+        let bytes = journal::encode_definitions(&defs);
+        self.deposit(journal::DEFS_LIFEBOAT_NAME, &bytes, "the job definitions");
+        self.defs_saved = defs;
+    }
+
+    /// `bytes` into a sealed memfd, deposited in the lifeboat as `name`.
+    fn deposit(&self, name: &str, bytes: &[u8], what: &str) {
+        let Some(link) = &self.link else {
+            return;
+        };
+        if let Err(e) = journal::to_memfd(bytes).and_then(|fd| link.deposit(name, fd.as_fd())) {
+            tracing::error!("cannot save {what}: {e}");
         }
     }
 
@@ -1564,7 +1602,7 @@ impl Runtime {
             .jobs
             .values()
             .filter(|j| !j.deleted)
-            .map(|j| &j.def)
+            .map(|j| &*j.def)
     }
 
     /// `show-config [JOB]`: each job's conditions, emits and definition.
@@ -1800,6 +1838,22 @@ fn test_fault_once(name: &str) -> bool {
                 .open(mark)
                 .is_ok()
         })
+}
+
+/// The saved state in `state`, naming definitions saved in `defs`.
+fn load_saved(
+    state: &OwnedFd,
+    defs: Option<&OwnedFd>,
+) -> Result<(Snapshot, journal::Definitions), String> {
+    let defs = match defs {
+        Some(fd) => journal::read_memfd(fd)
+            .map_err(|e| format!("job definitions: {e}"))
+            .and_then(|b| journal::decode_definitions(&b).map_err(|e| e.to_string()))?,
+        None => journal::Definitions::new(),
+    };
+    let bytes = journal::read_memfd(state).map_err(|e| e.to_string())?;
+    let snap = journal::decode(&bytes, &defs).map_err(|e| e.to_string())?;
+    Ok((snap, defs))
 }
 
 /// The lifeboat name of round `round`'s go pipe.

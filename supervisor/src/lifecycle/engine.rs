@@ -16,8 +16,15 @@
 //! An instance lets its events go when it reaches its goal (a service: running;
 //! a task: stopped after its run; a stop: stopped), when a request turns its
 //! goal around, and — marking them failed — when it fails.
+//!
+//! Cost: an event is offered only to the jobs its name concerns ([`Index`]:
+//! event names match exactly, so a job whose expressions never name an event
+//! can neither take it nor hold it), and whether something still holds an event
+//! is asked of those jobs alone. So handling an event costs what the jobs that
+//! wait for it cost, not what every job does.
 
 use super::*;
+use crate::events::leaves;
 
 /// Most events the queue holds before a client's `emit` is refused.
 pub const MAX_QUEUED_EVENTS: usize = 1024;
@@ -161,10 +168,11 @@ impl Jobs {
     /// Handles pending events and finishes those nothing holds, until neither is
     /// left to do (Upstart's `event_poll`); at most [`EVENTS_PER_ROUND`] handled.
     pub(super) fn poll(&mut self) {
+        if !self.index.0.valid {
+            self.index.0 = Index::of(self);
+        }
         loop {
             let mut again = false;
-            // What holds events changes only when something was handled or finished.
-            let mut held: Option<Vec<EventId>> = None;
             let ids: Vec<EventId> = self.events.iter().map(|q| q.id).collect();
             for id in ids {
                 let Some(i) = self.queued(id) else {
@@ -177,16 +185,10 @@ impl Jobs {
                     self.handled += 1;
                     self.events[i].progress = Progress::Handling;
                     self.handle(id);
-                    held = None;
                     again = true;
                 }
-                let free = held
-                    .get_or_insert_with(|| self.held())
-                    .binary_search(&id)
-                    .is_err();
-                if free && self.queued(id).is_some() {
+                if self.queued(id).is_some() && !self.is_held(id) {
                     self.finish(id);
-                    held = None;
                     again = true;
                 }
             }
@@ -201,29 +203,45 @@ impl Jobs {
         self.events.binary_search_by_key(&id, |q| q.id).ok()
     }
 
-    /// Every event something holds, sorted: the leaves of expressions that matched
-    /// it, and the instances it started or stopped.
-    fn held(&self) -> Vec<EventId> {
-        let mut held = Vec::new();
-        for j in self.jobs.values() {
-            held.extend(j.start_on.ids());
-            for i in j.instances.values() {
-                held.extend(i.stop_on.ids());
-                held.extend(i.blocking.iter().copied());
-            }
-        }
-        held.sort_unstable();
+    /// Whether something holds event `id`: a leaf of an expression that matched
+    /// it, or an instance it started or stopped. Only the jobs its name concerns
+    /// can (see [`Index`]).
+    fn is_held(&self, id: EventId) -> bool {
+        let Some(i) = self.queued(id) else {
+            return false;
+        };
+        let holds = |j: &Job| {
+            j.start_on.holds(id)
+                || j.instances
+                    .values()
+                    .any(|i| i.stop_on.holds(id) || i.blocking.contains(&id))
+        };
+        let held = self
+            .index
+            .0
+            .jobs(&self.events[i].event.name)
+            .iter()
+            .filter_map(|name| self.jobs.get(name))
+            .any(holds);
+        // The index is an optimisation only: with few jobs, debug builds check
+        // that asking every job gives the same answer.
+        debug_assert!(
+            self.jobs.len() > 64 || held == self.jobs.values().any(holds),
+            "event {id} ({}): the index is missing a job that holds it",
+            self.events[i].event.name
+        );
         held
     }
 
     /// Offers event `id` to every `stop on`, then to every `start on` (Upstart's
     /// `event_pending_handle_jobs`: stopping first, so an event both stops and
-    /// starts a running job, which then restarts).
+    /// starts a running job, which then restarts) — of the jobs its name concerns,
+    /// in name order.
     fn handle(&mut self, id: EventId) {
         let Some(event) = self.queued(id).map(|i| self.events[i].event.clone()) else {
             return;
         };
-        let names: Vec<String> = self.jobs.keys().cloned().collect();
+        let names: Vec<String> = self.index.0.jobs(&event.name).to_vec();
         for job in names {
             let instances: Vec<String> = self
                 .jobs
@@ -364,17 +382,31 @@ impl Jobs {
                 failed: q.failed,
             });
         }
-        let waiting: Vec<(String, String)> = self
-            .jobs
-            .iter()
-            .flat_map(|(j, job)| {
-                job.instances
-                    .values()
-                    .filter(|i| i.blocker == Some(id))
-                    .map(move |i| (j.clone(), i.name.clone()))
-            })
-            .collect();
-        for (job, name) in waiting {
+        // An instance waits on its own `starting`/`stopping` event only, which
+        // names it by `JOB` and `INSTANCE` (`emit_job_event`).
+        let var = |key: &str| q.event.env.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+        let waiting: Option<(String, String)> = match (var("JOB"), var("INSTANCE")) {
+            (Some(job), Some(name))
+                if self
+                    .instance_ref(job, name)
+                    .is_some_and(|i| i.blocker == Some(id)) =>
+            {
+                Some((job.clone(), name.clone()))
+            }
+            _ => None,
+        };
+        debug_assert!(
+            self.jobs.len() > 64
+                || waiting.iter().count()
+                    == self
+                        .jobs
+                        .values()
+                        .flat_map(|j| j.instances.values())
+                        .filter(|i| i.blocker == Some(id))
+                        .count(),
+            "event {id}: an instance waits on it that it does not name"
+        );
+        if let Some((job, name)) = waiting {
             if let Some(inst) = self.instance_mut(&job, &name) {
                 inst.blocker = None;
             }
@@ -394,3 +426,61 @@ impl Jobs {
 
 #[cfg(test)]
 mod tests;
+
+/// Which jobs each event name concerns: those whose `start on` or `stop on` —
+/// the job's, or that of an instance still on an older definition — names it,
+/// and those with an instance that an event of that name started or stopped.
+/// Only these can take an event of the name or hold one (names match exactly),
+/// so the engine asks no other job. Rebuilt when definitions change (and after a
+/// load); between rebuilds every new holder is already in it: instances get the
+/// job's current definition, and hold only events its expressions matched.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Index {
+    valid: bool,
+    /// Event name → job names, sorted.
+    by_event: BTreeMap<String, Vec<String>>,
+}
+
+impl Index {
+    fn of(jobs: &Jobs) -> Index {
+        let mut by_event: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (name, j) in &jobs.jobs {
+            let mut names: Vec<&str> = Vec::new();
+            let mut exprs = vec![&j.def.start_on, &j.def.stop_on];
+            for i in j.instances.values() {
+                exprs.extend([&i.def.start_on, &i.def.stop_on]);
+                names.extend(
+                    i.blocking
+                        .iter()
+                        .filter_map(|id| jobs.queued(*id))
+                        .map(|q| jobs.events[q].event.name.as_str()),
+                );
+            }
+            for expr in exprs.into_iter().flatten() {
+                names.extend(leaves(expr).into_iter().map(|m| m.name.as_str()));
+            }
+            names.sort_unstable();
+            names.dedup();
+            for event in names {
+                by_event
+                    .entry(event.to_string())
+                    .or_default()
+                    .push(name.clone());
+            }
+        }
+        Index {
+            valid: true,
+            by_event,
+        }
+    }
+
+    /// To be rebuilt before the next event is handled.
+    pub(super) fn invalidate(&mut self) {
+        self.valid = false;
+    }
+
+    /// The jobs an event named `event` concerns, in name order.
+    fn jobs(&self, event: &str) -> &[String] {
+        self.by_event.get(event).map_or(&[], Vec::as_slice)
+    }
+}

@@ -82,15 +82,15 @@ pub struct Matched(pub Vec<Option<EventId>>);
 
 impl Matched {
     /// Offers event `id` to every leaf that has matched nothing yet
-    /// (`event_operator_handle`); true if any leaf took it. `env` expands `$VAR`
-    /// in the leaves' values.
+    /// (`event_operator_handle`); how many leaves took it (each holds it). `env`
+    /// expands `$VAR` in the leaves' values.
     pub fn handle(
         &mut self,
         expr: &EventExpr,
         id: EventId,
         event: &Event,
         env: &[(String, String)],
-    ) -> bool {
+    ) -> u32 {
         self.offer(expr, &mut 0, id, event, env)
     }
 
@@ -103,23 +103,22 @@ impl Matched {
         id: EventId,
         event: &Event,
         env: &[(String, String)],
-    ) -> bool {
+    ) -> u32 {
         match expr {
             EventExpr::Event(leaf) => {
                 let i = *next;
                 *next += 1;
                 if self.slot(i).is_some() || !matches(leaf, event, env) {
-                    return false;
+                    return 0;
                 }
                 if self.0.len() <= i {
                     self.0.resize(i + 1, None);
                 }
                 self.0[i] = Some(id);
-                true
+                1
             }
             EventExpr::And(a, b) | EventExpr::Or(a, b) => {
-                let took = self.offer(a, next, id, event, env);
-                self.offer(b, next, id, event, env) || took
+                self.offer(a, next, id, event, env) + self.offer(b, next, id, event, env)
             }
         }
     }
@@ -676,7 +675,7 @@ mod tests {
         assert_eq!(values, [false, false, true]);
         assert_eq!(m.active(&expr), [0, 2]);
         // A leaf keeps its first event: a second `a` is not taken.
-        assert!(!m.handle(&expr, 9, &ev("a", &[]), &[]));
+        assert_eq!(m.handle(&expr, 9, &ev("a", &[]), &[]), 0);
         m.reset();
         assert!(!m.value(&expr));
         assert_eq!(m.ids().count(), 0);
@@ -709,12 +708,18 @@ mod tests {
             run(&expr, &[ev("a", &[]), ev("c", &[])], &[]).1,
             [false, true]
         );
-        // One event may satisfy two leaves.
+        // One event may satisfy two leaves (and is held by both).
         let expr = on("x A=1 and x B=2");
         assert_eq!(
             run(&expr, &[ev("x", &[("A", "1"), ("B", "2")])], &[]).1,
             [true]
         );
+        let mut m = Matched::default();
+        assert_eq!(
+            m.handle(&expr, 4, &ev("x", &[("A", "1"), ("B", "2")]), &[]),
+            2
+        );
+        assert_eq!(m.ids().collect::<Vec<_>>(), [4, 4]);
     }
 
     #[test]

@@ -336,7 +336,7 @@ impl Jobs {
                     let def = self.define(def);
                     if let Some(job) = self.jobs.get_mut(&def.name) {
                         if job.def.start_on != def.start_on || job.def.manual != def.manual {
-                            job.start_on.reset();
+                            self.index.0.forget(&mut job.start_on);
                         }
                         job.def = def;
                         job.deleted = false;
@@ -367,7 +367,7 @@ impl Jobs {
         for name in gone {
             if let Some(job) = self.jobs.get_mut(&name) {
                 job.deleted = true;
-                job.start_on.reset();
+                self.index.0.forget(&mut job.start_on);
             }
             self.collect(&name);
         }
@@ -470,8 +470,12 @@ impl Jobs {
         }
         // Events that waited for the previous goal are let go (`job_finished`).
         self.release(job, name, false);
-        if let Some(inst) = self.instance_mut(job, name) {
-            inst.blocking = blocking;
+        if let Some(inst) = self
+            .jobs
+            .get_mut(job)
+            .and_then(|j| j.instances.get_mut(name))
+        {
+            self.index.0.block(inst, blocking);
         }
         self.advance(job, name, now);
         Ok(())
@@ -495,7 +499,9 @@ impl Jobs {
         inst.state = State::Running;
         inst.env = start_environment(&self.env_table, &j.def, &[]);
         inst.pids.insert(ProcessKind::Main, pid);
-        j.instances.insert(instance.to_string(), Box::new(inst));
+        if let Some(old) = j.instances.insert(instance.to_string(), Box::new(inst)) {
+            self.index.0.drop_instance(&old);
+        }
         self.pids.insert(
             pid,
             (job.to_string(), instance.to_string(), ProcessKind::Main),
@@ -931,6 +937,25 @@ impl Jobs {
         }
     }
 
+    /// After a load: the processes the saved state had decided to spawn but had
+    /// no pid for yet (pid 0 pending — the runtime saves between batches of
+    /// spawns) are spawned now, as [`Effect::Spawn`]s. A child the previous
+    /// supervisor made for one of them was in a round never saved: it ends
+    /// without exec (`spawn`), so each process still runs exactly once.
+    pub fn resume(&mut self) {
+        for (job, j) in &self.jobs {
+            for (name, inst) in &j.instances {
+                for (kind, _) in inst.pids.iter().filter(|(_, pid)| **pid == 0) {
+                    self.effects.push(Effect::Spawn {
+                        job: job.clone(),
+                        instance: name.clone(),
+                        kind: *kind,
+                    });
+                }
+            }
+        }
+    }
+
     /// Drops client waiters (their connections died with a previous supervisor).
     /// What jobs and events wait for stays: it is not the clients'.
     pub fn forget_waiters(&mut self) {
@@ -1063,6 +1088,7 @@ impl Jobs {
             |kind: ProcessKind, inst: &Instance| inst.def.process(kind).is_some().then_some(kind);
         let mut to_spawn = None;
         let mut event = None;
+        let mut forgotten = Matched::default();
         // Whether the events that started or stopped it are let go now (Upstart's
         // `job_finished` on the way): it reached its goal.
         let mut release = false;
@@ -1137,9 +1163,10 @@ impl Jobs {
                 event = Some("stopped");
                 release = true;
                 // Its `stop on` starts over with the next start.
-                inst.stop_on.reset();
+                forgotten = std::mem::take(&mut inst.stop_on);
             }
         }
+        self.index.0.unhold(forgotten.ids());
         if let Some(kind) = to_spawn {
             self.effects.push(Effect::Spawn {
                 job: job.to_string(),
@@ -1265,12 +1292,18 @@ impl Jobs {
         let Some(j) = self.jobs.get_mut(job) else {
             return;
         };
+        let index = &mut self.index.0;
         j.instances.retain(|name, i| {
-            i.state != State::Waiting
+            let keep = i.state != State::Waiting
                 || !i.waiters.is_empty()
-                || (name.is_empty() && i.failure.is_some() && !j.deleted)
+                || (name.is_empty() && i.failure.is_some() && !j.deleted);
+            if !keep {
+                index.drop_instance(i);
+            }
+            keep
         });
         if j.deleted && j.instances.is_empty() {
+            index.unhold(j.start_on.ids());
             self.jobs.remove(job);
         }
     }
@@ -2228,6 +2261,46 @@ mod tests {
             }]
         );
         assert_eq!(t.state(), State::Running);
+    }
+
+    #[test]
+    fn a_state_saved_with_spawns_decided_makes_them_once_loaded() {
+        let mut t = T::new(full());
+        t.jobs.start("j", vec![], None, 0).unwrap();
+        // Saved before the pre-start was spawned (between two batches).
+        let effects = t.jobs.take_effects();
+        assert!(matches!(effects[0], Effect::Spawn { kind: PreStart, .. }));
+        assert_eq!(t.inst().unwrap().pids.get(&PreStart), Some(&0));
+        let snap = crate::journal::Snapshot {
+            jobs: t.jobs.clone(),
+            ..Default::default()
+        };
+        let defs = snap.jobs.live_definitions();
+        let mut loaded = crate::journal::decode(&crate::journal::encode(&snap), &defs)
+            .unwrap()
+            .jobs;
+        loaded.resume();
+        let spawns: Vec<Effect> = loaded
+            .take_effects()
+            .into_iter()
+            .filter(|e| matches!(e, Effect::Spawn { .. }))
+            .collect();
+        assert_eq!(
+            spawns,
+            vec![Effect::Spawn {
+                job: "j".into(),
+                instance: String::new(),
+                kind: PreStart
+            }]
+        );
+        loaded.spawned("j", "", PreStart, 42);
+        assert_eq!(
+            loaded.jobs["j"].instances[""].pids.get(&PreStart),
+            Some(&42)
+        );
+        // Nothing else is pending: a second resume spawns nothing.
+        loaded.resume();
+        assert!(loaded.take_effects().is_empty());
     }
 
     fn expecting(expect: Expect) -> T {

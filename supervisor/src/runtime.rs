@@ -22,6 +22,13 @@
 //! So nothing visible happens before the state that explains it is saved: a
 //! supervisor killed at any instant is replaced by one that carries on from a state
 //! consistent with every process alive (DESIGN.md, invariants 2 and 3).
+//!
+//! Spawns are released in batches: after every [`SPAWN_BATCH`] spawns of a round,
+//! the state is saved and those children are released (steps 5 and 6 for them
+//! alone), and the round goes on with a new go pipe. The state saved then records
+//! the spawns still to come as decided (pid 0); a supervisor killed before making
+//! them leaves them to its successor (`Jobs::resume`). So a thousand jobs started
+//! together begin to run after the first batch, not after the last.
 
 use crate::control::{self, ConnId, Control};
 use crate::initlink::{Incoming, InitLink};
@@ -67,6 +74,9 @@ const TOKEN_CONN_BASE: u64 = 16;
 const TOKEN_LOG: u64 = 1 << 48;
 /// A spawned child's error pipe: this bit and its pid.
 const TOKEN_SETUP: u64 = 1 << 49;
+/// Spawns released together (see the module docs): the first of a thousand jobs
+/// runs after this many are spawned, and each batch costs one save of the state.
+pub const SPAWN_BATCH: u32 = 64;
 /// How soon a cgroup still holding a dying process is tried again.
 const CGROUP_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -211,6 +221,8 @@ impl Runtime {
             None => Snapshot::default(),
         };
         snap.jobs.forget_waiters();
+        // Spawns the saved state decided and the previous supervisor did not make.
+        snap.jobs.resume();
         // A round whose pids were saved is released; any other never was, and its
         // children end unexec'd once the lifeboat's copy of the pipe is closed.
         for (name, fd) in unfinished_rounds {
@@ -1134,23 +1146,16 @@ impl Runtime {
             }
         }
         self.sweep_cgroups();
-        if let Some((round, go)) = &self.go {
-            self.snap.pending_go = Some((*round, go.waiting));
-            self.dirty = true;
-        }
-        if self.dirty {
+        if self.go.is_some() {
+            self.release_round();
+            self.dirty = false;
+        } else if self.dirty {
             self.persist();
             self.dirty = false;
         }
         // What said "ready" is consumed only now that the state recording it is saved.
         self.ready
             .after_persist(&self.snap.jobs, &self.epoll, self.link.as_ref());
-        if let Some((round, go)) = self.go.take() {
-            spawn::release(&go.write, go.waiting);
-            if let Some(link) = &self.link {
-                let _ = link.withdraw(&go_name(round));
-            }
-        }
         for effect in later {
             match effect {
                 Effect::Kill { pid, signal } => self.signal(pid, signal),
@@ -1199,6 +1204,24 @@ impl Runtime {
             && let Err(e) = link.ack(seq)
         {
             tracing::error!("cannot acknowledge exits to keel-init: {e}");
+        }
+    }
+
+    /// Ends the current round of spawns: the state recording its children (and
+    /// that the round is to be released) is saved, then they are released. The
+    /// next spawn begins a new round.
+    fn release_round(&mut self) {
+        let Some((round, go)) = self.go.take() else {
+            return;
+        };
+        self.snap.pending_go = Some((round, go.waiting));
+        self.persist();
+        if test_fault_once("abort-between-batches") {
+            std::process::abort();
+        }
+        spawn::release(&go.write, go.waiting);
+        if let Some(link) = &self.link {
+            let _ = link.withdraw(&go_name(round));
         }
     }
 
@@ -1304,27 +1327,11 @@ impl Runtime {
             return;
         };
         match spawn::spawn(&plan, go) {
-            Ok(child) => {
-                tracing::debug!(
-                    "spawned {job} {} pid {} in round {}",
-                    kind.name(),
-                    child.pid,
-                    self.snap.go_rounds
-                );
-                let _ = epoll::add(
-                    &self.epoll,
-                    &child.errors,
-                    epoll::EventData::new_u64(TOKEN_SETUP | child.pid as u64),
-                    epoll::EventFlags::IN,
-                );
-                self.setup_pipes.insert(child.pid, child.errors);
-                self.pidfds.insert(child.pid, child.pidfd);
-                if let Some(ours) = ready_fd {
-                    self.ready
-                        .keep_fd(child.pid, ours, &self.epoll, self.link.as_ref());
-                }
-                self.snap.jobs.spawned(job, instance, kind, child.pid);
+            Ok(child) if go.waiting >= SPAWN_BATCH => {
+                self.spawned(job, instance, kind, child, ready_fd);
+                self.release_round();
             }
+            Ok(child) => self.spawned(job, instance, kind, child, ready_fd),
             Err(e) => {
                 let reason = match (&plan.cgroup, e.raw_os_error()) {
                     (Some(_), Some(libc::EBUSY | libc::EOPNOTSUPP)) => format!(
@@ -1340,6 +1347,37 @@ impl Runtime {
                     .spawn_failed(job, instance, kind, reason, now);
             }
         }
+    }
+
+    /// Takes a new child into account: its error pipe, its pidfd, an `expect fd`
+    /// socket's other end, and its pid for the core.
+    fn spawned(
+        &mut self,
+        job: &str,
+        instance: &str,
+        kind: ProcessKind,
+        child: spawn::Spawned,
+        ready_fd: Option<OwnedFd>,
+    ) {
+        tracing::debug!(
+            "spawned {job} {} pid {} in round {}",
+            kind.name(),
+            child.pid,
+            self.snap.go_rounds
+        );
+        let _ = epoll::add(
+            &self.epoll,
+            &child.errors,
+            epoll::EventData::new_u64(TOKEN_SETUP | child.pid as u64),
+            epoll::EventFlags::IN,
+        );
+        self.setup_pipes.insert(child.pid, child.errors);
+        self.pidfds.insert(child.pid, child.pidfd);
+        if let Some(ours) = ready_fd {
+            self.ready
+                .keep_fd(child.pid, ours, &self.epoll, self.link.as_ref());
+        }
+        self.snap.jobs.spawned(job, instance, kind, child.pid);
     }
 
     /// Everything a process of the instance needs, prepared in the parent: the
@@ -1822,7 +1860,8 @@ fn accepted(
 /// separated). `abort-on-resume` aborts right after a saved state was loaded, the
 /// way a supervisor choking on a poisoned state would; `abort-mid-flush` (once,
 /// see `test_fault_once`) aborts after an early job log was written out, before
-/// the state says so.
+/// the state says so; `abort-between-batches` (once) aborts after a batch of
+/// spawns was saved, before it is released and before the rest are spawned.
 fn test_fault(name: &str) -> bool {
     std::env::var("KEEL_TEST_FAULTS").is_ok_and(|f| f.split(',').any(|x| x == name))
 }

@@ -9,15 +9,17 @@
 //! not even its first instruction runs outside.
 //!
 //! Exactly-once spawning across a crash: the child sets itself up, then blocks on a
-//! "go" pipe before exec. All children spawned in one round of the event loop share
-//! one [`GoPipe`], whose write end is also deposited in keel-init's lifeboat. The
-//! supervisor saves the state recording the children's pids (and that this round is
-//! to be released), then writes one byte per child. A supervisor killed before the
-//! save leaves a state without those pids: its successor withdraws the pipe from the
-//! lifeboat, the children read EOF and exit without ever exec'ing, and the
-//! successor starts them anew. Killed after the save, its successor finds the round
-//! marked for release and releases it from the lifeboat's copy. So a process either
-//! runs and is in the saved state, or never ran.
+//! "go" pipe before exec. All children spawned in one round of the event loop (a
+//! batch of at most `runtime::SPAWN_BATCH` of them) share one [`GoPipe`], whose
+//! write end is also deposited in keel-init's lifeboat. The supervisor saves the
+//! state recording the children's pids (and that this round is to be released),
+//! then writes one byte per child. A supervisor killed before the save leaves a
+//! state without those pids (the spawns decided, pid 0, or not even that): its
+//! successor withdraws the pipe from the lifeboat, the children read EOF and exit
+//! without ever exec'ing, and the successor starts them anew. Killed after the
+//! save, its successor finds the round marked for release and releases it from the
+//! lifeboat's copy. So a process either runs and is in the saved state, or never
+//! ran.
 //!
 //! Everything the child needs (paths, argv, envp, ids, groups, the capability mask,
 //! limits) is resolved in the parent (`setup`, `Runtime::plan`); the child runs only

@@ -19,9 +19,9 @@
 //!
 //! Cost: an event is offered only to the jobs its name concerns ([`Index`]:
 //! event names match exactly, so a job whose expressions never name an event
-//! can neither take it nor hold it), and whether something still holds an event
-//! is asked of those jobs alone. So handling an event costs what the jobs that
-//! wait for it cost, not what every job does.
+//! can neither take it nor hold it), and the index counts what holds each event,
+//! so whether anything still does is one look-up. Handling an event costs what
+//! the jobs that wait for it cost, not what every job does.
 
 use super::*;
 use crate::events::leaves;
@@ -204,31 +204,17 @@ impl Jobs {
     }
 
     /// Whether something holds event `id`: a leaf of an expression that matched
-    /// it, or an instance it started or stopped. Only the jobs its name concerns
-    /// can (see [`Index`]).
+    /// it, or an instance it started or stopped (counted by the [`Index`]).
     fn is_held(&self, id: EventId) -> bool {
-        let Some(i) = self.queued(id) else {
-            return false;
-        };
-        let holds = |j: &Job| {
-            j.start_on.holds(id)
-                || j.instances
-                    .values()
-                    .any(|i| i.stop_on.holds(id) || i.blocking.contains(&id))
-        };
-        let held = self
-            .index
-            .0
-            .jobs(&self.events[i].event.name)
-            .iter()
-            .filter_map(|name| self.jobs.get(name))
-            .any(holds);
-        // The index is an optimisation only: with few jobs, debug builds check
-        // that asking every job gives the same answer.
+        let held = self.index.0.holds.contains_key(&id);
+        // The count is an optimisation only: with few jobs, debug builds check
+        // it against every job.
         debug_assert!(
-            self.jobs.len() > 64 || held == self.jobs.values().any(holds),
-            "event {id} ({}): the index is missing a job that holds it",
-            self.events[i].event.name
+            self.jobs.len() > 64
+                || self.index.0.holds.get(&id).copied() == count_holds(self).get(&id).copied(),
+            "event {id}: counted {:?} holders, there are {:?}",
+            self.index.0.holds.get(&id),
+            count_holds(self).get(&id)
         );
         held
     }
@@ -261,7 +247,9 @@ impl Jobs {
             let Some(expr) = &j.def.start_on else {
                 continue;
             };
-            if j.start_on.handle(expr, id, &event, &[]) && j.start_on.value(expr) {
+            let took = j.start_on.handle(expr, id, &event, &[]);
+            self.index.0.hold(id, took);
+            if took > 0 && j.start_on.value(expr) {
                 self.induct(&job);
             }
         }
@@ -271,28 +259,38 @@ impl Jobs {
     /// instance is stopped with the stop events' environment, holding them.
     fn offer_stop(&mut self, job: &str, name: &str, id: EventId, event: &Event) {
         let now = self.now;
-        let Some(inst) = self.instance_mut(job, name) else {
+        let Some(inst) = self
+            .jobs
+            .get_mut(job)
+            .and_then(|j| j.instances.get_mut(name))
+        else {
             return;
         };
         let Instance {
             def, stop_on, env, ..
-        } = inst;
+        } = &mut **inst;
         let Some(expr) = &def.stop_on else {
             return;
         };
-        if !(stop_on.handle(expr, id, event, env) && stop_on.value(expr)) {
+        let took = stop_on.handle(expr, id, event, env);
+        self.index.0.hold(id, took);
+        if !(took > 0 && stop_on.value(expr)) {
             return;
         }
         let ids = stop_on.active(expr);
-        stop_on.reset();
+        self.index.0.forget(stop_on);
         if inst.goal == Goal::Stop {
             return;
         }
         let stop_env = self.events_environment(&ids, "UPSTART_STOP_EVENTS");
         self.release(job, name, false);
-        if let Some(inst) = self.instance_mut(job, name) {
+        if let Some(inst) = self
+            .jobs
+            .get_mut(job)
+            .and_then(|j| j.instances.get_mut(name))
+        {
             inst.stop_env = stop_env;
-            inst.blocking = ids;
+            self.index.0.block(inst, ids);
             inst.goal = Goal::Stop;
         }
         self.advance(job, name, now);
@@ -310,7 +308,7 @@ impl Jobs {
             return;
         };
         let ids = j.start_on.active(expr);
-        j.start_on.reset();
+        self.index.0.forget(&mut j.start_on);
         let events = self.events_environment(&ids, "UPSTART_EVENTS");
         let env = start_environment(&self.env_table, &def, &events);
         if self.shutting_down {
@@ -357,6 +355,7 @@ impl Jobs {
             return;
         };
         let ids = std::mem::take(&mut inst.blocking);
+        self.index.0.unhold(ids.iter().copied());
         if failed {
             for id in ids {
                 if let Some(i) = self.queued(id) {
@@ -434,11 +433,33 @@ mod tests;
 /// so the engine asks no other job. Rebuilt when definitions change (and after a
 /// load); between rebuilds every new holder is already in it: instances get the
 /// job's current definition, and hold only events its expressions matched.
+///
+/// It also counts what holds each queued event (leaves that matched it and
+/// instances it started or stopped): every place that takes or lets go of an
+/// event tells it (`hold`, `block`, `forget`, `unhold`), and a rebuild counts
+/// afresh.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Index {
     valid: bool,
     /// Event name → job names, sorted.
     by_event: BTreeMap<String, Vec<String>>,
+    /// Event → how many leaves and instances hold it (absent: none).
+    holds: BTreeMap<EventId, u32>,
+}
+
+/// What holds each event, counted from every job (see [`Index`]).
+fn count_holds(jobs: &Jobs) -> BTreeMap<EventId, u32> {
+    let mut holds = BTreeMap::new();
+    for j in jobs.jobs.values() {
+        let mut ids: Vec<EventId> = j.start_on.ids().collect();
+        for i in j.instances.values() {
+            ids.extend(i.stop_on.ids().chain(i.blocking.iter().copied()));
+        }
+        for id in ids {
+            *holds.entry(id).or_insert(0) += 1;
+        }
+    }
+    holds
 }
 
 impl Index {
@@ -471,12 +492,54 @@ impl Index {
         Index {
             valid: true,
             by_event,
+            holds: count_holds(jobs),
         }
     }
 
     /// To be rebuilt before the next event is handled.
     pub(super) fn invalidate(&mut self) {
         self.valid = false;
+    }
+
+    /// `n` more leaves hold event `id`.
+    fn hold(&mut self, id: EventId, n: u32) {
+        if n > 0 {
+            *self.holds.entry(id).or_insert(0) += n;
+        }
+    }
+
+    /// One holder less for each of `ids`.
+    pub(super) fn unhold(&mut self, ids: impl IntoIterator<Item = EventId>) {
+        for id in ids {
+            if let Some(n) = self.holds.get_mut(&id) {
+                *n -= 1;
+                if *n == 0 {
+                    self.holds.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Forgets what `m` matched, and that it held those events
+    /// (`event_operator_reset`).
+    pub(super) fn forget(&mut self, m: &mut Matched) {
+        self.unhold(m.ids());
+        m.reset();
+    }
+
+    /// `ids` are the events that started or stopped `inst`, which holds them
+    /// (in place of any it held before).
+    pub(super) fn block(&mut self, inst: &mut Instance, ids: Vec<EventId>) {
+        self.unhold(std::mem::take(&mut inst.blocking));
+        for &id in &ids {
+            self.hold(id, 1);
+        }
+        inst.blocking = ids;
+    }
+
+    /// An instance goes: nothing it held is held by it any more.
+    pub(super) fn drop_instance(&mut self, inst: &Instance) {
+        self.unhold(inst.stop_on.ids().chain(inst.blocking.iter().copied()));
     }
 
     /// The jobs an event named `event` concerns, in name order.

@@ -839,3 +839,16 @@ fn an_event_stays_held_by_the_instance_it_started_across_reloads_that_forget_it(
     assert_eq!(w.state("x"), State::Running);
     assert!(w.has("finished 7 ok"), "{:#?}", w.log);
 }
+
+#[test]
+fn a_half_matched_stop_on_lets_its_event_go_when_the_job_stops_otherwise() {
+    let mut w = W::new(&[("j", "stop on a and b\nexec sleep 1\n")]);
+    w.start("j");
+    w.emit("a", &[], Some(3));
+    assert_eq!(w.queue(), ["a"], "the matched leaf holds a");
+    w.stop("j");
+    w.exit("j", Main, WaitStatus::signaled(15));
+    assert_eq!(w.state("j"), State::Waiting);
+    assert!(w.queue().is_empty(), "{:?}", w.queue());
+    assert!(w.has("finished 3 ok"));
+}

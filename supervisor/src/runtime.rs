@@ -118,8 +118,9 @@ pub struct Runtime {
     cgroup_retry: Option<Instant>,
     /// Job log pipes, files and early buffers.
     logs: joblog::Logs,
-    /// Error pipes of spawned children that have not exec'd yet, by pid.
-    setup_pipes: BTreeMap<i32, OwnedFd>,
+    /// Spawned children that have not exec'd yet, by pid: their error pipes,
+    /// and what they read and run on until they exec (`spawn::Launch`).
+    setup_pipes: BTreeMap<i32, spawn::Launch>,
     /// Setup failures children reported, until their exits are applied.
     setup_failures: BTreeMap<i32, spawn::SetupError>,
     apparmor: setup::AppArmorHost,
@@ -810,12 +811,14 @@ impl Runtime {
     /// Reads child `pid`'s error pipe: a failure record is kept until its exit is
     /// applied; at EOF (it exec'd) or a record the pipe is dropped.
     fn read_setup_pipe(&mut self, pid: i32) {
-        let Some(fd) = self.setup_pipes.get(&pid) else {
+        let Some(launch) = self.setup_pipes.get(&pid) else {
             return;
         };
-        match spawn::read_report(fd) {
+        match launch.report() {
+            // Kept until EOF: the child may still run on its stack until it ends.
             spawn::Report::Failed(failure) => {
                 self.setup_failures.insert(pid, failure);
+                return;
             }
             spawn::Report::Pending => return,
             spawn::Report::Done => {}
@@ -1326,15 +1329,16 @@ impl Runtime {
         let Some((_, go)) = self.go.as_mut() else {
             return;
         };
-        match spawn::spawn(&plan, go) {
+        let into_cgroup = plan.cgroup.is_some();
+        match spawn::spawn(plan, go) {
             Ok(child) if go.waiting >= SPAWN_BATCH => {
                 self.spawned(job, instance, kind, child, ready_fd);
                 self.release_round();
             }
             Ok(child) => self.spawned(job, instance, kind, child, ready_fd),
             Err(e) => {
-                let reason = match (&plan.cgroup, e.raw_os_error()) {
-                    (Some(_), Some(libc::EBUSY | libc::EOPNOTSUPP)) => format!(
+                let reason = match (into_cgroup, e.raw_os_error()) {
+                    (true, Some(libc::EBUSY | libc::EOPNOTSUPP)) => format!(
                         "failed to spawn {} process into its cgroup: {}",
                         kind.name(),
                         spawn::strerror(e.raw_os_error().unwrap_or(0))
@@ -1367,11 +1371,11 @@ impl Runtime {
         );
         let _ = epoll::add(
             &self.epoll,
-            &child.errors,
+            child.launch.errors(),
             epoll::EventData::new_u64(TOKEN_SETUP | child.pid as u64),
             epoll::EventFlags::IN,
         );
-        self.setup_pipes.insert(child.pid, child.errors);
+        self.setup_pipes.insert(child.pid, child.launch);
         self.pidfds.insert(child.pid, child.pidfd);
         if let Some(ours) = ready_fd {
             self.ready

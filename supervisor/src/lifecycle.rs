@@ -29,7 +29,7 @@ use crate::events::{self, EventId, Matched, Progress, Queued, set_var};
 use crate::job::{ExitMatch, Expect, JobDef, ProcessKind, Signal};
 use keel_proto::ctl::{Error, ErrorKind, Goal, InstanceStatus, PowerAction, ProcessInfo, State};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 pub use crate::events::Event;
 
@@ -251,8 +251,9 @@ pub struct Jobs {
     pub pids: BTreeMap<i32, (String, String, ProcessKind)>,
     /// Set by a power request: every goal is stop, and no start is accepted.
     pub shutting_down: bool,
-    /// The event queue, oldest first.
-    pub events: Vec<Queued>,
+    /// The event queue, oldest first (a deque: events finish mostly from the
+    /// front).
+    pub events: VecDeque<Queued>,
     /// The id the next event gets.
     pub next_event: EventId,
     /// The job-environment table (`set-env`): defaults for every job started after.

@@ -1222,6 +1222,13 @@ impl Runtime {
         if test_fault_once("abort-between-batches") {
             std::process::abort();
         }
+        // The children of earlier batches have exec'd by now, most of them: their
+        // launches (stacks, plans, error pipes) go before a whole round of them
+        // piles up.
+        let earlier: Vec<i32> = self.setup_pipes.keys().copied().collect();
+        for pid in earlier {
+            self.read_setup_pipe(pid);
+        }
         spawn::release(&go.write, go.waiting);
         if let Some(link) = &self.link {
             let _ = link.withdraw(&go_name(round));

@@ -64,7 +64,7 @@ impl Jobs {
         }
         self.now = self.now.max(now);
         self.queue(event);
-        if let (Some(w), Some(q)) = (waiter, self.events.last_mut()) {
+        if let (Some(w), Some(q)) = (waiter, self.events.back_mut()) {
             q.waiters.push(w);
         }
         self.poll();
@@ -155,7 +155,7 @@ impl Jobs {
         let id = self.next_event;
         self.next_event += 1;
         self.effects.push(Effect::Emit(event.clone()));
-        self.events.push(Queued {
+        self.events.push_back(Queued {
             id,
             event,
             progress: Progress::Pending,
@@ -374,7 +374,9 @@ impl Jobs {
         let Some(pos) = self.queued(id) else {
             return;
         };
-        let q = self.events.remove(pos);
+        let Some(q) = self.events.remove(pos) else {
+            return;
+        };
         for waiter in &q.waiters {
             self.effects.push(Effect::EventFinished {
                 waiter: *waiter,

@@ -418,7 +418,7 @@ pub fn spawn(mut plan: Plan, go: &mut GoPipe) -> io::Result<Spawned> {
         None => None,
     };
     let cgroup_dir = plan.cgroup.take();
-    let stack = Stack::new()?;
+    let stack = Stack::take()?;
 
     let argv: Vec<*const libc::c_char> = plan
         .argv
@@ -494,7 +494,7 @@ pub fn spawn(mut plan: Plan, go: &mut GoPipe) -> io::Result<Spawned> {
         launch: Launch {
             errors: err_read,
             _ctx: ctx,
-            _stack: stack,
+            stack: Some(stack),
         },
     })
 }
@@ -511,7 +511,16 @@ pub struct Launch {
     /// or ended, a [`SetupError`] record if its setup or exec failed.
     errors: OwnedFd,
     _ctx: Box<Ctx>,
-    _stack: Stack,
+    stack: Option<Stack>,
+}
+
+impl Drop for Launch {
+    /// The child no longer runs on its stack: another child may.
+    fn drop(&mut self) {
+        if let Some(stack) = self.stack.take() {
+            stack.give_back();
+        }
+    }
 }
 
 impl Launch {
@@ -546,8 +555,33 @@ struct Stack {
 
 const STACK_SIZE: usize = 32 * 1024;
 const GUARD: usize = 4096;
+/// Stacks kept for the next children (a batch's worth): making and removing a
+/// mapping of the memory a thousand children share costs more than the spawn.
+const POOLED_STACKS: usize = 64;
+
+thread_local! {
+    static STACKS: std::cell::RefCell<Vec<Stack>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 impl Stack {
+    /// A stack from the pool, or a new one.
+    fn take() -> io::Result<Stack> {
+        match STACKS.with(|s| s.borrow_mut().pop()) {
+            Some(stack) => Ok(stack),
+            None => Stack::new(),
+        }
+    }
+
+    /// Back to the pool (or unmapped, if it is full).
+    fn give_back(self) {
+        STACKS.with(|s| {
+            let mut pool = s.borrow_mut();
+            if pool.len() < POOLED_STACKS {
+                pool.push(self);
+            }
+        });
+    }
+
     fn new() -> io::Result<Stack> {
         use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
         // SAFETY: a fresh anonymous mapping, owned by the Stack (unmapped on drop).

@@ -61,6 +61,9 @@ pub struct Snapshot {
     pub cgroups: crate::cgroup::Saved,
     /// The job log pipes (their read ends are in the lifeboat).
     pub logs: crate::joblog::Saved,
+    /// Where the definitions come from, while the confdir's watch in the lifeboat
+    /// has seen every change since (`None` while a change is being read).
+    pub confdir: Option<crate::check::Loaded>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -81,6 +81,9 @@ pub const SPAWN_BATCH: u32 = 64;
 const CGROUP_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 const LIFEBOAT_CONTROL: &str = "control";
+/// The confdir's inotify watch: kept in the lifeboat, it goes on seeing changes
+/// while no supervisor runs (see `Runtime::new`).
+const LIFEBOAT_CONFDIR_WATCH: &str = "confdir-watch";
 
 pub struct Runtime {
     config: Config,
@@ -126,6 +129,9 @@ pub struct Runtime {
     apparmor: setup::AppArmorHost,
     /// Whether this supervisor runs as the first userspace of a machine.
     machine: bool,
+    /// keel-init has lost exits (its log was full): any tracked pid may have been
+    /// reaped unseen (see `open_pidfds`).
+    exits_lost: bool,
 }
 
 /// Monotonic milliseconds, the core's clock (shared by every supervisor of a boot).
@@ -159,6 +165,7 @@ impl Runtime {
 
         let saved = take(journal::LIFEBOAT_NAME);
         let saved_defs = take(journal::DEFS_LIFEBOAT_NAME);
+        let saved_watch = take(LIFEBOAT_CONFDIR_WATCH);
         let listener = take(LIFEBOAT_CONTROL);
         let ready = Watcher::new(NotifyAddr::parse(&config.notify_socket), &mut lifeboat);
         // What is left are "go" pipes of rounds a previous supervisor did not finish,
@@ -352,19 +359,39 @@ impl Runtime {
             setup_failures: BTreeMap::new(),
             apparmor: setup::AppArmorHost::probe(),
             machine,
+            exits_lost: false,
             snap,
         };
         rt.ready.start(&rt.epoll, rt.link.as_ref());
         for id in watch_logs {
             rt.watch_log(id);
         }
-        rt.watch_confdir();
-        rt.load_confdir();
+        // The saved definitions are the job files as they are if this binary made
+        // them from this confdir and the watch that has seen every change since
+        // holds none (changes it holds are read in the first round). Else, or on
+        // a fresh start, every file is read.
+        let seen = crate::check::Loaded::now(&rt.config.confdir);
+        match saved_watch.filter(|_| seen.is_some() && rt.snap.confdir == seen) {
+            Some(fd) => {
+                use rustix::fd::{FromRawFd, IntoRawFd};
+                tracing::info!(
+                    "job definitions taken from the saved state (its watch saw no change)"
+                );
+                // SAFETY: the lifeboat's entry is an inotify instance (deposited as
+                // one by `watch_confdir`) that nothing else here owns.
+                rt.keep_watch(unsafe { nix::sys::inotify::Inotify::from_raw_fd(fd.into_raw_fd()) });
+            }
+            None => {
+                rt.watch_confdir();
+                rt.load_confdir();
+            }
+        }
         if adopt {
             rt.adopt_survivors();
         }
         if let Some(h) = handover {
             if h.lost_exits > 0 {
+                rt.exits_lost = true;
                 tracing::warn!(
                     "keel-init lost {} exits while its log was full",
                     h.lost_exits
@@ -437,23 +464,38 @@ impl Runtime {
         self.dirty = true;
     }
 
+    /// Watches the confdir through `watch` (a new one, or the one from the
+    /// lifeboat with its watches).
+    fn keep_watch(&mut self, watch: nix::sys::inotify::Inotify) {
+        let added = epoll::add(
+            &self.epoll,
+            watch.as_fd(),
+            epoll::EventData::new_u64(TOKEN_CONFDIR),
+            epoll::EventFlags::IN,
+        );
+        match added {
+            Ok(()) => self.watch = Some(watch),
+            Err(e) => tracing::warn!("cannot watch {}: {e}", self.config.confdir.display()),
+        }
+    }
+
     /// Watches the confdir and every directory below it (inotify is not recursive).
+    /// The watch goes into the lifeboat too, so that it sees what changes while no
+    /// supervisor runs.
     fn watch_confdir(&mut self) {
         use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
         if self.watch.is_none() {
             match Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
                 Ok(w) => {
-                    let added = epoll::add(
-                        &self.epoll,
-                        w.as_fd(),
-                        epoll::EventData::new_u64(TOKEN_CONFDIR),
-                        epoll::EventFlags::IN,
-                    );
-                    if let Err(e) = added {
-                        tracing::warn!("cannot watch {}: {e}", self.config.confdir.display());
+                    if let Some(link) = &self.link
+                        && let Err(e) = link.deposit(LIFEBOAT_CONFDIR_WATCH, w.as_fd())
+                    {
+                        tracing::warn!("cannot keep the confdir's watch in the lifeboat: {e}");
+                    }
+                    self.keep_watch(w);
+                    if self.watch.is_none() {
                         return;
                     }
-                    self.watch = Some(w);
                 }
                 Err(e) => {
                     tracing::warn!("cannot watch {}: {e}", self.config.confdir.display());
@@ -473,13 +515,30 @@ impl Runtime {
             // Adding a watch twice returns the same descriptor: harmless.
             let _ = watch.add_watch(&dir, flags);
             if let Ok(entries) = std::fs::read_dir(&dir) {
-                dirs.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+                // The type comes with the entry: no stat of every job file, only
+                // of a symlink (followed, as the confdir's reader does).
+                dirs.extend(
+                    entries
+                        .flatten()
+                        .filter(|e| match e.file_type() {
+                            Ok(t) if t.is_symlink() => e.path().is_dir(),
+                            Ok(t) => t.is_dir(),
+                            Err(_) => false,
+                        })
+                        .map(|e| e.path()),
+                );
             }
         }
     }
 
     fn confdir_changed(&mut self) {
         let mut any = false;
+        // Saved first: a supervisor killed after the changes are read below and
+        // before the definitions made from them are saved must not take the
+        // saved ones for current.
+        if self.snap.confdir.take().is_some() {
+            self.persist();
+        }
         if let Some(watch) = &self.watch {
             while let Ok(events) = watch.read_events() {
                 if events.is_empty() {
@@ -487,6 +546,9 @@ impl Runtime {
                 }
                 any = true;
             }
+        }
+        if any && test_fault_once("abort-mid-reload") {
+            std::process::abort();
         }
         if any {
             tracing::info!("job files changed; reloading");
@@ -501,6 +563,11 @@ impl Runtime {
             tracing::warn!("{p}");
         }
         self.snap.jobs.set_definitions(conf.jobs);
+        // With a watch to see what changes from now on.
+        self.snap.confdir = self
+            .watch
+            .as_ref()
+            .and_then(|_| crate::check::Loaded::now(&self.config.confdir));
         self.dirty = true;
     }
 
@@ -726,27 +793,56 @@ impl Runtime {
     /// act, once the exits keel-init kept are applied, so every pid left names a
     /// process that has not been reaped). A process outside its instance's cgroup
     /// is not the one the state means (its pid was recycled): no pidfd for it.
+    ///
+    /// Only a process keel-init might have reaped unseen can have a recycled pid:
+    /// a main process that `expect fork|daemon|notify` may have moved to a process
+    /// that is not keel-init's child, or any, once keel-init has lost exits. Every
+    /// other one was spawned as keel-init's child, and its exit would be among
+    /// those applied: it is checked only then, so a new supervisor does not read
+    /// a thousand /proc files on its way up.
     fn open_pidfds(&mut self) {
-        let tracked: Vec<(i32, String, String)> = self
+        let moved = |job: &str, instance: &str, kind: ProcessKind| {
+            kind == ProcessKind::Main
+                && self
+                    .snap
+                    .jobs
+                    .jobs
+                    .get(job)
+                    .and_then(|j| j.instances.get(instance))
+                    .is_some_and(|i| {
+                        matches!(
+                            i.def.expect,
+                            job::Expect::Fork | job::Expect::Daemon | job::Expect::Notify
+                        )
+                    })
+        };
+        let tracked: Vec<(i32, String, String, bool)> = self
             .snap
             .jobs
             .pids
             .iter()
             .filter(|(pid, _)| **pid > 0 && !self.pidfds.contains_key(pid))
-            .map(|(pid, (j, i, _))| (*pid, j.clone(), i.clone()))
+            .map(|(pid, (j, i, kind))| {
+                let check = self.exits_lost || moved(j, i, *kind);
+                (*pid, j.clone(), i.clone(), check)
+            })
             .collect();
-        for (pid, job, instance) in tracked {
+        for (pid, job, instance, check) in tracked {
             let expected = self
                 .cgroups
                 .as_ref()
                 .filter(|_| {
-                    self.snap
-                        .cgroups
-                        .instances
-                        .contains(&(job.clone(), instance.clone()))
+                    check
+                        && self
+                            .snap
+                            .cgroups
+                            .instances
+                            .contains(&(job.clone(), instance.clone()))
                 })
                 .map(|tree| tree.instance_path(&job, &instance));
-            let actual = crate::ready::procfs::cgroup_of(pid);
+            let actual = expected
+                .as_ref()
+                .and_then(|_| crate::ready::procfs::cgroup_of(pid));
             let belongs = match (&expected, &actual) {
                 (Some(dir), Some(rel)) => dir.ends_with(rel.trim_start_matches('/')),
                 _ => true,
@@ -1754,6 +1850,8 @@ impl Runtime {
     /// Checks that `binary` (default: this one) can take over: it must read this
     /// state's format. Asking it costs one short process; refusing here keeps the
     /// running supervisor, where a failed load after exec would lose the state.
+    /// The very file this supervisor runs (the same inode) reads its own format:
+    /// it is not asked.
     fn prepare_reexec(&self, binary: Option<String>) -> Result<PathBuf, String> {
         if self.link.is_none() {
             return Err("re-exec needs keel-init to keep the state across it".into());
@@ -1763,6 +1861,13 @@ impl Runtime {
             None => std::fs::read_link("/proc/self/exe")
                 .map_err(|e| format!("cannot find my own binary: {e}"))?,
         };
+        let file = |p: &std::path::Path| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
+        };
+        if file(&path).is_some_and(|f| file(std::path::Path::new("/proc/self/exe")) == Some(f)) {
+            return Ok(path);
+        }
         let out = std::process::Command::new(&path)
             .arg("--state-format")
             .env_clear()
@@ -1872,7 +1977,9 @@ fn accepted(
 /// way a supervisor choking on a poisoned state would; `abort-mid-flush` (once,
 /// see `test_fault_once`) aborts after an early job log was written out, before
 /// the state says so; `abort-between-batches` (once) aborts after a batch of
-/// spawns was saved, before it is released and before the rest are spawned.
+/// spawns was saved, before it is released and before the rest are spawned;
+/// `abort-mid-reload` (once) aborts after changes to the job files were read from
+/// the confdir's watch, before they are loaded.
 fn test_fault(name: &str) -> bool {
     std::env::var("KEEL_TEST_FAULTS").is_ok_and(|f| f.split(',').any(|x| x == name))
 }

@@ -81,6 +81,10 @@ fn reference() -> Snapshot {
             )]
             .into(),
         },
+        confdir: Some(keel_supervisor::check::Loaded {
+            confdir: "/etc/init".into(),
+            binary: (8, 1234, 2_000_000, 1_700_000_000_123_456_789),
+        }),
     }
 }
 
@@ -121,6 +125,11 @@ fn every_released_state_format_loads() {
         assert_eq!(loaded.jobs.jobs["after"].start_on.ids().count(), 1);
         assert_eq!(loaded.cgroups.root.as_deref(), Some("/sys/fs/cgroup/keel"));
         assert_eq!(loaded.logs.pipes[&3].flush_base, Some(120));
+        assert_eq!(
+            loaded.confdir.as_ref().map(|c| c.binary.1),
+            Some(1234),
+            "which binary read which job files"
+        );
         let web = loaded.jobs.status("web", &[]).unwrap();
         assert_eq!(web[0].processes[0].pid, 101);
         assert_eq!(web[0].state, keel_proto::ctl::State::Running);

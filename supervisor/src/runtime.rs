@@ -1326,9 +1326,6 @@ impl Runtime {
             self.read_setup_pipe(pid);
         }
         spawn::release(&go.write, go.waiting);
-        if let Some(link) = &self.link {
-            let _ = link.withdraw(&go_name(round));
-        }
     }
 
     /// An answer naming instances, brought up to date: decided when the request
@@ -2013,9 +2010,14 @@ fn load_saved(
     Ok((snap, defs))
 }
 
-/// The lifeboat name of round `round`'s go pipe.
+/// The lifeboat name of round `round`'s go pipe: `go:0` or `go:1` by the round's
+/// parity. A round's deposit replaces the pipe of the round before the last,
+/// which was saved (and released) before the last round began, so an entry is
+/// never withdrawn after its release: whatever the saved state's round is, its
+/// pipe is still in the lifeboat under this name — and releasing a round twice
+/// is harmless, each child reading one byte.
 fn go_name(round: u64) -> String {
-    format!("go:{round}")
+    format!("go:{}", round % 2)
 }
 
 /// `KEY=VALUE` words as pairs; anything else is refused, as Upstart does.

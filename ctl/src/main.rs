@@ -645,7 +645,9 @@ fn io_text(e: &std::io::Error) -> String {
 }
 
 /// Connects, shakes hands, sends one request and reads its answer; also the
-/// protocol version the supervisor speaks.
+/// protocol version the supervisor speaks. The request goes with the hello, in
+/// one write (a supervisor reads it once it has answered the hello, and drops it
+/// with the connection if it refuses the hello): one round trip, not two.
 fn ask(socket: &Path, request: &Request) -> Result<(Response, u32), Failure> {
     let mut stream = UnixStream::connect(socket).map_err(|e| {
         format!(
@@ -658,7 +660,11 @@ fn ask(socket: &Path, request: &Request) -> Result<(Response, u32), Failure> {
         magic: ctl::MAGIC,
         version: ctl::VERSION,
     };
-    send(&mut stream, &hello)?;
+    let mut bytes = frame::encode(&hello).map_err(|e| e.to_string())?;
+    bytes.extend(frame::encode(request).map_err(|e| e.to_string())?);
+    stream
+        .write_all(&bytes)
+        .map_err(|e| format!("cannot send the request: {}", io_text(&e)))?;
     let answer: ServerHello = receive(&mut stream)?;
     if answer.magic != ctl::MAGIC {
         return Err(format!("{} is not a keel control socket", socket.display()).into());
@@ -672,15 +678,7 @@ fn ask(socket: &Path, request: &Request) -> Result<(Response, u32), Failure> {
         )
         .into());
     }
-    send(&mut stream, request)?;
     Ok((receive(&mut stream)?, answer.version))
-}
-
-fn send<T: serde::Serialize>(stream: &mut UnixStream, msg: &T) -> Result<(), Failure> {
-    let bytes = frame::encode(msg).map_err(|e| e.to_string())?;
-    stream
-        .write_all(&bytes)
-        .map_err(|e| format!("cannot send the request: {}", io_text(&e)).into())
 }
 
 fn receive<T: for<'a> serde::Deserialize<'a>>(stream: &mut UnixStream) -> Result<T, Failure> {

@@ -24,6 +24,27 @@ pub fn job_name(confdir: &Path, file: &Path) -> Option<String> {
     (!last.is_empty()).then(|| name.to_string())
 }
 
+/// Which job files a set of definitions was made from, and by which binary (a
+/// new one may read them differently): the confdir's path and the supervisor's
+/// executable as a file (device, inode, size, modification time in ns).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Loaded {
+    pub confdir: PathBuf,
+    pub binary: (u64, u64, u64, i128),
+}
+
+impl Loaded {
+    /// `confdir` as read by the binary running now (`None` if that is unknown).
+    pub fn now(confdir: &Path) -> Option<Loaded> {
+        let exe = fs::metadata("/proc/self/exe").ok()?;
+        let mtime = i128::from(exe.mtime()) * 1_000_000_000 + i128::from(exe.mtime_nsec());
+        Some(Loaded {
+            confdir: confdir.to_path_buf(),
+            binary: (exe.dev(), exe.ino(), exe.size(), mtime),
+        })
+    }
+}
+
 /// Every job of a confdir, and every problem met on the way.
 #[derive(Debug, Default)]
 pub struct Confdir {

@@ -82,26 +82,50 @@ pub struct Matched(pub Vec<Option<EventId>>);
 
 impl Matched {
     /// Offers event `id` to every leaf that has matched nothing yet
-    /// (`event_operator_handle`); true if any leaf took it. `env` expands `$VAR`
-    /// in the leaves' values.
+    /// (`event_operator_handle`); how many leaves took it (each holds it). `env`
+    /// expands `$VAR` in the leaves' values.
     pub fn handle(
         &mut self,
         expr: &EventExpr,
         id: EventId,
         event: &Event,
         env: &[(String, String)],
-    ) -> bool {
-        let mut took = false;
-        for (i, leaf) in leaves(expr).into_iter().enumerate() {
-            if self.slot(i).is_none() && matches(leaf, event, env) {
+    ) -> u32 {
+        self.offer(expr, &mut 0, id, event, env)
+    }
+
+    /// `handle` below the subtree whose first leaf is number `next`. (Recursion is
+    /// bounded: the parser limits an expression to `MAX_EXPRESSION_EVENTS` leaves.)
+    fn offer(
+        &mut self,
+        expr: &EventExpr,
+        next: &mut usize,
+        id: EventId,
+        event: &Event,
+        env: &[(String, String)],
+    ) -> u32 {
+        match expr {
+            EventExpr::Event(leaf) => {
+                let i = *next;
+                *next += 1;
+                if self.slot(i).is_some() || !matches(leaf, event, env) {
+                    return 0;
+                }
                 if self.0.len() <= i {
                     self.0.resize(i + 1, None);
                 }
                 self.0[i] = Some(id);
-                took = true;
+                1
+            }
+            EventExpr::And(a, b) | EventExpr::Or(a, b) => {
+                self.offer(a, next, id, event, env) + self.offer(b, next, id, event, env)
             }
         }
-        took
+    }
+
+    /// Whether some leaf holds event `id`.
+    pub fn holds(&self, id: EventId) -> bool {
+        self.0.contains(&Some(id))
     }
 
     /// Whether the whole expression is true.
@@ -204,6 +228,10 @@ pub fn matches(m: &EventMatch, event: &Event, env: &[(String, String)]) -> bool 
         let Some(value) = value else {
             return false;
         };
+        // Most patterns hold no `$VAR`: matched as they are, without a copy.
+        if !arg.value.contains('$') {
+            return glob(&arg.value, value) != arg.negated;
+        }
         match expand(&arg.value, env) {
             Ok(pattern) => glob(&pattern, value) != arg.negated,
             Err(_) => false,
@@ -354,51 +382,48 @@ impl Expander<'_> {
 }
 
 /// fnmatch(3)-style, with no flags (as Upstart calls it): `*`, `?`, `[abc]`,
-/// `[a-z]`, `[!x]`, `\x`.
+/// `[a-z]`, `[!x]`, `\x`. Characters, not bytes, as in a UTF-8 locale; nothing
+/// is allocated, and a pattern without any of `*?[\` is compared with `==`.
 pub fn glob(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    glob_at(&p, &t)
-}
-
-fn glob_at(p: &[char], t: &[char]) -> bool {
+    if !pattern.contains(['*', '?', '[', '\\']) {
+        return pattern == text;
+    }
+    // Positions are byte offsets at character boundaries.
+    let at = |s: &str, i: usize| s[i..].chars().next();
     // Iterative with one backtrack point for `*`: linear in practice, never recursive.
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() {
-            match p[pi] {
+    while let Some(t) = at(text, ti) {
+        let tn = ti + t.len_utf8();
+        if let Some(p) = at(pattern, pi) {
+            let pn = pi + p.len_utf8();
+            match p {
                 '*' => {
                     star = Some((pi, ti));
-                    pi += 1;
+                    pi = pn;
                     continue;
                 }
                 '?' => {
-                    pi += 1;
-                    ti += 1;
+                    (pi, ti) = (pn, tn);
                     continue;
                 }
                 '[' => {
-                    if let Some((ok, len)) = class(&p[pi..], t[ti]) {
+                    if let Some((ok, len)) = class(&pattern[pi..], t) {
                         if ok {
-                            pi += len;
-                            ti += 1;
+                            (pi, ti) = (pi + len, tn);
                             continue;
                         }
-                    } else if t[ti] == '[' {
-                        pi += 1;
-                        ti += 1;
+                    } else if t == '[' {
+                        (pi, ti) = (pn, tn);
                         continue;
                     }
                 }
-                '\\' if pi + 1 < p.len() && p[pi + 1] == t[ti] => {
-                    pi += 2;
-                    ti += 1;
+                '\\' if at(pattern, pn) == Some(t) => {
+                    (pi, ti) = (pn + t.len_utf8(), tn);
                     continue;
                 }
-                c if c == t[ti] => {
-                    pi += 1;
-                    ti += 1;
+                c if c == t => {
+                    (pi, ti) = (pn, tn);
                     continue;
                 }
                 _ => {}
@@ -406,40 +431,38 @@ fn glob_at(p: &[char], t: &[char]) -> bool {
         }
         match star {
             Some((sp, st)) => {
+                // The star takes one more character of the text.
+                let taken = st + at(text, st).map_or(1, char::len_utf8);
                 pi = sp + 1;
-                ti = st + 1;
-                star = Some((sp, st + 1));
+                ti = taken;
+                star = Some((sp, taken));
             }
             None => return false,
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    pattern[pi..].chars().all(|c| c == '*')
 }
 
-/// A bracket class at the start of `p`: (matches `c`, length), or None if unclosed.
-fn class(p: &[char], c: char) -> Option<(bool, usize)> {
-    let mut i = 1;
-    let negate = matches!(p.get(i), Some('!') | Some('^'));
-    if negate {
-        i += 1;
-    }
+/// A bracket class at the start of `p`: (matches `c`, its length in bytes), or
+/// None if unclosed.
+fn class(p: &str, c: char) -> Option<(bool, usize)> {
+    let mut chars = p.char_indices().skip(1).peekable();
+    let negate = chars.next_if(|&(_, x)| x == '!' || x == '^').is_some();
     let mut found = false;
     let mut first = true;
-    while i < p.len() {
-        if p[i] == ']' && !first {
+    while let Some((i, x)) = chars.next() {
+        if x == ']' && !first {
             return Some((found != negate, i + 1));
         }
         first = false;
-        if i + 2 < p.len() && p[i + 1] == '-' && p[i + 2] != ']' {
-            if p[i] <= c && c <= p[i + 2] {
-                found = true;
+        // A range `x-y`, unless the `-` is followed by the closing `]`.
+        let mut ahead = chars.clone();
+        match (ahead.next(), ahead.next()) {
+            (Some((_, '-')), Some((_, y))) if y != ']' => {
+                found |= x <= c && c <= y;
+                chars = ahead;
             }
-            i += 3;
-        } else {
-            if p[i] == c {
-                found = true;
-            }
-            i += 1;
+            _ => found |= x == c,
         }
     }
     None
@@ -558,6 +581,19 @@ mod tests {
         assert!(!glob("a*b*c", "axxbyy"));
         assert!(glob("\\*", "*"));
         assert!(glob("[", "["));
+        // Characters, not bytes; ranges, a literal `]` first and `-` last.
+        assert!(glob("t?y", "téy"));
+        assert!(glob("*é*", "caféine"));
+        assert!(!glob("*é", "cafe"));
+        assert!(glob("[à-ü]", "é"));
+        assert!(glob("[]a]", "]"));
+        assert!(glob("[a-]", "-"));
+        assert!(!glob("[a-]", "b"));
+        assert!(glob("x[!é]y", "xay"));
+        assert!(!glob("x[!é]y", "xéy"));
+        assert!(glob("a\\é", "aé"));
+        assert!(glob("**a*", "bba"));
+        assert!(!glob("eth0", "eth1"));
     }
 
     #[test]
@@ -639,7 +675,7 @@ mod tests {
         assert_eq!(values, [false, false, true]);
         assert_eq!(m.active(&expr), [0, 2]);
         // A leaf keeps its first event: a second `a` is not taken.
-        assert!(!m.handle(&expr, 9, &ev("a", &[]), &[]));
+        assert_eq!(m.handle(&expr, 9, &ev("a", &[]), &[]), 0);
         m.reset();
         assert!(!m.value(&expr));
         assert_eq!(m.ids().count(), 0);
@@ -672,12 +708,18 @@ mod tests {
             run(&expr, &[ev("a", &[]), ev("c", &[])], &[]).1,
             [false, true]
         );
-        // One event may satisfy two leaves.
+        // One event may satisfy two leaves (and is held by both).
         let expr = on("x A=1 and x B=2");
         assert_eq!(
             run(&expr, &[ev("x", &[("A", "1"), ("B", "2")])], &[]).1,
             [true]
         );
+        let mut m = Matched::default();
+        assert_eq!(
+            m.handle(&expr, 4, &ev("x", &[("A", "1"), ("B", "2")]), &[]),
+            2
+        );
+        assert_eq!(m.ids().collect::<Vec<_>>(), [4, 4]);
     }
 
     #[test]

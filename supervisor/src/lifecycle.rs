@@ -29,11 +29,13 @@ use crate::events::{self, EventId, Matched, Progress, Queued, set_var};
 use crate::job::{ExitMatch, Expect, JobDef, ProcessKind, Signal};
 use keel_proto::ctl::{Error, ErrorKind, Goal, InstanceStatus, PowerAction, ProcessInfo, State};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 pub use crate::events::Event;
 
+mod def;
 mod engine;
+pub use def::{Def, DefId};
 pub use engine::{EVENTS_PER_ROUND, MAX_QUEUED_EVENTS, POWER_GRACE_MS};
 
 /// A raw wait status, as reaped.
@@ -127,7 +129,7 @@ pub struct Instance {
     /// Empty for a job without `instance`.
     pub name: String,
     /// The definition this instance started with (a reload changes the job's, not this).
-    pub def: JobDef,
+    pub def: Def,
     pub goal: Goal,
     pub state: State,
     /// The environment it was started with: the job-environment table and the
@@ -164,7 +166,7 @@ pub struct Instance {
 
 impl Instance {
     /// A stopped instance of `def`.
-    pub fn new(name: &str, def: JobDef) -> Instance {
+    pub fn new(name: &str, def: Def) -> Instance {
         Instance {
             name: name.to_string(),
             def,
@@ -190,8 +192,9 @@ impl Instance {
 /// A job: its current definition and its instances.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
-    pub def: JobDef,
-    pub instances: BTreeMap<String, Instance>,
+    pub def: Def,
+    /// Boxed: most jobs have one instance, and a map's node holds room for eleven.
+    pub instances: BTreeMap<String, Box<Instance>>,
     /// The job file is gone: the job disappears once no instance runs.
     pub deleted: bool,
     /// How far its `start on` has got (one for the job: it creates instances).
@@ -252,14 +255,17 @@ pub struct Jobs {
     pub pids: BTreeMap<i32, (String, String, ProcessKind)>,
     /// Set by a power request: every goal is stop, and no start is accepted.
     pub shutting_down: bool,
-    /// The event queue, oldest first.
-    pub events: Vec<Queued>,
+    /// The event queue, oldest first (a deque: events finish mostly from the
+    /// front).
+    pub events: VecDeque<Queued>,
     /// The id the next event gets.
     pub next_event: EventId,
     /// The job-environment table (`set-env`): defaults for every job started after.
     pub env_table: BTreeMap<String, String>,
     /// A power action under way.
     pub power: Option<Power>,
+    /// The id the next new definition gets (see [`Def`]).
+    pub next_def: DefId,
     #[serde(skip)]
     effects: Vec<Effect>,
     /// Events handled since the last `tick` (see [`EVENTS_PER_ROUND`]).
@@ -269,7 +275,23 @@ pub struct Jobs {
     /// (`spawned`). Not persisted: the runtime passes a fresh `now` first thing.
     #[serde(skip)]
     now: u64,
+    /// Which jobs each event name can concern (see `engine`); never saved.
+    #[serde(skip)]
+    index: Derived<engine::Index>,
 }
+
+/// Something the core derives from its state to be quick (an index): never saved,
+/// rebuilt when needed, and no part of comparing two states.
+#[derive(Clone, Debug, Default)]
+struct Derived<T>(T);
+
+impl<T> PartialEq for Derived<T> {
+    fn eq(&self, _: &Derived<T>) -> bool {
+        true
+    }
+}
+
+impl<T> Eq for Derived<T> {}
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> Error {
     Error {
@@ -304,19 +326,29 @@ impl Jobs {
     /// the definition they started with; a job whose file is gone is marked deleted
     /// and dropped once it has stopped. A changed `start on` starts over: what the
     /// old one had matched is forgotten (and those events are let go).
+    /// A definition that did not change keeps its [`Def`] (and id).
     pub fn set_definitions(&mut self, defs: Vec<JobDef>) {
         let mut seen = std::collections::BTreeSet::new();
         for def in defs {
             seen.insert(def.name.clone());
-            match self.jobs.get_mut(&def.name) {
-                Some(job) => {
-                    if job.def.start_on != def.start_on || job.def.manual != def.manual {
-                        job.start_on.reset();
+            match self.jobs.get(&def.name) {
+                Some(job) if *job.def == def => {
+                    if let Some(job) = self.jobs.get_mut(&def.name) {
+                        job.deleted = false;
                     }
-                    job.def = def;
-                    job.deleted = false;
+                }
+                Some(_) => {
+                    let def = self.define(def);
+                    if let Some(job) = self.jobs.get_mut(&def.name) {
+                        if job.def.start_on != def.start_on || job.def.manual != def.manual {
+                            self.index.0.forget(&mut job.start_on);
+                        }
+                        job.def = def;
+                        job.deleted = false;
+                    }
                 }
                 None => {
+                    let def = self.define(def);
                     self.jobs.insert(
                         def.name.clone(),
                         Job {
@@ -329,6 +361,8 @@ impl Jobs {
                 }
             }
         }
+        // Expressions changed: which jobs an event concerns is worked out anew.
+        self.index.0.invalidate();
         let gone: Vec<String> = self
             .jobs
             .keys()
@@ -338,11 +372,31 @@ impl Jobs {
         for name in gone {
             if let Some(job) = self.jobs.get_mut(&name) {
                 job.deleted = true;
-                job.start_on.reset();
+                self.index.0.forget(&mut job.start_on);
             }
             self.collect(&name);
         }
         self.poll();
+    }
+
+    /// `def` as a new shared definition, under the next id.
+    fn define(&mut self, def: JobDef) -> Def {
+        let id = self.next_def;
+        self.next_def += 1;
+        Def::new(id, def)
+    }
+
+    /// Every definition the state holds (the jobs' and their instances'), by id:
+    /// what the saved definitions must contain for this state to load.
+    pub fn live_definitions(&self) -> BTreeMap<DefId, Def> {
+        let mut out = BTreeMap::new();
+        for j in self.jobs.values() {
+            out.insert(j.def.id(), j.def.clone());
+            for i in j.instances.values() {
+                out.entry(i.def.id()).or_insert_with(|| i.def.clone());
+            }
+        }
+        out
     }
 
     /// The instance that `env` (a request's or the events' variables) names:
@@ -391,7 +445,7 @@ impl Jobs {
         &mut self,
         job: &str,
         name: &str,
-        def: &JobDef,
+        def: &Def,
         env: Vec<(String, String)>,
         blocking: Vec<EventId>,
         waiter: Option<WaiterId>,
@@ -401,7 +455,7 @@ impl Jobs {
         let inst = j
             .instances
             .entry(name.to_string())
-            .or_insert_with(|| Instance::new(name, def.clone()));
+            .or_insert_with(|| Box::new(Instance::new(name, def.clone())));
         if inst.goal != Goal::Stop {
             return Err(error(ErrorKind::AlreadyStarted, "Job is already running"));
         }
@@ -421,8 +475,12 @@ impl Jobs {
         }
         // Events that waited for the previous goal are let go (`job_finished`).
         self.release(job, name, false);
-        if let Some(inst) = self.instance_mut(job, name) {
-            inst.blocking = blocking;
+        if let Some(inst) = self
+            .jobs
+            .get_mut(job)
+            .and_then(|j| j.instances.get_mut(name))
+        {
+            self.index.0.block(inst, blocking);
         }
         self.advance(job, name, now);
         Ok(())
@@ -446,7 +504,9 @@ impl Jobs {
         inst.state = State::Running;
         inst.env = start_environment(&self.env_table, &j.def, &[]);
         inst.pids.insert(ProcessKind::Main, pid);
-        j.instances.insert(instance.to_string(), inst);
+        if let Some(old) = j.instances.insert(instance.to_string(), Box::new(inst)) {
+            self.index.0.drop_instance(&old);
+        }
         self.pids.insert(
             pid,
             (job.to_string(), instance.to_string(), ProcessKind::Main),
@@ -933,6 +993,25 @@ impl Jobs {
         }
     }
 
+    /// After a load: the processes the saved state had decided to spawn but had
+    /// no pid for yet (pid 0 pending — the runtime saves between batches of
+    /// spawns) are spawned now, as [`Effect::Spawn`]s. A child the previous
+    /// supervisor made for one of them was in a round never saved: it ends
+    /// without exec (`spawn`), so each process still runs exactly once.
+    pub fn resume(&mut self) {
+        for (job, j) in &self.jobs {
+            for (name, inst) in &j.instances {
+                for (kind, _) in inst.pids.iter().filter(|(_, pid)| **pid == 0) {
+                    self.effects.push(Effect::Spawn {
+                        job: job.clone(),
+                        instance: name.clone(),
+                        kind: *kind,
+                    });
+                }
+            }
+        }
+    }
+
     /// Drops client waiters (their connections died with a previous supervisor).
     /// What jobs and events wait for stays: it is not the clients'.
     pub fn forget_waiters(&mut self) {
@@ -1065,6 +1144,7 @@ impl Jobs {
             |kind: ProcessKind, inst: &Instance| inst.def.process(kind).is_some().then_some(kind);
         let mut to_spawn = None;
         let mut event = None;
+        let mut forgotten = Matched::default();
         // Whether the events that started or stopped it are let go now (Upstart's
         // `job_finished` on the way): it reached its goal.
         let mut release = false;
@@ -1140,9 +1220,10 @@ impl Jobs {
                 event = Some("stopped");
                 release = true;
                 // Its `stop on` starts over with the next start.
-                inst.stop_on.reset();
+                forgotten = std::mem::take(&mut inst.stop_on);
             }
         }
+        self.index.0.unhold(forgotten.ids());
         if let Some(kind) = to_spawn {
             self.effects.push(Effect::Spawn {
                 job: job.to_string(),
@@ -1268,12 +1349,18 @@ impl Jobs {
         let Some(j) = self.jobs.get_mut(job) else {
             return;
         };
+        let index = &mut self.index.0;
         j.instances.retain(|name, i| {
-            i.state != State::Waiting
+            let keep = i.state != State::Waiting
                 || !i.waiters.is_empty()
-                || (name.is_empty() && i.failure.is_some() && !j.deleted)
+                || (name.is_empty() && i.failure.is_some() && !j.deleted);
+            if !keep {
+                index.drop_instance(i);
+            }
+            keep
         });
         if j.deleted && j.instances.is_empty() {
+            index.unhold(j.start_on.ids());
             self.jobs.remove(job);
         }
     }
@@ -1300,11 +1387,15 @@ impl Jobs {
     }
 
     fn instance_mut(&mut self, job: &str, instance: &str) -> Option<&mut Instance> {
-        self.jobs.get_mut(job)?.instances.get_mut(instance)
+        self.jobs
+            .get_mut(job)?
+            .instances
+            .get_mut(instance)
+            .map(|i| &mut **i)
     }
 
     fn instance_ref(&self, job: &str, instance: &str) -> Option<&Instance> {
-        self.jobs.get(job)?.instances.get(instance)
+        self.jobs.get(job)?.instances.get(instance).map(|i| &**i)
     }
 
     /// Status of one instance (or of a job's stopped, absent instance).
@@ -1662,7 +1753,7 @@ mod tests {
             self.settle();
         }
         fn inst(&self) -> Option<&Instance> {
-            self.jobs.jobs["j"].instances.get("")
+            self.jobs.jobs["j"].instances.get("").map(|i| &**i)
         }
         fn state(&self) -> State {
             self.inst().map_or(State::Waiting, |i| i.state)
@@ -2143,9 +2234,9 @@ mod tests {
     #[test]
     fn normal_exit_is_no_failure_and_no_respawn() {
         let mut t = respawning(RespawnLimit::default());
-        if let Some(j) = t.jobs.jobs.get_mut("j") {
-            j.def.normal_exit = vec![ExitMatch::Status(3), ExitMatch::Signal(Signal::TERM)];
-        }
+        let mut def = (*t.jobs.jobs["j"].def).clone();
+        def.normal_exit = vec![ExitMatch::Status(3), ExitMatch::Signal(Signal::TERM)];
+        t.jobs.set_definitions(vec![def]);
         t.start(None);
         t.exit(Main, WaitStatus::exited(3));
         t.ok(PostStop);
@@ -2259,6 +2350,46 @@ mod tests {
             reason.contains("had not exec'd its program after 2 s"),
             "{reason}"
         );
+    }
+
+    #[test]
+    fn a_state_saved_with_spawns_decided_makes_them_once_loaded() {
+        let mut t = T::new(full());
+        t.jobs.start("j", vec![], None, 0).unwrap();
+        // Saved before the pre-start was spawned (between two batches).
+        let effects = t.jobs.take_effects();
+        assert!(matches!(effects[0], Effect::Spawn { kind: PreStart, .. }));
+        assert_eq!(t.inst().unwrap().pids.get(&PreStart), Some(&0));
+        let snap = crate::journal::Snapshot {
+            jobs: t.jobs.clone(),
+            ..Default::default()
+        };
+        let defs = snap.jobs.live_definitions();
+        let mut loaded = crate::journal::decode(&crate::journal::encode(&snap), &defs)
+            .unwrap()
+            .jobs;
+        loaded.resume();
+        let spawns: Vec<Effect> = loaded
+            .take_effects()
+            .into_iter()
+            .filter(|e| matches!(e, Effect::Spawn { .. }))
+            .collect();
+        assert_eq!(
+            spawns,
+            vec![Effect::Spawn {
+                job: "j".into(),
+                instance: String::new(),
+                kind: PreStart
+            }]
+        );
+        loaded.spawned("j", "", PreStart, 42);
+        assert_eq!(
+            loaded.jobs["j"].instances[""].pids.get(&PreStart),
+            Some(&42)
+        );
+        // Nothing else is pending: a second resume spawns nothing.
+        loaded.resume();
+        assert!(loaded.take_effects().is_empty());
     }
 
     fn expecting(expect: Expect) -> T {

@@ -22,6 +22,13 @@
 //! So nothing visible happens before the state that explains it is saved: a
 //! supervisor killed at any instant is replaced by one that carries on from a state
 //! consistent with every process alive (DESIGN.md, invariants 2 and 3).
+//!
+//! Spawns are released in batches: after every [`SPAWN_BATCH`] spawns of a round,
+//! the state is saved and those children are released (steps 5 and 6 for them
+//! alone), and the round goes on with a new go pipe. The state saved then records
+//! the spawns still to come as decided (pid 0); a supervisor killed before making
+//! them leaves them to its successor (`Jobs::resume`). So a thousand jobs started
+//! together begin to run after the first batch, not after the last.
 
 use crate::control::{self, ConnId, Control};
 use crate::initlink::{Incoming, InitLink};
@@ -67,10 +74,16 @@ const TOKEN_CONN_BASE: u64 = 16;
 const TOKEN_LOG: u64 = 1 << 48;
 /// A spawned child's error pipe: this bit and its pid.
 const TOKEN_SETUP: u64 = 1 << 49;
+/// Spawns released together (see the module docs): the first of a thousand jobs
+/// runs after this many are spawned, and each batch costs one save of the state.
+pub const SPAWN_BATCH: u32 = 64;
 /// How soon a cgroup still holding a dying process is tried again.
 const CGROUP_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 const LIFEBOAT_CONTROL: &str = "control";
+/// The confdir's inotify watch: kept in the lifeboat, it goes on seeing changes
+/// while no supervisor runs (see `Runtime::new`).
+const LIFEBOAT_CONFDIR_WATCH: &str = "confdir-watch";
 
 pub struct Runtime {
     config: Config,
@@ -83,6 +96,11 @@ pub struct Runtime {
     /// Children spawned this round, released after the state is saved.
     /// This round's "go" pipe, once something was spawned in it.
     go: Option<(u64, spawn::GoPipe)>,
+    /// The definitions saved in the lifeboat (a superset of those the saved
+    /// state names), and `next_def` when they were saved: definitions made since
+    /// are saved before the next state (see `persist`).
+    defs_saved: journal::Definitions,
+    defs_upto: lifecycle::DefId,
     /// The highest exit seq applied but not yet acknowledged to keel-init.
     unacked: Option<u64>,
     dirty: bool,
@@ -103,13 +121,17 @@ pub struct Runtime {
     cgroup_retry: Option<Instant>,
     /// Job log pipes, files and early buffers.
     logs: joblog::Logs,
-    /// Error pipes of spawned children that have not exec'd yet, by pid.
-    setup_pipes: BTreeMap<i32, OwnedFd>,
+    /// Spawned children that have not exec'd yet, by pid: their error pipes,
+    /// and what they read and run on until they exec (`spawn::Launch`).
+    setup_pipes: BTreeMap<i32, spawn::Launch>,
     /// Setup failures children reported, until their exits are applied.
     setup_failures: BTreeMap<i32, spawn::SetupError>,
     apparmor: setup::AppArmorHost,
     /// Whether this supervisor runs as the first userspace of a machine.
     machine: bool,
+    /// keel-init has lost exits (its log was full): any tracked pid may have been
+    /// reaped unseen (see `open_pidfds`).
+    exits_lost: bool,
 }
 
 /// Monotonic milliseconds, the core's clock (shared by every supervisor of a boot).
@@ -142,6 +164,8 @@ impl Runtime {
         };
 
         let saved = take(journal::LIFEBOAT_NAME);
+        let saved_defs = take(journal::DEFS_LIFEBOAT_NAME);
+        let saved_watch = take(LIFEBOAT_CONFDIR_WATCH);
         let listener = take(LIFEBOAT_CONTROL);
         let ready = Watcher::new(NotifyAddr::parse(&config.notify_socket), &mut lifeboat);
         // What is left are "go" pipes of rounds a previous supervisor did not finish,
@@ -158,14 +182,14 @@ impl Runtime {
 
         // Set when the saved state is dropped: live job processes are then adopted.
         let mut adopt = false;
+        // The definitions in the lifeboat (those the saved state names).
+        let mut defs_saved = journal::Definitions::new();
         let mut snap = match &saved {
             Some(fd) => {
                 let poisoned = handover.as_ref().is_some_and(|h| h.quick_deaths >= 5);
-                match journal::read_memfd(fd)
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| journal::decode(&b).map_err(|e| e.to_string()))
-                {
-                    Ok(s) if !poisoned => {
+                match load_saved(fd, saved_defs.as_ref()) {
+                    Ok((s, defs)) if !poisoned => {
+                        defs_saved = defs;
                         tracing::debug!(
                             "loaded state: last exit {}, round {}, pending {:?}",
                             s.last_exit_seq,
@@ -180,6 +204,7 @@ impl Runtime {
                     }
                     Ok(_) => {
                         adopt = true;
+                        defs_saved.clear();
                         tracing::error!(
                             "THE SUPERVISOR KEEPS DYING ON ITS SAVED STATE: dropping it, starting over \
                              from the job files and adopting the job processes still running"
@@ -204,6 +229,8 @@ impl Runtime {
             None => Snapshot::default(),
         };
         snap.jobs.forget_waiters();
+        // Spawns the saved state decided and the previous supervisor did not make.
+        snap.jobs.resume();
         // A round whose pids were saved is released; any other never was, and its
         // children end unexec'd once the lifeboat's copy of the pipe is closed.
         for (name, fd) in unfinished_rounds {
@@ -311,12 +338,13 @@ impl Runtime {
 
         let mut rt = Runtime {
             config,
-            snap,
             link,
             signals,
             epoll,
             control,
             go: None,
+            defs_upto: snap.jobs.next_def,
+            defs_saved,
             unacked: None,
             dirty: true,
             answers: Vec::new(),
@@ -331,18 +359,39 @@ impl Runtime {
             setup_failures: BTreeMap::new(),
             apparmor: setup::AppArmorHost::probe(),
             machine,
+            exits_lost: false,
+            snap,
         };
         rt.ready.start(&rt.epoll, rt.link.as_ref());
         for id in watch_logs {
             rt.watch_log(id);
         }
-        rt.watch_confdir();
-        rt.load_confdir();
+        // The saved definitions are the job files as they are if this binary made
+        // them from this confdir and the watch that has seen every change since
+        // holds none (changes it holds are read in the first round). Else, or on
+        // a fresh start, every file is read.
+        let seen = crate::check::Loaded::now(&rt.config.confdir);
+        match saved_watch.filter(|_| seen.is_some() && rt.snap.confdir == seen) {
+            Some(fd) => {
+                use rustix::fd::{FromRawFd, IntoRawFd};
+                tracing::info!(
+                    "job definitions taken from the saved state (its watch saw no change)"
+                );
+                // SAFETY: the lifeboat's entry is an inotify instance (deposited as
+                // one by `watch_confdir`) that nothing else here owns.
+                rt.keep_watch(unsafe { nix::sys::inotify::Inotify::from_raw_fd(fd.into_raw_fd()) });
+            }
+            None => {
+                rt.watch_confdir();
+                rt.load_confdir();
+            }
+        }
         if adopt {
             rt.adopt_survivors();
         }
         if let Some(h) = handover {
             if h.lost_exits > 0 {
+                rt.exits_lost = true;
                 tracing::warn!(
                     "keel-init lost {} exits while its log was full",
                     h.lost_exits
@@ -415,23 +464,38 @@ impl Runtime {
         self.dirty = true;
     }
 
+    /// Watches the confdir through `watch` (a new one, or the one from the
+    /// lifeboat with its watches).
+    fn keep_watch(&mut self, watch: nix::sys::inotify::Inotify) {
+        let added = epoll::add(
+            &self.epoll,
+            watch.as_fd(),
+            epoll::EventData::new_u64(TOKEN_CONFDIR),
+            epoll::EventFlags::IN,
+        );
+        match added {
+            Ok(()) => self.watch = Some(watch),
+            Err(e) => tracing::warn!("cannot watch {}: {e}", self.config.confdir.display()),
+        }
+    }
+
     /// Watches the confdir and every directory below it (inotify is not recursive).
+    /// The watch goes into the lifeboat too, so that it sees what changes while no
+    /// supervisor runs.
     fn watch_confdir(&mut self) {
         use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
         if self.watch.is_none() {
             match Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
                 Ok(w) => {
-                    let added = epoll::add(
-                        &self.epoll,
-                        w.as_fd(),
-                        epoll::EventData::new_u64(TOKEN_CONFDIR),
-                        epoll::EventFlags::IN,
-                    );
-                    if let Err(e) = added {
-                        tracing::warn!("cannot watch {}: {e}", self.config.confdir.display());
+                    if let Some(link) = &self.link
+                        && let Err(e) = link.deposit(LIFEBOAT_CONFDIR_WATCH, w.as_fd())
+                    {
+                        tracing::warn!("cannot keep the confdir's watch in the lifeboat: {e}");
+                    }
+                    self.keep_watch(w);
+                    if self.watch.is_none() {
                         return;
                     }
-                    self.watch = Some(w);
                 }
                 Err(e) => {
                     tracing::warn!("cannot watch {}: {e}", self.config.confdir.display());
@@ -451,13 +515,30 @@ impl Runtime {
             // Adding a watch twice returns the same descriptor: harmless.
             let _ = watch.add_watch(&dir, flags);
             if let Ok(entries) = std::fs::read_dir(&dir) {
-                dirs.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+                // The type comes with the entry: no stat of every job file, only
+                // of a symlink (followed, as the confdir's reader does).
+                dirs.extend(
+                    entries
+                        .flatten()
+                        .filter(|e| match e.file_type() {
+                            Ok(t) if t.is_symlink() => e.path().is_dir(),
+                            Ok(t) => t.is_dir(),
+                            Err(_) => false,
+                        })
+                        .map(|e| e.path()),
+                );
             }
         }
     }
 
     fn confdir_changed(&mut self) {
         let mut any = false;
+        // Saved first: a supervisor killed after the changes are read below and
+        // before the definitions made from them are saved must not take the
+        // saved ones for current.
+        if self.snap.confdir.take().is_some() {
+            self.persist();
+        }
         if let Some(watch) = &self.watch {
             while let Ok(events) = watch.read_events() {
                 if events.is_empty() {
@@ -465,6 +546,9 @@ impl Runtime {
                 }
                 any = true;
             }
+        }
+        if any && test_fault_once("abort-mid-reload") {
+            std::process::abort();
         }
         if any {
             tracing::info!("job files changed; reloading");
@@ -479,6 +563,11 @@ impl Runtime {
             tracing::warn!("{p}");
         }
         self.snap.jobs.set_definitions(conf.jobs);
+        // With a watch to see what changes from now on.
+        self.snap.confdir = self
+            .watch
+            .as_ref()
+            .and_then(|_| crate::check::Loaded::now(&self.config.confdir));
         self.dirty = true;
     }
 
@@ -724,27 +813,56 @@ impl Runtime {
     /// act, once the exits keel-init kept are applied, so every pid left names a
     /// process that has not been reaped). A process outside its instance's cgroup
     /// is not the one the state means (its pid was recycled): no pidfd for it.
+    ///
+    /// Only a process keel-init might have reaped unseen can have a recycled pid:
+    /// a main process that `expect fork|daemon|notify` may have moved to a process
+    /// that is not keel-init's child, or any, once keel-init has lost exits. Every
+    /// other one was spawned as keel-init's child, and its exit would be among
+    /// those applied: it is checked only then, so a new supervisor does not read
+    /// a thousand /proc files on its way up.
     fn open_pidfds(&mut self) {
-        let tracked: Vec<(i32, String, String)> = self
+        let moved = |job: &str, instance: &str, kind: ProcessKind| {
+            kind == ProcessKind::Main
+                && self
+                    .snap
+                    .jobs
+                    .jobs
+                    .get(job)
+                    .and_then(|j| j.instances.get(instance))
+                    .is_some_and(|i| {
+                        matches!(
+                            i.def.expect,
+                            job::Expect::Fork | job::Expect::Daemon | job::Expect::Notify
+                        )
+                    })
+        };
+        let tracked: Vec<(i32, String, String, bool)> = self
             .snap
             .jobs
             .pids
             .iter()
             .filter(|(pid, _)| **pid > 0 && !self.pidfds.contains_key(pid))
-            .map(|(pid, (j, i, _))| (*pid, j.clone(), i.clone()))
+            .map(|(pid, (j, i, kind))| {
+                let check = self.exits_lost || moved(j, i, *kind);
+                (*pid, j.clone(), i.clone(), check)
+            })
             .collect();
-        for (pid, job, instance) in tracked {
+        for (pid, job, instance, check) in tracked {
             let expected = self
                 .cgroups
                 .as_ref()
                 .filter(|_| {
-                    self.snap
-                        .cgroups
-                        .instances
-                        .contains(&(job.clone(), instance.clone()))
+                    check
+                        && self
+                            .snap
+                            .cgroups
+                            .instances
+                            .contains(&(job.clone(), instance.clone()))
                 })
                 .map(|tree| tree.instance_path(&job, &instance));
-            let actual = crate::ready::procfs::cgroup_of(pid);
+            let actual = expected
+                .as_ref()
+                .and_then(|_| crate::ready::procfs::cgroup_of(pid));
             let belongs = match (&expected, &actual) {
                 (Some(dir), Some(rel)) => dir.ends_with(rel.trim_start_matches('/')),
                 _ => true,
@@ -830,12 +948,14 @@ impl Runtime {
     /// Reads child `pid`'s error pipe: a failure record is kept until its exit is
     /// applied; at EOF (it exec'd) or a record the pipe is dropped.
     fn read_setup_pipe(&mut self, pid: i32) {
-        let Some(fd) = self.setup_pipes.get(&pid) else {
+        let Some(launch) = self.setup_pipes.get(&pid) else {
             return;
         };
-        match spawn::read_report(fd) {
+        match launch.report() {
+            // Kept until EOF: the child may still run on its stack until it ends.
             spawn::Report::Failed(failure) => {
                 self.setup_failures.insert(pid, failure);
+                return;
             }
             spawn::Report::Pending => return,
             spawn::Report::Done => {
@@ -1169,23 +1289,16 @@ impl Runtime {
             }
         }
         self.sweep_cgroups();
-        if let Some((round, go)) = &self.go {
-            self.snap.pending_go = Some((*round, go.waiting));
-            self.dirty = true;
-        }
-        if self.dirty {
+        if self.go.is_some() {
+            self.release_round();
+            self.dirty = false;
+        } else if self.dirty {
             self.persist();
             self.dirty = false;
         }
         // What said "ready" is consumed only now that the state recording it is saved.
         self.ready
             .after_persist(&self.snap.jobs, &self.epoll, self.link.as_ref());
-        if let Some((round, go)) = self.go.take() {
-            spawn::release(&go.write, go.waiting);
-            if let Some(link) = &self.link {
-                let _ = link.withdraw(&go_name(round));
-            }
-        }
         for effect in later {
             match effect {
                 Effect::Kill { pid, signal } => self.signal(pid, signal),
@@ -1237,6 +1350,28 @@ impl Runtime {
         }
     }
 
+    /// Ends the current round of spawns: the state recording its children (and
+    /// that the round is to be released) is saved, then they are released. The
+    /// next spawn begins a new round.
+    fn release_round(&mut self) {
+        let Some((round, go)) = self.go.take() else {
+            return;
+        };
+        self.snap.pending_go = Some((round, go.waiting));
+        self.persist();
+        if test_fault_once("abort-between-batches") {
+            std::process::abort();
+        }
+        // The children of earlier batches have exec'd by now, most of them: their
+        // launches (stacks, plans, error pipes) go before a whole round of them
+        // piles up.
+        let earlier: Vec<i32> = self.setup_pipes.keys().copied().collect();
+        for pid in earlier {
+            self.read_setup_pipe(pid);
+        }
+        spawn::release(&go.write, go.waiting);
+    }
+
     /// An answer naming instances, brought up to date: decided when the request
     /// came, it is sent after this round's spawns (a `start --no-wait` then shows
     /// the pre-start's pid, as Upstart's does).
@@ -1252,11 +1387,25 @@ impl Runtime {
     }
 
     /// Saves the state into the lifeboat (under keel-init; standalone there is
-    /// nobody to survive).
+    /// nobody to survive). Definitions made since the last save go first, with
+    /// every one saved before (the state in the lifeboat may still name those);
+    /// once the new state is saved, definitions it does not name are dropped.
     fn persist(&mut self) {
-        let Some(link) = &self.link else {
+        if self.link.is_none() {
             return;
-        };
+        }
+        // Definitions the new state no longer names, dropped once it is saved.
+        let mut unused = None;
+        if self.snap.jobs.next_def != self.defs_upto {
+            let live = self.snap.jobs.live_definitions();
+            let mut all = self.defs_saved.clone();
+            all.extend(live.iter().map(|(id, d)| (*id, d.clone())));
+            if all.len() > live.len() {
+                unused = Some(live);
+            }
+            self.save_definitions(all);
+            self.defs_upto = self.snap.jobs.next_def;
+        }
         let bytes = journal::encode(&self.snap);
         tracing::debug!(
             "saving state: last exit {}, round {}, pending {:?}",
@@ -1264,11 +1413,26 @@ impl Runtime {
             self.snap.go_rounds,
             self.snap.pending_go
         );
-        match journal::to_memfd(&bytes)
-            .and_then(|fd| link.deposit(journal::LIFEBOAT_NAME, fd.as_fd()))
-        {
-            Ok(()) => {}
-            Err(e) => tracing::error!("cannot save the state: {e}"),
+        self.deposit(journal::LIFEBOAT_NAME, &bytes, "the state");
+        if let Some(live) = unused {
+            self.save_definitions(live);
+        }
+    }
+
+    /// Saves `defs` as the definitions in the lifeboat.
+    fn save_definitions(&mut self, defs: journal::Definitions) {
+        let bytes = journal::encode_definitions(&defs);
+        self.deposit(journal::DEFS_LIFEBOAT_NAME, &bytes, "the job definitions");
+        self.defs_saved = defs;
+    }
+
+    /// `bytes` into a sealed memfd, deposited in the lifeboat as `name`.
+    fn deposit(&self, name: &str, bytes: &[u8], what: &str) {
+        let Some(link) = &self.link else {
+            return;
+        };
+        if let Err(e) = journal::to_memfd(bytes).and_then(|fd| link.deposit(name, fd.as_fd())) {
+            tracing::error!("cannot save {what}: {e}");
         }
     }
 
@@ -1309,31 +1473,16 @@ impl Runtime {
         let Some((_, go)) = self.go.as_mut() else {
             return;
         };
-        match spawn::spawn(&plan, go) {
-            Ok(child) => {
-                tracing::debug!(
-                    "spawned {job} {} pid {} in round {}",
-                    kind.name(),
-                    child.pid,
-                    self.snap.go_rounds
-                );
-                let _ = epoll::add(
-                    &self.epoll,
-                    &child.errors,
-                    epoll::EventData::new_u64(TOKEN_SETUP | child.pid as u64),
-                    epoll::EventFlags::IN,
-                );
-                self.setup_pipes.insert(child.pid, child.errors);
-                self.pidfds.insert(child.pid, child.pidfd);
-                if let Some(ours) = ready_fd {
-                    self.ready
-                        .keep_fd(child.pid, ours, &self.epoll, self.link.as_ref());
-                }
-                self.snap.jobs.spawned(job, instance, kind, child.pid);
+        let into_cgroup = plan.cgroup.is_some();
+        match spawn::spawn(plan, go) {
+            Ok(child) if go.waiting >= SPAWN_BATCH => {
+                self.spawned(job, instance, kind, child, ready_fd);
+                self.release_round();
             }
+            Ok(child) => self.spawned(job, instance, kind, child, ready_fd),
             Err(e) => {
-                let reason = match (&plan.cgroup, e.raw_os_error()) {
-                    (Some(_), Some(libc::EBUSY | libc::EOPNOTSUPP)) => format!(
+                let reason = match (into_cgroup, e.raw_os_error()) {
+                    (true, Some(libc::EBUSY | libc::EOPNOTSUPP)) => format!(
                         "failed to spawn {} process into its cgroup: {}",
                         kind.name(),
                         spawn::strerror(e.raw_os_error().unwrap_or(0))
@@ -1346,6 +1495,37 @@ impl Runtime {
                     .spawn_failed(job, instance, kind, reason, now);
             }
         }
+    }
+
+    /// Takes a new child into account: its error pipe, its pidfd, an `expect fd`
+    /// socket's other end, and its pid for the core.
+    fn spawned(
+        &mut self,
+        job: &str,
+        instance: &str,
+        kind: ProcessKind,
+        child: spawn::Spawned,
+        ready_fd: Option<OwnedFd>,
+    ) {
+        tracing::debug!(
+            "spawned {job} {} pid {} in round {}",
+            kind.name(),
+            child.pid,
+            self.snap.go_rounds
+        );
+        let _ = epoll::add(
+            &self.epoll,
+            child.launch.errors(),
+            epoll::EventData::new_u64(TOKEN_SETUP | child.pid as u64),
+            epoll::EventFlags::IN,
+        );
+        self.setup_pipes.insert(child.pid, child.launch);
+        self.pidfds.insert(child.pid, child.pidfd);
+        if let Some(ours) = ready_fd {
+            self.ready
+                .keep_fd(child.pid, ours, &self.epoll, self.link.as_ref());
+        }
+        self.snap.jobs.spawned(job, instance, kind, child.pid);
     }
 
     /// Everything a process of the instance needs, prepared in the parent: the
@@ -1608,7 +1788,7 @@ impl Runtime {
             .jobs
             .values()
             .filter(|j| !j.deleted)
-            .map(|j| &j.def)
+            .map(|j| &*j.def)
     }
 
     /// `show-config [JOB]`: each job's conditions, emits and definition.
@@ -1711,6 +1891,8 @@ impl Runtime {
     /// Checks that `binary` (default: this one) can take over: it must read this
     /// state's format. Asking it costs one short process; refusing here keeps the
     /// running supervisor, where a failed load after exec would lose the state.
+    /// The very file this supervisor runs (the same inode) reads its own format:
+    /// it is not asked.
     fn prepare_reexec(&self, binary: Option<String>) -> Result<PathBuf, String> {
         if self.link.is_none() {
             return Err("re-exec needs keel-init to keep the state across it".into());
@@ -1720,6 +1902,13 @@ impl Runtime {
             None => std::fs::read_link("/proc/self/exe")
                 .map_err(|e| format!("cannot find my own binary: {e}"))?,
         };
+        let file = |p: &std::path::Path| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
+        };
+        if file(&path).is_some_and(|f| file(std::path::Path::new("/proc/self/exe")) == Some(f)) {
+            return Ok(path);
+        }
         let out = std::process::Command::new(&path)
             .arg("--state-format")
             .env_clear()
@@ -1828,7 +2017,10 @@ fn accepted(
 /// separated). `abort-on-resume` aborts right after a saved state was loaded, the
 /// way a supervisor choking on a poisoned state would; `abort-mid-flush` (once,
 /// see `test_fault_once`) aborts after an early job log was written out, before
-/// the state says so.
+/// the state says so; `abort-between-batches` (once) aborts after a batch of
+/// spawns was saved, before it is released and before the rest are spawned;
+/// `abort-mid-reload` (once) aborts after changes to the job files were read from
+/// the confdir's watch, before they are loaded.
 fn test_fault(name: &str) -> bool {
     std::env::var("KEEL_TEST_FAULTS").is_ok_and(|f| f.split(',').any(|x| x == name))
 }
@@ -1846,9 +2038,30 @@ fn test_fault_once(name: &str) -> bool {
         })
 }
 
-/// The lifeboat name of round `round`'s go pipe.
+/// The saved state in `state`, naming definitions saved in `defs`.
+fn load_saved(
+    state: &OwnedFd,
+    defs: Option<&OwnedFd>,
+) -> Result<(Snapshot, journal::Definitions), String> {
+    let defs = match defs {
+        Some(fd) => journal::read_memfd(fd)
+            .map_err(|e| format!("job definitions: {e}"))
+            .and_then(|b| journal::decode_definitions(&b).map_err(|e| e.to_string()))?,
+        None => journal::Definitions::new(),
+    };
+    let bytes = journal::read_memfd(state).map_err(|e| e.to_string())?;
+    let snap = journal::decode(&bytes, &defs).map_err(|e| e.to_string())?;
+    Ok((snap, defs))
+}
+
+/// The lifeboat name of round `round`'s go pipe: `go:0` or `go:1` by the round's
+/// parity. A round's deposit replaces the pipe of the round before the last,
+/// which was saved (and released) before the last round began, so an entry is
+/// never withdrawn after its release: whatever the saved state's round is, its
+/// pipe is still in the lifeboat under this name — and releasing a round twice
+/// is harmless, each child reading one byte.
 fn go_name(round: u64) -> String {
-    format!("go:{round}")
+    format!("go:{}", round % 2)
 }
 
 /// `KEY=VALUE` words as pairs; anything else is refused, as Upstart does.

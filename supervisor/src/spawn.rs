@@ -9,21 +9,33 @@
 //! not even its first instruction runs outside.
 //!
 //! Exactly-once spawning across a crash: the child sets itself up, then blocks on a
-//! "go" pipe before exec. All children spawned in one round of the event loop share
-//! one [`GoPipe`], whose write end is also deposited in keel-init's lifeboat. The
-//! supervisor saves the state recording the children's pids (and that this round is
-//! to be released), then writes one byte per child. A supervisor killed before the
-//! save leaves a state without those pids: its successor withdraws the pipe from the
-//! lifeboat, the children read EOF and exit without ever exec'ing, and the
-//! successor starts them anew. Killed after the save, its successor finds the round
-//! marked for release and releases it from the lifeboat's copy. So a process either
-//! runs and is in the saved state, or never ran.
+//! "go" pipe before exec. All children spawned in one round of the event loop (a
+//! batch of at most `runtime::SPAWN_BATCH` of them) share one [`GoPipe`], whose
+//! write end is also deposited in keel-init's lifeboat. The supervisor saves the
+//! state recording the children's pids (and that this round is to be released),
+//! then writes one byte per child. A supervisor killed before the save leaves a
+//! state without those pids (the spawns decided, pid 0, or not even that): its
+//! successor withdraws the pipe from the lifeboat, the children read EOF and exit
+//! without ever exec'ing, and the successor starts them anew. Killed after the
+//! save, its successor finds the round marked for release and releases it from the
+//! lifeboat's copy. So a process either runs and is in the saved state, or never
+//! ran.
 //!
 //! Everything the child needs (paths, argv, envp, ids, groups, the capability mask,
 //! limits) is resolved in the parent (`setup`, `Runtime::plan`); the child runs only
-//! raw syscalls on that data, then execs or `_exit`s — it never allocates. The
-//! supervisor is single-threaded, so the child of a clone without `CLONE_VM` is an
-//! ordinary copy with no lock held.
+//! raw syscalls on that data, then execs or exits — it never allocates.
+//!
+//! The child shares the supervisor's memory (`CLONE_VM`) until its exec, on a stack
+//! of its own: nothing of the supervisor is copied for a spawn, no page of it is
+//! write-protected (to be copied again at the supervisor's next write), and the
+//! exec has no copy to tear down — with a thousand jobs, copying the supervisor
+//! was most of what a spawn cost. In return the child may touch nothing the
+//! supervisor changes: it reads only its [`Launch`], which the supervisor keeps
+//! (with the stack) until the child's error pipe reports EOF — the kernel closes
+//! the child's end at exec after it has left this memory, or at its exit — and it
+//! makes raw system calls (`sys`), never libc's wrappers, which would write
+//! `errno` in the supervisor's thread. It has its own fd table and signal
+//! handlers (`CLONE_CLEAR_SIGHAND`), as a forked child would.
 //!
 //! The child sets itself up in this order, each step where the next ones need it:
 //! 1. signals back to their defaults, a new session and process group (`setsid`);
@@ -43,15 +55,17 @@
 //! 10. wait for "go", exec.
 //!
 //! A step that fails writes a fixed 12-byte record (step, argument, errno) to the
-//! error pipe and `_exit`s with [`SETUP_FAILED`]; an exec that fails does the same
+//! error pipe and exits with [`SETUP_FAILED`]; an exec that fails does the same
 //! (status 127 or 126, as a shell would). The write end is close-on-exec: a
 //! successful exec closes it, so the supervisor reads EOF (and drops its read end)
 //! or a record, which becomes the process's failure reason (`Failure::describe`).
 
 use crate::job::{CAPABILITIES, Console, Resource};
-use rustix::fd::{AsRawFd, FromRawFd, OwnedFd};
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ffi::CString;
 use std::io;
+
+mod sys;
 
 /// The fd at which a script's text is readable in the child (`/proc/self/fd/9`).
 pub const SCRIPT_FD: i32 = 9;
@@ -131,9 +145,8 @@ pub struct Ids {
 pub struct Spawned {
     pub pid: i32,
     pub pidfd: OwnedFd,
-    /// The read end of the child's error pipe (non-blocking): EOF once it exec'd,
-    /// a [`SetupError`] record if its setup or exec failed.
-    pub errors: OwnedFd,
+    /// What it needs until it execs, and its error pipe.
+    pub launch: Launch,
 }
 
 /// The "go" pipe of one round of spawns (see the module docs).
@@ -345,22 +358,67 @@ pub fn read_report(errors: &OwnedFd) -> Report {
     }
 }
 
-pub fn spawn(plan: &Plan, go: &mut GoPipe) -> io::Result<Spawned> {
-    let script = match &plan.script {
-        Some(text) => Some(high(script_memfd(text)?)?),
+/// Signals whose disposition the supervisor itself ignores (Rust ignores
+/// SIGPIPE): `CLONE_CLEAR_SIGHAND` resets handled signals in a child, not ignored
+/// ones, so the child resets these itself. Bit `n - 1` for signal `n`.
+fn ignored_signals() -> u64 {
+    static IGNORED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *IGNORED.get_or_init(|| {
+        let mut mask = 0;
+        for sig in 1..=64usize {
+            let mut old = KernelSigaction {
+                handler: 0,
+                flags: 0,
+                restorer: 0,
+                mask: 0,
+            };
+            // SAFETY: rt_sigaction(2) with no new action only reads the
+            // disposition into `old` (raw: libc hides its own signals 32 and 33).
+            let read = unsafe {
+                sys::syscall6(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    0,
+                    &mut old as *mut KernelSigaction as usize,
+                    8,
+                    0,
+                    0,
+                )
+            };
+            if read == 0 && old.handler == libc::SIG_IGN {
+                mask |= 1 << (sig - 1);
+            }
+        }
+        mask
+    })
+}
+
+/// Starts the process `plan` describes, waiting on `go` (see the module docs).
+///
+/// The child shares the supervisor's memory (`CLONE_VM`) until it execs, on a
+/// stack of its own, so the supervisor's pages are neither copied for it nor
+/// write-protected under it, and its exec has nothing to tear down. In return the
+/// child reads only its [`Launch`] (which the supervisor keeps until the child has
+/// exec'd or ended), writes only to its stack, and makes raw system calls only
+/// (`sys`).
+pub fn spawn(mut plan: Plan, go: &mut GoPipe) -> io::Result<Spawned> {
+    let script = match plan.script.take() {
+        Some(text) => Some(high(script_memfd(&text)?)?),
         None => None,
     };
     let (err_read, err_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     let err_write = high(err_write)?;
     rustix::io::ioctl_fionbio(&err_read, true)?;
-    let log = match &plan.log {
-        Some(fd) => Some(rustix::io::fcntl_dupfd_cloexec(fd, 64)?),
+    let log = match plan.log.take() {
+        Some(fd) => Some(rustix::io::fcntl_dupfd_cloexec(&fd, 64)?),
         None => None,
     };
-    let ready = match &plan.ready_fd {
-        Some((fd, n)) => Some((rustix::io::fcntl_dupfd_cloexec(fd, 64)?, *n)),
+    let ready = match plan.ready_fd.take() {
+        Some((fd, n)) => Some((rustix::io::fcntl_dupfd_cloexec(&fd, 64)?, n)),
         None => None,
     };
+    let cgroup_dir = plan.cgroup.take();
+    let stack = Stack::take()?;
 
     let argv: Vec<*const libc::c_char> = plan
         .argv
@@ -381,53 +439,182 @@ pub fn spawn(plan: &Plan, go: &mut GoPipe) -> io::Result<Spawned> {
         log: log.as_ref().map(|f| f.as_raw_fd()),
         ready: ready.as_ref().map(|(f, n)| (f.as_raw_fd(), *n)),
     };
+    // Boxed, so that it stays where the child finds it while the Launch moves.
+    let ctx = Box::new(Ctx {
+        argv,
+        envp,
+        fds,
+        ignored: ignored_signals(),
+        plan,
+    });
 
     let mut pidfd: libc::c_int = -1;
-    let (parent_flag, exit_signal) = if plan.init_child {
+    let (parent_flag, exit_signal) = if ctx.plan.init_child {
         // With CLONE_PARENT the kernel requires exit_signal 0: the child inherits the
         // supervisor's own exit signal (SIGCHLD, as keel-init forked it), sent to keel-init.
         (libc::CLONE_PARENT as u64, 0)
     } else {
         (0, libc::SIGCHLD as u64)
     };
-    let (cgroup_flag, cgroup) = match &plan.cgroup {
+    let (cgroup_flag, cgroup) = match &cgroup_dir {
         Some(fd) => (CLONE_INTO_CGROUP, fd.as_raw_fd() as u64),
         None => (0, 0),
     };
-    let mut args = CloneArgs {
-        flags: libc::CLONE_PIDFD as u64 | parent_flag | cgroup_flag,
+    let mut args = sys::CloneArgs {
+        flags: libc::CLONE_VM as u64
+            | libc::CLONE_PIDFD as u64
+            | CLONE_CLEAR_SIGHAND
+            | parent_flag
+            | cgroup_flag,
         pidfd: &mut pidfd as *mut libc::c_int as u64,
         exit_signal,
+        stack: stack.base as u64,
+        stack_size: STACK_SIZE as u64,
         cgroup,
-        ..CloneArgs::default()
+        ..sys::CloneArgs::default()
     };
-    // SAFETY: clone3 without CLONE_VM gives the child its own copy of this address
-    // space; `args` and `pidfd` are valid for the call. The child below only makes
-    // raw syscalls on data prepared above, then execs or exits: it never returns
-    // into Rust code that could unwind, allocate under a held lock, or run drops.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &mut args as *mut CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
+    // SAFETY: the stack is mapped for as long as the Launch lives, which the
+    // supervisor keeps until the child has exec'd or ended (EOF on its error
+    // pipe: its copy closes at exec, after the kernel has left this memory, or at
+    // exit); its top is page aligned. `child_entry` never returns, reads only
+    // `ctx` (boxed, not changed while the Launch lives), writes only to its own
+    // stack and makes raw system calls only. The fds it names stay open in the
+    // parent until clone3 has returned (the child has its own table).
+    let ret = unsafe { sys::clone3(&mut args, child_entry, &*ctx as *const Ctx as *const u8) };
     if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if ret == 0 {
-        // SAFETY: see above; `child` never returns.
-        unsafe { child(plan, &argv, &envp, &fds) }
+        return Err(io::Error::from_raw_os_error(-ret as i32));
     }
     go.waiting += 1;
-    drop((script, err_write, log, ready));
+    drop((script, err_write, log, ready, cgroup_dir));
     // SAFETY: CLONE_PIDFD stored a new pidfd that nothing else owns.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     Ok(Spawned {
         pid: ret as i32,
         pidfd,
-        errors: err_read,
+        launch: Launch {
+            errors: err_read,
+            _ctx: ctx,
+            stack: Some(stack),
+        },
     })
+}
+
+/// `CLONE_CLEAR_SIGHAND` (linux/sched.h, Linux 5.5): handled signals start at
+/// their defaults in the child.
+const CLONE_CLEAR_SIGHAND: u64 = 0x1_0000_0000;
+
+/// What a child needs until it execs, and keeps it alive: the supervisor holds a
+/// Launch until [`Launch::report`] says [`Report::Done`] (the child exec'd or
+/// ended), since the child reads it and runs on its stack until then.
+pub struct Launch {
+    /// The read end of the child's error pipe (non-blocking): EOF once it exec'd
+    /// or ended, a [`SetupError`] record if its setup or exec failed.
+    errors: OwnedFd,
+    _ctx: Box<Ctx>,
+    stack: Option<Stack>,
+}
+
+impl Drop for Launch {
+    /// The child no longer runs on its stack: another child may.
+    fn drop(&mut self) {
+        if let Some(stack) = self.stack.take() {
+            stack.give_back();
+        }
+    }
+}
+
+impl Launch {
+    pub fn errors(&self) -> BorrowedFd<'_> {
+        self.errors.as_fd()
+    }
+
+    /// What the child's error pipe says, read without blocking.
+    pub fn report(&self) -> Report {
+        read_report(&self.errors)
+    }
+}
+
+/// Everything the child reads: its plan, argv and envp as the kernel takes them
+/// (pointers into the plan's strings), where its fds are.
+struct Ctx {
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    fds: ChildFds,
+    /// [`ignored_signals`].
+    ignored: u64,
+    plan: Plan,
+}
+
+/// The stack a child runs on until it execs: [`STACK_SIZE`] bytes above a guard
+/// page that is never mapped, so an overflow faults in the child instead of
+/// writing over the supervisor's memory.
+struct Stack {
+    /// The lowest usable byte (just above the guard page).
+    base: *mut u8,
+}
+
+const STACK_SIZE: usize = 32 * 1024;
+const GUARD: usize = 4096;
+/// Stacks kept for the next children (a batch's worth): making and removing a
+/// mapping of the memory a thousand children share costs more than the spawn.
+const POOLED_STACKS: usize = 64;
+
+thread_local! {
+    static STACKS: std::cell::RefCell<Vec<Stack>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Stack {
+    /// A stack from the pool, or a new one.
+    fn take() -> io::Result<Stack> {
+        match STACKS.with(|s| s.borrow_mut().pop()) {
+            Some(stack) => Ok(stack),
+            None => Stack::new(),
+        }
+    }
+
+    /// Back to the pool (or unmapped, if it is full).
+    fn give_back(self) {
+        STACKS.with(|s| {
+            let mut pool = s.borrow_mut();
+            if pool.len() < POOLED_STACKS {
+                pool.push(self);
+            }
+        });
+    }
+
+    fn new() -> io::Result<Stack> {
+        use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
+        // SAFETY: a fresh anonymous mapping, owned by the Stack (unmapped on drop).
+        let map = unsafe {
+            rustix::mm::mmap_anonymous(
+                std::ptr::null_mut(),
+                GUARD + STACK_SIZE,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::PRIVATE | MapFlags::NORESERVE | MapFlags::STACK,
+            )?
+        };
+        // SAFETY: the first page of the mapping just made.
+        if let Err(e) = unsafe { rustix::mm::mprotect(map, GUARD, MprotectFlags::empty()) } {
+            // SAFETY: the mapping just made, not used by anyone.
+            let _ = unsafe { rustix::mm::munmap(map, GUARD + STACK_SIZE) };
+            return Err(e.into());
+        }
+        Ok(Stack {
+            base: (map as *mut u8).wrapping_add(GUARD),
+        })
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping `new` made; no child runs on it any more (see Launch).
+        let _ = unsafe {
+            rustix::mm::munmap(
+                self.base.wrapping_sub(GUARD) as *mut std::ffi::c_void,
+                GUARD + STACK_SIZE,
+            )
+        };
+    }
 }
 
 /// The child's source fds (all ≥ 64, so moving them to their targets clobbers none).
@@ -440,69 +627,149 @@ struct ChildFds {
     ready: Option<(i32, i32)>,
 }
 
-/// Reports `step` on the error pipe and ends the child.
+/// The raw system calls of the child (see `sys`).
+mod raw {
+    pub use super::sys::{syscall, syscall6};
+    pub use libc::{
+        SYS_capset, SYS_chdir, SYS_chroot, SYS_close, SYS_close_range, SYS_dup2, SYS_dup3,
+        SYS_execve, SYS_exit_group, SYS_getpid, SYS_ioctl, SYS_openat, SYS_prctl, SYS_read,
+        SYS_rt_sigaction, SYS_rt_sigprocmask, SYS_setgid, SYS_setgroups, SYS_setpriority,
+        SYS_setrlimit, SYS_setsid, SYS_setuid, SYS_umask, SYS_write,
+    };
+}
+
+/// Ends the child with `code`.
+///
+/// # Safety
+/// Only in the child.
+unsafe fn exit(code: i32) -> ! {
+    // SAFETY: exit_group takes no pointer; the child is its own thread group.
+    unsafe { raw::syscall(raw::SYS_exit_group, code as usize, 0, 0) };
+    // exit_group does not return.
+    loop {
+        std::hint::spin_loop();
+    }
+}
+
+/// Reports `step` (the failed call's result `ret`, a negative errno) on the error
+/// pipe and ends the child.
 ///
 /// # Safety
 /// Only in the child, after the error pipe is at [`ERR_FD`].
-unsafe fn fail(step: Step, arg: u32, code: i32) -> ! {
+unsafe fn fail(step: Step, arg: u32, ret: isize, code: i32) -> ! {
+    let errno = i32::try_from(-ret).unwrap_or(libc::EINVAL);
+    let record = SetupError { step, arg, errno }.encode();
+    // SAFETY: writes the record from the child's stack; then ends it.
     unsafe {
-        let errno = *libc::__errno_location();
-        let record = SetupError { step, arg, errno }.encode();
-        libc::write(ERR_FD, record.as_ptr() as *const libc::c_void, RECORD);
-        libc::_exit(code)
+        raw::syscall(
+            raw::SYS_write,
+            ERR_FD as usize,
+            record.as_ptr() as usize,
+            RECORD,
+        );
+        exit(code)
     }
+}
+
+/// The kernel's `struct sigaction` (x86_64) for `rt_sigaction`.
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: u64,
+    restorer: usize,
+    mask: u64,
+}
+
+/// Where the child starts (see `sys::clone3`).
+///
+/// # Safety
+/// Only as the entry of a child spawned by [`spawn`], with its [`Ctx`].
+unsafe extern "C" fn child_entry(ctx: *const u8) -> ! {
+    // SAFETY: `spawn` passes its boxed Ctx, alive until the child execs or ends.
+    unsafe { child(&*(ctx as *const Ctx)) }
 }
 
 /// The child's side: set up, wait for go, exec. Never returns. The order of the
 /// steps, and why, is in the module docs.
 ///
 /// # Safety
-/// Must only be called in the child of `clone3` in `spawn`, with pointers valid there.
-unsafe fn child(
-    plan: &Plan,
-    argv: &[*const libc::c_char],
-    envp: &[*const libc::c_char],
-    fds: &ChildFds,
-) -> ! {
+/// Must only be called in a child of [`spawn`]; touches only `c` and its stack.
+unsafe fn child(c: &Ctx) -> ! {
+    use raw::*;
+    let (plan, fds) = (&c.plan, &c.fds);
+    // SAFETY (the whole function): raw system calls on the Ctx's data and locals
+    // of this stack, in the child only.
     unsafe {
         // Not the supervisor any more: say so to `ps` (and to anyone looking for the
         // supervisor by name) until exec gives the job its own name.
-        libc::prctl(libc::PR_SET_NAME, c"keel-spawn".as_ptr());
-        // Signals: the supervisor blocks some and Rust ignores SIGPIPE; a job starts
-        // with defaults and nothing blocked.
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        for sig in 1..32 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
+        syscall(
+            SYS_prctl,
+            libc::PR_SET_NAME as usize,
+            c"keel-spawn".as_ptr() as usize,
+            0,
+        );
+        // Signals: the supervisor blocks some and ignores SIGPIPE; a job starts with
+        // defaults (CLONE_CLEAR_SIGHAND reset the handled ones) and nothing blocked.
+        let empty: u64 = 0;
+        syscall6(
+            SYS_rt_sigprocmask,
+            libc::SIG_SETMASK as usize,
+            &empty as *const u64 as usize,
+            0,
+            8,
+            0,
+            0,
+        );
+        let default = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        for sig in 1..=64usize {
+            if c.ignored & (1 << (sig - 1)) != 0 {
+                syscall6(
+                    SYS_rt_sigaction,
+                    sig,
+                    &default as *const KernelSigaction as usize,
+                    0,
+                    8,
+                    0,
+                    0,
+                );
             }
         }
         // Its own session and process group, so signals reach every process of the job.
-        libc::setsid();
+        syscall(SYS_setsid, 0, 0, 0);
 
         // The error pipe first, so every later failure can be reported.
-        if libc::dup3(fds.errors, ERR_FD, libc::O_CLOEXEC) < 0 {
-            libc::_exit(SETUP_FAILED);
+        if syscall(
+            SYS_dup3,
+            fds.errors as usize,
+            ERR_FD as usize,
+            libc::O_CLOEXEC as usize,
+        ) < 0
+        {
+            exit(SETUP_FAILED);
         }
         stdio(plan, fds);
         if let Some(fd) = fds.script {
-            libc::dup2(fd, SCRIPT_FD);
+            syscall(SYS_dup2, fd as usize, SCRIPT_FD as usize, 0);
         }
-        libc::dup2(fds.go, GO_FD);
+        syscall(SYS_dup2, fds.go as usize, GO_FD as usize, 0);
         let last = match fds.ready {
             Some((source, _)) => {
-                libc::dup2(source, READY_FD);
+                syscall(SYS_dup2, source as usize, READY_FD as usize, 0);
                 READY_FD
             }
             None => ERR_FD,
         };
         // Every other fd closed: nothing of the supervisor leaks into a job.
-        libc::close_range(3, SCRIPT_FD as u32 - 1, 0);
+        syscall(SYS_close_range, 3, SCRIPT_FD as usize - 1, 0);
         if fds.script.is_none() {
-            libc::close(SCRIPT_FD);
+            syscall(SYS_close, SCRIPT_FD as usize, 0, 0);
         }
-        libc::close_range(last as u32 + 1, u32::MAX, 0);
+        syscall(SYS_close_range, last as usize + 1, u32::MAX as usize, 0);
 
         let s = &plan.setup;
         if let Some(value) = &s.oom_score_adj {
@@ -512,34 +779,43 @@ unsafe fn child(
             write_file(attr, label, Step::AppArmor);
         }
         for &(resource, soft, hard) in &s.limits {
-            let limit = libc::rlimit {
-                rlim_cur: soft,
-                rlim_max: hard,
-            };
-            if libc::setrlimit(resource as _, &limit) != 0 {
-                fail(Step::Setrlimit, resource, SETUP_FAILED);
+            let limit = [soft, hard];
+            let r = syscall(SYS_setrlimit, resource as usize, limit.as_ptr() as usize, 0);
+            if r != 0 {
+                fail(Step::Setrlimit, resource, r, SETUP_FAILED);
             }
         }
-        if let Some(nice) = s.nice
-            && libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0
-        {
-            fail(Step::Nice, 0, SETUP_FAILED);
+        if let Some(nice) = s.nice {
+            let r = syscall(
+                SYS_setpriority,
+                libc::PRIO_PROCESS as usize,
+                0,
+                nice as isize as usize,
+            );
+            if r != 0 {
+                fail(Step::Nice, 0, r, SETUP_FAILED);
+            }
         }
 
-        libc::umask(plan.umask as libc::mode_t);
-        if let Some(root) = &s.chroot
-            && libc::chroot(root.as_ptr()) != 0
-        {
-            fail(Step::Chroot, 0, SETUP_FAILED);
+        syscall(SYS_umask, plan.umask as usize, 0, 0);
+        if let Some(root) = &s.chroot {
+            let r = syscall(SYS_chroot, root.as_ptr() as usize, 0, 0);
+            if r != 0 {
+                fail(Step::Chroot, 0, r, SETUP_FAILED);
+            }
         }
-        if libc::chdir(plan.chdir.as_ptr()) != 0 {
-            fail(Step::Chdir, 0, SETUP_FAILED);
+        let r = syscall(SYS_chdir, plan.chdir.as_ptr() as usize, 0, 0);
+        if r != 0 {
+            fail(Step::Chdir, 0, r, SETUP_FAILED);
         }
 
         if let Some(keep) = s.capabilities {
             for cap in 0..=s.last_cap {
-                if keep & (1 << cap) == 0 && libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 {
-                    fail(Step::BoundingSet, cap, SETUP_FAILED);
+                if keep & (1 << cap) == 0 {
+                    let r = syscall(SYS_prctl, libc::PR_CAPBSET_DROP as usize, cap as usize, 0);
+                    if r != 0 {
+                        fail(Step::BoundingSet, cap, r, SETUP_FAILED);
+                    }
                 }
             }
         }
@@ -547,19 +823,30 @@ unsafe fn child(
             .capabilities
             .filter(|&c| c != 0 && s.ids.as_ref().is_some_and(|i| i.uid.is_some()));
         if let Some(ids) = &s.ids {
-            if ambient.is_some() && libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0 {
-                fail(Step::KeepCaps, 0, SETUP_FAILED);
+            if ambient.is_some() {
+                let r = syscall(SYS_prctl, libc::PR_SET_KEEPCAPS as usize, 1, 0);
+                if r != 0 {
+                    fail(Step::KeepCaps, 0, r, SETUP_FAILED);
+                }
             }
-            if libc::setgroups(ids.groups.len(), ids.groups.as_ptr()) != 0 {
-                fail(Step::Setgroups, 0, SETUP_FAILED);
+            let r = syscall(
+                SYS_setgroups,
+                ids.groups.len(),
+                ids.groups.as_ptr() as usize,
+                0,
+            );
+            if r != 0 {
+                fail(Step::Setgroups, 0, r, SETUP_FAILED);
             }
-            if libc::setgid(ids.gid) != 0 {
-                fail(Step::Setgid, 0, SETUP_FAILED);
+            let r = syscall(SYS_setgid, ids.gid as usize, 0, 0);
+            if r != 0 {
+                fail(Step::Setgid, 0, r, SETUP_FAILED);
             }
-            if let Some(uid) = ids.uid
-                && libc::setuid(uid) != 0
-            {
-                fail(Step::Setuid, 0, SETUP_FAILED);
+            if let Some(uid) = ids.uid {
+                let r = syscall(SYS_setuid, uid as usize, 0, 0);
+                if r != 0 {
+                    fail(Step::Setuid, 0, r, SETUP_FAILED);
+                }
             }
         }
         if let Some(keep) = s.capabilities {
@@ -569,56 +856,79 @@ unsafe fn child(
                 permitted: word(i),
                 inheritable: word(i),
             });
-            let mut header = CapHeader {
+            let header = CapHeader {
                 version: LINUX_CAPABILITY_VERSION_3,
                 pid: 0,
             };
-            if libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) != 0 {
-                fail(Step::Capset, 0, SETUP_FAILED);
+            let r = syscall(
+                SYS_capset,
+                &header as *const CapHeader as usize,
+                data.as_ptr() as usize,
+                0,
+            );
+            if r != 0 {
+                fail(Step::Capset, 0, r, SETUP_FAILED);
             }
         }
         if let Some(keep) = ambient {
             for cap in 0..=s.last_cap {
-                if keep & (1 << cap) != 0
-                    && libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE, cap, 0, 0) != 0
-                {
-                    fail(Step::Ambient, cap, SETUP_FAILED);
+                if keep & (1 << cap) != 0 {
+                    let r = syscall6(
+                        SYS_prctl,
+                        libc::PR_CAP_AMBIENT as usize,
+                        libc::PR_CAP_AMBIENT_RAISE as usize,
+                        cap as usize,
+                        0,
+                        0,
+                        0,
+                    );
+                    if r != 0 {
+                        fail(Step::Ambient, cap, r, SETUP_FAILED);
+                    }
                 }
             }
         }
-        if s.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-            fail(Step::NoNewPrivs, 0, SETUP_FAILED);
+        if s.no_new_privs {
+            let r = syscall6(SYS_prctl, libc::PR_SET_NO_NEW_PRIVS as usize, 1, 0, 0, 0, 0);
+            if r != 0 {
+                fail(Step::NoNewPrivs, 0, r, SETUP_FAILED);
+            }
         }
 
         // Wait until the supervisor has saved this pid (see the module docs).
         let mut byte = 0u8;
         loop {
-            let n = libc::read(GO_FD, &mut byte as *mut u8 as *mut libc::c_void, 1);
+            let n = syscall(SYS_read, GO_FD as usize, &mut byte as *mut u8 as usize, 1);
             if n == 1 {
                 break;
             }
-            if n < 0 && *libc::__errno_location() == libc::EINTR {
+            if n == -(libc::EINTR as isize) {
                 continue;
             }
-            libc::_exit(NOT_RELEASED);
+            exit(NOT_RELEASED);
         }
-        libc::close(GO_FD);
+        syscall(SYS_close, GO_FD as usize, 0, 0);
         // `expect fd N`: the readiness socket at N (`reserved_fd` keeps N clear of
         // what is still needed), open across the exec.
         if let Some((_, n)) = fds.ready
             && n != READY_FD
         {
-            libc::dup2(READY_FD, n);
-            libc::close(READY_FD);
+            syscall(SYS_dup2, READY_FD as usize, n as usize, 0);
+            syscall(SYS_close, READY_FD as usize, 0, 0);
         }
 
-        libc::execve(argv[0], argv.as_ptr(), envp.as_ptr());
-        let code = if *libc::__errno_location() == libc::ENOENT {
+        let r = syscall(
+            SYS_execve,
+            c.argv.as_ptr().read() as usize,
+            c.argv.as_ptr() as usize,
+            c.envp.as_ptr() as usize,
+        );
+        let code = if r == -(libc::ENOENT as isize) {
             127
         } else {
             126
         };
-        fail(Step::Exec, 0, code)
+        fail(Step::Exec, 0, r, code)
     }
 }
 
@@ -627,32 +937,61 @@ unsafe fn child(
 /// # Safety
 /// Only in the child, after the error pipe is at [`ERR_FD`].
 unsafe fn stdio(plan: &Plan, fds: &ChildFds) {
+    use raw::*;
+    let open = |path: &std::ffi::CStr, flags: i32| {
+        // SAFETY: openat with a NUL-terminated path, in the child.
+        unsafe {
+            syscall6(
+                SYS_openat,
+                libc::AT_FDCWD as usize,
+                path.as_ptr() as usize,
+                flags as usize,
+                0,
+                0,
+                0,
+            )
+        }
+    };
+    // SAFETY (the whole function): raw system calls on locals, in the child.
     unsafe {
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        let null = open(c"/dev/null", libc::O_RDWR);
         if null < 0 {
-            fail(Step::Stdio, 0, SETUP_FAILED);
+            fail(Step::Stdio, 0, null, SETUP_FAILED);
         }
         let (input, output) = match plan.console {
             Console::None => (null, null),
             Console::Output => {
                 // The console for output, never as controlling terminal.
-                let c = libc::open(c"/dev/console".as_ptr(), libc::O_RDWR | libc::O_NOCTTY);
+                let c = open(c"/dev/console", libc::O_RDWR | libc::O_NOCTTY);
                 if c >= 0 { (c, c) } else { (null, null) }
             }
             Console::Owner => {
                 // The console as controlling terminal, this process group in its
                 // foreground: ctrl-C on the console reaches the job.
-                let c = libc::open(c"/dev/console".as_ptr(), libc::O_RDWR);
-                if c < 0 || libc::ioctl(c, libc::TIOCSCTTY, 1) != 0 {
-                    fail(Step::Stdio, 0, SETUP_FAILED);
+                let c = open(c"/dev/console", libc::O_RDWR);
+                if c < 0 {
+                    fail(Step::Stdio, 0, c, SETUP_FAILED);
                 }
-                libc::tcsetpgrp(c, libc::getpid());
+                let r = syscall(SYS_ioctl, c as usize, libc::TIOCSCTTY as usize, 1);
+                if r != 0 {
+                    fail(Step::Stdio, 0, r, SETUP_FAILED);
+                }
+                let pgrp = syscall(SYS_getpid, 0, 0, 0) as libc::pid_t;
+                syscall(
+                    SYS_ioctl,
+                    c as usize,
+                    libc::TIOCSPGRP as usize,
+                    &pgrp as *const libc::pid_t as usize,
+                );
                 (c, c)
             }
-            Console::Log => (null, fds.log.unwrap_or(null)),
+            Console::Log => (null, fds.log.map_or(null, |l| l as isize)),
         };
-        if libc::dup2(input, 0) < 0 || libc::dup2(output, 1) < 0 || libc::dup2(output, 2) < 0 {
-            fail(Step::Stdio, 0, SETUP_FAILED);
+        for (from, to) in [(input, 0), (output, 1), (output, 2)] {
+            let r = syscall(SYS_dup2, from as usize, to, 0);
+            if r < 0 {
+                fail(Step::Stdio, 0, r, SETUP_FAILED);
+            }
         }
     }
 }
@@ -662,16 +1001,32 @@ unsafe fn stdio(plan: &Plan, fds: &ChildFds) {
 /// # Safety
 /// Only in the child, after the error pipe is at [`ERR_FD`].
 unsafe fn write_file(path: &std::ffi::CStr, value: &std::ffi::CStr, step: Step) {
+    use raw::*;
+    // SAFETY: raw system calls on NUL-terminated strings, in the child.
     unsafe {
-        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        let bytes = value.to_bytes();
-        if fd < 0
-            || libc::write(fd, bytes.as_ptr() as *const libc::c_void, bytes.len())
-                != bytes.len() as isize
-        {
-            fail(step, 0, SETUP_FAILED);
+        let fd = syscall6(
+            SYS_openat,
+            libc::AT_FDCWD as usize,
+            path.as_ptr() as usize,
+            (libc::O_WRONLY | libc::O_CLOEXEC) as usize,
+            0,
+            0,
+            0,
+        );
+        if fd < 0 {
+            fail(step, 0, fd, SETUP_FAILED);
         }
-        libc::close(fd);
+        let bytes = value.to_bytes();
+        let n = syscall(SYS_write, fd as usize, bytes.as_ptr() as usize, bytes.len());
+        if n != bytes.len() as isize {
+            fail(
+                step,
+                0,
+                if n < 0 { n } else { -(libc::EIO as isize) },
+                SETUP_FAILED,
+            );
+        }
+        syscall(SYS_close, fd as usize, 0, 0);
     }
 }
 
@@ -684,25 +1039,6 @@ fn script_memfd(text: &[u8]) -> io::Result<OwnedFd> {
     }
     rustix::fs::seek(&fd, rustix::fs::SeekFrom::Start(0))?;
     Ok(fd)
-}
-
-/// The kernel's `struct clone_args` (linux/sched.h), version 2 layout (with
-/// `cgroup`, Linux 5.7); an older kernel takes it as long as the fields it does
-/// not know are zero.
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
 }
 
 /// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
@@ -780,6 +1116,83 @@ mod tests {
         numbers.sort_unstable();
         numbers.dedup();
         assert_eq!(numbers.len(), Resource::ALL.len());
+    }
+
+    fn plan(argv: &[&str]) -> Plan {
+        Plan {
+            argv: argv.iter().map(|a| CString::new(*a).unwrap()).collect(),
+            env: vec![CString::new("PATH=/usr/bin:/bin").unwrap()],
+            script: None,
+            console: Console::None,
+            log: None,
+            chdir: CString::new("/").unwrap(),
+            umask: 0o022,
+            init_child: false,
+            cgroup: None,
+            ready_fd: None,
+            setup: Setup::default(),
+        }
+    }
+
+    /// Releases `child` and waits until its error pipe has said all it will.
+    fn run(child: &Spawned, go: &GoPipe) -> Option<SetupError> {
+        release(&go.write, 1);
+        let mut failure = None;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match child.launch.report() {
+                Report::Failed(f) => failure = Some(f),
+                Report::Done => return failure,
+                Report::Pending => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "no word from the child"
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
+        }
+    }
+
+    fn wait(pid: i32) -> i32 {
+        let mut status = 0;
+        // SAFETY: waitpid(2) of our own child, into a local.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        status
+    }
+
+    #[test]
+    fn a_child_starts_with_default_signals_and_reports_a_failed_exec() {
+        // This test process ignores SIGPIPE (Rust does) and runs other threads: a
+        // job gets neither that nor any blocked signal.
+        let mut go = GoPipe::new().unwrap();
+        let child = spawn(plan(&["/bin/sleep", "30"]), &mut go).unwrap();
+        assert_eq!(run(&child, &go), None, "it exec'd");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.pid)).unwrap();
+        for field in ["SigIgn:", "SigBlk:"] {
+            let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+            assert!(line.ends_with("0000000000000000"), "{line}");
+        }
+        // SAFETY: kill(2) of our own child.
+        unsafe { libc::kill(child.pid, libc::SIGKILL) };
+        assert_eq!(wait(child.pid), libc::SIGKILL);
+
+        let mut go = GoPipe::new().unwrap();
+        let child = spawn(plan(&["/nonexistent/program"]), &mut go).unwrap();
+        let failure = run(&child, &go).expect("a failure record");
+        assert_eq!((failure.step, failure.errno), (Step::Exec, libc::ENOENT));
+        let status = wait(child.pid);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 127);
+    }
+
+    #[test]
+    fn a_child_never_released_ends_without_exec() {
+        let mut go = GoPipe::new().unwrap();
+        let child = spawn(plan(&["/bin/true"]), &mut go).unwrap();
+        drop(go);
+        let status = wait(child.pid);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == NOT_RELEASED);
+        assert_eq!(child.launch.report(), Report::Done);
     }
 
     #[test]

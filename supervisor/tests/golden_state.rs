@@ -1,17 +1,27 @@
 //! Every released state format must load in the current binary (live upgrade
 //! from any earlier release). The golden files are states written by the release
-//! that introduced each format; this test loads each and checks what it holds.
+//! that introduced each format (`state-vN.bin`, with the job definitions it names
+//! in `defs-vN.bin`); this test loads each and checks what it holds.
 //!
 //! To add a format: bump `journal::FORMAT_VERSION`, then run this test once with
-//! `KEEL_BLESS=1` to write `state-vN.bin` for the new version, and commit it.
+//! `KEEL_BLESS=1` to write both files for the new version, and commit them.
 
 use keel_supervisor::job::parse;
 use keel_supervisor::journal::{self, FORMAT_VERSION, Snapshot};
 use keel_supervisor::lifecycle::Jobs;
 use std::path::PathBuf;
 
-fn golden(version: u32) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/state-v{version}.bin"))
+fn golden(what: &str, version: u32) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{what}-v{version}.bin"))
+}
+
+fn read(path: &std::path::Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (bless the new format, see the module docs)",
+            path.display()
+        )
+    })
 }
 
 /// The state every golden file was made from: a running service with pre-start
@@ -74,24 +84,32 @@ fn reference() -> Snapshot {
             )]
             .into(),
         },
+        confdir: Some(keel_supervisor::check::Loaded {
+            confdir: "/etc/init".into(),
+            binary: (8, 1234, 2_000_000, 1_700_000_000_123_456_789),
+        }),
     }
 }
 
 #[test]
 fn every_released_state_format_loads() {
-    let current = golden(FORMAT_VERSION);
+    let current = golden("state", FORMAT_VERSION);
     if std::env::var_os("KEEL_BLESS").is_some() && !current.exists() {
-        std::fs::write(&current, journal::encode(&reference())).unwrap();
+        let snap = reference();
+        std::fs::write(&current, journal::encode(&snap)).unwrap();
+        std::fs::write(
+            golden("defs", FORMAT_VERSION),
+            journal::encode_definitions(&snap.jobs.live_definitions()),
+        )
+        .unwrap();
     }
     for version in 1..=FORMAT_VERSION {
-        let path = golden(version);
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (bless the new format, see the module docs)",
-                path.display()
-            )
-        });
-        let loaded = journal::decode(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let path = golden("state", version);
+        let defs_path = golden("defs", version);
+        let defs = journal::decode_definitions(&read(&defs_path))
+            .unwrap_or_else(|e| panic!("{}: {e}", defs_path.display()));
+        let loaded = journal::decode(&read(&path), &defs)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         // What a supervisor needs to carry on is all there.
         assert_eq!(loaded.last_exit_seq, 42);
         assert_eq!(loaded.pending_go, Some((9, 1)));
@@ -110,6 +128,11 @@ fn every_released_state_format_loads() {
         assert_eq!(loaded.jobs.jobs["after"].start_on.ids().count(), 1);
         assert_eq!(loaded.cgroups.root.as_deref(), Some("/sys/fs/cgroup/keel"));
         assert_eq!(loaded.logs.pipes[&3].flush_base, Some(120));
+        assert_eq!(
+            loaded.confdir.as_ref().map(|c| c.binary.1),
+            Some(1234),
+            "which binary read which job files"
+        );
         let web = loaded.jobs.status("web", &[]).unwrap();
         assert_eq!(web[0].processes[0].pid, 101);
         assert_eq!(web[0].state, keel_proto::ctl::State::Running);
@@ -118,12 +141,20 @@ fn every_released_state_format_loads() {
             .status("tty", &[("TTY".into(), "ttyS0".into())])
             .unwrap();
         assert_eq!(tty[0].processes[0].pid, 103);
+        // The job and its running instance share one definition again.
+        let web_def = &loaded.jobs.jobs["web"].def;
+        assert!(web_def.main.is_some());
+        assert_eq!(web_def.id(), loaded.jobs.jobs["web"].instances[""].def.id());
         if version == FORMAT_VERSION {
             // Compared as saved bytes: the core's clock is not part of the state.
             assert_eq!(
                 journal::encode(&loaded),
                 journal::encode(&reference()),
                 "the current format round-trips exactly"
+            );
+            assert_eq!(
+                journal::encode_definitions(&loaded.jobs.live_definitions()),
+                journal::encode_definitions(&reference().jobs.live_definitions()),
             );
         }
     }
@@ -133,6 +164,8 @@ fn every_released_state_format_loads() {
 fn a_newer_format_is_refused_with_a_clear_error() {
     let mut bytes = journal::encode(&reference());
     bytes[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
-    let err = journal::decode(&bytes).unwrap_err().to_string();
+    let err = journal::decode(&bytes, &journal::Definitions::new())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("newer than this supervisor's"), "{err}");
 }

@@ -17,7 +17,7 @@ use keel_proto::ctl::{Goal, State};
 use keel_supervisor::job::{
     ExitMatch, Expect, JobDef, Process, ProcessKind, RespawnLimit, Signal, parse,
 };
-use keel_supervisor::journal::{Snapshot, decode, encode};
+use keel_supervisor::journal::{Snapshot, decode, decode_definitions, encode, encode_definitions};
 use keel_supervisor::lifecycle::{Effect, Event, Instance, Jobs, WaitStatus};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -263,7 +263,12 @@ impl Driver {
     }
 
     fn inst(&self, key: &Key) -> Option<&Instance> {
-        self.jobs.jobs.get(&key.0)?.instances.get(&key.1)
+        self.jobs
+            .jobs
+            .get(&key.0)?
+            .instances
+            .get(&key.1)
+            .map(|i| &**i)
     }
 
     fn state(&self, key: &Key) -> State {
@@ -840,7 +845,9 @@ proptest! {
         for op in &ops {
             if let Op::RoundTrip = op {
                 let snap = Snapshot { jobs: d.jobs.clone(), last_exit_seq: 7, booted: true, ..Snapshot::default() };
-                let loaded = decode(&encode(&snap)).expect("the state loads back");
+                let defs = decode_definitions(&encode_definitions(&snap.jobs.live_definitions()))
+                    .expect("the definitions load back");
+                let loaded = decode(&encode(&snap), &defs).expect("the state loads back");
                 same_state(&loaded.jobs, &d.jobs);
                 let mut copy = d.clone();
                 copy.jobs = loaded.jobs;

@@ -142,3 +142,83 @@ fn check_reports_every_problem_with_file_line_and_column() {
         .unwrap();
     assert_eq!(ok.status.code(), Some(0));
 }
+
+/// Waits for a supervisor other than `old` to answer.
+fn successor(keel: &Keel, old: i32) {
+    wait_for("a new supervisor to answer", 10 * SECOND, || {
+        keel.supervisor_pid().is_some_and(|p| p != old) && keel.ctl(&["version"]).status.success()
+    });
+}
+
+const TAKEN: &str = "job definitions taken from the saved state";
+
+#[test]
+fn a_new_supervisor_takes_the_saved_definitions_while_the_watch_in_the_lifeboat_saw_no_change() {
+    let keel = Keel::start(&[("svc", "exec sleep 1000\n"), ("other", "exec sleep 1001\n")]);
+    keel.ctl_ok(&["start", "svc"]);
+    // Nothing changed: the successor does not read the job files again.
+    let old = keel.supervisor_pid().unwrap();
+    // SAFETY: kill(2) of the supervisor, by pid; no memory involved.
+    unsafe { libc::kill(old, libc::SIGKILL) };
+    successor(&keel, old);
+    assert_eq!(
+        keel.console().matches(TAKEN).count(),
+        1,
+        "{}",
+        keel.console()
+    );
+    assert!(keel.ctl_ok(&["status", "svc"]).contains("start/running"));
+    // A file changes while no supervisor reads the watch (this one is stopped,
+    // then killed): the change waits in the watch, and the successor reads it.
+    let stopped = keel.supervisor_pid().unwrap();
+    // SAFETY: kill(2) of the supervisor, by pid (twice); no memory involved.
+    unsafe { libc::kill(stopped, libc::SIGSTOP) };
+    fs::write(
+        keel.path("conf/other.conf"),
+        "emits changed-meanwhile\nexec sleep 1001\n",
+    )
+    .unwrap();
+    unsafe { libc::kill(stopped, libc::SIGKILL) };
+    successor(&keel, stopped);
+    wait_for("the change to be read", 5 * SECOND, || {
+        keel.ctl_ok(&["show-config", "other"])
+            .contains("emits changed-meanwhile")
+    });
+    assert_eq!(keel.console().matches(TAKEN).count(), 2);
+}
+
+#[test]
+fn a_supervisor_killed_while_it_reads_a_change_leaves_its_successor_to_read_every_file() {
+    let marks = keel_tests::Scratch::new("mark");
+    let mark = marks.0.join("fault-acted");
+    let keel = Keel::start_with(keel_tests::Setup {
+        jobs: &[("svc", "exec sleep 1000\n")],
+        supervisor: None,
+        env: &[
+            ("KEEL_TEST_FAULTS", "abort-mid-reload"),
+            ("KEEL_TEST_FAULT_MARK", mark.to_str().unwrap()),
+        ],
+    });
+    // The supervisor reads the change from its watch and aborts before loading
+    // it: the change is gone from the watch, so its successor must read the files.
+    fs::write(
+        keel.path("conf/svc.conf"),
+        "emits seen-after-all\nexec sleep 1000\n",
+    )
+    .unwrap();
+    wait_for(
+        "the fault to act and a new supervisor to answer",
+        10 * SECOND,
+        || mark.exists() && keel.ctl(&["version"]).status.success(),
+    );
+    assert!(
+        keel.ctl_ok(&["show-config", "svc"])
+            .contains("emits seen-after-all")
+    );
+    assert_eq!(
+        keel.console().matches(TAKEN).count(),
+        0,
+        "{}",
+        keel.console()
+    );
+}

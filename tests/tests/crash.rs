@@ -396,3 +396,69 @@ fn job_output_survives_re_execs_without_loss_or_repeat() {
         "the supervisor re-executed only {execs} times while the job wrote"
     );
 }
+
+#[test]
+fn a_supervisor_killed_between_batches_of_spawns_starts_every_job_once() {
+    // More jobs start on startup than one batch of spawns holds: the first
+    // supervisor saves the first batch and aborts before releasing it or spawning
+    // the rest. Its successor releases that batch and spawns the others.
+    const JOBS: usize = 150;
+    let texts: Vec<(String, String)> = (0..JOBS)
+        .map(|i| {
+            (
+                format!("b{i:03}"),
+                format!(
+                    "start on startup\nconsole none\nexec sleep {}\n",
+                    30_000 + i
+                ),
+            )
+        })
+        .collect();
+    let jobs: Vec<(&str, &str)> = texts
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    let marks = keel_tests::Scratch::new("mark");
+    let mark = marks.0.join("fault-acted");
+    let keel = Keel::start_with(keel_tests::Setup {
+        jobs: &jobs,
+        supervisor: None,
+        env: &[
+            ("KEEL_TEST_FAULTS", "abort-between-batches"),
+            ("KEEL_TEST_FAULT_MARK", mark.to_str().unwrap()),
+        ],
+    });
+    let sleeps = |i: usize| -> Vec<i32> {
+        let want = format!("/sleep\0{}\0", 30_000 + i);
+        descendants(keel.init_pid)
+            .into_iter()
+            .filter(|p| {
+                fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.ends_with(want.as_bytes()))
+            })
+            .filter(|&p| keel_tests::state(p) != Some('Z'))
+            .collect()
+    };
+    wait_for("every job to run", 20 * SECOND, || {
+        keel.ctl_ok(&["list"]).matches("start/running").count() == JOBS
+    });
+    assert!(mark.exists(), "the fault acted");
+    assert!(
+        keel.console().contains("was killed by signal 6"),
+        "{}",
+        keel.console()
+    );
+    let list = keel.ctl_ok(&["list"]);
+    for i in 0..JOBS {
+        let running = sleeps(i);
+        assert_eq!(running.len(), 1, "b{i:03} runs {} times", running.len());
+        let line = list
+            .lines()
+            .find(|l| l.starts_with(&format!("b{i:03} ")))
+            .unwrap();
+        assert_eq!(
+            keel_tests::status_pid(line),
+            ns_pid(running[0]),
+            "keel tracks b{i:03}'s process: {line}"
+        );
+    }
+}

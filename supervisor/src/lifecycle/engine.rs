@@ -16,8 +16,15 @@
 //! An instance lets its events go when it reaches its goal (a service: running;
 //! a task: stopped after its run; a stop: stopped), when a request turns its
 //! goal around, and — marking them failed — when it fails.
+//!
+//! Cost: an event is offered only to the jobs its name concerns ([`Index`]:
+//! event names match exactly, so a job whose expressions never name an event
+//! can neither take it nor hold it), and the index counts what holds each event,
+//! so whether anything still does is one look-up. Handling an event costs what
+//! the jobs that wait for it cost, not what every job does.
 
 use super::*;
+use crate::events::leaves;
 
 /// Most events the queue holds before a client's `emit` is refused.
 pub const MAX_QUEUED_EVENTS: usize = 1024;
@@ -57,7 +64,7 @@ impl Jobs {
         }
         self.now = self.now.max(now);
         self.queue(event);
-        if let (Some(w), Some(q)) = (waiter, self.events.last_mut()) {
+        if let (Some(w), Some(q)) = (waiter, self.events.back_mut()) {
             q.waiters.push(w);
         }
         self.poll();
@@ -148,7 +155,7 @@ impl Jobs {
         let id = self.next_event;
         self.next_event += 1;
         self.effects.push(Effect::Emit(event.clone()));
-        self.events.push(Queued {
+        self.events.push_back(Queued {
             id,
             event,
             progress: Progress::Pending,
@@ -161,10 +168,11 @@ impl Jobs {
     /// Handles pending events and finishes those nothing holds, until neither is
     /// left to do (Upstart's `event_poll`); at most [`EVENTS_PER_ROUND`] handled.
     pub(super) fn poll(&mut self) {
+        if !self.index.0.valid {
+            self.index.0 = Index::of(self);
+        }
         loop {
             let mut again = false;
-            // What holds events changes only when something was handled or finished.
-            let mut held: Option<Vec<EventId>> = None;
             let ids: Vec<EventId> = self.events.iter().map(|q| q.id).collect();
             for id in ids {
                 let Some(i) = self.queued(id) else {
@@ -177,16 +185,10 @@ impl Jobs {
                     self.handled += 1;
                     self.events[i].progress = Progress::Handling;
                     self.handle(id);
-                    held = None;
                     again = true;
                 }
-                let free = held
-                    .get_or_insert_with(|| self.held())
-                    .binary_search(&id)
-                    .is_err();
-                if free && self.queued(id).is_some() {
+                if self.queued(id).is_some() && !self.is_held(id) {
                     self.finish(id);
-                    held = None;
                     again = true;
                 }
             }
@@ -201,29 +203,31 @@ impl Jobs {
         self.events.binary_search_by_key(&id, |q| q.id).ok()
     }
 
-    /// Every event something holds, sorted: the leaves of expressions that matched
-    /// it, and the instances it started or stopped.
-    fn held(&self) -> Vec<EventId> {
-        let mut held = Vec::new();
-        for j in self.jobs.values() {
-            held.extend(j.start_on.ids());
-            for i in j.instances.values() {
-                held.extend(i.stop_on.ids());
-                held.extend(i.blocking.iter().copied());
-            }
-        }
-        held.sort_unstable();
+    /// Whether something holds event `id`: a leaf of an expression that matched
+    /// it, or an instance it started or stopped (counted by the [`Index`]).
+    fn is_held(&self, id: EventId) -> bool {
+        let held = self.index.0.holds.contains_key(&id);
+        // The count is an optimisation only: with few jobs, debug builds check
+        // it against every job.
+        debug_assert!(
+            self.jobs.len() > 64
+                || self.index.0.holds.get(&id).copied() == count_holds(self).get(&id).copied(),
+            "event {id}: counted {:?} holders, there are {:?}",
+            self.index.0.holds.get(&id),
+            count_holds(self).get(&id)
+        );
         held
     }
 
     /// Offers event `id` to every `stop on`, then to every `start on` (Upstart's
     /// `event_pending_handle_jobs`: stopping first, so an event both stops and
-    /// starts a running job, which then restarts).
+    /// starts a running job, which then restarts) — of the jobs its name concerns,
+    /// in name order.
     fn handle(&mut self, id: EventId) {
         let Some(event) = self.queued(id).map(|i| self.events[i].event.clone()) else {
             return;
         };
-        let names: Vec<String> = self.jobs.keys().cloned().collect();
+        let names: Vec<String> = self.index.0.jobs(&event.name).to_vec();
         for job in names {
             let instances: Vec<String> = self
                 .jobs
@@ -243,7 +247,9 @@ impl Jobs {
             let Some(expr) = &j.def.start_on else {
                 continue;
             };
-            if j.start_on.handle(expr, id, &event, &[]) && j.start_on.value(expr) {
+            let took = j.start_on.handle(expr, id, &event, &[]);
+            self.index.0.hold(id, took);
+            if took > 0 && j.start_on.value(expr) {
                 self.induct(&job);
             }
         }
@@ -253,28 +259,38 @@ impl Jobs {
     /// instance is stopped with the stop events' environment, holding them.
     fn offer_stop(&mut self, job: &str, name: &str, id: EventId, event: &Event) {
         let now = self.now;
-        let Some(inst) = self.instance_mut(job, name) else {
+        let Some(inst) = self
+            .jobs
+            .get_mut(job)
+            .and_then(|j| j.instances.get_mut(name))
+        else {
             return;
         };
         let Instance {
             def, stop_on, env, ..
-        } = inst;
+        } = &mut **inst;
         let Some(expr) = &def.stop_on else {
             return;
         };
-        if !(stop_on.handle(expr, id, event, env) && stop_on.value(expr)) {
+        let took = stop_on.handle(expr, id, event, env);
+        self.index.0.hold(id, took);
+        if !(took > 0 && stop_on.value(expr)) {
             return;
         }
         let ids = stop_on.active(expr);
-        stop_on.reset();
+        self.index.0.forget(stop_on);
         if inst.goal == Goal::Stop {
             return;
         }
         let stop_env = self.events_environment(&ids, "UPSTART_STOP_EVENTS");
         self.release(job, name, false);
-        if let Some(inst) = self.instance_mut(job, name) {
+        if let Some(inst) = self
+            .jobs
+            .get_mut(job)
+            .and_then(|j| j.instances.get_mut(name))
+        {
             inst.stop_env = stop_env;
-            inst.blocking = ids;
+            self.index.0.block(inst, ids);
             inst.goal = Goal::Stop;
         }
         self.advance(job, name, now);
@@ -292,7 +308,7 @@ impl Jobs {
             return;
         };
         let ids = j.start_on.active(expr);
-        j.start_on.reset();
+        self.index.0.forget(&mut j.start_on);
         let events = self.events_environment(&ids, "UPSTART_EVENTS");
         let env = start_environment(&self.env_table, &def, &events);
         if self.shutting_down {
@@ -339,6 +355,7 @@ impl Jobs {
             return;
         };
         let ids = std::mem::take(&mut inst.blocking);
+        self.index.0.unhold(ids.iter().copied());
         if failed {
             for id in ids {
                 if let Some(i) = self.queued(id) {
@@ -357,24 +374,40 @@ impl Jobs {
         let Some(pos) = self.queued(id) else {
             return;
         };
-        let q = self.events.remove(pos);
+        let Some(q) = self.events.remove(pos) else {
+            return;
+        };
         for waiter in &q.waiters {
             self.effects.push(Effect::EventFinished {
                 waiter: *waiter,
                 failed: q.failed,
             });
         }
-        let waiting: Vec<(String, String)> = self
-            .jobs
-            .iter()
-            .flat_map(|(j, job)| {
-                job.instances
-                    .values()
-                    .filter(|i| i.blocker == Some(id))
-                    .map(move |i| (j.clone(), i.name.clone()))
-            })
-            .collect();
-        for (job, name) in waiting {
+        // An instance waits on its own `starting`/`stopping` event only, which
+        // names it by `JOB` and `INSTANCE` (`emit_job_event`).
+        let var = |key: &str| q.event.env.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+        let waiting: Option<(String, String)> = match (var("JOB"), var("INSTANCE")) {
+            (Some(job), Some(name))
+                if self
+                    .instance_ref(job, name)
+                    .is_some_and(|i| i.blocker == Some(id)) =>
+            {
+                Some((job.clone(), name.clone()))
+            }
+            _ => None,
+        };
+        debug_assert!(
+            self.jobs.len() > 64
+                || waiting.iter().count()
+                    == self
+                        .jobs
+                        .values()
+                        .flat_map(|j| j.instances.values())
+                        .filter(|i| i.blocker == Some(id))
+                        .count(),
+            "event {id}: an instance waits on it that it does not name"
+        );
+        if let Some((job, name)) = waiting {
             if let Some(inst) = self.instance_mut(&job, &name) {
                 inst.blocker = None;
             }
@@ -394,3 +427,125 @@ impl Jobs {
 
 #[cfg(test)]
 mod tests;
+
+/// Which jobs each event name concerns: those whose `start on` or `stop on` —
+/// the job's, or that of an instance still on an older definition — names it,
+/// and those with an instance that an event of that name started or stopped.
+/// Only these can take an event of the name or hold one (names match exactly),
+/// so the engine asks no other job. Rebuilt when definitions change (and after a
+/// load); between rebuilds every new holder is already in it: instances get the
+/// job's current definition, and hold only events its expressions matched.
+///
+/// It also counts what holds each queued event (leaves that matched it and
+/// instances it started or stopped): every place that takes or lets go of an
+/// event tells it (`hold`, `block`, `forget`, `unhold`), and a rebuild counts
+/// afresh.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Index {
+    valid: bool,
+    /// Event name → job names, sorted.
+    by_event: BTreeMap<String, Vec<String>>,
+    /// Event → how many leaves and instances hold it (absent: none).
+    holds: BTreeMap<EventId, u32>,
+}
+
+/// What holds each event, counted from every job (see [`Index`]).
+fn count_holds(jobs: &Jobs) -> BTreeMap<EventId, u32> {
+    let mut holds = BTreeMap::new();
+    for j in jobs.jobs.values() {
+        let mut ids: Vec<EventId> = j.start_on.ids().collect();
+        for i in j.instances.values() {
+            ids.extend(i.stop_on.ids().chain(i.blocking.iter().copied()));
+        }
+        for id in ids {
+            *holds.entry(id).or_insert(0) += 1;
+        }
+    }
+    holds
+}
+
+impl Index {
+    fn of(jobs: &Jobs) -> Index {
+        let mut by_event: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (name, j) in &jobs.jobs {
+            let mut names: Vec<&str> = Vec::new();
+            let mut exprs = vec![&j.def.start_on, &j.def.stop_on];
+            for i in j.instances.values() {
+                exprs.extend([&i.def.start_on, &i.def.stop_on]);
+                names.extend(
+                    i.blocking
+                        .iter()
+                        .filter_map(|id| jobs.queued(*id))
+                        .map(|q| jobs.events[q].event.name.as_str()),
+                );
+            }
+            for expr in exprs.into_iter().flatten() {
+                names.extend(leaves(expr).into_iter().map(|m| m.name.as_str()));
+            }
+            names.sort_unstable();
+            names.dedup();
+            for event in names {
+                by_event
+                    .entry(event.to_string())
+                    .or_default()
+                    .push(name.clone());
+            }
+        }
+        Index {
+            valid: true,
+            by_event,
+            holds: count_holds(jobs),
+        }
+    }
+
+    /// To be rebuilt before the next event is handled.
+    pub(super) fn invalidate(&mut self) {
+        self.valid = false;
+    }
+
+    /// `n` more leaves hold event `id`.
+    fn hold(&mut self, id: EventId, n: u32) {
+        if n > 0 {
+            *self.holds.entry(id).or_insert(0) += n;
+        }
+    }
+
+    /// One holder less for each of `ids`.
+    pub(super) fn unhold(&mut self, ids: impl IntoIterator<Item = EventId>) {
+        for id in ids {
+            if let Some(n) = self.holds.get_mut(&id) {
+                *n -= 1;
+                if *n == 0 {
+                    self.holds.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Forgets what `m` matched, and that it held those events
+    /// (`event_operator_reset`).
+    pub(super) fn forget(&mut self, m: &mut Matched) {
+        self.unhold(m.ids());
+        m.reset();
+    }
+
+    /// `ids` are the events that started or stopped `inst`, which holds them
+    /// (in place of any it held before).
+    pub(super) fn block(&mut self, inst: &mut Instance, ids: Vec<EventId>) {
+        self.unhold(std::mem::take(&mut inst.blocking));
+        for &id in &ids {
+            self.hold(id, 1);
+        }
+        inst.blocking = ids;
+    }
+
+    /// An instance goes: nothing it held is held by it any more.
+    pub(super) fn drop_instance(&mut self, inst: &Instance) {
+        self.unhold(inst.stop_on.ids().chain(inst.blocking.iter().copied()));
+    }
+
+    /// The jobs an event named `event` concerns, in name order.
+    fn jobs(&self, event: &str) -> &[String] {
+        self.by_event.get(event).map_or(&[], Vec::as_slice)
+    }
+}

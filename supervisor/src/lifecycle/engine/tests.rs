@@ -134,7 +134,12 @@ impl W {
     }
 
     fn inst(&self, job: &str, instance: &str) -> Option<&Instance> {
-        self.jobs.jobs.get(job)?.instances.get(instance)
+        self.jobs
+            .jobs
+            .get(job)?
+            .instances
+            .get(instance)
+            .map(|i| &**i)
     }
 
     fn state(&self, job: &str) -> State {
@@ -701,7 +706,8 @@ fn events_in_flight_survive_a_save_and_load() {
         jobs: w.jobs.clone(),
         ..Default::default()
     };
-    let loaded = crate::journal::decode(&crate::journal::encode(&snap)).unwrap();
+    let defs = snap.jobs.live_definitions();
+    let loaded = crate::journal::decode(&crate::journal::encode(&snap), &defs).unwrap();
     let mut copy = W::new(&files);
     copy.jobs = loaded.jobs;
     copy.pid = w.pid;
@@ -763,4 +769,87 @@ fn a_start_that_is_never_ready_fails_the_event_that_asked_for_it() {
     w.settle();
     assert!(w.has("finished 1 failed"), "{:#?}", w.log);
     assert!(w.has("event go/failed"));
+}
+
+/// Parsed job files, as the confdir would give them.
+fn defs(files: &[(&str, &str)]) -> Vec<crate::job::JobDef> {
+    files
+        .iter()
+        .map(|(n, t)| parse(n, t).def.unwrap())
+        .collect()
+}
+
+#[test]
+fn events_reach_only_the_jobs_that_name_them_and_an_unchanged_reload_keeps_definitions() {
+    let mut w = W::new(&[
+        ("a", &format!("start on go\n{TASK}")),
+        ("b", &format!("start on other\n{TASK}")),
+        ("c", "exec sleep 1\n"),
+    ]);
+    let ids = |w: &W| -> Vec<DefId> { w.jobs.jobs.values().map(|j| j.def.id()).collect() };
+    let before = ids(&w);
+    assert_eq!(w.jobs.index.0.jobs("go"), ["a"]);
+    assert!(w.jobs.index.0.jobs("starting").is_empty());
+    w.emit("go", &[], Some(1));
+    assert!(w.has("spawn a main") && !w.has("spawn b main"));
+    // The same files again: every job keeps its definition (and the index).
+    w.jobs.set_definitions(defs(&[
+        ("a", &format!("start on go\n{TASK}")),
+        ("b", &format!("start on other\n{TASK}")),
+        ("c", "exec sleep 1\n"),
+    ]));
+    assert_eq!(ids(&w), before);
+    // A changed file: that job gets a new definition, the others keep theirs.
+    w.jobs.set_definitions(defs(&[
+        ("a", &format!("start on go or other\n{TASK}")),
+        ("b", &format!("start on other\n{TASK}")),
+        ("c", "exec sleep 1\n"),
+    ]));
+    let after = ids(&w);
+    assert_ne!(after[0], before[0]);
+    assert_eq!(after[1..], before[1..]);
+    w.emit("other", &[], None);
+    assert_eq!(w.jobs.index.0.jobs("other"), ["a", "b"]);
+}
+
+#[test]
+fn an_event_stays_held_by_the_instance_it_started_across_reloads_that_forget_it() {
+    // x runs on a definition without `start on`; while it is on its way down, a
+    // reload gives the job `start on go`, and `go` starts it again (the instance
+    // keeps its definition: it is not waiting). Another reload drops `go` from
+    // the job: nothing names `go` any more but the instance it started, which
+    // holds it until x is running.
+    let v1 = "pre-start exec true\nexec sleep 1\npost-stop exec true\n";
+    let mut w = W::new(&[("x", v1)]);
+    w.start("x");
+    w.ok("x", PreStart);
+    assert_eq!(w.state("x"), State::Running);
+    w.stop("x");
+    w.exit("x", Main, WaitStatus::signaled(15));
+    assert_eq!(w.state("x"), State::PostStop);
+    w.jobs
+        .set_definitions(defs(&[("x", &format!("start on go\n{v1}"))]));
+    w.emit("go", &[], Some(7));
+    w.jobs
+        .set_definitions(defs(&[("x", &format!("start on other\n{v1}"))]));
+    w.settle();
+    assert!(!w.has("finished 7 ok"), "go finished early: {:#?}", w.log);
+    assert_eq!(w.queue(), ["go"]);
+    w.ok("x", PostStop);
+    w.ok("x", PreStart);
+    assert_eq!(w.state("x"), State::Running);
+    assert!(w.has("finished 7 ok"), "{:#?}", w.log);
+}
+
+#[test]
+fn a_half_matched_stop_on_lets_its_event_go_when_the_job_stops_otherwise() {
+    let mut w = W::new(&[("j", "stop on a and b\nexec sleep 1\n")]);
+    w.start("j");
+    w.emit("a", &[], Some(3));
+    assert_eq!(w.queue(), ["a"], "the matched leaf holds a");
+    w.stop("j");
+    w.exit("j", Main, WaitStatus::signaled(15));
+    assert_eq!(w.state("j"), State::Waiting);
+    assert!(w.queue().is_empty(), "{:?}", w.queue());
+    assert!(w.has("finished 3 ok"));
 }

@@ -226,7 +226,11 @@ impl Logs {
     }
 
     /// Moves what pipe `id` holds into its file (or early buffer). Returns whether
-    /// the saved state changed (the pipe closed, or went early).
+    /// the state must be saved before anything else happens: the pipe went early,
+    /// or closed with an early buffer left. An ordinary pipe that closes needs no
+    /// save of its own: a successor whose saved state still names it finds it gone
+    /// from the lifeboat and drops it (`recover`). So a job's exit and its respawn
+    /// cost one save, not two.
     pub fn drain(&mut self, saved: &mut Saved, link: Option<&InitLink>, id: u64) -> bool {
         let Some(p) = saved.pipes.get_mut(&id) else {
             // Not ours (any more): closing drops it from epoll too.
@@ -254,6 +258,7 @@ impl Logs {
                     p.closed = true;
                     if !p.early {
                         saved.pipes.remove(&id);
+                        return changed;
                     }
                     return true;
                 }
@@ -663,8 +668,12 @@ mod tests {
         write_all(&w2, b"two\n");
         assert!(!logs.drain(&mut saved, None, id), "writers remain");
         drop((w, w2));
-        assert!(logs.drain(&mut saved, None, id), "EOF closes it");
+        assert!(
+            !logs.drain(&mut saved, None, id),
+            "EOF closes it, with no save of its own"
+        );
         assert!(saved.pipes.is_empty());
+        assert!(logs.pipe_fd(id).is_none());
         let text = std::fs::read_to_string(dir.0.join("log/j.log")).unwrap();
         assert_eq!(text, "one\ntwo\n");
         use std::os::unix::fs::PermissionsExt;
@@ -765,5 +774,30 @@ mod tests {
         );
         assert_eq!(saved.pipes[&3].flush_base, None);
         assert!(logs.flush_wanted);
+    }
+
+    #[test]
+    fn a_saved_pipe_gone_from_the_lifeboat_is_dropped_on_recovery() {
+        // A pipe closed (and withdrawn) after the last save: the successor's
+        // state still names it.
+        let dir = Dir::new("stale");
+        let mut saved = Saved::default();
+        saved.pipes.insert(
+            5,
+            SavedPipe {
+                job: "j".into(),
+                ..SavedPipe::default()
+            },
+        );
+        let mut logs = Logs::new(Config {
+            dir: dir.0.clone(),
+            size: 0,
+            keep: 1,
+        });
+        assert!(logs.recover(&mut saved, Vec::new(), None).is_empty());
+        assert!(saved.pipes.is_empty());
+        // The instance's next process gets a new pipe.
+        let (_w, id) = logs.writer(&mut saved, None, "j", "").unwrap();
+        assert!(id.is_some());
     }
 }

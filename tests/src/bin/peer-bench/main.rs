@@ -19,7 +19,7 @@ mod report;
 use keel_proto::ctl::{Request, Response};
 use keel_tests::{Namespace, Scratch, ask, children, comm, connect, descendants, wait_for};
 use kernel::{ExecWatch, now_ns, pid_namespace, pss_kib, rss_kib, sleep_arg};
-use managers::{Flavour, Manager, Running, Tools, launch};
+use managers::{Flavour, Manager, Running, Tools, launch, service_name};
 use report::Results;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -600,6 +600,9 @@ fn latencies(cfg: &Config, watch: &ExecWatch, tools: &Tools, r: &mut Results) {
         }
         progress!("{workload}: {} samples each", cfg.latency_samples);
     }
+    if cfg.wants("restart") {
+        start_latency(cfg, watch, &mut pools, r);
+    }
     r.notes.push(format!(
         "status_latency: wall time of one status command (initctl status / s6-svstat / sv status) of one service, \
          {} calls each, round robin with /bin/true (exec_floor); restart_latency (initctl restart / s6-svc -r / \
@@ -607,6 +610,44 @@ fn latencies(cfg: &Config, watch: &ExecWatch, tools: &Tools, r: &mut Results) {
          (kernel timestamp), {} samples each, every service having run ≥ 1.1 s first (pools of {POOL})",
         cfg.status_calls, cfg.latency_samples
     ));
+}
+
+/// keel only: `initctl start` of a stopped trivial service of the pool, until its
+/// process execs (`start_latency`, the kernel's timestamp) and until the command
+/// returns (`start_latency_running`): `start` returns once the job is running.
+fn start_latency(cfg: &Config, watch: &ExecWatch, pools: &mut [Pool], r: &mut Results) {
+    let Some(pool) = pools.iter_mut().find(|p| p.run.manager == Manager::Keel) else {
+        return;
+    };
+    for _ in 0..cfg.latency_samples {
+        let i = pool.oldest();
+        let (old, _) = pool.current[i];
+        let stop = pool
+            .run
+            .keel()
+            .expect("keel")
+            .ctl(&["stop", &service_name(i)]);
+        assert!(stop.status.success(), "initctl stop failed: {stop:?}");
+        let from = watch.mark();
+        let t0 = now_ns();
+        let mut child = pool.run.start_command(i).spawn().expect("initctl start");
+        // Its return is timed apart: looking for the new exec takes a while.
+        let returned = std::thread::spawn(move || {
+            let status = child.wait().expect("initctl start");
+            (status, now_ns())
+        });
+        let t1 = pool.replacement(watch, i, old, from);
+        let (status, t2) = returned.join().expect("the waiting thread");
+        assert!(status.success(), "initctl start failed: {status}");
+        r.add("start_latency", "ms", "keel", ms(t1.saturating_sub(t0)));
+        r.add(
+            "start_latency_running",
+            "ms",
+            "keel",
+            ms(t2.saturating_sub(t0)),
+        );
+    }
+    progress!("start_latency: {} samples", cfg.latency_samples);
 }
 
 // --- PID 1 ---------------------------------------------------------------------------

@@ -65,7 +65,7 @@ enum Inner {
 }
 
 /// The service directory (s6, runit) or job name (keel) of service `i`.
-fn service_name(i: usize) -> String {
+pub fn service_name(i: usize) -> String {
     format!("s{i:04}")
 }
 
@@ -239,6 +239,12 @@ impl Running {
     /// benchmark times the restart to the new process's exec, not to sv's exit.)
     pub fn restart_command(&self, i: usize) -> Command {
         self.service_command(i, "restart", &["s6-svc", "-r"], "restart")
+    }
+
+    /// keel's `initctl start` of service `i` (it returns once the job runs).
+    pub fn start_command(&self, i: usize) -> Command {
+        assert_eq!(self.manager, Manager::Keel, "start_latency is keel's alone");
+        self.service_command(i, "start", &[], "")
     }
 
     /// `initctl VERB JOB` (keel), `S6_TOOL... DIR` (s6), `sv VERB DIR` (runit).

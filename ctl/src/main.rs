@@ -21,7 +21,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, PartialEq)]
 #[command(name = "initctl", version, about = "Control keel, the init system")]
 struct Cli {
     /// The supervisor's control socket.
@@ -34,7 +34,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, PartialEq)]
 enum Command {
     /// Start a job (within a job, without JOB: that job's own instance).
     Start(JobArgs),
@@ -139,7 +139,7 @@ enum Command {
     Man,
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, PartialEq)]
 struct JobArgs {
     /// Return once the request is accepted, without waiting for the job.
     #[arg(short = 'n', long)]
@@ -149,14 +149,14 @@ struct JobArgs {
     env: Vec<String>,
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, PartialEq)]
 struct QueryArgs {
     job: Option<String>,
     /// KEY=VALUE pairs that pick an instance.
     env: Vec<String>,
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, PartialEq)]
 struct EnvScope {
     /// The global table (keel has only that one; accepted for Upstart).
     #[arg(short = 'g', long)]
@@ -206,7 +206,11 @@ fn main() -> ExitCode {
     } else {
         "initctl".to_string()
     };
-    let outcome = match Cli::try_parse_from(&args) {
+    let parsed = match plain_query(&args) {
+        Some(cli) => Ok(cli),
+        None => Cli::try_parse_from(&args),
+    };
+    let outcome = match parsed {
         Ok(cli) => run(&cli),
         Err(e) => parse_failure(e),
     };
@@ -220,6 +224,34 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// What clap would make of `initctl status JOB` and `initctl list` without
+/// options, the commands scripts and monitors run in loops, without building
+/// clap's whole command tree (most of such a call's own work); `None` for
+/// anything else, which clap parses. The tests hold this to clap's verdict.
+fn plain_query(args: &[String]) -> Option<Cli> {
+    let command = match args {
+        [_, verb, job] if verb == "status" && !job.is_empty() && !job.starts_with('-') => {
+            Command::Status(QueryArgs {
+                job: Some(job.clone()),
+                env: Vec::new(),
+            })
+        }
+        [_, verb] if verb == "list" => Command::List,
+        _ => return None,
+    };
+    let socket = match std::env::var_os(ctl::SOCKET_ENV) {
+        None => PathBuf::from(ctl::DEFAULT_SOCKET),
+        // clap refuses an empty path: let it say so.
+        Some(path) if path.is_empty() => return None,
+        Some(path) => PathBuf::from(path),
+    };
+    Some(Cli {
+        socket,
+        json: false,
+        command,
+    })
 }
 
 /// clap's verdict in Upstart's words (`invalid command: foo`), exit status 1;
@@ -806,4 +838,43 @@ fn json_config(c: &JobConfig) -> Value {
 
 fn json_problem(p: &ConfigProblem) -> Value {
     json!({"job": p.job, "condition": p.condition, "message": p.message})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(line: &str) -> Vec<String> {
+        line.split(' ').map(String::from).collect()
+    }
+
+    /// The shortcut takes what clap would, as clap would parse it, and leaves
+    /// everything else to clap (the tests run without KEEL_SOCKET).
+    #[test]
+    fn plain_queries_parse_as_clap_parses_them() {
+        assert!(std::env::var_os(ctl::SOCKET_ENV).is_none());
+        for line in [
+            "initctl status web",
+            "/sbin/initctl status tty-1",
+            "initctl list",
+        ] {
+            let args = argv(line);
+            let clap = Cli::try_parse_from(&args).expect(line);
+            assert_eq!(plain_query(&args), Some(clap), "{line}");
+        }
+        for line in [
+            "initctl status",
+            "initctl status --json",
+            "initctl status -h",
+            "initctl status web KEY=VALUE",
+            "initctl --json status web",
+            "initctl status web --json",
+            "initctl list --json",
+            "initctl list web",
+            "initctl stop web",
+            "initctl",
+        ] {
+            assert_eq!(plain_query(&argv(line)), None, "{line}");
+        }
+    }
 }

@@ -8,6 +8,13 @@
 //! Output and exit codes follow Upstart's initctl (README, "initctl"): answers on
 //! stdout, errors on stderr as `NAME: MESSAGE`, exit status 0 or 1. `--json` prints
 //! every query's answer in the schema the README documents.
+//!
+//! A status query is mostly process start, so initctl starts as a C program does
+//! (`no_main`): std's own start-up, which reads /proc/self/maps to find the main
+//! thread's stack and installs a handler for stack overflows, cost as much as the
+//! query itself. What it did that initctl needs, main does: stdout is flushed at
+//! the end. SIGPIPE keeps its default, as in Upstart's initctl.
+#![cfg_attr(not(test), no_main)]
 
 use clap::{Parser, Subcommand};
 use keel_proto::ctl::{
@@ -191,7 +198,27 @@ fn usage_error(message: &str) -> Failure {
     }
 }
 
-fn main() -> ExitCode {
+// SAFETY: with `no_main` this is the program's only `main`, with the signature
+// the C start-up calls it with; it reads its arguments through std.
+#[cfg(not(test))]
+#[unsafe(no_mangle)]
+extern "C" fn main(
+    _argc: std::ffi::c_int,
+    _argv: *const *const std::ffi::c_char,
+) -> std::ffi::c_int {
+    let code = initctl();
+    // std's start-up is not there to flush it at exit.
+    let flushed = std::io::stdout().flush();
+    if code == ExitCode::SUCCESS && flushed.is_ok() {
+        0
+    } else {
+        1
+    }
+}
+
+/// The whole command: parse, ask, show; the exit status.
+#[cfg_attr(test, allow(dead_code))] // the test harness has its own main
+fn initctl() -> ExitCode {
     let mut args: Vec<String> = std::env::args().collect();
     let invoked = args
         .first()

@@ -1,15 +1,17 @@
-//! initctl is linked static (static-pie): a status query is mostly process start,
-//! and the dynamic loader (mapping libc and libgcc_s, binding their symbols) would
-//! cost as much again as the rest of the command.
+//! initctl is linked static and non-PIE, as keel-init is: a status query is mostly
+//! process start, and the dynamic loader (mapping libc and libgcc_s, binding their
+//! symbols) cost as much again as the rest of the command; a static PIE still
+//! relocates itself (a third of what remained). A short-lived client that is not
+//! setuid loses little without ASLR.
 //!
 //! rustc links static only under `-C target-feature=+crt-static`, which cargo sets
 //! for whole builds (proc macros, the supervisor), never for one binary. So this
-//! asks for static-pie itself and answers the libraries std names (`-lgcc_s`,
-//! `-lm`, `-lc`, which rustc passes as shared) with linker scripts that stand in
-//! for them and name glibc's and gcc's static archives, as crt-static would. The
-//! other libraries std names (util, rt, pthread, dl) are static archives only
-//! since glibc 2.34. Where an archive is missing (no libc6-dev's libc.a), initctl
-//! is linked dynamically, with a warning.
+//! asks the linker for a static binary itself and answers the libraries std names
+//! (`-lgcc_s`, `-lm`, `-lc`, which rustc passes as shared) with linker scripts that
+//! stand in for them and name glibc's and gcc's static archives, as crt-static
+//! would. The other libraries std names (util, rt, pthread, dl) are static
+//! archives only since glibc 2.34. Where an archive is missing (no libc6-dev's
+//! libc.a), initctl is linked dynamically, with a warning.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -28,7 +30,8 @@ fn main() {
     let dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR")).join("static-libs");
     match write_stand_ins(&dir) {
         Ok(()) => {
-            println!("cargo:rustc-link-arg-bin=initctl=-static-pie");
+            println!("cargo:rustc-link-arg-bin=initctl=-static");
+            println!("cargo:rustc-link-arg-bin=initctl=-no-pie");
             println!("cargo:rustc-link-arg-bin=initctl=-L{}", dir.display());
         }
         Err(why) => println!("cargo:warning=initctl is linked dynamically: {why}"),

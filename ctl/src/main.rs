@@ -706,7 +706,8 @@ fn io_text(e: &std::io::Error) -> String {
 /// Connects, shakes hands, sends one request and reads its answer; also the
 /// protocol version the supervisor speaks. The request goes with the hello, in
 /// one write (a supervisor reads it once it has answered the hello, and drops it
-/// with the connection if it refuses the hello): one round trip, not two.
+/// with the connection if it refuses the hello): one round trip, not two. The
+/// answers are read through a buffer: both frames in one read, mostly.
 fn ask(socket: &Path, request: &Request) -> Result<(Response, u32), Failure> {
     let mut stream = UnixStream::connect(socket).map_err(|e| {
         format!(
@@ -724,7 +725,8 @@ fn ask(socket: &Path, request: &Request) -> Result<(Response, u32), Failure> {
     stream
         .write_all(&bytes)
         .map_err(|e| format!("cannot send the request: {}", io_text(&e)))?;
-    let answer: ServerHello = receive(&mut stream)?;
+    let mut answers = std::io::BufReader::new(&stream);
+    let answer: ServerHello = receive(&mut answers)?;
     if answer.magic != ctl::MAGIC {
         return Err(format!("{} is not a keel control socket", socket.display()).into());
     }
@@ -737,10 +739,10 @@ fn ask(socket: &Path, request: &Request) -> Result<(Response, u32), Failure> {
         )
         .into());
     }
-    Ok((receive(&mut stream)?, answer.version))
+    Ok((receive(&mut answers)?, answer.version))
 }
 
-fn receive<T: for<'a> serde::Deserialize<'a>>(stream: &mut UnixStream) -> Result<T, Failure> {
+fn receive<T: for<'a> serde::Deserialize<'a>>(stream: &mut impl Read) -> Result<T, Failure> {
     let lost = |e: std::io::Error| -> Failure {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             "the supervisor closed the connection (it may have restarted); the request's \

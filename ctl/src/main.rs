@@ -8,6 +8,13 @@
 //! Output and exit codes follow Upstart's initctl (README, "initctl"): answers on
 //! stdout, errors on stderr as `NAME: MESSAGE`, exit status 0 or 1. `--json` prints
 //! every query's answer in the schema the README documents.
+//!
+//! A status query is mostly process start, so initctl starts as a C program does
+//! (`no_main`): std's own start-up, which reads /proc/self/maps to find the main
+//! thread's stack and installs a handler for stack overflows, cost as much as the
+//! query itself. What it did that initctl needs, main does: stdout is flushed at
+//! the end. SIGPIPE keeps its default, as in Upstart's initctl.
+#![cfg_attr(not(test), no_main)]
 
 use clap::{Parser, Subcommand};
 use keel_proto::ctl::{
@@ -21,7 +28,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, PartialEq)]
 #[command(name = "initctl", version, about = "Control keel, the init system")]
 struct Cli {
     /// The supervisor's control socket.
@@ -34,7 +41,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, PartialEq)]
 enum Command {
     /// Start a job (within a job, without JOB: that job's own instance).
     Start(JobArgs),
@@ -139,7 +146,7 @@ enum Command {
     Man,
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, PartialEq)]
 struct JobArgs {
     /// Return once the request is accepted, without waiting for the job.
     #[arg(short = 'n', long)]
@@ -149,14 +156,14 @@ struct JobArgs {
     env: Vec<String>,
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, PartialEq)]
 struct QueryArgs {
     job: Option<String>,
     /// KEY=VALUE pairs that pick an instance.
     env: Vec<String>,
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, PartialEq)]
 struct EnvScope {
     /// The global table (keel has only that one; accepted for Upstart).
     #[arg(short = 'g', long)]
@@ -191,7 +198,27 @@ fn usage_error(message: &str) -> Failure {
     }
 }
 
-fn main() -> ExitCode {
+// SAFETY: with `no_main` this is the program's only `main`, with the signature
+// the C start-up calls it with; it reads its arguments through std.
+#[cfg(not(test))]
+#[unsafe(no_mangle)]
+extern "C" fn main(
+    _argc: std::ffi::c_int,
+    _argv: *const *const std::ffi::c_char,
+) -> std::ffi::c_int {
+    let code = initctl();
+    // std's start-up is not there to flush it at exit.
+    let flushed = std::io::stdout().flush();
+    if code == ExitCode::SUCCESS && flushed.is_ok() {
+        0
+    } else {
+        1
+    }
+}
+
+/// The whole command: parse, ask, show; the exit status.
+#[cfg_attr(test, allow(dead_code))] // the test harness has its own main
+fn initctl() -> ExitCode {
     let mut args: Vec<String> = std::env::args().collect();
     let invoked = args
         .first()
@@ -206,7 +233,11 @@ fn main() -> ExitCode {
     } else {
         "initctl".to_string()
     };
-    let outcome = match Cli::try_parse_from(&args) {
+    let parsed = match plain_query(&args) {
+        Some(cli) => Ok(cli),
+        None => Cli::try_parse_from(&args),
+    };
+    let outcome = match parsed {
         Ok(cli) => run(&cli),
         Err(e) => parse_failure(e),
     };
@@ -220,6 +251,34 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// What clap would make of `initctl status JOB` and `initctl list` without
+/// options, the commands scripts and monitors run in loops, without building
+/// clap's whole command tree (most of such a call's own work); `None` for
+/// anything else, which clap parses. The tests hold this to clap's verdict.
+fn plain_query(args: &[String]) -> Option<Cli> {
+    let command = match args {
+        [_, verb, job] if verb == "status" && !job.is_empty() && !job.starts_with('-') => {
+            Command::Status(QueryArgs {
+                job: Some(job.clone()),
+                env: Vec::new(),
+            })
+        }
+        [_, verb] if verb == "list" => Command::List,
+        _ => return None,
+    };
+    let socket = match std::env::var_os(ctl::SOCKET_ENV) {
+        None => PathBuf::from(ctl::DEFAULT_SOCKET),
+        // clap refuses an empty path: let it say so.
+        Some(path) if path.is_empty() => return None,
+        Some(path) => PathBuf::from(path),
+    };
+    Some(Cli {
+        socket,
+        json: false,
+        command,
+    })
 }
 
 /// clap's verdict in Upstart's words (`invalid command: foo`), exit status 1;
@@ -647,7 +706,8 @@ fn io_text(e: &std::io::Error) -> String {
 /// Connects, shakes hands, sends one request and reads its answer; also the
 /// protocol version the supervisor speaks. The request goes with the hello, in
 /// one write (a supervisor reads it once it has answered the hello, and drops it
-/// with the connection if it refuses the hello): one round trip, not two.
+/// with the connection if it refuses the hello): one round trip, not two. The
+/// answers are read through a buffer: both frames in one read, mostly.
 fn ask(socket: &Path, request: &Request) -> Result<(Response, u32), Failure> {
     let mut stream = UnixStream::connect(socket).map_err(|e| {
         format!(
@@ -665,7 +725,8 @@ fn ask(socket: &Path, request: &Request) -> Result<(Response, u32), Failure> {
     stream
         .write_all(&bytes)
         .map_err(|e| format!("cannot send the request: {}", io_text(&e)))?;
-    let answer: ServerHello = receive(&mut stream)?;
+    let mut answers = std::io::BufReader::new(&stream);
+    let answer: ServerHello = receive(&mut answers)?;
     if answer.magic != ctl::MAGIC {
         return Err(format!("{} is not a keel control socket", socket.display()).into());
     }
@@ -678,10 +739,10 @@ fn ask(socket: &Path, request: &Request) -> Result<(Response, u32), Failure> {
         )
         .into());
     }
-    Ok((receive(&mut stream)?, answer.version))
+    Ok((receive(&mut answers)?, answer.version))
 }
 
-fn receive<T: for<'a> serde::Deserialize<'a>>(stream: &mut UnixStream) -> Result<T, Failure> {
+fn receive<T: for<'a> serde::Deserialize<'a>>(stream: &mut impl Read) -> Result<T, Failure> {
     let lost = |e: std::io::Error| -> Failure {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             "the supervisor closed the connection (it may have restarted); the request's \
@@ -806,4 +867,43 @@ fn json_config(c: &JobConfig) -> Value {
 
 fn json_problem(p: &ConfigProblem) -> Value {
     json!({"job": p.job, "condition": p.condition, "message": p.message})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(line: &str) -> Vec<String> {
+        line.split(' ').map(String::from).collect()
+    }
+
+    /// The shortcut takes what clap would, as clap would parse it, and leaves
+    /// everything else to clap (the tests run without KEEL_SOCKET).
+    #[test]
+    fn plain_queries_parse_as_clap_parses_them() {
+        assert!(std::env::var_os(ctl::SOCKET_ENV).is_none());
+        for line in [
+            "initctl status web",
+            "/sbin/initctl status tty-1",
+            "initctl list",
+        ] {
+            let args = argv(line);
+            let clap = Cli::try_parse_from(&args).expect(line);
+            assert_eq!(plain_query(&args), Some(clap), "{line}");
+        }
+        for line in [
+            "initctl status",
+            "initctl status --json",
+            "initctl status -h",
+            "initctl status web KEY=VALUE",
+            "initctl --json status web",
+            "initctl status web --json",
+            "initctl list --json",
+            "initctl list web",
+            "initctl stop web",
+            "initctl",
+        ] {
+            assert_eq!(plain_query(&argv(line)), None, "{line}");
+        }
+    }
 }

@@ -449,16 +449,29 @@ impl Pool {
 
     /// The service whose process has run longest, once it has run `MIN_AGE`; and
     /// no command of ours is still working on it.
+    /// (A service whose command still runs, such as an `sv restart` waiting for
+    /// runsv, is waited for when every service has one.)
     fn oldest(&mut self) -> usize {
-        self.reap(false);
-        let busy: HashSet<usize> = self.commands.iter().map(|(i, _)| *i).collect();
-        let (i, &(_, since)) = self
-            .current
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !busy.contains(i))
-            .min_by_key(|(_, (_, since))| *since)
-            .expect("a free service");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (i, since) = loop {
+            self.reap(false);
+            let busy: HashSet<usize> = self.commands.iter().map(|(i, _)| *i).collect();
+            let free = self
+                .current
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !busy.contains(i))
+                .min_by_key(|(_, (_, since))| *since);
+            if let Some((i, &(_, since))) = free {
+                break (i, since);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: every service's command is still running after 60 s",
+                self.run.manager.name()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
         let age = Duration::from_nanos(now_ns().saturating_sub(since));
         if age < MIN_AGE {
             std::thread::sleep(MIN_AGE - age);

@@ -103,6 +103,11 @@ pub struct Logs {
     config: Config,
     pipes: BTreeMap<u64, OwnedFd>,
     early: BTreeMap<u64, OwnedFd>,
+    /// Read ends of pipes that closed, until the caller has taken them out of its
+    /// epoll set (`take_closed`): closing our fd alone would not, while keel-init
+    /// still holds its copy of the pipe (epoll watches the pipe, not the fd), and
+    /// epoll would go on reporting the hang-up of a pipe nobody reads.
+    closed: Vec<OwnedFd>,
     files: BTreeMap<String, std::fs::File>,
     null: Option<OwnedFd>,
     last_try: Option<Instant>,
@@ -116,6 +121,7 @@ impl Logs {
             config,
             pipes: BTreeMap::new(),
             early: BTreeMap::new(),
+            closed: Vec::new(),
             files: BTreeMap::new(),
             null: None,
             last_try: None,
@@ -179,6 +185,12 @@ impl Logs {
         self.pipes.keys().copied().collect()
     }
 
+    /// The read ends of the pipes that closed since the last call, to be taken
+    /// out of the caller's epoll set before they are dropped.
+    pub fn take_closed(&mut self) -> Vec<OwnedFd> {
+        std::mem::take(&mut self.closed)
+    }
+
     pub fn pipe_fd(&self, id: u64) -> Option<BorrowedFd<'_>> {
         self.pipes.get(&id).map(|f| f.as_fd())
     }
@@ -233,8 +245,8 @@ impl Logs {
     /// cost one save, not two.
     pub fn drain(&mut self, saved: &mut Saved, link: Option<&InitLink>, id: u64) -> bool {
         let Some(p) = saved.pipes.get_mut(&id) else {
-            // Not ours (any more): closing drops it from epoll too.
-            self.pipes.remove(&id);
+            // Not ours (any more).
+            self.closed.extend(self.pipes.remove(&id));
             return false;
         };
         let mut changed = false;
@@ -251,7 +263,7 @@ impl Logs {
             match step {
                 Ok(0) => {
                     // Every writer is gone and the pipe is empty.
-                    self.pipes.remove(&id);
+                    self.closed.extend(self.pipes.remove(&id));
                     if let Some(link) = link {
                         let _ = link.withdraw(&pipe_name(id));
                     }
@@ -674,6 +686,12 @@ mod tests {
         );
         assert!(saved.pipes.is_empty());
         assert!(logs.pipe_fd(id).is_none());
+        assert_eq!(
+            logs.take_closed().len(),
+            1,
+            "handed back, to leave epoll first"
+        );
+        assert!(logs.take_closed().is_empty());
         let text = std::fs::read_to_string(dir.0.join("log/j.log")).unwrap();
         assert_eq!(text, "one\ntwo\n");
         use std::os::unix::fs::PermissionsExt;

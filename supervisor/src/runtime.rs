@@ -617,6 +617,9 @@ impl Runtime {
                         {
                             self.dirty = true;
                         }
+                        for pipe in self.logs.take_closed() {
+                            let _ = epoll::delete(&self.epoll, &pipe);
+                        }
                     }
                     t if Watcher::owns(t) => {
                         if self.ready.on_event(t, &mut self.snap.jobs, now_ms()) {
@@ -963,8 +966,12 @@ impl Runtime {
                 self.dirty = true;
             }
         }
-        // Closing it removes it from epoll too.
-        self.setup_pipes.remove(&pid);
+        // Out of epoll before it is closed: a child spawned since, before its own
+        // setup closed its copy of our fds, keeps the pipe open, and epoll would
+        // go on reporting the hang-up to a loop that no longer reads it.
+        if let Some(launch) = self.setup_pipes.remove(&pid) {
+            let _ = epoll::delete(&self.epoll, launch.errors());
+        }
     }
 
     /// Without keel-init: reap our own children, take our own signals.

@@ -1680,6 +1680,45 @@ pub fn process_environment(
     vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
+/// The runtime played without processes, for the core's unit tests: every spawn
+/// gets the next pid and execs at once, or fails if `fails(job, instance, kind)`.
+/// Returns every effect, in order, spawns included.
+#[cfg(test)]
+impl Jobs {
+    pub(crate) fn play_runtime(
+        &mut self,
+        last_pid: &mut i32,
+        now: u64,
+        fails: impl Fn(&str, &str, ProcessKind) -> bool,
+    ) -> Vec<Effect> {
+        let mut seen = Vec::new();
+        loop {
+            let effects = self.take_effects();
+            if effects.is_empty() {
+                return seen;
+            }
+            for e in effects {
+                if let Effect::Spawn {
+                    job,
+                    instance,
+                    kind,
+                } = &e
+                {
+                    if fails(job, instance, *kind) {
+                        self.spawn_failed(job, instance, *kind, "cannot".into(), now);
+                    } else {
+                        *last_pid += 1;
+                        self.spawned(job, instance, *kind, *last_pid);
+                        // It execs at once (the runtime learns it from its error pipe).
+                        self.execd(*last_pid, now);
+                    }
+                }
+                seen.push(e);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1723,26 +1762,10 @@ mod tests {
         }
         /// Plays the runtime: every spawn gets a pid at once.
         fn settle(&mut self) {
-            loop {
-                let effects = self.jobs.take_effects();
-                if effects.is_empty() {
-                    return;
-                }
-                for e in effects {
-                    if let Effect::Spawn {
-                        job,
-                        instance,
-                        kind,
-                    } = &e
-                    {
-                        self.pid += 1;
-                        self.jobs.spawned(job, instance, *kind, self.pid);
-                        // It execs at once (the runtime learns it from its error pipe).
-                        self.jobs.execd(self.pid, self.now);
-                    }
-                    self.seen.push(e);
-                }
-            }
+            let seen = self
+                .jobs
+                .play_runtime(&mut self.pid, self.now, |_, _, _| false);
+            self.seen.extend(seen);
         }
         fn start(&mut self, waiter: Option<WaiterId>) {
             self.jobs.start("j", vec![], waiter, self.now).unwrap();

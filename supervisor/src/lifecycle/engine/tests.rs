@@ -58,53 +58,37 @@ impl W {
 
     /// Plays the runtime: every spawn gets a pid at once (or fails, if listed).
     fn settle(&mut self) {
-        loop {
-            let effects = self.jobs.take_effects();
-            if effects.is_empty() {
-                return;
-            }
-            for e in effects {
-                match e {
-                    Effect::Spawn {
-                        job,
-                        instance,
-                        kind,
-                    } => {
-                        let line = format!("{} {}", who(&job, &instance), kind.name());
-                        self.log.push(format!("spawn {line}"));
-                        if self.failing.contains(&line) {
-                            self.jobs.spawn_failed(
-                                &job,
-                                &instance,
-                                kind,
-                                "cannot".into(),
-                                self.now,
-                            );
-                        } else {
-                            self.pid += 1;
-                            self.jobs.spawned(&job, &instance, kind, self.pid);
-                            self.jobs.execd(self.pid, self.now);
-                        }
-                    }
-                    Effect::Kill { pid, .. } => {
-                        let (job, instance, kind) = self.jobs.pids[&pid].clone();
-                        self.log
-                            .push(format!("kill {} {}", who(&job, &instance), kind.name()));
-                    }
-                    Effect::Emit(ev) => {
-                        let mut line = format!("event {}", ev.name);
-                        for (k, v) in &ev.env {
-                            line.push_str(&format!(" {k}={v}"));
-                        }
-                        self.log.push(line);
-                    }
-                    Effect::EventFinished { waiter, failed } => self.log.push(format!(
-                        "finished {waiter} {}",
-                        if failed { "failed" } else { "ok" }
-                    )),
-                    Effect::Warn(message) => self.log.push(format!("warn {message}")),
-                    Effect::Reply { .. } | Effect::KillRemnants { .. } => {}
+        let failing = &self.failing;
+        let fails = |job: &str, instance: &str, kind: ProcessKind| {
+            failing.contains(&format!("{} {}", who(job, instance), kind.name()))
+        };
+        for e in self.jobs.play_runtime(&mut self.pid, self.now, fails) {
+            match e {
+                Effect::Spawn {
+                    job,
+                    instance,
+                    kind,
+                } => self
+                    .log
+                    .push(format!("spawn {} {}", who(&job, &instance), kind.name())),
+                Effect::Kill { pid, .. } => {
+                    let (job, instance, kind) = self.jobs.pids[&pid].clone();
+                    self.log
+                        .push(format!("kill {} {}", who(&job, &instance), kind.name()));
                 }
+                Effect::Emit(ev) => {
+                    let mut line = format!("event {}", ev.name);
+                    for (k, v) in &ev.env {
+                        line.push_str(&format!(" {k}={v}"));
+                    }
+                    self.log.push(line);
+                }
+                Effect::EventFinished { waiter, failed } => self.log.push(format!(
+                    "finished {waiter} {}",
+                    if failed { "failed" } else { "ok" }
+                )),
+                Effect::Warn(message) => self.log.push(format!("warn {message}")),
+                Effect::Reply { .. } | Effect::KillRemnants { .. } => {}
             }
         }
     }

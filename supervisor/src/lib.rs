@@ -1,13 +1,14 @@
 //! keel-supervisor: reads job files, runs every job's lifecycle, serves initctl.
 //!
+//! The pure part — the job language, events, the lifecycle core and its engine,
+//! queries, the saved state's format — is the `keel-core` crate, re-exported here
+//! under its own module names ([`job`], [`events`], [`lifecycle`], [`query`]).
+//! This crate is the shell that carries out what the core decides.
+//!
 //! What each module owns:
-//! - [`job`]: the job language and the typed job definition — pure, no syscalls.
 //! - [`check`]: reading job files from disk (a confdir, `--check PATH…`).
-//! - [`lifecycle`]: the pure lifecycle core, `(state, input) -> (state, effects)`,
-//!   with its event engine (the queue, what events start and stop, blocking).
-//! - [`events`]: events, `start on` / `stop on` progress and matching, `$VAR`
-//!   expansion, check-config — pure.
-//! - [`journal`]: the versioned state snapshot kept in keel-init's lifeboat.
+//! - [`journal`]: the saved state kept in keel-init's lifeboat (memfds), with the
+//!   shell's own part of it.
 //! - [`runtime`]: the one event loop that carries out the core's effects.
 //! - [`spawn`]: the single path by which a job process is created.
 //! - [`setup`]: a job process's identity, privileges and limits, resolved before
@@ -16,7 +17,6 @@
 //! - [`joblog`]: `console log` output, through pipes in the lifeboat into log files.
 //! - [`control`]: the control socket (framing, handshake, authorisation, deadlines,
 //!   limits).
-//! - [`query`]: the answers to `show-config` and `check-config` — pure.
 //! - [`initlink`]: the channel to keel-init.
 //! - [`boot`]: kernel filesystems on a real boot.
 //! - [`logging`]: the supervisor's own log and its run-time priority.
@@ -26,15 +26,13 @@ pub mod boot;
 pub mod cgroup;
 pub mod check;
 pub mod control;
-pub mod events;
 pub mod initlink;
-pub mod job;
 pub mod joblog;
 pub mod journal;
-pub mod lifecycle;
 pub mod logging;
-pub mod query;
 pub mod ready;
 pub mod runtime;
 pub mod setup;
 pub mod spawn;
+
+pub use keel_core::{events, job, lifecycle, query};

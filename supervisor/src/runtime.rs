@@ -289,7 +289,7 @@ impl Runtime {
         };
 
         let cgroups = match cgroup::Tree::open(
-            &mut snap.cgroups,
+            &mut snap.shell.cgroups,
             &cgroup::RootChoice::parse(config.cgroup_root.as_deref()),
             machine,
         ) {
@@ -307,7 +307,7 @@ impl Runtime {
             size: config.log_size,
             keep: config.log_keep,
         });
-        let watch_logs = logs.recover(&mut snap.logs, log_entries, link.as_ref());
+        let watch_logs = logs.recover(&mut snap.shell.logs, log_entries, link.as_ref());
 
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(|e| e.to_string())?;
         if let Some(l) = &link {
@@ -371,7 +371,7 @@ impl Runtime {
         // holds none (changes it holds are read in the first round). Else, or on
         // a fresh start, every file is read.
         let seen = crate::check::Loaded::now(&rt.config.confdir);
-        match saved_watch.filter(|_| seen.is_some() && rt.snap.confdir == seen) {
+        match saved_watch.filter(|_| seen.is_some() && rt.snap.shell.confdir == seen) {
             Some(fd) => {
                 use rustix::fd::{FromRawFd, IntoRawFd};
                 tracing::info!(
@@ -536,7 +536,7 @@ impl Runtime {
         // Saved first: a supervisor killed after the changes are read below and
         // before the definitions made from them are saved must not take the
         // saved ones for current.
-        if self.snap.confdir.take().is_some() {
+        if self.snap.shell.confdir.take().is_some() {
             self.persist();
         }
         if let Some(watch) = &self.watch {
@@ -564,7 +564,7 @@ impl Runtime {
         }
         self.snap.jobs.set_definitions(conf.jobs);
         // With a watch to see what changes from now on.
-        self.snap.confdir = self
+        self.snap.shell.confdir = self
             .watch
             .as_ref()
             .and_then(|_| crate::check::Loaded::now(&self.config.confdir));
@@ -611,10 +611,11 @@ impl Runtime {
                     TOKEN_CONFDIR => self.confdir_changed(),
                     t if t & TOKEN_SETUP != 0 => self.read_setup_pipe((t & !TOKEN_SETUP) as i32),
                     t if t & TOKEN_LOG != 0 => {
-                        if self
-                            .logs
-                            .drain(&mut self.snap.logs, self.link.as_ref(), t & !TOKEN_LOG)
-                        {
+                        if self.logs.drain(
+                            &mut self.snap.shell.logs,
+                            self.link.as_ref(),
+                            t & !TOKEN_LOG,
+                        ) {
                             self.dirty = true;
                         }
                         for pipe in self.logs.take_closed() {
@@ -777,6 +778,7 @@ impl Runtime {
             .as_ref()
             .filter(|_| {
                 self.snap
+                    .shell
                     .cgroups
                     .instances
                     .contains(&(job.clone(), instance.clone()))
@@ -858,6 +860,7 @@ impl Runtime {
                     check
                         && self
                             .snap
+                            .shell
                             .cgroups
                             .instances
                             .contains(&(job.clone(), instance.clone()))
@@ -1654,7 +1657,7 @@ impl Runtime {
         if plan.console == Console::Log {
             let (writer, new) = self
                 .logs
-                .writer(&mut self.snap.logs, self.link.as_ref(), job, instance)
+                .writer(&mut self.snap.shell.logs, self.link.as_ref(), job, instance)
                 .map_err(|e| format!("cannot open the log pipe: {e}"))?;
             if let Some(id) = new {
                 self.watch_log(id);
@@ -1681,11 +1684,11 @@ impl Runtime {
             return Ok(None);
         };
         let key = (job.to_string(), instance.to_string());
-        let path = if self.snap.cgroups.instances.contains(&key) {
+        let path = if self.snap.shell.cgroups.instances.contains(&key) {
             tree.instance_path(job, instance)
         } else {
             // Recorded first, so that it is removed again even if this fails half-way.
-            self.snap.cgroups.instances.insert(key);
+            self.snap.shell.cgroups.instances.insert(key);
             self.dirty = true;
             tree.create(job, instance, settings)?
         };
@@ -1700,6 +1703,7 @@ impl Runtime {
         let Some(tree) = &self.cgroups else { return };
         if !self
             .snap
+            .shell
             .cgroups
             .instances
             .contains(&(job.to_string(), instance.to_string()))
@@ -1720,6 +1724,7 @@ impl Runtime {
         let jobs = &self.snap.jobs.jobs;
         let done: Vec<(String, String)> = self
             .snap
+            .shell
             .cgroups
             .instances
             .iter()
@@ -1746,7 +1751,7 @@ impl Runtime {
                 // The job's directory goes with its last instance.
                 let _ = std::fs::remove_dir(tree.instance_path(&key.0, ""));
             }
-            self.snap.cgroups.instances.remove(&key);
+            self.snap.shell.cgroups.instances.remove(&key);
             self.dirty = true;
         }
         if busy && self.cgroup_retry.is_none() {
@@ -1771,17 +1776,17 @@ impl Runtime {
     /// Writes out early job logs once their directory can be written (after a
     /// round, when the state is saved: each flush saves it twice more, see `joblog`).
     fn flush_early_logs(&mut self) {
-        for id in self.logs.take_flushes(&self.snap.logs) {
-            if !self.logs.flush_begin(&mut self.snap.logs, id) {
+        for id in self.logs.take_flushes(&self.snap.shell.logs) {
+            if !self.logs.flush_begin(&mut self.snap.shell.logs, id) {
                 continue;
             }
             self.persist();
-            if self.logs.flush_copy(&mut self.snap.logs, id) {
+            if self.logs.flush_copy(&mut self.snap.shell.logs, id) {
                 if test_fault_once("abort-mid-flush") {
                     std::process::abort();
                 }
                 self.logs
-                    .flush_end(&mut self.snap.logs, self.link.as_ref(), id);
+                    .flush_end(&mut self.snap.shell.logs, self.link.as_ref(), id);
                 tracing::info!("wrote out the early log {id}");
             }
             self.persist();
@@ -1988,7 +1993,7 @@ impl Runtime {
         // the machine (its cgroup2 file system goes down with it).
         if let Some(tree) = self.cgroups.as_ref().filter(|_| !self.machine) {
             match cgroup::remove(tree.root()) {
-                Ok(true) => self.snap.cgroups = cgroup::Saved::default(),
+                Ok(true) => self.snap.shell.cgroups = cgroup::Saved::default(),
                 Ok(false) => tracing::warn!("{} still holds processes", tree.root().display()),
                 Err(e) => tracing::warn!("cannot remove {}: {e}", tree.root().display()),
             }

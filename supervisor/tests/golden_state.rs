@@ -65,29 +65,31 @@ fn reference() -> Snapshot {
         go_rounds: 9,
         pending_go: Some((9, 1)),
         runlevel: (b'2', b'S'),
-        cgroups: keel_supervisor::cgroup::Saved {
-            root: Some("/sys/fs/cgroup/keel".into()),
-            instances: [("web".to_string(), String::new())].into(),
+        shell: journal::Shell {
+            cgroups: keel_supervisor::cgroup::Saved {
+                root: Some("/sys/fs/cgroup/keel".into()),
+                instances: [("web".to_string(), String::new())].into(),
+            },
+            logs: keel_supervisor::joblog::Saved {
+                next_id: 4,
+                pipes: [(
+                    3,
+                    keel_supervisor::joblog::SavedPipe {
+                        job: "web".into(),
+                        instance: String::new(),
+                        early: true,
+                        flush_base: Some(120),
+                        dropped: 0,
+                        closed: false,
+                    },
+                )]
+                .into(),
+            },
+            confdir: Some(keel_supervisor::check::Loaded {
+                confdir: "/etc/init".into(),
+                binary: (8, 1234, 2_000_000, 1_700_000_000_123_456_789),
+            }),
         },
-        logs: keel_supervisor::joblog::Saved {
-            next_id: 4,
-            pipes: [(
-                3,
-                keel_supervisor::joblog::SavedPipe {
-                    job: "web".into(),
-                    instance: String::new(),
-                    early: true,
-                    flush_base: Some(120),
-                    dropped: 0,
-                    closed: false,
-                },
-            )]
-            .into(),
-        },
-        confdir: Some(keel_supervisor::check::Loaded {
-            confdir: "/etc/init".into(),
-            binary: (8, 1234, 2_000_000, 1_700_000_000_123_456_789),
-        }),
     }
 }
 
@@ -126,10 +128,13 @@ fn every_released_state_format_loads() {
             .collect();
         assert_eq!(held, ["started"], "the half-matched `and` holds its event");
         assert_eq!(loaded.jobs.jobs["after"].start_on.ids().count(), 1);
-        assert_eq!(loaded.cgroups.root.as_deref(), Some("/sys/fs/cgroup/keel"));
-        assert_eq!(loaded.logs.pipes[&3].flush_base, Some(120));
         assert_eq!(
-            loaded.confdir.as_ref().map(|c| c.binary.1),
+            loaded.shell.cgroups.root.as_deref(),
+            Some("/sys/fs/cgroup/keel")
+        );
+        assert_eq!(loaded.shell.logs.pipes[&3].flush_base, Some(120));
+        assert_eq!(
+            loaded.shell.confdir.as_ref().map(|c| c.binary.1),
             Some(1234),
             "which binary read which job files"
         );

@@ -686,12 +686,12 @@ fn events_in_flight_survive_a_save_and_load() {
     let mut w = W::new(&files);
     w.start("x");
     // x waits in starting; hook has matched half its `and`.
-    let snap = crate::journal::Snapshot {
+    let snap: crate::journal::Snapshot = crate::journal::Snapshot {
         jobs: w.jobs.clone(),
         ..Default::default()
     };
     let defs = snap.jobs.live_definitions();
-    let loaded = crate::journal::decode(&crate::journal::encode(&snap), &defs).unwrap();
+    let loaded = crate::journal::decode::<()>(&crate::journal::encode(&snap), &defs).unwrap();
     let mut copy = W::new(&files);
     copy.jobs = loaded.jobs;
     copy.pid = w.pid;

@@ -2383,12 +2383,12 @@ mod tests {
         let effects = t.jobs.take_effects();
         assert!(matches!(effects[0], Effect::Spawn { kind: PreStart, .. }));
         assert_eq!(t.inst().unwrap().pids.get(&PreStart), Some(&0));
-        let snap = crate::journal::Snapshot {
+        let snap: crate::journal::Snapshot = crate::journal::Snapshot {
             jobs: t.jobs.clone(),
             ..Default::default()
         };
         let defs = snap.jobs.live_definitions();
-        let mut loaded = crate::journal::decode(&crate::journal::encode(&snap), &defs)
+        let mut loaded = crate::journal::decode::<()>(&crate::journal::encode(&snap), &defs)
             .unwrap()
             .jobs;
         loaded.resume();

@@ -1,0 +1,237 @@
+//! The saved state: the supervisor's whole state as versioned bytes, the state
+//! and the job definitions it names apart. Where the bytes are kept (sealed memfds
+//! in keel-init's lifeboat) is the shell's business (`keel_supervisor::journal`).
+//!
+//! The jobs' part ([`Jobs`]) holds the lifecycle core's whole state: every
+//! instance, the event queue, what each `start on`/`stop on` has matched so far,
+//! which events wait for which jobs, the job-environment table and a power action
+//! under way. It names job definitions by id ([`Def`]); the definitions are saved
+//! apart, in their own memfd, only when new ones appear — the state is saved every
+//! round that changes something, the definitions (most of the bytes) rarely. The
+//! saved definitions always include every one the saved state names: new ones are
+//! saved before the state that names them, and those no longer named are dropped
+//! only once a state that does not name them is saved (`Runtime::persist`).
+//!
+//! Format: the magic `KEELSTAT` (`KEELDEFS` for the definitions), the format
+//! version (u32, little endian), then the postcard encoding of [`Snapshot`] (a
+//! sequence of `(id, JobDef)`). A loader refuses a version newer than its own with
+//! a clear error rather than guessing.
+
+use crate::job::JobDef;
+use crate::lifecycle::{Def, DefId, Jobs};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+const MAGIC: &[u8; 8] = b"KEELSTAT";
+const DEFS_MAGIC: &[u8; 8] = b"KEELDEFS";
+
+/// Job definitions by id: what a saved state names.
+pub type Definitions = BTreeMap<DefId, Def>;
+
+/// The state format this binary writes. Every released version stays loadable:
+/// golden files under `supervisor/tests/golden/` are loaded by the tests.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Everything a new supervisor needs to carry on; `Shell` is what the shell keeps
+/// of its own (cgroups, log pipes, where the definitions come from), saved last.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot<Shell = ()> {
+    pub jobs: Jobs,
+    /// The highest exit seq applied to `jobs`; exits at or below it are ignored.
+    pub last_exit_seq: u64,
+    /// Whether `startup` was emitted (so a restarted supervisor does not boot twice).
+    pub booted: bool,
+    /// Rounds of spawns so far: names each round's "go" pipe in the lifeboat.
+    pub go_rounds: u64,
+    /// A round saved but perhaps not yet released: (round, children waiting).
+    pub pending_go: Option<(u64, u32)>,
+    /// The current and previous runlevel (`telinit`), as characters; 0 if none yet.
+    pub runlevel: (u8, u8),
+    /// The shell's own part. Postcard writes a nested struct as its fields in
+    /// order, so this is byte for byte the format of the fields written here before.
+    pub shell: Shell,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("not a keel state journal")]
+    BadMagic,
+    #[error(
+        "the saved state has format version {found}, newer than this supervisor's {supported}; \
+         refusing to guess at it"
+    )]
+    TooNew { found: u32, supported: u32 },
+    #[error("the saved state (format version {version}) is corrupt: {reason}")]
+    Corrupt { version: u32, reason: String },
+}
+
+/// The state, naming definitions by id (see [`encode_definitions`]).
+pub fn encode<Shell: Serialize>(snapshot: &Snapshot<Shell>) -> Vec<u8> {
+    framed(MAGIC, snapshot)
+}
+
+/// The definitions a state names (`Jobs::live_definitions`, or more).
+pub fn encode_definitions(defs: &Definitions) -> Vec<u8> {
+    let list: Vec<(DefId, &JobDef)> = defs.iter().map(|(id, d)| (*id, &**d)).collect();
+    framed(DEFS_MAGIC, &list)
+}
+
+fn framed(magic: &[u8; 8], value: &impl Serialize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4096);
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    // Serialising plain data into a Vec cannot fail.
+    postcard::to_io(value, &mut out)
+        .map(|_| ())
+        .unwrap_or_default();
+    out
+}
+
+/// The state in `bytes`, its definitions taken from `defs`. A state that names a
+/// definition `defs` lacks is corrupt.
+pub fn decode<Shell: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    defs: &Definitions,
+) -> Result<Snapshot<Shell>, LoadError> {
+    let (version, body) = unframe(MAGIC, bytes)?;
+    LOADING.with(|t| {
+        *t.borrow_mut() = Some(Loading {
+            defs: defs.clone(),
+            missing: None,
+        })
+    });
+    // Version 1 is the only format so far; older ones are converted here.
+    let snapshot = postcard::from_bytes(body);
+    let missing = LOADING.with(|t| t.borrow_mut().take().and_then(|l| l.missing));
+    snapshot.map_err(|e| LoadError::Corrupt {
+        version,
+        reason: match missing {
+            Some(id) => {
+                format!("it names job definition {id}, which the saved definitions lack")
+            }
+            None => e.to_string(),
+        },
+    })
+}
+
+/// The definitions saved by [`encode_definitions`].
+pub fn decode_definitions(bytes: &[u8]) -> Result<Definitions, LoadError> {
+    let (version, body) = unframe(DEFS_MAGIC, bytes)?;
+    let list: Vec<(DefId, JobDef)> =
+        postcard::from_bytes(body).map_err(|e| LoadError::Corrupt {
+            version,
+            reason: format!("definitions: {e}"),
+        })?;
+    Ok(list
+        .into_iter()
+        .map(|(id, def)| (id, Def::new(id, def)))
+        .collect())
+}
+
+/// The format version and the body after it.
+fn unframe<'a>(magic: &[u8; 8], bytes: &'a [u8]) -> Result<(u32, &'a [u8]), LoadError> {
+    let rest = bytes
+        .strip_prefix(magic.as_slice())
+        .ok_or(LoadError::BadMagic)?;
+    let (version, body) = rest.split_at_checked(4).ok_or(LoadError::BadMagic)?;
+    let version = u32::from_le_bytes([version[0], version[1], version[2], version[3]]);
+    if version > FORMAT_VERSION {
+        return Err(LoadError::TooNew {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok((version, body))
+}
+
+/// What [`decode`] resolves definition ids with.
+struct Loading {
+    defs: Definitions,
+    /// The first id it did not find.
+    missing: Option<DefId>,
+}
+
+thread_local! {
+    /// The definitions of the state being decoded (only during [`decode`]).
+    static LOADING: RefCell<Option<Loading>> = const { RefCell::new(None) };
+}
+
+/// A saved [`Def`] is its id, looked up in the definitions [`decode`] was given.
+impl<'de> Deserialize<'de> for Def {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Def, D::Error> {
+        use serde::de::Error;
+        let id = DefId::deserialize(d)?;
+        LOADING
+            .with(|t| {
+                let mut loading = t.borrow_mut();
+                let loading = loading.as_mut()?;
+                let found = loading.defs.get(&id).cloned();
+                if found.is_none() {
+                    loading.missing.get_or_insert(id);
+                }
+                found
+            })
+            .ok_or_else(|| D::Error::custom("a job definition the saved ones lack"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_jobs() -> Snapshot {
+        let mut jobs = Jobs::default();
+        jobs.set_definitions(vec![
+            crate::job::parse("a", "exec sleep 1\n").def.unwrap(),
+            crate::job::parse("b", "task\nexec true\n").def.unwrap(),
+        ]);
+        Snapshot {
+            jobs,
+            last_exit_seq: 42,
+            booted: true,
+            ..Snapshot::default()
+        }
+    }
+
+    #[test]
+    fn definitions_are_saved_apart_and_shared_once_loaded() {
+        let snap = with_jobs();
+        let state = encode(&snap);
+        let defs = decode_definitions(&encode_definitions(&snap.jobs.live_definitions())).unwrap();
+        // The state names its definitions: it does not hold them.
+        assert!(!state.windows(5).any(|w| w == b"sleep"));
+        let loaded: Snapshot = decode(&state, &defs).unwrap();
+        assert_eq!(loaded.jobs.jobs["a"].def.main, snap.jobs.jobs["a"].def.main);
+        // A state naming a definition the saved ones lack does not load.
+        let partial: Definitions = defs.into_iter().take(1).collect();
+        let err = decode::<()>(&state, &partial).unwrap_err().to_string();
+        assert!(err.contains("saved definitions lack"), "{err}");
+    }
+
+    #[test]
+    fn newer_and_broken_states_are_refused_clearly() {
+        let none = Definitions::new();
+        let mut bytes = encode(&Snapshot::<()>::default());
+        bytes[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        let err = decode::<()>(&bytes, &none).unwrap_err();
+        assert!(matches!(err, LoadError::TooNew { .. }), "{err}");
+        assert!(err.to_string().contains("newer than this supervisor"));
+        assert!(matches!(
+            decode::<()>(b"garbage", &none),
+            Err(LoadError::BadMagic)
+        ));
+        let good = encode(&Snapshot::<()>::default());
+        for cut in 12..good.len() {
+            assert!(decode::<()>(&good[..cut], &none).is_err());
+        }
+        let defs = encode_definitions(&with_jobs().jobs.live_definitions());
+        assert!(matches!(
+            decode_definitions(&good),
+            Err(LoadError::BadMagic)
+        ));
+        for cut in 12..defs.len() {
+            assert!(decode_definitions(&defs[..cut]).is_err());
+        }
+    }
+}

@@ -5,18 +5,25 @@
 //! cargo run --release -p keel-supervisor --example corpus-bench [-- DIR [ROUNDS]]
 //! ```
 //!
-//! DIR defaults to the Upstart corpus beside the repository (`../shared/corpus`),
-//! ROUNDS to 50. Prints files/s and MB/s over all rounds (the files come from the
+//! DIR defaults to the Upstart corpus (`$KEEL_CORPUS`, else `../shared/corpus`
+//! beside the repository; absent, it says so and measures nothing), ROUNDS to 50. Prints files/s and MB/s over all rounds (the files come from the
 //! page cache after the first round).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
+#[path = "../../core/tests/corpus_dir/mod.rs"]
+mod corpus_dir;
+
 fn main() {
     let mut args = std::env::args().skip(1);
-    let dir = args.next().map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus"))
-    });
+    let Some(dir) = args
+        .next()
+        .map(PathBuf::from)
+        .or_else(corpus_dir::corpus_dir)
+    else {
+        return;
+    };
     let rounds: usize = args.next().and_then(|r| r.parse().ok()).unwrap_or(50);
     let paths = walk(&dir);
     let files = paths.len();

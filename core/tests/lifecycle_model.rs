@@ -13,12 +13,12 @@
 //! `daemon` (`expect daemon`, whose main forks by `Op::Fork`); neither may reach
 //! post-start or running before it is ready, and both give up at a ready timeout.
 
-use keel_proto::ctl::{Goal, State};
-use keel_supervisor::job::{
+use keel_core::job::{
     ExitMatch, Expect, JobDef, Process, ProcessKind, RespawnLimit, Signal, parse,
 };
-use keel_supervisor::journal::{Snapshot, decode, decode_definitions, encode, encode_definitions};
-use keel_supervisor::lifecycle::{Effect, Event, Instance, Jobs, WaitStatus};
+use keel_core::journal::{Snapshot, decode, decode_definitions, encode, encode_definitions};
+use keel_core::lifecycle::{Effect, Event, Instance, Jobs, WaitStatus};
+use keel_proto::ctl::{Goal, State};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -844,10 +844,10 @@ proptest! {
         let mut shadow: Option<Driver> = None;
         for op in &ops {
             if let Op::RoundTrip = op {
-                let snap = Snapshot { jobs: d.jobs.clone(), last_exit_seq: 7, booted: true, ..Snapshot::default() };
+                let snap: Snapshot = Snapshot { jobs: d.jobs.clone(), last_exit_seq: 7, booted: true, ..Snapshot::default() };
                 let defs = decode_definitions(&encode_definitions(&snap.jobs.live_definitions()))
                     .expect("the definitions load back");
-                let loaded = decode(&encode(&snap), &defs).expect("the state loads back");
+                let loaded: Snapshot = decode(&encode(&snap), &defs).expect("the state loads back");
                 same_state(&loaded.jobs, &d.jobs);
                 let mut copy = d.clone();
                 copy.jobs = loaded.jobs;

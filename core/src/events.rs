@@ -1,15 +1,15 @@
 //! Events and the expressions of `start on` / `stop on`, as Upstart 1.13 has them
 //! (`init/event.c`, `init/event_operator.c`, `init/environ.c`). Pure.
 //!
-//! This module owns what an event is ([`Event`]), the data of the event queue
-//! ([`Queued`]: pending → handling → finished, as Upstart's `EventProgress`), and
-//! how far an expression has got ([`Matched`]): each leaf of an expression
-//! remembers the event it matched, so `a and b` is true once both have happened,
-//! in any order and in different events, until the job starts (or stops) and the
-//! progress is reset (Upstart's `event_operator_reset`). The queue itself, and
+//! This module owns what an event is ([`Event`], named in the queue by an
+//! [`EventId`]) and how far an expression has got ([`Matched`]): each leaf of an
+//! expression remembers the event it matched, so `a and b` is true once both have
+//! happened, in any order and in different events, until the job starts (or stops)
+//! and the progress is reset (Upstart's `event_operator_reset`). The queue, and
 //! what handling an event does to jobs, belong to the lifecycle core
 //! (`lifecycle/engine.rs`); everything here is plain data and functions of it, so
-//! it is saved with the state and survives a kill -9 of the supervisor.
+//! it is saved with the state and survives a kill -9 of the supervisor. It knows
+//! nothing of the lifecycle: the dependency goes one way, lifecycle → events.
 //!
 //! Matching one event against one leaf (`event_operator_match`): the names must be
 //! equal (names are not globs in Upstart); then every argument must match —
@@ -23,7 +23,6 @@
 //! [`check_config`] (`initctl check-config`).
 
 use crate::job::{EventExpr, EventMatch, JobDef};
-use crate::lifecycle::WaiterId;
 use keel_proto::ctl::ConfigProblem;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -36,29 +35,6 @@ pub type EventId = u64;
 pub struct Event {
     pub name: String,
     pub env: Vec<(String, String)>,
-}
-
-/// Where an event is in the queue (Upstart's `EventProgress`; a finished event
-/// leaves the queue in the same step).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Progress {
-    /// Not yet matched against the jobs.
-    Pending,
-    /// Matched; waiting until nothing holds it any more.
-    Handling,
-}
-
-/// One event in the queue.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Queued {
-    pub id: EventId,
-    pub event: Event,
-    pub progress: Progress,
-    /// A job it started or stopped failed: `initctl emit` fails, and `NAME/failed`
-    /// follows it.
-    pub failed: bool,
-    /// Clients waiting for it to finish (`initctl emit` without `--no-wait`).
-    pub waiters: Vec<WaiterId>,
 }
 
 /// Events keel itself emits: at boot, for every job, for relayed signals, runlevels.

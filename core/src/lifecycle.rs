@@ -25,7 +25,7 @@
 //! The runtime owns everything else: it turns [`Effect`]s into processes, signals
 //! and replies, and feeds back what happened.
 
-use crate::events::{self, EventId, Matched, Progress, Queued, set_var};
+use crate::events::{self, EventId, Matched, set_var};
 use crate::job::{ExitMatch, Expect, JobDef, ProcessKind, Signal};
 use keel_proto::ctl::{Error, ErrorKind, Goal, InstanceStatus, PowerAction, ProcessInfo, State};
 use serde::{Deserialize, Serialize};
@@ -36,7 +36,7 @@ pub use crate::events::Event;
 mod def;
 mod engine;
 pub use def::{Def, DefId};
-pub use engine::{EVENTS_PER_ROUND, MAX_QUEUED_EVENTS, POWER_GRACE_MS};
+pub use engine::{EVENTS_PER_ROUND, MAX_QUEUED_EVENTS, POWER_GRACE_MS, Progress, Queued};
 
 /// A raw wait status, as reaped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -26,6 +26,29 @@
 use super::*;
 use crate::events::leaves;
 
+/// Where an event is in the queue: pending → handling → finished (Upstart's
+/// `EventProgress`; a finished event leaves the queue in the same step).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Progress {
+    /// Not yet matched against the jobs.
+    Pending,
+    /// Matched; waiting until nothing holds it any more.
+    Handling,
+}
+
+/// One event in the queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Queued {
+    pub id: EventId,
+    pub event: Event,
+    pub progress: Progress,
+    /// A job it started or stopped failed: `initctl emit` fails, and `NAME/failed`
+    /// follows it.
+    pub failed: bool,
+    /// Clients waiting for it to finish (`initctl emit` without `--no-wait`).
+    pub waiters: Vec<WaiterId>,
+}
+
 /// Most events the queue holds before a client's `emit` is refused.
 pub const MAX_QUEUED_EVENTS: usize = 1024;
 

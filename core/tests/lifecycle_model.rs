@@ -1,7 +1,7 @@
 //! Model-based test of the lifecycle core: random requests, exits, spawn failures
 //! and timer ticks over a handful of job shapes, with a small driver that plays the
 //! runtime (fresh fake pids for spawns, kills recorded, replies and events
-//! collected). After every step the Upstart guarantees of DESIGN.md invariant 4 are
+//! collected). After every step the Upstart guarantees (DESIGN.md, invariant 4) are
 //! checked; at the end everything is shut down and must drain completely.
 //!
 //! One job, `hook`, is driven by events only (`start on starting full`, `stop on

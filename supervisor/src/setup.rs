@@ -1,7 +1,7 @@
 //! What a job process is set up with beyond its command, resolved in the parent
-//! before the clone (DESIGN.md: the child only makes syscalls): users and groups
-//! from the system's databases, capability names as a mask, `limit` values, the
-//! oom score, the AppArmor label. The child carries it out (`spawn`).
+//! before the clone (DESIGN.md, "The spawned child only makes system calls"):
+//! users and groups from the system's databases, capability names as a mask,
+//! `limit` values, the oom score, the AppArmor label. The child carries it out (`spawn`).
 //!
 //! Names are looked up in the supervisor's user and group databases (NSS), also
 //! for a `chroot` job — Upstart looked them up inside the chroot; keel resolves

@@ -23,7 +23,6 @@
 //! [`check_config`] (`initctl check-config`).
 
 use crate::job::{EventExpr, EventMatch, JobDef};
-use keel_proto::ctl::ConfigProblem;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -444,6 +443,27 @@ fn class(p: &str, c: char) -> Option<(bool, usize)> {
     None
 }
 
+/// One finding of [`check_config`]: a condition of `job` waits for what nothing
+/// provides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub job: String,
+    /// `start on` or `stop on`.
+    pub condition: &'static str,
+    pub missing: Missing,
+}
+
+/// What a condition waits for that nothing provides, in check-config's words.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Missing {
+    /// An event no job emits and keel does not either.
+    #[error("unknown event {0}")]
+    Event(String),
+    /// A job event (`started foo`) naming a job that does not exist.
+    #[error("unknown job {0}")]
+    Job(String),
+}
+
 /// `initctl check-config`: every event a `start on` or `stop on` waits for that
 /// nothing emits, and every job a job event names (`started foo`) that does not
 /// exist. Known events: keel's own ([`BUILTIN_EVENTS`]), what some job's `emits`
@@ -452,7 +472,7 @@ fn class(p: &str, c: char) -> Option<(bool, usize)> {
 /// job, its condition (`start on`) and what is wrong (`unknown event EVENT`).
 /// (Upstart hides an unknown event behind an `or` whose other side is known unless
 /// given `--warn`; keel always reports it.)
-pub fn check_config<'a>(defs: impl Iterator<Item = &'a JobDef> + Clone) -> Vec<ConfigProblem> {
+pub fn check_config<'a>(defs: impl Iterator<Item = &'a JobDef> + Clone) -> Vec<Finding> {
     let jobs: BTreeSet<&str> = defs.clone().map(|d| d.name.as_str()).collect();
     let emitted: Vec<&str> = defs
         .clone()
@@ -466,18 +486,18 @@ pub fn check_config<'a>(defs: impl Iterator<Item = &'a JobDef> + Clone) -> Vec<C
     };
     let mut findings = Vec::new();
     for d in defs {
-        let mut find = |condition: &str, message: String| {
-            findings.push(ConfigProblem {
+        let mut find = |condition: &'static str, missing: Missing| {
+            findings.push(Finding {
                 job: d.name.clone(),
-                condition: condition.to_string(),
-                message,
+                condition,
+                missing,
             })
         };
         for (stanza, expr) in [("start on", &d.start_on), ("stop on", &d.stop_on)] {
             let Some(expr) = expr else { continue };
             for m in leaves(expr) {
                 if !known(&m.name) {
-                    find(stanza, format!("unknown event {}", m.name));
+                    find(stanza, Missing::Event(m.name.clone()));
                 }
                 let job_event = matches!(
                     m.name.as_str(),
@@ -493,7 +513,7 @@ pub fn check_config<'a>(defs: impl Iterator<Item = &'a JobDef> + Clone) -> Vec<C
                         && !a.value.contains(['*', '?', '[', '$'])
                         && !jobs.contains(a.value.as_str())
                 }) {
-                    find(stanza, format!("unknown job {}", arg.value));
+                    find(stanza, Missing::Job(arg.value.clone()));
                 }
             }
         }
@@ -778,7 +798,7 @@ mod tests {
         .unwrap();
         let report: Vec<String> = check_config([&a, &b, &c].into_iter())
             .into_iter()
-            .map(|p| format!("{}: {}: {}", p.job, p.condition, p.message))
+            .map(|p| format!("{}: {}: {}", p.job, p.condition, p.missing))
             .collect();
         assert_eq!(
             report,

@@ -46,8 +46,8 @@ pub struct Snapshot<Shell = ()> {
     pub go_rounds: u64,
     /// A round saved but perhaps not yet released: (round, children waiting).
     pub pending_go: Option<(u64, u32)>,
-    /// The current and previous runlevel (`telinit`), as characters; 0 if none yet.
-    pub runlevel: (u8, u8),
+    /// The current and previous runlevel (`telinit`).
+    pub runlevel: crate::runlevel::Runlevels,
     /// The shell's own part. Postcard writes a nested struct as its fields in
     /// order, so this is byte for byte the format of the fields written here before.
     pub shell: Shell,
@@ -66,26 +66,35 @@ pub enum LoadError {
     Corrupt { version: u32, reason: String },
 }
 
+/// Why a state could not be written: serde refused a value (nothing written).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode {what}: {source}")]
+pub struct SaveError {
+    what: &'static str,
+    source: postcard::Error,
+}
+
 /// The state, naming definitions by id (see [`encode_definitions`]).
-pub fn encode<Shell: Serialize>(snapshot: &Snapshot<Shell>) -> Vec<u8> {
-    framed(MAGIC, snapshot)
+pub fn encode<Shell: Serialize>(snapshot: &Snapshot<Shell>) -> Result<Vec<u8>, SaveError> {
+    framed(MAGIC, snapshot, "the state")
 }
 
 /// The definitions a state names (`Jobs::live_definitions`, or more).
-pub fn encode_definitions(defs: &Definitions) -> Vec<u8> {
+pub fn encode_definitions(defs: &Definitions) -> Result<Vec<u8>, SaveError> {
     let list: Vec<(DefId, &JobDef)> = defs.iter().map(|(id, d)| (*id, &**d)).collect();
-    framed(DEFS_MAGIC, &list)
+    framed(DEFS_MAGIC, &list, "the job definitions")
 }
 
-fn framed(magic: &[u8; 8], value: &impl Serialize) -> Vec<u8> {
+fn framed(
+    magic: &[u8; 8],
+    value: &impl Serialize,
+    what: &'static str,
+) -> Result<Vec<u8>, SaveError> {
     let mut out = Vec::with_capacity(4096);
     out.extend_from_slice(magic);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    // Serialising plain data into a Vec cannot fail.
-    postcard::to_io(value, &mut out)
-        .map(|_| ())
-        .unwrap_or_default();
-    out
+    postcard::to_io(value, &mut out).map_err(|source| SaveError { what, source })?;
+    Ok(out)
 }
 
 /// The state in `bytes`, its definitions taken from `defs`. A state that names a
@@ -197,8 +206,9 @@ mod tests {
     #[test]
     fn definitions_are_saved_apart_and_shared_once_loaded() {
         let snap = with_jobs();
-        let state = encode(&snap);
-        let defs = decode_definitions(&encode_definitions(&snap.jobs.live_definitions())).unwrap();
+        let state = encode(&snap).unwrap();
+        let defs = decode_definitions(&encode_definitions(&snap.jobs.live_definitions()).unwrap())
+            .unwrap();
         // The state names its definitions: it does not hold them.
         assert!(!state.windows(5).any(|w| w == b"sleep"));
         let loaded: Snapshot = decode(&state, &defs).unwrap();
@@ -212,7 +222,7 @@ mod tests {
     #[test]
     fn newer_and_broken_states_are_refused_clearly() {
         let none = Definitions::new();
-        let mut bytes = encode(&Snapshot::<()>::default());
+        let mut bytes = encode(&Snapshot::<()>::default()).unwrap();
         bytes[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
         let err = decode::<()>(&bytes, &none).unwrap_err();
         assert!(matches!(err, LoadError::TooNew { .. }), "{err}");
@@ -221,11 +231,11 @@ mod tests {
             decode::<()>(b"garbage", &none),
             Err(LoadError::BadMagic)
         ));
-        let good = encode(&Snapshot::<()>::default());
+        let good = encode(&Snapshot::<()>::default()).unwrap();
         for cut in 12..good.len() {
             assert!(decode::<()>(&good[..cut], &none).is_err());
         }
-        let defs = encode_definitions(&with_jobs().jobs.live_definitions());
+        let defs = encode_definitions(&with_jobs().jobs.live_definitions()).unwrap();
         assert!(matches!(
             decode_definitions(&good),
             Err(LoadError::BadMagic)

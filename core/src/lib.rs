@@ -12,6 +12,8 @@
 //! - [`lifecycle`]: the lifecycle core, `(state, input) -> (state, effects)`, with
 //!   its event engine (the queue, what events start and stop, blocking).
 //! - [`query`]: the answers to `show-config` and `check-config`.
+//! - [`runlevel`]: runlevels, `telinit` and the `runlevel` event's variables.
+//! - [`refusal`]: why a request is refused, in the words initctl prints.
 //! - [`journal`]: the saved state — its serde shape, format version, encoding and
 //!   decoding. Where the bytes are kept (memfds in keel-init's lifeboat) is the
 //!   shell's business.
@@ -23,3 +25,5 @@ pub mod job;
 pub mod journal;
 pub mod lifecycle;
 pub mod query;
+pub mod refusal;
+pub mod runlevel;

@@ -27,7 +27,8 @@
 
 use crate::events::{self, EventId, Matched, set_var};
 use crate::job::{ExitMatch, Expect, JobDef, ProcessKind, Signal};
-use keel_proto::ctl::{Error, ErrorKind, Goal, InstanceStatus, PowerAction, ProcessInfo, State};
+use crate::refusal::Refusal;
+use keel_proto::ctl::{Goal, InstanceStatus, PowerAction, ProcessInfo, State};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -35,8 +36,10 @@ pub use crate::events::Event;
 
 mod def;
 mod engine;
+mod requests;
 pub use def::{Def, DefId};
 pub use engine::{EVENTS_PER_ROUND, MAX_QUEUED_EVENTS, POWER_GRACE_MS, Progress, Queued};
+pub use requests::parse_env;
 
 /// A raw wait status, as reaped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,7 +236,7 @@ pub enum Effect {
         waiter: WaiterId,
         job: String,
         instance: String,
-        error: Option<Error>,
+        error: Option<Refusal>,
     },
     /// An event was queued (the core handles it itself; this is for the log).
     Emit(Event),
@@ -292,13 +295,6 @@ impl<T> PartialEq for Derived<T> {
 }
 
 impl<T> Eq for Derived<T> {}
-
-fn error(kind: ErrorKind, message: impl Into<String>) -> Error {
-    Error {
-        kind,
-        message: message.into(),
-    }
-}
 
 impl Jobs {
     /// Takes the effects produced so far, every [`Effect::KillRemnants`] first (so
@@ -402,13 +398,13 @@ impl Jobs {
     /// The instance that `env` (a request's or the events' variables) names:
     /// `instance $TTY` expanded from the job's environment with `env` over it. An
     /// unknown variable is an error, as in Upstart (`Unknown parameter: TTY`).
-    fn instance_of(&self, def: &JobDef, env: &[(String, String)]) -> Result<String, Error> {
+    fn instance_of(&self, def: &JobDef, env: &[(String, String)]) -> Result<String, Refusal> {
         match &def.instance {
             None => Ok(String::new()),
-            Some(template) => {
-                events::expand(template, &start_environment(&self.env_table, def, env))
-                    .map_err(|e| error(ErrorKind::InvalidRequest, e.to_string()))
-            }
+            Some(template) => Ok(events::expand(
+                template,
+                &start_environment(&self.env_table, def, env),
+            )?),
         }
     }
 
@@ -420,12 +416,9 @@ impl Jobs {
         env: Vec<(String, String)>,
         waiter: Option<WaiterId>,
         now: u64,
-    ) -> Result<Option<InstanceStatus>, Error> {
+    ) -> Result<Option<InstanceStatus>, Refusal> {
         if self.shutting_down {
-            return Err(error(
-                ErrorKind::ShuttingDown,
-                "the system is shutting down",
-            ));
+            return Err(Refusal::ShuttingDown);
         }
         let def = self.known_job(job)?.def.clone();
         let name = self.instance_of(&def, &env)?;
@@ -450,14 +443,14 @@ impl Jobs {
         blocking: Vec<EventId>,
         waiter: Option<WaiterId>,
         now: u64,
-    ) -> Result<(), Error> {
+    ) -> Result<(), Refusal> {
         let j = self.known_job(job)?;
         let inst = j
             .instances
             .entry(name.to_string())
             .or_insert_with(|| Box::new(Instance::new(name, def.clone())));
         if inst.goal != Goal::Stop {
-            return Err(error(ErrorKind::AlreadyStarted, "Job is already running"));
+            return Err(Refusal::AlreadyStarted);
         }
         if inst.state == State::Waiting {
             // A fresh start takes the job's current definition.
@@ -522,16 +515,13 @@ impl Jobs {
         env: &[(String, String)],
         waiter: Option<WaiterId>,
         now: u64,
-    ) -> Result<Option<InstanceStatus>, Error> {
+    ) -> Result<Option<InstanceStatus>, Refusal> {
         let name = self.select_instance(job, env)?;
         let inst = self
             .instance_mut(job, &name)
             .ok_or_else(|| unknown_instance(job, &name))?;
         if inst.goal == Goal::Stop {
-            return Err(error(
-                ErrorKind::AlreadyStopped,
-                "Job has already been stopped",
-            ));
+            return Err(Refusal::AlreadyStopped);
         }
         inst.goal = Goal::Stop;
         inst.stop_env = env.to_vec();
@@ -555,22 +545,16 @@ impl Jobs {
         env: &[(String, String)],
         waiter: Option<WaiterId>,
         now: u64,
-    ) -> Result<Option<InstanceStatus>, Error> {
+    ) -> Result<Option<InstanceStatus>, Refusal> {
         if self.shutting_down {
-            return Err(error(
-                ErrorKind::ShuttingDown,
-                "the system is shutting down",
-            ));
+            return Err(Refusal::ShuttingDown);
         }
         let name = self.select_instance(job, env)?;
         let inst = self
             .instance_mut(job, &name)
             .ok_or_else(|| unknown_instance(job, &name))?;
         if inst.goal == Goal::Stop {
-            return Err(error(
-                ErrorKind::AlreadyStopped,
-                "Job has already been stopped",
-            ));
+            return Err(Refusal::AlreadyStopped);
         }
         if let Some(id) = waiter {
             inst.waiters.push(Waiter {
@@ -1329,7 +1313,7 @@ impl Jobs {
         for w in done {
             let error = match (&w.until, &failure) {
                 (WaitFor::Started, Some(f)) if stopped || task => {
-                    Some(error(ErrorKind::JobFailed, f.reason.clone()))
+                    Some(Refusal::JobFailed(f.reason.clone()))
                 }
                 _ => None,
             };
@@ -1365,20 +1349,20 @@ impl Jobs {
         }
     }
 
-    fn known_job(&mut self, job: &str) -> Result<&mut Job, Error> {
+    fn known_job(&mut self, job: &str) -> Result<&mut Job, Refusal> {
         match self.jobs.get_mut(job) {
             Some(j) if !j.deleted => Ok(j),
-            _ => Err(error(ErrorKind::UnknownJob, format!("Unknown job: {job}"))),
+            _ => Err(Refusal::UnknownJob(job.to_string())),
         }
     }
 
     /// The instance a stop/status/restart names: by its instance variables, or the
     /// only instance a job without `instance` has.
-    fn select_instance(&self, job: &str, env: &[(String, String)]) -> Result<String, Error> {
+    fn select_instance(&self, job: &str, env: &[(String, String)]) -> Result<String, Refusal> {
         let j = self
             .jobs
             .get(job)
-            .ok_or_else(|| error(ErrorKind::UnknownJob, format!("Unknown job: {job}")))?;
+            .ok_or_else(|| Refusal::UnknownJob(job.to_string()))?;
         let name = self.instance_of(&j.def, env)?;
         if j.instances.contains_key(&name) {
             return Ok(name);
@@ -1412,11 +1396,11 @@ impl Jobs {
         &self,
         job: &str,
         env: &[(String, String)],
-    ) -> Result<Vec<InstanceStatus>, Error> {
+    ) -> Result<Vec<InstanceStatus>, Refusal> {
         let j = self
             .jobs
             .get(job)
-            .ok_or_else(|| error(ErrorKind::UnknownJob, format!("Unknown job: {job}")))?;
+            .ok_or_else(|| Refusal::UnknownJob(job.to_string()))?;
         if j.def.instance.is_some() && env.is_empty() {
             // Every instance; none running reads as the job stopped (Upstart).
             if j.instances.is_empty() {
@@ -1447,14 +1431,14 @@ impl Jobs {
     }
 }
 
-fn unknown_instance(job: &str, instance: &str) -> Error {
+fn unknown_instance(job: &str, instance: &str) -> Refusal {
     if instance.is_empty() {
-        error(ErrorKind::AlreadyStopped, "Job has already been stopped")
+        Refusal::AlreadyStopped
     } else {
-        error(
-            ErrorKind::UnknownInstance,
-            format!("Unknown instance: {job} ({instance})"),
-        )
+        Refusal::UnknownInstance {
+            job: job.to_string(),
+            instance: instance.to_string(),
+        }
     }
 }
 

@@ -3,8 +3,10 @@
 //! initctl turns them into Upstart's text or into JSON.
 
 use crate::events;
+use crate::events::Missing;
 use crate::job::{self, ArgMatch, EventExpr, EventMatch, JobDef};
-use keel_proto::ctl::{ConfigProblem, Error, ErrorKind, EventRef, JobConfig};
+use crate::refusal::Refusal;
+use keel_proto::ctl::{ConfigProblem, EventRef, JobConfig};
 
 /// What `show-config` says of `def`.
 pub fn job_config(def: &JobDef) -> JobConfig {
@@ -96,22 +98,20 @@ pub fn check_config<'a>(
     defs: impl Iterator<Item = &'a JobDef> + Clone,
     only: Option<&str>,
     ignore: &[String],
-) -> Result<Vec<ConfigProblem>, Error> {
+) -> Result<Vec<ConfigProblem>, Refusal> {
     if let Some(name) = only
         && !defs.clone().any(|d| d.name == name)
     {
-        return Err(Error {
-            kind: ErrorKind::UnknownJob,
-            message: format!("Invalid job class: {name}"),
-        });
+        return Err(Refusal::InvalidJobClass(name.to_string()));
     }
     Ok(events::check_config(defs)
         .into_iter()
-        .filter(|p| only.is_none_or(|o| o == p.job))
-        .filter(|p| {
-            !p.message
-                .strip_prefix("unknown event ")
-                .is_some_and(|event| ignore.iter().any(|i| i == event))
+        .filter(|f| only.is_none_or(|o| o == f.job))
+        .filter(|f| !matches!(&f.missing, Missing::Event(e) if ignore.contains(e)))
+        .map(|f| ConfigProblem {
+            message: f.missing.to_string(),
+            job: f.job,
+            condition: f.condition.to_string(),
         })
         .collect())
 }
@@ -210,6 +210,6 @@ mod tests {
         assert_eq!(only_b.len(), 1);
         assert_eq!(only_b[0].message, "unknown job ghost");
         let err = check_config(defs.iter(), Some("nope"), &[]).unwrap_err();
-        assert_eq!(err.message, "Invalid job class: nope");
+        assert_eq!(err.to_string(), "Invalid job class: nope");
     }
 }

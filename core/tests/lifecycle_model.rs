@@ -845,9 +845,9 @@ proptest! {
         for op in &ops {
             if let Op::RoundTrip = op {
                 let snap: Snapshot = Snapshot { jobs: d.jobs.clone(), last_exit_seq: 7, booted: true, ..Snapshot::default() };
-                let defs = decode_definitions(&encode_definitions(&snap.jobs.live_definitions()))
+                let defs = decode_definitions(&encode_definitions(&snap.jobs.live_definitions()).unwrap())
                     .expect("the definitions load back");
-                let loaded: Snapshot = decode(&encode(&snap), &defs).expect("the state loads back");
+                let loaded: Snapshot = decode(&encode(&snap).unwrap(), &defs).expect("the state loads back");
                 same_state(&loaded.jobs, &d.jobs);
                 let mut copy = d.clone();
                 copy.jobs = loaded.jobs;

@@ -10,7 +10,8 @@
 //! no torn write can ever be read back.
 
 pub use keel_core::journal::{
-    Definitions, FORMAT_VERSION, LoadError, decode_definitions, encode, encode_definitions,
+    Definitions, FORMAT_VERSION, LoadError, SaveError, decode_definitions, encode,
+    encode_definitions,
 };
 use rustix::fd::{AsFd, OwnedFd};
 use serde::{Deserialize, Serialize};
@@ -92,8 +93,8 @@ mod tests {
             ..Snapshot::default()
         };
         let defs = snap.jobs.live_definitions();
-        let fd = to_memfd(&encode(&snap)).unwrap();
-        let defs_fd = to_memfd(&encode_definitions(&defs)).unwrap();
+        let fd = to_memfd(&encode(&snap).unwrap()).unwrap();
+        let defs_fd = to_memfd(&encode_definitions(&defs).unwrap()).unwrap();
         let loaded_defs = decode_definitions(&read_memfd(&defs_fd).unwrap()).unwrap();
         assert_eq!(loaded_defs, defs);
         assert_eq!(

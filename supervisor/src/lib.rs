@@ -6,6 +6,7 @@
 //! This crate is the shell that carries out what the core decides.
 //!
 //! What each module owns:
+//! - [`answer`]: the core's refusals as the wire's errors (the one place).
 //! - [`check`]: reading job files from disk (a confdir, `--check PATH…`).
 //! - [`journal`]: the saved state kept in keel-init's lifeboat (memfds), with the
 //!   shell's own part of it.
@@ -22,6 +23,7 @@
 //! - [`logging`]: the supervisor's own log and its run-time priority.
 //! - [`ready`]: the readiness protocols' moving parts (sd_notify socket, D-Bus, /proc).
 
+pub mod answer;
 pub mod boot;
 pub mod cgroup;
 pub mod check;
@@ -35,4 +37,4 @@ pub mod runtime;
 pub mod setup;
 pub mod spawn;
 
-pub use keel_core::{events, job, lifecycle, query};
+pub use keel_core::{events, job, lifecycle, query, refusal, runlevel};

@@ -30,15 +30,18 @@
 //! them leaves them to its successor (`Jobs::resume`). So a thousand jobs started
 //! together begin to run after the first batch, not after the last.
 
+use crate::answer::{failed, refused};
 use crate::control::{self, ConnId, Control};
 use crate::initlink::{Incoming, InitLink};
 use crate::job::{self, Console, JobDef, ProcessKind};
 use crate::journal::{self, Snapshot};
-use crate::lifecycle::{self, DEFAULT_PATH, Effect, Event, WaitStatus, base_environment};
+use crate::lifecycle::{self, DEFAULT_PATH, Effect, Event, WaitStatus, parse_env};
 use crate::ready::notify::NotifyAddr;
 use crate::ready::watch::Watcher;
+use crate::refusal::Refusal;
+use crate::runlevel::Telinit;
 use crate::{boot, cgroup, joblog, query, setup, spawn};
-use keel_proto::ctl::{Error, ErrorKind, PowerAction, Request, Response};
+use keel_proto::ctl::{ErrorKind, PowerAction, Request, Response};
 use rustix::event::epoll;
 use rustix::fd::{AsFd, AsRawFd, OwnedFd};
 use std::collections::BTreeMap;
@@ -1045,28 +1048,6 @@ impl Runtime {
         if !request.is_query() {
             self.dirty = true;
         }
-        // The instance a job request names: by its own environment when named by
-        // instance (from within a job), else by the request's.
-        let select = |jobs: &crate::lifecycle::Jobs, job: &str, instance: Option<String>, env| {
-            match instance {
-                None => parse_env(env),
-                Some(name) => jobs
-                    .jobs
-                    .get(job)
-                    .filter(|j| !j.deleted)
-                    .ok_or_else(|| Error {
-                        kind: ErrorKind::UnknownJob,
-                        message: format!("Unknown job: {job}"),
-                    })?
-                    .instances
-                    .get(&name)
-                    .map(|i| i.env.clone())
-                    .ok_or_else(|| Error {
-                        kind: ErrorKind::UnknownInstance,
-                        message: format!("Unknown instance: {job} ({name})"),
-                    }),
-            }
-        };
         let jobs = &mut self.snap.jobs;
         let answer: Option<Response> = match request {
             Request::Start {
@@ -1076,7 +1057,8 @@ impl Runtime {
                 wait,
             } => {
                 let waiter = wait.then_some(conn);
-                let outcome = select(jobs, &job, instance, &env)
+                let outcome = jobs
+                    .request_env(&job, instance.as_deref(), &env)
                     .and_then(|env| jobs.start(&job, env, waiter, now));
                 accepted(wait, outcome)
             }
@@ -1087,7 +1069,8 @@ impl Runtime {
                 wait,
             } => {
                 let waiter = wait.then_some(conn);
-                let outcome = select(jobs, &job, instance, &env)
+                let outcome = jobs
+                    .request_env(&job, instance.as_deref(), &env)
                     .and_then(|env| jobs.stop(&job, &env, waiter, now));
                 accepted(wait, outcome)
             }
@@ -1098,14 +1081,18 @@ impl Runtime {
                 wait,
             } => {
                 let waiter = wait.then_some(conn);
-                let outcome = select(jobs, &job, instance, &env)
+                let outcome = jobs
+                    .request_env(&job, instance.as_deref(), &env)
                     .and_then(|env| jobs.restart(&job, &env, waiter, now));
                 accepted(wait, outcome)
             }
             Request::Status { job, instance, env } => Some(
-                match select(jobs, &job, instance, &env).and_then(|env| jobs.status(&job, &env)) {
+                match jobs
+                    .request_env(&job, instance.as_deref(), &env)
+                    .and_then(|env| jobs.status(&job, &env))
+                {
                     Ok(s) => Response::Instances(s),
-                    Err(e) => Response::Error(e),
+                    Err(e) => refused(e),
                 },
             ),
             Request::List => Some(Response::Instances(jobs.list())),
@@ -1124,16 +1111,16 @@ impl Runtime {
             Request::CheckConfig { job, ignore } => Some(
                 match query::check_config(self.definitions(), job.as_deref(), &ignore) {
                     Ok(problems) => Response::Problems(problems),
-                    Err(e) => Response::Error(e),
+                    Err(e) => refused(e),
                 },
             ),
             Request::ShowConfig { job } => Some(self.show_config(job.as_deref())),
-            Request::Reload { job, instance, env } => {
-                Some(match select(&self.snap.jobs, &job, instance, &env) {
+            Request::Reload { job, instance, env } => Some(
+                match self.snap.jobs.request_env(&job, instance.as_deref(), &env) {
                     Ok(env) => self.reload(&job, &env),
-                    Err(e) => Response::Error(e),
-                })
-            }
+                    Err(e) => refused(e),
+                },
+            ),
             Request::Telinit { runlevel, .. } if runlevel == b'u' || runlevel == b'U' => {
                 // Upstart's `telinit u`: re-execute.
                 match self.prepare_reexec(None) {
@@ -1141,93 +1128,45 @@ impl Runtime {
                         self.reexec = Some(path);
                         Some(Response::Ok)
                     }
-                    Err(message) => Some(Response::Error(Error {
-                        kind: ErrorKind::InvalidRequest,
-                        message,
-                    })),
+                    Err(message) => Some(failed(ErrorKind::InvalidRequest, message)),
                 }
             }
             Request::Telinit { runlevel, env } => Some(match parse_env(&env) {
                 Ok(env) => self.telinit(runlevel, env),
-                Err(e) => Response::Error(e),
+                Err(e) => refused(e),
             }),
             Request::Runlevel => Some(Response::Runlevel {
-                previous: self.snap.runlevel.1,
-                current: self.snap.runlevel.0,
+                previous: self.snap.runlevel.previous,
+                current: self.snap.runlevel.current,
             }),
             Request::LogPriority { level } => Some(match level {
                 None => Response::Value(crate::logging::priority().to_string()),
                 Some(l) => match crate::logging::set_priority(&l) {
                     Ok(()) => Response::Ok,
-                    Err(message) => Response::Error(Error {
-                        kind: ErrorKind::InvalidRequest,
-                        message,
-                    }),
+                    Err(message) => failed(ErrorKind::InvalidRequest, message),
                 },
             }),
             Request::Usage { job } => {
                 Some(match self.snap.jobs.jobs.get(&job).filter(|j| !j.deleted) {
                     Some(j) => Response::Value(j.def.usage.clone().unwrap_or_default()),
-                    None => Response::Error(Error {
-                        kind: ErrorKind::UnknownJob,
-                        message: format!("Unknown job: {job}"),
-                    }),
+                    None => refused(Refusal::UnknownJob(job)),
                 })
             }
-            Request::ListEnv => {
-                let mut vars = base_environment(&self.snap.jobs.env_table);
-                vars.sort();
-                Some(Response::Env(vars))
-            }
-            Request::GetEnv { name } => Some(
-                match base_environment(&self.snap.jobs.env_table)
-                    .into_iter()
-                    .find(|(k, _)| *k == name)
-                {
-                    Some((_, v)) => Response::Value(v),
-                    None => Response::Error(Error {
-                        kind: ErrorKind::InvalidRequest,
-                        message: format!("No such variable: {name}"),
-                    }),
-                },
-            ),
-            // All or nothing: a bad name leaves the table as it was.
-            Request::SetEnv { vars, retain } => {
-                Some(match vars.iter().find(|(name, _)| !valid_env_name(name)) {
-                    Some((name, _)) => Response::Error(Error {
-                        kind: ErrorKind::InvalidRequest,
-                        message: format!("Invalid variable name: {name}"),
-                    }),
-                    None => {
-                        let present = base_environment(&self.snap.jobs.env_table);
-                        for (name, value) in vars {
-                            if !(retain && present.iter().any(|(k, _)| *k == name)) {
-                                self.snap.jobs.env_table.insert(name, value);
-                            }
-                        }
-                        Response::Ok
-                    }
-                })
-            }
-            Request::UnsetEnv { names } => Some(
-                match names
-                    .iter()
-                    .find(|n| !self.snap.jobs.env_table.contains_key(*n))
-                {
-                    Some(name) => Response::Error(Error {
-                        kind: ErrorKind::InvalidRequest,
-                        message: format!("No such variable: {name}"),
-                    }),
-                    None => {
-                        for name in &names {
-                            self.snap.jobs.env_table.remove(name);
-                        }
-                        Response::Ok
-                    }
-                },
-            ),
+            Request::ListEnv => Some(Response::Env(self.snap.jobs.environment())),
+            Request::GetEnv { name } => Some(match self.snap.jobs.get_env(&name) {
+                Ok(value) => Response::Value(value),
+                Err(e) => refused(e),
+            }),
+            Request::SetEnv { vars, retain } => Some(match self.snap.jobs.set_env(vars, retain) {
+                Ok(()) => Response::Ok,
+                Err(e) => refused(e),
+            }),
+            Request::UnsetEnv { names } => Some(match self.snap.jobs.unset_env(&names) {
+                Ok(()) => Response::Ok,
+                Err(e) => refused(e),
+            }),
             Request::ResetEnv => {
-                self.snap.jobs.env_table.clear();
+                self.snap.jobs.reset_env();
                 Some(Response::Ok)
             }
             // Early job logs are written out after this round.
@@ -1240,22 +1179,16 @@ impl Runtime {
                     self.reexec = Some(path);
                     Response::Ok
                 }
-                Err(message) => Response::Error(Error {
-                    kind: ErrorKind::InvalidRequest,
-                    message,
-                }),
+                Err(message) => failed(ErrorKind::InvalidRequest, message),
             }),
             Request::Emit { event, env, wait } => match parse_env(&env) {
-                Ok(_) if event.is_empty() => Some(Response::Error(Error {
-                    kind: ErrorKind::InvalidRequest,
-                    message: "Name may not be empty string".into(),
-                })),
+                Ok(_) if event.is_empty() => Some(refused(Refusal::EmptyEventName)),
                 Ok(env) => match jobs.emit(Event { name: event, env }, wait.then_some(conn), now) {
                     Ok(()) if wait => None,
                     Ok(()) => Some(Response::Ok),
-                    Err(e) => Some(Response::Error(e)),
+                    Err(e) => Some(refused(e)),
                 },
-                Err(e) => Some(Response::Error(e)),
+                Err(e) => Some(refused(e)),
             },
         };
         if let Some(answer) = answer {
@@ -1268,7 +1201,7 @@ impl Runtime {
     /// An event keel itself emits (`startup`, a relayed signal, `runlevel`).
     fn emit(&mut self, event: Event) {
         if let Err(e) = self.snap.jobs.emit(event, None, now_ms()) {
-            tracing::warn!("cannot emit an event: {}", e.message);
+            tracing::warn!("cannot emit an event: {e}");
         }
         self.dirty = true;
     }
@@ -1319,7 +1252,7 @@ impl Runtime {
                     error,
                 } => {
                     let answer = match error {
-                        Some(e) => Response::Error(e),
+                        Some(e) => refused(e),
                         None => Response::Instances(
                             self.snap
                                 .jobs
@@ -1332,10 +1265,7 @@ impl Runtime {
                 }
                 Effect::EventFinished { waiter, failed } => {
                     let answer = if failed {
-                        Response::Error(Error {
-                            kind: ErrorKind::JobFailed,
-                            message: "Event failed".into(),
-                        })
+                        refused(Refusal::EventFailed)
                     } else {
                         Response::Ok
                     };
@@ -1423,7 +1353,7 @@ impl Runtime {
             self.snap.go_rounds,
             self.snap.pending_go
         );
-        self.deposit(journal::LIFEBOAT_NAME, &bytes, "the state");
+        self.deposit(journal::LIFEBOAT_NAME, bytes, "the state");
         if let Some(live) = unused {
             self.save_definitions(live);
         }
@@ -1432,16 +1362,20 @@ impl Runtime {
     /// Saves `defs` as the definitions in the lifeboat.
     fn save_definitions(&mut self, defs: journal::Definitions) {
         let bytes = journal::encode_definitions(&defs);
-        self.deposit(journal::DEFS_LIFEBOAT_NAME, &bytes, "the job definitions");
+        self.deposit(journal::DEFS_LIFEBOAT_NAME, bytes, "the job definitions");
         self.defs_saved = defs;
     }
 
     /// `bytes` into a sealed memfd, deposited in the lifeboat as `name`.
-    fn deposit(&self, name: &str, bytes: &[u8], what: &str) {
+    fn deposit(&self, name: &str, bytes: Result<Vec<u8>, journal::SaveError>, what: &str) {
         let Some(link) = &self.link else {
             return;
         };
-        if let Err(e) = journal::to_memfd(bytes).and_then(|fd| link.deposit(name, fd.as_fd())) {
+        let bytes = match bytes {
+            Ok(bytes) => bytes,
+            Err(e) => return tracing::error!("{e}"),
+        };
+        if let Err(e) = journal::to_memfd(&bytes).and_then(|fd| link.deposit(name, fd.as_fd())) {
             tracing::error!("cannot save {what}: {e}");
         }
     }
@@ -1811,10 +1745,7 @@ impl Runtime {
             .map(query::job_config)
             .collect();
         match only {
-            Some(name) if configs.is_empty() => Response::Error(Error {
-                kind: ErrorKind::UnknownJob,
-                message: format!("Unknown job: {name}"),
-            }),
+            Some(name) if configs.is_empty() => refused(Refusal::UnknownJob(name.to_string())),
             _ => Response::Config(configs),
         }
     }
@@ -1823,7 +1754,7 @@ impl Runtime {
     fn reload(&mut self, job: &str, env: &[(String, String)]) -> Response {
         let status = match self.snap.jobs.status(job, env) {
             Ok(s) => s,
-            Err(e) => return Response::Error(e),
+            Err(e) => return refused(e),
         };
         let signal = self
             .snap
@@ -1837,20 +1768,14 @@ impl Runtime {
             .and_then(|s| s.processes.iter().find(|p| p.kind == "main"))
             .map(|p| p.pid);
         let Some(pid) = main else {
-            return Response::Error(Error {
-                kind: ErrorKind::AlreadyStopped,
-                message: format!("Job is not running: {job}"),
-            });
+            return refused(Refusal::NotRunning(job.to_string()));
         };
         match rustix::process::Signal::from_named_raw(signal)
             .and_then(|s| rustix::process::Pid::from_raw(pid).map(|p| (p, s)))
             .map(|(p, s)| rustix::process::kill_process(p, s))
         {
             Some(Ok(())) => Response::Instances(status),
-            _ => Response::Error(Error {
-                kind: ErrorKind::Internal,
-                message: format!("cannot signal process {pid}"),
-            }),
+            _ => failed(ErrorKind::Internal, format!("cannot signal process {pid}")),
         }
     }
 
@@ -1859,17 +1784,11 @@ impl Runtime {
     /// `telinit 0` powers off and `telinit 6` reboots, through that event; `-e`
     /// variables join the event of any other runlevel.
     fn telinit(&mut self, runlevel: u8, extra: Vec<(String, String)>) -> Response {
-        let runlevel = runlevel.to_ascii_uppercase();
-        if !matches!(runlevel, b'0'..=b'6' | b'S') {
-            return Response::Error(Error {
-                kind: ErrorKind::InvalidRequest,
-                message: format!("illegal runlevel: {}", runlevel as char),
-            });
-        }
-        match runlevel {
-            b'0' => self.begin_power(PowerAction::PowerOff),
-            b'6' => self.begin_power(PowerAction::Reboot),
-            _ => {
+        match Telinit::parse(runlevel) {
+            Err(e) => return refused(e),
+            Ok(Telinit::PowerOff) => self.begin_power(PowerAction::PowerOff),
+            Ok(Telinit::Reboot) => self.begin_power(PowerAction::Reboot),
+            Ok(Telinit::Change(runlevel)) => {
                 let mut env = self.change_runlevel(runlevel);
                 env.extend(extra);
                 self.emit(Event {
@@ -1883,21 +1802,8 @@ impl Runtime {
 
     /// Records `runlevel` as the current one; the `runlevel` event's variables.
     fn change_runlevel(&mut self, runlevel: u8) -> Vec<(String, String)> {
-        let previous = self.snap.runlevel.0;
-        self.snap.runlevel = (runlevel, previous);
         self.dirty = true;
-        // Upstart's words: N for none.
-        let show = |r: u8| {
-            if r == 0 {
-                "N".to_string()
-            } else {
-                (r as char).to_string()
-            }
-        };
-        vec![
-            ("RUNLEVEL".into(), show(runlevel)),
-            ("PREVLEVEL".into(), show(previous)),
-        ]
+        self.snap.runlevel.change(runlevel)
     }
 
     /// Checks that `binary` (default: this one) can take over: it must read this
@@ -2016,12 +1922,12 @@ impl Runtime {
 /// the outcome, else the status (or the error) now.
 fn accepted(
     wait: bool,
-    outcome: Result<Option<keel_proto::ctl::InstanceStatus>, Error>,
+    outcome: Result<Option<keel_proto::ctl::InstanceStatus>, Refusal>,
 ) -> Option<Response> {
     match outcome {
         Ok(_) if wait => None,
         Ok(status) => Some(Response::Instances(status.into_iter().collect())),
-        Err(e) => Some(Response::Error(e)),
+        Err(e) => Some(refused(e)),
     }
 }
 
@@ -2077,27 +1983,6 @@ fn go_name(round: u64) -> String {
 }
 
 /// `KEY=VALUE` words as pairs; anything else is refused, as Upstart does.
-fn parse_env(env: &[String]) -> Result<Vec<(String, String)>, Error> {
-    env.iter()
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-            _ => Err(Error {
-                kind: ErrorKind::InvalidRequest,
-                message: "Env must be KEY=VALUE pairs".into(),
-            }),
-        })
-        .collect()
-}
-
-/// A shell-style variable name.
-fn valid_env_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 /// A tiny boxed-error alias so the binary can print any setup failure.
 pub mod anyhow_like {
     pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;

@@ -64,7 +64,10 @@ fn reference() -> Snapshot {
         booted: true,
         go_rounds: 9,
         pending_go: Some((9, 1)),
-        runlevel: (b'2', b'S'),
+        runlevel: keel_supervisor::runlevel::Runlevels {
+            current: b'2',
+            previous: b'S',
+        },
         shell: journal::Shell {
             cgroups: keel_supervisor::cgroup::Saved {
                 root: Some("/sys/fs/cgroup/keel".into()),
@@ -98,10 +101,10 @@ fn every_released_state_format_loads() {
     let current = golden("state", FORMAT_VERSION);
     if std::env::var_os("KEEL_BLESS").is_some() && !current.exists() {
         let snap = reference();
-        std::fs::write(&current, journal::encode(&snap)).unwrap();
+        std::fs::write(&current, journal::encode(&snap).unwrap()).unwrap();
         std::fs::write(
             golden("defs", FORMAT_VERSION),
-            journal::encode_definitions(&snap.jobs.live_definitions()),
+            journal::encode_definitions(&snap.jobs.live_definitions()).unwrap(),
         )
         .unwrap();
     }
@@ -115,7 +118,13 @@ fn every_released_state_format_loads() {
         // What a supervisor needs to carry on is all there.
         assert_eq!(loaded.last_exit_seq, 42);
         assert_eq!(loaded.pending_go, Some((9, 1)));
-        assert_eq!(loaded.runlevel, (b'2', b'S'));
+        assert_eq!(
+            loaded.runlevel,
+            keel_supervisor::runlevel::Runlevels {
+                current: b'2',
+                previous: b'S'
+            }
+        );
         assert_eq!(
             loaded.jobs.env_table.get("LANG").map(String::as_str),
             Some("C.UTF-8")
@@ -153,13 +162,13 @@ fn every_released_state_format_loads() {
         if version == FORMAT_VERSION {
             // Compared as saved bytes: the core's clock is not part of the state.
             assert_eq!(
-                journal::encode(&loaded),
-                journal::encode(&reference()),
+                journal::encode(&loaded).unwrap(),
+                journal::encode(&reference()).unwrap(),
                 "the current format round-trips exactly"
             );
             assert_eq!(
-                journal::encode_definitions(&loaded.jobs.live_definitions()),
-                journal::encode_definitions(&reference().jobs.live_definitions()),
+                journal::encode_definitions(&loaded.jobs.live_definitions()).unwrap(),
+                journal::encode_definitions(&reference().jobs.live_definitions()).unwrap(),
             );
         }
     }
@@ -167,7 +176,7 @@ fn every_released_state_format_loads() {
 
 #[test]
 fn a_newer_format_is_refused_with_a_clear_error() {
-    let mut bytes = journal::encode(&reference());
+    let mut bytes = journal::encode(&reference()).unwrap();
     bytes[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
     let err = journal::decode(&bytes, &journal::Definitions::new())
         .unwrap_err()

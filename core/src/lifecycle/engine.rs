@@ -66,24 +66,20 @@ impl Jobs {
     /// `initctl emit`, a relayed signal, `startup`, `runlevel`: queues `event` and
     /// handles what it can. With a `waiter`, an [`Effect::EventFinished`] answers
     /// once the event has finished.
-    pub fn emit(&mut self, event: Event, waiter: Option<WaiterId>, now: u64) -> Result<(), Error> {
+    pub fn emit(
+        &mut self,
+        event: Event,
+        waiter: Option<WaiterId>,
+        now: u64,
+    ) -> Result<(), Refusal> {
         if event.name.is_empty() {
-            return Err(error(
-                ErrorKind::InvalidRequest,
-                "Name may not be empty string",
-            ));
+            return Err(Refusal::EmptyEventName);
         }
         if event.env.iter().any(|(k, _)| k.is_empty()) {
-            return Err(error(
-                ErrorKind::InvalidRequest,
-                "Env must be KEY=VALUE pairs",
-            ));
+            return Err(Refusal::NotKeyValue);
         }
         if self.events.len() >= MAX_QUEUED_EVENTS {
-            return Err(error(
-                ErrorKind::InvalidRequest,
-                format!("{MAX_QUEUED_EVENTS} events are queued already; try again later"),
-            ));
+            return Err(Refusal::QueueFull);
         }
         self.now = self.now.max(now);
         self.queue(event);

@@ -5,6 +5,10 @@
 use super::*;
 use crate::job::{Process, RespawnLimit};
 
+/// A reply that says the job failed (see `T::replies`).
+#[derive(Debug, PartialEq)]
+struct JobFailed;
+
 fn exec() -> Option<Process> {
     Some(Process::Exec {
         command: "true".into(),
@@ -92,13 +96,18 @@ impl T {
             })
             .collect()
     }
-    fn replies(&self) -> Vec<(WaiterId, Option<ErrorKind>)> {
+    /// Each reply's waiter and whether it says the job failed.
+    fn replies(&self) -> Vec<(WaiterId, Option<JobFailed>)> {
         self.seen
             .iter()
             .filter_map(|e| match e {
-                Effect::Reply { waiter, error, .. } => {
-                    Some((*waiter, error.as_ref().map(|e| e.kind)))
-                }
+                Effect::Reply { waiter, error, .. } => Some((
+                    *waiter,
+                    error.as_ref().map(|e| {
+                        assert!(matches!(e, Refusal::JobFailed(_)), "{e}");
+                        JobFailed
+                    }),
+                )),
                 _ => None,
             })
             .collect()
@@ -302,7 +311,7 @@ fn pre_start_failure_runs_no_main_and_fails_the_start() {
     assert_eq!(t.state(), State::PostStop);
     t.ok(PostStop);
     assert_eq!(t.spawns(), vec![PreStart, PostStop]);
-    assert_eq!(t.replies(), vec![(1, Some(ErrorKind::JobFailed))]);
+    assert_eq!(t.replies(), vec![(1, Some(JobFailed))]);
     let stopped = t
         .seen
         .iter()
@@ -323,7 +332,7 @@ fn post_start_failure_stops_the_job() {
     assert_eq!(t.state(), State::Killed);
     t.exit(Main, WaitStatus::signaled(15));
     t.ok(PostStop);
-    assert_eq!(t.replies(), vec![(1, Some(ErrorKind::JobFailed))]);
+    assert_eq!(t.replies(), vec![(1, Some(JobFailed))]);
     assert!(!t.events().contains(&"started".to_string()));
 }
 
@@ -344,7 +353,7 @@ fn main_spawn_failure_fails_the_start() {
     t.settle();
     assert_eq!(t.spawns(), vec![PostStop]);
     t.ok(PostStop);
-    assert_eq!(t.replies(), vec![(1, Some(ErrorKind::JobFailed))]);
+    assert_eq!(t.replies(), vec![(1, Some(JobFailed))]);
 }
 
 #[test]
@@ -415,7 +424,7 @@ fn task_start_is_answered_when_it_stopped_with_its_failure() {
     let mut t = T::new(d);
     t.start(Some(1));
     t.exit(Main, WaitStatus::exited(4));
-    assert_eq!(t.replies(), vec![(1, Some(ErrorKind::JobFailed))]);
+    assert_eq!(t.replies(), vec![(1, Some(JobFailed))]);
 }
 
 fn respawning(limit: RespawnLimit) -> T {
@@ -574,7 +583,7 @@ fn failed_post_stop_stops_a_pending_start() {
     t.start(Some(5));
     t.exit(PostStop, WaitStatus::exited(1));
     assert_eq!(t.state(), State::Waiting);
-    assert_eq!(t.replies(), vec![(5, Some(ErrorKind::JobFailed))]);
+    assert_eq!(t.replies(), vec![(5, Some(JobFailed))]);
 }
 
 #[test]
@@ -669,7 +678,7 @@ fn a_state_saved_with_spawns_decided_makes_them_once_loaded() {
         ..Default::default()
     };
     let defs = snap.jobs.live_definitions();
-    let mut loaded = crate::journal::decode::<()>(&crate::journal::encode(&snap), &defs)
+    let mut loaded = crate::journal::decode::<()>(&crate::journal::encode(&snap).unwrap(), &defs)
         .unwrap()
         .jobs;
     loaded.resume();
@@ -762,7 +771,7 @@ fn readiness_that_never_comes_fails_the_start_with_a_reason() {
     t.exit(Main, WaitStatus::signaled(15));
     t.ok(PostStop);
     assert_eq!(t.state(), State::Waiting);
-    assert_eq!(t.replies(), vec![(1, Some(ErrorKind::JobFailed))]);
+    assert_eq!(t.replies(), vec![(1, Some(JobFailed))]);
     let reason = t.jobs.status("j", &[]).unwrap()[0].failure.clone().unwrap();
     assert!(
         reason.contains("not ready within 3 s (expect stop)"),

@@ -894,7 +894,7 @@ fn state_size(n: usize) -> usize {
             .spawned(name, "", ProcessKind::Main, 1000 + i as i32);
     }
     let _ = snap.jobs.take_effects();
-    journal::encode(&snap).len()
+    journal::encode(&snap).unwrap().len()
 }
 
 // --- keel only: boot in QEMU ---------------------------------------------------------------

@@ -931,13 +931,7 @@ impl Runtime {
         let cont = sig != Signal::KILL && sig != Signal::CONT;
         match self.pidfds.get(&pid) {
             Some(fd) => {
-                // A pidfd polls readable once its process has exited.
-                let mut poll = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
-                let zero = rustix::time::Timespec {
-                    tv_sec: 0,
-                    tv_nsec: 0,
-                };
-                if rustix::event::poll(&mut poll, Some(&zero)).map_or(true, |n| n > 0) {
+                if !pidfd_alive(fd) {
                     return;
                 }
                 if kill_process_group(group, sig).is_ok() {
@@ -1770,9 +1764,10 @@ impl Runtime {
         let Some(pid) = main else {
             return refused(Refusal::NotRunning(job.to_string()));
         };
+        // Through its pidfd, as every signal: never a recycled pid.
         match rustix::process::Signal::from_named_raw(signal)
-            .and_then(|s| rustix::process::Pid::from_raw(pid).map(|p| (p, s)))
-            .map(|(p, s)| rustix::process::kill_process(p, s))
+            .zip(self.pidfds.get(&pid).filter(|fd| pidfd_alive(fd)))
+            .map(|(s, fd)| rustix::process::pidfd_send_signal(fd, s))
         {
             Some(Ok(())) => Response::Instances(status),
             _ => failed(ErrorKind::Internal, format!("cannot signal process {pid}")),
@@ -1983,6 +1978,20 @@ fn go_name(round: u64) -> String {
 }
 
 /// `KEY=VALUE` words as pairs; anything else is refused, as Upstart does.
+/// Whether the process of `pidfd` is still alive (a pidfd polls readable once its
+/// process has exited).
+fn pidfd_alive(pidfd: &OwnedFd) -> bool {
+    let mut poll = [rustix::event::PollFd::new(
+        pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    let zero = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    rustix::event::poll(&mut poll, Some(&zero)) == Ok(0)
+}
+
 /// A tiny boxed-error alias so the binary can print any setup failure.
 pub mod anyhow_like {
     pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;

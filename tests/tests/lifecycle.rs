@@ -445,6 +445,23 @@ end script
     });
 }
 
+#[test]
+fn reload_signals_the_main_process_with_its_reload_signal() {
+    let job = "reload signal USR1
+script
+  trap 'echo usr1 >> $DIR/trace' USR1
+  echo main >> $DIR/trace
+  while :; do sleep 0.05; done
+end script
+";
+    let keel = Keel::start(&[("j", job)]);
+    keel.ctl_ok(&["start", "j"]);
+    assert_eq!(trace_len(&keel, 1), ["main"]);
+    assert_eq!(keel.ctl_ok(&["reload", "j"]), "");
+    assert_eq!(trace_len(&keel, 2), ["main", "usr1"]);
+    assert!(status(&keel, "j").starts_with("j start/running"));
+}
+
 // 7. Tasks.
 
 #[test]

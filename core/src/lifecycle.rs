@@ -28,7 +28,6 @@
 use crate::events::{self, EventId, Matched, set_var};
 use crate::job::{ExitMatch, Expect, JobDef, ProcessKind, Signal};
 use crate::refusal::Refusal;
-use keel_proto::ctl::{Goal, InstanceStatus, PowerAction, ProcessInfo, State};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -37,9 +36,11 @@ pub use crate::events::Event;
 mod def;
 mod engine;
 mod requests;
+mod status;
 pub use def::{Def, DefId};
 pub use engine::{EVENTS_PER_ROUND, MAX_QUEUED_EVENTS, POWER_GRACE_MS, Progress, Queued};
 pub use requests::parse_env;
+pub use status::{Goal, InstanceStatus, PowerAction, ProcessInfo, State};
 
 /// A raw wait status, as reaped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,12 +1,49 @@
 //! Answers to the configuration queries, `show-config` and `check-config`, built
-//! from job definitions into the control protocol's types — pure, no syscalls.
-//! initctl turns them into Upstart's text or into JSON.
+//! from job definitions — pure, no syscalls. The shell puts them into the control
+//! protocol's types; initctl turns those into Upstart's text or into JSON.
 
 use crate::events;
 use crate::events::Missing;
 use crate::job::{self, ArgMatch, EventExpr, EventMatch, JobDef};
 use crate::refusal::Refusal;
-use keel_proto::ctl::{ConfigProblem, EventRef, JobConfig};
+
+/// What `show-config` says of one job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobConfig {
+    pub name: String,
+    /// The events the job says it emits (`emits`).
+    pub emits: Vec<String>,
+    /// `start on` as Upstart's initctl writes it (every operator in parentheses);
+    /// `None` without one (or with `manual`).
+    pub start_on: Option<String>,
+    pub stop_on: Option<String>,
+    /// Each event `start on` names, in the order written.
+    pub start_on_events: Vec<EventRef>,
+    pub stop_on_events: Vec<EventRef>,
+    /// The whole definition as a job file; it parses back to the same definition.
+    pub definition: String,
+}
+
+/// An event a `start on` / `stop on` names, as `show-config -e` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventRef {
+    pub event: String,
+    /// For the job events (`starting`, `started`, `stopping`, `stopped`): the job
+    /// named by the first positional argument or `JOB=`.
+    pub job: Option<String>,
+    /// The other arguments, as written (`[2345]`, `INTERFACE=eth0`, `KEY!=VALUE`).
+    pub env: Vec<String>,
+}
+
+/// One finding of `check-config`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub job: String,
+    /// `start on` or `stop on`.
+    pub condition: String,
+    /// `unknown event NAME` or `unknown job NAME`.
+    pub message: String,
+}
 
 /// What `show-config` says of `def`.
 pub fn job_config(def: &JobDef) -> JobConfig {

@@ -17,8 +17,7 @@ use keel_core::job::{
     ExitMatch, Expect, JobDef, Process, ProcessKind, RespawnLimit, Signal, parse,
 };
 use keel_core::journal::{Snapshot, decode, decode_definitions, encode, encode_definitions};
-use keel_core::lifecycle::{Effect, Event, Instance, Jobs, WaitStatus};
-use keel_proto::ctl::{Goal, State};
+use keel_core::lifecycle::{Effect, Event, Goal, Instance, Jobs, State, WaitStatus};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 

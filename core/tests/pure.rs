@@ -4,8 +4,9 @@
 
 use std::process::Command;
 
-/// Crates through which the core could reach the kernel.
-const FORBIDDEN: &[&str] = &["rustix", "nix", "libc", "linux-raw-sys"];
+/// Crates through which the core could reach the kernel, and the wire types the
+/// core must not take for its own.
+const FORBIDDEN: &[&str] = &["rustix", "nix", "libc", "linux-raw-sys", "keel-proto"];
 
 #[test]
 fn the_core_depends_on_nothing_that_makes_system_calls() {

@@ -1,9 +1,15 @@
-//! The core's refusals in the wire's words: the one place where a refused
-//! request becomes a `keel_proto::ctl::Error`. The message is the refusal's own
-//! text (`keel_core::refusal`); the kind is what initctl and scripts branch on.
+//! The edge between the core's types and the wire's: the core keeps its own
+//! (saved with the state, so the protocol may change without changing the saved
+//! format, and the reverse), and this is the one place that converts them. A
+//! refused request becomes a `keel_proto::ctl::Error` here: the message is the
+//! refusal's own text (`keel_core::refusal`); the kind is what initctl and
+//! scripts branch on.
 
+use keel_core::lifecycle::{self, Goal, PowerAction, State};
+use keel_core::query;
 use keel_core::refusal::Refusal;
-use keel_proto::ctl::{Error, ErrorKind, Response};
+use keel_proto::ctl::{self, Error, ErrorKind, Response};
+use keel_proto::init;
 
 /// `refusal` as the wire's error.
 pub fn wire_error(refusal: &Refusal) -> Error {
@@ -31,6 +37,104 @@ pub fn wire_error(refusal: &Refusal) -> Error {
 /// The answer to a refused request.
 pub fn refused(refusal: Refusal) -> Response {
     Response::Error(wire_error(&refusal))
+}
+
+/// `status`, `list` and the answers to job requests.
+pub fn instances(list: Vec<lifecycle::InstanceStatus>) -> Response {
+    Response::Instances(list.into_iter().map(wire_status).collect())
+}
+
+/// One instance's status on the wire.
+pub fn wire_status(s: lifecycle::InstanceStatus) -> ctl::InstanceStatus {
+    ctl::InstanceStatus {
+        job: s.job,
+        instance: s.instance,
+        goal: match s.goal {
+            Goal::Start => ctl::Goal::Start,
+            Goal::Stop => ctl::Goal::Stop,
+            Goal::Respawn => ctl::Goal::Respawn,
+        },
+        state: match s.state {
+            State::Waiting => ctl::State::Waiting,
+            State::Starting => ctl::State::Starting,
+            State::Security => ctl::State::Security,
+            State::PreStart => ctl::State::PreStart,
+            State::Spawned => ctl::State::Spawned,
+            State::PostStart => ctl::State::PostStart,
+            State::Running => ctl::State::Running,
+            State::PreStop => ctl::State::PreStop,
+            State::Stopping => ctl::State::Stopping,
+            State::Killed => ctl::State::Killed,
+            State::PostStop => ctl::State::PostStop,
+        },
+        processes: s
+            .processes
+            .into_iter()
+            .map(|p| ctl::ProcessInfo {
+                kind: p.kind,
+                pid: p.pid,
+            })
+            .collect(),
+        failure: s.failure,
+        status_text: s.status_text,
+    }
+}
+
+/// `show-config`.
+pub fn configs(list: Vec<query::JobConfig>) -> Response {
+    let events = |refs: Vec<query::EventRef>| {
+        refs.into_iter()
+            .map(|r| ctl::EventRef {
+                event: r.event,
+                job: r.job,
+                env: r.env,
+            })
+            .collect()
+    };
+    Response::Config(
+        list.into_iter()
+            .map(|c| ctl::JobConfig {
+                name: c.name,
+                emits: c.emits,
+                start_on: c.start_on,
+                stop_on: c.stop_on,
+                start_on_events: events(c.start_on_events),
+                stop_on_events: events(c.stop_on_events),
+                definition: c.definition,
+            })
+            .collect(),
+    )
+}
+
+/// `check-config`.
+pub fn problems(list: Vec<query::ConfigProblem>) -> Response {
+    Response::Problems(
+        list.into_iter()
+            .map(|p| ctl::ConfigProblem {
+                job: p.job,
+                condition: p.condition,
+                message: p.message,
+            })
+            .collect(),
+    )
+}
+
+/// A client's power request, for the core.
+pub fn core_power(action: init::PowerAction) -> PowerAction {
+    match action {
+        init::PowerAction::PowerOff => PowerAction::PowerOff,
+        init::PowerAction::Reboot => PowerAction::Reboot,
+        init::PowerAction::Halt => PowerAction::Halt,
+    }
+}
+
+/// The core's power action, for keel-init.
+pub fn init_power(action: PowerAction) -> init::PowerAction {
+    match action {
+        PowerAction::PowerOff => init::PowerAction::PowerOff,
+        PowerAction::Reboot => init::PowerAction::Reboot,
+        PowerAction::Halt => init::PowerAction::Halt,
+    }
 }
 
 /// An error of the shell's own (a failed system call, a refused re-exec), not a
@@ -141,6 +245,52 @@ mod tests {
                 },
                 "{refusal:?}"
             );
+        }
+    }
+
+    /// The core's goals and states reach the wire as themselves.
+    #[test]
+    fn statuses_keep_their_goal_state_and_processes() {
+        use State::*;
+        let states = [
+            Waiting, Starting, Security, PreStart, Spawned, PostStart, Running, PreStop, Stopping,
+            Killed, PostStop,
+        ];
+        for (state, goal) in states
+            .into_iter()
+            .zip([Goal::Start, Goal::Stop, Goal::Respawn].into_iter().cycle())
+        {
+            let wire = wire_status(lifecycle::InstanceStatus {
+                job: "j".into(),
+                instance: "i".into(),
+                goal,
+                state,
+                processes: vec![lifecycle::ProcessInfo {
+                    kind: "main".into(),
+                    pid: 7,
+                }],
+                failure: Some("why".into()),
+                status_text: None,
+            });
+            assert_eq!(
+                (wire.goal.name(), wire.state.name()),
+                (goal.name(), state.name())
+            );
+            assert_eq!(
+                wire.processes,
+                [ctl::ProcessInfo {
+                    kind: "main".into(),
+                    pid: 7
+                }]
+            );
+            assert_eq!(wire.failure.as_deref(), Some("why"));
+        }
+        for action in [
+            PowerAction::PowerOff,
+            PowerAction::Reboot,
+            PowerAction::Halt,
+        ] {
+            assert_eq!(core_power(init_power(action)), action);
         }
     }
 }

@@ -30,18 +30,18 @@
 //! them leaves them to its successor (`Jobs::resume`). So a thousand jobs started
 //! together begin to run after the first batch, not after the last.
 
-use crate::answer::{failed, refused};
+use crate::answer::{self, failed, instances, refused};
 use crate::control::{self, ConnId, Control};
 use crate::initlink::{Incoming, InitLink};
 use crate::job::{self, Console, JobDef, ProcessKind};
 use crate::journal::{self, Snapshot};
-use crate::lifecycle::{self, DEFAULT_PATH, Effect, Event, WaitStatus, parse_env};
+use crate::lifecycle::{self, DEFAULT_PATH, Effect, Event, PowerAction, WaitStatus, parse_env};
 use crate::ready::notify::NotifyAddr;
 use crate::ready::watch::Watcher;
 use crate::refusal::Refusal;
 use crate::runlevel::Telinit;
 use crate::{boot, cgroup, joblog, query, setup, spawn};
-use keel_proto::ctl::{ErrorKind, PowerAction, Request, Response};
+use keel_proto::ctl::{ErrorKind, Request, Response};
 use rustix::event::epoll;
 use rustix::fd::{AsFd, AsRawFd, OwnedFd};
 use std::collections::BTreeMap;
@@ -1085,16 +1085,16 @@ impl Runtime {
                     .request_env(&job, instance.as_deref(), &env)
                     .and_then(|env| jobs.status(&job, &env))
                 {
-                    Ok(s) => Response::Instances(s),
+                    Ok(s) => instances(s),
                     Err(e) => refused(e),
                 },
             ),
-            Request::List => Some(Response::Instances(jobs.list())),
+            Request::List => Some(instances(jobs.list())),
             Request::Version => Some(Response::Version {
                 version: format!("keel {}", env!("CARGO_PKG_VERSION")),
             }),
             Request::Power { action } => {
-                self.begin_power(action);
+                self.begin_power(answer::core_power(action));
                 Some(Response::Ok)
             }
             Request::ReloadConfiguration => {
@@ -1104,7 +1104,7 @@ impl Runtime {
             }
             Request::CheckConfig { job, ignore } => Some(
                 match query::check_config(self.definitions(), job.as_deref(), &ignore) {
-                    Ok(problems) => Response::Problems(problems),
+                    Ok(problems) => answer::problems(problems),
                     Err(e) => refused(e),
                 },
             ),
@@ -1247,7 +1247,7 @@ impl Runtime {
                 } => {
                     let answer = match error {
                         Some(e) => refused(e),
-                        None => Response::Instances(
+                        None => instances(
                             self.snap
                                 .jobs
                                 .status_of(&job, &instance)
@@ -1313,7 +1313,10 @@ impl Runtime {
         match answer {
             Response::Instances(list) => Response::Instances(
                 list.into_iter()
-                    .map(|s| self.snap.jobs.status_of(&s.job, &s.instance).unwrap_or(s))
+                    .map(|s| {
+                        let now = self.snap.jobs.status_of(&s.job, &s.instance);
+                        now.map(answer::wire_status).unwrap_or(s)
+                    })
                     .collect(),
             ),
             other => other,
@@ -1659,7 +1662,7 @@ impl Runtime {
             .filter(|(j, i)| {
                 jobs.get(j)
                     .and_then(|job| job.instances.get(i))
-                    .is_none_or(|inst| inst.state == keel_proto::ctl::State::Waiting)
+                    .is_none_or(|inst| inst.state == lifecycle::State::Waiting)
             })
             .cloned()
             .collect();
@@ -1740,7 +1743,7 @@ impl Runtime {
             .collect();
         match only {
             Some(name) if configs.is_empty() => refused(Refusal::UnknownJob(name.to_string())),
-            _ => Response::Config(configs),
+            _ => answer::configs(configs),
         }
     }
 
@@ -1769,7 +1772,7 @@ impl Runtime {
             .zip(self.pidfds.get(&pid).filter(|fd| pidfd_alive(fd)))
             .map(|(s, fd)| rustix::process::pidfd_send_signal(fd, s))
         {
-            Some(Ok(())) => Response::Instances(status),
+            Some(Ok(())) => instances(status),
             _ => failed(ErrorKind::Internal, format!("cannot signal process {pid}")),
         }
     }
@@ -1902,7 +1905,7 @@ impl Runtime {
         self.persist();
         match &self.link {
             Some(link) => {
-                link.power(action)?;
+                link.power(answer::init_power(action))?;
                 // keel-init ends everything from here.
                 loop {
                     let _ = rustix::event::poll(&mut [], None);
@@ -1917,11 +1920,11 @@ impl Runtime {
 /// the outcome, else the status (or the error) now.
 fn accepted(
     wait: bool,
-    outcome: Result<Option<keel_proto::ctl::InstanceStatus>, Refusal>,
+    outcome: Result<Option<lifecycle::InstanceStatus>, Refusal>,
 ) -> Option<Response> {
     match outcome {
         Ok(_) if wait => None,
-        Ok(status) => Some(Response::Instances(status.into_iter().collect())),
+        Ok(status) => Some(instances(status.into_iter().collect())),
         Err(e) => Some(refused(e)),
     }
 }

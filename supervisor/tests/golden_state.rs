@@ -149,7 +149,7 @@ fn every_released_state_format_loads() {
         );
         let web = loaded.jobs.status("web", &[]).unwrap();
         assert_eq!(web[0].processes[0].pid, 101);
-        assert_eq!(web[0].state, keel_proto::ctl::State::Running);
+        assert_eq!(web[0].state, keel_supervisor::lifecycle::State::Running);
         let tty = loaded
             .jobs
             .status("tty", &[("TTY".into(), "ttyS0".into())])

@@ -35,10 +35,12 @@ pub use crate::events::Event;
 
 mod def;
 mod engine;
+mod read;
 mod requests;
 mod status;
 pub use def::{Def, DefId};
 pub use engine::{EVENTS_PER_ROUND, MAX_QUEUED_EVENTS, POWER_GRACE_MS, Progress, Queued};
+pub use read::Owner;
 pub use requests::parse_env;
 pub use status::{Goal, InstanceStatus, PowerAction, ProcessInfo, State};
 
@@ -252,24 +254,26 @@ pub enum Effect {
 }
 
 /// Everything the supervisor knows about its jobs. This is what is persisted.
+/// Private: the shell reads it through named accessors (`job`, `instance`,
+/// `owner`…) and changes it only through the inputs (`start`, `exited`, `set_env`…).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Jobs {
-    pub jobs: BTreeMap<String, Job>,
+    jobs: BTreeMap<String, Job>,
     /// pid → (job, instance, process kind), for routing exits.
-    pub pids: BTreeMap<i32, (String, String, ProcessKind)>,
+    pids: BTreeMap<i32, (String, String, ProcessKind)>,
     /// Set by a power request: every goal is stop, and no start is accepted.
-    pub shutting_down: bool,
+    shutting_down: bool,
     /// The event queue, oldest first (a deque: events finish mostly from the
     /// front).
-    pub events: VecDeque<Queued>,
+    events: VecDeque<Queued>,
     /// The id the next event gets.
-    pub next_event: EventId,
+    next_event: EventId,
     /// The job-environment table (`set-env`): defaults for every job started after.
-    pub env_table: BTreeMap<String, String>,
+    env_table: BTreeMap<String, String>,
     /// A power action under way.
-    pub power: Option<Power>,
+    power: Option<Power>,
     /// The id the next new definition gets (see [`Def`]).
-    pub next_def: DefId,
+    next_def: DefId,
     #[serde(skip)]
     effects: Vec<Effect>,
     /// Events handled since the last `tick` (see [`EVENTS_PER_ROUND`]).
@@ -613,7 +617,7 @@ impl Jobs {
     /// (guarantee 6).
     pub fn spawned(&mut self, job: &str, instance: &str, kind: ProcessKind, pid: i32) {
         let pending = self
-            .instance_ref(job, instance)
+            .instance(job, instance)
             .is_some_and(|i| i.pids.get(&kind) == Some(&0));
         if !pending || pid <= 0 {
             if pid > 0 {
@@ -683,7 +687,7 @@ impl Jobs {
     /// The instance and kind of a tracked pid, no longer tracked.
     fn owner(&mut self, pid: i32) -> Option<(String, String, ProcessKind)> {
         let (job, instance, kind) = self.pids.remove(&pid)?;
-        self.instance_ref(&job, &instance)
+        self.instance(&job, &instance)
             .is_some_and(|i| i.pids.get(&kind) == Some(&pid))
             .then_some((job, instance, kind))
     }
@@ -770,7 +774,7 @@ impl Jobs {
     }
 
     fn main_pid(&self, job: &str, instance: &str) -> Option<i32> {
-        self.instance_ref(job, instance)?
+        self.instance(job, instance)?
             .pids
             .get(&ProcessKind::Main)
             .copied()
@@ -901,7 +905,7 @@ impl Jobs {
         let Some((job, instance, ProcessKind::Main)) = self.pids.get(&pid) else {
             return false;
         };
-        self.instance_ref(job, instance).is_some_and(|i| {
+        self.instance(job, instance).is_some_and(|i| {
             i.def.expect.forks() > 0
                 && i.goal != Goal::Stop
                 && matches!(i.state, State::Spawned | State::PostStart | State::Running)
@@ -1240,7 +1244,7 @@ impl Jobs {
             // cancelled by a start during pre-stop is answered too, as Upstart does
             // (the status says start/running).
             State::Running => {
-                let task = self.instance_ref(job, instance).is_some_and(|i| i.def.task);
+                let task = self.instance(job, instance).is_some_and(|i| i.def.task);
                 // A stop still waited for at `running` was overtaken by a start
                 // (during pre-stop, or later on the way down): it is answered with
                 // the status as it is, as Upstart does.
@@ -1262,7 +1266,7 @@ impl Jobs {
     /// `PROCESS` and `EXIT_STATUS` or `EXIT_SIGNAL`), then the variables it
     /// `export`s (Upstart's `job_emit_event`).
     fn emit_job_event(&mut self, job: &str, instance: &str, name: &str) -> Option<EventId> {
-        let inst = self.instance_ref(job, instance)?;
+        let inst = self.instance(job, instance)?;
         let mut env = vec![
             ("JOB".to_string(), job.to_string()),
             ("INSTANCE".to_string(), instance.to_string()),
@@ -1379,7 +1383,8 @@ impl Jobs {
             .map(|i| &mut **i)
     }
 
-    fn instance_ref(&self, job: &str, instance: &str) -> Option<&Instance> {
+    /// Instance `instance` of job `job`.
+    pub fn instance(&self, job: &str, instance: &str) -> Option<&Instance> {
         self.jobs.get(job)?.instances.get(instance).map(|i| &**i)
     }
 
@@ -1704,5 +1709,7 @@ impl Jobs {
     }
 }
 
+#[cfg(test)]
+mod model_tests;
 #[cfg(test)]
 mod tests;

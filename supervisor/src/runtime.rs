@@ -199,7 +199,10 @@ impl Runtime {
                             s.go_rounds,
                             s.pending_go
                         );
-                        tracing::info!("resumed from the saved state ({} jobs)", s.jobs.jobs.len());
+                        tracing::info!(
+                            "resumed from the saved state ({} jobs)",
+                            s.jobs.job_count()
+                        );
                         if test_fault("abort-on-resume") {
                             std::process::abort();
                         }
@@ -346,7 +349,7 @@ impl Runtime {
             epoll,
             control,
             go: None,
-            defs_upto: snap.jobs.next_def,
+            defs_upto: snap.jobs.next_def(),
             defs_saved,
             unacked: None,
             dirty: true,
@@ -750,7 +753,7 @@ impl Runtime {
         match self.setup_failures.remove(&pid) {
             Some(failure) => {
                 let what = failure.describe();
-                if let Some((job, _, kind)) = self.snap.jobs.pids.get(&pid) {
+                if let Some((job, _, kind)) = self.snap.jobs.owner_of(pid) {
                     tracing::warn!("{job}: {} process: {what}", kind.name());
                 }
                 self.snap.jobs.setup_failed(pid, &what, now_ms());
@@ -771,7 +774,7 @@ impl Runtime {
     /// double fork, done before keel looked).
     fn forked_child(&self, pid: i32) -> Option<(i32, u8)> {
         use crate::ready::procfs;
-        let (job, instance, _) = self.snap.jobs.pids.get(&pid)?;
+        let (job, instance, _) = self.snap.jobs.owner_of(pid)?;
         let adopter = match &self.link {
             Some(_) => rustix::process::getppid().map_or(1, |p| p.as_raw_nonzero().get()),
             None => std::process::id() as i32,
@@ -798,7 +801,7 @@ impl Runtime {
         };
         let mut found: Vec<(i32, procfs::Stat)> = candidates
             .into_iter()
-            .filter(|p| !self.snap.jobs.pids.contains_key(p))
+            .filter(|p| self.snap.jobs.owner_of(*p).is_none())
             .filter_map(|p| Some((p, procfs::stat(p)?)))
             .filter(|(_, st)| st.ppid == adopter && st.state != 'Z')
             .filter(|(_, st)| in_cgroup.is_some() || st.session == pid || st.pgrp == pid)
@@ -831,28 +834,21 @@ impl Runtime {
     fn open_pidfds(&mut self) {
         let moved = |job: &str, instance: &str, kind: ProcessKind| {
             kind == ProcessKind::Main
-                && self
-                    .snap
-                    .jobs
-                    .jobs
-                    .get(job)
-                    .and_then(|j| j.instances.get(instance))
-                    .is_some_and(|i| {
-                        matches!(
-                            i.def.expect,
-                            job::Expect::Fork | job::Expect::Daemon | job::Expect::Notify
-                        )
-                    })
+                && self.snap.jobs.instance(job, instance).is_some_and(|i| {
+                    matches!(
+                        i.def.expect,
+                        job::Expect::Fork | job::Expect::Daemon | job::Expect::Notify
+                    )
+                })
         };
         let tracked: Vec<(i32, String, String, bool)> = self
             .snap
             .jobs
-            .pids
-            .iter()
-            .filter(|(pid, _)| **pid > 0 && !self.pidfds.contains_key(pid))
+            .tracked()
+            .filter(|(pid, _)| *pid > 0 && !self.pidfds.contains_key(pid))
             .map(|(pid, (j, i, kind))| {
                 let check = self.exits_lost || moved(j, i, *kind);
-                (*pid, j.clone(), i.clone(), check)
+                (pid, j.clone(), i.clone(), check)
             })
             .collect();
         for (pid, job, instance, check) in tracked {
@@ -1140,12 +1136,10 @@ impl Runtime {
                     Err(message) => failed(ErrorKind::InvalidRequest, message),
                 },
             }),
-            Request::Usage { job } => {
-                Some(match self.snap.jobs.jobs.get(&job).filter(|j| !j.deleted) {
-                    Some(j) => Response::Value(j.def.usage.clone().unwrap_or_default()),
-                    None => refused(Refusal::UnknownJob(job)),
-                })
-            }
+            Request::Usage { job } => Some(match self.snap.jobs.usage(&job) {
+                Ok(usage) => Response::Value(usage),
+                Err(e) => refused(e),
+            }),
             Request::ListEnv => Some(Response::Env(self.snap.jobs.environment())),
             Request::GetEnv { name } => Some(match self.snap.jobs.get_env(&name) {
                 Ok(value) => Response::Value(value),
@@ -1333,7 +1327,7 @@ impl Runtime {
         }
         // Definitions the new state no longer names, dropped once it is saved.
         let mut unused = None;
-        if self.snap.jobs.next_def != self.defs_upto {
+        if self.snap.jobs.next_def() != self.defs_upto {
             let live = self.snap.jobs.live_definitions();
             let mut all = self.defs_saved.clone();
             all.extend(live.iter().map(|(id, d)| (*id, d.clone())));
@@ -1341,7 +1335,7 @@ impl Runtime {
                 unused = Some(live);
             }
             self.save_definitions(all);
-            self.defs_upto = self.snap.jobs.next_def;
+            self.defs_upto = self.snap.jobs.next_def();
         }
         let bytes = journal::encode(&self.snap);
         tracing::debug!(
@@ -1482,9 +1476,7 @@ impl Runtime {
         let inst = self
             .snap
             .jobs
-            .jobs
-            .get(job)
-            .and_then(|j| j.instances.get(instance))
+            .instance(job, instance)
             .ok_or("instance vanished")?;
         let def: &JobDef = &inst.def;
         let process = def.process(kind).ok_or("no such process")?;
@@ -1652,7 +1644,7 @@ impl Runtime {
     /// one still holding a dying process is tried again shortly.
     fn sweep_cgroups(&mut self) {
         let Some(tree) = &self.cgroups else { return };
-        let jobs = &self.snap.jobs.jobs;
+        let jobs = &self.snap.jobs;
         let done: Vec<(String, String)> = self
             .snap
             .shell
@@ -1660,8 +1652,7 @@ impl Runtime {
             .instances
             .iter()
             .filter(|(j, i)| {
-                jobs.get(j)
-                    .and_then(|job| job.instances.get(i))
+                jobs.instance(j, i)
                     .is_none_or(|inst| inst.state == lifecycle::State::Waiting)
             })
             .cloned()
@@ -1726,12 +1717,7 @@ impl Runtime {
 
     /// The definitions of every job that is not deleted.
     fn definitions(&self) -> impl Iterator<Item = &JobDef> + Clone {
-        self.snap
-            .jobs
-            .jobs
-            .values()
-            .filter(|j| !j.deleted)
-            .map(|j| &*j.def)
+        self.snap.jobs.definitions()
     }
 
     /// `show-config [JOB]`: each job's conditions, emits and definition.
@@ -1756,8 +1742,7 @@ impl Runtime {
         let signal = self
             .snap
             .jobs
-            .jobs
-            .get(job)
+            .job(job)
             .map(|j| j.def.reload_signal.0)
             .unwrap_or(libc::SIGHUP);
         let main = status
@@ -1877,7 +1862,7 @@ impl Runtime {
     /// 6 (reboot), the `runlevel` event carried out, then every job stopped (the
     /// core sees to both, each phase bounded); `run` makes the action once due.
     fn begin_power(&mut self, action: PowerAction) {
-        if self.snap.jobs.power.is_some() {
+        if self.snap.jobs.powering() {
             tracing::info!("{action:?}: a power action is under way already");
             return;
         }

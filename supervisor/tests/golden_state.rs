@@ -40,8 +40,8 @@ fn reference() -> Snapshot {
         ("after", "start on started web and ready\nexec true\n"),
     ];
     jobs.set_definitions(defs.iter().map(|(n, t)| parse(n, t).def.unwrap()).collect());
-    jobs.env_table
-        .insert("LANG".to_string(), "C.UTF-8".to_string());
+    jobs.set_env(vec![("LANG".to_string(), "C.UTF-8".to_string())], false)
+        .unwrap();
     let _ = jobs.start("web", vec![], None, 1_000);
     jobs.spawned("web", "", keel_supervisor::job::ProcessKind::PreStart, 100);
     jobs.exited(
@@ -125,18 +125,14 @@ fn every_released_state_format_loads() {
                 previous: b'S'
             }
         );
-        assert_eq!(
-            loaded.jobs.env_table.get("LANG").map(String::as_str),
-            Some("C.UTF-8")
-        );
+        assert_eq!(loaded.jobs.get_env("LANG").ok().as_deref(), Some("C.UTF-8"));
         let held: Vec<&str> = loaded
             .jobs
-            .events
-            .iter()
+            .events_queued()
             .map(|q| q.event.name.as_str())
             .collect();
         assert_eq!(held, ["started"], "the half-matched `and` holds its event");
-        assert_eq!(loaded.jobs.jobs["after"].start_on.ids().count(), 1);
+        assert_eq!(loaded.jobs.job("after").unwrap().start_on.ids().count(), 1);
         assert_eq!(
             loaded.shell.cgroups.root.as_deref(),
             Some("/sys/fs/cgroup/keel")
@@ -156,9 +152,9 @@ fn every_released_state_format_loads() {
             .unwrap();
         assert_eq!(tty[0].processes[0].pid, 103);
         // The job and its running instance share one definition again.
-        let web_def = &loaded.jobs.jobs["web"].def;
-        assert!(web_def.main.is_some());
-        assert_eq!(web_def.id(), loaded.jobs.jobs["web"].instances[""].def.id());
+        let web = loaded.jobs.job("web").unwrap();
+        assert!(web.def.main.is_some());
+        assert_eq!(web.def.id(), web.instances[""].def.id());
         if version == FORMAT_VERSION {
             // Compared as saved bytes: the core's clock is not part of the state.
             assert_eq!(

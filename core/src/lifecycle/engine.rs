@@ -408,7 +408,7 @@ impl Jobs {
         let waiting: Option<(String, String)> = match (var("JOB"), var("INSTANCE")) {
             (Some(job), Some(name))
                 if self
-                    .instance_ref(job, name)
+                    .instance(job, name)
                     .is_some_and(|i| i.blocker == Some(id)) =>
             {
                 Some((job.clone(), name.clone()))

@@ -255,7 +255,7 @@ impl Watcher {
                 false
             }
             Ok((n, _)) if buf[..n].contains(&b'\n') => {
-                let owner = jobs.pids.get(&pid).cloned();
+                let owner = jobs.owner_of(pid).cloned();
                 if let Some((job, instance, ProcessKind::Main)) = owner {
                     jobs.ready(&job, &instance, None, now);
                 }
@@ -397,7 +397,7 @@ impl Watcher {
         let gone: Vec<i32> = self
             .fds
             .keys()
-            .filter(|pid| !jobs.pids.contains_key(pid))
+            .filter(|pid| jobs.owner_of(**pid).is_none())
             .copied()
             .collect();
         for pid in std::mem::take(&mut self.fds_done).into_iter().chain(gone) {
@@ -428,11 +428,9 @@ fn notify_sender(jobs: &Jobs, pid: i32) -> Option<(String, String)> {
     let mut p = pid;
     // A helper like `systemd-notify` is a child (or grandchild) of the daemon.
     for _ in 0..8 {
-        if let Some((job, instance, _)) = jobs.pids.get(&p) {
+        if let Some((job, instance, _)) = jobs.owner_of(p) {
             let expects = jobs
-                .jobs
-                .get(job)
-                .and_then(|j| j.instances.get(instance))
+                .instance(job, instance)
                 .is_some_and(|i| i.def.expect == Expect::Notify);
             return expects.then(|| (job.clone(), instance.clone()));
         }

@@ -13,11 +13,9 @@
 //! `daemon` (`expect daemon`, whose main forks by `Op::Fork`); neither may reach
 //! post-start or running before it is ready, and both give up at a ready timeout.
 
-use keel_core::job::{
-    ExitMatch, Expect, JobDef, Process, ProcessKind, RespawnLimit, Signal, parse,
-};
-use keel_core::journal::{Snapshot, decode, decode_definitions, encode, encode_definitions};
-use keel_core::lifecycle::{Effect, Event, Goal, Instance, Jobs, State, WaitStatus};
+use crate::job::{ExitMatch, Expect, JobDef, Process, ProcessKind, RespawnLimit, Signal, parse};
+use crate::journal::{Snapshot, decode, decode_definitions, encode, encode_definitions};
+use crate::lifecycle::{Effect, Event, Goal, Instance, Jobs, State, WaitStatus};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,0 +1,61 @@
+//! What the shell may read of the core's state. `Jobs` keeps its fields private:
+//! the runtime looks through these accessors (shared references only) and
+//! changes anything solely through the core's inputs.
+
+use super::*;
+
+/// Who a tracked process is: its job, instance and process kind.
+pub type Owner = (String, String, ProcessKind);
+
+impl Jobs {
+    /// Job `name`, also one whose file was removed (`deleted`) while an instance
+    /// of it still runs.
+    pub fn job(&self, name: &str) -> Option<&Job> {
+        self.jobs.get(name)
+    }
+
+    /// How many jobs there are, removed ones still running included.
+    pub fn job_count(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// The definitions of every job that is not deleted.
+    pub fn definitions(&self) -> impl Iterator<Item = &JobDef> + Clone {
+        self.jobs.values().filter(|j| !j.deleted).map(|j| &*j.def)
+    }
+
+    /// Whose process `pid` is, if it is a tracked one.
+    pub fn owner_of(&self, pid: i32) -> Option<&Owner> {
+        self.pids.get(&pid)
+    }
+
+    /// Every tracked process (pid 0: decided, not yet spawned).
+    pub fn tracked(&self) -> impl Iterator<Item = (i32, &Owner)> {
+        self.pids.iter().map(|(pid, owner)| (*pid, owner))
+    }
+
+    /// The id the next new definition gets: it moves whenever definitions are
+    /// added, which is when the shell saves them again.
+    pub fn next_def(&self) -> DefId {
+        self.next_def
+    }
+
+    /// Whether a power action is under way.
+    pub fn powering(&self) -> bool {
+        self.power.is_some()
+    }
+
+    /// The event queue, oldest first.
+    pub fn events_queued(&self) -> impl Iterator<Item = &Queued> {
+        self.events.iter()
+    }
+
+    /// `usage JOB`: the job's `usage` text.
+    pub fn usage(&self, job: &str) -> Result<String, Refusal> {
+        self.jobs
+            .get(job)
+            .filter(|j| !j.deleted)
+            .map(|j| j.def.usage.clone().unwrap_or_default())
+            .ok_or_else(|| Refusal::UnknownJob(job.to_string()))
+    }
+}

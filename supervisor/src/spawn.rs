@@ -35,7 +35,10 @@
 //! the child's end at exec after it has left this memory, or at its exit — and it
 //! makes raw system calls (`sys`), never libc's wrappers, which would write
 //! `errno` in the supervisor's thread. It has its own fd table and signal
-//! handlers (`CLONE_CLEAR_SIGHAND`), as a forked child would.
+//! handlers (`CLONE_CLEAR_SIGHAND`), as a forked child would. That needs a
+//! trampoline in assembly per architecture (`sys::clone3`, x86_64 so far);
+//! elsewhere, or with `KEEL_SPAWN=fork`, the child is made by clone3 without
+//! `CLONE_VM` instead and works on a copy ([`Method`]).
 //!
 //! The child sets itself up in this order, each step where the next ones need it:
 //! 1. signals back to their defaults, a new session and process group (`setsid`);
@@ -393,15 +396,54 @@ fn ignored_signals() -> u64 {
     })
 }
 
-/// Starts the process `plan` describes, waiting on `go` (see the module docs).
+/// How a child is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// `clone3(CLONE_VM)`: the child shares the supervisor's memory until it
+    /// execs, on a stack of its own, started by a per-architecture trampoline
+    /// (`sys::clone3`). The default where there is one (x86_64).
+    SharedMemory,
+    /// `clone3` without `CLONE_VM`: the child gets a copy of the supervisor's
+    /// memory, as from fork(2), and carries on from the call on its copy of the
+    /// stack. Needs no assembly, so it works on every architecture; it costs the
+    /// copy. Chosen with `KEEL_SPAWN=fork` in the supervisor's environment (so
+    /// that the tests can run through it on x86_64 too).
+    Fork,
+}
+
+impl Method {
+    /// This supervisor's method: [`Method::Fork`] where there is no trampoline
+    /// or `KEEL_SPAWN=fork` asks for it, else [`Method::SharedMemory`].
+    pub fn chosen() -> Method {
+        static CHOSEN: std::sync::OnceLock<Method> = std::sync::OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            let fork = std::env::var_os("KEEL_SPAWN").is_some_and(|v| v == "fork");
+            if fork || !sys::HAS_TRAMPOLINE {
+                tracing::info!("children are spawned as by fork (clone3 without CLONE_VM)");
+                Method::Fork
+            } else {
+                Method::SharedMemory
+            }
+        })
+    }
+}
+
+/// Starts the process `plan` describes, waiting on `go` (see the module docs),
+/// by this supervisor's [`Method`].
+pub fn spawn(plan: Plan, go: &mut GoPipe) -> io::Result<Spawned> {
+    spawn_by(Method::chosen(), plan, go)
+}
+
+/// Starts the process `plan` describes by `method`.
 ///
-/// The child shares the supervisor's memory (`CLONE_VM`) until it execs, on a
-/// stack of its own, so the supervisor's pages are neither copied for it nor
-/// write-protected under it, and its exec has nothing to tear down. In return the
-/// child reads only its [`Launch`] (which the supervisor keeps until the child has
-/// exec'd or ended), writes only to its stack, and makes raw system calls only
-/// (`sys`).
-pub fn spawn(mut plan: Plan, go: &mut GoPipe) -> io::Result<Spawned> {
+/// With [`Method::SharedMemory`] the child shares the supervisor's memory
+/// (`CLONE_VM`) until it execs, on a stack of its own, so the supervisor's pages
+/// are neither copied for it nor write-protected under it, and its exec has
+/// nothing to tear down. In return the child reads only its [`Launch`] (which the
+/// supervisor keeps until the child has exec'd or ended), writes only to its
+/// stack, and makes raw system calls only (`sys`). With [`Method::Fork`] the
+/// child works on a copy, and does the same.
+pub fn spawn_by(method: Method, mut plan: Plan, go: &mut GoPipe) -> io::Result<Spawned> {
     let script = match plan.script.take() {
         Some(text) => Some(high(script_memfd(&text)?)?),
         None => None,
@@ -418,7 +460,10 @@ pub fn spawn(mut plan: Plan, go: &mut GoPipe) -> io::Result<Spawned> {
         None => None,
     };
     let cgroup_dir = plan.cgroup.take();
-    let stack = Stack::take()?;
+    let stack = match method {
+        Method::SharedMemory => Some(Stack::take()?),
+        Method::Fork => None,
+    };
 
     let argv: Vec<*const libc::c_char> = plan
         .argv
@@ -461,26 +506,51 @@ pub fn spawn(mut plan: Plan, go: &mut GoPipe) -> io::Result<Spawned> {
         None => (0, 0),
     };
     let mut args = sys::CloneArgs {
-        flags: libc::CLONE_VM as u64
-            | libc::CLONE_PIDFD as u64
-            | CLONE_CLEAR_SIGHAND
-            | parent_flag
-            | cgroup_flag,
+        flags: libc::CLONE_PIDFD as u64 | CLONE_CLEAR_SIGHAND | parent_flag | cgroup_flag,
         pidfd: &mut pidfd as *mut libc::c_int as u64,
         exit_signal,
-        stack: stack.base as u64,
-        stack_size: STACK_SIZE as u64,
         cgroup,
         ..sys::CloneArgs::default()
     };
-    // SAFETY: the stack is mapped for as long as the Launch lives, which the
-    // supervisor keeps until the child has exec'd or ended (EOF on its error
-    // pipe: its copy closes at exec, after the kernel has left this memory, or at
-    // exit); its top is page aligned. `child_entry` never returns, reads only
-    // `ctx` (boxed, not changed while the Launch lives), writes only to its own
-    // stack and makes raw system calls only. The fds it names stay open in the
-    // parent until clone3 has returned (the child has its own table).
-    let ret = unsafe { sys::clone3(&mut args, child_entry, &*ctx as *const Ctx as *const u8) };
+    let ret = match &stack {
+        Some(stack) => {
+            args.flags |= libc::CLONE_VM as u64;
+            args.stack = stack.base as u64;
+            args.stack_size = STACK_SIZE as u64;
+            // SAFETY: the stack is mapped for as long as the Launch lives, which the
+            // supervisor keeps until the child has exec'd or ended (EOF on its error
+            // pipe: its copy closes at exec, after the kernel has left this memory,
+            // or at exit); its top is page aligned. `child_entry` never returns,
+            // reads only `ctx` (boxed, not changed while the Launch lives), writes
+            // only to its own stack and makes raw system calls only. The fds it
+            // names stay open in the parent until clone3 has returned (the child
+            // has its own table).
+            unsafe { sys::clone3(&mut args, child_entry, &*ctx as *const Ctx as *const u8) }
+        }
+        None => {
+            // SAFETY: clone3 without CLONE_VM or a stack of its own: as fork(2),
+            // the child carries on from here with a copy of this memory, in which
+            // `child` reads `ctx` and never returns.
+            let ret = unsafe {
+                libc::syscall(
+                    libc::SYS_clone3,
+                    &mut args as *mut sys::CloneArgs,
+                    std::mem::size_of::<sys::CloneArgs>(),
+                )
+            };
+            if ret == 0 {
+                // SAFETY: in the child, with its copy of `ctx`.
+                unsafe { child(&ctx) }
+            }
+            if ret < 0 {
+                -(io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EINVAL) as isize)
+            } else {
+                ret as isize
+            }
+        }
+    };
     if ret < 0 {
         return Err(io::Error::from_raw_os_error(-ret as i32));
     }
@@ -494,7 +564,7 @@ pub fn spawn(mut plan: Plan, go: &mut GoPipe) -> io::Result<Spawned> {
         launch: Launch {
             errors: err_read,
             _ctx: ctx,
-            stack: Some(stack),
+            stack,
         },
     })
 }
@@ -1161,12 +1231,21 @@ mod tests {
         status
     }
 
+    /// Every way of spawning, each test run through each.
+    const METHODS: [Method; 2] = [Method::SharedMemory, Method::Fork];
+
     #[test]
     fn a_child_starts_with_default_signals_and_reports_a_failed_exec() {
+        for method in METHODS {
+            a_child_starts_clean_by(method);
+        }
+    }
+
+    fn a_child_starts_clean_by(method: Method) {
         // This test process ignores SIGPIPE (Rust does) and runs other threads: a
         // job gets neither that nor any blocked signal.
         let mut go = GoPipe::new().unwrap();
-        let child = spawn(plan(&["/bin/sleep", "30"]), &mut go).unwrap();
+        let child = spawn_by(method, plan(&["/bin/sleep", "30"]), &mut go).unwrap();
         assert_eq!(run(&child, &go), None, "it exec'd");
         let status = std::fs::read_to_string(format!("/proc/{}/status", child.pid)).unwrap();
         for field in ["SigIgn:", "SigBlk:"] {
@@ -1178,7 +1257,7 @@ mod tests {
         assert_eq!(wait(child.pid), libc::SIGKILL);
 
         let mut go = GoPipe::new().unwrap();
-        let child = spawn(plan(&["/nonexistent/program"]), &mut go).unwrap();
+        let child = spawn_by(method, plan(&["/nonexistent/program"]), &mut go).unwrap();
         let failure = run(&child, &go).expect("a failure record");
         assert_eq!((failure.step, failure.errno), (Step::Exec, libc::ENOENT));
         let status = wait(child.pid);
@@ -1187,12 +1266,14 @@ mod tests {
 
     #[test]
     fn a_child_never_released_ends_without_exec() {
-        let mut go = GoPipe::new().unwrap();
-        let child = spawn(plan(&["/bin/true"]), &mut go).unwrap();
-        drop(go);
-        let status = wait(child.pid);
-        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == NOT_RELEASED);
-        assert_eq!(child.launch.report(), Report::Done);
+        for method in METHODS {
+            let mut go = GoPipe::new().unwrap();
+            let child = spawn_by(method, plan(&["/bin/true"]), &mut go).unwrap();
+            drop(go);
+            let status = wait(child.pid);
+            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == NOT_RELEASED);
+            assert_eq!(child.launch.report(), Report::Done, "{method:?}");
+        }
     }
 
     #[test]

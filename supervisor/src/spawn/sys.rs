@@ -6,8 +6,9 @@
 //! Also the one call libc cannot make for us: `clone3` with a child that starts
 //! on its own stack, in a function of ours.
 
-#[cfg(not(target_arch = "x86_64"))]
-compile_error!("keel's spawn path (supervisor/src/spawn/sys.rs) is written for x86_64");
+/// Whether this architecture has the [`clone3`] trampoline (else every child is
+/// spawned by `Method::Fork`).
+pub const HAS_TRAMPOLINE: bool = cfg!(target_arch = "x86_64");
 
 use std::arch::asm;
 

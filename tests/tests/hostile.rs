@@ -3,8 +3,9 @@
 //! checks that keel refuses what it must, goes on serving root, and (where it
 //! makes sense) prints how long the good client waited.
 
-use keel_tests::{Keel, Scratch, Setup, bin, wait_for};
+use keel_tests::{Keel, Scratch, Setup, Stats, as_nobody, bin, fd_count, wait_for};
 use std::fs;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -111,4 +112,61 @@ fn a_job_name_with_a_newline_is_refused() {
     wait_for("the refusal on the console", 5 * SECOND, || {
         keel.console().contains(&escaped)
     });
+}
+
+/// As `nobody`, 2,100 sd_notify datagrams each carrying 253 fds: the supervisor
+/// closes every one at once (its fd count stays flat) and root's `status` keeps
+/// working.
+#[test]
+fn fds_sent_to_the_notify_socket_are_closed_at_once() {
+    let keel = Keel::start(&[("svc", "exec sleep 1000\n")]);
+    let supervisor = keel.supervisor_pid().expect("a supervisor");
+    let before = fd_count(supervisor);
+    let mut attacker = as_nobody(&keel.dir.0, &bin("keel-hostile"))
+        .args([
+            "notify-fds",
+            &keel.path("notify").display().to_string(),
+            "2100",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the attacker");
+    let mut latencies = Vec::new();
+    while attacker.try_wait().expect("the attacker").is_none() {
+        let asked = Instant::now();
+        keel.ctl_ok(&["status", "svc"]);
+        latencies.push(asked.elapsed().as_secs_f64() * 1e3);
+        // One datagram's copies (253) exist for an instant, between the peek
+        // that installs them and their close.
+        assert!(
+            fd_count(supervisor) <= before + 253 + 16,
+            "the supervisor holds {} fds (it had {before})",
+            fd_count(supervisor)
+        );
+    }
+    let out = attacker.wait_with_output().expect("the attacker");
+    assert!(out.status.success(), "the attacker failed: {out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2100");
+    // Once the last datagram is read, no fd of them remains.
+    wait_for("the supervisor's fd count to settle", 10 * SECOND, || {
+        keel.ctl(&["status", "svc"]).status.success() && fd_count(supervisor) <= before
+    });
+    assert_eq!(keel.supervisor_pid(), Some(supervisor));
+    print_latency("root's status during the notify flood", &latencies);
+}
+
+/// The good client's latency, as the hostile-client suite prints it.
+fn print_latency(what: &str, ms: &[f64]) {
+    if ms.is_empty() {
+        println!("{what}: no sample");
+        return;
+    }
+    let s = Stats::of(ms);
+    println!(
+        "{what}: {} calls, median {:.1} ms, p90 {:.1} ms, max {:.1} ms",
+        ms.len(),
+        s.median,
+        s.p90,
+        s.max
+    );
 }

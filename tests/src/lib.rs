@@ -497,6 +497,37 @@ pub fn as_nobody(dir: &Path, program: &Path) -> Command {
     command
 }
 
+/// The supervisor's arguments for `Setup::supervisor` with confdir `conf`
+/// (`$DIR` is the test's directory), the socket and logs in the test's
+/// directory, no cgroups.
+pub fn supervisor_args(conf: &str) -> Vec<String> {
+    [
+        "--confdir",
+        conf,
+        "--socket",
+        "$DIR/control",
+        "--logdir",
+        "$DIR/log",
+        "--cgroup-root",
+        "none",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// A `Setup::supervisor` running the supervisor with [`supervisor_args`] and
+/// at most `nofile` file descriptors (it then takes at most `nofile / 2`
+/// control connections).
+pub fn supervisor_with_fd_limit(nofile: u32, conf: &str) -> (PathBuf, Vec<String>) {
+    let mut args = vec![
+        "-c".to_string(),
+        format!("ulimit -n {nofile} && exec \"$0\" \"$@\""),
+        bin("keel-supervisor").display().to_string(),
+    ];
+    args.extend(supervisor_args(conf));
+    ("/bin/sh".into(), args)
+}
+
 /// Open fds of host pid `pid` (entries of /proc/PID/fd).
 pub fn fd_count(pid: i32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())

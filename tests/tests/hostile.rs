@@ -3,7 +3,10 @@
 //! checks that keel refuses what it must, goes on serving root, and (where it
 //! makes sense) prints how long the good client waited.
 
-use keel_tests::{Keel, Scratch, Setup, Stats, as_nobody, bin, fd_count, wait_for};
+use keel_tests::{
+    Keel, Scratch, Setup, Stats, as_nobody, bin, fd_count, rss_kib, supervisor_args,
+    supervisor_with_fd_limit, wait_for,
+};
 use std::fs;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -35,7 +38,10 @@ fn special_files_in_the_confdir_never_block_the_supervisor() {
     // At boot: the first read of the confdir meets them.
     let keel = Keel::start_with(Setup {
         jobs: &[],
-        supervisor: Some((bin("keel-supervisor"), supervisor_args(&conf))),
+        supervisor: Some((
+            bin("keel-supervisor"),
+            supervisor_args(&conf.display().to_string()),
+        )),
         env: &[],
     });
     assert_eq!(
@@ -72,23 +78,6 @@ fn special_files_in_the_confdir_never_block_the_supervisor() {
     wait_for("the late FIFO's refusal", 5 * SECOND, || {
         keel.console().contains(&late)
     });
-}
-
-/// The supervisor's arguments for a confdir of the test's own; `$DIR` is the
-/// test's directory.
-fn supervisor_args(conf: &std::path::Path) -> Vec<String> {
-    [
-        "--confdir",
-        &conf.display().to_string(),
-        "--socket",
-        "$DIR/control",
-        "--logdir",
-        "$DIR/log",
-        "--cgroup-root",
-        "none",
-    ]
-    .map(str::to_string)
-    .to_vec()
 }
 
 /// A job file named with a newline would print a fake line in `initctl list`:
@@ -169,4 +158,81 @@ fn print_latency(what: &str, ms: &[f64]) {
         s.p90,
         s.max
     );
+}
+
+/// As `nobody`, hold more connections than the supervisor takes, each with
+/// pipelined `show-config` requests whose answers are never read, reopening
+/// each one dropped: root's `status` always gets through, and the supervisor's
+/// memory stays bounded.
+#[test]
+fn nobody_filling_the_control_socket_never_locks_root_out() {
+    // 64 connections at most (a supervisor with 128 fds), 40 jobs with long
+    // descriptions: each show-config answer is ~100 KiB.
+    let description = "d".repeat(2000);
+    let texts: Vec<(String, String)> = (0..40)
+        .map(|i| {
+            (
+                format!("job{i:02}"),
+                format!("description \"{description}\"\nexec sleep 1000\n"),
+            )
+        })
+        .collect();
+    let jobs: Vec<(&str, &str)> = texts
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    let keel = Keel::start_with(Setup {
+        jobs: &jobs,
+        supervisor: Some(supervisor_with_fd_limit(128, "$DIR/conf")),
+        env: &[],
+    });
+    let supervisor = keel.supervisor_pid().expect("a supervisor");
+    let rss_before = rss_kib(supervisor).expect("VmRSS");
+    let fds_before = fd_count(supervisor);
+    let attack = Duration::from_secs(6);
+    let attacker = as_nobody(&keel.dir.0, &bin("keel-hostile"))
+        .args([
+            "control-hog",
+            &keel.socket().display().to_string(),
+            "100",
+            &attack.as_secs().to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the attacker");
+    // Let the attacker take every slot it can (its share: 7 of 64).
+    wait_for("the attacker to hold connections", 10 * SECOND, || {
+        fd_count(supervisor) >= fds_before + 5
+    });
+    let started = Instant::now();
+    let (mut latencies, mut failures) = (Vec::new(), Vec::new());
+    let mut rss_max = rss_before;
+    while started.elapsed() < attack - SECOND {
+        let asked = Instant::now();
+        let out = keel.ctl(&["status", "job00"]);
+        latencies.push(asked.elapsed().as_secs_f64() * 1e3);
+        if !out.status.success() {
+            failures.push(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        rss_max = rss_max.max(rss_kib(supervisor).unwrap_or(0));
+    }
+    let out = attacker.wait_with_output().expect("the attacker");
+    print_latency("root's status while nobody holds the socket", &latencies);
+    println!(
+        "nobody opened {} connections; supervisor VmRSS {rss_before} -> max {rss_max} KiB",
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} root calls failed: {:?}",
+        failures.len(),
+        latencies.len(),
+        &failures[..failures.len().min(3)]
+    );
+    // One uid's answers are held to an eighth of the 32 MiB of all of them.
+    assert!(
+        rss_max < rss_before + 12 * 1024,
+        "VmRSS {rss_before} -> {rss_max} KiB"
+    );
+    assert_eq!(keel.supervisor_pid(), Some(supervisor));
 }

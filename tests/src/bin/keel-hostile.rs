@@ -3,6 +3,11 @@
 //! `keel-hostile notify-fds SOCKET COUNT` sends COUNT sd_notify datagrams to
 //! SOCKET, each carrying as many fds as the kernel allows (253 copies of
 //! /dev/null), and prints how many it sent.
+//!
+//! `keel-hostile control-hog SOCKET CONNECTIONS SECONDS` holds CONNECTIONS
+//! control connections for SECONDS, each sending the hello and 64 pipelined
+//! `show-config` requests whose answers it never reads, and reopens each one the
+//! supervisor drops; prints how many it opened.
 
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
@@ -12,8 +17,15 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["notify-fds", socket, count] => notify_fds(socket, count.parse().expect("a count")),
+        ["control-hog", socket, connections, seconds] => control_hog(
+            socket,
+            connections.parse().expect("a number of connections"),
+            Duration::from_secs(seconds.parse().expect("seconds")),
+        ),
         _ => {
-            eprintln!("usage: keel-hostile notify-fds SOCKET COUNT");
+            eprintln!(
+                "usage: keel-hostile notify-fds SOCKET COUNT\n       keel-hostile control-hog SOCKET CONNECTIONS SECONDS"
+            );
             ExitCode::from(2)
         }
     }
@@ -83,4 +95,51 @@ fn notify_fds(socket: &str, count: usize) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+fn control_hog(socket: &str, connections: usize, duration: Duration) -> ExitCode {
+    use keel_proto::ctl::{ClientHello, MAGIC, Request, VERSION};
+    use keel_proto::frame;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    let mut bytes = frame::encode(&ClientHello {
+        magic: MAGIC,
+        version: VERSION,
+    })
+    .expect("hello");
+    let request = frame::encode(&Request::ShowConfig { job: None }).expect("request");
+    for _ in 0..64 {
+        bytes.extend_from_slice(&request);
+    }
+    let open = |opened: &mut usize| -> Option<UnixStream> {
+        let mut s = UnixStream::connect(socket).ok()?;
+        s.set_nonblocking(true).ok()?;
+        // As much as the socket takes; the rest is never sent.
+        let _ = s.write(&bytes);
+        *opened += 1;
+        Some(s)
+    };
+    let mut opened = 0;
+    let deadline = Instant::now() + duration;
+    let mut conns: Vec<Option<UnixStream>> = (0..connections).map(|_| open(&mut opened)).collect();
+    while Instant::now() < deadline {
+        let mut polls: Vec<libc::pollfd> = conns
+            .iter()
+            .map(|c| libc::pollfd {
+                fd: c.as_ref().map_or(-1, |s| s.as_raw_fd()),
+                events: libc::POLLRDHUP,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: poll(2) on a vector of pollfds it may write to.
+        unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, 10) };
+        for (conn, p) in conns.iter_mut().zip(&polls) {
+            let dropped = p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0;
+            if conn.is_none() || dropped {
+                *conn = open(&mut opened);
+            }
+        }
+    }
+    println!("{opened}");
+    ExitCode::SUCCESS
 }

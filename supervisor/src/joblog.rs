@@ -27,6 +27,17 @@
 //!
 //! A pipe is closed once it is drained and every writer has closed it (EOF), whether
 //! or not its instance still exists; the next process of the instance gets a new one.
+//!
+//! LOGDIR is trusted only once checked ([`open_logdir`]): keel creates it (0755,
+//! if its parent passes the check) or verifies it, walking the whole path from `/`
+//! one directory fd at a time: every directory owned by root (or the supervisor's
+//! own uid), none writable by others (group-writable only for group root; a sticky
+//! ancestor such as /tmp may be world-writable), LOGDIR itself no symlink, an
+//! ancestor symlink followed only if root owns it. Log files are then opened
+//! relative to that fd (`O_NOFOLLOW`) and must be regular files of root's. A
+//! LOGDIR that fails is refused with an error saying why, and output is kept in
+//! memory as when the disk is not writable — never written into someone else's
+//! files, nor read back from them.
 
 use crate::initlink::InitLink;
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -169,7 +180,9 @@ impl Logs {
         for (id, p) in saved.pipes.iter_mut() {
             if let Some(base) = p.flush_base.take() {
                 let path = self.config.dir.join(file_name(&p.job, &p.instance));
-                match std::fs::OpenOptions::new().write(true).open(&path) {
+                let file = open_logdir(&self.config.dir)
+                    .and_then(|dir| open_log_file(&dir, &file_name(&p.job, &p.instance)));
+                match file {
                     Ok(f) => {
                         let _ = f.set_len(base);
                         tracing::info!(
@@ -385,11 +398,11 @@ impl Logs {
         }
     }
 
-    /// The open log file `name` in LOGDIR, opened (and LOGDIR made, mode 0755, if
-    /// its parent exists) when needed; a file unlinked behind keel's back is opened
-    /// anew.
+    /// The open log file `name` in LOGDIR, opened (and LOGDIR made if needed) and
+    /// checked ([`open_logdir`], [`open_log_file`]) when needed; a file unlinked
+    /// behind keel's back is opened anew.
     fn file(&mut self, name: &str) -> std::io::Result<&std::fs::File> {
-        use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+        use std::os::unix::fs::MetadataExt;
         let stale = self
             .files
             .get(name)
@@ -398,25 +411,8 @@ impl Logs {
             self.files.remove(name);
         }
         if !self.files.contains_key(name) {
-            match std::fs::DirBuilder::new()
-                .mode(0o755)
-                .create(&self.config.dir)
-            {
-                Ok(()) => {
-                    // Exactly 0755, whatever the supervisor's umask.
-                    use std::os::unix::fs::PermissionsExt;
-                    let mode = std::fs::Permissions::from_mode(0o755);
-                    let _ = std::fs::set_permissions(&self.config.dir, mode);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
-            }
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .mode(0o640)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(self.config.dir.join(name))?;
+            let dir = open_logdir(&self.config.dir)?;
+            let f = open_log_file(&dir, name)?;
             self.files.insert(name.to_string(), f);
         }
         self.files
@@ -427,23 +423,25 @@ impl Logs {
     /// `NAME` → `NAME.1` → … → `NAME.KEEP` (the oldest dropped); a new `NAME` next.
     fn rotate(&mut self, name: &str) {
         self.files.remove(name);
-        let dir = &self.config.dir;
-        let path = |n: u32| -> PathBuf {
+        let Ok(dir) = open_logdir(&self.config.dir) else {
+            return;
+        };
+        let path = |n: u32| -> String {
             if n == 0 {
-                dir.join(name)
+                name.to_string()
             } else {
-                dir.join(format!("{name}.{n}"))
+                format!("{name}.{n}")
             }
         };
         if self.config.keep == 0 {
-            if let Ok(f) = std::fs::OpenOptions::new().write(true).open(path(0)) {
+            if let Ok(f) = open_log_file(&dir, name) {
                 let _ = f.set_len(0);
             }
             return;
         }
-        let _ = std::fs::remove_file(path(self.config.keep));
+        let _ = rustix::fs::unlinkat(&dir, path(self.config.keep), rustix::fs::AtFlags::empty());
         for n in (0..self.config.keep).rev() {
-            let _ = std::fs::rename(path(n), path(n + 1));
+            let _ = rustix::fs::renameat(&dir, path(n), &dir, path(n + 1));
         }
     }
 
@@ -568,6 +566,145 @@ impl Logs {
     pub fn dir(&self) -> &Path {
         &self.config.dir
     }
+}
+
+/// Opens LOGDIR as a directory fd once it is safe to write into (see the module
+/// docs), creating it (mode 0755) if it is missing and its parent is safe.
+pub fn open_logdir(dir: &Path) -> std::io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let trusted = [0, rustix::process::geteuid().as_raw()];
+    let refuse = |what: String| {
+        std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("log directory {} refused: {what}", dir.display()),
+        )
+    };
+    let start = if dir.is_absolute() { "/" } else { "." };
+    let mut cur = rustix::fs::open(
+        start,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut shown = PathBuf::from(start);
+    let components: Vec<_> = dir.components().collect();
+    let last = components
+        .iter()
+        .rposition(|c| matches!(c, std::path::Component::Normal(_)));
+    for (i, component) in components.iter().enumerate() {
+        let std::path::Component::Normal(name) = component else {
+            if *component == std::path::Component::ParentDir {
+                cur = rustix::fs::openat(
+                    &cur,
+                    "..",
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                shown.push("..");
+            }
+            continue;
+        };
+        let is_logdir = Some(i) == last;
+        check_dir(&cur, &shown, false, &trusted).map_err(&refuse)?;
+        shown.push(name);
+        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let next = match rustix::fs::openat(&cur, *name, flags, Mode::empty()) {
+            Err(rustix::io::Errno::NOENT) if is_logdir => {
+                match rustix::fs::mkdirat(&cur, *name, Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                let made = rustix::fs::openat(&cur, *name, flags, Mode::empty())?;
+                // Exactly 0755, whatever the supervisor's umask (fchmod does not
+                // take an O_PATH fd: through /proc, which names this very inode).
+                let proc = format!("/proc/self/fd/{}", made.as_raw_fd());
+                let _ = rustix::fs::chmod(proc.as_str(), Mode::from_raw_mode(0o755));
+                made
+            }
+            other => other?,
+        };
+        let link = rustix::fs::fstat(&next)?;
+        let next =
+            if rustix::fs::FileType::from_raw_mode(link.st_mode) == rustix::fs::FileType::Symlink {
+                if is_logdir {
+                    return Err(refuse(format!("{} is a symlink", shown.display())));
+                }
+                if !trusted.contains(&link.st_uid) {
+                    return Err(refuse(format!(
+                        "{} is a symlink owned by uid {}",
+                        shown.display(),
+                        link.st_uid
+                    )));
+                }
+                rustix::fs::openat(
+                    &cur,
+                    *name,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?
+            } else {
+                next
+            };
+        cur = next;
+    }
+    check_dir(&cur, &shown, true, &trusted).map_err(&refuse)?;
+    Ok(cur)
+}
+
+/// One directory of LOGDIR's path: owned by a trusted uid, not writable by
+/// others (LOGDIR itself: not even if sticky).
+fn check_dir(fd: &OwnedFd, shown: &Path, is_logdir: bool, trusted: &[u32]) -> Result<(), String> {
+    let st = rustix::fs::fstat(fd).map_err(|e| format!("{}: {e}", shown.display()))?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Directory {
+        return Err(format!("{} is not a directory", shown.display()));
+    }
+    if !trusted.contains(&st.st_uid) {
+        return Err(format!(
+            "{} is owned by uid {}, not root",
+            shown.display(),
+            st.st_uid
+        ));
+    }
+    let sticky = st.st_mode & 0o1000 != 0 && !is_logdir;
+    let group_writable = st.st_mode & 0o020 != 0 && st.st_gid != 0;
+    if (st.st_mode & 0o002 != 0 && !sticky) || group_writable {
+        return Err(format!(
+            "{} is writable by others (mode {:o})",
+            shown.display(),
+            st.st_mode & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// Opens (creating, mode 0640) log file `name` in the checked LOGDIR `dir`: no
+/// symlink followed, and only a regular file owned by root (or the supervisor's
+/// uid) is taken.
+fn open_log_file(dir: &OwnedFd, name: &str) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::WRONLY
+            | OFlags::CREATE
+            | OFlags::NOFOLLOW
+            | OFlags::CLOEXEC
+            | OFlags::NOCTTY
+            | OFlags::NONBLOCK,
+        Mode::from_raw_mode(0o640),
+    )?;
+    let st = rustix::fs::fstat(&fd)?;
+    let own = rustix::process::geteuid().as_raw();
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile
+        || (st.st_uid != 0 && st.st_uid != own)
+    {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("log file {name} refused: not a regular file of root's"),
+        ));
+    }
+    // Writes go at explicit offsets; the flag only kept a FIFO from blocking open.
+    rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
+    Ok(std::fs::File::from(fd))
 }
 
 /// The line written after an early log that overflowed.
@@ -732,21 +869,28 @@ mod tests {
         assert_eq!(kept, &all[200..]);
     }
 
-    #[test]
-    fn early_output_is_kept_and_written_out_once_the_directory_appears() {
-        let dir = Dir::new("early");
-        let logdir = dir.0.join("late/log");
+    /// Job `j` logging into `logdir` that cannot be written: `bytes` went into
+    /// its early buffer. The logs, the state, the writer, the pipe's id.
+    fn gone_early(logdir: &Path, bytes: &[u8]) -> (Logs, Saved, OwnedFd, u64) {
         let mut logs = Logs::new(Config {
-            dir: logdir.clone(),
+            dir: logdir.to_path_buf(),
             size: 0,
             keep: 1,
         });
         let mut saved = Saved::default();
         let (w, id) = logs.writer(&mut saved, None, "j", "").unwrap();
         let id = id.unwrap();
-        write_all(&w, b"early\n");
+        write_all(&w, bytes);
         assert!(logs.drain(&mut saved, None, id), "went early");
         assert!(saved.pipes[&id].early);
+        (logs, saved, w, id)
+    }
+
+    #[test]
+    fn early_output_is_kept_and_written_out_once_the_directory_appears() {
+        let dir = Dir::new("early");
+        let logdir = dir.0.join("late/log");
+        let (mut logs, mut saved, w, id) = gone_early(&logdir, b"early\n");
         assert_eq!(logs.take_flushes(&saved), [id]);
         assert!(!logs.flush_begin(&mut saved, id), "not writable yet");
         std::fs::create_dir(dir.0.join("late")).unwrap();
@@ -817,5 +961,92 @@ mod tests {
         // The instance's next process gets a new pipe.
         let (_w, id) = logs.writer(&mut saved, None, "j", "").unwrap();
         assert!(id.is_some());
+    }
+
+    fn chown(path: &Path, uid: u32) {
+        std::os::unix::fs::lchown(path, Some(uid), None).unwrap();
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn refusal(dir: &Path) -> String {
+        open_logdir(dir).expect_err("refused").to_string()
+    }
+
+    /// Runs as root (as every test of keel does): files can be given away.
+    #[test]
+    fn the_log_directory_is_created_or_verified_along_its_whole_path() {
+        const NOBODY: u32 = 65534;
+        let dir = Dir::new("trust");
+        chmod(&dir.0, 0o755);
+        // Missing: made, 0755 whatever the umask.
+        let made = dir.0.join("made");
+        open_logdir(&made).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&made).unwrap().mode() & 0o7777, 0o755);
+        // A sticky world-writable ancestor (/tmp) is fine.
+        let sticky = dir.0.join("sticky");
+        std::fs::create_dir(&sticky).unwrap();
+        chmod(&sticky, 0o1777);
+        open_logdir(&sticky.join("log")).unwrap();
+        // Owned by someone else.
+        let theirs = dir.0.join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        chown(&theirs, NOBODY);
+        assert_eq!(
+            refusal(&theirs),
+            format!(
+                "log directory {0} refused: {0} is owned by uid 65534, not root",
+                theirs.display()
+            )
+        );
+        // Writable by others, or below a directory that is (not sticky).
+        let open = dir.0.join("open");
+        std::fs::create_dir(&open).unwrap();
+        chmod(&open, 0o777);
+        assert!(refusal(&open).ends_with("is writable by others (mode 777)"));
+        assert!(refusal(&open.join("log")).ends_with(&format!(
+            "{} is writable by others (mode 777)",
+            open.display()
+        )));
+        assert!(!open.join("log").exists(), "nothing made below it");
+        // A sticky LOGDIR is still writable by others.
+        assert!(refusal(&sticky).ends_with("is writable by others (mode 1777)"));
+        // A symlink swapped in for LOGDIR, and an ancestor symlink of nobody's.
+        let link = dir.0.join("link");
+        std::os::unix::fs::symlink(&made, &link).unwrap();
+        assert!(refusal(&link).ends_with("link is a symlink"));
+        open_logdir(&link.join("sub")).unwrap();
+        chown(&link, NOBODY);
+        assert!(refusal(&link.join("sub")).ends_with("is a symlink owned by uid 65534"));
+    }
+
+    #[test]
+    fn output_for_a_refused_directory_is_kept_in_memory_not_written_there() {
+        let dir = Dir::new("refused");
+        let logdir = dir.0.join("log");
+        std::fs::create_dir(&logdir).unwrap();
+        chown(&logdir, 65534);
+        // A file nobody prepared, for keel to append to.
+        std::fs::write(logdir.join("j.log"), "").unwrap();
+        chown(&logdir.join("j.log"), 65534);
+        let (mut logs, mut saved, _w, id) = gone_early(&logdir, b"SECRET=hunter2\n");
+        assert!(!logs.flush_begin(&mut saved, id), "still refused");
+        assert_eq!(std::fs::read_to_string(logdir.join("j.log")).unwrap(), "");
+        // Given back to root, the file of nobody's is still refused; once gone,
+        // the output is written out.
+        chown(&logdir, 0);
+        assert!(!logs.flush_begin(&mut saved, id));
+        std::fs::remove_file(logdir.join("j.log")).unwrap();
+        assert!(logs.flush_begin(&mut saved, id));
+        assert!(logs.flush_copy(&mut saved, id));
+        logs.flush_end(&mut saved, None, id);
+        assert_eq!(
+            std::fs::read_to_string(logdir.join("j.log")).unwrap(),
+            "SECRET=hunter2\n"
+        );
     }
 }

@@ -236,3 +236,49 @@ fn nobody_filling_the_control_socket_never_locks_root_out() {
     );
     assert_eq!(keel.supervisor_pid(), Some(supervisor));
 }
+
+/// `nobody` makes the log directory before keel writes there, with a log file
+/// of its own waiting: keel refuses it, with an error saying why, keeps the
+/// output in memory (also across a restart of the supervisor), and writes it
+/// out once the directory is root's and the file of nobody's is gone.
+#[test]
+fn a_log_directory_of_nobodys_is_refused_and_output_kept_in_memory() {
+    const NOBODY: u32 = 65534;
+    let keel = Keel::start(&[("leak", "task\nexec echo SECRET=hunter2\n")]);
+    let logdir = keel.path("log");
+    fs::create_dir(&logdir).unwrap();
+    std::os::unix::fs::chown(&logdir, Some(NOBODY), Some(NOBODY)).unwrap();
+    fs::write(logdir.join("leak.log"), "").unwrap();
+    std::os::unix::fs::chown(logdir.join("leak.log"), Some(NOBODY), Some(NOBODY)).unwrap();
+
+    keel.ctl_ok(&["start", "leak"]);
+    let refusal = format!(
+        "log directory {0} refused: {0} is owned by uid 65534, not root",
+        logdir.display()
+    );
+    wait_for("the refusal on the console", 5 * SECOND, || {
+        keel.console().contains(&refusal)
+    });
+    assert_eq!(fs::read_to_string(logdir.join("leak.log")).unwrap(), "");
+
+    // A new supervisor still refuses it.
+    let old = keel.supervisor_pid().expect("a supervisor");
+    // SAFETY: kill(2) of a pid we just read; no memory involved.
+    unsafe { libc::kill(old, libc::SIGKILL) };
+    wait_for("a new supervisor to answer", 10 * SECOND, || {
+        keel.supervisor_pid().is_some_and(|p| p != old) && keel.ctl(&["version"]).status.success()
+    });
+    keel.ctl_ok(&["notify-disk-writeable"]);
+    keel.ctl_ok(&["version"]);
+    assert_eq!(fs::read_to_string(logdir.join("leak.log")).unwrap(), "");
+
+    // Root takes the directory back and removes nobody's file: written out.
+    std::os::unix::fs::chown(&logdir, Some(0), Some(0)).unwrap();
+    fs::remove_file(logdir.join("leak.log")).unwrap();
+    keel.ctl_ok(&["notify-disk-writeable"]);
+    wait_for("the kept output to be written", 5 * SECOND, || {
+        fs::read_to_string(logdir.join("leak.log")).is_ok_and(|t| t == "SECRET=hunter2\n")
+    });
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(fs::metadata(logdir.join("leak.log")).unwrap().uid(), 0);
+}

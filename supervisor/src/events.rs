@@ -897,6 +897,7 @@ mod tests {
             ("[!]a]", "b"),
             ("[a-]", "-"),
             ("[b-a]", "a"),
+            ("*[![:alpha:]", "b"),
         ] {
             assert_eq!(
                 glob(pattern, text),

@@ -15,6 +15,8 @@
 //! Size cap and rotation: a file never grows past `--log-size` bytes (0: no cap);
 //! when full, `JOB.log` becomes `JOB.log.1` (`.1` → `.2` …, `--log-keep` kept) and a
 //! new `JOB.log` starts. So a chatty job holds at most (keep + 1) × size bytes.
+//! Rotation is at a line boundary: an unfinished last line moves to the new file
+//! (a line longer than the cap is the exception: cut where the file is full).
 //!
 //! Early log: while LOGDIR cannot be written (its parent missing, a read-only file
 //! system, a full disk), output is spliced into a memfd deposited as `early:ID`
@@ -412,6 +414,7 @@ impl Logs {
         }
         if !self.files.contains_key(name) {
             let dir = open_logdir(&self.config.dir)?;
+            recover_rotation(&dir, name, self.config.keep);
             let f = open_log_file(&dir, name)?;
             self.files.insert(name.to_string(), f);
         }
@@ -421,28 +424,30 @@ impl Logs {
     }
 
     /// `NAME` → `NAME.1` → … → `NAME.KEEP` (the oldest dropped); a new `NAME` next.
+    /// At a line boundary: a last line not yet ended (its rest still to come)
+    /// moves to the new `NAME` — unless it is the file's only line (a line
+    /// longer than the cap is cut there). Crash-safe, see [`finish_rotation`].
     fn rotate(&mut self, name: &str) {
         self.files.remove(name);
         let Ok(dir) = open_logdir(&self.config.dir) else {
             return;
         };
-        let path = |n: u32| -> String {
-            if n == 0 {
-                name.to_string()
-            } else {
-                format!("{name}.{n}")
+        let next = format!("{name}.next");
+        let carried = match carry_last_line(&dir, name, &next) {
+            Ok(carried) => carried,
+            Err(e) => {
+                tracing::warn!("cannot rotate {name} at a line boundary: {e}");
+                let _ = rustix::fs::unlinkat(&dir, &next, rustix::fs::AtFlags::empty());
+                false
             }
         };
-        if self.config.keep == 0 {
+        if !carried && self.config.keep == 0 {
             if let Ok(f) = open_log_file(&dir, name) {
                 let _ = f.set_len(0);
             }
             return;
         }
-        let _ = rustix::fs::unlinkat(&dir, path(self.config.keep), rustix::fs::AtFlags::empty());
-        for n in (0..self.config.keep).rev() {
-            let _ = rustix::fs::renameat(&dir, path(n), &dir, path(n + 1));
-        }
+        finish_rotation(&dir, name, self.config.keep);
     }
 
     /// The ids of early logs to write out, when a flush is wanted; clears the wish.
@@ -684,7 +689,7 @@ fn open_log_file(dir: &OwnedFd, name: &str) -> std::io::Result<std::fs::File> {
     let fd = rustix::fs::openat(
         dir,
         name,
-        OFlags::WRONLY
+        OFlags::RDWR
             | OFlags::CREATE
             | OFlags::NOFOLLOW
             | OFlags::CLOEXEC
@@ -705,6 +710,101 @@ fn open_log_file(dir: &OwnedFd, name: &str) -> std::io::Result<std::fs::File> {
     // Writes go at explicit offsets; the flag only kept a FIFO from blocking open.
     rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
     Ok(std::fs::File::from(fd))
+}
+
+/// The first step of a rotation at a line boundary: if `name` ends inside a
+/// line that began after an earlier newline, that unfinished line is copied to
+/// `next` and then cut off `name` (in this order, so a crash leaves it in
+/// `name`, or in `next` with `name` ending at a newline: [`recover_rotation`]
+/// tells the two apart). True if a line was carried.
+fn carry_last_line(dir: &OwnedFd, name: &str, next: &str) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let file = open_log_file(dir, name)?;
+    let len = file.metadata()?.len();
+    let mut byte = [0u8; 1];
+    if len == 0 || (file.read_at(&mut byte, len - 1)? == 1 && byte[0] == b'\n') {
+        return Ok(false);
+    }
+    // The last newline, searched backwards a chunk at a time.
+    let mut buf = vec![0u8; CHUNK];
+    let mut end = len;
+    let line_start = loop {
+        if end == 0 {
+            // One line fills the file: longer than the cap, cut here.
+            return Ok(false);
+        }
+        let start = end.saturating_sub(CHUNK as u64);
+        let part = &mut buf[..(end - start) as usize];
+        file.read_exact_at(part, start)?;
+        if let Some(i) = part.iter().rposition(|&b| b == b'\n') {
+            break start + i as u64 + 1;
+        }
+        end = start;
+    };
+    let _ = rustix::fs::unlinkat(dir, next, rustix::fs::AtFlags::empty());
+    let out = open_log_file(dir, next)?;
+    let mut from = line_start;
+    while from < len {
+        let n = file.read_at(&mut buf, from)?;
+        if n == 0 {
+            break;
+        }
+        out.write_all_at(&buf[..n], from - line_start)?;
+        from += n as u64;
+    }
+    file.set_len(line_start)?;
+    Ok(true)
+}
+
+/// The rest of a rotation: `name` → `name.1` → … → `name.KEEP` (the oldest
+/// dropped, or with KEEP 0 `name` itself), then `name.next` (a carried line),
+/// if any, becomes `name`.
+fn finish_rotation(dir: &OwnedFd, name: &str, keep: u32) {
+    use rustix::fs::{AtFlags, renameat, unlinkat};
+    let path = |n: u32| -> String {
+        if n == 0 {
+            name.to_string()
+        } else {
+            format!("{name}.{n}")
+        }
+    };
+    let _ = unlinkat(dir, path(keep), AtFlags::empty());
+    for n in (0..keep).rev() {
+        let _ = renameat(dir, path(n), dir, path(n + 1));
+    }
+    let _ = renameat(dir, format!("{name}.next"), dir, name);
+}
+
+/// Completes or undoes a rotation a dead supervisor left half done, seen by a
+/// `name.next` that still exists: beside a `name` that ends inside its last
+/// line it is a copy not yet cut off (removed); beside a `name` cut at a
+/// newline the files are still to be renamed; with `name` gone, only
+/// `name.next` is.
+fn recover_rotation(dir: &OwnedFd, name: &str, keep: u32) {
+    use rustix::fs::{AtFlags, Mode, OFlags};
+    use std::os::unix::fs::FileExt;
+    let next = format!("{name}.next");
+    if rustix::fs::statat(dir, &next, AtFlags::SYMLINK_NOFOLLOW).is_err() {
+        return;
+    }
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let Ok(current) = rustix::fs::openat(dir, name, flags, Mode::empty()) else {
+        let _ = rustix::fs::renameat(dir, &next, dir, name);
+        return;
+    };
+    let current = std::fs::File::from(current);
+    let len = current.metadata().map_or(0, |m| m.len());
+    let mut byte = [0u8; 1];
+    let inside_a_line = len > 0
+        && current
+            .read_at(&mut byte, len - 1)
+            .is_ok_and(|n| n == 1 && byte[0] != b'\n');
+    if inside_a_line {
+        let _ = rustix::fs::unlinkat(dir, &next, AtFlags::empty());
+    } else {
+        tracing::info!("finishing the rotation of {name} a previous supervisor began");
+        finish_rotation(dir, name, keep);
+    }
 }
 
 /// The line written after an early log that overflowed.
@@ -867,6 +967,86 @@ mod tests {
         kept.extend(read("j.log.1"));
         kept.extend(read("j.log"));
         assert_eq!(kept, &all[200..]);
+    }
+
+    #[test]
+    fn rotation_never_cuts_a_line_but_one_longer_than_the_cap() {
+        let dir = Dir::new("lines");
+        let mut logs = Logs::new(Config {
+            dir: dir.0.clone(),
+            size: 100,
+            keep: 50,
+        });
+        let mut saved = Saved::default();
+        let (w, id) = logs.writer(&mut saved, None, "j", "").unwrap();
+        let id = id.unwrap();
+        // Lines of 1 to 99 bytes, written in pieces that end mid-line, and
+        // one line of 250 bytes.
+        let mut all = Vec::new();
+        for i in 0..60u32 {
+            let len = (i * 37 % 99) as usize;
+            all.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, len));
+            all.push(b'\n');
+            if i == 30 {
+                all.extend([b'L'; 250]);
+                all.push(b'\n');
+            }
+        }
+        for piece in all.chunks(53) {
+            write_all(&w, piece);
+            logs.drain(&mut saved, None, id);
+        }
+        drop(w);
+        logs.drain(&mut saved, None, id);
+        let read = |n: &str| std::fs::read(dir.0.join(n)).unwrap_or_default();
+        let mut files: Vec<Vec<u8>> = (1..=50)
+            .rev()
+            .map(|n| read(&format!("j.log.{n}")))
+            .collect();
+        files.push(read("j.log"));
+        files.retain(|f| !f.is_empty());
+        assert!(!dir.0.join("j.log.next").exists());
+        for f in &files {
+            assert!(f.len() <= 100, "{} bytes", f.len());
+            // Whole lines, or a piece of the one line longer than the cap.
+            assert!(
+                f.ends_with(b"\n") || f.iter().all(|&b| b == b'L'),
+                "a line was cut: {:?}",
+                String::from_utf8_lossy(f)
+            );
+        }
+        assert_eq!(files.concat(), all, "every byte once, in order");
+    }
+
+    #[test]
+    fn a_rotation_cut_short_is_finished_or_undone() {
+        let dir = Dir::new("half-rotated");
+        let logdir = open_logdir(&dir.0).unwrap();
+        let write = |n: &str, t: &str| std::fs::write(dir.0.join(n), t).unwrap();
+        let read = |n: &str| std::fs::read_to_string(dir.0.join(n)).unwrap_or_default();
+        // Copied, not cut yet: the copy goes, the file stays.
+        write("j.log", "one\ntw");
+        write("j.log.next", "tw");
+        recover_rotation(&logdir, "j.log", 2);
+        assert_eq!(read("j.log"), "one\ntw");
+        assert!(!dir.0.join("j.log.next").exists());
+        // Cut, not renamed yet: renamed.
+        write("j.log", "one\n");
+        write("j.log.next", "tw");
+        recover_rotation(&logdir, "j.log", 2);
+        assert_eq!(
+            (read("j.log.1"), read("j.log")),
+            ("one\n".into(), "tw".into())
+        );
+        // Renamed but for the carried line.
+        std::fs::rename(dir.0.join("j.log"), dir.0.join("j.log.next")).unwrap();
+        std::fs::rename(dir.0.join("j.log.1"), dir.0.join("j.log.2")).unwrap();
+        recover_rotation(&logdir, "j.log", 2);
+        assert_eq!(
+            (read("j.log.2"), read("j.log")),
+            ("one\n".into(), "tw".into())
+        );
+        assert!(!dir.0.join("j.log.1").exists());
     }
 
     /// Job `j` logging into `logdir` that cannot be written: `bytes` went into

@@ -21,7 +21,9 @@
 //! Early log: while LOGDIR cannot be written (its parent missing, a read-only file
 //! system, a full disk), output is spliced into a memfd deposited as `early:ID`
 //! (at most [`EARLY_MAX`] bytes, or the cap if smaller; beyond that it is counted
-//! and dropped, and a line in the log says how much). Writing it out is retried when
+//! and dropped, and a line in the log says how much; when the disk has room for
+//! the note but not for the output kept, that output is dropped too and counted
+//! in the note). Writing it out is retried when
 //! output arrives (at most once a second) and on `initctl notify-disk-writeable`;
 //! the flush first saves the file's length in the state (`flush_base`), so a
 //! supervisor that dies mid-flush is followed by one that truncates the file back to
@@ -534,15 +536,35 @@ impl Logs {
             }
             file.write_all_at(note.as_bytes(), at)
         };
-        match copy() {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!("cannot write out the early log of {}: {e}", p.job);
-                let _ = file.set_len(base);
-                p.flush_base = None;
-                false
+        let Err(e) = copy() else {
+            return true;
+        };
+        let _ = file.set_len(base);
+        // The disk has less room than the output kept: drop it, and say so in a
+        // note, which is short enough to fit where the output did not.
+        let no_room = matches!(
+            e.raw_os_error(),
+            Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG)
+        );
+        if no_room {
+            let kept = early.map_or(0, |fd| {
+                // SAFETY: as above, the open memfd in `self.early`, borrowed here.
+                let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+                rustix::fs::fstat(fd).map_or(0, |st| st.st_size as u64)
+            });
+            let note = dropped_note(p.dropped + kept);
+            if file.write_all_at(note.as_bytes(), base).is_ok() {
+                tracing::warn!(
+                    "no room for the {kept} bytes of output of {} kept while its log could not be written: dropped",
+                    p.job
+                );
+                return true;
             }
+            let _ = file.set_len(base);
         }
+        tracing::warn!("cannot write out the early log of {}: {e}", p.job);
+        p.flush_base = None;
+        false
     }
 
     /// The last step: the early buffer is written; output goes to the file again.

@@ -282,3 +282,58 @@ fn a_log_directory_of_nobodys_is_refused_and_output_kept_in_memory() {
     use std::os::unix::fs::MetadataExt;
     assert_eq!(fs::metadata(logdir.join("leak.log")).unwrap().uid(), 0);
 }
+
+/// A disk with less room than the output kept while the log could not be
+/// written: the output is dropped and a note in the log says how many bytes,
+/// once the note can be written. The log directory is a 64 KiB tmpfs, 56 KiB
+/// of it taken, mounted in keel's own mount namespace.
+#[test]
+fn a_disk_smaller_than_the_kept_output_gets_a_dropped_note() {
+    let mut args = vec![
+        "-c".to_string(),
+        "mkdir -p \"$1\" && mount -t tmpfs -o size=64k,mode=0755 keel-log \"$1\" && \
+         dd if=/dev/zero of=\"$1/filler\" bs=1k count=56 2>/dev/null && \
+         shift && exec \"$0\" \"$@\""
+            .to_string(),
+        bin("keel-supervisor").display().to_string(),
+        "$DIR/log".to_string(),
+    ];
+    args.extend(supervisor_args("$DIR/conf"));
+    let line = "0123456789abcdefghijklmnopqrstuvwxyz\n";
+    let keel = Keel::start_with(Setup {
+        jobs: &[(
+            "chatty",
+            "task\nexec sh -c 'yes 0123456789abcdefghijklmnopqrstuvwxyz | head -n 3000'\n",
+        )],
+        supervisor: Some(("/bin/sh".into(), args)),
+        env: &[],
+    });
+    keel.ctl_ok(&["start", "chatty"]);
+    let supervisor = keel.supervisor_pid().expect("a supervisor");
+    // The log as keel's mount namespace sees it.
+    let inside = |rel: &str| {
+        std::path::PathBuf::from(format!("/proc/{supervisor}/root"))
+            .join(keel.path(rel).strip_prefix("/").unwrap())
+    };
+    fs::remove_file(inside("log/filler")).expect("the filler in keel's tmpfs");
+    keel.ctl_ok(&["notify-disk-writeable"]);
+    let total = line.len() * 3000;
+    let mut text = String::new();
+    wait_for("the dropped note", 10 * SECOND, || {
+        keel.ctl(&["notify-disk-writeable"]);
+        text = fs::read_to_string(inside("log/chatty.log")).unwrap_or_default();
+        text.contains("[keel: ")
+    });
+    let (written, note) = text.split_at(text.find("[keel: ").unwrap());
+    assert!(
+        line.repeat(3000).starts_with(written),
+        "the output before the note"
+    );
+    assert_eq!(
+        note,
+        format!(
+            "[keel: {} bytes of output dropped while the log could not be written]\n",
+            total - written.len()
+        )
+    );
+}

@@ -640,12 +640,11 @@ pub fn open_logdir(dir: &Path) -> std::io::Result<OwnedFd> {
                     Ok(()) | Err(rustix::io::Errno::EXIST) => {}
                     Err(e) => return Err(e.into()),
                 }
-                let made = rustix::fs::openat(&cur, *name, flags, Mode::empty())?;
-                // Exactly 0755, whatever the supervisor's umask (fchmod does not
-                // take an O_PATH fd: through /proc, which names this very inode).
-                let proc = format!("/proc/self/fd/{}", made.as_raw_fd());
-                let _ = rustix::fs::chmod(proc.as_str(), Mode::from_raw_mode(0o755));
-                made
+                // Exactly 0755, whatever the supervisor's umask; only root can
+                // swap the name meanwhile (its directory passed the check).
+                let mode = Mode::from_raw_mode(0o755);
+                let _ = rustix::fs::chmodat(&cur, *name, mode, rustix::fs::AtFlags::empty());
+                rustix::fs::openat(&cur, *name, flags, Mode::empty())?
             }
             other => other?,
         };

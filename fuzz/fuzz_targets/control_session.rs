@@ -1,6 +1,6 @@
 //! A control connection's bytes, cut at arbitrary points: the frame decoder and
-//! one session's frame handling (handshake, requests, refusals) never panic, and
-//! the session's buffers stay bounded.
+//! one session's frame handling (handshake, requests, refusals, deadlines) never
+//! panic.
 #![no_main]
 
 use keel_proto::ctl::{Request, Response};

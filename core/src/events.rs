@@ -356,9 +356,16 @@ impl Expander<'_> {
     }
 }
 
-/// fnmatch(3)-style, with no flags (as Upstart calls it): `*`, `?`, `[abc]`,
-/// `[a-z]`, `[!x]`, `\x`. Characters, not bytes, as in a UTF-8 locale; nothing
-/// is allocated, and a pattern without any of `*?[\` is compared with `==`.
+/// fnmatch(3) with no flags, as Upstart calls it (`fnmatch (expoval, eval, 0)`
+/// in init/event_operator.c), and as glibc reads a pattern: `*`, `?`, `\x`
+/// (a trailing `\` never matches), bracket expressions `[abc]`, `[a-z]`, `[!x]`
+/// and `[^x]`, `]` first as a member, `\` escapes inside them, the classes
+/// `[:alpha:]` … (an unknown class name never matches), `[=x=]` and `[.x.]`; an
+/// unclosed `[` is a literal `[` — unless a member matched first, or it ends in
+/// `\` or in a range, which never match (glibc's rules, tested against libc's
+/// fnmatch). Characters, not bytes, as in a UTF-8 locale; ranges and classes are
+/// the C locale's on ASCII. Nothing is allocated, and a pattern without any of
+/// `*?[\` is compared with `==`.
 pub fn glob(pattern: &str, text: &str) -> bool {
     if !pattern.contains(['*', '?', '[', '\\']) {
         return pattern == text;
@@ -370,39 +377,14 @@ pub fn glob(pattern: &str, text: &str) -> bool {
     let mut star: Option<(usize, usize)> = None;
     while let Some(t) = at(text, ti) {
         let tn = ti + t.len_utf8();
-        if let Some(p) = at(pattern, pi) {
-            let pn = pi + p.len_utf8();
-            match p {
-                '*' => {
-                    star = Some((pi, ti));
-                    pi = pn;
-                    continue;
-                }
-                '?' => {
-                    (pi, ti) = (pn, tn);
-                    continue;
-                }
-                '[' => {
-                    if let Some((ok, len)) = class(&pattern[pi..], t) {
-                        if ok {
-                            (pi, ti) = (pi + len, tn);
-                            continue;
-                        }
-                    } else if t == '[' {
-                        (pi, ti) = (pn, tn);
-                        continue;
-                    }
-                }
-                '\\' if at(pattern, pn) == Some(t) => {
-                    (pi, ti) = (pn + t.len_utf8(), tn);
-                    continue;
-                }
-                c if c == t => {
-                    (pi, ti) = (pn, tn);
-                    continue;
-                }
-                _ => {}
-            }
+        if at(pattern, pi) == Some('*') {
+            star = Some((pi, ti));
+            pi += 1;
+            continue;
+        }
+        if let Some(len) = element(&pattern[pi..], t) {
+            (pi, ti) = (pi + len, tn);
+            continue;
         }
         match star {
             Some((sp, st)) => {
@@ -418,29 +400,277 @@ pub fn glob(pattern: &str, text: &str) -> bool {
     pattern[pi..].chars().all(|c| c == '*')
 }
 
-/// A bracket class at the start of `p`: (matches `c`, its length in bytes), or
-/// None if unclosed.
-fn class(p: &str, c: char) -> Option<(bool, usize)> {
-    let mut chars = p.char_indices().skip(1).peekable();
-    let negate = chars.next_if(|&(_, x)| x == '!' || x == '^').is_some();
-    let mut found = false;
-    let mut first = true;
-    while let Some((i, x)) = chars.next() {
-        if x == ']' && !first {
-            return Some((found != negate, i + 1));
+/// Whether the pattern element at the start of `p` (not `*`) matches `t`: its
+/// length in bytes if so.
+fn element(p: &str, t: char) -> Option<usize> {
+    let mut chars = p.chars();
+    match chars.next()? {
+        '?' => Some(1),
+        '\\' => {
+            let c = chars.next()?;
+            (c == t).then_some(1 + c.len_utf8())
         }
-        first = false;
-        // A range `x-y`, unless the `-` is followed by the closing `]`.
-        let mut ahead = chars.clone();
-        match (ahead.next(), ahead.next()) {
-            (Some((_, '-')), Some((_, y))) if y != ']' => {
-                found |= x <= c && c <= y;
-                chars = ahead;
+        '[' => match bracket(p, t) {
+            Bracket::Match(len) => Some(len),
+            Bracket::Literal => (t == '[').then_some(1),
+            Bracket::NoMatch | Bracket::Invalid => None,
+        },
+        c => (c == t).then_some(c.len_utf8()),
+    }
+}
+
+/// What a bracket expression does with one character of the text.
+enum Bracket {
+    /// It matches; the expression is this many bytes long.
+    Match(usize),
+    NoMatch,
+    /// Unclosed, with no member matched: the `[` is an ordinary character.
+    Literal,
+    /// Ill-formed where glibc gives up: no match here.
+    Invalid,
+}
+
+/// A cursor over a pattern's characters.
+#[derive(Clone)]
+struct Cursor<'a> {
+    s: &'a str,
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn peek(&self) -> Option<char> {
+        self.s[self.at..].chars().next()
+    }
+
+    fn peek2(&self) -> Option<char> {
+        self.s[self.at..].chars().nth(1)
+    }
+
+    fn bump(&mut self) -> Option<char> {
+        let c = self.peek()?;
+        self.at += c.len_utf8();
+        Some(c)
+    }
+
+    /// After `[:`, `[=` or `[.`: the text up to the closing `:]`, `=]` or `.]`
+    /// (the cursor then after it); `None` (the cursor anywhere) if there is none.
+    fn delimited(&mut self, close: char) -> Option<&str> {
+        let start = self.at;
+        loop {
+            let end = self.at;
+            match self.bump()? {
+                c if c == close && self.peek() == Some(']') => {
+                    self.bump();
+                    return Some(&self.s[start..end]);
+                }
+                _ => {}
             }
-            _ => found |= x == c,
         }
     }
-    None
+}
+
+/// The bracket expression at the start of `p` (which begins with `[`) against
+/// `t`, read as glibc's fnmatch reads it.
+fn bracket(p: &str, t: char) -> Bracket {
+    let mut cur = Cursor { s: p, at: 1 };
+    let negate = matches!(cur.peek(), Some('!' | '^'));
+    if negate {
+        cur.bump();
+    }
+    let mut c = cur.bump();
+    let matched = loop {
+        let Some(member) = c else {
+            return Bracket::Literal;
+        };
+        // The member's character, when it may start a range. After a
+        // collating symbol, `-]` still reads as a range (to fail there).
+        let mut symbol = false;
+        let low = match member {
+            '\\' => match cur.bump() {
+                Some(e) => e,
+                None => return Bracket::Invalid,
+            },
+            '[' if cur.peek() == Some(':') => {
+                let back = cur.clone();
+                cur.bump();
+                match class_name(&mut cur) {
+                    Some(name) => match class(name, t) {
+                        Some(true) => break true,
+                        Some(false) => {
+                            c = cur.bump();
+                            if c == Some(']') {
+                                break false;
+                            }
+                            continue;
+                        }
+                        None => return Bracket::Invalid,
+                    },
+                    None => {
+                        cur = back;
+                        '['
+                    }
+                }
+            }
+            '[' if cur.peek() == Some('=') => {
+                let back = cur.clone();
+                cur.bump();
+                match (cur.bump(), cur.bump(), cur.peek()) {
+                    (Some(x), Some('='), Some(']')) => {
+                        cur.bump();
+                        if x == t {
+                            break true;
+                        }
+                        c = cur.bump();
+                        if c == Some(']') {
+                            break false;
+                        }
+                        continue;
+                    }
+                    _ => {
+                        cur = back;
+                        '['
+                    }
+                }
+            }
+            '[' if cur.peek() == Some('.') => {
+                cur.bump();
+                symbol = true;
+                match collating_symbol(&mut cur) {
+                    Some(x) => x,
+                    None => return Bracket::Invalid,
+                }
+            }
+            other => other,
+        };
+        let is_range = cur.peek() == Some('-')
+            && match cur.peek2() {
+                None => false,
+                Some(']') => symbol,
+                Some(_) => true,
+            };
+        if !is_range && low == t {
+            break true;
+        }
+        c = cur.bump();
+        if c == Some('-') && cur.peek() != Some(']') {
+            let high = match cur.bump() {
+                Some('[') if cur.peek() == Some('.') => {
+                    cur.bump();
+                    collating_symbol(&mut cur)
+                }
+                Some('\\') => cur.bump(),
+                other => other,
+            };
+            let Some(high) = high else {
+                return Bracket::Invalid;
+            };
+            if low <= t && t <= high {
+                break true;
+            }
+            c = cur.bump();
+        }
+        if c == Some(']') {
+            break false;
+        }
+    };
+    if matched {
+        // The rest of the expression is skipped, as glibc skips it.
+        if !skip_to_close(&mut cur) {
+            return Bracket::Invalid;
+        }
+    }
+    if matched != negate {
+        Bracket::Match(cur.at)
+    } else {
+        Bracket::NoMatch
+    }
+}
+
+/// After `[:`: a class name up to `:]` (letters `a`…`y`: glibc stops before
+/// `z`), the cursor after it; `None` (the cursor anywhere) if this is no class
+/// name but a plain `[`.
+fn class_name<'a>(cur: &mut Cursor<'a>) -> Option<&'a str> {
+    let start = cur.at;
+    loop {
+        let end = cur.at;
+        let c = cur.bump()?;
+        if c == ':' && cur.peek() == Some(']') {
+            cur.bump();
+            return Some(&cur.s[start..end]);
+        }
+        if !('a'..='y').contains(&c) {
+            return None;
+        }
+    }
+}
+
+/// Whether `t` is in class `name`; `None` for an unknown class.
+fn class(name: &str, t: char) -> Option<bool> {
+    let alnum = t.is_alphanumeric();
+    let graph = !t.is_control() && !t.is_whitespace();
+    Some(match name {
+        "alnum" => alnum,
+        "alpha" => t.is_alphabetic(),
+        "blank" => t == ' ' || t == '\t',
+        "cntrl" => t.is_control(),
+        "digit" => t.is_ascii_digit(),
+        "graph" => graph,
+        "lower" => t.is_lowercase(),
+        "print" => graph || t == ' ',
+        "punct" => graph && !alnum,
+        "space" => t.is_whitespace(),
+        "upper" => t.is_uppercase(),
+        "xdigit" => t.is_ascii_hexdigit(),
+        _ => return None,
+    })
+}
+
+/// After `[.`: a one-character collating symbol up to `.]` (the C locale
+/// knows no longer names); `None` if ill-formed.
+fn collating_symbol(cur: &mut Cursor<'_>) -> Option<char> {
+    let mut name = cur.delimited('.')?.chars();
+    let c = name.next()?;
+    name.next().is_none().then_some(c)
+}
+
+/// After a member that matched: past the closing `]`, as glibc skips (escapes,
+/// `[:…:]`, `[=x=]`, `[.….]`); false if the expression never closes or is
+/// ill-formed on the way.
+fn skip_to_close(cur: &mut Cursor<'_>) -> bool {
+    loop {
+        match cur.bump() {
+            None => return false,
+            Some(']') => return true,
+            Some('\\') => {
+                if cur.bump().is_none() {
+                    return false;
+                }
+            }
+            Some('[') if cur.peek() == Some(':') => {
+                let back = cur.clone();
+                cur.bump();
+                if class_name(cur).is_none() {
+                    *cur = back;
+                }
+            }
+            Some('[') if cur.peek() == Some('=') => {
+                cur.bump();
+                if !matches!(
+                    (cur.bump(), cur.bump(), cur.bump()),
+                    (Some(_), Some('='), Some(']'))
+                ) {
+                    return false;
+                }
+            }
+            Some('[') if cur.peek() == Some('.') => {
+                cur.bump();
+                if cur.delimited('.').is_none() {
+                    return false;
+                }
+            }
+            Some(_) => {}
+        }
+    }
 }
 
 /// One finding of [`check_config`]: a condition of `job` waits for what nothing
@@ -590,6 +820,107 @@ mod tests {
         assert!(glob("a\\é", "aé"));
         assert!(glob("**a*", "bba"));
         assert!(!glob("eth0", "eth1"));
+    }
+
+    /// libc's fnmatch(3) with flags 0, as Upstart called it (in the C locale of
+    /// the test process: bytes, which are characters for the ASCII used here).
+    fn fnmatch(pattern: &str, text: &str) -> bool {
+        let p = std::ffi::CString::new(pattern).expect("no NUL");
+        let t = std::ffi::CString::new(text).expect("no NUL");
+        // SAFETY: fnmatch(3) reads two NUL-terminated strings that outlive it.
+        unsafe { libc::fnmatch(p.as_ptr(), t.as_ptr(), 0) == 0 }
+    }
+
+    /// What the random patterns are made of: every character fnmatch treats
+    /// specially, a few ordinary ones, and whole classes and symbols.
+    const PATTERN_PIECES: &[&str] = &[
+        "a",
+        "b",
+        "z",
+        "1",
+        "*",
+        "?",
+        "[",
+        "]",
+        "!",
+        "^",
+        "-",
+        "\\",
+        ":",
+        "=",
+        ".",
+        "[:alpha:]",
+        "[:digit:]",
+        "[:bogus:]",
+        "[:z:]",
+        "[=a=]",
+        "[.a.]",
+        "[.ab.]",
+        "[!",
+        "[^",
+        "\\*",
+    ];
+    const TEXT_CHARS: &[char] = &[
+        'a', 'b', 'z', '1', '*', '?', '[', ']', '!', '^', '-', '\\', ':', '=', '.',
+    ];
+
+    #[test]
+    fn globs_agree_with_fnmatch_on_the_cases_that_once_differed() {
+        for (pattern, text) in [
+            ("\\*", "\\b]"),
+            ("[\\*]", "\\"),
+            ("[\\]]", "]"),
+            ("a\\", "a\\"),
+            ("a\\", "a"),
+            ("*\\", "x\\"),
+            ("[a", "[a"),
+            ("[a", "a"),
+            ("*[a", "x[a"),
+            ("[ab", "a"),
+            ("[a-", "[a-"),
+            ("[a\\", "[a\\"),
+            ("[!a", "[!a"),
+            ("[[:alpha:]]", "b"),
+            ("[[:alpha:]]", "1"),
+            ("[[:bogus:]]", "b"),
+            ("[[:z:]]", "z"),
+            ("[[:z:]]", ":"),
+            ("[[=a=]]", "a"),
+            ("[[.a.]]", "a"),
+            ("[[.ab.]]", "a"),
+            ("[[.a.]-]", "a"),
+            ("[]a]", "]"),
+            ("[!]a]", "b"),
+            ("[a-]", "-"),
+            ("[b-a]", "a"),
+            ("*[![:alpha:]", "b"),
+        ] {
+            assert_eq!(
+                glob(pattern, text),
+                fnmatch(pattern, text),
+                "glob({pattern:?}, {text:?})"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(50_000))]
+
+        /// Random patterns and texts from fnmatch's special characters: keel's
+        /// glob says what libc's fnmatch(3) (flags 0) says.
+        #[test]
+        fn globs_agree_with_fnmatch(
+            pieces in proptest::collection::vec(proptest::sample::select(PATTERN_PIECES), 0..8),
+            text in proptest::collection::vec(proptest::sample::select(TEXT_CHARS), 0..8),
+        ) {
+            let pattern: String = pieces.concat();
+            let text: String = text.into_iter().collect();
+            proptest::prop_assert_eq!(
+                glob(&pattern, &text),
+                fnmatch(&pattern, &text),
+                "glob({:?}, {:?})", pattern, text
+            );
+        }
     }
 
     #[test]

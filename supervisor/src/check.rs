@@ -5,6 +5,14 @@
 //! path, reading them, and reporting every problem as
 //! `FILE:LINE:COL: error|warning: MESSAGE` (or `FILE: error: cannot read: …`).
 //! Parsing itself is [`crate::job::parse`]; a broken file never affects another.
+//!
+//! Only regular files are read: anyone who can put a FIFO, a socket or a device
+//! node (or a `.conf` symlink to one) in the confdir must not be able to block the
+//! supervisor in `open` or `read`. So a file is `stat`ed first (no side effects),
+//! then opened `O_NONBLOCK|O_NOCTTY|O_CLOEXEC` and `fstat`ed again (it may have been
+//! swapped in between), and anything but a regular file is refused with an error
+//! naming it. A job name (the path) with a control character — a newline would
+//! print a fake line in `initctl list` — is refused too, the name shown escaped.
 
 use std::collections::HashSet;
 use std::fs;
@@ -69,6 +77,14 @@ pub fn load_confdir(dir: &Path) -> Confdir {
             confdir.errors += 1;
             continue;
         };
+        if name.chars().any(char::is_control) {
+            confdir.problems.push(format!(
+                "{}: error: job name contains a control character",
+                file.display().to_string().escape_debug()
+            ));
+            confdir.errors += 1;
+            continue;
+        }
         let checked = check_file(&file, &name);
         confdir.errors += checked.errors;
         confdir.problems.extend(checked.problems);
@@ -166,15 +182,47 @@ fn check_file(path: &Path, name: &str) -> Checked {
     }
 }
 
-/// Reads at most one byte more than the parser accepts, so a huge file is
-/// refused by the parser without being read whole.
+/// Reads a regular file, at most one byte more than the parser accepts (so a huge
+/// file is refused by the parser without being read whole); anything else is
+/// refused without blocking (see the module docs).
 fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
     use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    regular_file(&fs::metadata(path)?)?;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    regular_file(&file.metadata()?)?;
     let mut bytes = Vec::new();
-    fs::File::open(path)?
-        .take(job::MAX_JOB_FILE_BYTES as u64 + 1)
+    file.take(job::MAX_JOB_FILE_BYTES as u64 + 1)
         .read_to_end(&mut bytes)?;
     Ok(bytes)
+}
+
+/// `Ok` for a regular file, else an error saying what the file is.
+fn regular_file(meta: &fs::Metadata) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = meta.file_type();
+    let what = if kind.is_file() {
+        return Ok(());
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else {
+        "a special file"
+    };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("not a regular file but {what}"),
+    ))
 }
 
 /// All `.conf` files below `dir`, sorted by path. Directories are followed
@@ -363,6 +411,83 @@ mod tests {
                 missing.display()
             )
         );
+    }
+
+    /// `load_confdir` on another thread: a blocking open fails the test instead of
+    /// hanging it.
+    fn load_within_deadline(dir: &Path) -> Confdir {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let dir = dir.to_path_buf();
+        std::thread::spawn(move || tx.send(load_confdir(&dir)));
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("load_confdir blocked on a special file")
+    }
+
+    #[test]
+    fn special_files_are_refused_without_blocking_and_the_rest_loads() {
+        let dir = TempDir::new();
+        dir.write("good.conf", "exec /bin/good\n");
+        dir.write("x.conf/inner.conf", "exec /bin/inner\n");
+        let fifo = dir.0.join("fifo.conf");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644))
+            .expect("mkfifo");
+        std::os::unix::fs::symlink(&fifo, dir.0.join("to-fifo.conf")).expect("symlink");
+        std::os::unix::fs::symlink("/dev/null", dir.0.join("null.conf")).expect("symlink");
+        let _socket =
+            std::os::unix::net::UnixListener::bind(dir.0.join("socket.conf")).expect("bind");
+
+        let confdir = load_within_deadline(&dir.0);
+        let names: Vec<&str> = confdir.jobs.iter().map(|j| j.name.as_str()).collect();
+        assert_eq!(names, ["good", "x.conf/inner"]);
+        let root = dir.0.display();
+        assert_eq!(
+            confdir.problems,
+            [
+                format!("{root}/fifo.conf: error: cannot read: not a regular file but a FIFO"),
+                format!(
+                    "{root}/null.conf: error: cannot read: not a regular file but a character device"
+                ),
+                format!("{root}/socket.conf: error: cannot read: not a regular file but a socket"),
+                format!("{root}/to-fifo.conf: error: cannot read: not a regular file but a FIFO"),
+            ]
+        );
+        assert_eq!(confdir.errors, 4);
+
+        // `--check` of a FIFO named on the command line: the same error.
+        let (failed, out) = check(std::slice::from_ref(&fifo));
+        assert!(failed);
+        assert_eq!(
+            out,
+            format!(
+                "{}: error: cannot read: not a regular file but a FIFO\n",
+                fifo.display()
+            )
+        );
+    }
+
+    #[test]
+    fn job_names_with_control_characters_are_refused() {
+        let dir = TempDir::new();
+        dir.write("good.conf", "exec /bin/good\n");
+        dir.write(
+            "evil\nfake start/running, process 1.conf",
+            "exec /bin/evil\n",
+        );
+        dir.write("bell\x07.conf", "exec /bin/bell\n");
+        let confdir = load_within_deadline(&dir.0);
+        let names: Vec<&str> = confdir.jobs.iter().map(|j| j.name.as_str()).collect();
+        assert_eq!(names, ["good"]);
+        let root = dir.0.display().to_string();
+        assert_eq!(
+            confdir.problems,
+            [
+                format!("{root}/bell\\u{{7}}.conf: error: job name contains a control character"),
+                format!(
+                    "{root}/evil\\nfake start/running, process 1.conf: error: job name contains a control character"
+                ),
+            ]
+        );
+        assert_eq!(confdir.errors, 2);
     }
 
     #[test]

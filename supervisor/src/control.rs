@@ -22,8 +22,15 @@
 //! - At most [`MAX_CONNECTIONS`]; when they are all taken, or the supervisor is out
 //!   of file descriptors, a newcomer evicts the connection idle the longest —
 //!   first those that never sent a byte — so idle connections never lock anyone
-//!   out. A connection with a request in flight or an answer unsent is never
-//!   evicted.
+//!   out. A connection with a request in flight or an answer unsent is not
+//!   evicted by an unprivileged newcomer.
+//! - Fairness between users ([`admission`]): root and the supervisor's own uid
+//!   always get through. An eighth of the slots ([`RESERVED_SHARE`]) is theirs
+//!   alone; when every slot is taken, a privileged newcomer evicts an idle
+//!   connection, else the heaviest connection of the unprivileged uid holding the
+//!   most — whatever it has unsent. One unprivileged uid holds at most
+//!   1/[`UID_SHARE`] of the other slots and of [`MAX_QUEUED`]; an unprivileged
+//!   newcomer only ever displaces an idle connection of an unprivileged uid.
 //!
 //! Authorisation comes from `SO_PEERCRED` at accept, never from what a client
 //! sends: root or the supervisor's own uid may change things, anyone may query
@@ -52,6 +59,12 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 /// Unsent answer bytes of all connections together, at most: an answer that
 /// would go beyond is replaced by a short error.
 pub const MAX_QUEUED: usize = 32 << 20;
+/// 1/RESERVED_SHARE of the connections are for root and the supervisor's own uid
+/// alone.
+pub const RESERVED_SHARE: usize = 8;
+/// One unprivileged uid holds at most 1/UID_SHARE of the connections open to
+/// unprivileged users, and of [`MAX_QUEUED`].
+pub const UID_SHARE: usize = 8;
 /// An answer this short is always queued (errors, the status of a job).
 const SMALL_ANSWER: usize = 4096;
 /// Bytes read from a socket at once.
@@ -63,6 +76,8 @@ pub type ConnId = u64;
 
 /// One client's side of the protocol, without its socket.
 pub struct Session {
+    /// The peer's uid (`SO_PEERCRED`).
+    uid: u32,
     /// Root or the supervisor's own uid: may change things.
     privileged: bool,
     own_uid: u32,
@@ -86,6 +101,7 @@ pub struct Session {
 impl Session {
     pub fn new(uid: u32, own_uid: u32, now: Instant) -> Session {
         Session {
+            uid,
             privileged: uid == 0 || uid == own_uid,
             own_uid,
             rbuf: Vec::new(),
@@ -98,6 +114,15 @@ impl Session {
             spoke: false,
             last_active: now,
         }
+    }
+
+    pub fn uid(&self) -> u32 {
+        self.uid
+    }
+
+    /// Root or the supervisor's own uid.
+    pub fn privileged(&self) -> bool {
+        self.privileged
     }
 
     /// Bytes the client sent.
@@ -318,6 +343,72 @@ struct Conn {
     session: Session,
 }
 
+/// What to do with a newcomer of `uid` (privileged or not) given the open
+/// connections, at most `max_conns` of them (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    Admit,
+    /// Close this connection first, then ask again.
+    Evict(ConnId),
+    Refuse,
+}
+
+/// The connections unprivileged users may hold together, and one such uid alone.
+pub fn unprivileged_slots(max_conns: usize) -> (usize, usize) {
+    let all = max_conns - max_conns / RESERVED_SHARE;
+    (all.max(1), (all / UID_SHARE).max(1))
+}
+
+/// The fairness rule of the module docs, as a pure function of the open
+/// connections.
+pub fn admission<'a>(
+    conns: impl Iterator<Item = (ConnId, &'a Session)> + Clone,
+    uid: u32,
+    privileged: bool,
+    max_conns: usize,
+) -> Admission {
+    let total = conns.clone().count();
+    // The idle connection to evict first among those `which` accepts.
+    let idle = |which: &dyn Fn(&Session) -> bool| {
+        conns
+            .clone()
+            .filter(|(_, s)| s.evictable() && which(s))
+            .min_by_key(|(_, s)| s.eviction_rank())
+            .map_or(Admission::Refuse, |(id, _)| Admission::Evict(id))
+    };
+    if privileged {
+        if total < max_conns {
+            return Admission::Admit;
+        }
+        let unprivileged_idle = idle(&|s| !s.privileged);
+        if unprivileged_idle != Admission::Refuse {
+            return unprivileged_idle;
+        }
+        let any_idle = idle(&|_| true);
+        if any_idle != Admission::Refuse {
+            return any_idle;
+        }
+        // Every slot busy: the unprivileged uid holding the most gives way, with
+        // its connection holding the most unsent bytes.
+        let held = |uid: u32| conns.clone().filter(|(_, s)| s.uid == uid).count();
+        return conns
+            .clone()
+            .filter(|(_, s)| !s.privileged)
+            .max_by_key(|(_, s)| (held(s.uid), s.output().len()))
+            .map_or(Admission::Refuse, |(id, _)| Admission::Evict(id));
+    }
+    let (all, per_uid) = unprivileged_slots(max_conns);
+    let mine = conns.clone().filter(|(_, s)| s.uid == uid).count();
+    if mine >= per_uid {
+        return idle(&|s| s.uid == uid);
+    }
+    let unprivileged = conns.clone().filter(|(_, s)| !s.privileged).count();
+    if unprivileged >= all || total >= max_conns {
+        return idle(&|s| !s.privileged);
+    }
+    Admission::Admit
+}
+
 pub struct Control {
     listener: OwnedFd,
     conns: BTreeMap<ConnId, Conn>,
@@ -417,7 +508,12 @@ impl Control {
                 Ok(fd) => fd,
                 Err(Errno::INTR | Errno::CONNABORTED) => continue,
                 Err(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM) => {
-                    if self.evict_one() {
+                    // The one waiting may be root: make room as for root.
+                    if let Admission::Evict(id) =
+                        admission(self.sessions(), 0, true, self.conns.len())
+                    {
+                        tracing::debug!("out of fds; evicting control connection {id}");
+                        self.conns.remove(&id);
                         continue;
                     }
                     // Nothing to evict: turn one waiting client away.
@@ -433,10 +529,6 @@ impl Control {
                 }
                 Err(_) => return new, // EAGAIN: nobody waits any more
             };
-            if self.conns.len() >= self.max_conns && !self.evict_one() {
-                tracing::warn!("too many control connections busy; refusing one");
-                continue;
-            }
             // nix, not rustix: a peer outside our PID namespace has pid 0, which
             // rustix's `UCred` cannot represent.
             let Ok(cred) =
@@ -444,6 +536,10 @@ impl Control {
             else {
                 continue;
             };
+            if !self.admit(cred.uid()) {
+                tracing::debug!("control connection of uid {} refused", cred.uid());
+                continue;
+            }
             let id = self.next_id;
             self.next_id += 1;
             let session = Session::new(cred.uid(), self.own_uid, Instant::now());
@@ -452,22 +548,23 @@ impl Control {
         }
     }
 
-    /// Closes the connection idle the longest (those that never spoke first);
-    /// false if every connection has a request in flight or an answer unsent.
-    fn evict_one(&mut self) -> bool {
-        let victim = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.session.evictable())
-            .min_by_key(|(_, c)| c.session.eviction_rank())
-            .map(|(id, _)| *id);
-        match victim {
-            Some(id) => {
-                tracing::debug!("evicting idle control connection {id}");
-                self.conns.remove(&id);
-                true
+    fn sessions(&self) -> impl Iterator<Item = (ConnId, &Session)> + Clone {
+        self.conns.iter().map(|(id, c)| (*id, &c.session))
+    }
+
+    /// Makes room for a newcomer of `uid` by [`admission`]'s rule; false if it
+    /// is refused.
+    fn admit(&mut self, uid: u32) -> bool {
+        let privileged = uid == 0 || uid == self.own_uid;
+        loop {
+            match admission(self.sessions(), uid, privileged, self.max_conns) {
+                Admission::Admit => return true,
+                Admission::Refuse => return false,
+                Admission::Evict(id) => {
+                    tracing::debug!("evicting control connection {id} for uid {uid}");
+                    self.conns.remove(&id);
+                }
             }
-            None => false,
         }
     }
 
@@ -516,12 +613,13 @@ impl Control {
     /// Queues the answer to `id`'s current request and sends what it can; the
     /// connection may then take its next request.
     pub fn reply(&mut self, id: ConnId, response: &Response) {
-        let queued: usize = self.conns.values().map(|c| c.session.output().len()).sum();
-        let Some(conn) = self.conns.get_mut(&id) else {
+        let Some(conn) = self.conns.get(&id) else {
             return;
         };
-        conn.session
-            .answer(response, MAX_QUEUED.saturating_sub(queued), Instant::now());
+        let room = queue_room(self.sessions(), &conn.session);
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.session.answer(response, room, Instant::now());
+        }
         self.flush(id);
     }
 
@@ -555,6 +653,24 @@ impl Control {
             .filter_map(|c| c.session.deadline())
             .min()
     }
+}
+
+/// How many answer bytes `session` may still queue: what is left of
+/// [`MAX_QUEUED`], and for an unprivileged uid of its share of it.
+pub fn queue_room<'a>(
+    conns: impl Iterator<Item = (ConnId, &'a Session)> + Clone,
+    session: &Session,
+) -> usize {
+    let queued: usize = conns.clone().map(|(_, s)| s.output().len()).sum();
+    let room = MAX_QUEUED.saturating_sub(queued);
+    if session.privileged {
+        return room;
+    }
+    let uid_queued: usize = conns
+        .filter(|(_, s)| s.uid == session.uid)
+        .map(|(_, s)| s.output().len())
+        .sum();
+    room.min((MAX_QUEUED / UID_SHARE).saturating_sub(uid_queued))
 }
 
 /// Sends as much of the connection's output as the socket takes; `Err` if the

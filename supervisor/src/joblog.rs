@@ -15,11 +15,15 @@
 //! Size cap and rotation: a file never grows past `--log-size` bytes (0: no cap);
 //! when full, `JOB.log` becomes `JOB.log.1` (`.1` → `.2` …, `--log-keep` kept) and a
 //! new `JOB.log` starts. So a chatty job holds at most (keep + 1) × size bytes.
+//! Rotation is at a line boundary: an unfinished last line moves to the new file
+//! (a line longer than the cap is the exception: cut where the file is full).
 //!
 //! Early log: while LOGDIR cannot be written (its parent missing, a read-only file
 //! system, a full disk), output is spliced into a memfd deposited as `early:ID`
 //! (at most [`EARLY_MAX`] bytes, or the cap if smaller; beyond that it is counted
-//! and dropped, and a line in the log says how much). Writing it out is retried when
+//! and dropped, and a line in the log says how much; when the disk has room for
+//! the note but not for the output kept, that output is dropped too and counted
+//! in the note). Writing it out is retried when
 //! output arrives (at most once a second) and on `initctl notify-disk-writeable`;
 //! the flush first saves the file's length in the state (`flush_base`), so a
 //! supervisor that dies mid-flush is followed by one that truncates the file back to
@@ -27,6 +31,17 @@
 //!
 //! A pipe is closed once it is drained and every writer has closed it (EOF), whether
 //! or not its instance still exists; the next process of the instance gets a new one.
+//!
+//! LOGDIR is trusted only once checked ([`open_logdir`]): keel creates it (0755,
+//! if its parent passes the check) or verifies it, walking the whole path from `/`
+//! one directory fd at a time: every directory owned by root (or the supervisor's
+//! own uid), none writable by others (group-writable only for group root; a sticky
+//! ancestor such as /tmp may be world-writable), LOGDIR itself no symlink, an
+//! ancestor symlink followed only if root owns it. Log files are then opened
+//! relative to that fd (`O_NOFOLLOW`) and must be regular files of root's. A
+//! LOGDIR that fails is refused with an error saying why, and output is kept in
+//! memory as when the disk is not writable — never written into someone else's
+//! files, nor read back from them.
 
 use crate::initlink::InitLink;
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -169,7 +184,9 @@ impl Logs {
         for (id, p) in saved.pipes.iter_mut() {
             if let Some(base) = p.flush_base.take() {
                 let path = self.config.dir.join(file_name(&p.job, &p.instance));
-                match std::fs::OpenOptions::new().write(true).open(&path) {
+                let file = open_logdir(&self.config.dir)
+                    .and_then(|dir| open_log_file(&dir, &file_name(&p.job, &p.instance)));
+                match file {
                     Ok(f) => {
                         let _ = f.set_len(base);
                         tracing::info!(
@@ -385,11 +402,11 @@ impl Logs {
         }
     }
 
-    /// The open log file `name` in LOGDIR, opened (and LOGDIR made, mode 0755, if
-    /// its parent exists) when needed; a file unlinked behind keel's back is opened
-    /// anew.
+    /// The open log file `name` in LOGDIR, opened (and LOGDIR made if needed) and
+    /// checked ([`open_logdir`], [`open_log_file`]) when needed; a file unlinked
+    /// behind keel's back is opened anew.
     fn file(&mut self, name: &str) -> std::io::Result<&std::fs::File> {
-        use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+        use std::os::unix::fs::MetadataExt;
         let stale = self
             .files
             .get(name)
@@ -398,25 +415,9 @@ impl Logs {
             self.files.remove(name);
         }
         if !self.files.contains_key(name) {
-            match std::fs::DirBuilder::new()
-                .mode(0o755)
-                .create(&self.config.dir)
-            {
-                Ok(()) => {
-                    // Exactly 0755, whatever the supervisor's umask.
-                    use std::os::unix::fs::PermissionsExt;
-                    let mode = std::fs::Permissions::from_mode(0o755);
-                    let _ = std::fs::set_permissions(&self.config.dir, mode);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
-            }
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .mode(0o640)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(self.config.dir.join(name))?;
+            let dir = open_logdir(&self.config.dir)?;
+            recover_rotation(&dir, name, self.config.keep);
+            let f = open_log_file(&dir, name)?;
             self.files.insert(name.to_string(), f);
         }
         self.files
@@ -425,26 +426,30 @@ impl Logs {
     }
 
     /// `NAME` → `NAME.1` → … → `NAME.KEEP` (the oldest dropped); a new `NAME` next.
+    /// At a line boundary: a last line not yet ended (its rest still to come)
+    /// moves to the new `NAME` — unless it is the file's only line (a line
+    /// longer than the cap is cut there). Crash-safe, see [`finish_rotation`].
     fn rotate(&mut self, name: &str) {
         self.files.remove(name);
-        let dir = &self.config.dir;
-        let path = |n: u32| -> PathBuf {
-            if n == 0 {
-                dir.join(name)
-            } else {
-                dir.join(format!("{name}.{n}"))
+        let Ok(dir) = open_logdir(&self.config.dir) else {
+            return;
+        };
+        let next = format!("{name}.next");
+        let carried = match carry_last_line(&dir, name, &next) {
+            Ok(carried) => carried,
+            Err(e) => {
+                tracing::warn!("cannot rotate {name} at a line boundary: {e}");
+                let _ = rustix::fs::unlinkat(&dir, &next, rustix::fs::AtFlags::empty());
+                false
             }
         };
-        if self.config.keep == 0 {
-            if let Ok(f) = std::fs::OpenOptions::new().write(true).open(path(0)) {
+        if !carried && self.config.keep == 0 {
+            if let Ok(f) = open_log_file(&dir, name) {
                 let _ = f.set_len(0);
             }
             return;
         }
-        let _ = std::fs::remove_file(path(self.config.keep));
-        for n in (0..self.config.keep).rev() {
-            let _ = std::fs::rename(path(n), path(n + 1));
-        }
+        finish_rotation(&dir, name, self.config.keep);
     }
 
     /// The ids of early logs to write out, when a flush is wanted; clears the wish.
@@ -531,15 +536,35 @@ impl Logs {
             }
             file.write_all_at(note.as_bytes(), at)
         };
-        match copy() {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!("cannot write out the early log of {}: {e}", p.job);
-                let _ = file.set_len(base);
-                p.flush_base = None;
-                false
+        let Err(e) = copy() else {
+            return true;
+        };
+        let _ = file.set_len(base);
+        // The disk has less room than the output kept: drop it, and say so in a
+        // note, which is short enough to fit where the output did not.
+        let no_room = matches!(
+            e.raw_os_error(),
+            Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG)
+        );
+        if no_room {
+            let kept = early.map_or(0, |fd| {
+                // SAFETY: as above, the open memfd in `self.early`, borrowed here.
+                let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+                rustix::fs::fstat(fd).map_or(0, |st| st.st_size as u64)
+            });
+            let note = dropped_note(p.dropped + kept);
+            if file.write_all_at(note.as_bytes(), base).is_ok() {
+                tracing::warn!(
+                    "no room for the {kept} bytes of output of {} kept while its log could not be written: dropped",
+                    p.job
+                );
+                return true;
             }
+            let _ = file.set_len(base);
         }
+        tracing::warn!("cannot write out the early log of {}: {e}", p.job);
+        p.flush_base = None;
+        false
     }
 
     /// The last step: the early buffer is written; output goes to the file again.
@@ -567,6 +592,239 @@ impl Logs {
 
     pub fn dir(&self) -> &Path {
         &self.config.dir
+    }
+}
+
+/// Opens LOGDIR as a directory fd once it is safe to write into (see the module
+/// docs), creating it (mode 0755) if it is missing and its parent is safe.
+pub fn open_logdir(dir: &Path) -> std::io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let trusted = [0, rustix::process::geteuid().as_raw()];
+    let refuse = |what: String| {
+        std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("log directory {} refused: {what}", dir.display()),
+        )
+    };
+    let start = if dir.is_absolute() { "/" } else { "." };
+    let mut cur = rustix::fs::open(
+        start,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut shown = PathBuf::from(start);
+    let components: Vec<_> = dir.components().collect();
+    let last = components
+        .iter()
+        .rposition(|c| matches!(c, std::path::Component::Normal(_)));
+    for (i, component) in components.iter().enumerate() {
+        let std::path::Component::Normal(name) = component else {
+            if *component == std::path::Component::ParentDir {
+                cur = rustix::fs::openat(
+                    &cur,
+                    "..",
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                shown.push("..");
+            }
+            continue;
+        };
+        let is_logdir = Some(i) == last;
+        check_dir(&cur, &shown, false, &trusted).map_err(&refuse)?;
+        shown.push(name);
+        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let next = match rustix::fs::openat(&cur, *name, flags, Mode::empty()) {
+            Err(rustix::io::Errno::NOENT) if is_logdir => {
+                match rustix::fs::mkdirat(&cur, *name, Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                // Exactly 0755, whatever the supervisor's umask; only root can
+                // swap the name meanwhile (its directory passed the check).
+                let mode = Mode::from_raw_mode(0o755);
+                let _ = rustix::fs::chmodat(&cur, *name, mode, rustix::fs::AtFlags::empty());
+                rustix::fs::openat(&cur, *name, flags, Mode::empty())?
+            }
+            other => other?,
+        };
+        let link = rustix::fs::fstat(&next)?;
+        let next =
+            if rustix::fs::FileType::from_raw_mode(link.st_mode) == rustix::fs::FileType::Symlink {
+                if is_logdir {
+                    return Err(refuse(format!("{} is a symlink", shown.display())));
+                }
+                if !trusted.contains(&link.st_uid) {
+                    return Err(refuse(format!(
+                        "{} is a symlink owned by uid {}",
+                        shown.display(),
+                        link.st_uid
+                    )));
+                }
+                rustix::fs::openat(
+                    &cur,
+                    *name,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?
+            } else {
+                next
+            };
+        cur = next;
+    }
+    check_dir(&cur, &shown, true, &trusted).map_err(&refuse)?;
+    Ok(cur)
+}
+
+/// One directory of LOGDIR's path: owned by a trusted uid, not writable by
+/// others (LOGDIR itself: not even if sticky).
+fn check_dir(fd: &OwnedFd, shown: &Path, is_logdir: bool, trusted: &[u32]) -> Result<(), String> {
+    let st = rustix::fs::fstat(fd).map_err(|e| format!("{}: {e}", shown.display()))?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Directory {
+        return Err(format!("{} is not a directory", shown.display()));
+    }
+    if !trusted.contains(&st.st_uid) {
+        return Err(format!(
+            "{} is owned by uid {}, not root",
+            shown.display(),
+            st.st_uid
+        ));
+    }
+    let sticky = st.st_mode & 0o1000 != 0 && !is_logdir;
+    let group_writable = st.st_mode & 0o020 != 0 && st.st_gid != 0;
+    if (st.st_mode & 0o002 != 0 && !sticky) || group_writable {
+        return Err(format!(
+            "{} is writable by others (mode {:o})",
+            shown.display(),
+            st.st_mode & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// Opens (creating, mode 0640) log file `name` in the checked LOGDIR `dir`: no
+/// symlink followed, and only a regular file owned by root (or the supervisor's
+/// uid) is taken.
+fn open_log_file(dir: &OwnedFd, name: &str) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDWR
+            | OFlags::CREATE
+            | OFlags::NOFOLLOW
+            | OFlags::CLOEXEC
+            | OFlags::NOCTTY
+            | OFlags::NONBLOCK,
+        Mode::from_raw_mode(0o640),
+    )?;
+    let st = rustix::fs::fstat(&fd)?;
+    let own = rustix::process::geteuid().as_raw();
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile
+        || (st.st_uid != 0 && st.st_uid != own)
+    {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("log file {name} refused: not a regular file of root's"),
+        ));
+    }
+    // Writes go at explicit offsets; the flag only kept a FIFO from blocking open.
+    rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
+    Ok(std::fs::File::from(fd))
+}
+
+/// The first step of a rotation at a line boundary: if `name` ends inside a
+/// line that began after an earlier newline, that unfinished line is copied to
+/// `next` and then cut off `name` (in this order, so a crash leaves it in
+/// `name`, or in `next` with `name` ending at a newline: [`recover_rotation`]
+/// tells the two apart). True if a line was carried.
+fn carry_last_line(dir: &OwnedFd, name: &str, next: &str) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let file = open_log_file(dir, name)?;
+    let len = file.metadata()?.len();
+    let mut byte = [0u8; 1];
+    if len == 0 || (file.read_at(&mut byte, len - 1)? == 1 && byte[0] == b'\n') {
+        return Ok(false);
+    }
+    // The last newline, searched backwards a chunk at a time.
+    let mut buf = vec![0u8; CHUNK];
+    let mut end = len;
+    let line_start = loop {
+        if end == 0 {
+            // One line fills the file: longer than the cap, cut here.
+            return Ok(false);
+        }
+        let start = end.saturating_sub(CHUNK as u64);
+        let part = &mut buf[..(end - start) as usize];
+        file.read_exact_at(part, start)?;
+        if let Some(i) = part.iter().rposition(|&b| b == b'\n') {
+            break start + i as u64 + 1;
+        }
+        end = start;
+    };
+    let _ = rustix::fs::unlinkat(dir, next, rustix::fs::AtFlags::empty());
+    let out = open_log_file(dir, next)?;
+    let mut from = line_start;
+    while from < len {
+        let n = file.read_at(&mut buf, from)?;
+        if n == 0 {
+            break;
+        }
+        out.write_all_at(&buf[..n], from - line_start)?;
+        from += n as u64;
+    }
+    file.set_len(line_start)?;
+    Ok(true)
+}
+
+/// The rest of a rotation: `name` → `name.1` → … → `name.KEEP` (the oldest
+/// dropped, or with KEEP 0 `name` itself), then `name.next` (a carried line),
+/// if any, becomes `name`.
+fn finish_rotation(dir: &OwnedFd, name: &str, keep: u32) {
+    use rustix::fs::{AtFlags, renameat, unlinkat};
+    let path = |n: u32| -> String {
+        if n == 0 {
+            name.to_string()
+        } else {
+            format!("{name}.{n}")
+        }
+    };
+    let _ = unlinkat(dir, path(keep), AtFlags::empty());
+    for n in (0..keep).rev() {
+        let _ = renameat(dir, path(n), dir, path(n + 1));
+    }
+    let _ = renameat(dir, format!("{name}.next"), dir, name);
+}
+
+/// Completes or undoes a rotation a dead supervisor left half done, seen by a
+/// `name.next` that still exists: beside a `name` that ends inside its last
+/// line it is a copy not yet cut off (removed); beside a `name` cut at a
+/// newline the files are still to be renamed; with `name` gone, only
+/// `name.next` is.
+fn recover_rotation(dir: &OwnedFd, name: &str, keep: u32) {
+    use rustix::fs::{AtFlags, Mode, OFlags};
+    use std::os::unix::fs::FileExt;
+    let next = format!("{name}.next");
+    if rustix::fs::statat(dir, &next, AtFlags::SYMLINK_NOFOLLOW).is_err() {
+        return;
+    }
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let Ok(current) = rustix::fs::openat(dir, name, flags, Mode::empty()) else {
+        let _ = rustix::fs::renameat(dir, &next, dir, name);
+        return;
+    };
+    let current = std::fs::File::from(current);
+    let len = current.metadata().map_or(0, |m| m.len());
+    let mut byte = [0u8; 1];
+    let inside_a_line = len > 0
+        && current
+            .read_at(&mut byte, len - 1)
+            .is_ok_and(|n| n == 1 && byte[0] != b'\n');
+    if inside_a_line {
+        let _ = rustix::fs::unlinkat(dir, &next, AtFlags::empty());
+    } else {
+        tracing::info!("finishing the rotation of {name} a previous supervisor began");
+        finish_rotation(dir, name, keep);
     }
 }
 
@@ -733,20 +991,107 @@ mod tests {
     }
 
     #[test]
-    fn early_output_is_kept_and_written_out_once_the_directory_appears() {
-        let dir = Dir::new("early");
-        let logdir = dir.0.join("late/log");
+    fn rotation_never_cuts_a_line_but_one_longer_than_the_cap() {
+        let dir = Dir::new("lines");
         let mut logs = Logs::new(Config {
-            dir: logdir.clone(),
+            dir: dir.0.clone(),
+            size: 100,
+            keep: 50,
+        });
+        let mut saved = Saved::default();
+        let (w, id) = logs.writer(&mut saved, None, "j", "").unwrap();
+        let id = id.unwrap();
+        // Lines of 1 to 99 bytes, written in pieces that end mid-line, and
+        // one line of 250 bytes.
+        let mut all = Vec::new();
+        for i in 0..60u32 {
+            let len = (i * 37 % 99) as usize;
+            all.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, len));
+            all.push(b'\n');
+            if i == 30 {
+                all.extend([b'L'; 250]);
+                all.push(b'\n');
+            }
+        }
+        for piece in all.chunks(53) {
+            write_all(&w, piece);
+            logs.drain(&mut saved, None, id);
+        }
+        drop(w);
+        logs.drain(&mut saved, None, id);
+        let read = |n: &str| std::fs::read(dir.0.join(n)).unwrap_or_default();
+        let mut files: Vec<Vec<u8>> = (1..=50)
+            .rev()
+            .map(|n| read(&format!("j.log.{n}")))
+            .collect();
+        files.push(read("j.log"));
+        files.retain(|f| !f.is_empty());
+        assert!(!dir.0.join("j.log.next").exists());
+        for f in &files {
+            assert!(f.len() <= 100, "{} bytes", f.len());
+            // Whole lines, or a piece of the one line longer than the cap.
+            assert!(
+                f.ends_with(b"\n") || f.iter().all(|&b| b == b'L'),
+                "a line was cut: {:?}",
+                String::from_utf8_lossy(f)
+            );
+        }
+        assert_eq!(files.concat(), all, "every byte once, in order");
+    }
+
+    #[test]
+    fn a_rotation_cut_short_is_finished_or_undone() {
+        let dir = Dir::new("half-rotated");
+        let logdir = open_logdir(&dir.0).unwrap();
+        let write = |n: &str, t: &str| std::fs::write(dir.0.join(n), t).unwrap();
+        let read = |n: &str| std::fs::read_to_string(dir.0.join(n)).unwrap_or_default();
+        // Copied, not cut yet: the copy goes, the file stays.
+        write("j.log", "one\ntw");
+        write("j.log.next", "tw");
+        recover_rotation(&logdir, "j.log", 2);
+        assert_eq!(read("j.log"), "one\ntw");
+        assert!(!dir.0.join("j.log.next").exists());
+        // Cut, not renamed yet: renamed.
+        write("j.log", "one\n");
+        write("j.log.next", "tw");
+        recover_rotation(&logdir, "j.log", 2);
+        assert_eq!(
+            (read("j.log.1"), read("j.log")),
+            ("one\n".into(), "tw".into())
+        );
+        // Renamed but for the carried line.
+        std::fs::rename(dir.0.join("j.log"), dir.0.join("j.log.next")).unwrap();
+        std::fs::rename(dir.0.join("j.log.1"), dir.0.join("j.log.2")).unwrap();
+        recover_rotation(&logdir, "j.log", 2);
+        assert_eq!(
+            (read("j.log.2"), read("j.log")),
+            ("one\n".into(), "tw".into())
+        );
+        assert!(!dir.0.join("j.log.1").exists());
+    }
+
+    /// Job `j` logging into `logdir` that cannot be written: `bytes` went into
+    /// its early buffer. The logs, the state, the writer, the pipe's id.
+    fn gone_early(logdir: &Path, bytes: &[u8]) -> (Logs, Saved, OwnedFd, u64) {
+        let mut logs = Logs::new(Config {
+            dir: logdir.to_path_buf(),
             size: 0,
             keep: 1,
         });
         let mut saved = Saved::default();
         let (w, id) = logs.writer(&mut saved, None, "j", "").unwrap();
         let id = id.unwrap();
-        write_all(&w, b"early\n");
+        write_all(&w, bytes);
         assert!(logs.drain(&mut saved, None, id), "went early");
         assert!(saved.pipes[&id].early);
+        (logs, saved, w, id)
+    }
+
+    #[test]
+    fn early_output_is_kept_and_written_out_once_the_directory_appears() {
+        let dir = Dir::new("early");
+        let logdir = dir.0.join("late/log");
+        let (mut logs, mut saved, w, id) = gone_early(&logdir, b"early\n");
         assert_eq!(logs.take_flushes(&saved), [id]);
         assert!(!logs.flush_begin(&mut saved, id), "not writable yet");
         std::fs::create_dir(dir.0.join("late")).unwrap();
@@ -817,5 +1162,92 @@ mod tests {
         // The instance's next process gets a new pipe.
         let (_w, id) = logs.writer(&mut saved, None, "j", "").unwrap();
         assert!(id.is_some());
+    }
+
+    fn chown(path: &Path, uid: u32) {
+        std::os::unix::fs::lchown(path, Some(uid), None).unwrap();
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn refusal(dir: &Path) -> String {
+        open_logdir(dir).expect_err("refused").to_string()
+    }
+
+    /// Runs as root (as every test of keel does): files can be given away.
+    #[test]
+    fn the_log_directory_is_created_or_verified_along_its_whole_path() {
+        const NOBODY: u32 = 65534;
+        let dir = Dir::new("trust");
+        chmod(&dir.0, 0o755);
+        // Missing: made, 0755 whatever the umask.
+        let made = dir.0.join("made");
+        open_logdir(&made).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&made).unwrap().mode() & 0o7777, 0o755);
+        // A sticky world-writable ancestor (/tmp) is fine.
+        let sticky = dir.0.join("sticky");
+        std::fs::create_dir(&sticky).unwrap();
+        chmod(&sticky, 0o1777);
+        open_logdir(&sticky.join("log")).unwrap();
+        // Owned by someone else.
+        let theirs = dir.0.join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        chown(&theirs, NOBODY);
+        assert_eq!(
+            refusal(&theirs),
+            format!(
+                "log directory {0} refused: {0} is owned by uid 65534, not root",
+                theirs.display()
+            )
+        );
+        // Writable by others, or below a directory that is (not sticky).
+        let open = dir.0.join("open");
+        std::fs::create_dir(&open).unwrap();
+        chmod(&open, 0o777);
+        assert!(refusal(&open).ends_with("is writable by others (mode 777)"));
+        assert!(refusal(&open.join("log")).ends_with(&format!(
+            "{} is writable by others (mode 777)",
+            open.display()
+        )));
+        assert!(!open.join("log").exists(), "nothing made below it");
+        // A sticky LOGDIR is still writable by others.
+        assert!(refusal(&sticky).ends_with("is writable by others (mode 1777)"));
+        // A symlink swapped in for LOGDIR, and an ancestor symlink of nobody's.
+        let link = dir.0.join("link");
+        std::os::unix::fs::symlink(&made, &link).unwrap();
+        assert!(refusal(&link).ends_with("link is a symlink"));
+        open_logdir(&link.join("sub")).unwrap();
+        chown(&link, NOBODY);
+        assert!(refusal(&link.join("sub")).ends_with("is a symlink owned by uid 65534"));
+    }
+
+    #[test]
+    fn output_for_a_refused_directory_is_kept_in_memory_not_written_there() {
+        let dir = Dir::new("refused");
+        let logdir = dir.0.join("log");
+        std::fs::create_dir(&logdir).unwrap();
+        chown(&logdir, 65534);
+        // A file nobody prepared, for keel to append to.
+        std::fs::write(logdir.join("j.log"), "").unwrap();
+        chown(&logdir.join("j.log"), 65534);
+        let (mut logs, mut saved, _w, id) = gone_early(&logdir, b"SECRET=hunter2\n");
+        assert!(!logs.flush_begin(&mut saved, id), "still refused");
+        assert_eq!(std::fs::read_to_string(logdir.join("j.log")).unwrap(), "");
+        // Given back to root, the file of nobody's is still refused; once gone,
+        // the output is written out.
+        chown(&logdir, 0);
+        assert!(!logs.flush_begin(&mut saved, id));
+        std::fs::remove_file(logdir.join("j.log")).unwrap();
+        assert!(logs.flush_begin(&mut saved, id));
+        assert!(logs.flush_copy(&mut saved, id));
+        logs.flush_end(&mut saved, None, id);
+        assert_eq!(
+            std::fs::read_to_string(logdir.join("j.log")).unwrap(),
+            "SECRET=hunter2\n"
+        );
     }
 }

@@ -465,29 +465,72 @@ impl Keel {
     }
 }
 
-/// Runs initctl as `nobody` (through `runuser`) against `socket`, from a copy in
-/// `dir` that anyone may execute: the build's own may live where `nobody` cannot
-/// reach. `dir` (which holds the socket in tests) is opened to everyone.
+/// Runs initctl as `nobody` against `socket` (see [`as_nobody`]).
 pub fn initctl_as_nobody(dir: &Path, socket: &Path, args: &[&str]) -> Output {
-    use std::os::unix::fs::PermissionsExt;
-    let everyone = |p: &Path| fs::set_permissions(p, fs::Permissions::from_mode(0o755));
-    everyone(dir).expect("open the test directory");
-    let copy = dir.join("nobody-initctl");
-    if !copy.exists() {
-        let partial = dir.join("nobody-initctl.partial");
-        fs::copy(bin("initctl"), &partial).expect("copy initctl");
-        everyone(&partial).expect("chmod initctl");
-        fs::rename(&partial, &copy).expect("install initctl");
-    }
-    Command::new("runuser")
-        .args(["-u", "nobody", "--"])
-        .arg(&copy)
+    as_nobody(dir, &bin("initctl"))
         .arg("--socket")
         .arg(socket)
         .args(args)
         .stdin(Stdio::null())
         .output()
         .expect("runuser")
+}
+
+/// A command running `program` as the unprivileged user `nobody` (through
+/// `runuser`), from a copy in `dir` that anyone may execute: the build's own may
+/// live where `nobody` cannot reach. `dir` (which holds the socket in tests) is
+/// opened to everyone.
+pub fn as_nobody(dir: &Path, program: &Path) -> Command {
+    use std::os::unix::fs::PermissionsExt;
+    let everyone = |p: &Path| fs::set_permissions(p, fs::Permissions::from_mode(0o755));
+    everyone(dir).expect("open the test directory");
+    let name = program.file_name().expect("a program file name");
+    let copy = dir.join(format!("nobody-{}", name.to_string_lossy()));
+    if !copy.exists() {
+        let partial = dir.join(format!("nobody-{}.partial", name.to_string_lossy()));
+        fs::copy(program, &partial).expect("copy the program");
+        everyone(&partial).expect("chmod the program");
+        fs::rename(&partial, &copy).expect("install the program");
+    }
+    let mut command = Command::new("runuser");
+    command.args(["-u", "nobody", "--"]).arg(&copy);
+    command
+}
+
+/// The supervisor's arguments for `Setup::supervisor` with confdir `conf`
+/// (`$DIR` is the test's directory), the socket and logs in the test's
+/// directory, no cgroups.
+pub fn supervisor_args(conf: &str) -> Vec<String> {
+    [
+        "--confdir",
+        conf,
+        "--socket",
+        "$DIR/control",
+        "--logdir",
+        "$DIR/log",
+        "--cgroup-root",
+        "none",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// A `Setup::supervisor` running the supervisor with [`supervisor_args`] and
+/// at most `nofile` file descriptors (it then takes at most `nofile / 2`
+/// control connections).
+pub fn supervisor_with_fd_limit(nofile: u32, conf: &str) -> (PathBuf, Vec<String>) {
+    let mut args = vec![
+        "-c".to_string(),
+        format!("ulimit -n {nofile} && exec \"$0\" \"$@\""),
+        bin("keel-supervisor").display().to_string(),
+    ];
+    args.extend(supervisor_args(conf));
+    ("/bin/sh".into(), args)
+}
+
+/// Open fds of host pid `pid` (entries of /proc/PID/fd).
+pub fn fd_count(pid: i32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
 /// Resident memory of host pid `pid` in KiB (`VmRSS` of /proc/PID/status).

@@ -937,22 +937,7 @@ fn idle_connections_filling_every_slot_lock_nobody_out() {
     // (half its fds, so spawning jobs never runs short).
     let keel = Keel::start_with(Setup {
         jobs: &[("svc", "exec sleep 1000\n")],
-        supervisor: Some((
-            "/bin/sh".into(),
-            [
-                "-c",
-                "ulimit -n 128 && exec \"$0\" \"$@\"",
-                &bin("keel-supervisor").display().to_string(),
-                "--confdir",
-                "$DIR/conf",
-                "--socket",
-                "$DIR/control",
-                "--logdir",
-                "$DIR/log",
-            ]
-            .map(String::from)
-            .to_vec(),
-        )),
+        supervisor: Some(keel_tests::supervisor_with_fd_limit(128, "$DIR/conf")),
         env: &[],
     });
     let rss_before = supervisor_rss(&keel);

@@ -1,6 +1,6 @@
 //! Job logs (`console log`): stdout and stderr captured in order through the
 //! instance's pipe, the instance name in the file name, nothing with
-//! `console none`, a capped log that rotates and stays under its cap, and the
+//! `console none`, a capped log that rotates at line boundaries and stays under its cap, and the
 //! early log kept while LOGDIR cannot be written and written out once it can —
 //! also when the supervisor dies in the middle of writing it out. Output across
 //! kill -9 and re-exec of the supervisor is in `crash.rs`.
@@ -85,6 +85,12 @@ fn a_capped_log_rotates_and_every_file_stays_under_the_cap() {
     for f in ["log/chatty.log", "log/chatty.log.1", "log/chatty.log.2"] {
         let len = fs::metadata(keel.path(f)).unwrap().len();
         assert!(len <= 1000, "{f} is {len} bytes");
+        // Rotated at a line boundary: whole lines only.
+        let text = read(&keel, f);
+        assert!(
+            text.starts_with("line ") && text.ends_with('\n'),
+            "{f} cuts a line: {text:?}"
+        );
     }
     assert!(
         !keel.path("log/chatty.log.3").exists(),

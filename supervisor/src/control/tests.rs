@@ -363,3 +363,120 @@ proptest! {
         }
     }
 }
+
+/// A session of `uid` with an answer unsent: never evictable by an
+/// unprivileged newcomer.
+fn with_unsent_answer(uid: u32, now: Instant) -> Session {
+    let mut s = greeted(uid, now);
+    s.feed(&request_bytes(&Request::List), now);
+    assert_eq!(s.take_request(now), Some(Request::List));
+    s.answer(&Response::Ok, MAX_QUEUED, now);
+    assert!(!s.evictable());
+    s
+}
+
+fn decide(sessions: &[(ConnId, Session)], uid: u32, max: usize) -> Admission {
+    admission(
+        sessions.iter().map(|(id, s)| (*id, s)),
+        uid,
+        uid == ROOT,
+        max,
+    )
+}
+
+#[test]
+fn root_always_gets_through_and_nobody_keeps_to_its_share() {
+    let now = Instant::now();
+    let max = 64;
+    let (unprivileged, per_uid) = unprivileged_slots(max);
+    assert_eq!((unprivileged, per_uid), (56, 7));
+
+    // nobody, with answers it never reads, holds its share and no more.
+    let mut open: Vec<(ConnId, Session)> = Vec::new();
+    let mut id = 0;
+    while decide(&open, NOBODY, max) == Admission::Admit {
+        id += 1;
+        open.push((id, with_unsent_answer(NOBODY, now)));
+    }
+    assert_eq!(open.len(), per_uid);
+    assert_eq!(decide(&open, NOBODY, max), Admission::Refuse);
+    // Another user still gets in, up to the unprivileged slots.
+    let mut other = 1000;
+    while decide(&open, other, max) == Admission::Admit {
+        id += 1;
+        open.push((id, with_unsent_answer(other, now)));
+        if open.iter().filter(|(_, s)| s.uid() == other).count() == per_uid {
+            other += 1;
+        }
+    }
+    assert_eq!(open.len(), unprivileged);
+    assert_eq!(decide(&open, 4242, max), Admission::Refuse);
+    // Root takes the reserved slots, then evicts the heaviest unprivileged uid's
+    // connection even with an answer unsent.
+    while decide(&open, ROOT, max) == Admission::Admit {
+        id += 1;
+        open.push((id, with_unsent_answer(ROOT, now)));
+    }
+    assert_eq!(open.len(), max);
+    let Admission::Evict(victim) = decide(&open, ROOT, max) else {
+        panic!("root must get through");
+    };
+    let victim = open.iter().find(|(i, _)| *i == victim).unwrap();
+    assert!(!victim.1.privileged());
+    // An unprivileged newcomer never displaces root, nor a busy connection.
+    assert_eq!(decide(&open, 4242, max), Admission::Refuse);
+
+    // Nobody's connections again, one of them idle: the slots are full.
+    open.retain(|(_, s)| s.uid() != NOBODY);
+    id += 1;
+    let idle = id;
+    open.push((idle, greeted(NOBODY, now)));
+    for _ in 1..per_uid {
+        id += 1;
+        open.push((id, with_unsent_answer(NOBODY, now)));
+    }
+    assert_eq!(open.len(), max);
+    // An idle connection goes before any busy one; nobody at its share only
+    // displaces an idle connection of its own.
+    assert_eq!(decide(&open, ROOT, max), Admission::Evict(idle));
+    assert_eq!(decide(&open, NOBODY, max), Admission::Evict(idle));
+}
+
+#[test]
+fn one_unprivileged_uid_queues_at_most_its_share_of_answer_bytes() {
+    let now = Instant::now();
+    let big = Response::Problems(
+        (0..2000)
+            .map(|i| keel_proto::ctl::ConfigProblem {
+                job: format!("job-{i:04}-{}", "x".repeat(200)),
+                condition: "start on".into(),
+                message: "unknown event".into(),
+            })
+            .collect(),
+    );
+    let size = frame::encode(&big).unwrap().len();
+    assert!(size > 256 << 10, "{size}");
+    let mut open: Vec<(ConnId, Session)> = Vec::new();
+    let mut refused = 0;
+    for id in 0..64 {
+        let mut s = greeted(NOBODY, now);
+        s.feed(&request_bytes(&Request::List), now);
+        assert_eq!(s.take_request(now), Some(Request::List));
+        let room = queue_room(open.iter().map(|(i, s)| (*i, s)), &s);
+        s.answer(&big, room, now);
+        if s.output().len() < SMALL_ANSWER {
+            refused += 1;
+        }
+        open.push((id, s));
+    }
+    let queued: usize = open.iter().map(|(_, s)| s.output().len()).sum();
+    assert!(
+        queued <= MAX_QUEUED / UID_SHARE + 64 * SMALL_ANSWER,
+        "{queued}"
+    );
+    assert!(refused > 0);
+    // Root still has the rest of the room.
+    let root = greeted(ROOT, now);
+    let room = queue_room(open.iter().map(|(i, s)| (*i, s)), &root);
+    assert_eq!(room, MAX_QUEUED - queued);
+}

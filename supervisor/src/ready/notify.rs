@@ -97,54 +97,105 @@ pub enum Update {
     MainPid(i32),
 }
 
+/// The most fds one datagram can carry (the kernel's `SCM_MAX_FD`): the control
+/// buffer holds them all, so none is cut off in practice.
+const MAX_FDS: usize = 253;
+
 /// Reads the next datagram without consuming it (`Ok(None)`: nothing waiting);
 /// [`discard`] consumes it once what it said is saved. A datagram without
 /// credentials (impossible with `SO_PASSCRED` on) is consumed and skipped.
+///
+/// Any fds sent along are closed before this returns: keel implements no
+/// protocol that takes fds (`FDSTORE=1`), and any local user may send some. A
+/// peek installs copies of them (close-on-exec), and every one the kernel wrote
+/// into the control buffer is closed — also when it was truncated
+/// (`MSG_CTRUNC`): the kernel then installs only the fds that fit and closes the
+/// rest itself. (nix's iterator refuses a truncated buffer, which left those
+/// installed: one leak per datagram.) The control data is walked with
+/// `CMSG_FIRSTHDR`/`CMSG_NXTHDR` here because rustix's parser reads the pid into
+/// a non-zero type, and a sender outside keel's PID namespace has pid 0.
 pub fn peek(fd: BorrowedFd<'_>) -> io::Result<Option<Datagram>> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; MAX_DATAGRAM];
+    // u64s: aligned for `cmsghdr`.
+    let mut control = [0u64; control_words()];
     loop {
-        let mut buf = [0u8; MAX_DATAGRAM];
-        let mut cmsg = nix::cmsg_space!(nix::sys::socket::UnixCredentials, [i32; 8]);
-        let mut iov = [io::IoSliceMut::new(&mut buf)];
-        let msg = match recvmsg::<()>(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_PEEK,
-        ) {
-            Ok(m) => m,
-            Err(nix::errno::Errno::EAGAIN) => return Ok(None),
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
         };
-        let len = msg.bytes;
-        let mut pid = None;
-        // Any fds sent along (FDSTORE=1 is not supported; a peek installs copies)
-        // are closed as they drop.
-        if let Ok(cmsgs) = msg.cmsgs() {
-            for c in cmsgs {
-                match c {
-                    ControlMessageOwned::ScmCredentials(cred) => pid = Some(cred.pid()),
-                    ControlMessageOwned::ScmRights(fds) => {
-                        for raw in fds {
-                            // SAFETY: the kernel just installed these fds for us;
-                            // nobody else owns them. Dropping closes them.
-                            drop(unsafe { <OwnedFd as rustix::fd::FromRawFd>::from_raw_fd(raw) });
-                        }
-                    }
-                    _ => {}
-                }
+        // SAFETY: an all-zero msghdr is valid (no name, no iov, no control).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        let flags = libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC | libc::MSG_PEEK;
+        // SAFETY: msg points at `iov` and `control`, both alive and as long as
+        // said; the kernel writes within them.
+        let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, flags) };
+        if n < 0 {
+            match io::Error::last_os_error() {
+                e if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                e if e.kind() == io::ErrorKind::Interrupted => continue,
+                e => return Err(e),
             }
         }
+        let pid = close_fds_and_find_pid(&msg);
         let Some(pid) = pid else {
             discard(fd)?;
             continue;
         };
         return Ok(Some(Datagram {
             pid,
-            updates: parse(&buf[..len.min(MAX_DATAGRAM)]),
+            updates: parse(&buf[..(n as usize).min(MAX_DATAGRAM)]),
         }));
     }
+}
+
+/// The control buffer's size in u64s: credentials and `MAX_FDS` fds.
+const fn control_words() -> usize {
+    // SAFETY: CMSG_SPACE is arithmetic on its argument.
+    let bytes = unsafe {
+        libc::CMSG_SPACE(std::mem::size_of::<libc::ucred>() as u32)
+            + libc::CMSG_SPACE((MAX_FDS * std::mem::size_of::<i32>()) as u32)
+    } as usize;
+    bytes.div_ceil(8)
+}
+
+/// Walks the control messages `recvmsg` wrote: closes every fd of every
+/// `SCM_RIGHTS`, returns the sender's pid from `SCM_CREDENTIALS`.
+fn close_fds_and_find_pid(msg: &libc::msghdr) -> Option<i32> {
+    let mut pid = None;
+    // SAFETY: `msg` was filled by recvmsg: CMSG_FIRSTHDR/NXTHDR stay within
+    // `msg_controllen` (what the kernel wrote), each header's data lies within
+    // its `cmsg_len`, and the data is read unaligned.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            let header = &*cmsg;
+            let data = libc::CMSG_DATA(cmsg);
+            let len = (header.cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
+            match (header.cmsg_level, header.cmsg_type) {
+                (libc::SOL_SOCKET, libc::SCM_RIGHTS) => {
+                    for i in 0..len / std::mem::size_of::<i32>() {
+                        let raw = data.cast::<i32>().add(i).read_unaligned();
+                        // The kernel installed this fd for us alone; closing it
+                        // is all we do with it.
+                        libc::close(raw);
+                    }
+                }
+                (libc::SOL_SOCKET, libc::SCM_CREDENTIALS)
+                    if len >= std::mem::size_of::<libc::ucred>() =>
+                {
+                    pid = Some(data.cast::<libc::ucred>().read_unaligned().pid);
+                }
+                _ => {}
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+    }
+    pid
 }
 
 /// Consumes the next datagram (the one [`peek`] returned).
@@ -203,6 +254,46 @@ mod tests {
             vec![Update::Status("x".repeat(MAX_STATUS))]
         );
         assert_eq!(parse(&[0xff, 0xfe, b'\n']), vec![]);
+    }
+
+    /// The write end of a pipe sent many times over: once every copy is closed
+    /// the read end sees end-of-file. Any copy kept would leave it open.
+    #[test]
+    fn fds_sent_along_are_all_closed_by_a_peek() {
+        use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+        use std::os::fd::AsRawFd;
+        let name = format!("keel-notify-fds-{}", std::process::id());
+        let fd = bind(&NotifyAddr::Abstract(name.clone())).unwrap();
+        let client = UnixDatagram::unbound().unwrap();
+        let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::NONBLOCK).unwrap();
+        let target = nix::sys::socket::UnixAddr::new_abstract(name.as_bytes()).unwrap();
+        for count in [1, 8, 9, 100, MAX_FDS] {
+            let fds = vec![write.as_raw_fd(); count];
+            let iov = [io::IoSlice::new(b"STATUS=fds")];
+            sendmsg(
+                client.as_raw_fd(),
+                &iov,
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::empty(),
+                Some(&target),
+            )
+            .unwrap();
+        }
+        drop(write);
+        for _ in 0..5 {
+            let got = peek(fd.as_fd()).unwrap().unwrap();
+            assert_eq!(got.updates, vec![Update::Status("fds".into())]);
+            // Peeked twice: two sets of copies, both closed.
+            assert_eq!(peek(fd.as_fd()).unwrap().unwrap(), got);
+            discard(fd.as_fd()).unwrap();
+        }
+        assert_eq!(peek(fd.as_fd()).unwrap(), None);
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            rustix::io::read(&read, &mut byte),
+            Ok(0),
+            "a copy of the pipe's write end is still open"
+        );
     }
 
     #[test]

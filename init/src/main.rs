@@ -138,6 +138,9 @@ unsafe fn origin_main(argc: usize, argv: *mut *mut u8, envp: *mut *mut u8) -> i3
     let cmdline_len = read_cmdline(&mut cmdline);
     let cmdline = &cmdline[..cmdline_len];
     let machine = sys::is_machine();
+    if machine {
+        sys::mount_dev_if_missing();
+    }
     let log = Log::new(machine);
     log.line(&[
         Piece::Str("started at "),

@@ -160,3 +160,17 @@ pub fn is_machine() -> bool {
     rustix::process::getpid().is_init()
         && rustix::fs::stat("/proc/self/ns/pid").is_ok_and(|s| s.st_ino == INITIAL_PID_NS_INODE)
 }
+
+/// Mounts devtmpfs on /dev if /dev/kmsg is not there (a bare initramfs), so that
+/// keel-init's first lines reach the kernel log.
+pub fn mount_dev_if_missing() {
+    if rustix::fs::access("/dev/kmsg", rustix::fs::Access::EXISTS).is_err() {
+        let _ = rustix::mount::mount(
+            c"devtmpfs",
+            c"/dev",
+            c"devtmpfs",
+            rustix::mount::MountFlags::NOSUID,
+            c"mode=0755",
+        );
+    }
+}

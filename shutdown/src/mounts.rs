@@ -88,6 +88,9 @@ const API_TYPES: &[&str] = &[
     "rootfs",
 ];
 
+/// Filesystems in memory only: nothing of them survives the power-off anyway.
+const IN_MEMORY: &[&str] = &["rootfs", "ramfs", "tmpfs"];
+
 /// Whether `m` stays mounted: an API filesystem, anything under /proc, /sys or
 /// /dev, and /run (a tmpfs that holds nothing of a disk). `/` is remounted, not
 /// unmounted.
@@ -133,8 +136,12 @@ pub fn unmount_all(table: &[Mount], fs: &mut impl Fs, say: &mut impl Say) {
             busy.clear();
             let before = left.len();
             left.retain(|m| match fs.unmount(&m.point) {
-                // EINVAL: no longer a mount point (it went with another).
-                Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => false,
+                Ok(()) => {
+                    say.info(format!("unmounted {}", m.point));
+                    false
+                }
+                // No longer a mount point (it went with another).
+                Err(Errno::EINVAL) | Err(Errno::ENOENT) => false,
                 Err(e) => {
                     busy.push((m, e));
                     true
@@ -161,7 +168,9 @@ pub fn unmount_all(table: &[Mount], fs: &mut impl Fs, say: &mut impl Say) {
             say.failure(format!("cannot detach {}: {}", m.point, e.desc()));
         }
     }
-    if table.iter().any(|m| m.point == "/") {
+    // A root in memory (an initramfs that stayed the root) has nothing to keep.
+    let root = table.iter().rfind(|m| m.point == "/");
+    if root.is_some_and(|m| !IN_MEMORY.contains(&m.fstype.as_str())) {
         match fs.remount_read_only("/") {
             Ok(()) => say.info("remounted / read-only".into()),
             Err(e) => say.failure(format!("cannot remount / read-only: {}", e.desc())),
@@ -303,7 +312,15 @@ mod tests {
                 "ro /"
             ]
         );
-        assert_eq!(say.0, ["remounted / read-only"]);
+        assert_eq!(
+            say.0,
+            [
+                "unmounted /run/lock",
+                "unmounted /var/lib/my data",
+                "unmounted /var",
+                "remounted / read-only"
+            ]
+        );
     }
 
     #[test]
@@ -316,8 +333,10 @@ mod tests {
         assert_eq!(
             say.0,
             [
+                "unmounted /run/lock",
                 "FAIL cannot unmount /var/lib/my data: Device or resource busy",
                 "remounted /var/lib/my data read-only",
+                "unmounted /var",
                 "remounted / read-only"
             ]
         );
@@ -330,6 +349,18 @@ mod tests {
         let var = fs.calls.iter().rposition(|c| c == "umount /var");
         let detach = fs.calls.iter().position(|c| c == "detach /var/lib/my data");
         assert!(detach < var, "{:?}", fs.calls);
+    }
+
+    #[test]
+    fn a_root_in_memory_is_left_as_it_is() {
+        let table = parse_mountinfo(
+            "1 1 0:2 / / rw - rootfs rootfs rw\n2 1 0:3 / /proc rw - proc proc rw\n",
+        );
+        let mut fs = fake(&table);
+        let mut say = Lines::default();
+        unmount_all(&table, &mut fs, &mut say);
+        assert!(fs.calls.is_empty(), "{:?}", fs.calls);
+        assert!(say.0.is_empty());
     }
 
     #[test]
@@ -354,6 +385,11 @@ mod tests {
         let mut say = Lines::default();
         unmount_all(&table, &mut fs, &mut say);
         assert_eq!(fs.mounted, ["/"]);
-        assert_eq!(say.0, ["remounted / read-only"], "{:?}", fs.calls);
+        assert_eq!(
+            say.0,
+            ["unmounted /a/b", "unmounted /a", "remounted / read-only"],
+            "{:?}",
+            fs.calls
+        );
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! As the machine's init, lines go to the kernel log (`/dev/kmsg`, with a `<N>`
 //! priority: the console shows them as the kernel's log level says, and `dmesg`
-//! keeps them); until /dev is mounted they go to the console. Otherwise (a PID
-//! namespace, a test) they go to fd 2, or to /dev/kmsg if fd 2 is not open.
+//! keeps them), the first line to the console as well; until /dev is mounted
+//! they go to the console. Otherwise (a PID namespace, a test) they go to fd 2,
+//! or to /dev/kmsg if fd 2 is not open.
 
 use core::cell::Cell;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -41,15 +42,21 @@ impl Log {
 
     /// A line about what happens as it should.
     pub fn line(&self, pieces: &[Piece<'_>]) {
-        self.write(INFO, pieces);
+        self.write(INFO, pieces, false);
     }
 
     /// A line about something that failed.
     pub fn error(&self, pieces: &[Piece<'_>]) {
-        self.write(ERROR, pieces);
+        self.write(ERROR, pieces, false);
     }
 
-    fn write(&self, priority: &[u8], pieces: &[Piece<'_>]) {
+    /// keel-init's first line: on the console too, whatever the kernel's log
+    /// level, so that a quiet boot still shows keel starting (and when).
+    pub fn announce(&self, pieces: &[Piece<'_>]) {
+        self.write(INFO, pieces, true);
+    }
+
+    fn write(&self, priority: &[u8], pieces: &[Piece<'_>], console_too: bool) {
         let kmsg = if self.kernel {
             // Opened on first use, and tried again until /dev is there.
             self.kmsg.take().or_else(|| {
@@ -94,15 +101,19 @@ impl Log {
         let end = w.len.min(LINE_MAX - 1);
         buf[end] = b'\n';
         let line = &buf[..=end];
-        match &kmsg {
-            Some(fd) => {
-                let _ = rustix::io::write(fd.as_fd(), line);
-            }
-            None => {
-                // SAFETY: fd 2 is borrowed for this one write.
-                let stderr = unsafe { BorrowedFd::borrow_raw(2) };
-                let _ = rustix::io::write(stderr, line);
-            }
+        if let Some(fd) = &kmsg {
+            let _ = rustix::io::write(fd.as_fd(), line);
+        }
+        if kmsg.is_none() || console_too {
+            // The console has no use for the priority.
+            let text = if kmsg.is_some() {
+                &line[priority.len()..]
+            } else {
+                line
+            };
+            // SAFETY: fd 2 is borrowed for this one write.
+            let stderr = unsafe { BorrowedFd::borrow_raw(2) };
+            let _ = rustix::io::write(stderr, text);
         }
         self.kmsg.set(kmsg);
     }

@@ -142,7 +142,7 @@ unsafe fn origin_main(argc: usize, argv: *mut *mut u8, envp: *mut *mut u8) -> i3
         sys::mount_dev_if_missing();
     }
     let log = Log::new(machine);
-    log.line(&[
+    log.announce(&[
         Piece::Str("started at "),
         Piece::Millis(sys::uptime_ms()),
         Piece::Str(" after boot, pid "),

@@ -1,7 +1,7 @@
-//! What the first supervisor of a real boot sets up before any job: the kernel
-//! filesystems that are not mounted yet (cgroup2 at /sys/fs/cgroup among them, for
-//! the job cgroups, `cgroup`). Each is mounted only if missing, so the
-//! same code is harmless in a PID namespace (where they all exist already).
+//! What the first supervisor of the machine's init (see [`is_machine_boot`]) sets
+//! up before any job: the kernel filesystems that are not mounted yet (cgroup2 at
+//! /sys/fs/cgroup among them, for the job cgroups, `cgroup`), each only if
+//! missing (an initramfs has mounted some, keel-init /proc and /dev).
 
 use nix::mount::{MsFlags, mount};
 

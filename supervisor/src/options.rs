@@ -7,7 +7,8 @@
 //!
 //! The file: `KEY=VALUE` lines, KEY named like the long option (`logdir`,
 //! `log-size`, ...), `#` comments and blank lines ignored. Kernel words:
-//! `keel.KEY=VALUE` (`keel.supervisor=` and `keel.shutdown=` are keel-init's).
+//! `keel.KEY=VALUE` (`keel.supervisor=` and `keel.shutdown=` are keel-init's,
+//! `keel.shutdown-timeout=` keel-shutdown's).
 //! A bad line or word is reported (`FILE:LINE:COL: message`) and ignored: the
 //! machine boots with the rest.
 
@@ -39,8 +40,8 @@ pub const KEYS: [&str; 7] = [
     "cgroup-root",
 ];
 
-/// keel-init's own kernel words.
-const INIT_WORDS: [&str; 2] = ["supervisor", "shutdown"];
+/// keel-init's and keel-shutdown's kernel words.
+const NOT_OURS: [&str; 3] = ["supervisor", "shutdown", "shutdown-timeout"];
 
 /// Why a setting was refused, and at which column of the text it was given
 /// (0-based within the setting).
@@ -141,7 +142,7 @@ pub fn parse_cmdline(name: &Path, cmdline: &str) -> (Options, Vec<String>) {
             continue;
         };
         let key = setting.split('=').next().unwrap_or_default();
-        if INIT_WORDS.contains(&key) {
+        if NOT_OURS.contains(&key) {
             continue;
         }
         if let Err(r) = options.set(setting) {
@@ -259,7 +260,7 @@ mod tests {
 
     #[test]
     fn kernel_words_set_options_and_leave_init_s_words_and_others_alone() {
-        let cmdline = "BOOT_IMAGE=/vmlinuz root=/dev/vda keel.supervisor=/x keel.logdir=/run/log keel.shutdown=/y keel.log-size=1M quiet keel.bogus=2 keel.log-keep=x\n";
+        let cmdline = "BOOT_IMAGE=/vmlinuz root=/dev/vda keel.supervisor=/x keel.logdir=/run/log keel.shutdown=/y keel.log-size=1M quiet keel.bogus=2 keel.log-keep=x keel.shutdown-timeout=3\n";
         let (options, problems) = parse_cmdline(Path::new("/proc/cmdline"), cmdline);
         assert_eq!(
             options,

@@ -94,6 +94,8 @@ fn processes_left_get_sigterm_and_those_that_ignore_it_sigkill_after_the_bound()
     assert!(console.contains(&killed), "{killed}\n{console}");
     assert!(!console.contains(&format!("{polite} (sh)")), "{console}");
     assert!(took >= SECOND, "SIGKILL only after the bound: {took:?}");
+    // The mounts of a PID namespace are the host's: never touched.
+    assert!(!console.contains("mount"), "{console}");
 }
 
 #[test]

@@ -123,7 +123,10 @@ impl mounts::Say for &Log {
 }
 
 fn main() {
-    let word = std::env::args().nth(1).unwrap_or_default();
+    let word = std::env::args_os()
+        .nth(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if std::process::id() != 1 {
         // Run by hand, kill(-1) would end every process of the system.
         eprintln!("keel-shutdown: only keel-init runs this, as PID 1");
@@ -206,20 +209,24 @@ fn timeout(log: &Log, machine: bool) -> Duration {
     let Some(text) = text else {
         return DEFAULT_TIMEOUT;
     };
-    match text
-        .parse::<f64>()
-        .ok()
-        .and_then(|s| Duration::try_from_secs_f64(s).ok())
-    {
+    match parse_timeout(&text) {
         Some(d) => d,
         None => {
             log.failure(&format!(
-                "shutdown timeout {text:?} is not a number of seconds; waiting {}s",
+                "shutdown timeout {text:?} is not a number of seconds up to a day; waiting {}s",
                 DEFAULT_TIMEOUT.as_secs()
             ));
             DEFAULT_TIMEOUT
         }
     }
+}
+
+/// Seconds, as a decimal number, up to a day.
+fn parse_timeout(text: &str) -> Option<Duration> {
+    let seconds = text.trim().parse::<f64>().ok()?;
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|d| *d <= Duration::from_secs(86_400))
 }
 
 /// SIGTERM to every process but this one, reaping until none is left or the
@@ -397,5 +404,31 @@ impl mounts::Fs for RealFs {
 
     fn detach(&mut self, point: &str) -> Result<(), Errno> {
         nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_is_seconds_up_to_a_day() {
+        assert_eq!(parse_timeout("5"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_timeout("0.25"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_timeout("0"), Some(Duration::ZERO));
+        for bad in ["", "-1", "x", "NaN", "inf", "1e300", "86401"] {
+            assert_eq!(parse_timeout(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn what_is_left_is_named_up_to_ten() {
+        assert_eq!(describe(&[]), "none visible in /proc");
+        assert_eq!(
+            describe(&[(7, "sleep".into()), (9, "sh".into())]),
+            "7 (sleep), 9 (sh)"
+        );
+        let many: Vec<(i32, String)> = (1..=12).map(|p| (p, "x".into())).collect();
+        assert!(describe(&many).ends_with("10 (x), and 2 more"));
     }
 }

@@ -32,6 +32,7 @@ pub mod initlink;
 pub mod joblog;
 pub mod journal;
 pub mod logging;
+pub mod options;
 pub mod ready;
 pub mod runtime;
 pub mod setup;

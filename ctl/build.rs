@@ -12,6 +12,9 @@
 //! would. The other libraries std names (util, rt, pthread, dl) are static
 //! archives only since glibc 2.34. Where an archive is missing (no libc6-dev's
 //! libc.a), initctl is linked dynamically, with a warning.
+//!
+//! keel-shutdown (`shutdown/`) uses this same script for the same static link;
+//! it applies to every binary of the package that names it.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -30,11 +33,14 @@ fn main() {
     let dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR")).join("static-libs");
     match write_stand_ins(&dir) {
         Ok(()) => {
-            println!("cargo:rustc-link-arg-bin=initctl=-static");
-            println!("cargo:rustc-link-arg-bin=initctl=-no-pie");
-            println!("cargo:rustc-link-arg-bin=initctl=-L{}", dir.display());
+            println!("cargo:rustc-link-arg-bins=-static");
+            println!("cargo:rustc-link-arg-bins=-no-pie");
+            println!("cargo:rustc-link-arg-bins=-L{}", dir.display());
         }
-        Err(why) => println!("cargo:warning=initctl is linked dynamically: {why}"),
+        Err(why) => println!(
+            "cargo:warning={} is linked dynamically: {why}",
+            std::env::var("CARGO_PKG_NAME").unwrap_or_default()
+        ),
     }
 }
 

@@ -1,9 +1,12 @@
-//! Console lines without a heap: `keel-init: ` + pieces, written with one write(2).
+//! Log lines without a heap: `keel-init: ` + pieces, written with one write(2).
 //!
-//! Lines go to fd 2 (the console when keel-init is the machine's PID 1). If fd 2 is
-//! not open, `/dev/kmsg` is tried once, so a boot without a console still leaves a
-//! trace in the kernel log.
+//! As the machine's init, lines go to the kernel log (`/dev/kmsg`, with a `<N>`
+//! priority: the console shows them as the kernel's log level says, and `dmesg`
+//! keeps them), the first line to the console as well; until /dev is mounted
+//! they go to the console. Otherwise (a PID namespace, a test) they go to fd 2,
+//! or to /dev/kmsg if fd 2 is not open.
 
+use core::cell::Cell;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 
 /// One piece of a log line.
@@ -16,34 +19,65 @@ pub enum Piece<'a> {
 }
 
 pub struct Log {
-    /// `/dev/kmsg`, when fd 2 is unusable.
-    kmsg: Option<OwnedFd>,
+    /// Whether lines belong in the kernel log.
+    kernel: bool,
+    /// `/dev/kmsg`, once opened.
+    kmsg: Cell<Option<OwnedFd>>,
 }
 
+/// Kernel log priorities (syslog's).
+const ERROR: &[u8] = b"<3>";
+const INFO: &[u8] = b"<6>";
 const LINE_MAX: usize = 256;
 
 impl Log {
-    pub fn new() -> Log {
+    pub fn new(machine: bool) -> Log {
         // SAFETY: fd 2 is only borrowed for the fcntl probe, not closed or kept.
         let stderr = unsafe { BorrowedFd::borrow_raw(2) };
-        let kmsg = match rustix::io::fcntl_getfd(stderr) {
-            Ok(_) => None,
-            Err(_) => rustix::fs::open(
-                "/dev/kmsg",
-                rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-            )
-            .ok(),
-        };
-        Log { kmsg }
+        Log {
+            kernel: machine || rustix::io::fcntl_getfd(stderr).is_err(),
+            kmsg: Cell::new(None),
+        }
     }
 
+    /// A line about what happens as it should.
     pub fn line(&self, pieces: &[Piece<'_>]) {
+        self.write(INFO, pieces, false);
+    }
+
+    /// A line about something that failed.
+    pub fn error(&self, pieces: &[Piece<'_>]) {
+        self.write(ERROR, pieces, false);
+    }
+
+    /// keel-init's first line: on the console too, whatever the kernel's log
+    /// level, so that a quiet boot still shows keel starting (and when).
+    pub fn announce(&self, pieces: &[Piece<'_>]) {
+        self.write(INFO, pieces, true);
+    }
+
+    fn write(&self, priority: &[u8], pieces: &[Piece<'_>], console_too: bool) {
+        let kmsg = if self.kernel {
+            // Opened on first use, and tried again until /dev is there.
+            self.kmsg.take().or_else(|| {
+                rustix::fs::open(
+                    "/dev/kmsg",
+                    rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                )
+                .ok()
+            })
+        } else {
+            None
+        };
         let mut buf = [0u8; LINE_MAX];
         let mut w = Writer {
             buf: &mut buf,
             len: 0,
         };
+        if kmsg.is_some() {
+            w.put(priority);
+        }
         w.put(b"keel-init: ");
         for p in pieces {
             match p {
@@ -67,16 +101,21 @@ impl Log {
         let end = w.len.min(LINE_MAX - 1);
         buf[end] = b'\n';
         let line = &buf[..=end];
-        match &self.kmsg {
-            Some(fd) => {
-                let _ = rustix::io::write(fd.as_fd(), line);
-            }
-            None => {
-                // SAFETY: fd 2 is borrowed for this one write.
-                let stderr = unsafe { BorrowedFd::borrow_raw(2) };
-                let _ = rustix::io::write(stderr, line);
-            }
+        if let Some(fd) = &kmsg {
+            let _ = rustix::io::write(fd.as_fd(), line);
         }
+        if kmsg.is_none() || console_too {
+            // The console has no use for the priority.
+            let text = if kmsg.is_some() {
+                &line[priority.len()..]
+            } else {
+                line
+            };
+            // SAFETY: fd 2 is borrowed for this one write.
+            let stderr = unsafe { BorrowedFd::borrow_raw(2) };
+            let _ = rustix::io::write(stderr, text);
+        }
+        self.kmsg.set(kmsg);
     }
 }
 

@@ -8,11 +8,20 @@
 //! then dispatch. Everything it stores lives in fixed tables (`tables`), each with a
 //! defined answer when full.
 //!
-//! Usage: `keel-init [--supervisor PATH] [-- SUPERVISOR_ARGS...]`. Without
-//! `--supervisor`, `keel.supervisor=PATH` on the kernel command line (read from
-//! /proc/cmdline, since the kernel passes dotted parameters to no one), else
-//! `/sbin/keel-supervisor`. The supervisor finds its end of the channel at fd 3,
-//! named by `KEEL_INIT_FD=3` in its environment.
+//! Usage: `keel-init [--supervisor PATH] [--shutdown PATH] [-- SUPERVISOR_ARGS...]`.
+//! Without `--supervisor`, `keel.supervisor=PATH` on the kernel command line (read
+//! from /proc/cmdline, since the kernel passes dotted parameters to no one), else
+//! `/sbin/keel-supervisor`; the same for `--shutdown`, `keel.shutdown=PATH` and
+//! `/sbin/keel-shutdown`. The supervisor finds its end of the channel at fd 3,
+//! named by `KEEL_INIT_FD=3` in its environment, and `KEEL_MACHINE=1` there when
+//! keel-init is the machine's init (PID 1 of the initial PID namespace — also
+//! after an initramfs has handed over — rather than of a PID namespace).
+//!
+//! The end: when the supervisor asks for the power action (every job stopped),
+//! keel-init syncs and, as PID 1, execs keel-shutdown (`keel-shutdown poweroff`)
+//! in its own place: that program ends the remaining processes, unmounts and
+//! makes the reboot(2), work that parses /proc files and so does not belong in
+//! PID 1. If the exec fails, keel-init makes the reboot(2) itself, and says so.
 #![no_std]
 #![no_main]
 
@@ -39,6 +48,7 @@ use sys::{CArray, MAX_ARGS, MAX_ENV};
 use tables::{Deposit, ExitLog, Lifeboat};
 
 const DEFAULT_SUPERVISOR: &CStr = c"/sbin/keel-supervisor";
+const DEFAULT_SHUTDOWN: &CStr = c"/sbin/keel-shutdown";
 
 /// Signals relayed to the supervisor: ctrl-alt-del, power failure, keyboard request,
 /// and the conventional control signals.
@@ -58,7 +68,7 @@ static mut EXITS: ExitLog = ExitLog::EMPTY;
 fn panic(_: &core::panic::PanicInfo) -> ! {
     // Unreachable by design (no indexing or arithmetic on input can panic), but if
     // it ever happens PID 1 must not exit: keep reaping so the machine stays sane.
-    Log::new().line(&[Piece::Str("internal error; reaping only from now on")]);
+    Log::new(false).error(&[Piece::Str("internal error; reaping only from now on")]);
     loop {
         if let Err(Errno::CHILD) = rustix::process::wait(WaitOptions::empty()) {
             let _ = rustix::thread::nanosleep(&rustix::time::Timespec {
@@ -116,18 +126,28 @@ struct Init {
     /// When to start the next supervisor (monotonic ms), while none runs.
     restart_at: u64,
     path: &'static CStr,
+    /// keel-shutdown, exec'd for the power action.
+    shutdown: &'static CStr,
     argv: CArray<MAX_ARGS>,
     envp: CArray<MAX_ENV>,
 }
 
 #[unsafe(no_mangle)]
 unsafe fn origin_main(argc: usize, argv: *mut *mut u8, envp: *mut *mut u8) -> i32 {
-    let log = Log::new();
-    log.line(&[
+    let mut cmdline = [0u8; 4096];
+    let cmdline_len = read_cmdline(&mut cmdline);
+    let cmdline = &cmdline[..cmdline_len];
+    let machine = sys::is_machine();
+    if machine {
+        sys::mount_dev_if_missing();
+    }
+    let log = Log::new(machine);
+    log.announce(&[
         Piece::Str("started at "),
         Piece::Millis(sys::uptime_ms()),
         Piece::Str(" after boot, pid "),
         Piece::Int(rustix::process::getpid().as_raw_nonzero().get() as i64),
+        Piece::Str(if machine { ", the machine's init" } else { "" }),
     ]);
 
     // SAFETY: origin passes the kernel's argv/envp: `argc` valid pointers to
@@ -136,11 +156,17 @@ unsafe fn origin_main(argc: usize, argv: *mut *mut u8, envp: *mut *mut u8) -> i3
     let mut env_ptrs = envp as *const *const u8;
     let mut envs = CArray::<MAX_ENV>::new();
     envs.push(c"KEEL_INIT_FD=3");
+    if machine {
+        envs.push(c"KEEL_MACHINE=1");
+    }
     // SAFETY: as above; the loop stops at the terminating NULL.
     unsafe {
         while !env_ptrs.is_null() && !(*env_ptrs).is_null() {
             let entry = CStr::from_ptr((*env_ptrs).cast());
-            if !entry.to_bytes().starts_with(b"KEEL_INIT_FD=") && !envs.push_raw(*env_ptrs) {
+            let ours = [b"KEEL_INIT_FD=".as_slice(), b"KEEL_MACHINE="]
+                .iter()
+                .any(|name| entry.to_bytes().starts_with(name));
+            if !ours && !envs.push_raw(*env_ptrs) {
                 log.line(&[Piece::Str(
                     "too many environment variables; the rest are dropped",
                 )]);
@@ -150,9 +176,8 @@ unsafe fn origin_main(argc: usize, argv: *mut *mut u8, envp: *mut *mut u8) -> i3
         }
     }
 
-    let mut cmdline = [0u8; 4096];
-    let mut path_buf = [0u8; 256];
     let mut path: Option<&'static CStr> = None;
+    let mut shutdown: Option<&'static CStr> = None;
     let mut sup_args = CArray::<MAX_ARGS>::new();
     sup_args.push_raw(core::ptr::null()); // argv[0], filled in below
     let mut i = 1;
@@ -163,6 +188,11 @@ unsafe fn origin_main(argc: usize, argv: *mut *mut u8, envp: *mut *mut u8) -> i3
             b"--supervisor" if i + 1 < args.len() => {
                 // SAFETY: see above.
                 path = Some(unsafe { CStr::from_ptr(args[i + 1].cast()) });
+                i += 1;
+            }
+            b"--shutdown" if i + 1 < args.len() => {
+                // SAFETY: see above.
+                shutdown = Some(unsafe { CStr::from_ptr(args[i + 1].cast()) });
                 i += 1;
             }
             b"--" => {
@@ -181,12 +211,20 @@ unsafe fn origin_main(argc: usize, argv: *mut *mut u8, envp: *mut *mut u8) -> i3
         }
         i += 1;
     }
-    let from_cmdline = read_cmdline_supervisor(&log, &mut cmdline, &mut path_buf);
+    let mut supervisor_buf = [0u8; 256];
+    let mut shutdown_buf = [0u8; 256];
+    let supervisor_word = cmdline_path(&log, cmdline, b"keel.supervisor=", &mut supervisor_buf);
+    let shutdown_word = cmdline_path(&log, cmdline, b"keel.shutdown=", &mut shutdown_buf);
     // SAFETY: origin_main never returns (the loop below is endless), so this stack
-    // frame, and `path_buf` in it, outlives every use of the reference.
-    let from_cmdline: Option<&'static CStr> =
-        from_cmdline.map(|c| unsafe { CStr::from_ptr(c.as_ptr()) });
-    let path = path.or(from_cmdline).unwrap_or(DEFAULT_SUPERVISOR);
+    // frame, and the buffers in it, outlive every use of these references.
+    let (supervisor_word, shutdown_word): (Option<&'static CStr>, Option<&'static CStr>) = unsafe {
+        (
+            supervisor_word.map(|c| CStr::from_ptr(c.as_ptr())),
+            shutdown_word.map(|c| CStr::from_ptr(c.as_ptr())),
+        )
+    };
+    let path = path.or(supervisor_word).unwrap_or(DEFAULT_SUPERVISOR);
+    let shutdown = shutdown.or(shutdown_word).unwrap_or(DEFAULT_SHUTDOWN);
     sup_args.set_first(path);
 
     let mut all = rustix::runtime::KernelSigSet::all();
@@ -197,7 +235,7 @@ unsafe fn origin_main(argc: usize, argv: *mut *mut u8, envp: *mut *mut u8) -> i3
     if let Err(e) =
         unsafe { rustix::runtime::kernel_sigprocmask(rustix::runtime::How::SETMASK, Some(&all)) }
     {
-        log.line(&[
+        log.error(&[
             Piece::Str("cannot block signals: errno "),
             Piece::Int(e.raw_os_error() as i64),
         ]);
@@ -207,7 +245,7 @@ unsafe fn origin_main(argc: usize, argv: *mut *mut u8, envp: *mut *mut u8) -> i3
             Ok(fd) => break fd,
             Err(e) => {
                 // Without it keel-init could not reap; nothing else makes sense.
-                log.line(&[
+                log.error(&[
                     Piece::Str("cannot create a signalfd: errno "),
                     Piece::Int(e.raw_os_error() as i64),
                 ]);
@@ -236,19 +274,16 @@ unsafe fn origin_main(argc: usize, argv: *mut *mut u8, envp: *mut *mut u8) -> i3
         quick_deaths: 0,
         restart_at: 0,
         path,
+        shutdown,
         argv: sup_args,
         envp: envs,
     };
     init.run()
 }
 
-/// Reads `keel.supervisor=PATH` from /proc/cmdline (mounting /proc first if this is
-/// a real boot and it is not there yet).
-fn read_cmdline_supervisor<'a>(
-    log: &Log,
-    buf: &mut [u8; 4096],
-    out: &'a mut [u8; 256],
-) -> Option<&'a CStr> {
+/// Reads /proc/cmdline into `buf` (mounting /proc first if this is a real boot
+/// and it is not there yet); the length read, 0 if none.
+fn read_cmdline(buf: &mut [u8; 4096]) -> usize {
     use rustix::fs::{Mode, OFlags};
     let open = || {
         rustix::fs::open(
@@ -269,16 +304,31 @@ fn read_cmdline_supervisor<'a>(
                     | rustix::mount::MountFlags::NOEXEC,
                 None,
             );
-            open().ok()?
+            match open() {
+                Ok(fd) => fd,
+                Err(_) => return 0,
+            }
         }
     };
-    let n = rustix::io::read(&fd, &mut buf[..]).ok()?;
-    const KEY: &[u8] = b"keel.supervisor=";
-    let value = buf[..n]
+    rustix::io::read(&fd, &mut buf[..]).unwrap_or(0)
+}
+
+/// The value of the kernel command-line word `KEY=PATH`, NUL-terminated in `out`.
+fn cmdline_path<'a>(
+    log: &Log,
+    cmdline: &[u8],
+    key: &[u8],
+    out: &'a mut [u8; 256],
+) -> Option<&'a CStr> {
+    let value = cmdline
         .split(|&b| b == b' ' || b == b'\n' || b == 0)
-        .find_map(|word| word.strip_prefix(KEY))?;
+        .find_map(|word| word.strip_prefix(key))?;
     if value.is_empty() || value.len() >= out.len() {
-        log.line(&[Piece::Str("ignoring keel.supervisor= (empty or too long)")]);
+        log.error(&[
+            Piece::Str("ignoring "),
+            Piece::Bytes(key),
+            Piece::Str(" (empty or too long)"),
+        ]);
         return None;
     }
     out[..value.len()].copy_from_slice(value);
@@ -299,7 +349,7 @@ fn setup_process(log: &Log) {
     // kernel refuses with EINVAL: expected, and harmless there.
     match rustix::system::reboot(rustix::system::RebootCommand::CadOff) {
         Ok(()) | Err(Errno::INVAL) | Err(Errno::PERM) => {}
-        Err(e) => log.line(&[
+        Err(e) => log.error(&[
             Piece::Str("cannot disable ctrl-alt-del: errno "),
             Piece::Int(e.raw_os_error() as i64),
         ]),
@@ -394,7 +444,7 @@ impl Init {
                         self.receive();
                         self.supervisor_died(raw);
                     } else if !self.exits.push(pid.as_raw_nonzero().get(), raw) {
-                        self.log.line(&[
+                        self.log.error(&[
                             Piece::Str("exit log full; dropped the exit of pid "),
                             Piece::Int(pid.as_raw_nonzero().get() as i64),
                         ]);
@@ -498,7 +548,7 @@ impl Init {
     }
 
     fn start_failed(&mut self, what: &str, e: Errno) {
-        self.log.line(&[
+        self.log.error(&[
             Piece::Str("cannot start the supervisor: "),
             Piece::Str(what),
             Piece::Str(" failed, errno "),
@@ -691,7 +741,7 @@ impl Init {
             };
             match decoded {
                 Some(m) => self.handle(m, fd),
-                None => self.log.line(&[
+                None => self.log.error(&[
                     Piece::Str("dropped a malformed message from the supervisor ("),
                     Piece::Int(msg.bytes as i64),
                     Piece::Str(" bytes)"),
@@ -736,7 +786,7 @@ impl Init {
     }
 
     fn refuse(&mut self, name: FdName, error: LifeboatError) {
-        self.log.line(&[Piece::Str("refused a lifeboat request")]);
+        self.log.error(&[Piece::Str("refused a lifeboat request")]);
         if let Some(slot) = self.refusals.iter_mut().find(|r| r.is_none()) {
             *slot = Some((name, error));
         }
@@ -744,10 +794,10 @@ impl Init {
 
     fn power(&mut self, action: PowerAction) {
         use rustix::system::RebootCommand;
-        let (word, cmd) = match action {
-            PowerAction::PowerOff => ("power off", RebootCommand::PowerOff),
-            PowerAction::Reboot => ("reboot", RebootCommand::Restart),
-            PowerAction::Halt => ("halt", RebootCommand::Halt),
+        let (word, arg, cmd) = match action {
+            PowerAction::PowerOff => ("power off", c"poweroff", RebootCommand::PowerOff),
+            PowerAction::Reboot => ("reboot", c"reboot", RebootCommand::Restart),
+            PowerAction::Halt => ("halt", c"halt", RebootCommand::Halt),
         };
         self.log.line(&[
             Piece::Str(word),
@@ -756,18 +806,33 @@ impl Init {
             Piece::Str(" after boot"),
         ]);
         rustix::fs::sync();
-        if rustix::process::getpid().is_init() {
-            // In a PID namespace the kernel ends the namespace instead: this call
-            // does not return there.
-            if let Err(e) = rustix::system::reboot(cmd) {
-                self.log.line(&[
-                    Piece::Str("reboot(2) failed: errno "),
-                    Piece::Int(e.raw_os_error() as i64),
-                ]);
-            }
-        } else {
+        if !rustix::process::getpid().is_init() {
             // Run as an ordinary process (tests): ending is the power action.
             rustix::runtime::exit_group(0)
+        }
+        let mut argv = CArray::<3>::new();
+        argv.push(self.shutdown);
+        argv.push(arg);
+        // SAFETY: argv and envp are NULL-terminated arrays of pointers to
+        // NUL-terminated strings that live as long as this process. On success
+        // this image is gone; every fd but the console is close-on-exec.
+        let err =
+            unsafe { rustix::runtime::execve(self.shutdown, argv.as_ptr(), self.envp.as_ptr()) };
+        self.log.error(&[
+            Piece::Str("cannot exec "),
+            Piece::Bytes(self.shutdown.to_bytes()),
+            Piece::Str(": errno "),
+            Piece::Int(err.raw_os_error() as i64),
+            Piece::Str("; no process is ended and nothing unmounted, only synced before the "),
+            Piece::Str(word),
+        ]);
+        // In a PID namespace the kernel ends the namespace instead: this call
+        // does not return there.
+        if let Err(e) = rustix::system::reboot(cmd) {
+            self.log.error(&[
+                Piece::Str("reboot(2) failed: errno "),
+                Piece::Int(e.raw_os_error() as i64),
+            ]);
         }
     }
 }

@@ -149,3 +149,28 @@ pub fn spawn_supervisor(
         }
     }
 }
+
+/// The inode of the initial PID namespace (the kernel's PROC_PID_INIT_INO).
+const INITIAL_PID_NS_INODE: u64 = 0xEFFF_FFFC;
+
+/// Whether this is the machine's init: PID 1 of the initial PID namespace (not of
+/// a PID namespace a test or a container made), however much an initramfs has
+/// mounted before. Needs /proc; without it, no.
+pub fn is_machine() -> bool {
+    rustix::process::getpid().is_init()
+        && rustix::fs::stat("/proc/self/ns/pid").is_ok_and(|s| s.st_ino == INITIAL_PID_NS_INODE)
+}
+
+/// Mounts devtmpfs on /dev if /dev/kmsg is not there (a bare initramfs), so that
+/// keel-init's first lines reach the kernel log.
+pub fn mount_dev_if_missing() {
+    if rustix::fs::access("/dev/kmsg", rustix::fs::Access::EXISTS).is_err() {
+        let _ = rustix::mount::mount(
+            c"devtmpfs",
+            c"/dev",
+            c"devtmpfs",
+            rustix::mount::MountFlags::NOSUID,
+            c"mode=0755",
+        );
+    }
+}

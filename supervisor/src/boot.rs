@@ -57,12 +57,16 @@ const MOUNTS: &[(&str, &str, &str, MsFlags, &str)] = &[
     ),
 ];
 
-/// Whether this looks like the first userspace of a machine rather than a PID
-/// namespace on a running one: there, /sys is always mounted already.
+/// Whether this supervisor serves the machine's init: keel-init says so with
+/// `KEEL_MACHINE=1` when it is PID 1 of the initial PID namespace (it drops the
+/// variable from what it inherits, so nothing else can set it). Whatever an
+/// initramfs has mounted already does not matter.
 pub fn is_machine_boot() -> bool {
-    !is_mounted("/sys")
+    std::env::var_os("KEEL_MACHINE").is_some_and(|v| v == "1")
 }
 
+/// Mounts what is missing, and lets the kernel log take every line keel writes
+/// (by default /dev/kmsg drops a writer's lines beyond a burst of 10 in 5 s).
 pub fn mount_missing() {
     for &(source, target, fstype, flags, data) in MOUNTS {
         if is_mounted(target) {
@@ -74,6 +78,8 @@ pub fn mount_missing() {
             Err(e) => tracing::warn!("cannot mount {fstype} on {target}: {e}"),
         }
     }
+    // Absent, or locked by printk.devkmsg= on the kernel command line: as it is.
+    let _ = std::fs::write("/proc/sys/kernel/printk_devkmsg", "on\n");
 }
 
 /// Whether `target` is a mount point, from /proc/self/mountinfo (field 5).

@@ -191,6 +191,12 @@ impl Logs {
         std::mem::take(&mut self.closed)
     }
 
+    /// Closes every open log file, so that none keeps its filesystem busy (the
+    /// power action is next); the number closed. A later write opens it again.
+    pub fn close_files(&mut self) -> usize {
+        std::mem::take(&mut self.files).len()
+    }
+
     pub fn pipe_fd(&self, id: u64) -> Option<BorrowedFd<'_>> {
         self.pipes.get(&id).map(|f| f.as_fd())
     }

@@ -33,6 +33,7 @@ pub mod joblog;
 pub mod journal;
 pub mod lifecycle;
 pub mod logging;
+pub mod options;
 pub mod query;
 pub mod ready;
 pub mod runtime;

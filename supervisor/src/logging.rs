@@ -1,5 +1,9 @@
-//! The supervisor's log: tracing to stderr (the console under keel-init), with a
-//! priority that `initctl log-priority` changes at run time.
+//! The supervisor's log: tracing, with a priority that `initctl log-priority`
+//! changes at run time. Serving the machine's init, lines go to the kernel log
+//! (/dev/kmsg, each with the `<N>` priority of its level, as `keel-supervisor:
+//! ...`; `dmesg` has them and the console shows them as the kernel's log level
+//! says), to stderr until /dev is there; otherwise to stderr (the console of
+//! keel-init, a terminal), each with its time.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use tracing::Level;
@@ -20,20 +24,118 @@ const PRIORITIES: [(&str, Level); 6] = [
 /// Index into `PRIORITIES` of the current priority.
 static PRIORITY: AtomicU8 = AtomicU8::new(1);
 
-pub fn init(debug: bool) {
+pub fn init(debug: bool, machine: bool) {
     if debug {
         PRIORITY.store(0, Ordering::Relaxed);
     }
-    let layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+    let filter = || {
+        tracing_subscriber::filter::filter_fn(|meta| {
             let (_, max) = PRIORITIES[usize::from(PRIORITY.load(Ordering::Relaxed))];
             *meta.level() <= max
-        }));
-    let _ = tracing_subscriber::registry().with(layer).try_init();
+        })
+    };
+    let fmt = tracing_subscriber::fmt::layer().with_target(false);
+    if machine {
+        // The kernel log stamps each line itself.
+        let layer = fmt
+            .with_writer(Kmsg)
+            .without_time()
+            .with_level(false)
+            .with_ansi(false)
+            .with_filter(filter());
+        let _ = tracing_subscriber::registry().with(layer).try_init();
+    } else {
+        let layer = fmt
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_filter(filter());
+        let _ = tracing_subscriber::registry().with(layer).try_init();
+    }
+}
+
+/// /dev/kmsg, opened on first use (and tried again while /dev is not mounted).
+static KMSG: std::sync::Mutex<Option<std::fs::File>> = std::sync::Mutex::new(None);
+
+/// Writes each event as one kernel log record: `<N>keel-supervisor: TEXT`.
+struct Kmsg;
+
+/// One event's line, written out whole when dropped.
+struct KmsgLine {
+    priority: u8,
+    text: Vec<u8>,
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Kmsg {
+    type Writer = KmsgLine;
+
+    fn make_writer(&'a self) -> KmsgLine {
+        KmsgLine::new(6)
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> KmsgLine {
+        KmsgLine::new(kernel_priority(*meta.level()))
+    }
+}
+
+/// syslog's priorities, as /dev/kmsg takes them.
+fn kernel_priority(level: Level) -> u8 {
+    match level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO => 6,
+        Level::DEBUG | Level::TRACE => 7,
+    }
+}
+
+impl KmsgLine {
+    fn new(priority: u8) -> KmsgLine {
+        KmsgLine {
+            priority,
+            text: Vec::new(),
+        }
+    }
+
+    /// The record as /dev/kmsg takes it (one record per write; a newline ends it).
+    fn record(&self) -> Vec<u8> {
+        let text = self.text.strip_suffix(b"\n").unwrap_or(&self.text);
+        let mut record = format!("<{}>keel-supervisor: ", self.priority).into_bytes();
+        record.extend(text.iter().map(|&b| if b == b'\n' { b' ' } else { b }));
+        record.push(b'\n');
+        record
+    }
+}
+
+impl std::io::Write for KmsgLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for KmsgLine {
+    fn drop(&mut self) {
+        if self.text.is_empty() {
+            return;
+        }
+        let record = self.record();
+        let mut kmsg = KMSG.lock().unwrap_or_else(|e| e.into_inner());
+        if kmsg.is_none() {
+            *kmsg = std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/kmsg")
+                .ok();
+        }
+        let written = kmsg
+            .as_mut()
+            .is_some_and(|f| std::io::Write::write_all(f, &record).is_ok());
+        if !written {
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), &record[3..]);
+        }
+    }
 }
 
 /// The current priority's name.
@@ -50,4 +152,25 @@ pub fn set_priority(name: &str) -> Result<(), String> {
         })?;
     PRIORITY.store(i as u8, Ordering::Relaxed);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn a_kernel_log_record_has_the_levels_priority_and_is_one_line() {
+        let mut line = KmsgLine::new(kernel_priority(Level::WARN));
+        line.write_all(b"job web: main process ").unwrap();
+        line.write_all(b"killed\nby signal 9\n").unwrap();
+        assert_eq!(
+            line.record(),
+            b"<4>keel-supervisor: job web: main process killed by signal 9\n"
+        );
+        assert_eq!(kernel_priority(Level::ERROR), 3);
+        assert_eq!(kernel_priority(Level::INFO), 6);
+        assert_eq!(kernel_priority(Level::DEBUG), 7);
+        line.text.clear(); // nothing written on drop
+    }
 }

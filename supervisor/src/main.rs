@@ -1,7 +1,9 @@
-//! keel-supervisor: see the library docs. This binary parses its arguments, sets
-//! up logging, and either checks job files offline or runs the event loop.
+//! keel-supervisor: see the library docs. This binary parses its arguments (and
+//! the options from outside, see `options`), sets up logging, and either checks
+//! job files offline or runs the event loop.
 
 use clap::Parser;
+use keel_supervisor::options::{self, Options};
 use keel_supervisor::runtime::{Config, Runtime};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,31 +15,37 @@ use std::process::ExitCode;
     about = "keel's supervisor: job files, lifecycles, events, the control socket"
 )]
 struct Args {
-    /// Directory of job files (NAME.conf).
-    #[arg(long, default_value = "/etc/init")]
-    confdir: PathBuf,
-    /// Control socket path.
-    #[arg(long, default_value = keel_proto::ctl::DEFAULT_SOCKET)]
-    socket: PathBuf,
+    /// Directory of job files (NAME.conf). Default: /etc/init.
+    #[arg(long)]
+    confdir: Option<PathBuf>,
+    /// Control socket path. Default: /run/keel/control.
+    #[arg(long)]
+    socket: Option<PathBuf>,
     /// The sd_notify socket for `expect notify` jobs: a path, or `@NAME` for an
     /// abstract socket. Default: `notify` beside the control socket.
     #[arg(long, value_name = "PATH|@NAME", env = "KEEL_NOTIFY_SOCKET")]
     notify_socket: Option<String>,
-    /// Directory for `console log` output.
-    #[arg(long, default_value = "/var/log/keel")]
-    logdir: PathBuf,
+    /// Directory for `console log` output. Default: /var/log/keel.
+    #[arg(long)]
+    logdir: Option<PathBuf>,
     /// The size cap of one job log file (bytes, or with K, M or G; 0 for none):
-    /// a full JOB.log becomes JOB.log.1 and a new one starts.
-    #[arg(long, env = "KEEL_LOG_SIZE", default_value = "16M", value_parser = parse_size)]
-    log_size: u64,
+    /// a full JOB.log becomes JOB.log.1 and a new one starts. Default: 16M.
+    #[arg(long, env = "KEEL_LOG_SIZE", value_parser = options::parse_size)]
+    log_size: Option<u64>,
     /// How many rotated job log files are kept (JOB.log.1 … JOB.log.N).
-    #[arg(long, env = "KEEL_LOG_KEEP", default_value_t = keel_supervisor::joblog::DEFAULT_KEEP)]
-    log_keep: u32,
+    /// Default: 3.
+    #[arg(long, env = "KEEL_LOG_KEEP")]
+    log_keep: Option<u32>,
     /// keel's cgroup2 subtree for job cgroups (`none`: no cgroups). Default: as
     /// PID 1 of a machine /sys/fs/cgroup/keel, otherwise keel-RANDOM under the
     /// supervisor's own cgroup2 cgroup.
     #[arg(long, env = "KEEL_CGROUP_ROOT", value_name = "PATH")]
     cgroup_root: Option<PathBuf>,
+    /// The configuration file: KEY=VALUE lines named like these options, which
+    /// they set where neither the command line nor a `keel.KEY=` word of the
+    /// kernel command line (read on the machine's init only) does.
+    #[arg(long, value_name = "FILE", default_value = options::DEFAULT_FILE)]
+    config: PathBuf,
     /// Check job files or directories offline and exit (1 if any error).
     #[arg(long, num_args = 1.., value_name = "PATH")]
     check: Option<Vec<PathBuf>>,
@@ -64,21 +72,41 @@ fn main() -> ExitCode {
             }
         };
     }
-    keel_supervisor::logging::init(std::env::var_os("KEEL_DEBUG").is_some());
-    let notify_socket = args.notify_socket.unwrap_or_else(|| {
-        args.socket
+    let machine = keel_supervisor::boot::is_machine_boot();
+    keel_supervisor::logging::init(std::env::var_os("KEEL_DEBUG").is_some(), machine);
+    let (outside, problems) = options::from_outside(&args.config, machine);
+    for problem in problems {
+        tracing::warn!("{problem} (ignored)");
+    }
+    let given = Options {
+        confdir: args.confdir,
+        socket: args.socket,
+        notify_socket: args.notify_socket,
+        logdir: args.logdir,
+        log_size: args.log_size,
+        log_keep: args.log_keep,
+        cgroup_root: args.cgroup_root,
+    }
+    .or(outside);
+    let socket = given
+        .socket
+        .unwrap_or_else(|| keel_proto::ctl::DEFAULT_SOCKET.into());
+    let notify_socket = given.notify_socket.unwrap_or_else(|| {
+        socket
             .with_file_name("notify")
             .to_string_lossy()
             .into_owned()
     });
     let config = Config {
         notify_socket,
-        confdir: args.confdir,
-        socket: args.socket,
-        logdir: args.logdir,
-        log_size: args.log_size,
-        log_keep: args.log_keep,
-        cgroup_root: args.cgroup_root,
+        confdir: given.confdir.unwrap_or_else(|| "/etc/init".into()),
+        socket,
+        logdir: given.logdir.unwrap_or_else(|| "/var/log/keel".into()),
+        log_size: given.log_size.unwrap_or(16 << 20),
+        log_keep: given
+            .log_keep
+            .unwrap_or(keel_supervisor::joblog::DEFAULT_KEEP),
+        cgroup_root: given.cgroup_root,
         args: std::env::args_os().collect(),
     };
     let result = Runtime::new(config).and_then(|mut rt| rt.run());
@@ -89,24 +117,4 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// `4096`, `64K`, `16M`, `1G`.
-fn parse_size(text: &str) -> Result<u64, String> {
-    let (digits, unit) = match text.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c.to_ascii_uppercase()),
-        _ => (text, 'B'),
-    };
-    let shift = match unit {
-        'B' => 0,
-        'K' => 10,
-        'M' => 20,
-        'G' => 30,
-        _ => return Err(format!("unknown unit {unit:?} (expected K, M or G)")),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("not a size: {text:?}"))?;
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("too large: {text}"))
 }

@@ -1993,6 +1993,10 @@ impl Runtime {
                 Err(e) => tracing::warn!("cannot remove {}: {e}", tree.root().display()),
             }
         }
+        // Nothing of keel may keep a filesystem busy while keel-shutdown unmounts:
+        // from here on the supervisor logs to the kernel log or the console only.
+        let closed = self.logs.close_files();
+        tracing::info!("{action:?}: every job stopped, {closed} job log files closed");
         self.persist();
         match &self.link {
             Some(link) => {

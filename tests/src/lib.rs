@@ -208,6 +208,11 @@ impl Keel {
     }
 
     pub fn launch(setup: Setup<'_>) -> Keel {
+        Keel::launch_init(setup, &[])
+    }
+
+    /// Like `launch`, with options for keel-init itself (`--shutdown PATH`).
+    pub fn launch_init(setup: Setup<'_>, init_args: &[&str]) -> Keel {
         let dir = Scratch::new("ns");
         // KEEL_TEST_CGROUPS=none runs the supervisor without cgroups (to compare).
         let cgroups = std::env::var("KEEL_TEST_CGROUPS").map_or(true, |v| v != "none");
@@ -243,8 +248,9 @@ impl Keel {
                 ],
             )
         });
-        let mut args: Vec<std::ffi::OsString> =
-            vec!["--supervisor".into(), sup.into(), "--".into()];
+        let mut args: Vec<std::ffi::OsString> = vec!["--supervisor".into(), sup.into()];
+        args.extend(init_args.iter().map(|a| a.into()));
+        args.push("--".into());
         args.extend(
             sup_args
                 .iter()

@@ -1,0 +1,267 @@
+//! sysvinit's control requests: the fixed 384-byte `struct init_request` that
+//! `telinit`, `shutdown` and `halt` write into the FIFO `/run/initctl`
+//! (sysvinit's initreq.h). Pure decoding, no I/O: what a request asks for, or
+//! why it is refused.
+//!
+//! Layout (native endian, x86_64 and every Linux sysvinit supports):
+//! `int magic; int cmd; int runlevel; int sleeptime;` then a 368-byte union,
+//! whose `data` form carries NUL-separated `NAME=VALUE` strings for SETENV.
+
+/// `INIT_MAGIC`: every request starts with it.
+pub const MAGIC: i32 = 0x0309_1969;
+/// `sizeof(struct init_request)`.
+pub const REQUEST_SIZE: usize = 384;
+const HEADER_SIZE: usize = 16;
+
+/// The commands of initreq.h that a request may carry.
+const CMD_START: i32 = 0;
+const CMD_RUNLVL: i32 = 1;
+const CMD_POWERFAIL: i32 = 2;
+const CMD_POWERFAILNOW: i32 = 3;
+const CMD_POWEROK: i32 = 4;
+const CMD_BSD: i32 = 5;
+const CMD_SETENV: i32 = 6;
+const CMD_UNSETENV: i32 = 7;
+const CMD_CHANGECONS: i32 = 12345;
+
+/// What a well-formed request asks of init.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// telinit N: change to runlevel `0`–`6`, `S`, or `Q` (re-read the
+    /// configuration) / `U` (re-execute); letters as sent, upper-cased.
+    Runlevel(char),
+    /// The UPS daemon's power states (sysvinit's powerfail, powerfailnow, powerok).
+    Power(PowerState),
+    /// INIT_* variables set (`Some`) or removed (`None`) for the next runlevel change.
+    Env(Vec<(String, Option<String>)>),
+    /// A command sysvinit knows and keel has no use for (START, BSD, CHANGECONS):
+    /// acknowledged and ignored.
+    Ignored(&'static str),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerState {
+    Failing,
+    FailingNow,
+    Ok,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("{0} bytes, not a whole request of {REQUEST_SIZE}")]
+    Size(usize),
+    #[error("bad magic {0:#010x}")]
+    Magic(i32),
+    #[error("unknown command {0}")]
+    Command(i32),
+    #[error("bad runlevel {0}")]
+    Runlevel(i32),
+    #[error("environment data is not NAME=VALUE strings of INIT_ variables")]
+    Env,
+}
+
+fn int_at(bytes: &[u8], at: usize) -> i32 {
+    let mut word = [0; 4];
+    word.copy_from_slice(&bytes[at..at + 4]);
+    i32::from_ne_bytes(word)
+}
+
+/// Decodes one request: exactly [`REQUEST_SIZE`] bytes.
+pub fn decode(bytes: &[u8]) -> Result<Request, DecodeError> {
+    if bytes.len() != REQUEST_SIZE {
+        return Err(DecodeError::Size(bytes.len()));
+    }
+    let magic = int_at(bytes, 0);
+    if magic != MAGIC {
+        return Err(DecodeError::Magic(magic));
+    }
+    match int_at(bytes, 4) {
+        CMD_RUNLVL => {
+            let level = int_at(bytes, 8);
+            let c = u8::try_from(level)
+                .map(|b| char::from(b).to_ascii_uppercase())
+                .map_err(|_| DecodeError::Runlevel(level))?;
+            match c {
+                '0'..='6' | 'S' | 'Q' | 'U' => Ok(Request::Runlevel(c)),
+                _ => Err(DecodeError::Runlevel(level)),
+            }
+        }
+        CMD_POWERFAIL => Ok(Request::Power(PowerState::Failing)),
+        CMD_POWERFAILNOW => Ok(Request::Power(PowerState::FailingNow)),
+        CMD_POWEROK => Ok(Request::Power(PowerState::Ok)),
+        CMD_SETENV | CMD_UNSETENV => decode_env(&bytes[HEADER_SIZE..]).map(Request::Env),
+        CMD_START => Ok(Request::Ignored("START")),
+        CMD_BSD => Ok(Request::Ignored("BSD")),
+        CMD_CHANGECONS => Ok(Request::Ignored("CHANGECONS")),
+        cmd => Err(DecodeError::Command(cmd)),
+    }
+}
+
+/// NUL-separated strings up to the first empty one: `NAME=VALUE` sets, a bare
+/// `NAME` removes. As sysvinit, only INIT_* names are accepted.
+fn decode_env(data: &[u8]) -> Result<Vec<(String, Option<String>)>, DecodeError> {
+    let mut vars = Vec::new();
+    for item in data.split(|&b| b == 0).take_while(|s| !s.is_empty()) {
+        let text = std::str::from_utf8(item).map_err(|_| DecodeError::Env)?;
+        let (name, value) = match text.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_owned())),
+            None => (text, None),
+        };
+        let valid_name = name.len() > 5
+            && name.starts_with("INIT_")
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid_name {
+            return Err(DecodeError::Env);
+        }
+        vars.push((name.to_owned(), value));
+    }
+    if vars.is_empty() {
+        return Err(DecodeError::Env);
+    }
+    Ok(vars)
+}
+
+/// Splits what one read of the FIFO returned into requests. Writers write a whole
+/// request at once (384 bytes is below PIPE_BUF, so the kernel keeps it together);
+/// a read whose length is not a multiple of the size therefore holds a malformed
+/// write, and all of it is refused, so one bad writer never shifts the framing of
+/// the requests after it.
+pub fn split(read: &[u8]) -> Result<impl Iterator<Item = &[u8]>, DecodeError> {
+    if read.is_empty() || !read.len().is_multiple_of(REQUEST_SIZE) {
+        return Err(DecodeError::Size(read.len()));
+    }
+    Ok(read.chunks(REQUEST_SIZE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn request(cmd: i32, runlevel: i32, data: &[u8]) -> Vec<u8> {
+        let mut r = vec![0; REQUEST_SIZE];
+        r[0..4].copy_from_slice(&MAGIC.to_ne_bytes());
+        r[4..8].copy_from_slice(&cmd.to_ne_bytes());
+        r[8..12].copy_from_slice(&runlevel.to_ne_bytes());
+        r[HEADER_SIZE..HEADER_SIZE + data.len()].copy_from_slice(data);
+        r
+    }
+
+    #[test]
+    fn runlevels_as_telinit_sends_them() {
+        for (sent, want) in [
+            (b'0', '0'),
+            (b'6', '6'),
+            (b'2', '2'),
+            (b's', 'S'),
+            (b'q', 'Q'),
+            (b'U', 'U'),
+        ] {
+            assert_eq!(
+                decode(&request(CMD_RUNLVL, sent.into(), b"")),
+                Ok(Request::Runlevel(want))
+            );
+        }
+        for bad in [i32::from(b'7'), i32::from(b'x'), 0, -1, 0x132] {
+            assert_eq!(
+                decode(&request(CMD_RUNLVL, bad, b"")),
+                Err(DecodeError::Runlevel(bad))
+            );
+        }
+    }
+
+    #[test]
+    fn setenv_as_shutdown_sends_it() {
+        let r = request(CMD_SETENV, 0, b"INIT_HALT=POWEROFF\0");
+        assert_eq!(
+            decode(&r),
+            Ok(Request::Env(vec![(
+                "INIT_HALT".into(),
+                Some("POWEROFF".into())
+            )]))
+        );
+        let r = request(CMD_UNSETENV, 0, b"INIT_HALT\0INIT_X=1\0");
+        assert_eq!(
+            decode(&r),
+            Ok(Request::Env(vec![
+                ("INIT_HALT".into(), None),
+                ("INIT_X".into(), Some("1".into()))
+            ]))
+        );
+    }
+
+    #[test]
+    fn setenv_refuses_what_sysvinit_refuses() {
+        for data in [
+            &b"PATH=/tmp\0"[..],
+            b"INIT_=x\0",
+            b"\0",
+            b"INIT_A B=1\0",
+            b"INIT_\xff=1\0",
+        ] {
+            assert_eq!(
+                decode(&request(CMD_SETENV, 0, data)),
+                Err(DecodeError::Env),
+                "{data:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn power_and_ignored_commands() {
+        assert_eq!(
+            decode(&request(CMD_POWERFAIL, 0, b"")),
+            Ok(Request::Power(PowerState::Failing))
+        );
+        assert_eq!(
+            decode(&request(CMD_POWEROK, 0, b"")),
+            Ok(Request::Power(PowerState::Ok))
+        );
+        assert_eq!(
+            decode(&request(CMD_CHANGECONS, 0, b"")),
+            Ok(Request::Ignored("CHANGECONS"))
+        );
+        assert_eq!(decode(&request(99, 0, b"")), Err(DecodeError::Command(99)));
+    }
+
+    #[test]
+    fn wrong_size_or_magic_is_refused() {
+        let mut r = request(CMD_RUNLVL, b'0'.into(), b"");
+        assert_eq!(decode(&r[..100]), Err(DecodeError::Size(100)));
+        r[0] ^= 1;
+        assert!(matches!(decode(&r), Err(DecodeError::Magic(_))));
+    }
+
+    #[test]
+    fn split_keeps_whole_requests_and_refuses_ragged_reads() {
+        let two = [
+            request(CMD_RUNLVL, b'2'.into(), b""),
+            request(CMD_RUNLVL, b'0'.into(), b""),
+        ]
+        .concat();
+        let got: Vec<_> = split(&two).unwrap().map(decode).collect();
+        assert_eq!(
+            got,
+            [Ok(Request::Runlevel('2')), Ok(Request::Runlevel('0'))]
+        );
+        assert!(split(&two[..500]).is_err());
+        assert!(split(&[]).is_err());
+    }
+
+    proptest! {
+        /// Any bytes at all: an answer, never a panic.
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..800)) {
+            let _ = decode(&bytes);
+            if let Ok(chunks) = split(&bytes) {
+                for c in chunks { let _ = decode(c); }
+            }
+        }
+
+        /// A valid header with arbitrary union bytes: still an answer.
+        #[test]
+        fn any_payload_of_a_valid_header(cmd in 0i32..8, level in any::<i32>(), data in proptest::collection::vec(any::<u8>(), 368)) {
+            let _ = decode(&request(cmd, level, &data));
+        }
+    }
+}

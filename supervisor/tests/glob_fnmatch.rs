@@ -104,4 +104,3 @@ proptest::proptest! {
         );
     }
 }
-

@@ -99,6 +99,50 @@ fn processes_left_get_sigterm_and_those_that_ignore_it_sigkill_after_the_bound()
 }
 
 #[test]
+fn a_daemon_that_escaped_its_job_and_ignores_sigterm_is_sigkilled_after_the_bound() {
+    // Without job cgroups nothing of the job is left to kill once its main
+    // process is stopped: the daemon (its own session) outlives the job.
+    let job = "start on startup\nscript\n  setsid sh -c 'trap \"\" TERM; echo $$ > $DIR/daemon.pid; exec sleep 1000' </dev/null >/dev/null 2>&1 &\n  exec sleep 1000\nend script\n";
+    let args = [
+        "--confdir",
+        "$DIR/conf",
+        "--socket",
+        "$DIR/control",
+        "--logdir",
+        "$DIR/log",
+        "--cgroup-root",
+        "none",
+    ];
+    let mut keel = Keel::launch_init(
+        Setup {
+            jobs: &[("web", job)],
+            supervisor: Some((
+                bin("keel-supervisor"),
+                args.iter().map(|a| a.to_string()).collect(),
+            )),
+            env: &[("KEEL_SHUTDOWN_TIMEOUT", "0.5")],
+        },
+        &["--shutdown", &keel_shutdown()],
+    );
+    let mut daemon = 0;
+    wait_for("the daemon to run", 10 * SECOND, || {
+        daemon = fs::read_to_string(keel.path("daemon.pid"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        daemon != 0
+    });
+    keel.ctl_ok(&["poweroff"]);
+    let status = keel.wait_end(30 * SECOND);
+    let console = keel.console();
+    assert!(ended_by(status, libc::SIGINT), "{status:?}\n{console}");
+    let killed = format!(
+        "keel-shutdown: still running 0.5s after SIGTERM, sent SIGKILL: {daemon} (sleep)\n"
+    );
+    assert!(console.contains(&killed), "{killed}\n{console}");
+}
+
+#[test]
 fn the_wait_ends_as_soon_as_every_process_has_ended_and_reboot_ends_the_namespace_so() {
     let mut keel = start(
         &[("web", "start on startup\nexec sleep 1000\n")],

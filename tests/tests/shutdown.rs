@@ -2,10 +2,10 @@
 //! action, which ends every process left (SIGTERM, a bounded wait, SIGKILL) and
 //! ends the namespace with the action — touching no filesystem, since the mounts
 //! are this host's. Also: the fallback when keel-shutdown cannot be exec'd, the
-//! supervisor's job log files closed before the exec, and the supervisor's
-//! options from a configuration file.
+//! supervisor's job log files closed before the exec, and PID 1 of a namespace
+//! never taken for the machine's init.
 
-use keel_tests::{Keel, Scratch, Setup, bin, children, ns_pid, wait_for};
+use keel_tests::{Keel, Scratch, Setup, bin, children, ns_pid, proc_environ, wait_for};
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus};
@@ -95,7 +95,56 @@ fn processes_left_get_sigterm_and_those_that_ignore_it_sigkill_after_the_bound()
     assert!(!console.contains(&format!("{polite} (sh)")), "{console}");
     assert!(took >= SECOND, "SIGKILL only after the bound: {took:?}");
     // The mounts of a PID namespace are the host's: never touched.
-    assert!(!console.contains("mount"), "{console}");
+    assert!(
+        !console
+            .lines()
+            .any(|l| l.starts_with("keel-shutdown:") && l.contains("mount")),
+        "{console}"
+    );
+}
+
+#[test]
+fn a_daemon_that_escaped_its_job_and_ignores_sigterm_is_sigkilled_after_the_bound() {
+    // Without job cgroups nothing of the job is left to kill once its main
+    // process is stopped: the daemon (its own session) outlives the job.
+    let job = "start on startup\nscript\n  setsid sh -c 'trap \"\" TERM; echo $$ > $DIR/daemon.pid; exec sleep 1000' </dev/null >/dev/null 2>&1 &\n  exec sleep 1000\nend script\n";
+    let args = [
+        "--confdir",
+        "$DIR/conf",
+        "--socket",
+        "$DIR/control",
+        "--logdir",
+        "$DIR/log",
+        "--cgroup-root",
+        "none",
+    ];
+    let mut keel = Keel::launch_init(
+        Setup {
+            jobs: &[("web", job)],
+            supervisor: Some((
+                bin("keel-supervisor"),
+                args.iter().map(|a| a.to_string()).collect(),
+            )),
+            env: &[("KEEL_SHUTDOWN_TIMEOUT", "0.5")],
+        },
+        &["--shutdown", &keel_shutdown()],
+    );
+    let mut daemon = 0;
+    wait_for("the daemon to run", 10 * SECOND, || {
+        daemon = fs::read_to_string(keel.path("daemon.pid"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        daemon != 0
+    });
+    keel.ctl_ok(&["poweroff"]);
+    let status = keel.wait_end(30 * SECOND);
+    let console = keel.console();
+    assert!(ended_by(status, libc::SIGINT), "{status:?}\n{console}");
+    let killed = format!(
+        "keel-shutdown: still running 0.5s after SIGTERM, sent SIGKILL: {daemon} (sleep)\n"
+    );
+    assert!(console.contains(&killed), "{killed}\n{console}");
 }
 
 #[test]
@@ -184,4 +233,19 @@ fn the_shutdown_program_replaces_pid_1_with_the_action_once_job_logs_are_closed(
     keel.wait_end(15 * SECOND);
     let report = fs::read_to_string(&report).unwrap_or_default();
     assert_eq!(report, "pid 1 action poweroff\n0\n", "{}", keel.console());
+}
+
+#[test]
+fn pid_1_of_a_namespace_is_not_the_machine_s_init_whatever_its_environment_says() {
+    let keel = start(&[], &keel_shutdown(), &[("KEEL_MACHINE", "1")]);
+    let console = keel.console();
+    assert!(console.contains("keel-init: started at "), "{console}");
+    assert!(!console.contains("the machine's init"), "{console}");
+    let supervisor = keel.supervisor_pid().expect("supervisor");
+    let env = proc_environ(supervisor);
+    assert!(env.iter().any(|e| e == "KEEL_INIT_FD=3"), "{env:?}");
+    assert!(
+        !env.iter().any(|e| e.starts_with("KEEL_MACHINE=")),
+        "{env:?}"
+    );
 }

@@ -949,7 +949,8 @@ impl Runtime {
     }
 
     /// Reads child `pid`'s error pipe: a failure record is kept until its exit is
-    /// applied; at EOF (it exec'd) or a record the pipe is dropped.
+    /// applied; at EOF the pipe is dropped, and EOF without a record before it
+    /// means it exec'd (after a record, EOF is the failed child's end).
     fn read_setup_pipe(&mut self, pid: i32) {
         let Some(launch) = self.setup_pipes.get(&pid) else {
             return;
@@ -961,6 +962,7 @@ impl Runtime {
                 return;
             }
             spawn::Report::Pending => return,
+            spawn::Report::Done if self.setup_failures.contains_key(&pid) => {}
             spawn::Report::Done => {
                 self.snap.jobs.execd(pid, now_ms());
                 self.dirty = true;

@@ -21,6 +21,7 @@
 //! - [`boot`]: kernel filesystems on a real boot.
 //! - [`logging`]: the supervisor's own log and its run-time priority.
 //! - [`ready`]: the readiness protocols' moving parts (sd_notify socket, D-Bus, /proc).
+//! - [`reexec`]: the check of a re-exec candidate, a child read from the loop.
 
 pub mod boot;
 pub mod cgroup;
@@ -35,6 +36,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod query;
 pub mod ready;
+pub mod reexec;
 pub mod runtime;
 pub mod setup;
 pub mod spawn;

@@ -68,6 +68,8 @@ const TOKEN_INIT: u64 = 0;
 const TOKEN_LISTENER: u64 = 1;
 const TOKEN_SIGNALS: u64 = 2;
 const TOKEN_CONFDIR: u64 = 3;
+/// The output of a re-exec candidate being checked.
+const TOKEN_REEXEC_CHECK: u64 = 4;
 /// Connection tokens are their ids offset past the fixed ones.
 const TOKEN_CONN_BASE: u64 = 16;
 /// Job log pipes: this bit and the pipe's id.
@@ -106,6 +108,8 @@ pub struct Runtime {
     dirty: bool,
     /// A live upgrade requested: the binary to exec once this round is done.
     reexec: Option<PathBuf>,
+    /// A re-exec candidate being asked its state format, and who asked.
+    reexec_check: Option<(ConnId, crate::reexec::Check)>,
     /// Watches the confdir: a changed job file is re-read at once.
     watch: Option<nix::sys::inotify::Inotify>,
     /// Answers decided this round, sent after the state is saved.
@@ -350,6 +354,7 @@ impl Runtime {
             answers: Vec::new(),
             watch: None,
             reexec: None,
+            reexec_check: None,
             ready,
             pidfds: BTreeMap::new(),
             cgroups,
@@ -609,6 +614,7 @@ impl Runtime {
                     }
                     TOKEN_SIGNALS => self.local_signals(),
                     TOKEN_CONFDIR => self.confdir_changed(),
+                    TOKEN_REEXEC_CHECK => self.read_reexec_check(),
                     t if t & TOKEN_SETUP != 0 => self.read_setup_pipe((t & !TOKEN_SETUP) as i32),
                     t if t & TOKEN_LOG != 0 => {
                         if self
@@ -638,6 +644,7 @@ impl Runtime {
                 }
             }
             self.control.expire(Instant::now());
+            self.read_reexec_check();
             let now = now_ms();
             self.snap.jobs.tick(now);
             if self.ready.poll(&mut self.snap.jobs, &self.epoll, now) | self.confirm_execs() {
@@ -681,7 +688,8 @@ impl Runtime {
         .flatten()
         .min()
         .map(|d| d.saturating_sub(now));
-        for d in [self.control.next_deadline(), self.cgroup_retry]
+        let check = self.reexec_check.as_ref().map(|(_, c)| c.deadline());
+        for d in [self.control.next_deadline(), self.cgroup_retry, check]
             .into_iter()
             .flatten()
         {
@@ -1135,16 +1143,7 @@ impl Runtime {
             }
             Request::Telinit { runlevel, .. } if runlevel == b'u' || runlevel == b'U' => {
                 // Upstart's `telinit u`: re-execute.
-                match self.prepare_reexec(None) {
-                    Ok(path) => {
-                        self.reexec = Some(path);
-                        Some(Response::Ok)
-                    }
-                    Err(message) => Some(Response::Error(Error {
-                        kind: ErrorKind::InvalidRequest,
-                        message,
-                    })),
-                }
+                self.request_reexec(conn, None)
             }
             Request::Telinit { runlevel, env } => Some(match parse_env(&env) {
                 Ok(env) => self.telinit(runlevel, env),
@@ -1234,16 +1233,7 @@ impl Runtime {
                 self.logs.flush_wanted = true;
                 Some(Response::Ok)
             }
-            Request::Reexec { binary } => Some(match self.prepare_reexec(binary) {
-                Ok(path) => {
-                    self.reexec = Some(path);
-                    Response::Ok
-                }
-                Err(message) => Response::Error(Error {
-                    kind: ErrorKind::InvalidRequest,
-                    message,
-                }),
-            }),
+            Request::Reexec { binary } => self.request_reexec(conn, binary),
             Request::Emit { event, env, wait } => match parse_env(&env) {
                 Ok(_) if event.is_empty() => Some(Response::Error(Error {
                     kind: ErrorKind::InvalidRequest,
@@ -1897,51 +1887,83 @@ impl Runtime {
         ]
     }
 
-    /// Checks that `binary` (default: this one) can take over: it must read this
-    /// state's format. Asking it costs one short process; refusing here keeps the
-    /// running supervisor, where a failed load after exec would lose the state.
-    /// The very file this supervisor runs (the same inode) reads its own format:
-    /// it is not asked.
-    fn prepare_reexec(&self, binary: Option<String>) -> Result<PathBuf, String> {
+    /// A re-exec into `binary` (default: this one), which must read this state's
+    /// format: refusing here keeps the running supervisor, where a failed load
+    /// after exec would lose the state. The very file this supervisor runs (the
+    /// same inode) reads its own format and is taken at once; any other is asked
+    /// (`reexec`), and `conn` answered once it has said — later rounds, while the
+    /// loop goes on serving.
+    fn request_reexec(&mut self, conn: ConnId, binary: Option<String>) -> Option<Response> {
+        let refuse = |message| {
+            Some(Response::Error(Error {
+                kind: ErrorKind::InvalidRequest,
+                message,
+            }))
+        };
         if self.link.is_none() {
-            return Err("re-exec needs keel-init to keep the state across it".into());
+            return refuse("re-exec needs keel-init to keep the state across it".into());
+        }
+        if self.reexec_check.is_some() {
+            return refuse("another re-exec's candidate is being checked".into());
         }
         let path = match binary {
             Some(b) => PathBuf::from(b),
-            None => std::fs::read_link("/proc/self/exe")
-                .map_err(|e| format!("cannot find my own binary: {e}"))?,
+            None => match std::fs::read_link("/proc/self/exe") {
+                Ok(p) => p,
+                Err(e) => return refuse(format!("cannot find my own binary: {e}")),
+            },
         };
         let file = |p: &std::path::Path| {
             use std::os::unix::fs::MetadataExt;
             std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
         };
         if file(&path).is_some_and(|f| file(std::path::Path::new("/proc/self/exe")) == Some(f)) {
-            return Ok(path);
+            self.reexec = Some(path);
+            return Some(Response::Ok);
         }
-        let out = std::process::Command::new(&path)
-            .arg("--state-format")
-            .env_clear()
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
-        let supported: u32 = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .map_err(|_| {
-                format!(
-                    "{} does not say which state format it reads",
-                    path.display()
-                )
-            })?;
-        if supported < journal::FORMAT_VERSION {
-            return Err(format!(
-                "{} reads state format {supported}, older than this state's {}; refusing to re-exec",
-                path.display(),
-                journal::FORMAT_VERSION
-            ));
+        let check = match crate::reexec::Check::start(&path, Instant::now()) {
+            Ok(c) => c,
+            Err(message) => return refuse(message),
+        };
+        if let Err(e) = epoll::add(
+            &self.epoll,
+            check.fd(),
+            epoll::EventData::new_u64(TOKEN_REEXEC_CHECK),
+            epoll::EventFlags::IN,
+        ) {
+            return refuse(format!("cannot watch {}: {e}", path.display()));
         }
-        Ok(path)
+        self.reexec_check = Some((conn, check));
+        None
+    }
+
+    /// Reads the re-exec candidate's answer; once it is known (or its time is up)
+    /// answers who asked, and a good one is exec'd at the end of this round.
+    fn read_reexec_check(&mut self) {
+        let Some((conn, check)) = &mut self.reexec_check else {
+            return;
+        };
+        let Some(verdict) = check.read(Instant::now()) else {
+            return;
+        };
+        let conn = *conn;
+        if let Some((_, check)) = self.reexec_check.take() {
+            let _ = epoll::delete(&self.epoll, check.fd());
+        }
+        let answer = match verdict {
+            Ok(path) => {
+                self.reexec = Some(path);
+                Response::Ok
+            }
+            Err(message) => {
+                tracing::warn!("re-exec refused: {message}");
+                Response::Error(Error {
+                    kind: ErrorKind::InvalidRequest,
+                    message,
+                })
+            }
+        };
+        self.answers.push((conn, answer));
     }
 
     /// Replaces this process image, keeping its pid, children and the init

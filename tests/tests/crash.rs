@@ -286,6 +286,102 @@ fn re_exec_to_a_binary_that_cannot_read_the_state_is_refused() {
     assert!(keel.ctl_ok(&["status", "svc0"]).contains("start/running"));
 }
 
+/// A file at `rel` in the test's directory, executable, running `script`.
+fn candidate(keel: &Keel, rel: &str, script: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = keel.path(rel);
+    fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn a_re_exec_candidate_is_checked_without_stopping_the_loop() {
+    let keel = start(&[("svc0".into(), service(0))]);
+    keel.ctl_ok(&["start", "svc0"]);
+    let exe = || {
+        keel.supervisor_pid()
+            .and_then(|p| fs::read_link(format!("/proc/{p}/exe")).ok())
+    };
+    let running = exe();
+    // A candidate that never answers: refused at the deadline, and every other
+    // client is served meanwhile.
+    let sleeper = candidate(&keel, "sleeper", "sleep 1000");
+    let asked = Instant::now();
+    let mut reexec = Command::new(keel_tests::bin("initctl"))
+        .env("KEEL_SOCKET", keel.socket())
+        .args(["reexec", "--binary", &sleeper])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sleeping = || {
+        descendants(keel.init_pid).iter().any(|&p| {
+            fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.starts_with(b"sleep\x001000\x00"))
+        })
+    };
+    wait_for("the candidate to run", 5 * SECOND, sleeping);
+    let mut served = 0;
+    while reexec.try_wait().unwrap().is_none() {
+        let t = Instant::now();
+        assert!(keel.ctl_ok(&["status", "svc0"]).contains("start/running"));
+        assert!(
+            t.elapsed() < SECOND,
+            "a status took {:?} during the check",
+            t.elapsed()
+        );
+        served += 1;
+        assert!(asked.elapsed() < 20 * SECOND, "the check is not bounded");
+    }
+    assert!(served > 10, "only {served} status answers during the check");
+    let out = reexec.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{sleeper} did not say its state format within 5 s"
+        )),
+        "{err}"
+    );
+    assert!(
+        asked.elapsed() >= Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    // The candidate was killed, with what it started.
+    wait_for("the candidate's end", 5 * SECOND, || !sleeping());
+
+    // A wrong path, and a candidate that prints without end: refused at once.
+    let yes = candidate(&keel, "yes", "exec yes");
+    for (binary, why) in [
+        (
+            "/nonexistent/keel-supervisor",
+            "cannot run /nonexistent/keel-supervisor: No such file or directory".to_string(),
+        ),
+        (
+            yes.as_str(),
+            format!("{yes} does not say which state format it reads"),
+        ),
+    ] {
+        let t = Instant::now();
+        let out = keel.ctl(&["reexec", "--binary", binary]);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&why), "{err}");
+        assert!(t.elapsed() < 2 * SECOND, "{binary}: {:?}", t.elapsed());
+    }
+    // Nothing re-exec'd, and a good candidate (this very binary, copied) is taken.
+    assert_eq!(exe(), running);
+    let copy = keel.path("keel-supervisor");
+    fs::copy(keel_tests::bin("keel-supervisor"), &copy).unwrap();
+    keel.ctl_ok(&["reexec", "--binary", copy.to_str().unwrap()]);
+    wait_for("the copy to run", 10 * SECOND, || {
+        exe().as_ref() == Some(&copy)
+    });
+    assert!(keel.ctl_ok(&["status", "svc0"]).contains("start/running"));
+}
+
 #[test]
 fn a_client_connecting_while_no_supervisor_runs_is_served() {
     // A supervisor that cannot come back for a while: keel-init's back-off after

@@ -15,6 +15,14 @@
 //! 6. killed lasts until the main process's exit is seen — `blocked` for
 //!    `State::Killed`, SIGKILL after `kill timeout` in `tick`.
 //!
+//! And one of keel's own, which Upstart lacks:
+//! 7. the way down is bounded: a hook that holds up a stop — pre-stop and
+//!    post-stop from their start, pre-start and post-start once the goal is no
+//!    longer start — has `kill timeout` to end, then gets SIGKILL and fails the
+//!    instance with that reason (`bound_hook`, `tick`). A hook serving a start
+//!    runs as long as it needs, as in Upstart (a pre-start may wait for a
+//!    device): a stop bounds it.
+//!
 //! Events are the core's too (`engine`, following Upstart's `init/event.c`): the
 //! queue of events, what each event starts and stops, and the blocking between
 //! jobs and events — an instance in `starting` or `stopping` waits until its own
@@ -151,7 +159,8 @@ pub struct Instance {
     pub blocking: Vec<EventId>,
     /// Running processes by kind.
     pub pids: BTreeMap<ProcessKind, i32>,
-    /// When SIGKILL follows the kill signal (monotonic ms), while killed.
+    /// When SIGKILL goes to the process the state waits for (monotonic ms): main
+    /// while killed (guarantee 6), a hook holding up a stop (guarantee 7).
     pub kill_deadline: Option<u64>,
     /// Times of recent respawns (monotonic ms), for `respawn limit`.
     pub respawns: Vec<u64>,
@@ -703,19 +712,43 @@ impl Jobs {
             .then_some((job, instance, kind))
     }
 
-    /// Timers: SIGKILL after `kill timeout`, the bounds of a power action. Also the
-    /// start of a new round: events deferred by [`EVENTS_PER_ROUND`] are handled.
+    /// Timers: SIGKILL after `kill timeout` (guarantees 6 and 7), the bounds of a
+    /// power action. Also the start of a new round: events deferred by
+    /// [`EVENTS_PER_ROUND`] are handled.
     pub fn tick(&mut self, now: u64) {
         self.now = self.now.max(now);
         self.handled = 0;
         self.power_tick(now);
         let mut kills = Vec::new();
-        for job in self.jobs.values_mut() {
-            for inst in job.instances.values_mut() {
+        let mut overdue_hooks = Vec::new();
+        for (name, job) in &mut self.jobs {
+            for (iname, inst) in &mut job.instances {
+                let Some(kind) = awaited_process(inst.state)
+                    .filter(|&k| k == ProcessKind::Main || hook_holds_a_stop(inst))
+                else {
+                    continue;
+                };
+                // A process still to be spawned (pid 0) is killed once it exists.
+                let Some(&pid) = inst.pids.get(&kind).filter(|&&p| p > 0) else {
+                    continue;
+                };
                 if inst.kill_deadline.is_some_and(|d| d <= now) {
                     inst.kill_deadline = None;
-                    if let Some(&pid) = inst.pids.get(&ProcessKind::Main).filter(|&&p| p > 0) {
-                        kills.push(pid);
+                    kills.push(pid);
+                    // A pre-stop whose stop a start has cancelled fails nothing.
+                    let cancelled = inst.state == State::PreStop && inst.goal == Goal::Start;
+                    if kind != ProcessKind::Main && !cancelled && inst.failure.is_none() {
+                        inst.failure = Some(Failure {
+                            process: kind,
+                            status: Some(WaitStatus::signaled(Signal::KILL.0)),
+                            reason: format!(
+                                "{} process ({pid}) did not end within the kill timeout ({} s): killed",
+                                kind.name(),
+                                inst.def.kill_timeout
+                            ),
+                            respawn: false,
+                        });
+                        overdue_hooks.push((name.clone(), iname.clone()));
                     }
                 }
             }
@@ -725,6 +758,10 @@ impl Jobs {
                 pid,
                 signal: Signal::KILL,
             });
+        }
+        // A failure fails the events waiting for the instance, and lets them go.
+        for (job, instance) in overdue_hooks {
+            self.release(&job, &instance, true);
         }
         // Readiness that never came fails the start; `expect daemon` whose child
         // settled without a second fork is taken as it is (and said so).
@@ -1040,6 +1077,9 @@ impl Jobs {
             return;
         };
         inst.pids.remove(&kind);
+        if awaited_process(inst.state) == Some(kind) {
+            inst.kill_deadline = None;
+        }
         let ok = status.is_some_and(WaitStatus::success);
         let never_ran = status.is_none();
         let failed_before = inst.failure.is_some();
@@ -1077,7 +1117,6 @@ impl Jobs {
             // A pre-stop that could not even start: as Upstart, the stop goes on.
             ProcessKind::PreStop => {}
             ProcessKind::Main => {
-                inst.kill_deadline = None;
                 // Dying when killed (or while stopping anyway) is never a failure,
                 // and the goal is left alone: a restart may be under way.
                 let stopping = matches!(inst.state, State::Stopping | State::Killed)
@@ -1121,6 +1160,7 @@ impl Jobs {
                 return;
             };
             if blocked(inst) {
+                bound_hook(inst, now);
                 return;
             }
             let Some(next) = next_state(inst) else {
@@ -1137,6 +1177,8 @@ impl Jobs {
         };
         let from = inst.state;
         inst.state = state;
+        // Each state's own process has its own bound (`Killed`, `bound_hook`).
+        inst.kill_deadline = None;
         if state != State::Spawned {
             inst.readiness = None;
         }
@@ -1523,6 +1565,43 @@ fn blocked(inst: &Instance) -> bool {
         State::Killed => running(ProcessKind::Main),
         State::PostStop => running(ProcessKind::PostStop),
         _ => false,
+    }
+}
+
+/// The process a state waits for, whose end lets the instance go on.
+fn awaited_process(state: State) -> Option<ProcessKind> {
+    match state {
+        State::PreStart => Some(ProcessKind::PreStart),
+        State::PostStart => Some(ProcessKind::PostStart),
+        State::PreStop => Some(ProcessKind::PreStop),
+        State::Killed => Some(ProcessKind::Main),
+        State::PostStop => Some(ProcessKind::PostStop),
+        _ => None,
+    }
+}
+
+/// Whether the process the instance's state awaits is a hook holding up a stop:
+/// pre-stop and post-stop always belong to the way down; pre-start and post-start
+/// once the goal is no longer start.
+fn hook_holds_a_stop(inst: &Instance) -> bool {
+    match inst.state {
+        State::PreStart | State::PostStart => inst.goal != Goal::Start,
+        State::PreStop | State::PostStop => true,
+        _ => false,
+    }
+}
+
+/// Guarantee 7: a hook that holds up a stop gets `kill timeout` to end, from the
+/// moment it does (`tick` kills it then); one that serves a start again (a start
+/// came back during pre-start or post-start) is no longer bounded.
+fn bound_hook(inst: &mut Instance, now: u64) {
+    let Some(hook) = awaited_process(inst.state).filter(|&k| k != ProcessKind::Main) else {
+        return;
+    };
+    if !hook_holds_a_stop(inst) {
+        inst.kill_deadline = None;
+    } else if inst.pids.contains_key(&hook) && inst.kill_deadline.is_none() {
+        inst.kill_deadline = Some(now.saturating_add(u64::from(inst.def.kill_timeout) * 1000));
     }
 }
 
@@ -1971,6 +2050,109 @@ mod tests {
         assert_eq!(t.state(), State::Killed, "until main's exit is seen");
         t.exit(Main, WaitStatus::signaled(9));
         assert_eq!(t.state(), State::PostStop);
+    }
+
+    /// Guarantee 7: a hook that never ends, in each place it can hold up a stop,
+    /// gets SIGKILL `kill timeout` after it began to (its spawn for pre-stop and
+    /// post-stop, the stop request for pre-start and post-start); the stop goes on
+    /// with the failure recorded and is answered.
+    #[test]
+    fn a_hook_that_never_ends_is_killed_after_the_kill_timeout_and_the_stop_goes_on() {
+        for hook in [PreStart, PostStart, PreStop, PostStop] {
+            let mut t = T::new(JobDef {
+                kill_timeout: 2,
+                ..full()
+            });
+            t.start(None);
+            if hook != PreStart {
+                t.ok(PreStart);
+            }
+            if !matches!(hook, PreStart | PostStart) {
+                t.ok(PostStart);
+            }
+            t.now = 1_000;
+            t.stop(Some(9));
+            let main = t.inst().unwrap().pids.get(&Main).copied();
+            if hook == PostStop {
+                // Pre-stop ends, main is killed and ends: post-stop begins at 2 s.
+                t.ok(PreStop);
+                t.now = 2_000;
+                t.exit(Main, WaitStatus::signaled(15));
+            }
+            let since = t.now;
+            let pid = t.pid(hook);
+            assert_eq!(t.jobs.next_deadline(), Some(since + 2_000), "{hook:?}");
+            t.jobs.tick(since + 1_999);
+            t.settle();
+            assert!(
+                !t.kills().contains(&(pid, Signal::KILL)),
+                "{hook:?}: too soon"
+            );
+            t.now = since + 2_000;
+            t.jobs.tick(t.now);
+            t.settle();
+            assert!(
+                t.kills().contains(&(pid, Signal::KILL)),
+                "{hook:?}: {:?}",
+                t.kills()
+            );
+            t.exit(hook, WaitStatus::signaled(9));
+            // The rest of the way down, as after any failure of that hook.
+            if let Some(main) = main.filter(|_| hook != PostStop) {
+                assert_eq!(t.state(), State::Killed, "{hook:?}");
+                t.jobs.exited(main, WaitStatus::signaled(15), t.now);
+                t.settle();
+            }
+            if hook != PostStop {
+                t.ok(PostStop);
+            }
+            assert_eq!(t.state(), State::Waiting, "{hook:?}");
+            assert_eq!(
+                t.replies(),
+                vec![(9, None)],
+                "{hook:?}: the stop is answered"
+            );
+            let failure = t.jobs.status("j", &[]).unwrap()[0].failure.clone();
+            let want = format!(
+                "{} process ({pid}) did not end within the kill timeout (2 s): killed",
+                hook.name()
+            );
+            assert_eq!(failure.as_deref(), Some(want.as_str()), "{hook:?}");
+        }
+    }
+
+    #[test]
+    fn a_hook_serving_a_start_is_not_bounded_and_one_that_ends_in_time_fails_nothing() {
+        let mut t = T::new(full());
+        t.start(None);
+        assert_eq!(
+            t.jobs.next_deadline(),
+            None,
+            "pre-start of a start: no bound"
+        );
+        // A stop bounds it; a start back before the bound lifts it again.
+        t.stop(None);
+        assert_eq!(t.jobs.next_deadline(), Some(5_000));
+        t.start(None);
+        assert_eq!(t.jobs.next_deadline(), None, "serving a start again");
+        t.now = 60_000;
+        t.jobs.tick(t.now);
+        t.settle();
+        assert_eq!(t.kills(), vec![]);
+        t.ok(PreStart);
+        assert_eq!(t.jobs.next_deadline(), None, "nor post-start");
+        t.ok(PostStart);
+        t.stop(None);
+        assert_eq!(t.jobs.next_deadline(), Some(65_000), "pre-stop: bounded");
+        t.now = 64_000;
+        t.ok(PreStop);
+        // Main's own kill timeout starts now, anew.
+        assert_eq!(t.jobs.next_deadline(), Some(69_000));
+        t.exit(Main, WaitStatus::signaled(15));
+        t.ok(PostStop);
+        assert_eq!(t.state(), State::Waiting);
+        assert_eq!(t.jobs.next_deadline(), None);
+        assert_eq!(t.jobs.status("j", &[]).unwrap()[0].failure, None);
     }
 
     #[test]

@@ -21,6 +21,11 @@
 //! version (u32, little endian), then the postcard encoding of [`Snapshot`] (a
 //! sequence of `(id, JobDef)`). A loader refuses a version newer than its own with
 //! a clear error rather than guessing.
+//!
+//! Versions: 2 added the fields after `confdir` (the log priority, the control
+//! connections a planned re-exec hands over). A version 1 state is a version 2
+//! state without them: [`decode`] appends their defaults ([`V1_TAIL`]) and reads
+//! it as version 2. New fields go at the end of [`Snapshot`], the same way.
 
 use crate::job::JobDef;
 use crate::lifecycle::{Def, DefId, Jobs};
@@ -41,7 +46,7 @@ pub type Definitions = BTreeMap<DefId, Def>;
 
 /// The state format this binary writes. Every released version stays loadable:
 /// golden files under `supervisor/tests/golden/` are loaded by the tests.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Everything a new supervisor needs to carry on.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,7 +69,17 @@ pub struct Snapshot {
     /// Where the definitions come from, while the confdir's watch in the lifeboat
     /// has seen every change since (`None` while a change is being read).
     pub confdir: Option<crate::check::Loaded>,
+    /// (version 2) `initctl log-priority`, once set: every supervisor of the boot
+    /// logs at it.
+    pub log_priority: Option<String>,
+    /// (version 2) Control connections kept open across a planned re-exec, for
+    /// the image it starts.
+    pub handover: Option<crate::control::Handover>,
 }
+
+/// The postcard encoding of the fields version 2 added, at their defaults (two
+/// `None`s).
+const V1_TAIL: [u8; 2] = [0, 0];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -111,7 +126,14 @@ pub fn decode(bytes: &[u8], defs: &Definitions) -> Result<Snapshot, LoadError> {
             missing: None,
         })
     });
-    // Version 1 is the only format so far; older ones are converted here.
+    let v2;
+    let body = match version {
+        1 => {
+            v2 = [body, &V1_TAIL[..]].concat();
+            &v2[..]
+        }
+        _ => body,
+    };
     let snapshot = postcard::from_bytes(body);
     let missing = LOADING.with(|t| t.borrow_mut().take().and_then(|l| l.missing));
     snapshot.map_err(|e| LoadError::Corrupt {
@@ -268,6 +290,23 @@ mod tests {
         let partial: Definitions = defs.into_iter().take(1).collect();
         let err = decode(&state, &partial).unwrap_err().to_string();
         assert!(err.contains("saved definitions lack"), "{err}");
+    }
+
+    #[test]
+    fn a_version_1_state_loads_with_the_defaults_of_later_fields() {
+        let snap = with_jobs();
+        let defs = snap.jobs.live_definitions();
+        let v2 = encode(&snap);
+        // Version 1 wrote exactly this without the tail version 2 added.
+        let mut v1 = v2[..v2.len() - V1_TAIL.len()].to_vec();
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(decode(&v1, &defs).unwrap(), snap);
+        let with_priority = Snapshot {
+            log_priority: Some("debug".into()),
+            ..with_jobs()
+        };
+        let loaded = decode(&encode(&with_priority), &defs).unwrap();
+        assert_eq!(loaded.log_priority.as_deref(), Some("debug"));
     }
 
     #[test]

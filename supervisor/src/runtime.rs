@@ -82,7 +82,27 @@ pub const SPAWN_BATCH: u32 = 64;
 /// How soon a cgroup still holding a dying process is tried again.
 const CGROUP_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// The signals the supervisor takes itself, as events of its loop, so that none
+/// of them ends it (and throws its state away): SIGHUP re-reads the job files, as
+/// it did Upstart's; the rest are logged and change nothing under keel-init —
+/// keel-init relays what PID 1 receives, and a signal sent to the supervisor's own
+/// pid is no order to die. Its own crashes still end it: `abort()` unblocks
+/// SIGABRT first, and faults are not maskable.
+const OWN_SIGNALS: [nix::sys::signal::Signal; 8] = {
+    use nix::sys::signal::Signal::*;
+    [
+        SIGHUP, SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGALRM, SIGQUIT, SIGABRT,
+    ]
+};
+
 const LIFEBOAT_CONTROL: &str = "control";
+/// Deposited once a supervisor has loaded the saved state and carried out its
+/// first round on it; withdrawn by the next one as it starts. Its presence says
+/// the last supervisor died of something else than that state (see `Runtime::new`).
+const LIFEBOAT_LOADED: &str = "loaded";
+/// Supervisors that died in a row soon after their start, none of them having
+/// got through the saved state, after which that state is dropped.
+const POISON_DEATHS: u32 = 5;
 /// The confdir's inotify watch: kept in the lifeboat, it goes on seeing changes
 /// while no supervisor runs (see `Runtime::new`).
 const LIFEBOAT_CONFDIR_WATCH: &str = "confdir-watch";
@@ -91,7 +111,8 @@ pub struct Runtime {
     config: Config,
     snap: Snapshot,
     link: Option<InitLink>,
-    /// Without keel-init: signals (SIGCHLD among them) arrive here.
+    /// The signals sent to the supervisor itself (see [`OWN_SIGNALS`]); without
+    /// keel-init also SIGCHLD and those keel-init would relay.
     signals: Option<nix::sys::signalfd::SignalFd>,
     epoll: OwnedFd,
     control: Control,
@@ -136,6 +157,9 @@ pub struct Runtime {
     /// keel-init has lost exits (its log was full): any tracked pid may have been
     /// reaped unseen (see `open_pidfds`).
     exits_lost: bool,
+    /// keel-init's count of supervisors started before this one: names this
+    /// process (with its pid) in a re-exec's handover.
+    generation: u32,
 }
 
 /// Monotonic milliseconds, the core's clock (shared by every supervisor of a boot).
@@ -171,6 +195,10 @@ impl Runtime {
         let saved_defs = take(journal::DEFS_LIFEBOAT_NAME);
         let saved_watch = take(LIFEBOAT_CONFDIR_WATCH);
         let listener = take(LIFEBOAT_CONTROL);
+        let loaded_before = take(LIFEBOAT_LOADED).is_some();
+        if loaded_before && let Some(link) = &link {
+            let _ = link.withdraw(LIFEBOAT_LOADED);
+        }
         let ready = Watcher::new(NotifyAddr::parse(&config.notify_socket), &mut lifeboat);
         // What is left are "go" pipes of rounds a previous supervisor did not finish,
         // and job log pipes.
@@ -190,7 +218,12 @@ impl Runtime {
         let mut defs_saved = journal::Definitions::new();
         let mut snap = match &saved {
             Some(fd) => {
-                let poisoned = handover.as_ref().is_some_and(|h| h.quick_deaths >= 5);
+                // Only a state no supervisor got through is suspect: supervisors
+                // killed from outside, however often, never drop one that loads.
+                let poisoned = !loaded_before
+                    && handover
+                        .as_ref()
+                        .is_some_and(|h| h.quick_deaths >= POISON_DEATHS);
                 match load_saved(fd, saved_defs.as_ref()) {
                     Ok((s, defs)) if !poisoned => {
                         defs_saved = defs;
@@ -232,7 +265,21 @@ impl Runtime {
             }
             None => Snapshot::default(),
         };
-        snap.jobs.forget_waiters();
+        // The connections a planned re-exec of this very process handed over, with
+        // the requests they wait on; any other start answers no one it finds.
+        let generation = handover.as_ref().map_or(0, |h| h.generation);
+        let conns = snap
+            .handover
+            .take()
+            .filter(|h| h.pid == std::process::id() && h.generation == generation);
+        if conns.is_none() {
+            snap.jobs.forget_waiters();
+        }
+        if let Some(level) = &snap.log_priority
+            && let Err(e) = crate::logging::set_priority(level)
+        {
+            tracing::warn!("saved log priority: {e}");
+        }
         // Spawns the saved state decided and the previous supervisor did not make.
         snap.jobs.resume();
         // A round whose pids were saved is released; any other never was, and its
@@ -262,24 +309,23 @@ impl Runtime {
                 l
             }
         };
-        let control = Control::new(listener).map_err(|e| e.to_string())?;
+        let mut control = Control::new(listener).map_err(|e| e.to_string())?;
+        let handed_over = conns.map(|h| control.take_over(h)).unwrap_or_default();
 
-        let signals = if link.is_none() {
+        let signals = {
             use nix::sys::signal::{SigSet, Signal};
             let mut set = SigSet::empty();
-            for s in [
-                Signal::SIGCHLD,
-                Signal::SIGTERM,
-                Signal::SIGINT,
-                Signal::SIGHUP,
-                Signal::SIGPWR,
-                Signal::SIGWINCH,
-            ] {
+            for s in OWN_SIGNALS {
                 set.add(s);
             }
+            if link.is_none() {
+                for s in [Signal::SIGCHLD, Signal::SIGPWR, Signal::SIGWINCH] {
+                    set.add(s);
+                }
+                // Orphans of jobs come to us when no keel-init is there to take them.
+                let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
+            }
             set.thread_block().map_err(|e| e.to_string())?;
-            // Orphans of jobs come to us when no keel-init is there to take them.
-            let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
             Some(
                 nix::sys::signalfd::SignalFd::with_flags(
                     &set,
@@ -288,8 +334,6 @@ impl Runtime {
                 )
                 .map_err(|e| e.to_string())?,
             )
-        } else {
-            None
         };
 
         let cgroups = match cgroup::Tree::open(
@@ -365,9 +409,16 @@ impl Runtime {
             apparmor: setup::AppArmorHost::probe(),
             machine,
             exits_lost: false,
+            generation,
             snap,
         };
         rt.ready.start(&rt.epoll, rt.link.as_ref());
+        if !handed_over.is_empty() {
+            tracing::info!("{} control connections handed over", handed_over.len());
+        }
+        for id in handed_over {
+            rt.watch_conn(id);
+        }
         for id in watch_logs {
             rt.watch_log(id);
         }
@@ -576,9 +627,40 @@ impl Runtime {
         self.dirty = true;
     }
 
+    /// Watches connection `id` and serves what it has sent already.
+    fn watch_conn(&mut self, id: ConnId) {
+        if let Some(fd) = self.control.conn_fd(id) {
+            let _ = epoll::add(
+                &self.epoll,
+                fd,
+                epoll::EventData::new_u64(TOKEN_CONN_BASE + id),
+                epoll::EventFlags::IN
+                    | epoll::EventFlags::OUT
+                    | epoll::EventFlags::ET
+                    | epoll::EventFlags::RDHUP,
+            );
+        }
+        self.control.flush(id);
+        self.serve(id);
+    }
+
+    /// `reload-configuration`, SIGHUP: every job file read again.
+    fn reload_configuration(&mut self) {
+        self.load_confdir();
+        self.watch_confdir();
+    }
+
     /// Runs until the power action (never returns under keel-init).
     pub fn run(&mut self) -> anyhow_like::Result<()> {
         let mut events = Vec::with_capacity(64);
+        // The saved state is loaded, carried out and saved again (`new`): it is no
+        // poison, whatever ends this supervisor.
+        if let Some(link) = &self.link
+            && let Ok(mark) = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)
+            && let Err(e) = link.deposit(LIFEBOAT_LOADED, mark.as_fd())
+        {
+            tracing::warn!("cannot mark the saved state as loaded: {e}");
+        }
         loop {
             if let Some(action) = self.snap.jobs.power_due() {
                 return self.finish_power(action);
@@ -598,18 +680,7 @@ impl Runtime {
                     TOKEN_INIT => self.read_init_channel()?,
                     TOKEN_LISTENER => {
                         for id in self.control.accept() {
-                            if let Some(fd) = self.control.conn_fd(id) {
-                                let _ = epoll::add(
-                                    &self.epoll,
-                                    fd,
-                                    epoll::EventData::new_u64(TOKEN_CONN_BASE + id),
-                                    epoll::EventFlags::IN
-                                        | epoll::EventFlags::OUT
-                                        | epoll::EventFlags::ET
-                                        | epoll::EventFlags::RDHUP,
-                                );
-                            }
-                            self.serve(id);
+                            self.watch_conn(id);
                         }
                     }
                     TOKEN_SIGNALS => self.local_signals(),
@@ -984,22 +1055,35 @@ impl Runtime {
         }
     }
 
-    /// Without keel-init: reap our own children, take our own signals.
+    /// The signals sent to the supervisor itself; without keel-init also our
+    /// children's exits (SIGCHLD) and the signals keel-init would relay.
     fn local_signals(&mut self) {
-        let mut signos = Vec::new();
+        let mut signals = Vec::new();
         if let Some(fd) = &mut self.signals {
             while let Ok(Some(info)) = fd.read_signal() {
-                signos.push(info.ssi_signo as i32);
+                signals.push((info.ssi_signo as i32, info.ssi_pid));
             }
         }
-        for signo in signos {
-            if signo == libc::SIGCHLD {
-                self.reap_own();
-            } else {
-                self.on_signal(signo);
+        for (signo, sender) in signals {
+            match signo {
+                libc::SIGCHLD => {}
+                libc::SIGHUP => {
+                    tracing::info!("SIGHUP from pid {sender}: reloading the configuration");
+                    self.reload_configuration();
+                }
+                // What keel-init would relay, it relays; anything else (or a
+                // relayable signal sent to the supervisor's own pid) is no reason
+                // to lose the state.
+                _ if self.link.is_none() => self.on_signal(signo),
+                _ => tracing::info!(
+                    "signal {} from pid {sender} ignored (the supervisor keeps running)",
+                    job::Signal(signo).name()
+                ),
             }
         }
-        self.reap_own();
+        if self.link.is_none() {
+            self.reap_own();
+        }
     }
 
     fn reap_own(&mut self) {
@@ -1014,8 +1098,14 @@ impl Runtime {
         }
     }
 
+    /// A signal keel-init relayed (or, without keel-init, one sent to us).
     fn on_signal(&mut self, signo: i32) {
         let event = match signo {
+            // Upstart re-read its configuration on SIGHUP.
+            libc::SIGHUP => {
+                self.reload_configuration();
+                return;
+            }
             libc::SIGINT => "control-alt-delete",
             libc::SIGPWR => "power-status-changed",
             libc::SIGWINCH => "keyboard-request",
@@ -1025,7 +1115,7 @@ impl Runtime {
                 return;
             }
             _ => {
-                tracing::info!("signal {signo} received");
+                tracing::info!("signal {} received", job::Signal(signo).name());
                 return;
             }
         };
@@ -1124,8 +1214,7 @@ impl Runtime {
                 Some(Response::Ok)
             }
             Request::ReloadConfiguration => {
-                self.load_confdir();
-                self.watch_confdir();
+                self.reload_configuration();
                 Some(Response::Ok)
             }
             Request::CheckConfig { job, ignore } => Some(
@@ -1156,7 +1245,10 @@ impl Runtime {
             Request::LogPriority { level } => Some(match level {
                 None => Response::Value(crate::logging::priority().to_string()),
                 Some(l) => match crate::logging::set_priority(&l) {
-                    Ok(()) => Response::Ok,
+                    Ok(()) => {
+                        self.snap.log_priority = Some(l);
+                        Response::Ok
+                    }
                     Err(message) => Response::Error(Error {
                         kind: ErrorKind::InvalidRequest,
                         message,
@@ -1903,8 +1995,8 @@ impl Runtime {
         if self.link.is_none() {
             return refuse("re-exec needs keel-init to keep the state across it".into());
         }
-        if self.reexec_check.is_some() {
-            return refuse("another re-exec's candidate is being checked".into());
+        if self.reexec_check.is_some() || self.reexec.is_some() {
+            return refuse("another re-exec is under way".into());
         }
         let path = match binary {
             Some(b) => PathBuf::from(b),
@@ -1970,6 +2062,8 @@ impl Runtime {
     /// channel; the new image takes everything else back from the lifeboat.
     fn exec_new_image(&mut self, binary: &std::path::Path) {
         use std::os::unix::process::CommandExt;
+        // Every connection goes to the new image, with the requests it waits on.
+        self.snap.handover = Some(self.control.hand_over(std::process::id(), self.generation));
         self.persist();
         let Some(link) = &self.link else { return };
         tracing::info!("re-executing {}", binary.display());
@@ -1986,6 +2080,9 @@ impl Runtime {
             .exec();
         tracing::error!("re-exec of {} failed: {err}; carrying on", binary.display());
         let _ = rustix::io::fcntl_setfd(link.as_fd(), rustix::io::FdFlags::CLOEXEC);
+        self.control.take_back();
+        self.snap.handover = None;
+        self.dirty = true;
     }
 
     /// A power action, as Upstart's shutdown went: runlevel 0 (halt, power off) or

@@ -180,6 +180,8 @@ const LINKS: &[&str] = &[
 struct Failure {
     message: String,
     usage: bool,
+    /// The supervisor closed the connection before answering (see [`ask_again`]).
+    lost: bool,
 }
 
 impl From<String> for Failure {
@@ -187,6 +189,7 @@ impl From<String> for Failure {
         Failure {
             message,
             usage: false,
+            lost: false,
         }
     }
 }
@@ -195,6 +198,43 @@ fn usage_error(message: &str) -> Failure {
     Failure {
         message: message.to_string(),
         usage: true,
+        lost: false,
+    }
+}
+
+/// How long a query is asked again while the supervisor is away.
+const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// [`ask`], across a supervisor that goes away before it answers. A planned
+/// re-exec hands every connection to the new image, so only a crash or a kill
+/// does that — and the control socket waits in keel-init meanwhile, for the next
+/// supervisor. A query changes nothing: it is asked again (for up to
+/// [`RETRY_FOR`]). Any other request may or may not have taken effect before the
+/// supervisor went: it is not repeated, and the message says so.
+fn ask_again(socket: &Path, request: &Request) -> Result<(Response, u32), Failure> {
+    let deadline = std::time::Instant::now() + RETRY_FOR;
+    loop {
+        match ask(socket, request) {
+            Err(f) if f.lost && request.is_query() && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(f) if f.lost && request.is_query() => {
+                return Err(format!(
+                    "the supervisor closed the connection before answering, for {} s; \
+                     nothing was changed",
+                    RETRY_FOR.as_secs()
+                )
+                .into());
+            }
+            Err(f) if f.lost => {
+                return Err("the supervisor closed the connection before answering (it \
+                     crashed or was killed): whether the request took effect is unknown; \
+                     `initctl status` shows where things stand"
+                    .to_string()
+                    .into());
+            }
+            other => return other,
+        }
     }
 }
 
@@ -555,7 +595,7 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
             return Ok(ExitCode::SUCCESS);
         }
     };
-    let (response, protocol) = ask(&cli.socket, &request)?;
+    let (response, protocol) = ask_again(&cli.socket, &request)?;
     let mut out = String::new();
     let code = render(&show, response, protocol, cli.json, &mut out)?;
     print!("{out}");
@@ -744,11 +784,14 @@ fn ask(socket: &Path, request: &Request) -> Result<(Response, u32), Failure> {
 
 fn receive<T: for<'a> serde::Deserialize<'a>>(stream: &mut impl Read) -> Result<T, Failure> {
     let lost = |e: std::io::Error| -> Failure {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            "the supervisor closed the connection (it may have restarted); the request's \
-             outcome is unknown"
-                .to_string()
-                .into()
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+        ) {
+            Failure {
+                lost: true,
+                ..Failure::from("the supervisor closed the connection".to_string())
+            }
         } else {
             format!("cannot read the answer: {}", io_text(&e)).into()
         }
@@ -872,6 +915,84 @@ fn json_problem(p: &ConfigProblem) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stand-in supervisor on `listener`: reads each connection's hello and
+    /// request, closes the first `drop_first` connections unanswered and answers
+    /// the others `answer`; after `connections` of them, returns how many it saw.
+    fn stand_in(
+        listener: std::os::unix::net::UnixListener,
+        drop_first: usize,
+        answer: Response,
+        connections: usize,
+    ) -> std::thread::JoinHandle<usize> {
+        std::thread::spawn(move || {
+            let mut seen = 0;
+            for stream in listener.incoming().take(connections) {
+                let mut stream = stream.unwrap();
+                seen += 1;
+                let hello: Option<ClientHello> = receive(&mut stream).ok();
+                let request: Option<Request> = receive(&mut stream).ok();
+                assert!(
+                    hello.is_some() && request.is_some(),
+                    "a hello and a request"
+                );
+                if seen <= drop_first {
+                    continue;
+                }
+                let hello = ServerHello {
+                    magic: ctl::MAGIC,
+                    version: ctl::VERSION,
+                    accepted: true,
+                };
+                let mut bytes = frame::encode(&hello).unwrap();
+                bytes.extend(frame::encode(&answer).unwrap());
+                stream.write_all(&bytes).unwrap();
+            }
+            seen
+        })
+    }
+
+    fn socket_in(tag: &str) -> (PathBuf, std::os::unix::net::UnixListener) {
+        let dir = std::env::temp_dir().join(format!("keel-ctl-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("control");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        (path, listener)
+    }
+
+    #[test]
+    fn a_query_is_asked_again_when_the_supervisor_goes_away_before_answering() {
+        let (path, listener) = socket_in("query");
+        let server = stand_in(listener, 2, Response::Value("debug".into()), 3);
+        let (answer, _) = ask_again(&path, &Request::LogPriority { level: None })
+            .unwrap_or_else(|f| panic!("{}", f.message));
+        assert_eq!(answer, Response::Value("debug".into()));
+        assert_eq!(server.join().unwrap(), 3, "asked three times");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn a_change_is_not_asked_again_and_its_outcome_is_said_to_be_unknown() {
+        let (path, listener) = socket_in("change");
+        let server = stand_in(listener, 1, Response::Ok, 1);
+        let request = Request::Start {
+            job: "web".into(),
+            instance: None,
+            env: Vec::new(),
+            wait: true,
+        };
+        let failure = ask_again(&path, &request).expect_err("a failure");
+        assert!(
+            failure
+                .message
+                .contains("whether the request took effect is unknown"),
+            "{}",
+            failure.message
+        );
+        assert_eq!(server.join().unwrap(), 1, "asked once");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
 
     fn argv(line: &str) -> Vec<String> {
         line.split(' ').map(String::from).collect()

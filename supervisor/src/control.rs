@@ -551,6 +551,7 @@ impl Control {
     pub fn reply(&mut self, id: ConnId, response: &Response) {
         let queued: usize = self.conns.values().map(|c| c.session.output().len()).sum();
         let Some(conn) = self.conns.get_mut(&id) else {
+            tracing::debug!("control connection {id} closed before its answer");
             return;
         };
         conn.session
@@ -648,6 +649,13 @@ impl Control {
             session.spoke = true;
             session.rbuf = saved.unread;
             session.wbuf = saved.unsent;
+            tracing::debug!(
+                "control connection {} taken over (busy {}, {} bytes unread, {} unsent)",
+                saved.id,
+                saved.busy,
+                session.rbuf.len(),
+                session.wbuf.len()
+            );
             self.conns.insert(saved.id, Conn { fd, session });
             taken.push(saved.id);
         }

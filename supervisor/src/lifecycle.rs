@@ -310,6 +310,12 @@ fn error(kind: ErrorKind, message: impl Into<String>) -> Error {
 }
 
 impl Jobs {
+    /// Whether effects wait to be taken: what they say (a reply, a spawn) is in
+    /// no saved state, so a re-exec must wait for them.
+    pub fn effects_pending(&self) -> bool {
+        !self.effects.is_empty()
+    }
+
     /// Takes the effects produced so far, every [`Effect::KillRemnants`] first (so
     /// that a post-stop is never among what it kills), then every [`Effect::Spawn`]
     /// (otherwise in the order they arose).

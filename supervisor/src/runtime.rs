@@ -726,7 +726,12 @@ impl Runtime {
                 self.dirty = true;
             }
             self.settle();
-            if let Some(binary) = self.reexec.take() {
+            // Not while the core has effects to carry out (a spawn's exec read
+            // after the round's effects, whose reply is in no saved state): they
+            // come first, next round.
+            if !self.snap.jobs.effects_pending()
+                && let Some(binary) = self.reexec.take()
+            {
                 self.exec_new_image(&binary);
             }
         }
@@ -736,7 +741,11 @@ impl Runtime {
         // Work this round left: events beyond this round's share (see
         // `lifecycle::EVENTS_PER_ROUND`), or a client's next request read while its
         // previous answer went out. Look at the other fds without waiting, then do it.
-        if self.snap.jobs.events_pending() || self.dirty || !self.answers.is_empty() {
+        if self.snap.jobs.events_pending()
+            || self.snap.jobs.effects_pending()
+            || self.dirty
+            || !self.answers.is_empty()
+        {
             return Some(rustix::time::Timespec {
                 tv_sec: 0,
                 tv_nsec: 0,

@@ -267,6 +267,116 @@ fn re_exec_under_the_same_workload_loses_nothing() {
 }
 
 #[test]
+fn a_planned_re_exec_fails_no_request() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let keel = start(&jobs());
+    let socket = keel.socket();
+    let done = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    // Four clients, each starting and stopping its own service (waiting for
+    // each), for as long as the re-execs go on.
+    let clients: Vec<_> = (0..SERVICES)
+        .map(|i| {
+            let (socket, done, answered, failures) = (
+                socket.clone(),
+                done.clone(),
+                answered.clone(),
+                failures.clone(),
+            );
+            std::thread::spawn(move || {
+                let job = format!("svc{i}");
+                while !done.load(Ordering::Relaxed) {
+                    for verb in ["start", "stop"] {
+                        // A lost answer fails the request (124) instead of the test
+                        // hanging.
+                        let out = Command::new("timeout")
+                            .arg("30")
+                            .arg(keel_tests::bin("initctl"))
+                            .env("KEEL_SOCKET", &socket)
+                            .args([verb, &job])
+                            .output()
+                            .unwrap();
+                        if !out.status.success() {
+                            failures.lock().unwrap().push(format!(
+                                "{verb} {job}: {}",
+                                String::from_utf8_lossy(&out.stderr).trim()
+                            ));
+                        }
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    let reexecs = 20;
+    for n in 1..=reexecs {
+        // Some requests between each two re-execs, some in flight at each.
+        let before = answered.load(Ordering::Relaxed);
+        wait_for("the clients to go on", 20 * SECOND, || {
+            answered.load(Ordering::Relaxed) >= before + 4
+        });
+        keel.ctl_ok(&["reexec"]);
+        wait_for(&format!("re-exec {n}"), 10 * SECOND, || {
+            keel.console().matches("re-executing").count() == n
+                && keel.ctl(&["version"]).status.success()
+        });
+    }
+    done.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    let total = answered.load(Ordering::Relaxed);
+    eprintln!(
+        "{reexecs} re-execs, {total} start/stop requests, {} failed",
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{failures:#?}");
+    let handed = keel
+        .console()
+        .matches("control connections handed over")
+        .count();
+    assert!(handed > 0, "no re-exec found a connection to hand over");
+    finish(&keel);
+}
+
+#[test]
+fn a_change_whose_supervisor_is_killed_before_answering_is_said_to_be_unknown() {
+    let keel = start(&[(
+        "held".into(),
+        "pre-start exec sleep 1000\nexec sleep 1001\n".into(),
+    )]);
+    let start = Command::new(keel_tests::bin("initctl"))
+        .env("KEEL_SOCKET", keel.socket())
+        .args(["start", "held"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the pre-start to run", 5 * SECOND, || {
+        keel.ctl_ok(&["status", "held"])
+            .starts_with("held start/pre-start")
+    });
+    let old = keel.supervisor_pid();
+    unsafe { libc::kill(old.unwrap(), libc::SIGKILL) };
+    let out = start.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("whether the request took effect is unknown"),
+        "{err}"
+    );
+    // A query across the same kind of restart is simply answered.
+    wait_answering(&keel, old);
+    assert!(
+        keel.ctl_ok(&["status", "held"])
+            .starts_with("held start/pre-start")
+    );
+}
+
+#[test]
 fn re_exec_to_a_binary_that_cannot_read_the_state_is_refused() {
     let keel = start(&[("svc0".into(), service(0))]);
     keel.ctl_ok(&["start", "svc0"]);

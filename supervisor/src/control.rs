@@ -618,8 +618,17 @@ impl Control {
         self.next_id = self.next_id.max(handover.next_id);
         let mut taken = Vec::new();
         for saved in handover.conns {
-            // SAFETY: only borrowed to look at it; owned below only if it is the
-            // connected socket the previous image left at this number.
+            // SAFETY: F_GETFD only asks whether the number is an open fd.
+            if unsafe { libc::fcntl(saved.fd, libc::F_GETFD) } < 0 {
+                tracing::warn!(
+                    "control connection {} not handed over: fd {} is closed",
+                    saved.id,
+                    saved.fd
+                );
+                continue;
+            }
+            // SAFETY: open (above), and borrowed only to look at it; owned below
+            // only if it is the connected socket the previous image left there.
             let fd = unsafe { BorrowedFd::borrow_raw(saved.fd) };
             let is_socket = rustix::fs::fstat(fd).is_ok_and(|st| {
                 rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Socket

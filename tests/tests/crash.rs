@@ -436,7 +436,19 @@ fn a_re_exec_candidate_is_checked_without_stopping_the_loop() {
     let mut slowest = Duration::ZERO;
     while reexec.try_wait().unwrap().is_none() {
         let t = Instant::now();
-        assert!(keel.ctl_ok(&["status", "svc0"]).contains("start/running"));
+        // Bounded: a loop blocked by the check must fail the test, not hang it.
+        let status = Command::new("timeout")
+            .arg("2")
+            .arg(keel_tests::bin("initctl"))
+            .env("KEEL_SOCKET", keel.socket())
+            .args(["status", "svc0"])
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&status.stdout).contains("start/running"),
+            "{status:?} after {:?}",
+            t.elapsed()
+        );
         assert!(
             t.elapsed() < SECOND,
             "a status took {:?} during the check",

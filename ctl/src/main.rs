@@ -18,7 +18,7 @@
 
 use clap::{Parser, Subcommand};
 use keel_proto::ctl::{
-    self, ClientHello, ConfigProblem, Error, ErrorKind, EventRef, InstanceStatus, JobConfig,
+    self, ClientHello, ConfigProblem, Error, ErrorKind, EventRef, Goal, InstanceStatus, JobConfig,
     PowerAction, Request, Response, ServerHello,
 };
 use keel_proto::frame;
@@ -226,15 +226,44 @@ fn ask_again(socket: &Path, request: &Request) -> Result<(Response, u32), Failur
                 )
                 .into());
             }
-            Err(f) if f.lost => {
-                return Err("the supervisor closed the connection before answering (it \
-                     crashed or was killed): whether the request took effect is unknown; \
-                     `initctl status` shows where things stand"
-                    .to_string()
-                    .into());
-            }
+            Err(f) if f.lost => return Err(outcome_after_loss(socket, request).into()),
             other => return other,
         }
+    }
+}
+
+/// What can be said of a change whose supervisor went away before answering.
+/// A `start` or `stop` is known to have taken effect if the job's goal is now
+/// its (the next supervisor is asked, as a query); whether it then reached its
+/// end is not. Anything else: unknown.
+fn outcome_after_loss(socket: &Path, request: &Request) -> String {
+    let lost = "the supervisor closed the connection before answering (it crashed or was \
+                killed)";
+    let (job, instance, env, stopping) = match request {
+        Request::Start {
+            job, instance, env, ..
+        } => (job, instance, env, false),
+        Request::Stop {
+            job, instance, env, ..
+        } => (job, instance, env, true),
+        _ => return format!("{lost}: whether the request took effect is unknown"),
+    };
+    let status = Request::Status {
+        job: job.clone(),
+        instance: instance.clone(),
+        env: env.clone(),
+    };
+    match ask_again(socket, &status) {
+        Ok((Response::Instances(list), _)) if list.len() == 1 => {
+            let now = format_status(&list[0], false);
+            let now = now.lines().next().unwrap_or_default();
+            if (list[0].goal == Goal::Stop) == stopping {
+                format!("{lost}; the request took effect, its end was not awaited: {now}")
+            } else {
+                format!("{lost}; the request did not take effect, or failed since: {now}")
+            }
+        }
+        _ => format!("{lost}: whether the request took effect is unknown"),
     }
 }
 
@@ -918,25 +947,22 @@ mod tests {
 
     /// A stand-in supervisor on `listener`: reads each connection's hello and
     /// request, closes the first `drop_first` connections unanswered and answers
-    /// the others `answer`; after `connections` of them, returns how many it saw.
+    /// the others `answer`; after `connections` of them, returns what was asked.
     fn stand_in(
         listener: std::os::unix::net::UnixListener,
         drop_first: usize,
         answer: Response,
         connections: usize,
-    ) -> std::thread::JoinHandle<usize> {
+    ) -> std::thread::JoinHandle<Vec<Request>> {
         std::thread::spawn(move || {
-            let mut seen = 0;
+            let mut asked = Vec::new();
             for stream in listener.incoming().take(connections) {
                 let mut stream = stream.unwrap();
-                seen += 1;
                 let hello: Option<ClientHello> = receive(&mut stream).ok();
                 let request: Option<Request> = receive(&mut stream).ok();
-                assert!(
-                    hello.is_some() && request.is_some(),
-                    "a hello and a request"
-                );
-                if seen <= drop_first {
+                assert!(hello.is_some(), "a hello");
+                asked.push(request.expect("a request"));
+                if asked.len() <= drop_first {
                     continue;
                 }
                 let hello = ServerHello {
@@ -948,7 +974,7 @@ mod tests {
                 bytes.extend(frame::encode(&answer).unwrap());
                 stream.write_all(&bytes).unwrap();
             }
-            seen
+            asked
         })
     }
 
@@ -968,21 +994,52 @@ mod tests {
         let (answer, _) = ask_again(&path, &Request::LogPriority { level: None })
             .unwrap_or_else(|f| panic!("{}", f.message));
         assert_eq!(answer, Response::Value("debug".into()));
-        assert_eq!(server.join().unwrap(), 3, "asked three times");
+        assert_eq!(server.join().unwrap().len(), 3, "asked three times");
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
+    /// A lost `start` is not sent again: the next supervisor is asked the job's
+    /// status instead, which says whether the start took effect.
     #[test]
-    fn a_change_is_not_asked_again_and_its_outcome_is_said_to_be_unknown() {
-        let (path, listener) = socket_in("change");
-        let server = stand_in(listener, 1, Response::Ok, 1);
-        let request = Request::Start {
+    fn a_change_is_not_asked_again_and_its_outcome_is_said() {
+        let start = Request::Start {
             job: "web".into(),
             instance: None,
             env: Vec::new(),
             wait: true,
         };
-        let failure = ask_again(&path, &request).expect_err("a failure");
+        let status = |goal| InstanceStatus {
+            job: "web".into(),
+            instance: String::new(),
+            goal,
+            state: keel_proto::ctl::State::PreStart,
+            processes: Vec::new(),
+            failure: None,
+            status_text: None,
+        };
+        for (goal, said) in [
+            (
+                Goal::Start,
+                "the request took effect, its end was not awaited: web start/pre-start",
+            ),
+            (
+                Goal::Stop,
+                "the request did not take effect, or failed since: web stop/pre-start",
+            ),
+        ] {
+            let (path, listener) = socket_in("change");
+            let server = stand_in(listener, 1, Response::Instances(vec![status(goal)]), 2);
+            let failure = ask_again(&path, &start).expect_err("a failure");
+            assert!(failure.message.contains(said), "{}", failure.message);
+            let asked = server.join().unwrap();
+            assert_eq!(asked[0], start);
+            assert!(matches!(asked[1], Request::Status { .. }), "{asked:?}");
+            let _ = std::fs::remove_dir_all(path.parent().unwrap());
+        }
+        // With no supervisor left to ask, nothing is known.
+        let (path, listener) = socket_in("unknown");
+        let server = stand_in(listener, 1, Response::Ok, 1);
+        let failure = ask_again(&path, &start).expect_err("a failure");
         assert!(
             failure
                 .message
@@ -990,7 +1047,7 @@ mod tests {
             "{}",
             failure.message
         );
-        assert_eq!(server.join().unwrap(), 1, "asked once");
+        assert_eq!(server.join().unwrap(), vec![start]);
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 

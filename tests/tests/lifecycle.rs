@@ -421,8 +421,10 @@ end script
 
 #[test]
 fn signals_reach_the_whole_process_group() {
+    // Main waits for the child to have run its trap before it ends: at main's
+    // end whatever is left of the job is killed (SIGKILL), trap or not.
     let job = "script
-  trap 'echo main-term >> $DIR/trace; exit 0' TERM
+  trap 'wait; echo main-term >> $DIR/trace; exit 0' TERM
   sh -c 'trap \"echo child-term >> $DIR/trace; exit 0\" TERM; echo child >> $DIR/trace; sleep 1000 & wait' &
   echo main >> $DIR/trace
   wait

@@ -173,6 +173,22 @@ impl Runtime {
     /// saved state or a fresh one from the confdir, the control socket.
     pub fn new(config: Config) -> anyhow_like::Result<Runtime> {
         let link = InitLink::from_env();
+        // Blocked first thing: from now on they wait for the loop, however long
+        // the handover takes.
+        let signal_set = {
+            use nix::sys::signal::{SigSet, Signal};
+            let mut set = SigSet::empty();
+            for s in OWN_SIGNALS {
+                set.add(s);
+            }
+            if link.is_none() {
+                for s in [Signal::SIGCHLD, Signal::SIGPWR, Signal::SIGWINCH] {
+                    set.add(s);
+                }
+            }
+            set.thread_block().map_err(|e| e.to_string())?;
+            set
+        };
         let mut handover = match &link {
             Some(l) => Some(
                 l.handover()
@@ -312,29 +328,18 @@ impl Runtime {
         let mut control = Control::new(listener).map_err(|e| e.to_string())?;
         let handed_over = conns.map(|h| control.take_over(h)).unwrap_or_default();
 
-        let signals = {
-            use nix::sys::signal::{SigSet, Signal};
-            let mut set = SigSet::empty();
-            for s in OWN_SIGNALS {
-                set.add(s);
-            }
-            if link.is_none() {
-                for s in [Signal::SIGCHLD, Signal::SIGPWR, Signal::SIGWINCH] {
-                    set.add(s);
-                }
-                // Orphans of jobs come to us when no keel-init is there to take them.
-                let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
-            }
-            set.thread_block().map_err(|e| e.to_string())?;
-            Some(
-                nix::sys::signalfd::SignalFd::with_flags(
-                    &set,
-                    nix::sys::signalfd::SfdFlags::SFD_NONBLOCK
-                        | nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
-                )
-                .map_err(|e| e.to_string())?,
+        if link.is_none() {
+            // Orphans of jobs come to us when no keel-init is there to take them.
+            let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
+        }
+        let signals = Some(
+            nix::sys::signalfd::SignalFd::with_flags(
+                &signal_set,
+                nix::sys::signalfd::SfdFlags::SFD_NONBLOCK
+                    | nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
             )
-        };
+            .map_err(|e| e.to_string())?,
+        );
 
         let cgroups = match cgroup::Tree::open(
             &mut snap.cgroups,

@@ -741,9 +741,15 @@ impl Jobs {
                 if inst.kill_deadline.is_some_and(|d| d <= now) {
                     inst.kill_deadline = None;
                     kills.push(pid);
-                    // A pre-stop whose stop a start has cancelled fails nothing.
+                    // The hook has failed now, as its exit will say: what a failure
+                    // of it does (`process_ended`) is done at once, so that nothing
+                    // its failure lets go sees the instance as it was. A pre-stop
+                    // whose stop a start has cancelled fails nothing.
                     let cancelled = inst.state == State::PreStop && inst.goal == Goal::Start;
                     if kind != ProcessKind::Main && !cancelled && inst.failure.is_none() {
+                        if kind != ProcessKind::PreStop {
+                            inst.goal = Goal::Stop;
+                        }
                         inst.failure = Some(Failure {
                             process: kind,
                             status: Some(WaitStatus::signaled(Signal::KILL.0)),

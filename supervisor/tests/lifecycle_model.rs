@@ -581,7 +581,11 @@ impl Driver {
                 if kind != ProcessKind::Main {
                     // Guarantee 7: a hook gets only SIGKILL, once it has held up a
                     // stop for the kill timeout, and only the one its state awaits.
-                    let i = self.inst(&(job, inst)).unwrap();
+                    // It has failed then (whatever exit the model gives it), which
+                    // legitimately changes a restart's course.
+                    let key = (job, inst);
+                    self.tr(&key).restart = None;
+                    let i = self.inst(&key).unwrap();
                     assert_eq!(signal, Signal::KILL, "{kind:?} {pid} signalled");
                     let holds_a_stop = match i.state {
                         State::PreStart | State::PostStart => i.goal != Goal::Start,

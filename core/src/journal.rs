@@ -16,9 +16,16 @@
 //! version (u32, little endian), then the postcard encoding of [`Snapshot`] (a
 //! sequence of `(id, JobDef)`). A loader refuses a version newer than its own with
 //! a clear error rather than guessing.
+//!
+//! Versions: 2 added fields at the end of the shell's part (the supervisor's log
+//! priority, the control connections a planned re-exec hands over). A version 1
+//! state is a version 2 state without them: [`decode`] appends their defaults
+//! ([`SavedShell::ADDED_IN_2`]) and reads it as version 2. New fields go at the end
+//! of the shell's part, the same way.
 
 use crate::job::JobDef;
 use crate::lifecycle::{Def, DefId, Jobs};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -31,7 +38,17 @@ pub type Definitions = BTreeMap<DefId, Def>;
 
 /// The state format this binary writes. Every released version stays loadable:
 /// golden files under `supervisor/tests/golden/` are loaded by the tests.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+
+/// What the shell saves of its own, after the core's part.
+pub trait SavedShell: Serialize + DeserializeOwned {
+    /// The postcard encoding of the fields version 2 added at the end of the
+    /// shell's part, at their defaults: a version 1 state is read as version 2 with
+    /// these bytes appended.
+    const ADDED_IN_2: &'static [u8] = &[];
+}
+
+impl SavedShell for () {}
 
 /// Everything a new supervisor needs to carry on; `Shell` is what the shell keeps
 /// of its own (cgroups, log pipes, where the definitions come from), saved last.
@@ -99,7 +116,7 @@ fn framed(
 
 /// The state in `bytes`, its definitions taken from `defs`. A state that names a
 /// definition `defs` lacks is corrupt.
-pub fn decode<Shell: serde::de::DeserializeOwned>(
+pub fn decode<Shell: SavedShell>(
     bytes: &[u8],
     defs: &Definitions,
 ) -> Result<Snapshot<Shell>, LoadError> {
@@ -110,7 +127,14 @@ pub fn decode<Shell: serde::de::DeserializeOwned>(
             missing: None,
         })
     });
-    // Version 1 is the only format so far; older ones are converted here.
+    let upgraded;
+    let body = match version {
+        1 => {
+            upgraded = [body, Shell::ADDED_IN_2].concat();
+            &upgraded[..]
+        }
+        _ => body,
+    };
     let snapshot = postcard::from_bytes(body);
     let missing = LOADING.with(|t| t.borrow_mut().take().and_then(|l| l.missing));
     snapshot.map_err(|e| LoadError::Corrupt {

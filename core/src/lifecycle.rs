@@ -15,6 +15,14 @@
 //! 6. killed lasts until the main process's exit is seen — `blocked` for
 //!    `State::Killed`, SIGKILL after `kill timeout` in `tick`.
 //!
+//! And one of keel's own, which Upstart lacks:
+//! 7. the way down is bounded: a hook that holds up a stop — pre-stop and
+//!    post-stop from their start, pre-start and post-start once the goal is no
+//!    longer start — has `kill timeout` to end, then gets SIGKILL and fails the
+//!    instance with that reason (`bound_hook`, `tick`). A hook serving a start
+//!    runs as long as it needs, as in Upstart (a pre-start may wait for a
+//!    device): a stop bounds it.
+//!
 //! Events are the core's too (`engine`, following Upstart's `init/event.c`): the
 //! queue of events, what each event starts and stops, and the blocking between
 //! jobs and events — an instance in `starting` or `stopping` waits until its own
@@ -157,7 +165,8 @@ pub struct Instance {
     pub blocking: Vec<EventId>,
     /// Running processes by kind.
     pub pids: BTreeMap<ProcessKind, i32>,
-    /// When SIGKILL follows the kill signal (monotonic ms), while killed.
+    /// When SIGKILL goes to the process the state waits for (monotonic ms): main
+    /// while killed (guarantee 6), a hook holding up a stop (guarantee 7).
     pub kill_deadline: Option<u64>,
     /// Times of recent respawns (monotonic ms), for `respawn limit`.
     pub respawns: Vec<u64>,
@@ -302,6 +311,12 @@ impl<T> PartialEq for Derived<T> {
 impl<T> Eq for Derived<T> {}
 
 impl Jobs {
+    /// Whether effects wait to be taken: what they say (a reply, a spawn) is in
+    /// no saved state, so a re-exec must wait for them.
+    pub fn effects_pending(&self) -> bool {
+        !self.effects.is_empty()
+    }
+
     /// Takes the effects produced so far, every [`Effect::KillRemnants`] first (so
     /// that a post-stop is never among what it kills), then every [`Effect::Spawn`]
     /// (otherwise in the order they arose).
@@ -692,19 +707,49 @@ impl Jobs {
             .then_some((job, instance, kind))
     }
 
-    /// Timers: SIGKILL after `kill timeout`, the bounds of a power action. Also the
-    /// start of a new round: events deferred by [`EVENTS_PER_ROUND`] are handled.
+    /// Timers: SIGKILL after `kill timeout` (guarantees 6 and 7), the bounds of a
+    /// power action. Also the start of a new round: events deferred by
+    /// [`EVENTS_PER_ROUND`] are handled.
     pub fn tick(&mut self, now: u64) {
         self.now = self.now.max(now);
         self.handled = 0;
         self.power_tick(now);
         let mut kills = Vec::new();
-        for job in self.jobs.values_mut() {
-            for inst in job.instances.values_mut() {
+        let mut overdue_hooks = Vec::new();
+        for (name, job) in &mut self.jobs {
+            for (iname, inst) in &mut job.instances {
+                let Some(kind) = awaited_process(inst.state)
+                    .filter(|&k| k == ProcessKind::Main || hook_holds_a_stop(inst))
+                else {
+                    continue;
+                };
+                // A process still to be spawned (pid 0) is killed once it exists.
+                let Some(&pid) = inst.pids.get(&kind).filter(|&&p| p > 0) else {
+                    continue;
+                };
                 if inst.kill_deadline.is_some_and(|d| d <= now) {
                     inst.kill_deadline = None;
-                    if let Some(&pid) = inst.pids.get(&ProcessKind::Main).filter(|&&p| p > 0) {
-                        kills.push(pid);
+                    kills.push(pid);
+                    // The hook has failed now, as its exit will say: what a failure
+                    // of it does (`process_ended`) is done at once, so that nothing
+                    // its failure lets go sees the instance as it was. A pre-stop
+                    // whose stop a start has cancelled fails nothing.
+                    let cancelled = inst.state == State::PreStop && inst.goal == Goal::Start;
+                    if kind != ProcessKind::Main && !cancelled && inst.failure.is_none() {
+                        if kind != ProcessKind::PreStop {
+                            inst.goal = Goal::Stop;
+                        }
+                        inst.failure = Some(Failure {
+                            process: kind,
+                            status: Some(WaitStatus::signaled(Signal::KILL.0)),
+                            reason: format!(
+                                "{} process ({pid}) did not end within the kill timeout ({} s): killed",
+                                kind.name(),
+                                inst.def.kill_timeout
+                            ),
+                            respawn: false,
+                        });
+                        overdue_hooks.push((name.clone(), iname.clone()));
                     }
                 }
             }
@@ -714,6 +759,10 @@ impl Jobs {
                 pid,
                 signal: Signal::KILL,
             });
+        }
+        // A failure fails the events waiting for the instance, and lets them go.
+        for (job, instance) in overdue_hooks {
+            self.release(&job, &instance, true);
         }
         // Readiness that never came fails the start; `expect daemon` whose child
         // settled without a second fork is taken as it is (and said so).
@@ -1029,6 +1078,9 @@ impl Jobs {
             return;
         };
         inst.pids.remove(&kind);
+        if awaited_process(inst.state) == Some(kind) {
+            inst.kill_deadline = None;
+        }
         let ok = status.is_some_and(WaitStatus::success);
         let never_ran = status.is_none();
         let failed_before = inst.failure.is_some();
@@ -1066,7 +1118,6 @@ impl Jobs {
             // A pre-stop that could not even start: as Upstart, the stop goes on.
             ProcessKind::PreStop => {}
             ProcessKind::Main => {
-                inst.kill_deadline = None;
                 // Dying when killed (or while stopping anyway) is never a failure,
                 // and the goal is left alone: a restart may be under way.
                 let stopping = matches!(inst.state, State::Stopping | State::Killed)
@@ -1110,6 +1161,7 @@ impl Jobs {
                 return;
             };
             if blocked(inst) {
+                bound_hook(inst, now);
                 return;
             }
             let Some(next) = next_state(inst) else {
@@ -1126,6 +1178,8 @@ impl Jobs {
         };
         let from = inst.state;
         inst.state = state;
+        // Each state's own process has its own bound (`Killed`, `bound_hook`).
+        inst.kill_deadline = None;
         if state != State::Spawned {
             inst.readiness = None;
         }
@@ -1513,6 +1567,43 @@ fn blocked(inst: &Instance) -> bool {
         State::Killed => running(ProcessKind::Main),
         State::PostStop => running(ProcessKind::PostStop),
         _ => false,
+    }
+}
+
+/// The process a state waits for, whose end lets the instance go on.
+fn awaited_process(state: State) -> Option<ProcessKind> {
+    match state {
+        State::PreStart => Some(ProcessKind::PreStart),
+        State::PostStart => Some(ProcessKind::PostStart),
+        State::PreStop => Some(ProcessKind::PreStop),
+        State::Killed => Some(ProcessKind::Main),
+        State::PostStop => Some(ProcessKind::PostStop),
+        _ => None,
+    }
+}
+
+/// Whether the process the instance's state awaits is a hook holding up a stop:
+/// pre-stop and post-stop always belong to the way down; pre-start and post-start
+/// once the goal is no longer start.
+fn hook_holds_a_stop(inst: &Instance) -> bool {
+    match inst.state {
+        State::PreStart | State::PostStart => inst.goal != Goal::Start,
+        State::PreStop | State::PostStop => true,
+        _ => false,
+    }
+}
+
+/// Guarantee 7: a hook that holds up a stop gets `kill timeout` to end, from the
+/// moment it does (`tick` kills it then); one that serves a start again (a start
+/// came back during pre-start or post-start) is no longer bounded.
+fn bound_hook(inst: &mut Instance, now: u64) {
+    let Some(hook) = awaited_process(inst.state).filter(|&k| k != ProcessKind::Main) else {
+        return;
+    };
+    if !hook_holds_a_stop(inst) {
+        inst.kill_deadline = None;
+    } else if inst.pids.contains_key(&hook) && inst.kill_deadline.is_none() {
+        inst.kill_deadline = Some(now.saturating_add(u64::from(inst.def.kill_timeout) * 1000));
     }
 }
 

@@ -18,7 +18,7 @@
 
 use clap::{Parser, Subcommand};
 use keel_proto::ctl::{
-    self, ClientHello, ConfigProblem, Error, ErrorKind, EventRef, InstanceStatus, JobConfig,
+    self, ClientHello, ConfigProblem, Error, ErrorKind, EventRef, Goal, InstanceStatus, JobConfig,
     PowerAction, Request, Response, ServerHello,
 };
 use keel_proto::frame;
@@ -180,6 +180,8 @@ const LINKS: &[&str] = &[
 struct Failure {
     message: String,
     usage: bool,
+    /// The supervisor closed the connection before answering (see [`ask_again`]).
+    lost: bool,
 }
 
 impl From<String> for Failure {
@@ -187,6 +189,7 @@ impl From<String> for Failure {
         Failure {
             message,
             usage: false,
+            lost: false,
         }
     }
 }
@@ -195,6 +198,72 @@ fn usage_error(message: &str) -> Failure {
     Failure {
         message: message.to_string(),
         usage: true,
+        lost: false,
+    }
+}
+
+/// How long a query is asked again while the supervisor is away.
+const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// [`ask`], across a supervisor that goes away before it answers. A planned
+/// re-exec hands every connection to the new image, so only a crash or a kill
+/// does that — and the control socket waits in keel-init meanwhile, for the next
+/// supervisor. A query changes nothing: it is asked again (for up to
+/// [`RETRY_FOR`]). Any other request may or may not have taken effect before the
+/// supervisor went: it is not repeated, and the message says so.
+fn ask_again(socket: &Path, request: &Request) -> Result<(Response, u32), Failure> {
+    let deadline = std::time::Instant::now() + RETRY_FOR;
+    loop {
+        match ask(socket, request) {
+            Err(f) if f.lost && request.is_query() && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(f) if f.lost && request.is_query() => {
+                return Err(format!(
+                    "the supervisor closed the connection before answering, for {} s; \
+                     nothing was changed",
+                    RETRY_FOR.as_secs()
+                )
+                .into());
+            }
+            Err(f) if f.lost => return Err(outcome_after_loss(socket, request).into()),
+            other => return other,
+        }
+    }
+}
+
+/// What can be said of a change whose supervisor went away before answering.
+/// A `start` or `stop` is known to have taken effect if the job's goal is now
+/// its (the next supervisor is asked, as a query); whether it then reached its
+/// end is not. Anything else: unknown.
+fn outcome_after_loss(socket: &Path, request: &Request) -> String {
+    let lost = "the supervisor closed the connection before answering (it crashed or was \
+                killed)";
+    let (job, instance, env, stopping) = match request {
+        Request::Start {
+            job, instance, env, ..
+        } => (job, instance, env, false),
+        Request::Stop {
+            job, instance, env, ..
+        } => (job, instance, env, true),
+        _ => return format!("{lost}: whether the request took effect is unknown"),
+    };
+    let status = Request::Status {
+        job: job.clone(),
+        instance: instance.clone(),
+        env: env.clone(),
+    };
+    match ask_again(socket, &status) {
+        Ok((Response::Instances(list), _)) if list.len() == 1 => {
+            let now = format_status(&list[0], false);
+            let now = now.lines().next().unwrap_or_default();
+            if (list[0].goal == Goal::Stop) == stopping {
+                format!("{lost}; the request took effect, its end was not awaited: {now}")
+            } else {
+                format!("{lost}; the request did not take effect, or failed since: {now}")
+            }
+        }
+        _ => format!("{lost}: whether the request took effect is unknown"),
     }
 }
 
@@ -555,7 +624,7 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
             return Ok(ExitCode::SUCCESS);
         }
     };
-    let (response, protocol) = ask(&cli.socket, &request)?;
+    let (response, protocol) = ask_again(&cli.socket, &request)?;
     let mut out = String::new();
     let code = render(&show, response, protocol, cli.json, &mut out)?;
     print!("{out}");
@@ -744,11 +813,14 @@ fn ask(socket: &Path, request: &Request) -> Result<(Response, u32), Failure> {
 
 fn receive<T: for<'a> serde::Deserialize<'a>>(stream: &mut impl Read) -> Result<T, Failure> {
     let lost = |e: std::io::Error| -> Failure {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            "the supervisor closed the connection (it may have restarted); the request's \
-             outcome is unknown"
-                .to_string()
-                .into()
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+        ) {
+            Failure {
+                lost: true,
+                ..Failure::from("the supervisor closed the connection".to_string())
+            }
         } else {
             format!("cannot read the answer: {}", io_text(&e)).into()
         }
@@ -872,6 +944,112 @@ fn json_problem(p: &ConfigProblem) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stand-in supervisor on `listener`: reads each connection's hello and
+    /// request, closes the first `drop_first` connections unanswered and answers
+    /// the others `answer`; after `connections` of them, returns what was asked.
+    fn stand_in(
+        listener: std::os::unix::net::UnixListener,
+        drop_first: usize,
+        answer: Response,
+        connections: usize,
+    ) -> std::thread::JoinHandle<Vec<Request>> {
+        std::thread::spawn(move || {
+            let mut asked = Vec::new();
+            for stream in listener.incoming().take(connections) {
+                let mut stream = stream.unwrap();
+                let hello: Option<ClientHello> = receive(&mut stream).ok();
+                let request: Option<Request> = receive(&mut stream).ok();
+                assert!(hello.is_some(), "a hello");
+                asked.push(request.expect("a request"));
+                if asked.len() <= drop_first {
+                    continue;
+                }
+                let hello = ServerHello {
+                    magic: ctl::MAGIC,
+                    version: ctl::VERSION,
+                    accepted: true,
+                };
+                let mut bytes = frame::encode(&hello).unwrap();
+                bytes.extend(frame::encode(&answer).unwrap());
+                stream.write_all(&bytes).unwrap();
+            }
+            asked
+        })
+    }
+
+    fn socket_in(tag: &str) -> (PathBuf, std::os::unix::net::UnixListener) {
+        let dir = std::env::temp_dir().join(format!("keel-ctl-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("control");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        (path, listener)
+    }
+
+    #[test]
+    fn a_query_is_asked_again_when_the_supervisor_goes_away_before_answering() {
+        let (path, listener) = socket_in("query");
+        let server = stand_in(listener, 2, Response::Value("debug".into()), 3);
+        let (answer, _) = ask_again(&path, &Request::LogPriority { level: None })
+            .unwrap_or_else(|f| panic!("{}", f.message));
+        assert_eq!(answer, Response::Value("debug".into()));
+        assert_eq!(server.join().unwrap().len(), 3, "asked three times");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// A lost `start` is not sent again: the next supervisor is asked the job's
+    /// status instead, which says whether the start took effect.
+    #[test]
+    fn a_change_is_not_asked_again_and_its_outcome_is_said() {
+        let start = Request::Start {
+            job: "web".into(),
+            instance: None,
+            env: Vec::new(),
+            wait: true,
+        };
+        let status = |goal| InstanceStatus {
+            job: "web".into(),
+            instance: String::new(),
+            goal,
+            state: keel_proto::ctl::State::PreStart,
+            processes: Vec::new(),
+            failure: None,
+            status_text: None,
+        };
+        for (goal, said) in [
+            (
+                Goal::Start,
+                "the request took effect, its end was not awaited: web start/pre-start",
+            ),
+            (
+                Goal::Stop,
+                "the request did not take effect, or failed since: web stop/pre-start",
+            ),
+        ] {
+            let (path, listener) = socket_in("change");
+            let server = stand_in(listener, 1, Response::Instances(vec![status(goal)]), 2);
+            let failure = ask_again(&path, &start).expect_err("a failure");
+            assert!(failure.message.contains(said), "{}", failure.message);
+            let asked = server.join().unwrap();
+            assert_eq!(asked[0], start);
+            assert!(matches!(asked[1], Request::Status { .. }), "{asked:?}");
+            let _ = std::fs::remove_dir_all(path.parent().unwrap());
+        }
+        // With no supervisor left to ask, nothing is known.
+        let (path, listener) = socket_in("unknown");
+        let server = stand_in(listener, 1, Response::Ok, 1);
+        let failure = ask_again(&path, &start).expect_err("a failure");
+        assert!(
+            failure
+                .message
+                .contains("whether the request took effect is unknown"),
+            "{}",
+            failure.message
+        );
+        assert_eq!(server.join().unwrap(), vec![start]);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
 
     fn argv(line: &str) -> Vec<String> {
         line.split(' ').map(String::from).collect()

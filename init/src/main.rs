@@ -55,6 +55,10 @@ const DEFAULT_SHUTDOWN: &CStr = c"/sbin/keel-shutdown";
 const RELAYED: [u32; 7] = [2, 30, 28, 15, 1, 10, 12]; // INT PWR WINCH TERM HUP USR1 USR2
 const SIGCHLD: u32 = 17;
 
+/// The signals a process's own crash ends it with: ILL, TRAP, ABRT, BUS, FPE,
+/// SEGV, SYS. The supervisor takes the signals others may send it as events
+/// (ABRT too: `abort()` unblocks it first), so an ABRT death is its own.
+const CRASH_SIGNALS: [i32; 7] = [4, 5, 6, 7, 8, 11, 31];
 /// A supervisor that dies sooner than this after its start counts as a quick death.
 const QUICK_DEATH_MS: u64 = 1000;
 /// Back-off after the second quick death in a row, doubling up to the cap.
@@ -485,10 +489,15 @@ impl Init {
             Piece::Millis(lived),
         ]);
         // A supervisor that crashes soon after its start may be choking on its saved
-        // state; one killed by SIGKILL (an administrator, a test, the OOM killer)
-        // is not suspect, and is replaced at once however often it happens.
-        let killed = status & 0x7f == 9;
-        if lived < QUICK_DEATH_MS && !killed {
+        // state: a fault, an abort, a panic or an error exit. One killed by another
+        // signal (an administrator, a test, the OOM killer's SIGKILL, a signal that
+        // came before it took its signals) is not suspect, and is replaced at once
+        // however often it happens.
+        let crashed = match status & 0x7f {
+            0 => (status >> 8) & 0xff != 0,
+            sig => CRASH_SIGNALS.contains(&sig),
+        };
+        if lived < QUICK_DEATH_MS && crashed {
             self.quick_deaths = self.quick_deaths.saturating_add(1);
         } else {
             self.quick_deaths = 0;

@@ -32,6 +32,13 @@
 //!   1/[`UID_SHARE`] of the other slots and of [`MAX_QUEUED`]; an unprivileged
 //!   newcomer only ever displaces an idle connection of an unprivileged uid.
 //!
+//! A planned re-exec hands every connection to the new image ([`Control::hand_over`],
+//! [`Control::take_over`]): its fd stays open across the exec (the only fds
+//! without close-on-exec then), and what the session had read and not yet taken,
+//! or queued and not yet sent, goes with it in the saved state. A request in
+//! flight stays in flight: the core keeps its waiter, and the new image answers
+//! it under the same connection id.
+//!
 //! Authorisation comes from `SO_PEERCRED` at accept, never from what a client
 //! sends: root or the supervisor's own uid may change things, anyone may query
 //! ([`Request::is_query`]); any other request is answered "Permission denied" and
@@ -73,6 +80,32 @@ const CHUNK: usize = 4096;
 const KEEP_CAPACITY: usize = 8192;
 
 pub type ConnId = u64;
+
+/// The connections a planned re-exec hands to the new image. Only that image
+/// takes them: the same process (`pid`) of the same keel-init generation — any
+/// other supervisor (one keel-init started after a crash) finds other fds, or
+/// none, at those numbers.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Handover {
+    pub pid: u32,
+    pub generation: u32,
+    pub next_id: ConnId,
+    pub conns: Vec<SavedConn>,
+}
+
+/// One connection across an exec: its fd number and its session's buffers.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedConn {
+    pub id: ConnId,
+    pub fd: i32,
+    pub greeted: bool,
+    pub busy: bool,
+    pub closing: bool,
+    /// Bytes read and not yet taken (the start of the next request).
+    pub unread: Vec<u8>,
+    /// Answer bytes not yet sent.
+    pub unsent: Vec<u8>,
+}
 
 /// One client's side of the protocol, without its socket.
 pub struct Session {
@@ -614,6 +647,7 @@ impl Control {
     /// connection may then take its next request.
     pub fn reply(&mut self, id: ConnId, response: &Response) {
         let Some(conn) = self.conns.get(&id) else {
+            tracing::debug!("control connection {id} closed before its answer");
             return;
         };
         let room = queue_room(self.sessions(), &conn.session);
@@ -637,6 +671,102 @@ impl Control {
 
     pub fn is_open(&self, id: ConnId) -> bool {
         self.conns.contains_key(&id)
+    }
+
+    /// Every connection, with its fd made to survive an exec; until the exec,
+    /// nothing else may happen to them (`take_back` undoes this if it fails).
+    pub fn hand_over(&mut self, pid: u32, generation: u32) -> Handover {
+        let mut conns = Vec::new();
+        for (&id, c) in &self.conns {
+            if rustix::io::fcntl_setfd(&c.fd, rustix::io::FdFlags::empty()).is_err() {
+                continue;
+            }
+            let s = &c.session;
+            conns.push(SavedConn {
+                id,
+                fd: rustix::fd::AsRawFd::as_raw_fd(&c.fd),
+                greeted: s.greeted,
+                busy: s.busy,
+                closing: s.closing,
+                unread: s.rbuf.clone(),
+                unsent: s.wbuf.clone(),
+            });
+        }
+        Handover {
+            pid,
+            generation,
+            next_id: self.next_id,
+            conns,
+        }
+    }
+
+    /// The exec failed: the connections are this process's again, close-on-exec.
+    pub fn take_back(&mut self) {
+        for c in self.conns.values() {
+            let _ = rustix::io::fcntl_setfd(&c.fd, rustix::io::FdFlags::CLOEXEC);
+        }
+    }
+
+    /// Takes the connections a previous image of this process handed over (see
+    /// [`Handover`]); returns their ids. An fd that is no unix stream socket is
+    /// not taken (nor closed: it is not ours).
+    pub fn take_over(&mut self, handover: Handover) -> Vec<ConnId> {
+        use rustix::fd::FromRawFd;
+        let now = Instant::now();
+        self.next_id = self.next_id.max(handover.next_id);
+        let mut taken = Vec::new();
+        for saved in handover.conns {
+            // SAFETY: F_GETFD only asks whether the number is an open fd.
+            if unsafe { libc::fcntl(saved.fd, libc::F_GETFD) } < 0 {
+                tracing::warn!(
+                    "control connection {} not handed over: fd {} is closed",
+                    saved.id,
+                    saved.fd
+                );
+                continue;
+            }
+            // SAFETY: open (above), and borrowed only to look at it; owned below
+            // only if it is the connected socket the previous image left there.
+            let fd = unsafe { BorrowedFd::borrow_raw(saved.fd) };
+            let is_socket = rustix::fs::fstat(fd).is_ok_and(|st| {
+                rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Socket
+            });
+            let Some(cred) = is_socket
+                .then(|| {
+                    nix::sys::socket::getsockopt(&fd, nix::sys::socket::sockopt::PeerCredentials)
+                        .ok()
+                })
+                .flatten()
+            else {
+                tracing::warn!(
+                    "control connection {} not handed over: fd {} is not its socket",
+                    saved.id,
+                    saved.fd
+                );
+                continue;
+            };
+            // SAFETY: the previous image of this process left this socket open at
+            // this number for us (checked above), and nothing else here owns it.
+            let fd = unsafe { OwnedFd::from_raw_fd(saved.fd) };
+            let _ = rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC);
+            let mut session = Session::new(cred.uid(), self.own_uid, now);
+            session.greeted = saved.greeted;
+            session.busy = saved.busy;
+            session.closing = saved.closing;
+            session.spoke = true;
+            session.rbuf = saved.unread;
+            session.wbuf = saved.unsent;
+            tracing::debug!(
+                "control connection {} taken over (busy {}, {} bytes unread, {} unsent)",
+                saved.id,
+                saved.busy,
+                session.rbuf.len(),
+                session.wbuf.len()
+            );
+            self.conns.insert(saved.id, Conn { fd, session });
+            taken.push(saved.id);
+        }
+        taken
     }
 
     /// Drops every connection past its deadline; returns how many.

@@ -34,6 +34,17 @@ pub struct Shell {
     /// Where the definitions come from, while the confdir's watch in the lifeboat
     /// has seen every change since (`None` while a change is being read).
     pub confdir: Option<crate::check::Loaded>,
+    /// (version 2) `initctl log-priority`, once set: every supervisor of the boot
+    /// logs at it.
+    pub log_priority: Option<String>,
+    /// (version 2) Control connections kept open across a planned re-exec, for
+    /// the image it starts.
+    pub handover: Option<crate::control::Handover>,
+}
+
+impl keel_core::journal::SavedShell for Shell {
+    /// Two `None`s.
+    const ADDED_IN_2: &'static [u8] = &[0, 0];
 }
 
 /// The state in `bytes`, its definitions taken from `defs`.
@@ -103,5 +114,29 @@ mod tests {
         );
         // Sealed: the snapshot cannot be altered afterwards.
         assert!(rustix::io::write(&fd, b"x").is_err());
+    }
+
+    #[test]
+    fn a_version_1_state_loads_with_the_defaults_of_later_fields() {
+        let mut jobs = keel_core::lifecycle::Jobs::default();
+        jobs.set_definitions(vec![
+            keel_core::job::parse("a", "exec sleep 1\n").def.unwrap(),
+        ]);
+        let snap = Snapshot {
+            jobs,
+            last_exit_seq: 42,
+            ..Snapshot::default()
+        };
+        let defs = snap.jobs.live_definitions();
+        let v2 = encode(&snap).unwrap();
+        // Version 1 wrote exactly this without the tail version 2 added.
+        let added = <Shell as keel_core::journal::SavedShell>::ADDED_IN_2;
+        let mut v1 = v2[..v2.len() - added.len()].to_vec();
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(decode(&v1, &defs).unwrap(), snap);
+        let mut with_priority = snap.clone();
+        with_priority.shell.log_priority = Some("debug".into());
+        let loaded = decode(&encode(&with_priority).unwrap(), &defs).unwrap();
+        assert_eq!(loaded.shell.log_priority.as_deref(), Some("debug"));
     }
 }

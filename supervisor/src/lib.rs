@@ -22,6 +22,7 @@
 //! - [`boot`]: kernel filesystems on a real boot.
 //! - [`logging`]: the supervisor's own log and its run-time priority.
 //! - [`ready`]: the readiness protocols' moving parts (sd_notify socket, D-Bus, /proc).
+//! - [`reexec`]: the check of a re-exec candidate, a child read from the loop.
 
 pub mod answer;
 pub mod boot;
@@ -34,6 +35,7 @@ pub mod journal;
 pub mod logging;
 pub mod options;
 pub mod ready;
+pub mod reexec;
 pub mod runtime;
 pub mod setup;
 pub mod spawn;

@@ -71,6 +71,8 @@ const TOKEN_INIT: u64 = 0;
 const TOKEN_LISTENER: u64 = 1;
 const TOKEN_SIGNALS: u64 = 2;
 const TOKEN_CONFDIR: u64 = 3;
+/// The output of a re-exec candidate being checked.
+const TOKEN_REEXEC_CHECK: u64 = 4;
 /// Connection tokens are their ids offset past the fixed ones.
 const TOKEN_CONN_BASE: u64 = 16;
 /// Job log pipes: this bit and the pipe's id.
@@ -83,7 +85,27 @@ pub const SPAWN_BATCH: u32 = 64;
 /// How soon a cgroup still holding a dying process is tried again.
 const CGROUP_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// The signals the supervisor takes itself, as events of its loop, so that none
+/// of them ends it (and throws its state away): SIGHUP re-reads the job files, as
+/// it did Upstart's; the rest are logged and change nothing under keel-init —
+/// keel-init relays what PID 1 receives, and a signal sent to the supervisor's own
+/// pid is no order to die. Its own crashes still end it: `abort()` unblocks
+/// SIGABRT first, and faults are not maskable.
+const OWN_SIGNALS: [nix::sys::signal::Signal; 8] = {
+    use nix::sys::signal::Signal::*;
+    [
+        SIGHUP, SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGALRM, SIGQUIT, SIGABRT,
+    ]
+};
+
 const LIFEBOAT_CONTROL: &str = "control";
+/// Deposited once a supervisor has loaded the saved state and carried out its
+/// first round on it; withdrawn by the next one as it starts. Its presence says
+/// the last supervisor died of something else than that state (see `Runtime::new`).
+const LIFEBOAT_LOADED: &str = "loaded";
+/// Supervisors that died in a row soon after their start, none of them having
+/// got through the saved state, after which that state is dropped.
+const POISON_DEATHS: u32 = 5;
 /// The confdir's inotify watch: kept in the lifeboat, it goes on seeing changes
 /// while no supervisor runs (see `Runtime::new`).
 const LIFEBOAT_CONFDIR_WATCH: &str = "confdir-watch";
@@ -92,7 +114,8 @@ pub struct Runtime {
     config: Config,
     snap: Snapshot,
     link: Option<InitLink>,
-    /// Without keel-init: signals (SIGCHLD among them) arrive here.
+    /// The signals sent to the supervisor itself (see [`OWN_SIGNALS`]); without
+    /// keel-init also SIGCHLD and those keel-init would relay.
     signals: Option<nix::sys::signalfd::SignalFd>,
     epoll: OwnedFd,
     control: Control,
@@ -109,6 +132,8 @@ pub struct Runtime {
     dirty: bool,
     /// A live upgrade requested: the binary to exec once this round is done.
     reexec: Option<PathBuf>,
+    /// A re-exec candidate being asked its state format, and who asked.
+    reexec_check: Option<(ConnId, crate::reexec::Check)>,
     /// Watches the confdir: a changed job file is re-read at once.
     watch: Option<nix::sys::inotify::Inotify>,
     /// Answers decided this round, sent after the state is saved.
@@ -135,6 +160,9 @@ pub struct Runtime {
     /// keel-init has lost exits (its log was full): any tracked pid may have been
     /// reaped unseen (see `open_pidfds`).
     exits_lost: bool,
+    /// keel-init's count of supervisors started before this one: names this
+    /// process (with its pid) in a re-exec's handover.
+    generation: u32,
 }
 
 /// Monotonic milliseconds, the core's clock (shared by every supervisor of a boot).
@@ -148,6 +176,22 @@ impl Runtime {
     /// saved state or a fresh one from the confdir, the control socket.
     pub fn new(config: Config) -> anyhow_like::Result<Runtime> {
         let link = InitLink::from_env();
+        // Blocked first thing: from now on they wait for the loop, however long
+        // the handover takes.
+        let signal_set = {
+            use nix::sys::signal::{SigSet, Signal};
+            let mut set = SigSet::empty();
+            for s in OWN_SIGNALS {
+                set.add(s);
+            }
+            if link.is_none() {
+                for s in [Signal::SIGCHLD, Signal::SIGPWR, Signal::SIGWINCH] {
+                    set.add(s);
+                }
+            }
+            set.thread_block().map_err(|e| e.to_string())?;
+            set
+        };
         let mut handover = match &link {
             Some(l) => Some(
                 l.handover()
@@ -170,6 +214,10 @@ impl Runtime {
         let saved_defs = take(journal::DEFS_LIFEBOAT_NAME);
         let saved_watch = take(LIFEBOAT_CONFDIR_WATCH);
         let listener = take(LIFEBOAT_CONTROL);
+        let loaded_before = take(LIFEBOAT_LOADED).is_some();
+        if loaded_before && let Some(link) = &link {
+            let _ = link.withdraw(LIFEBOAT_LOADED);
+        }
         let ready = Watcher::new(NotifyAddr::parse(&config.notify_socket), &mut lifeboat);
         // What is left are "go" pipes of rounds a previous supervisor did not finish,
         // and job log pipes.
@@ -189,7 +237,12 @@ impl Runtime {
         let mut defs_saved = journal::Definitions::new();
         let mut snap = match &saved {
             Some(fd) => {
-                let poisoned = handover.as_ref().is_some_and(|h| h.quick_deaths >= 5);
+                // Only a state no supervisor got through is suspect: supervisors
+                // killed from outside, however often, never drop one that loads.
+                let poisoned = !loaded_before
+                    && handover
+                        .as_ref()
+                        .is_some_and(|h| h.quick_deaths >= POISON_DEATHS);
                 match load_saved(fd, saved_defs.as_ref()) {
                     Ok((s, defs)) if !poisoned => {
                         defs_saved = defs;
@@ -234,7 +287,22 @@ impl Runtime {
             }
             None => Snapshot::default(),
         };
-        snap.jobs.forget_waiters();
+        // The connections a planned re-exec of this very process handed over, with
+        // the requests they wait on; any other start answers no one it finds.
+        let generation = handover.as_ref().map_or(0, |h| h.generation);
+        let conns = snap
+            .shell
+            .handover
+            .take()
+            .filter(|h| h.pid == std::process::id() && h.generation == generation);
+        if conns.is_none() {
+            snap.jobs.forget_waiters();
+        }
+        if let Some(level) = &snap.shell.log_priority
+            && let Err(e) = crate::logging::set_priority(level)
+        {
+            tracing::warn!("saved log priority: {e}");
+        }
         // Spawns the saved state decided and the previous supervisor did not make.
         snap.jobs.resume();
         // A round whose pids were saved is released; any other never was, and its
@@ -264,35 +332,21 @@ impl Runtime {
                 l
             }
         };
-        let control = Control::new(listener).map_err(|e| e.to_string())?;
+        let mut control = Control::new(listener).map_err(|e| e.to_string())?;
+        let handed_over = conns.map(|h| control.take_over(h)).unwrap_or_default();
 
-        let signals = if link.is_none() {
-            use nix::sys::signal::{SigSet, Signal};
-            let mut set = SigSet::empty();
-            for s in [
-                Signal::SIGCHLD,
-                Signal::SIGTERM,
-                Signal::SIGINT,
-                Signal::SIGHUP,
-                Signal::SIGPWR,
-                Signal::SIGWINCH,
-            ] {
-                set.add(s);
-            }
-            set.thread_block().map_err(|e| e.to_string())?;
+        if link.is_none() {
             // Orphans of jobs come to us when no keel-init is there to take them.
             let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
-            Some(
-                nix::sys::signalfd::SignalFd::with_flags(
-                    &set,
-                    nix::sys::signalfd::SfdFlags::SFD_NONBLOCK
-                        | nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
-                )
-                .map_err(|e| e.to_string())?,
+        }
+        let signals = Some(
+            nix::sys::signalfd::SignalFd::with_flags(
+                &signal_set,
+                nix::sys::signalfd::SfdFlags::SFD_NONBLOCK
+                    | nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
             )
-        } else {
-            None
-        };
+            .map_err(|e| e.to_string())?,
+        );
 
         let cgroups = match cgroup::Tree::open(
             &mut snap.shell.cgroups,
@@ -356,6 +410,7 @@ impl Runtime {
             answers: Vec::new(),
             watch: None,
             reexec: None,
+            reexec_check: None,
             ready,
             pidfds: BTreeMap::new(),
             cgroups,
@@ -366,9 +421,16 @@ impl Runtime {
             apparmor: setup::AppArmorHost::probe(),
             machine,
             exits_lost: false,
+            generation,
             snap,
         };
         rt.ready.start(&rt.epoll, rt.link.as_ref());
+        if !handed_over.is_empty() {
+            tracing::info!("{} control connections handed over", handed_over.len());
+        }
+        for id in handed_over {
+            rt.watch_conn(id);
+        }
         for id in watch_logs {
             rt.watch_log(id);
         }
@@ -577,9 +639,40 @@ impl Runtime {
         self.dirty = true;
     }
 
+    /// Watches connection `id` and serves what it has sent already.
+    fn watch_conn(&mut self, id: ConnId) {
+        if let Some(fd) = self.control.conn_fd(id) {
+            let _ = epoll::add(
+                &self.epoll,
+                fd,
+                epoll::EventData::new_u64(TOKEN_CONN_BASE + id),
+                epoll::EventFlags::IN
+                    | epoll::EventFlags::OUT
+                    | epoll::EventFlags::ET
+                    | epoll::EventFlags::RDHUP,
+            );
+        }
+        self.control.flush(id);
+        self.serve(id);
+    }
+
+    /// `reload-configuration`, SIGHUP: every job file read again.
+    fn reload_configuration(&mut self) {
+        self.load_confdir();
+        self.watch_confdir();
+    }
+
     /// Runs until the power action (never returns under keel-init).
     pub fn run(&mut self) -> anyhow_like::Result<()> {
         let mut events = Vec::with_capacity(64);
+        // The saved state is loaded, carried out and saved again (`new`): it is no
+        // poison, whatever ends this supervisor.
+        if let Some(link) = &self.link
+            && let Ok(mark) = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)
+            && let Err(e) = link.deposit(LIFEBOAT_LOADED, mark.as_fd())
+        {
+            tracing::warn!("cannot mark the saved state as loaded: {e}");
+        }
         loop {
             if let Some(action) = self.snap.jobs.power_due() {
                 return self.finish_power(action);
@@ -599,22 +692,12 @@ impl Runtime {
                     TOKEN_INIT => self.read_init_channel()?,
                     TOKEN_LISTENER => {
                         for id in self.control.accept() {
-                            if let Some(fd) = self.control.conn_fd(id) {
-                                let _ = epoll::add(
-                                    &self.epoll,
-                                    fd,
-                                    epoll::EventData::new_u64(TOKEN_CONN_BASE + id),
-                                    epoll::EventFlags::IN
-                                        | epoll::EventFlags::OUT
-                                        | epoll::EventFlags::ET
-                                        | epoll::EventFlags::RDHUP,
-                                );
-                            }
-                            self.serve(id);
+                            self.watch_conn(id);
                         }
                     }
                     TOKEN_SIGNALS => self.local_signals(),
                     TOKEN_CONFDIR => self.confdir_changed(),
+                    TOKEN_REEXEC_CHECK => self.read_reexec_check(),
                     t if t & TOKEN_SETUP != 0 => self.read_setup_pipe((t & !TOKEN_SETUP) as i32),
                     t if t & TOKEN_LOG != 0 => {
                         if self.logs.drain(
@@ -645,6 +728,7 @@ impl Runtime {
                 }
             }
             self.control.expire(Instant::now());
+            self.read_reexec_check();
             let now = now_ms();
             self.snap.jobs.tick(now);
             if self.ready.poll(&mut self.snap.jobs, &self.epoll, now) | self.confirm_execs() {
@@ -655,7 +739,12 @@ impl Runtime {
                 self.dirty = true;
             }
             self.settle();
-            if let Some(binary) = self.reexec.take() {
+            // Not while the core has effects to carry out (a spawn's exec read
+            // after the round's effects, whose reply is in no saved state): they
+            // come first, next round.
+            if !self.snap.jobs.effects_pending()
+                && let Some(binary) = self.reexec.take()
+            {
                 self.exec_new_image(&binary);
             }
         }
@@ -665,7 +754,11 @@ impl Runtime {
         // Work this round left: events beyond this round's share (see
         // `lifecycle::EVENTS_PER_ROUND`), or a client's next request read while its
         // previous answer went out. Look at the other fds without waiting, then do it.
-        if self.snap.jobs.events_pending() || self.dirty || !self.answers.is_empty() {
+        if self.snap.jobs.events_pending()
+            || self.snap.jobs.effects_pending()
+            || self.dirty
+            || !self.answers.is_empty()
+        {
             return Some(rustix::time::Timespec {
                 tv_sec: 0,
                 tv_nsec: 0,
@@ -688,7 +781,8 @@ impl Runtime {
         .flatten()
         .min()
         .map(|d| d.saturating_sub(now));
-        for d in [self.control.next_deadline(), self.cgroup_retry]
+        let check = self.reexec_check.as_ref().map(|(_, c)| c.deadline());
+        for d in [self.control.next_deadline(), self.cgroup_retry, check]
             .into_iter()
             .flatten()
         {
@@ -945,7 +1039,8 @@ impl Runtime {
     }
 
     /// Reads child `pid`'s error pipe: a failure record is kept until its exit is
-    /// applied; at EOF (it exec'd) or a record the pipe is dropped.
+    /// applied; at EOF the pipe is dropped, and EOF without a record before it
+    /// means it exec'd (after a record, EOF is the failed child's end).
     fn read_setup_pipe(&mut self, pid: i32) {
         let Some(launch) = self.setup_pipes.get(&pid) else {
             return;
@@ -957,6 +1052,7 @@ impl Runtime {
                 return;
             }
             spawn::Report::Pending => return,
+            spawn::Report::Done if self.setup_failures.contains_key(&pid) => {}
             spawn::Report::Done => {
                 self.snap.jobs.execd(pid, now_ms());
                 self.dirty = true;
@@ -970,22 +1066,35 @@ impl Runtime {
         }
     }
 
-    /// Without keel-init: reap our own children, take our own signals.
+    /// The signals sent to the supervisor itself; without keel-init also our
+    /// children's exits (SIGCHLD) and the signals keel-init would relay.
     fn local_signals(&mut self) {
-        let mut signos = Vec::new();
+        let mut signals = Vec::new();
         if let Some(fd) = &mut self.signals {
             while let Ok(Some(info)) = fd.read_signal() {
-                signos.push(info.ssi_signo as i32);
+                signals.push((info.ssi_signo as i32, info.ssi_pid));
             }
         }
-        for signo in signos {
-            if signo == libc::SIGCHLD {
-                self.reap_own();
-            } else {
-                self.on_signal(signo);
+        for (signo, sender) in signals {
+            match signo {
+                libc::SIGCHLD => {}
+                libc::SIGHUP => {
+                    tracing::info!("SIGHUP from pid {sender}: reloading the configuration");
+                    self.reload_configuration();
+                }
+                // What keel-init would relay, it relays; anything else (or a
+                // relayable signal sent to the supervisor's own pid) is no reason
+                // to lose the state.
+                _ if self.link.is_none() => self.on_signal(signo),
+                _ => tracing::info!(
+                    "signal {} from pid {sender} ignored (the supervisor keeps running)",
+                    job::Signal(signo).name()
+                ),
             }
         }
-        self.reap_own();
+        if self.link.is_none() {
+            self.reap_own();
+        }
     }
 
     fn reap_own(&mut self) {
@@ -1000,8 +1109,14 @@ impl Runtime {
         }
     }
 
+    /// A signal keel-init relayed (or, without keel-init, one sent to us).
     fn on_signal(&mut self, signo: i32) {
         let event = match signo {
+            // Upstart re-read its configuration on SIGHUP.
+            libc::SIGHUP => {
+                self.reload_configuration();
+                return;
+            }
             libc::SIGINT => "control-alt-delete",
             libc::SIGPWR => "power-status-changed",
             libc::SIGWINCH => "keyboard-request",
@@ -1011,7 +1126,7 @@ impl Runtime {
                 return;
             }
             _ => {
-                tracing::info!("signal {signo} received");
+                tracing::info!("signal {} received", job::Signal(signo).name());
                 return;
             }
         };
@@ -1094,8 +1209,7 @@ impl Runtime {
                 Some(Response::Ok)
             }
             Request::ReloadConfiguration => {
-                self.load_confdir();
-                self.watch_confdir();
+                self.reload_configuration();
                 Some(Response::Ok)
             }
             Request::CheckConfig { job, ignore } => Some(
@@ -1113,13 +1227,7 @@ impl Runtime {
             ),
             Request::Telinit { runlevel, .. } if runlevel == b'u' || runlevel == b'U' => {
                 // Upstart's `telinit u`: re-execute.
-                match self.prepare_reexec(None) {
-                    Ok(path) => {
-                        self.reexec = Some(path);
-                        Some(Response::Ok)
-                    }
-                    Err(message) => Some(failed(ErrorKind::InvalidRequest, message)),
-                }
+                self.request_reexec(conn, None)
             }
             Request::Telinit { runlevel, env } => Some(match parse_env(&env) {
                 Ok(env) => self.telinit(runlevel, env),
@@ -1132,7 +1240,10 @@ impl Runtime {
             Request::LogPriority { level } => Some(match level {
                 None => Response::Value(crate::logging::priority().to_string()),
                 Some(l) => match crate::logging::set_priority(&l) {
-                    Ok(()) => Response::Ok,
+                    Ok(()) => {
+                        self.snap.shell.log_priority = Some(l);
+                        Response::Ok
+                    }
                     Err(message) => failed(ErrorKind::InvalidRequest, message),
                 },
             }),
@@ -1162,13 +1273,7 @@ impl Runtime {
                 self.logs.flush_wanted = true;
                 Some(Response::Ok)
             }
-            Request::Reexec { binary } => Some(match self.prepare_reexec(binary) {
-                Ok(path) => {
-                    self.reexec = Some(path);
-                    Response::Ok
-                }
-                Err(message) => failed(ErrorKind::InvalidRequest, message),
-            }),
+            Request::Reexec { binary } => self.request_reexec(conn, binary),
             Request::Emit { event, env, wait } => match parse_env(&env) {
                 Ok(_) if event.is_empty() => Some(refused(Refusal::EmptyEventName)),
                 Ok(env) => match jobs.emit(Event { name: event, env }, wait.then_some(conn), now) {
@@ -1789,57 +1894,84 @@ impl Runtime {
         self.snap.runlevel.change(runlevel)
     }
 
-    /// Checks that `binary` (default: this one) can take over: it must read this
-    /// state's format. Asking it costs one short process; refusing here keeps the
-    /// running supervisor, where a failed load after exec would lose the state.
-    /// The very file this supervisor runs (the same inode) reads its own format:
-    /// it is not asked.
-    fn prepare_reexec(&self, binary: Option<String>) -> Result<PathBuf, String> {
+    /// A re-exec into `binary` (default: this one), which must read this state's
+    /// format: refusing here keeps the running supervisor, where a failed load
+    /// after exec would lose the state. The very file this supervisor runs (the
+    /// same inode) reads its own format and is taken at once; any other is asked
+    /// (`reexec`), and `conn` answered once it has said — later rounds, while the
+    /// loop goes on serving.
+    fn request_reexec(&mut self, conn: ConnId, binary: Option<String>) -> Option<Response> {
+        let refuse = |message: String| Some(failed(ErrorKind::InvalidRequest, message));
         if self.link.is_none() {
-            return Err("re-exec needs keel-init to keep the state across it".into());
+            return refuse("re-exec needs keel-init to keep the state across it".into());
+        }
+        if self.reexec_check.is_some() || self.reexec.is_some() {
+            return refuse("another re-exec is under way".into());
         }
         let path = match binary {
             Some(b) => PathBuf::from(b),
-            None => std::fs::read_link("/proc/self/exe")
-                .map_err(|e| format!("cannot find my own binary: {e}"))?,
+            None => match std::fs::read_link("/proc/self/exe") {
+                Ok(p) => p,
+                Err(e) => return refuse(format!("cannot find my own binary: {e}")),
+            },
         };
         let file = |p: &std::path::Path| {
             use std::os::unix::fs::MetadataExt;
             std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
         };
         if file(&path).is_some_and(|f| file(std::path::Path::new("/proc/self/exe")) == Some(f)) {
-            return Ok(path);
+            self.reexec = Some(path);
+            return Some(Response::Ok);
         }
-        let out = std::process::Command::new(&path)
-            .arg("--state-format")
-            .env_clear()
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
-        let supported: u32 = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .map_err(|_| {
-                format!(
-                    "{} does not say which state format it reads",
-                    path.display()
-                )
-            })?;
-        if supported < journal::FORMAT_VERSION {
-            return Err(format!(
-                "{} reads state format {supported}, older than this state's {}; refusing to re-exec",
-                path.display(),
-                journal::FORMAT_VERSION
-            ));
+        let check = match crate::reexec::Check::start(&path, Instant::now()) {
+            Ok(c) => c,
+            Err(message) => return refuse(message),
+        };
+        if let Err(e) = epoll::add(
+            &self.epoll,
+            check.fd(),
+            epoll::EventData::new_u64(TOKEN_REEXEC_CHECK),
+            epoll::EventFlags::IN,
+        ) {
+            return refuse(format!("cannot watch {}: {e}", path.display()));
         }
-        Ok(path)
+        self.reexec_check = Some((conn, check));
+        None
+    }
+
+    /// Reads the re-exec candidate's answer; once it is known (or its time is up)
+    /// answers who asked, and a good one is exec'd at the end of this round.
+    fn read_reexec_check(&mut self) {
+        let Some((conn, check)) = &mut self.reexec_check else {
+            return;
+        };
+        let Some(verdict) = check.read(Instant::now()) else {
+            return;
+        };
+        let conn = *conn;
+        if let Some((_, check)) = self.reexec_check.take() {
+            let _ = epoll::delete(&self.epoll, check.fd());
+        }
+        let answer = match verdict {
+            Ok(path) => {
+                self.reexec = Some(path);
+                Response::Ok
+            }
+            Err(message) => {
+                tracing::warn!("re-exec refused: {message}");
+                failed(ErrorKind::InvalidRequest, message)
+            }
+        };
+        self.answers.push((conn, answer));
     }
 
     /// Replaces this process image, keeping its pid, children and the init
     /// channel; the new image takes everything else back from the lifeboat.
     fn exec_new_image(&mut self, binary: &std::path::Path) {
         use std::os::unix::process::CommandExt;
+        // Every connection goes to the new image, with the requests it waits on.
+        self.snap.shell.handover =
+            Some(self.control.hand_over(std::process::id(), self.generation));
         self.persist();
         let Some(link) = &self.link else { return };
         tracing::info!("re-executing {}", binary.display());
@@ -1856,6 +1988,9 @@ impl Runtime {
             .exec();
         tracing::error!("re-exec of {} failed: {err}; carrying on", binary.display());
         let _ = rustix::io::fcntl_setfd(link.as_fd(), rustix::io::FdFlags::CLOEXEC);
+        self.control.take_back();
+        self.snap.shell.handover = None;
+        self.dirty = true;
     }
 
     /// A power action, as Upstart's shutdown went: runlevel 0 (halt, power off) or

@@ -92,6 +92,21 @@ fn reference() -> Snapshot {
                 confdir: "/etc/init".into(),
                 binary: (8, 1234, 2_000_000, 1_700_000_000_123_456_789),
             }),
+            log_priority: Some("debug".into()),
+            handover: Some(keel_supervisor::control::Handover {
+                pid: 77,
+                generation: 3,
+                next_id: 12,
+                conns: vec![keel_supervisor::control::SavedConn {
+                    id: 11,
+                    fd: 40,
+                    greeted: true,
+                    busy: true,
+                    closing: false,
+                    unread: vec![1, 2],
+                    unsent: vec![3],
+                }],
+            }),
         },
     }
 }
@@ -133,6 +148,20 @@ fn every_released_state_format_loads() {
             .collect();
         assert_eq!(held, ["started"], "the half-matched `and` holds its event");
         assert_eq!(loaded.jobs.job("after").unwrap().start_on.ids().count(), 1);
+        // Version 2: the log priority and a re-exec's connections.
+        if version >= 2 {
+            assert_eq!(loaded.shell.log_priority.as_deref(), Some("debug"));
+            let h = loaded.shell.handover.as_ref().expect("the handover");
+            assert_eq!((h.pid, h.generation, h.conns[0].fd), (77, 3, 40));
+        } else {
+            assert_eq!(
+                (
+                    loaded.shell.log_priority.as_ref(),
+                    loaded.shell.handover.as_ref()
+                ),
+                (None, None)
+            );
+        }
         assert_eq!(
             loaded.shell.cgroups.root.as_deref(),
             Some("/sys/fs/cgroup/keel")

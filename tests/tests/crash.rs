@@ -267,6 +267,117 @@ fn re_exec_under_the_same_workload_loses_nothing() {
 }
 
 #[test]
+fn a_planned_re_exec_fails_no_request() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let keel = start(&jobs());
+    let socket = keel.socket();
+    let done = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    // Four clients, each starting and stopping its own service (waiting for
+    // each), for as long as the re-execs go on.
+    let clients: Vec<_> = (0..SERVICES)
+        .map(|i| {
+            let (socket, done, answered, failures) = (
+                socket.clone(),
+                done.clone(),
+                answered.clone(),
+                failures.clone(),
+            );
+            std::thread::spawn(move || {
+                let job = format!("svc{i}");
+                while !done.load(Ordering::Relaxed) {
+                    for verb in ["start", "stop"] {
+                        // A lost answer fails the request (124) instead of the test
+                        // hanging.
+                        let out = Command::new("timeout")
+                            .arg("30")
+                            .arg(keel_tests::bin("initctl"))
+                            .env("KEEL_SOCKET", &socket)
+                            .args([verb, &job])
+                            .output()
+                            .unwrap();
+                        if !out.status.success() {
+                            failures.lock().unwrap().push(format!(
+                                "{verb} {job}: {}",
+                                String::from_utf8_lossy(&out.stderr).trim()
+                            ));
+                        }
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    let reexecs = 20;
+    for n in 1..=reexecs {
+        // Some requests between each two re-execs, some in flight at each.
+        let before = answered.load(Ordering::Relaxed);
+        wait_for("the clients to go on", 20 * SECOND, || {
+            answered.load(Ordering::Relaxed) >= before + 4
+        });
+        keel.ctl_ok(&["reexec"]);
+        wait_for(&format!("re-exec {n}"), 10 * SECOND, || {
+            keel.console().matches("re-executing").count() == n
+                && keel.ctl(&["version"]).status.success()
+        });
+    }
+    done.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    let total = answered.load(Ordering::Relaxed);
+    eprintln!(
+        "{reexecs} re-execs, {total} start/stop requests, {} failed",
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{failures:#?}");
+    let handed = keel
+        .console()
+        .matches("control connections handed over")
+        .count();
+    assert!(handed > 0, "no re-exec found a connection to hand over");
+    finish(&keel);
+}
+
+#[test]
+fn a_change_whose_supervisor_is_killed_before_answering_is_not_repeated_and_its_outcome_said() {
+    let keel = start(&[(
+        "held".into(),
+        "pre-start exec sleep 1000\nexec sleep 1001\n".into(),
+    )]);
+    let start = Command::new(keel_tests::bin("initctl"))
+        .env("KEEL_SOCKET", keel.socket())
+        .args(["start", "held"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the pre-start to run", 5 * SECOND, || {
+        keel.ctl_ok(&["status", "held"])
+            .starts_with("held start/pre-start")
+    });
+    let old = keel.supervisor_pid();
+    unsafe { libc::kill(old.unwrap(), libc::SIGKILL) };
+    let out = start.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Not sent again: the next supervisor was asked where the job stands.
+    assert!(
+        err.contains("before answering (it crashed or was killed); the request took effect, its end was not awaited: held start/pre-start"),
+        "{err}"
+    );
+    // A query across the same kind of restart is simply answered.
+    wait_answering(&keel, old);
+    assert!(
+        keel.ctl_ok(&["status", "held"])
+            .starts_with("held start/pre-start")
+    );
+}
+
+#[test]
 fn re_exec_to_a_binary_that_cannot_read_the_state_is_refused() {
     let keel = start(&[("svc0".into(), service(0))]);
     keel.ctl_ok(&["start", "svc0"]);
@@ -283,6 +394,117 @@ fn re_exec_to_a_binary_that_cannot_read_the_state_is_refused() {
         "{err}"
     );
     // The running supervisor carries on.
+    assert!(keel.ctl_ok(&["status", "svc0"]).contains("start/running"));
+}
+
+/// A file at `rel` in the test's directory, executable, running `script`.
+fn candidate(keel: &Keel, rel: &str, script: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = keel.path(rel);
+    fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn a_re_exec_candidate_is_checked_without_stopping_the_loop() {
+    let keel = start(&[("svc0".into(), service(0))]);
+    keel.ctl_ok(&["start", "svc0"]);
+    let exe = || {
+        keel.supervisor_pid()
+            .and_then(|p| fs::read_link(format!("/proc/{p}/exe")).ok())
+    };
+    let running = exe();
+    // A candidate that never answers: refused at the deadline, and every other
+    // client is served meanwhile.
+    let sleeper = candidate(&keel, "sleeper", "sleep 1000");
+    let asked = Instant::now();
+    let mut reexec = Command::new(keel_tests::bin("initctl"))
+        .env("KEEL_SOCKET", keel.socket())
+        .args(["reexec", "--binary", &sleeper])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sleeping = || {
+        descendants(keel.init_pid).iter().any(|&p| {
+            fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.starts_with(b"sleep\x001000\x00"))
+        })
+    };
+    wait_for("the candidate to run", 5 * SECOND, sleeping);
+    let mut served = 0;
+    let mut slowest = Duration::ZERO;
+    while reexec.try_wait().unwrap().is_none() {
+        let t = Instant::now();
+        // Bounded: a loop blocked by the check must fail the test, not hang it.
+        let status = Command::new("timeout")
+            .arg("2")
+            .arg(keel_tests::bin("initctl"))
+            .env("KEEL_SOCKET", keel.socket())
+            .args(["status", "svc0"])
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&status.stdout).contains("start/running"),
+            "{status:?} after {:?}",
+            t.elapsed()
+        );
+        assert!(
+            t.elapsed() < SECOND,
+            "a status took {:?} during the check",
+            t.elapsed()
+        );
+        slowest = slowest.max(t.elapsed());
+        served += 1;
+        assert!(asked.elapsed() < 20 * SECOND, "the check is not bounded");
+    }
+    assert!(served > 10, "only {served} status answers during the check");
+    eprintln!("{served} status answers during the candidate's check, the slowest {slowest:?}");
+    let out = reexec.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{sleeper} did not say its state format within 5 s"
+        )),
+        "{err}"
+    );
+    assert!(
+        asked.elapsed() >= Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    // The candidate was killed, with what it started.
+    wait_for("the candidate's end", 5 * SECOND, || !sleeping());
+
+    // A wrong path, and a candidate that prints without end: refused at once.
+    let yes = candidate(&keel, "yes", "exec yes");
+    for (binary, why) in [
+        (
+            "/nonexistent/keel-supervisor",
+            "cannot run /nonexistent/keel-supervisor: No such file or directory".to_string(),
+        ),
+        (
+            yes.as_str(),
+            format!("{yes} does not say which state format it reads"),
+        ),
+    ] {
+        let t = Instant::now();
+        let out = keel.ctl(&["reexec", "--binary", binary]);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&why), "{err}");
+        assert!(t.elapsed() < 2 * SECOND, "{binary}: {:?}", t.elapsed());
+    }
+    // Nothing re-exec'd, and a good candidate (this very binary, copied) is taken.
+    assert_eq!(exe(), running);
+    let copy = keel.path("keel-supervisor");
+    fs::copy(keel_tests::bin("keel-supervisor"), &copy).unwrap();
+    keel.ctl_ok(&["reexec", "--binary", copy.to_str().unwrap()]);
+    wait_for("the copy to run", 10 * SECOND, || {
+        exe().as_ref() == Some(&copy)
+    });
     assert!(keel.ctl_ok(&["status", "svc0"]).contains("start/running"));
 }
 

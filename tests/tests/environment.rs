@@ -379,15 +379,16 @@ fn a_job_has_its_own_session_only_stdio_and_a_clean_environment() {
     assert!(open.iter().all(|(_, to)| to == "/dev/null"), "{open:?}");
 }
 
-/// Starts `job`, which must fail: at once (what the supervisor finds before the
-/// clone) or as soon as the child reports its failed step (the start may have
-/// been answered by then). The failure reason `status --json` gives.
+/// Starts `job`, which must fail as Upstart's does: `initctl start` exits 1 with
+/// `Job failed to start` and the reason, whether the supervisor finds it before
+/// the clone or the child reports its failed step (its error pipe's record, then
+/// EOF, must never read as an exec). The failure reason `status --json` gives.
 fn failed_start(keel: &Keel, job: &str, reason: &str) -> String {
     let out = keel.ctl(&["start", job]);
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(reason), "{job}: {err:?}");
-    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{job}: {out:?}");
+    assert!(err.contains("Job failed to start"), "{job}: {err:?}");
+    assert!(err.contains(reason), "{job}: {err:?}");
     let mut json = String::new();
     wait_for(&format!("{job} to stop, failed"), 5 * SECOND, || {
         json = keel.ctl_ok(&["--json", "status", job]);
@@ -473,4 +474,16 @@ fn a_failing_setup_fails_that_start_with_its_reason_and_nothing_else() {
         });
     }
     assert_eq!(keel.ctl_ok(&["status", "bystander"]), bystander);
+}
+
+#[test]
+fn a_start_that_cannot_exec_fails_every_time() {
+    let keel = Keel::start(&[("ghost", "exec /nonexistent/bin/ghostd\n")]);
+    for _ in 0..5 {
+        failed_start(
+            &keel,
+            "ghost",
+            "main process: exec: No such file or directory",
+        );
+    }
 }

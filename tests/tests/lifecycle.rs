@@ -308,6 +308,8 @@ fn pre_stop_runs_only_on_a_stop_request() {
     // A stop request: pre-stop.
     std::fs::remove_file(keel.path("quick")).unwrap();
     keel.ctl_ok(&["start", "j"]);
+    // Running means exec'd: the shell's own `echo main` may come later.
+    trace_len(&keel, 3);
     assert_eq!(keel.ctl_ok(&["stop", "j"]), "j stop/waiting\n");
     assert_eq!(
         trace(&keel),
@@ -419,8 +421,10 @@ end script
 
 #[test]
 fn signals_reach_the_whole_process_group() {
+    // Main waits for the child to have run its trap before it ends: at main's
+    // end whatever is left of the job is killed (SIGKILL), trap or not.
     let job = "script
-  trap 'echo main-term >> $DIR/trace; exit 0' TERM
+  trap 'wait; echo main-term >> $DIR/trace; exit 0' TERM
   sh -c 'trap \"echo child-term >> $DIR/trace; exit 0\" TERM; echo child >> $DIR/trace; sleep 1000 & wait' &
   echo main >> $DIR/trace
   wait
@@ -709,4 +713,91 @@ fn status_lists_other_processes_during_post_start() {
     let running = wait_status(&keel, "j", "j start/running");
     assert_eq!(running, format!("j start/running, process {main}\n"));
     assert_eq!(keel_tests::comm(main_host).as_deref(), Some("sleep"));
+}
+
+// 7 (keel's own). The way down is bounded: a hook that never ends is killed
+// after the kill timeout, the stop goes on and returns, the failure is recorded.
+
+/// Starts `j` (whose `hook` sleeps forever, with `kill timeout 1`), waits until
+/// that hook runs (`state` in the status), stops it and checks the stop returns
+/// once the hook was killed, with the reason in `status`.
+fn a_hook_that_never_ends_is_bounded(hook: &str, state: &str) {
+    let job = format!("kill timeout 1\n{hook} exec sleep 1000\nexec sleep 1001\n");
+    let keel = Keel::start(&[("j", &job)]);
+    let during_start = matches!(hook, "pre-start" | "post-start");
+    if during_start {
+        keel.ctl_ok(&["start", "--no-wait", "j"]);
+    } else {
+        keel.ctl_ok(&["start", "j"]);
+    }
+    if hook != "post-stop" {
+        wait_status(&keel, "j", &format!("j {}", state));
+    }
+    let t0 = Instant::now();
+    let mut stop = std::process::Command::new(keel_tests::bin("initctl"))
+        .env("KEEL_SOCKET", keel.socket())
+        .args(["stop", "j"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ended = None;
+    let wait = wait_for_stop(&mut stop, &mut ended);
+    let took = t0.elapsed();
+    assert!(wait, "{hook}: the stop has not returned after {took:?}");
+    assert!(ended.is_some_and(|s| s.success()), "{hook}: {ended:?}");
+    // Post-stop begins after main's end (TERM at once): it has its own second.
+    assert!(
+        took >= Duration::from_millis(950) && took < 8 * SECOND,
+        "{hook}: the stop took {took:?}, kill timeout 1"
+    );
+    let json = keel.ctl_ok(&["--json", "status", "j"]);
+    assert!(json.contains("\"state\":\"waiting\""), "{hook}: {json}");
+    let want = format!("{hook} process (");
+    assert!(
+        json.contains(&want) && json.contains("did not end within the kill timeout (1 s): killed"),
+        "{hook}: {json}"
+    );
+    // Nothing of the job is left.
+    assert!(keel.processes().iter().all(|&p| {
+        std::fs::read(format!("/proc/{p}/cmdline"))
+            .map_or(true, |c| !c.starts_with(b"sleep\x00100"))
+    }));
+}
+
+/// Whether `stop` ended within 10 s (else it is killed); its status in `ended`.
+fn wait_for_stop(
+    stop: &mut std::process::Child,
+    ended: &mut Option<std::process::ExitStatus>,
+) -> bool {
+    let deadline = Instant::now() + 10 * SECOND;
+    while Instant::now() < deadline {
+        *ended = stop.try_wait().unwrap();
+        if ended.is_some() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = stop.kill();
+    let _ = stop.wait();
+    false
+}
+
+#[test]
+fn a_pre_start_that_never_ends_is_killed_after_the_kill_timeout_of_a_stop() {
+    a_hook_that_never_ends_is_bounded("pre-start", "start/pre-start");
+}
+
+#[test]
+fn a_post_start_that_never_ends_is_killed_after_the_kill_timeout_of_a_stop() {
+    a_hook_that_never_ends_is_bounded("post-start", "start/post-start");
+}
+
+#[test]
+fn a_pre_stop_that_never_ends_is_killed_after_the_kill_timeout() {
+    a_hook_that_never_ends_is_bounded("pre-stop", "start/running");
+}
+
+#[test]
+fn a_post_stop_that_never_ends_is_killed_after_the_kill_timeout() {
+    a_hook_that_never_ends_is_bounded("post-stop", "start/running");
 }

@@ -457,14 +457,24 @@ impl Driver {
 
     fn tick(&mut self, ms: u64) {
         self.now += ms;
-        // Guarantee 6: SIGKILL for every main whose kill deadline passed.
+        // Guarantees 6 and 7: SIGKILL for every main killed, and every hook holding
+        // up a stop, whose kill deadline passed.
+        let awaited = |s: State| match s {
+            State::Killed => Some(ProcessKind::Main),
+            State::PreStart => Some(ProcessKind::PreStart),
+            State::PostStart => Some(ProcessKind::PostStart),
+            State::PreStop => Some(ProcessKind::PreStop),
+            State::PostStop => Some(ProcessKind::PostStop),
+            _ => None,
+        };
         let due: Vec<i32> = self
             .jobs
             .jobs
             .values()
             .flat_map(|j| j.instances.values())
-            .filter(|i| i.state == State::Killed && i.kill_deadline.is_some_and(|d| d <= self.now))
-            .filter_map(|i| i.pids.get(&ProcessKind::Main).copied())
+            .filter(|i| i.kill_deadline.is_some_and(|d| d <= self.now))
+            .filter_map(|i| i.pids.get(&awaited(i.state)?).copied())
+            .filter(|&pid| pid > 0)
             .collect();
         self.jobs.tick(self.now);
         let effects = self.jobs.take_effects();
@@ -565,7 +575,28 @@ impl Driver {
                     .get(&pid)
                     .cloned()
                     .unwrap_or_else(|| panic!("kill of untracked pid {pid}"));
-                assert_eq!(kind, ProcessKind::Main, "only main is killed");
+                if kind != ProcessKind::Main {
+                    // Guarantee 7: a hook gets only SIGKILL, once it has held up a
+                    // stop for the kill timeout, and only the one its state awaits.
+                    // It has failed then (whatever exit the model gives it), which
+                    // legitimately changes a restart's course.
+                    let key = (job, inst);
+                    self.tr(&key).restart = None;
+                    let i = self.inst(&key).unwrap();
+                    assert_eq!(signal, Signal::KILL, "{kind:?} {pid} signalled");
+                    let holds_a_stop = match i.state {
+                        State::PreStart | State::PostStart => i.goal != Goal::Start,
+                        State::PreStop | State::PostStop => true,
+                        _ => false,
+                    };
+                    assert!(
+                        holds_a_stop,
+                        "{kind:?} {pid} killed in {:?}/{:?}",
+                        i.goal, i.state
+                    );
+                    assert_eq!(format!("{:?}", i.state), format!("{kind:?}"), "{pid}");
+                    return;
+                }
                 // `stopping full` held full until `hook` stopped: its main is gone.
                 if job == "full" && !self.draining {
                     assert!(

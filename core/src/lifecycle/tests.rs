@@ -263,6 +263,109 @@ fn killed_lasts_until_main_exits_with_sigkill_after_the_timeout() {
     assert_eq!(t.state(), State::PostStop);
 }
 
+/// Guarantee 7: a hook that never ends, in each place it can hold up a stop,
+/// gets SIGKILL `kill timeout` after it began to (its spawn for pre-stop and
+/// post-stop, the stop request for pre-start and post-start); the stop goes on
+/// with the failure recorded and is answered.
+#[test]
+fn a_hook_that_never_ends_is_killed_after_the_kill_timeout_and_the_stop_goes_on() {
+    for hook in [PreStart, PostStart, PreStop, PostStop] {
+        let mut t = T::new(JobDef {
+            kill_timeout: 2,
+            ..full()
+        });
+        t.start(None);
+        if hook != PreStart {
+            t.ok(PreStart);
+        }
+        if !matches!(hook, PreStart | PostStart) {
+            t.ok(PostStart);
+        }
+        t.now = 1_000;
+        t.stop(Some(9));
+        let main = t.inst().unwrap().pids.get(&Main).copied();
+        if hook == PostStop {
+            // Pre-stop ends, main is killed and ends: post-stop begins at 2 s.
+            t.ok(PreStop);
+            t.now = 2_000;
+            t.exit(Main, WaitStatus::signaled(15));
+        }
+        let since = t.now;
+        let pid = t.pid(hook);
+        assert_eq!(t.jobs.next_deadline(), Some(since + 2_000), "{hook:?}");
+        t.jobs.tick(since + 1_999);
+        t.settle();
+        assert!(
+            !t.kills().contains(&(pid, Signal::KILL)),
+            "{hook:?}: too soon"
+        );
+        t.now = since + 2_000;
+        t.jobs.tick(t.now);
+        t.settle();
+        assert!(
+            t.kills().contains(&(pid, Signal::KILL)),
+            "{hook:?}: {:?}",
+            t.kills()
+        );
+        t.exit(hook, WaitStatus::signaled(9));
+        // The rest of the way down, as after any failure of that hook.
+        if let Some(main) = main.filter(|_| hook != PostStop) {
+            assert_eq!(t.state(), State::Killed, "{hook:?}");
+            t.jobs.exited(main, WaitStatus::signaled(15), t.now);
+            t.settle();
+        }
+        if hook != PostStop {
+            t.ok(PostStop);
+        }
+        assert_eq!(t.state(), State::Waiting, "{hook:?}");
+        assert_eq!(
+            t.replies(),
+            vec![(9, None)],
+            "{hook:?}: the stop is answered"
+        );
+        let failure = t.jobs.status("j", &[]).unwrap()[0].failure.clone();
+        let want = format!(
+            "{} process ({pid}) did not end within the kill timeout (2 s): killed",
+            hook.name()
+        );
+        assert_eq!(failure.as_deref(), Some(want.as_str()), "{hook:?}");
+    }
+}
+
+#[test]
+fn a_hook_serving_a_start_is_not_bounded_and_one_that_ends_in_time_fails_nothing() {
+    let mut t = T::new(full());
+    t.start(None);
+    assert_eq!(
+        t.jobs.next_deadline(),
+        None,
+        "pre-start of a start: no bound"
+    );
+    // A stop bounds it; a start back before the bound lifts it again.
+    t.stop(None);
+    assert_eq!(t.jobs.next_deadline(), Some(5_000));
+    t.start(None);
+    assert_eq!(t.jobs.next_deadline(), None, "serving a start again");
+    t.now = 60_000;
+    t.jobs.tick(t.now);
+    t.settle();
+    assert_eq!(t.kills(), vec![]);
+    t.ok(PreStart);
+    assert_eq!(t.jobs.next_deadline(), None, "nor post-start");
+    t.ok(PostStart);
+    t.stop(None);
+    assert_eq!(t.jobs.next_deadline(), Some(65_000), "pre-stop: bounded");
+    t.now = 64_000;
+    t.ok(PreStop);
+    // Main's own kill timeout starts now, anew.
+    assert_eq!(t.jobs.next_deadline(), Some(69_000));
+    t.exit(Main, WaitStatus::signaled(15));
+    t.ok(PostStop);
+    assert_eq!(t.state(), State::Waiting);
+    assert_eq!(t.jobs.next_deadline(), None);
+    assert_eq!(t.jobs.status("j", &[]).unwrap()[0].failure, None);
+}
+
 #[test]
 fn restart_kills_then_post_stop_pre_start_main_without_pre_stop() {
     let mut t = T::new(full());

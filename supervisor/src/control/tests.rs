@@ -480,3 +480,97 @@ fn one_unprivileged_uid_queues_at_most_its_share_of_answer_bytes() {
     let room = queue_room(open.iter().map(|(i, s)| (*i, s)), &root);
     assert_eq!(room, MAX_QUEUED - queued);
 }
+
+/// A re-exec's hand-over, within one process: the old `Control` is forgotten (as
+/// an exec leaves its fds open), a new one takes the connections over with what
+/// they had read and not yet sent, and a request in flight is answered by it.
+#[test]
+fn connections_handed_over_keep_their_requests_and_bytes() {
+    use std::io::{Read, Write};
+    let dir = std::env::temp_dir().join(format!("keel-handover-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("control");
+    let mut old = Control::new(bind(&path).unwrap()).unwrap();
+    let mut client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    let mut bytes = hello_bytes(VERSION);
+    bytes.extend(request_bytes(&status()));
+    // The next request, cut in two: its first half is read before the exec.
+    let next = request_bytes(&Request::List);
+    bytes.extend(&next[..3]);
+    client.write_all(&bytes).unwrap();
+    let id = old.accept()[0];
+    let incoming = old.read(id).expect("the first request");
+    assert_eq!(incoming.request, status());
+    let listener = rustix::io::dup(old.listener()).unwrap();
+    let handover = old.hand_over(7, 1);
+    assert!(handover.conns[0].busy && handover.conns[0].unread == next[..3]);
+    std::mem::forget(old);
+
+    let mut new = Control::new(listener).unwrap();
+    assert_eq!(new.take_over(handover), vec![id]);
+    // The answer to the request in flight, then the rest of the next one.
+    new.reply(id, &Response::Ok);
+    client.write_all(&next[3..]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let list = loop {
+        if let Some(incoming) = new.read(id) {
+            break incoming.request;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the next request never came whole"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(list, Request::List);
+    let mut answers = Vec::new();
+    let want = frame::encode(&ServerHello {
+        magic: MAGIC,
+        version: VERSION,
+        accepted: true,
+    })
+    .unwrap()
+    .len()
+        + frame::encode(&Response::Ok).unwrap().len();
+    let mut buf = [0u8; 256];
+    while answers.len() < want {
+        let n = client.read(&mut buf).unwrap();
+        assert!(n > 0, "the connection closed");
+        answers.extend_from_slice(&buf[..n]);
+    }
+    let (range, used) = frame::split(&answers, frame::MAX_FRAME).unwrap().unwrap();
+    assert!(server_hello(&answers[range]).accepted);
+    let (range, _) = frame::split(&answers[used..], frame::MAX_FRAME)
+        .unwrap()
+        .unwrap();
+    assert_eq!(response(&answers[used..][range]), Response::Ok);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Numbers that are no open socket are not taken (nor closed).
+#[test]
+fn a_handover_naming_no_socket_takes_nothing() {
+    let dir = std::env::temp_dir().join(format!("keel-handover-none-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut control = Control::new(bind(&dir.join("control")).unwrap()).unwrap();
+    let file = std::fs::File::open("/dev/null").unwrap();
+    let saved = |fd: i32| SavedConn {
+        id: 5,
+        fd,
+        greeted: true,
+        busy: true,
+        closing: false,
+        unread: vec![],
+        unsent: vec![],
+    };
+    let handover = Handover {
+        pid: 1,
+        generation: 0,
+        next_id: 6,
+        conns: vec![saved(rustix::fd::AsRawFd::as_raw_fd(&file)), saved(999_999)],
+    };
+    assert!(control.take_over(handover).is_empty());
+    // The file is still open: it was not ours to close.
+    assert!(rustix::fs::fstat(&file).is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -27,12 +27,18 @@ fn telinit_emits_runlevel_and_runlevel_reports_it() {
     wait_for("multi to start on runlevel 2", 5 * SECOND, || {
         keel.ctl_ok(&["status", "multi"]).contains("start/running")
     });
+    // The task must have run for runlevel 2 before runlevel 1 comes: an event
+    // that finds it still running does not start it again (Upstart's rule).
+    // PREVLEVEL is N before the first runlevel, as Upstart's telinit says it.
+    wait_for("the runlevel 2 event to reach the job", 5 * SECOND, || {
+        std::fs::read_to_string(keel.path("levels")).is_ok_and(|t| t == "2 N\n")
+            && keel.ctl_ok(&["status", "env-dump"]) == "env-dump stop/waiting\n"
+    });
     keel.ctl_ok(&["telinit", "1"]);
     assert_eq!(keel.ctl_ok(&["runlevel"]), "2 1\n");
     wait_for("multi to stop on runlevel 1", 5 * SECOND, || {
         keel.ctl_ok(&["status", "multi"]) == "multi stop/waiting\n"
     });
-    // PREVLEVEL is N before the first runlevel, as Upstart's telinit says it.
     wait_for("both runlevel events to reach the job", 5 * SECOND, || {
         std::fs::read_to_string(keel.path("levels")).is_ok_and(|t| t == "2 N\n1 2\n")
     });

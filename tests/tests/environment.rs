@@ -350,6 +350,13 @@ fn a_job_has_its_own_session_only_stdio_and_a_clean_environment() {
         (stat[2].as_str(), stat[3].as_str()),
         (own.as_str(), own.as_str())
     );
+    // `sleep` may still be starting: the dynamic loader opens each library it maps
+    // (fd 3) and closes it again. Wait for that, not for a fixed time.
+    wait_for(
+        "the dynamic loader to close the libraries",
+        5 * SECOND,
+        || fds(pid).iter().all(|(_, target)| !target.contains(".so")),
+    );
     let open = fds(pid);
     assert_eq!(
         open.iter().map(|(fd, _)| *fd).collect::<Vec<_>>(),

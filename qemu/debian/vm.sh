@@ -98,9 +98,10 @@ vm_wait_banner() {
 	vm_banner_at=
 	got=$(mktemp)
 	# QEMU's user network accepts at once whether or not anything listens in the
-	# guest, and a listening sshd may take seconds to send its banner under TCG:
-	# so a probe waits up to 12 s for the banner, and a new one starts every
-	# second while fewer than 3 are in flight (each costs the guest a fork).
+	# guest, then retries its SYN to the guest with back-off while the guest has
+	# no address yet; and a listening sshd may take seconds to send its banner
+	# under TCG. So a probe waits up to 6 s for the banner, and a new one starts
+	# every second while fewer than 3 are in flight (each costs the guest a fork).
 	while (($(usec) < deadline)); do
 		if [[ -s $got ]]; then
 			vm_banner_at=$(head -n1 "$got")
@@ -116,7 +117,7 @@ vm_wait_banner() {
 			last=$(usec)
 			(
 				exec 3<>"/dev/tcp/127.0.0.1/$vm_port" || exit 0
-				IFS= read -r -t 12 line <&3 || exit 0
+				IFS= read -r -t 6 line <&3 || exit 0
 				[[ $line == SSH-* ]] && usec >>"$got"
 			) 2>/dev/null &
 			probes+=($!)

@@ -7,8 +7,9 @@
 #                                          sets vm_pid, vm_port, vm_t0
 #   vm_wait_console REGEX SECS             the console shows REGEX (1: timeout or
 #                                          QEMU gone; 2: a kernel panic)
-#   vm_wait_banner SECS                    sshd's banner on the forwarded port,
-#                                          one probe connection at a time
+#   vm_wait_banner SECS                    sshd's banner on the forwarded port
+#                                          (at most 3 probe connections in
+#                                          flight); sets vm_banner_at (usec)
 #   vm_ssh CMD...                          run CMD as root in the guest
 #   vm_wait_exit SECS                      QEMU has exited (the guest powered off
 #                                          or rebooted: -no-reboot)
@@ -20,6 +21,7 @@ vm_pid=
 vm_port=
 vm_log=
 vm_t0=
+vm_banner_at=
 
 usec() {
 	local t=${1:-$EPOCHREALTIME}
@@ -91,16 +93,44 @@ vm_wait_console() {
 }
 
 vm_wait_banner() {
-	local deadline=$(($(usec) + $1 * 1000000)) line
+	local deadline=$(($(usec) + $1 * 1000000)) got last=0 p
+	local -a probes=()
+	vm_banner_at=
+	got=$(mktemp)
+	# QEMU's user network accepts at once whether or not anything listens in the
+	# guest, then retries its SYN to the guest with back-off while the guest has
+	# no address yet; and a listening sshd may take seconds to send its banner
+	# under TCG. So a probe waits up to 6 s for the banner, and a new one starts
+	# every second while fewer than 3 are in flight (each costs the guest a fork).
 	while (($(usec) < deadline)); do
-		kill -0 "$vm_pid" 2>/dev/null || return 1
-		# QEMU accepts at once and closes when the guest does not answer: read
-		# what comes within a second, then try again.
-		line=$(timeout 3 bash -c "exec 3<>/dev/tcp/127.0.0.1/$vm_port && IFS= read -r -t 2 l <&3 && echo \"\$l\"" 2>/dev/null) || true
-		[[ $line == SSH-* ]] && return 0
-		sleep 0.2
+		if [[ -s $got ]]; then
+			vm_banner_at=$(head -n1 "$got")
+			break
+		fi
+		kill -0 "$vm_pid" 2>/dev/null || break
+		local alive=()
+		for p in "${probes[@]}"; do
+			kill -0 "$p" 2>/dev/null && alive+=("$p")
+		done
+		probes=("${alive[@]}")
+		if ((${#probes[@]} < 3 && $(usec) - last >= 1000000)); then
+			last=$(usec)
+			(
+				exec 3<>"/dev/tcp/127.0.0.1/$vm_port" || exit 0
+				IFS= read -r -t 6 line <&3 || exit 0
+				[[ $line == SSH-* ]] && usec >>"$got"
+			) 2>/dev/null &
+			probes+=($!)
+		fi
+		sleep 0.05
 	done
-	return 1
+	for p in "${probes[@]}"; do
+		kill "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
+	[[ -s $got ]] && vm_banner_at=$(head -n1 "$got")
+	rm -f "$got"
+	[[ -n ${vm_banner_at:-} ]]
 }
 
 vm_ssh() {

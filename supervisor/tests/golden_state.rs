@@ -154,7 +154,7 @@ fn every_released_state_format_loads() {
         // The job and its running instance share one definition again.
         let web = loaded.jobs.job("web").unwrap();
         assert!(web.def.main.is_some());
-        assert_eq!(web.def.id(), web.instances[""].def.id());
+        assert_eq!(web.def.id(), web.instances[""].def().id());
         if version == FORMAT_VERSION {
             // Compared as saved bytes: the core's clock is not part of the state.
             assert_eq!(

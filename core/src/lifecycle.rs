@@ -198,13 +198,13 @@ impl Instance {
 /// A job: its current definition and its instances.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
-    pub def: Def,
+    pub(crate) def: Def,
     /// Boxed: most jobs have one instance, and a map's node holds room for eleven.
-    pub instances: BTreeMap<String, Box<Instance>>,
+    pub(crate) instances: BTreeMap<String, Box<Instance>>,
     /// The job file is gone: the job disappears once no instance runs.
-    pub deleted: bool,
+    pub(crate) deleted: bool,
     /// How far its `start on` has got (one for the job: it creates instances).
-    pub start_on: Matched,
+    pub(crate) start_on: Matched,
 }
 
 /// A power action under way: first the `runlevel` event (jobs with `stop on

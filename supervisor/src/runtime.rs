@@ -1743,7 +1743,7 @@ impl Runtime {
             .snap
             .jobs
             .job(job)
-            .map(|j| j.def.reload_signal.0)
+            .map(|j| j.def().reload_signal.0)
             .unwrap_or(libc::SIGHUP);
         let main = status
             .first()

@@ -80,3 +80,16 @@ impl Instance {
         &self.env
     }
 }
+
+/// A job's fields are the core's; the shell reads these.
+impl Job {
+    /// The job's current definition.
+    pub fn def(&self) -> &Def {
+        &self.def
+    }
+
+    /// How far its `start on` has got.
+    pub fn start_on(&self) -> &Matched {
+        &self.start_on
+    }
+}

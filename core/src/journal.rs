@@ -236,7 +236,7 @@ mod tests {
         // The state names its definitions: it does not hold them.
         assert!(!state.windows(5).any(|w| w == b"sleep"));
         let loaded: Snapshot = decode(&state, &defs).unwrap();
-        let main = |s: &Snapshot| s.jobs.job("a").map(|j| j.def.main.clone());
+        let main = |s: &Snapshot| s.jobs.job("a").map(|j| j.def().main.clone());
         assert_eq!(main(&loaded), main(&snap));
         // A state naming a definition the saved ones lack does not load.
         let partial: Definitions = defs.into_iter().take(1).collect();

@@ -141,42 +141,42 @@ pub struct Readiness {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
     /// Empty for a job without `instance`.
-    pub name: String,
+    pub(crate) name: String,
     /// The definition this instance started with (a reload changes the job's, not this).
-    pub def: Def,
-    pub goal: Goal,
-    pub state: State,
+    pub(crate) def: Def,
+    pub(crate) goal: Goal,
+    pub(crate) state: State,
     /// The environment it was started with: the job-environment table and the
     /// job's `env` defaults, then the start request's variables or the events'
     /// (with `UPSTART_EVENTS`). Every process of the instance gets it.
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
     /// The environment of the next start, taken over at `starting` (a start may
     /// come while the last cycle still stops).
-    pub start_env: Option<Vec<(String, String)>>,
+    pub(crate) start_env: Option<Vec<(String, String)>>,
     /// What stopped it: the stop events' variables and `UPSTART_STOP_EVENTS` (or a
     /// stop request's `KEY=VALUE`), for pre-stop and post-stop only.
-    pub stop_env: Vec<(String, String)>,
+    pub(crate) stop_env: Vec<(String, String)>,
     /// How far its `stop on` has got (each instance has its own).
-    pub stop_on: Matched,
+    pub(crate) stop_on: Matched,
     /// Its own `starting` or `stopping` event, while it waits for it to finish.
-    pub blocker: Option<EventId>,
+    pub(crate) blocker: Option<EventId>,
     /// The events that started or stopped it: each stays unfinished until this
     /// instance reaches its goal or fails (Upstart's `job->blocking`).
-    pub blocking: Vec<EventId>,
+    pub(crate) blocking: Vec<EventId>,
     /// Running processes by kind.
-    pub pids: BTreeMap<ProcessKind, i32>,
+    pub(crate) pids: BTreeMap<ProcessKind, i32>,
     /// When SIGKILL goes to the process the state waits for (monotonic ms): main
     /// while killed (guarantee 6), a hook holding up a stop (guarantee 7).
-    pub kill_deadline: Option<u64>,
+    pub(crate) kill_deadline: Option<u64>,
     /// Times of recent respawns (monotonic ms), for `respawn limit`.
-    pub respawns: Vec<u64>,
-    pub failure: Option<Failure>,
-    pub waiters: Vec<Waiter>,
+    pub(crate) respawns: Vec<u64>,
+    pub(crate) failure: Option<Failure>,
+    pub(crate) waiters: Vec<Waiter>,
     /// While in `spawned`: the readiness still awaited (see [`Readiness`]).
-    pub readiness: Option<Readiness>,
+    pub(crate) readiness: Option<Readiness>,
     /// What `status` says beside the state: the daemon's own words (sd_notify
     /// `STATUS=`), or keel's about an `expect` that does not match the daemon.
-    pub status_text: Option<String>,
+    pub(crate) status_text: Option<String>,
 }
 
 impl Instance {
@@ -207,13 +207,13 @@ impl Instance {
 /// A job: its current definition and its instances.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
-    pub def: Def,
+    pub(crate) def: Def,
     /// Boxed: most jobs have one instance, and a map's node holds room for eleven.
-    pub instances: BTreeMap<String, Box<Instance>>,
+    pub(crate) instances: BTreeMap<String, Box<Instance>>,
     /// The job file is gone: the job disappears once no instance runs.
-    pub deleted: bool,
+    pub(crate) deleted: bool,
     /// How far its `start on` has got (one for the job: it creates instances).
-    pub start_on: Matched,
+    pub(crate) start_on: Matched,
 }
 
 /// A power action under way: first the `runlevel` event (jobs with `stop on

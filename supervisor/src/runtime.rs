@@ -930,7 +930,7 @@ impl Runtime {
             kind == ProcessKind::Main
                 && self.snap.jobs.instance(job, instance).is_some_and(|i| {
                     matches!(
-                        i.def.expect,
+                        i.def().expect,
                         job::Expect::Fork | job::Expect::Daemon | job::Expect::Notify
                     )
                 })
@@ -1583,7 +1583,7 @@ impl Runtime {
             .jobs
             .instance(job, instance)
             .ok_or("instance vanished")?;
-        let def: &JobDef = &inst.def;
+        let def: &JobDef = inst.def();
         let process = def.process(kind).ok_or("no such process")?;
         let pairs = |env: &[String]| -> Vec<(String, String)> {
             env.iter()
@@ -1758,7 +1758,7 @@ impl Runtime {
             .iter()
             .filter(|(j, i)| {
                 jobs.instance(j, i)
-                    .is_none_or(|inst| inst.state == lifecycle::State::Waiting)
+                    .is_none_or(|inst| inst.state() == lifecycle::State::Waiting)
             })
             .cloned()
             .collect();
@@ -1848,7 +1848,7 @@ impl Runtime {
             .snap
             .jobs
             .job(job)
-            .map(|j| j.def.reload_signal.0)
+            .map(|j| j.def().reload_signal.0)
             .unwrap_or(libc::SIGHUP);
         let main = status
             .first()

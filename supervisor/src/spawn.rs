@@ -367,28 +367,19 @@ pub fn read_report(errors: &OwnedFd) -> Report {
 fn ignored_signals() -> u64 {
     static IGNORED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *IGNORED.get_or_init(|| {
+        let ignore = rustix::runtime::kernel_sig_ign().map(|f| f as usize);
         let mut mask = 0;
-        for sig in 1..=64usize {
-            let mut old = KernelSigaction {
-                handler: 0,
-                flags: 0,
-                restorer: 0,
-                mask: 0,
-            };
+        for sig in 1..=64i32 {
             // SAFETY: rt_sigaction(2) with no new action only reads the
-            // disposition into `old` (raw: libc hides its own signals 32 and 33).
-            let read = unsafe {
-                sys::syscall6(
-                    libc::SYS_rt_sigaction,
-                    sig,
-                    0,
-                    &mut old as *mut KernelSigaction as usize,
-                    8,
-                    0,
-                    0,
+            // disposition (raw: libc hides its own signals 32 and 33, and a
+            // number it does not know is refused, not acted on).
+            let old = unsafe {
+                rustix::runtime::kernel_sigaction(
+                    rustix::process::Signal::from_raw_unchecked(sig),
+                    None,
                 )
             };
-            if read == 0 && old.handler == libc::SIG_IGN {
+            if old.is_ok_and(|old| old.sa_handler_kernel.map(|f| f as usize) == ignore) {
                 mask |= 1 << (sig - 1);
             }
         }
@@ -484,12 +475,34 @@ pub fn spawn_by(method: Method, mut plan: Plan, go: &mut GoPipe) -> io::Result<S
         log: log.as_ref().map(|f| f.as_raw_fd()),
         ready: ready.as_ref().map(|(f, n)| (f.as_raw_fd(), *n)),
     };
+    let limits = plan
+        .setup
+        .limits
+        .iter()
+        .map(|&(number, soft, hard)| {
+            let resource = rustix_resource(number).ok_or(io::ErrorKind::InvalidInput)?;
+            let limit = |n: u64| (n != libc::RLIM_INFINITY).then_some(n);
+            let limit = rustix::process::Rlimit {
+                current: limit(soft),
+                maximum: limit(hard),
+            };
+            Ok((number, resource, limit))
+        })
+        .collect::<io::Result<_>>()?;
+    let groups = plan.setup.ids.as_ref().map_or_else(Vec::new, |ids| {
+        ids.groups
+            .iter()
+            .map(|&g| rustix::process::Gid::from_raw(g))
+            .collect()
+    });
     // Boxed, so that it stays where the child finds it while the Launch moves.
     let ctx = Box::new(Ctx {
         argv,
         envp,
         fds,
         ignored: ignored_signals(),
+        limits,
+        groups,
         plan,
     });
 
@@ -612,6 +625,10 @@ struct Ctx {
     fds: ChildFds,
     /// [`ignored_signals`].
     ignored: u64,
+    /// The plan's `limit`s as rustix takes them, with their numbers.
+    limits: Vec<(u32, rustix::process::Resource, rustix::process::Rlimit)>,
+    /// The plan's supplementary groups as rustix takes them.
+    groups: Vec<rustix::process::Gid>,
     plan: Plan,
 }
 
@@ -697,57 +714,104 @@ struct ChildFds {
     ready: Option<(i32, i32)>,
 }
 
-/// The raw system calls of the child (see `sys`).
-mod raw {
-    pub use super::sys::{syscall, syscall6};
-    pub use libc::{
-        SYS_capset, SYS_chdir, SYS_chroot, SYS_close, SYS_close_range, SYS_dup2, SYS_dup3,
-        SYS_execve, SYS_exit_group, SYS_getpid, SYS_ioctl, SYS_openat, SYS_prctl, SYS_read,
-        SYS_rt_sigaction, SYS_rt_sigprocmask, SYS_setgid, SYS_setgroups, SYS_setpriority,
-        SYS_setrlimit, SYS_setsid, SYS_setuid, SYS_umask, SYS_write,
-    };
+/// The child's calls. Every one goes through rustix's linux_raw backend: straight
+/// to the kernel, no libc, nothing written to `errno` (which, with `CLONE_VM`,
+/// would be the supervisor's), nothing allocated. `close_range` alone is missing
+/// from rustix 1.0: [`close_from`]. Nothing here may panic — with `CLONE_VM` a
+/// panic would unwind through the supervisor's memory — so an fd that may be
+/// closed already is closed by `close_from` (rustix's `close` asserts success in
+/// debug builds), and no `OwnedFd` is dropped (that is libc's close).
+mod calls {
+    use rustix::fd::{BorrowedFd, FromRawFd, OwnedFd};
+    pub use rustix::io::{Errno, Result};
+    use std::mem::ManuallyDrop;
+
+    /// The child's fd `n`, which it owns until exec and closes by number.
+    ///
+    /// # Safety
+    /// `n` must be open in the child while the result is used.
+    pub unsafe fn fd(n: i32) -> BorrowedFd<'static> {
+        // SAFETY: as the caller's.
+        unsafe { BorrowedFd::borrow_raw(n) }
+    }
+
+    /// `dup3(from, to)` (`dup2` without `cloexec`) on the child's fd numbers.
+    ///
+    /// # Safety
+    /// `from` must be open in the child; `to` is replaced.
+    pub unsafe fn dup_to(from: i32, to: i32, cloexec: bool) -> Result<()> {
+        // SAFETY: `to` is only named here, never closed by the wrapper (the
+        // kernel replaces it in place); `from` is open (the caller's promise).
+        let mut target = ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(to) });
+        let source = unsafe { fd(from) };
+        if cloexec {
+            rustix::io::dup3(source, &mut target, rustix::io::DupFlags::CLOEXEC)
+        } else {
+            rustix::io::dup2(source, &mut target)
+        }
+    }
+
+    /// Closes the child's fd `n`.
+    ///
+    /// # Safety
+    /// Nothing may use `n` afterwards.
+    pub unsafe fn close(n: i32) {
+        // SAFETY: as the caller's.
+        unsafe { rustix::io::close(n) }
+    }
+
+    /// `close_range(first, last)`, which rustix 1.0 lacks: keel's own raw call
+    /// where it has one (x86_64, shared memory), else libc's (only the forked
+    /// child runs there: its `errno` is its own copy).
+    ///
+    /// # Safety
+    /// Nothing may use the closed fds afterwards.
+    pub unsafe fn close_from(first: u32, last: u32) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: close_range takes no pointer.
+        unsafe {
+            super::sys::syscall(libc::SYS_close_range, first as usize, last as usize, 0);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        // SAFETY: close_range takes no pointer.
+        unsafe {
+            libc::syscall(libc::SYS_close_range, first, last, 0);
+        }
+    }
 }
 
 /// Ends the child with `code`.
-///
-/// # Safety
-/// Only in the child.
-unsafe fn exit(code: i32) -> ! {
-    // SAFETY: exit_group takes no pointer; the child is its own thread group.
-    unsafe { raw::syscall(raw::SYS_exit_group, code as usize, 0, 0) };
-    // exit_group does not return.
-    loop {
-        std::hint::spin_loop();
-    }
+fn exit(code: i32) -> ! {
+    rustix::runtime::exit_group(code)
 }
 
-/// Reports `step` (the failed call's result `ret`, a negative errno) on the error
-/// pipe and ends the child.
+/// Reports `step` (the failed call's `errno`) on the error pipe and ends the
+/// child.
 ///
 /// # Safety
 /// Only in the child, after the error pipe is at [`ERR_FD`].
-unsafe fn fail(step: Step, arg: u32, ret: isize, code: i32) -> ! {
-    let errno = i32::try_from(-ret).unwrap_or(libc::EINVAL);
-    let record = SetupError { step, arg, errno }.encode();
-    // SAFETY: writes the record from the child's stack; then ends it.
-    unsafe {
-        raw::syscall(
-            raw::SYS_write,
-            ERR_FD as usize,
-            record.as_ptr() as usize,
-            RECORD,
-        );
-        exit(code)
+unsafe fn fail(step: Step, arg: u32, errno: calls::Errno, code: i32) -> ! {
+    let record = SetupError {
+        step,
+        arg,
+        errno: errno.raw_os_error(),
     }
+    .encode();
+    // SAFETY: the error pipe is at ERR_FD (the caller's promise).
+    let _ = rustix::io::write(unsafe { calls::fd(ERR_FD) }, &record);
+    exit(code)
 }
 
-/// The kernel's `struct sigaction` (x86_64) for `rt_sigaction`.
-#[repr(C)]
-struct KernelSigaction {
-    handler: usize,
-    flags: u64,
-    restorer: usize,
-    mask: u64,
+/// The result of a setup step, or the child ends reporting it as `step`.
+///
+/// # Safety
+/// Only in the child, after the error pipe is at [`ERR_FD`].
+unsafe fn check<T>(result: calls::Result<T>, step: Step, arg: u32) -> T {
+    match result {
+        Ok(value) => value,
+        // SAFETY: as the caller's.
+        Err(e) => unsafe { fail(step, arg, e, SETUP_FAILED) },
+    }
 }
 
 /// Where the child starts (see `sys::clone3`).
@@ -765,81 +829,51 @@ unsafe extern "C" fn child_entry(ctx: *const u8) -> ! {
 /// # Safety
 /// Must only be called in a child of [`spawn`]; touches only `c` and its stack.
 unsafe fn child(c: &Ctx) -> ! {
-    use raw::*;
+    use calls::{close, close_from, dup_to, fd};
     let (plan, fds) = (&c.plan, &c.fds);
-    // SAFETY (the whole function): raw system calls on the Ctx's data and locals
-    // of this stack, in the child only.
+    // SAFETY (the whole function): system calls on the Ctx's data, on locals of
+    // this stack and on the child's own fd numbers, in the child only.
     unsafe {
         // Not the supervisor any more: say so to `ps` (and to anyone looking for the
         // supervisor by name) until exec gives the job its own name.
-        syscall(
-            SYS_prctl,
-            libc::PR_SET_NAME as usize,
-            c"keel-spawn".as_ptr() as usize,
-            0,
-        );
+        let _ = rustix::thread::set_name(c"keel-spawn");
         // Signals: the supervisor blocks some and ignores SIGPIPE; a job starts with
         // defaults (CLONE_CLEAR_SIGHAND reset the handled ones) and nothing blocked.
-        let empty: u64 = 0;
-        syscall6(
-            SYS_rt_sigprocmask,
-            libc::SIG_SETMASK as usize,
-            &empty as *const u64 as usize,
-            0,
-            8,
-            0,
-            0,
-        );
-        let default = KernelSigaction {
-            handler: libc::SIG_DFL,
-            flags: 0,
-            restorer: 0,
-            mask: 0,
-        };
-        for sig in 1..=64usize {
+        let none = rustix::runtime::KernelSigSet::empty();
+        let _ = rustix::runtime::kernel_sigprocmask(rustix::runtime::How::SETMASK, Some(&none));
+        for sig in 1..=64i32 {
             if c.ignored & (1 << (sig - 1)) != 0 {
-                syscall6(
-                    SYS_rt_sigaction,
-                    sig,
-                    &default as *const KernelSigaction as usize,
-                    0,
-                    8,
-                    0,
-                    0,
-                );
+                let default = rustix::runtime::KernelSigaction::default();
+                let signal = rustix::process::Signal::from_raw_unchecked(sig);
+                let _ = rustix::runtime::kernel_sigaction(signal, Some(default));
             }
         }
         // Its own session and process group, so signals reach every process of the job.
-        syscall(SYS_setsid, 0, 0, 0);
+        let _ = rustix::process::setsid();
 
         // The error pipe first, so every later failure can be reported.
-        if syscall(
-            SYS_dup3,
-            fds.errors as usize,
-            ERR_FD as usize,
-            libc::O_CLOEXEC as usize,
-        ) < 0
-        {
+        if dup_to(fds.errors, ERR_FD, true).is_err() {
             exit(SETUP_FAILED);
         }
         stdio(plan, fds);
-        if let Some(fd) = fds.script {
-            syscall(SYS_dup2, fd as usize, SCRIPT_FD as usize, 0);
+        if let Some(script) = fds.script {
+            let _ = dup_to(script, SCRIPT_FD, false);
         }
-        syscall(SYS_dup2, fds.go as usize, GO_FD as usize, 0);
+        let _ = dup_to(fds.go, GO_FD, false);
         let last = match fds.ready {
             Some((source, _)) => {
-                syscall(SYS_dup2, source as usize, READY_FD as usize, 0);
+                let _ = dup_to(source, READY_FD, false);
                 READY_FD
             }
             None => ERR_FD,
         };
         // Every other fd closed: nothing of the supervisor leaks into a job.
-        syscall(SYS_close_range, 3, SCRIPT_FD as usize - 1, 0);
+        close_from(3, SCRIPT_FD as u32 - 1);
         if fds.script.is_none() {
-            syscall(SYS_close, SCRIPT_FD as usize, 0, 0);
+            // By number: it may not be open (and rustix's close asserts it was).
+            close_from(SCRIPT_FD as u32, SCRIPT_FD as u32);
         }
-        syscall(SYS_close_range, last as usize + 1, u32::MAX as usize, 0);
+        close_from(last as u32 + 1, u32::MAX);
 
         let s = &plan.setup;
         if let Some(value) = &s.oom_score_adj {
@@ -848,44 +882,38 @@ unsafe fn child(c: &Ctx) -> ! {
         if let Some((attr, label)) = &s.apparmor {
             write_file(attr, label, Step::AppArmor);
         }
-        for &(resource, soft, hard) in &s.limits {
-            let limit = [soft, hard];
-            let r = syscall(SYS_setrlimit, resource as usize, limit.as_ptr() as usize, 0);
-            if r != 0 {
-                fail(Step::Setrlimit, resource, r, SETUP_FAILED);
-            }
+        for &(number, resource, limit) in &c.limits {
+            check(
+                rustix::process::setrlimit(resource, limit),
+                Step::Setrlimit,
+                number,
+            );
         }
         if let Some(nice) = s.nice {
-            let r = syscall(
-                SYS_setpriority,
-                libc::PRIO_PROCESS as usize,
+            check(
+                rustix::process::setpriority_process(None, nice),
+                Step::Nice,
                 0,
-                nice as isize as usize,
             );
-            if r != 0 {
-                fail(Step::Nice, 0, r, SETUP_FAILED);
-            }
         }
 
-        syscall(SYS_umask, plan.umask as usize, 0, 0);
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(plan.umask as _));
         if let Some(root) = &s.chroot {
-            let r = syscall(SYS_chroot, root.as_ptr() as usize, 0, 0);
-            if r != 0 {
-                fail(Step::Chroot, 0, r, SETUP_FAILED);
-            }
+            check(rustix::process::chroot(root.as_c_str()), Step::Chroot, 0);
         }
-        let r = syscall(SYS_chdir, plan.chdir.as_ptr() as usize, 0, 0);
-        if r != 0 {
-            fail(Step::Chdir, 0, r, SETUP_FAILED);
-        }
+        check(
+            rustix::process::chdir(plan.chdir.as_c_str()),
+            Step::Chdir,
+            0,
+        );
 
         if let Some(keep) = s.capabilities {
             for cap in 0..=s.last_cap {
                 if keep & (1 << cap) == 0 {
-                    let r = syscall(SYS_prctl, libc::PR_CAPBSET_DROP as usize, cap as usize, 0);
-                    if r != 0 {
-                        fail(Step::BoundingSet, cap, r, SETUP_FAILED);
-                    }
+                    let dropped = capability(cap)
+                        .ok_or(calls::Errno::INVAL)
+                        .and_then(rustix::thread::remove_capability_from_bounding_set);
+                    check(dropped, Step::BoundingSet, cap);
                 }
             }
         }
@@ -894,111 +922,79 @@ unsafe fn child(c: &Ctx) -> ! {
             .filter(|&c| c != 0 && s.ids.as_ref().is_some_and(|i| i.uid.is_some()));
         if let Some(ids) = &s.ids {
             if ambient.is_some() {
-                let r = syscall(SYS_prctl, libc::PR_SET_KEEPCAPS as usize, 1, 0);
-                if r != 0 {
-                    fail(Step::KeepCaps, 0, r, SETUP_FAILED);
-                }
+                check(
+                    rustix::thread::set_keep_capabilities(true),
+                    Step::KeepCaps,
+                    0,
+                );
             }
-            let r = syscall(
-                SYS_setgroups,
-                ids.groups.len(),
-                ids.groups.as_ptr() as usize,
+            // The thread's own calls are the process's: the child is one thread.
+            check(
+                rustix::thread::set_thread_groups(&c.groups),
+                Step::Setgroups,
                 0,
             );
-            if r != 0 {
-                fail(Step::Setgroups, 0, r, SETUP_FAILED);
-            }
-            let r = syscall(SYS_setgid, ids.gid as usize, 0, 0);
-            if r != 0 {
-                fail(Step::Setgid, 0, r, SETUP_FAILED);
-            }
+            let gid = rustix::process::Gid::from_raw(ids.gid);
+            check(rustix::thread::set_thread_gid(gid), Step::Setgid, 0);
             if let Some(uid) = ids.uid {
-                let r = syscall(SYS_setuid, uid as usize, 0, 0);
-                if r != 0 {
-                    fail(Step::Setuid, 0, r, SETUP_FAILED);
-                }
+                let uid = rustix::process::Uid::from_raw(uid);
+                check(rustix::thread::set_thread_uid(uid), Step::Setuid, 0);
             }
         }
         if let Some(keep) = s.capabilities {
-            let word = |i: u32| (keep >> (32 * i)) as u32;
-            let data = [0, 1].map(|i| CapData {
-                effective: word(i),
-                permitted: word(i),
-                inheritable: word(i),
-            });
-            let header = CapHeader {
-                version: LINUX_CAPABILITY_VERSION_3,
-                pid: 0,
+            let set = rustix::thread::CapabilityFlags::from_bits_retain(keep);
+            let sets = rustix::thread::CapabilitySets {
+                effective: set,
+                permitted: set,
+                inheritable: set,
             };
-            let r = syscall(
-                SYS_capset,
-                &header as *const CapHeader as usize,
-                data.as_ptr() as usize,
+            check(
+                rustix::thread::set_capabilities(None, sets),
+                Step::Capset,
                 0,
             );
-            if r != 0 {
-                fail(Step::Capset, 0, r, SETUP_FAILED);
-            }
         }
         if let Some(keep) = ambient {
             for cap in 0..=s.last_cap {
                 if keep & (1 << cap) != 0 {
-                    let r = syscall6(
-                        SYS_prctl,
-                        libc::PR_CAP_AMBIENT as usize,
-                        libc::PR_CAP_AMBIENT_RAISE as usize,
-                        cap as usize,
-                        0,
-                        0,
-                        0,
-                    );
-                    if r != 0 {
-                        fail(Step::Ambient, cap, r, SETUP_FAILED);
-                    }
+                    let raised = capability(cap)
+                        .ok_or(calls::Errno::INVAL)
+                        .and_then(|c| rustix::thread::configure_capability_in_ambient_set(c, true));
+                    check(raised, Step::Ambient, cap);
                 }
             }
         }
         if s.no_new_privs {
-            let r = syscall6(SYS_prctl, libc::PR_SET_NO_NEW_PRIVS as usize, 1, 0, 0, 0, 0);
-            if r != 0 {
-                fail(Step::NoNewPrivs, 0, r, SETUP_FAILED);
-            }
+            check(rustix::thread::set_no_new_privs(true), Step::NoNewPrivs, 0);
         }
 
         // Wait until the supervisor has saved this pid (see the module docs).
-        let mut byte = 0u8;
+        let mut byte = [0u8];
         loop {
-            let n = syscall(SYS_read, GO_FD as usize, &mut byte as *mut u8 as usize, 1);
-            if n == 1 {
-                break;
+            match rustix::io::read(fd(GO_FD), &mut byte) {
+                Ok(1) => break,
+                Err(calls::Errno::INTR) => continue,
+                _ => exit(NOT_RELEASED),
             }
-            if n == -(libc::EINTR as isize) {
-                continue;
-            }
-            exit(NOT_RELEASED);
         }
-        syscall(SYS_close, GO_FD as usize, 0, 0);
+        close(GO_FD);
         // `expect fd N`: the readiness socket at N (`reserved_fd` keeps N clear of
         // what is still needed), open across the exec.
         if let Some((_, n)) = fds.ready
             && n != READY_FD
         {
-            syscall(SYS_dup2, READY_FD as usize, n as usize, 0);
-            syscall(SYS_close, READY_FD as usize, 0, 0);
+            let _ = dup_to(READY_FD, n, false);
+            close(READY_FD);
         }
 
-        let r = syscall(
-            SYS_execve,
-            c.argv.as_ptr().read() as usize,
-            c.argv.as_ptr() as usize,
-            c.envp.as_ptr() as usize,
+        let program = c.plan.argv[0].as_c_str();
+        let e = rustix::runtime::execve(
+            program,
+            c.argv.as_ptr() as *const *const u8,
+            c.envp.as_ptr() as *const *const u8,
         );
-        let code = if r == -(libc::ENOENT as isize) {
-            127
-        } else {
-            126
-        };
-        fail(Step::Exec, 0, r, code)
+        let code = if e == calls::Errno::NOENT { 127 } else { 126 };
+        fail(Step::Exec, 0, e, code)
     }
 }
 
@@ -1007,61 +1003,37 @@ unsafe fn child(c: &Ctx) -> ! {
 /// # Safety
 /// Only in the child, after the error pipe is at [`ERR_FD`].
 unsafe fn stdio(plan: &Plan, fds: &ChildFds) {
-    use raw::*;
-    let open = |path: &std::ffi::CStr, flags: i32| {
-        // SAFETY: openat with a NUL-terminated path, in the child.
-        unsafe {
-            syscall6(
-                SYS_openat,
-                libc::AT_FDCWD as usize,
-                path.as_ptr() as usize,
-                flags as usize,
-                0,
-                0,
-                0,
-            )
-        }
+    use rustix::fd::IntoRawFd;
+    use rustix::fs::{CWD, Mode, OFlags};
+    // Opened without close-on-exec, moved to 0–2 below (the originals are closed
+    // with every other fd).
+    let open = |path: &std::ffi::CStr, flags: OFlags| {
+        rustix::fs::openat(CWD, path, flags, Mode::empty()).map(IntoRawFd::into_raw_fd)
     };
-    // SAFETY (the whole function): raw system calls on locals, in the child.
+    // SAFETY (the whole function): system calls on locals and the child's own
+    // fd numbers, in the child.
     unsafe {
-        let null = open(c"/dev/null", libc::O_RDWR);
-        if null < 0 {
-            fail(Step::Stdio, 0, null, SETUP_FAILED);
-        }
+        let null = check(open(c"/dev/null", OFlags::RDWR), Step::Stdio, 0);
         let (input, output) = match plan.console {
             Console::None => (null, null),
-            Console::Output => {
-                // The console for output, never as controlling terminal.
-                let c = open(c"/dev/console", libc::O_RDWR | libc::O_NOCTTY);
-                if c >= 0 { (c, c) } else { (null, null) }
-            }
+            // The console for output, never as controlling terminal.
+            Console::Output => match open(c"/dev/console", OFlags::RDWR | OFlags::NOCTTY) {
+                Ok(c) => (c, c),
+                Err(_) => (null, null),
+            },
             Console::Owner => {
                 // The console as controlling terminal, this process group in its
                 // foreground: ctrl-C on the console reaches the job.
-                let c = open(c"/dev/console", libc::O_RDWR);
-                if c < 0 {
-                    fail(Step::Stdio, 0, c, SETUP_FAILED);
-                }
-                let r = syscall(SYS_ioctl, c as usize, libc::TIOCSCTTY as usize, 1);
-                if r != 0 {
-                    fail(Step::Stdio, 0, r, SETUP_FAILED);
-                }
-                let pgrp = syscall(SYS_getpid, 0, 0, 0) as libc::pid_t;
-                syscall(
-                    SYS_ioctl,
-                    c as usize,
-                    libc::TIOCSPGRP as usize,
-                    &pgrp as *const libc::pid_t as usize,
-                );
+                let c = check(open(c"/dev/console", OFlags::RDWR), Step::Stdio, 0);
+                let console = calls::fd(c);
+                check(rustix::process::ioctl_tiocsctty(console), Step::Stdio, 0);
+                let _ = rustix::termios::tcsetpgrp(console, rustix::process::getpid());
                 (c, c)
             }
-            Console::Log => (null, fds.log.map_or(null, |l| l as isize)),
+            Console::Log => (null, fds.log.unwrap_or(null)),
         };
         for (from, to) in [(input, 0), (output, 1), (output, 2)] {
-            let r = syscall(SYS_dup2, from as usize, to, 0);
-            if r < 0 {
-                fail(Step::Stdio, 0, r, SETUP_FAILED);
-            }
+            check(calls::dup_to(from, to, false), Step::Stdio, 0);
         }
     }
 }
@@ -1071,33 +1043,99 @@ unsafe fn stdio(plan: &Plan, fds: &ChildFds) {
 /// # Safety
 /// Only in the child, after the error pipe is at [`ERR_FD`].
 unsafe fn write_file(path: &std::ffi::CStr, value: &std::ffi::CStr, step: Step) {
-    use raw::*;
-    // SAFETY: raw system calls on NUL-terminated strings, in the child.
+    use rustix::fs::{CWD, Mode, OFlags};
+    // SAFETY (the whole function): as the caller's.
     unsafe {
-        let fd = syscall6(
-            SYS_openat,
-            libc::AT_FDCWD as usize,
-            path.as_ptr() as usize,
-            (libc::O_WRONLY | libc::O_CLOEXEC) as usize,
-            0,
-            0,
+        let fd = check(
+            rustix::fs::openat(CWD, path, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty()),
+            step,
             0,
         );
-        if fd < 0 {
-            fail(step, 0, fd, SETUP_FAILED);
-        }
         let bytes = value.to_bytes();
-        let n = syscall(SYS_write, fd as usize, bytes.as_ptr() as usize, bytes.len());
-        if n != bytes.len() as isize {
-            fail(
-                step,
-                0,
-                if n < 0 { n } else { -(libc::EIO as isize) },
-                SETUP_FAILED,
-            );
+        match rustix::io::write(&fd, bytes) {
+            Ok(n) if n == bytes.len() => {}
+            Ok(_) => fail(step, 0, calls::Errno::IO, SETUP_FAILED),
+            Err(e) => fail(step, 0, e, SETUP_FAILED),
         }
-        syscall(SYS_close, fd as usize, 0, 0);
+        // rustix's close, not the drop of an OwnedFd (libc's).
+        calls::close(rustix::fd::IntoRawFd::into_raw_fd(fd));
     }
+}
+
+/// Capability `n` as rustix names it (0 ..= 40, what Linux 5.9 and later know).
+/// A kernel that knows more than keel can name: the step fails (EINVAL) rather
+/// than leave a capability the job was not given.
+fn capability(n: u32) -> Option<rustix::thread::Capability> {
+    use rustix::thread::Capability::*;
+    const ALL: [rustix::thread::Capability; 41] = [
+        ChangeOwnership,
+        DACOverride,
+        DACReadSearch,
+        FileOwner,
+        FileSetID,
+        Kill,
+        SetGroupID,
+        SetUserID,
+        SetPermittedCapabilities,
+        LinuxImmutable,
+        NetBindService,
+        NetBroadcast,
+        NetAdmin,
+        NetRaw,
+        IPCLock,
+        IPCOwner,
+        SystemModule,
+        SystemRawIO,
+        SystemChangeRoot,
+        SystemProcessTrace,
+        SystemProcessAccounting,
+        SystemAdmin,
+        SystemBoot,
+        SystemNice,
+        SystemResource,
+        SystemTime,
+        SystemTTYConfig,
+        MakeNode,
+        Lease,
+        AuditWrite,
+        AuditControl,
+        SetFileCapabilities,
+        MACOverride,
+        MACAdmin,
+        SystemLog,
+        WakeAlarm,
+        BlockSuspend,
+        AuditRead,
+        PerformanceMonitoring,
+        BerkeleyPacketFilters,
+        CheckpointRestore,
+    ];
+    ALL.get(n as usize).copied()
+}
+
+/// A `limit` stanza's resource (its `libc` number, as `Setup` keeps it) as rustix
+/// names it.
+fn rustix_resource(number: u32) -> Option<rustix::process::Resource> {
+    use rustix::process::Resource as R;
+    [
+        R::As,
+        R::Core,
+        R::Cpu,
+        R::Data,
+        R::Fsize,
+        R::Memlock,
+        R::Msgqueue,
+        R::Nice,
+        R::Nofile,
+        R::Nproc,
+        R::Rss,
+        R::Rtprio,
+        R::Rttime,
+        R::Sigpending,
+        R::Stack,
+    ]
+    .into_iter()
+    .find(|r| *r as u32 == number)
 }
 
 /// A memfd holding a script's text, positioned at its start.
@@ -1109,23 +1147,6 @@ fn script_memfd(text: &[u8]) -> io::Result<OwnedFd> {
     }
     rustix::fs::seek(&fd, rustix::fs::SeekFrom::Start(0))?;
     Ok(fd)
-}
-
-/// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
-const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
 }
 
 /// Finds `program` on `path` (as execvp would), in the parent, so the child needs

@@ -147,7 +147,10 @@ fn every_released_state_format_loads() {
             .map(|q| q.event.name.as_str())
             .collect();
         assert_eq!(held, ["started"], "the half-matched `and` holds its event");
-        assert_eq!(loaded.jobs.job("after").unwrap().start_on.ids().count(), 1);
+        assert_eq!(
+            loaded.jobs.job("after").unwrap().start_on().ids().count(),
+            1
+        );
         // Version 2: the log priority and a re-exec's connections.
         if version >= 2 {
             assert_eq!(loaded.shell.log_priority.as_deref(), Some("debug"));
@@ -181,9 +184,10 @@ fn every_released_state_format_loads() {
             .unwrap();
         assert_eq!(tty[0].processes[0].pid, 103);
         // The job and its running instance share one definition again.
-        let web = loaded.jobs.job("web").unwrap();
-        assert!(web.def.main.is_some());
-        assert_eq!(web.def.id(), web.instances[""].def.id());
+        let web = loaded.jobs.job("web").unwrap().def();
+        assert!(web.main.is_some());
+        let running = loaded.jobs.instance("web", "").unwrap();
+        assert_eq!(web.id(), running.def().id());
         if version == FORMAT_VERSION {
             // Compared as saved bytes: the core's clock is not part of the state.
             assert_eq!(

@@ -56,6 +56,10 @@ fn an_orphaned_grandchild_leaves_no_zombie() {
 #[test]
 fn a_killed_supervisor_is_replaced_and_keeps_its_jobs() {
     let keel = Keel::start(&[("svc", "start on startup\nrespawn\nexec sleep 1000\n")]);
+    // Running, not still spawned (its exec not yet seen): the state compared below.
+    wait_for("svc to run", 5 * SECOND, || {
+        keel.ctl_ok(&["status", "svc"]).contains("start/running")
+    });
     let before = keel.ctl_ok(&["status", "svc"]);
     let pid = status_pid(&before).expect("running with a pid");
     let old = keel.supervisor_pid().unwrap();

@@ -59,3 +59,37 @@ impl Jobs {
             .ok_or_else(|| Refusal::UnknownJob(job.to_string()))
     }
 }
+
+/// An instance's fields are the core's too; the shell reads these.
+impl Instance {
+    /// The definition this instance runs (its job's, as of its start).
+    pub fn def(&self) -> &Def {
+        &self.def
+    }
+
+    pub fn goal(&self) -> Goal {
+        self.goal
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The environment its processes get.
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
+    }
+}
+
+/// A job's fields are the core's; the shell reads these.
+impl Job {
+    /// The job's current definition.
+    pub fn def(&self) -> &Def {
+        &self.def
+    }
+
+    /// How far its `start on` has got.
+    pub fn start_on(&self) -> &Matched {
+        &self.start_on
+    }
+}

@@ -431,7 +431,7 @@ fn notify_sender(jobs: &Jobs, pid: i32) -> Option<(String, String)> {
         if let Some((job, instance, _)) = jobs.owner_of(p) {
             let expects = jobs
                 .instance(job, instance)
-                .is_some_and(|i| i.def.expect == Expect::Notify);
+                .is_some_and(|i| i.def().expect == Expect::Notify);
             return expects.then(|| (job.clone(), instance.clone()));
         }
         p = procfs::stat(p)?.ppid;

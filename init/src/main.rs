@@ -814,6 +814,13 @@ impl Init {
             Piece::Millis(sys::uptime_ms()),
             Piece::Str(" after boot"),
         ]);
+        // The supervisor's work is done once it asks for the power action (every
+        // job stopped, its files closed). It ignores SIGTERM by design, so
+        // keel-shutdown's kill phase would wait out its whole bound for it: end it
+        // here, with the one signal it cannot ignore.
+        if let Some(supervisor) = &self.supervisor {
+            let _ = rustix::process::kill_process(supervisor.pid, rustix::process::Signal::KILL);
+        }
         rustix::fs::sync();
         if !rustix::process::getpid().is_init() {
             // Run as an ordinary process (tests): ending is the power action.

@@ -58,6 +58,8 @@ pub enum DecodeError {
     Runlevel(i32),
     #[error("environment data is not NAME=VALUE strings of INIT_ variables")]
     Env,
+    #[error("bytes after the request's fields (a torn write)")]
+    Payload,
 }
 
 fn int_at(bytes: &[u8], at: usize) -> i32 {
@@ -75,7 +77,19 @@ pub fn decode(bytes: &[u8]) -> Result<Request, DecodeError> {
     if magic != MAGIC {
         return Err(DecodeError::Magic(magic));
     }
-    match int_at(bytes, 4) {
+    let cmd = int_at(bytes, 4);
+    // telinit, shutdown and halt zero the whole request before filling it in, so
+    // anything else past what a command uses is the tail of a torn write.
+    let data = &bytes[HEADER_SIZE..];
+    let zero_data = data.iter().all(|&b| b == 0);
+    if matches!(
+        cmd,
+        CMD_RUNLVL | CMD_POWERFAIL | CMD_POWERFAILNOW | CMD_POWEROK
+    ) && !zero_data
+    {
+        return Err(DecodeError::Payload);
+    }
+    match cmd {
         CMD_RUNLVL => {
             let level = int_at(bytes, 8);
             let c = u8::try_from(level)
@@ -89,7 +103,7 @@ pub fn decode(bytes: &[u8]) -> Result<Request, DecodeError> {
         CMD_POWERFAIL => Ok(Request::Power(PowerState::Failing)),
         CMD_POWERFAILNOW => Ok(Request::Power(PowerState::FailingNow)),
         CMD_POWEROK => Ok(Request::Power(PowerState::Ok)),
-        CMD_SETENV | CMD_UNSETENV => decode_env(&bytes[HEADER_SIZE..]).map(Request::Env),
+        CMD_SETENV | CMD_UNSETENV => decode_env(data).map(Request::Env),
         CMD_START => Ok(Request::Ignored("START")),
         CMD_BSD => Ok(Request::Ignored("BSD")),
         CMD_CHANGECONS => Ok(Request::Ignored("CHANGECONS")),
@@ -101,7 +115,9 @@ pub fn decode(bytes: &[u8]) -> Result<Request, DecodeError> {
 /// `NAME` removes. As sysvinit, only INIT_* names are accepted.
 fn decode_env(data: &[u8]) -> Result<Vec<(String, Option<String>)>, DecodeError> {
     let mut vars = Vec::new();
+    let mut used = 0;
     for item in data.split(|&b| b == 0).take_while(|s| !s.is_empty()) {
+        used += item.len() + 1;
         let text = std::str::from_utf8(item).map_err(|_| DecodeError::Env)?;
         let (name, value) = match text.split_once('=') {
             Some((n, v)) => (n, Some(v.to_owned())),
@@ -118,19 +134,86 @@ fn decode_env(data: &[u8]) -> Result<Vec<(String, Option<String>)>, DecodeError>
     if vars.is_empty() {
         return Err(DecodeError::Env);
     }
+    if data
+        .get(used..)
+        .is_some_and(|rest| rest.iter().any(|&b| b != 0))
+    {
+        return Err(DecodeError::Payload);
+    }
     Ok(vars)
 }
 
-/// Splits what one read of the FIFO returned into requests. Writers write a whole
-/// request at once (384 bytes is below PIPE_BUF, so the kernel keeps it together);
-/// a read whose length is not a multiple of the size therefore holds a malformed
-/// write, and all of it is refused, so one bad writer never shifts the framing of
-/// the requests after it.
-pub fn split(read: &[u8]) -> Result<impl Iterator<Item = &[u8]>, DecodeError> {
-    if read.is_empty() || !read.len().is_multiple_of(REQUEST_SIZE) {
-        return Err(DecodeError::Size(read.len()));
+/// What the FIFO's byte stream holds: a request (or why one was refused), or
+/// bytes that belong to no request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    Request(Result<Request, DecodeError>),
+    /// This many bytes that start no request (a short or garbled write).
+    Garbage(usize),
+}
+
+/// Finds the requests in the FIFO's byte stream. A pipe keeps no write
+/// boundaries: one read may return several writes, or part of one. Writers
+/// write a whole request at once (384 bytes, below PIPE_BUF, so never
+/// interleaved), so a request starts with the magic; what precedes one is
+/// garbage. A candidate that holds the magic again inside its first 384 bytes is
+/// a short write followed by the next request: its bytes up to that magic are
+/// garbage, so a bad writer never takes a good request down with it. Holds at
+/// most one incomplete request between reads.
+#[derive(Debug, Default)]
+pub struct Stream {
+    pending: Vec<u8>,
+}
+
+fn magic_at(bytes: &[u8], at: usize) -> bool {
+    bytes.get(at..at + 4) == Some(&MAGIC.to_ne_bytes()[..])
+}
+
+impl Stream {
+    /// Takes the bytes of one read; returns what they complete, in order.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<Item> {
+        self.pending.extend_from_slice(bytes);
+        let mut items = Vec::new();
+        let mut at = 0;
+        let mut garbage = 0;
+        loop {
+            let rest = &self.pending[at..];
+            if rest.len() < 4 {
+                break;
+            }
+            if !magic_at(rest, 0) {
+                garbage += 1;
+                at += 1;
+                continue;
+            }
+            // A later magic inside the candidate: a short write, then another.
+            if let Some(inner) = (1..REQUEST_SIZE.min(rest.len())).find(|&i| magic_at(rest, i)) {
+                garbage += inner;
+                at += inner;
+                continue;
+            }
+            if rest.len() < REQUEST_SIZE {
+                break; // the rest of this request is still to come
+            }
+            if garbage > 0 {
+                items.push(Item::Garbage(garbage));
+                garbage = 0;
+            }
+            items.push(Item::Request(decode(&rest[..REQUEST_SIZE])));
+            at += REQUEST_SIZE;
+        }
+        // Fewer than 4 bytes left that are no magic's beginning are garbage too.
+        let tail = &self.pending[at..];
+        if tail.len() < 4 && !MAGIC.to_ne_bytes().starts_with(tail) {
+            garbage += tail.len();
+            at = self.pending.len();
+        }
+        if garbage > 0 {
+            items.push(Item::Garbage(garbage));
+        }
+        self.pending.drain(..at);
+        items
     }
-    Ok(read.chunks(REQUEST_SIZE))
 }
 
 #[cfg(test)]
@@ -225,6 +308,15 @@ mod tests {
     }
 
     #[test]
+    fn bytes_past_the_fields_are_refused() {
+        let mut r = request(CMD_RUNLVL, b'2'.into(), b"");
+        r[300] = 1;
+        assert_eq!(decode(&r), Err(DecodeError::Payload));
+        let r = request(CMD_SETENV, 0, b"INIT_HALT=HALT\0\0junk");
+        assert_eq!(decode(&r), Err(DecodeError::Payload));
+    }
+
+    #[test]
     fn wrong_size_or_magic_is_refused() {
         let mut r = request(CMD_RUNLVL, b'0'.into(), b"");
         assert_eq!(decode(&r[..100]), Err(DecodeError::Size(100)));
@@ -232,30 +324,85 @@ mod tests {
         assert!(matches!(decode(&r), Err(DecodeError::Magic(_))));
     }
 
+    fn requests(items: &[Item]) -> Vec<Request> {
+        items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Request(Ok(r)) => Some(r.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
-    fn split_keeps_whole_requests_and_refuses_ragged_reads() {
-        let two = [
-            request(CMD_RUNLVL, b'2'.into(), b""),
-            request(CMD_RUNLVL, b'0'.into(), b""),
+    fn stream_finds_requests_among_garbage_in_one_read() {
+        let level = |c: u8| request(CMD_RUNLVL, c.into(), b"");
+        let mut bad_magic = level(b'5');
+        bad_magic[0] ^= 0xff;
+        // Garbage, a short write of a request, a bad magic, then two good ones,
+        // all in one read (as a busy reader finds them).
+        let read = [
+            &b"not a request"[..],
+            &level(b'4')[..200],
+            &bad_magic,
+            &level(b'3'),
+            &level(b'0'),
         ]
         .concat();
-        let got: Vec<_> = split(&two).unwrap().map(decode).collect();
+        let mut stream = Stream::default();
+        let items = stream.push(&read);
         assert_eq!(
-            got,
-            [Ok(Request::Runlevel('2')), Ok(Request::Runlevel('0'))]
+            requests(&items),
+            [Request::Runlevel('3'), Request::Runlevel('0')]
         );
-        assert!(split(&two[..500]).is_err());
-        assert!(split(&[]).is_err());
+        let garbage: usize = items
+            .iter()
+            .map(|i| if let Item::Garbage(n) = i { *n } else { 0 })
+            .sum();
+        // The short write runs into the bad one: a torn request, refused; the
+        // rest of the bad one, and the text before, start no request.
+        assert!(items.contains(&Item::Request(Err(DecodeError::Payload))));
+        assert_eq!(garbage, 13 + 200);
+        assert!(stream.pending.is_empty());
+    }
+
+    #[test]
+    fn stream_joins_a_request_split_across_reads() {
+        let r = request(CMD_RUNLVL, b'2'.into(), b"");
+        let mut stream = Stream::default();
+        assert_eq!(stream.push(&r[..2]), []);
+        assert_eq!(stream.push(&r[2..100]), []);
+        assert_eq!(requests(&stream.push(&r[100..])), [Request::Runlevel('2')]);
+        // A lone short write that starts like a request waits, bounded, for more.
+        assert_eq!(stream.push(&r[..300]), []);
+        assert_eq!(stream.pending.len(), 300);
+        let items = stream.push(&r);
+        assert_eq!(requests(&items), [Request::Runlevel('2')]);
+        assert!(items.contains(&Item::Garbage(300)));
     }
 
     proptest! {
-        /// Any bytes at all: an answer, never a panic.
+        /// Any bytes at all: an answer, never a panic, and never more than one
+        /// incomplete request held.
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..800)) {
             let _ = decode(&bytes);
-            if let Ok(chunks) = split(&bytes) {
-                for c in chunks { let _ = decode(c); }
+            let mut stream = Stream::default();
+            for chunk in bytes.chunks(97) {
+                stream.push(chunk);
+                prop_assert!(stream.pending.len() < REQUEST_SIZE);
             }
+        }
+
+        /// Every good request comes out, whatever garbage surrounds it.
+        #[test]
+        fn garbage_never_hides_a_request(junk in proptest::collection::vec(any::<u8>(), 0..400), level in 0u8..7) {
+            let good = request(CMD_RUNLVL, (b'0' + level).into(), b"");
+            let mut stream = Stream::default();
+            let mut items = stream.push(&junk);
+            items.extend(stream.push(&good));
+            let got = requests(&items);
+            prop_assert_eq!(got.last(), Some(&Request::Runlevel(char::from(b'0' + level))));
         }
 
         /// A valid header with arbitrary union bytes: still an answer.

@@ -36,7 +36,7 @@ fn sysvinit_requests_reach_keel_through_the_fifo() {
         ),
     ]);
     let fifo = keel.path("initctl");
-    wait_for("the bridge to make its FIFO", 5 * SECOND, || fifo.exists());
+    wait_for("the bridge to make its FIFO", 20 * SECOND, || fifo.exists());
     let write = |bytes: &[u8]| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -45,7 +45,8 @@ fn sysvinit_requests_reach_keel_through_the_fifo() {
         f.write_all(bytes).expect("write the FIFO");
     };
 
-    // Garbage, a short write and a bad magic: each ignored, the bridge goes on.
+    // Garbage, a short write and a bad magic: ignored (the short write and the
+    // bad one read as one torn request), and the bridge goes on.
     write(b"not a request at all");
     write(&request(1, b'2', b"")[..200]);
     let mut bad = request(1, b'2', b"");
@@ -54,7 +55,7 @@ fn sysvinit_requests_reach_keel_through_the_fifo() {
     // shutdown's way: the INIT_HALT variable first, then the runlevel.
     write(&request(6, 0, b"INIT_HALT=HALT\0"));
     write(&request(1, b'3', b""));
-    wait_for("runlevel 3 from the FIFO", 5 * SECOND, || {
+    wait_for("runlevel 3 from the FIFO", 20 * SECOND, || {
         keel.lines("trace") == ["3 HALT"]
     });
     assert_eq!(keel.ctl_ok(&["runlevel"]), "N 3\n");
@@ -69,6 +70,6 @@ fn sysvinit_requests_reach_keel_through_the_fifo() {
     write(&request(7, 0, b"INIT_HALT\0"));
     write(&request(1, b'0', b""));
     let mut keel = keel;
-    keel.wait_end(10 * SECOND);
+    keel.wait_end(20 * SECOND);
     assert_eq!(keel.lines("trace"), ["3 HALT", "0 "]);
 }

@@ -12,11 +12,12 @@
 //! | setenv/unsetenv INIT_*      | kept for the next runlevel change      |
 //!
 //! One request at a time, each carried out before the next is read; a
-//! malformed one is logged and ignored (keel_sysv::initreq says what is). The FIFO
-//! is opened read-write so that writers coming and going never make it read EOF.
+//! malformed one, or bytes that start no request, are logged and ignored
+//! (keel_sysv::initreq::Stream finds the requests). The FIFO is opened
+//! read-write so that writers coming and going never make it read EOF.
 
 use clap::Parser;
-use keel_sysv::initreq::{self, PowerState, REQUEST_SIZE, Request};
+use keel_sysv::initreq::{Item, PowerState, REQUEST_SIZE, Request, Stream};
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::{ErrorKind, Read};
@@ -107,7 +108,7 @@ fn run(cli: &Cli) -> Result<(), String> {
         .open(fifo)
         .map_err(|e| format!("{}: {e}", fifo.display()))?;
     let mut env = BTreeMap::new();
-    // Several whole requests fit; a longer read is split by the kernel anyway.
+    let mut stream = Stream::default();
     let mut buf = vec![0; REQUEST_SIZE * 8];
     loop {
         let n = match reader.read(&mut buf) {
@@ -115,18 +116,17 @@ fn run(cli: &Cli) -> Result<(), String> {
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => return Err(format!("read {}: {e}", fifo.display())),
         };
-        let requests = match initreq::split(&buf[..n]) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("keel-initctl-fifo: ignored a malformed write: {e}");
-                continue;
-            }
-        };
-        for bytes in requests {
-            let request = match initreq::decode(bytes) {
-                Ok(r) => r,
-                Err(e) => {
+        for item in stream.push(&buf[..n]) {
+            let request = match item {
+                Item::Request(Ok(r)) => r,
+                Item::Request(Err(e)) => {
                     eprintln!("keel-initctl-fifo: ignored a malformed request: {e}");
+                    continue;
+                }
+                Item::Garbage(n) => {
+                    eprintln!(
+                        "keel-initctl-fifo: ignored a malformed write: {n} bytes that start no request"
+                    );
                     continue;
                 }
             };

@@ -111,6 +111,10 @@ pub struct Runtime {
     reexec: Option<PathBuf>,
     /// Watches the confdir: a changed job file is re-read at once.
     watch: Option<nix::sys::inotify::Inotify>,
+    /// The jobs an override file was read over (show-config's provenance). Not
+    /// saved: re-read from the override files when the saved definitions are
+    /// taken (the watch vouches that the files are as they were).
+    overrides: BTreeMap<String, query::Override>,
     /// Answers decided this round, sent after the state is saved.
     answers: Vec<(ConnId, Response)>,
     /// Readiness: the notify socket, the bus, `expect fd` sockets, `/proc` polls.
@@ -366,6 +370,7 @@ impl Runtime {
             apparmor: setup::AppArmorHost::probe(),
             machine,
             exits_lost: false,
+            overrides: BTreeMap::new(),
             snap,
         };
         rt.ready.start(&rt.epoll, rt.link.as_ref());
@@ -386,6 +391,7 @@ impl Runtime {
                 // SAFETY: the lifeboat's entry is an inotify instance (deposited as
                 // one by `watch_confdir`) that nothing else here owns.
                 rt.keep_watch(unsafe { nix::sys::inotify::Inotify::from_raw_fd(fd.into_raw_fd()) });
+                rt.overrides = crate::check::confdir_overrides(&rt.config.confdir);
             }
             None => {
                 rt.watch_confdir();
@@ -569,6 +575,7 @@ impl Runtime {
             tracing::warn!("{p}");
         }
         self.snap.jobs.set_definitions(conf.jobs);
+        self.overrides = conf.overrides;
         // With a watch to see what changes from now on.
         self.snap.shell.confdir = self
             .watch
@@ -1725,7 +1732,7 @@ impl Runtime {
         let configs: Vec<_> = self
             .definitions()
             .filter(|d| only.is_none_or(|o| d.name == o))
-            .map(query::job_config)
+            .map(|d| query::job_config(d, self.overrides.get(&d.name)))
             .collect();
         match only {
             Some(name) if configs.is_empty() => refused(Refusal::UnknownJob(name.to_string())),

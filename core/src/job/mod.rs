@@ -22,6 +22,9 @@
 //! - `no new privileges`.
 //! - `limit rttime SOFT HARD` (Linux has the resource; Upstart 1.13 did not list it).
 //!
+//! Override files (`NAME.override`, init(5)): [`parse_override`] reads one over
+//! the job file's definition, its stanzas replacing the job file's.
+//!
 //! Submodules: `lexer` (libnih's tokenising), `event` (`start on`/`stop on`),
 //! `parse` (the stanzas), [`show`] (rendering), [`signal`] (signal names).
 
@@ -36,7 +39,7 @@ pub mod show;
 pub mod signal;
 
 pub use event::{MAX_EXPRESSION_EVENTS, MAX_PAREN_DEPTH};
-pub use parse::{CAPABILITIES, MAX_JOB_FILE_BYTES, Parsed, parse};
+pub use parse::{CAPABILITIES, MAX_JOB_FILE_BYTES, Overridden, Parsed, parse, parse_override};
 pub use show::render;
 pub use signal::Signal;
 

@@ -22,6 +22,9 @@
 //! - `no new privileges`.
 //! - `limit rttime SOFT HARD` (Linux has the resource; Upstart 1.13 did not list it).
 //!
+//! `start on socket PROTO=… PORT=…|PATH=…` must describe a socket keel can bind
+//! ([`socket`]); anything else there is an error at the argument.
+//!
 //! Override files (`NAME.override`, init(5)): [`parse_override`] reads one over
 //! the job file's definition, its stanzas replacing the job file's.
 //!
@@ -37,6 +40,8 @@ mod parse;
 pub mod show;
 /// Signal numbers and names as the job language spells them.
 pub mod signal;
+/// `start on socket …`: the sockets a job is started on.
+pub mod socket;
 
 pub use event::{MAX_EXPRESSION_EVENTS, MAX_PAREN_DEPTH};
 pub use parse::{CAPABILITIES, MAX_JOB_FILE_BYTES, Overridden, Parsed, parse, parse_override};

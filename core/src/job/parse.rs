@@ -520,7 +520,7 @@ impl Parser<'_> {
 
     fn start(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         self.on("start")?;
-        self.def.start_on = Some(event::parse_on(&mut self.lexer)?);
+        self.def.start_on = Some(event::parse_start_on(&mut self.lexer)?);
         self.end("start on")?;
         // Upstart's `manual` only discards the `start on` seen before it.
         self.def.manual = false;

@@ -22,6 +22,8 @@
 //! - [`boot`]: kernel filesystems on a real boot.
 //! - [`logging`]: the supervisor's own log and its run-time priority.
 //! - [`ready`]: the readiness protocols' moving parts (sd_notify socket, D-Bus, /proc).
+//! - [`sockets`]: socket activation's listening sockets (bound, in the lifeboat,
+//!   watched).
 
 pub mod answer;
 pub mod boot;
@@ -36,6 +38,7 @@ pub mod options;
 pub mod ready;
 pub mod runtime;
 pub mod setup;
+pub mod sockets;
 pub mod spawn;
 
 pub use keel_core::{events, job, lifecycle, query, refusal, runlevel};

@@ -115,6 +115,8 @@ pub struct Runtime {
     /// saved: re-read from the override files when the saved definitions are
     /// taken (the watch vouches that the files are as they were).
     overrides: BTreeMap<String, query::Override>,
+    /// The listening sockets of socket-activated jobs (kept in the lifeboat).
+    sockets: crate::sockets::Sockets,
     /// Answers decided this round, sent after the state is saved.
     answers: Vec<(ConnId, Response)>,
     /// Readiness: the notify socket, the bus, `expect fd` sockets, `/proc` polls.
@@ -174,6 +176,10 @@ impl Runtime {
         let saved_defs = take(journal::DEFS_LIFEBOAT_NAME);
         let saved_watch = take(LIFEBOAT_CONFDIR_WATCH);
         let listener = take(LIFEBOAT_CONTROL);
+        let (saved_sockets, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut lifeboat)
+            .into_iter()
+            .partition(|(n, _)| n.starts_with(crate::sockets::LIFEBOAT_PREFIX));
+        lifeboat = rest;
         let ready = Watcher::new(NotifyAddr::parse(&config.notify_socket), &mut lifeboat);
         // What is left are "go" pipes of rounds a previous supervisor did not finish,
         // and job log pipes.
@@ -371,6 +377,7 @@ impl Runtime {
             machine,
             exits_lost: false,
             overrides: BTreeMap::new(),
+            sockets: crate::sockets::Sockets::recover(saved_sockets),
             snap,
         };
         rt.ready.start(&rt.epoll, rt.link.as_ref());
@@ -392,8 +399,11 @@ impl Runtime {
                 // one by `watch_confdir`) that nothing else here owns.
                 rt.keep_watch(unsafe { nix::sys::inotify::Inotify::from_raw_fd(fd.into_raw_fd()) });
                 rt.overrides = crate::check::confdir_overrides(&rt.config.confdir);
+                rt.sockets.watch_all(&rt.epoll);
+                rt.sync_sockets();
             }
             None => {
+                rt.sockets.watch_all(&rt.epoll);
                 rt.watch_confdir();
                 rt.load_confdir();
             }
@@ -576,6 +586,7 @@ impl Runtime {
         }
         self.snap.jobs.set_definitions(conf.jobs);
         self.overrides = conf.overrides;
+        self.sync_sockets();
         // With a watch to see what changes from now on.
         self.snap.shell.confdir = self
             .watch
@@ -621,6 +632,7 @@ impl Runtime {
                         }
                     }
                     TOKEN_SIGNALS => self.local_signals(),
+                    t if t & crate::sockets::TOKEN_SOCKET != 0 => self.socket_ready(t),
                     TOKEN_CONFDIR => self.confdir_changed(),
                     t if t & TOKEN_SETUP != 0 => self.read_setup_pipe((t & !TOKEN_SETUP) as i32),
                     t if t & TOKEN_LOG != 0 => {
@@ -1193,6 +1205,48 @@ impl Runtime {
 }
 
 impl Runtime {
+    /// Holds the listening sockets the jobs' `start on socket …` name, no more.
+    fn sync_sockets(&mut self) {
+        let mut wanted: Vec<job::socket::SocketSpec> = self
+            .definitions()
+            .flat_map(job::socket::job_sockets)
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        for problem in self
+            .sockets
+            .sync(&wanted, self.link.as_ref(), Some(&self.epoll))
+        {
+            tracing::error!("{problem}");
+        }
+    }
+
+    /// Connections arrived on a listening socket: the `socket` event, with
+    /// Upstart's variables.
+    fn socket_ready(&mut self, token: u64) {
+        if let Some(spec) = self.sockets.by_token(token) {
+            let env = spec.event_env();
+            self.emit(Event {
+                name: job::socket::EVENT.into(),
+                env,
+            });
+        }
+    }
+
+    /// The listening socket for a process of a job started by `socket`: the
+    /// socket the job names whose event variables its environment holds.
+    fn listen_socket(&self, def: &JobDef, env: &[String]) -> Option<OwnedFd> {
+        let spec = job::socket::job_sockets(def).into_iter().find(|spec| {
+            spec.event_env().iter().all(|(k, v)| {
+                env.iter().any(|e| {
+                    e.strip_prefix(k.as_str()).and_then(|r| r.strip_prefix('=')) == Some(v)
+                })
+            })
+        })?;
+        let fd = self.sockets.get(&spec)?;
+        rustix::io::fcntl_dupfd_cloexec(fd, 0).ok()
+    }
+
     /// An event keel itself emits (`startup`, a relayed signal, `runlevel`).
     fn emit(&mut self, event: Event) {
         if let Err(e) = self.snap.jobs.emit(event, None, now_ms()) {
@@ -1517,6 +1571,7 @@ impl Runtime {
             }
             _ => None,
         };
+        let listen = self.listen_socket(def, &env);
         let path = env
             .iter()
             .find_map(|e| e.strip_prefix("PATH="))
@@ -1574,9 +1629,23 @@ impl Runtime {
             init_child: self.link.is_some(),
             cgroup: None,
             ready_fd: None,
+            listen_fd: None,
             setup: prepared.setup,
         };
         plan.cgroup = self.instance_cgroup(job, instance, &settings)?;
+        // Socket activation: the socket at fd 3, named as systemd and Upstart did.
+        if let Some(fd) = listen {
+            if ready_target == Some(spawn::LISTEN_FD) {
+                return Err(format!(
+                    "expect fd {}: the listening socket of `start on socket` is there",
+                    spawn::LISTEN_FD
+                ));
+            }
+            for var in ["LISTEN_FDS=1", "UPSTART_FDS=3"] {
+                plan.env.push(cstr(var)?);
+            }
+            plan.listen_fd = Some(fd);
+        }
         let mut ours = None;
         if let Some(n) = ready_target {
             let (child, keel) = Watcher::fd_socket()

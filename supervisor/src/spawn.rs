@@ -111,8 +111,16 @@ pub struct Plan {
     pub cgroup: Option<OwnedFd>,
     /// `expect fd N`: the job's end of its readiness socket, and N.
     pub ready_fd: Option<(OwnedFd, i32)>,
+    /// Socket activation: the listening socket, at [`LISTEN_FD`] in the child,
+    /// which also gets `LISTEN_PID=` its own pid (the rest of the environment,
+    /// `LISTEN_FDS=1` and `UPSTART_FDS=3`, is in `env`).
+    pub listen_fd: Option<OwnedFd>,
     pub setup: Setup,
 }
+
+/// Where a socket-activated job finds its listening socket (systemd's
+/// `SD_LISTEN_FDS_START`; Upstart's `UPSTART_FDS` names it).
+pub const LISTEN_FD: i32 = 3;
 
 /// What the child sets before exec beyond its stdio: limits, identity, privileges.
 /// Resolved in the parent (`setup::prepare`); the child only makes syscalls with it.
@@ -459,6 +467,16 @@ pub fn spawn_by(method: Method, mut plan: Plan, go: &mut GoPipe) -> io::Result<S
         Some((fd, n)) => Some((rustix::io::fcntl_dupfd_cloexec(&fd, 64)?, n)),
         None => None,
     };
+    let listen = match plan.listen_fd.take() {
+        Some(fd) => Some(high(fd)?),
+        None => None,
+    };
+    // `LISTEN_PID=` and room for any pid: the child writes its own in.
+    let listen_pid = listen.as_ref().map(|_| {
+        let mut text = [0u8; LISTEN_PID_TEXT];
+        text[..LISTEN_PID_VAR.len()].copy_from_slice(LISTEN_PID_VAR);
+        Box::new(std::cell::UnsafeCell::new(text))
+    });
     let cgroup_dir = plan.cgroup.take();
     let stack = match method {
         Method::SharedMemory => Some(Stack::take()?),
@@ -475,6 +493,7 @@ pub fn spawn_by(method: Method, mut plan: Plan, go: &mut GoPipe) -> io::Result<S
         .env
         .iter()
         .map(|a| a.as_ptr())
+        .chain(listen_pid.as_ref().map(|t| t.get() as *const libc::c_char))
         .chain(std::iter::once(std::ptr::null()))
         .collect();
     let fds = ChildFds {
@@ -483,11 +502,13 @@ pub fn spawn_by(method: Method, mut plan: Plan, go: &mut GoPipe) -> io::Result<S
         errors: err_write.as_raw_fd(),
         log: log.as_ref().map(|f| f.as_raw_fd()),
         ready: ready.as_ref().map(|(f, n)| (f.as_raw_fd(), *n)),
+        listen: listen.as_ref().map(|f| f.as_raw_fd()),
     };
     // Boxed, so that it stays where the child finds it while the Launch moves.
     let ctx = Box::new(Ctx {
         argv,
         envp,
+        listen_pid,
         fds,
         ignored: ignored_signals(),
         plan,
@@ -609,6 +630,9 @@ impl Launch {
 struct Ctx {
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
+    /// `LISTEN_PID=` text (NUL-padded) that `envp` points at; the child writes
+    /// its pid into it, the supervisor never touches it while the child runs.
+    listen_pid: Option<Box<std::cell::UnsafeCell<[u8; LISTEN_PID_TEXT]>>>,
     fds: ChildFds,
     /// [`ignored_signals`].
     ignored: u64,
@@ -695,7 +719,13 @@ struct ChildFds {
     log: Option<i32>,
     /// `expect fd N`: (source, N).
     ready: Option<(i32, i32)>,
+    /// Socket activation's listening socket, moved to [`LISTEN_FD`].
+    listen: Option<i32>,
 }
+
+const LISTEN_PID_VAR: &[u8] = b"LISTEN_PID=";
+/// The variable, up to 20 digits, and its NUL.
+const LISTEN_PID_TEXT: usize = 32;
 
 /// The raw system calls of the child (see `sys`).
 mod raw {
@@ -706,6 +736,27 @@ mod raw {
         SYS_rt_sigaction, SYS_rt_sigprocmask, SYS_setgid, SYS_setgroups, SYS_setpriority,
         SYS_setrlimit, SYS_setsid, SYS_setuid, SYS_umask, SYS_write,
     };
+}
+
+/// Writes `LISTEN_PID=PID` (NUL-terminated) into `text`, which holds the
+/// variable's name already; no allocation (the child may not allocate).
+fn write_pid(text: &mut [u8; LISTEN_PID_TEXT], pid: isize) {
+    let mut digits = [0u8; 20];
+    let mut n = pid.unsigned_abs();
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 || len == digits.len() {
+            break;
+        }
+    }
+    let start = LISTEN_PID_VAR.len();
+    for i in 0..len {
+        text[start + i] = digits[len - 1 - i];
+    }
+    text[start + len] = 0;
 }
 
 /// Ends the child with `code`.
@@ -827,6 +878,14 @@ unsafe fn child(c: &Ctx) -> ! {
             syscall(SYS_dup2, fd as usize, SCRIPT_FD as usize, 0);
         }
         syscall(SYS_dup2, fds.go as usize, GO_FD as usize, 0);
+        // The listening socket at 3, kept across the exec (dup2 clears CLOEXEC).
+        let first_free = match fds.listen {
+            Some(source) => {
+                syscall(SYS_dup2, source as usize, LISTEN_FD as usize, 0);
+                LISTEN_FD + 1
+            }
+            None => LISTEN_FD,
+        };
         let last = match fds.ready {
             Some((source, _)) => {
                 syscall(SYS_dup2, source as usize, READY_FD as usize, 0);
@@ -835,7 +894,12 @@ unsafe fn child(c: &Ctx) -> ! {
             None => ERR_FD,
         };
         // Every other fd closed: nothing of the supervisor leaks into a job.
-        syscall(SYS_close_range, 3, SCRIPT_FD as usize - 1, 0);
+        syscall(
+            SYS_close_range,
+            first_free as usize,
+            SCRIPT_FD as usize - 1,
+            0,
+        );
         if fds.script.is_none() {
             syscall(SYS_close, SCRIPT_FD as usize, 0, 0);
         }
@@ -985,6 +1049,11 @@ unsafe fn child(c: &Ctx) -> ! {
         {
             syscall(SYS_dup2, READY_FD as usize, n as usize, 0);
             syscall(SYS_close, READY_FD as usize, 0, 0);
+        }
+        if let Some(text) = &c.listen_pid {
+            // SAFETY (of the enclosing block's deref): the text is this child's
+            // alone (see `Ctx::listen_pid`), and nothing else refers into it.
+            write_pid(&mut *text.get(), syscall(SYS_getpid, 0, 0, 0));
         }
 
         let r = syscall(
@@ -1146,6 +1215,21 @@ pub fn resolve(program: &str, path: &str, root: Option<&str>) -> Option<String> 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_child_writes_its_pid_after_listen_pid() {
+        for (pid, text) in [
+            (1, "LISTEN_PID=1"),
+            (32768, "LISTEN_PID=32768"),
+            (4194304, "LISTEN_PID=4194304"),
+        ] {
+            let mut buf = [0u8; super::LISTEN_PID_TEXT];
+            buf[..super::LISTEN_PID_VAR.len()].copy_from_slice(super::LISTEN_PID_VAR);
+            super::write_pid(&mut buf, pid);
+            let end = buf.iter().position(|&b| b == 0).unwrap();
+            assert_eq!(std::str::from_utf8(&buf[..end]).unwrap(), text);
+        }
+    }
+
     use super::*;
 
     #[test]
@@ -1200,6 +1284,7 @@ mod tests {
             init_child: false,
             cgroup: None,
             ready_fd: None,
+            listen_fd: None,
             setup: Setup::default(),
         }
     }

@@ -96,7 +96,7 @@ impl Builder {
                     self.root = Some(operator.join(left, right));
                 }
                 Pending::Event {
-                    event,
+                    mut event,
                     pos,
                     arg_pos,
                     ..
@@ -106,6 +106,7 @@ impl Builder {
                             let at = arg.and_then(|i| arg_pos.get(i).copied()).unwrap_or(pos);
                             Problem::new(at, message)
                         })?;
+                        socket::normalize(&mut event);
                     }
                     if self.root.is_some() {
                         return Err(Problem::new(

@@ -3,6 +3,12 @@
 //! PATH=/run/x.sock` (or `PATH=@name`, an abstract socket), as Upstart's
 //! upstart-socket-bridge reads them.
 //!
+//! Upstart's bridge emitted a unix socket's path as `SOCKET_PATH` (a `PATH`
+//! would have replaced the job's own `PATH`), so its `start on socket PROTO=unix
+//! PATH=…` could never match its own event. keel reads `PATH=` there as
+//! `SOCKET_PATH=` ([`normalize`]), so both spellings match the event, and the
+//! job's `PATH` stays its own.
+//!
 //! This module owns what such an event must say ([`SocketSpec::from_event`]) and
 //! the variables of the `socket` event for one ([`SocketSpec::event_env`]); it
 //! binds nothing. Where Upstart's bridge warned and ignored the job, keel refuses
@@ -67,7 +73,7 @@ impl SocketSpec {
                 "PROTO" => &mut proto,
                 "PORT" => &mut port,
                 "ADDR" => &mut addr,
-                "PATH" => &mut path,
+                "PATH" | "SOCKET_PATH" => &mut path,
                 other => {
                     return fail(format!(
                         "socket: unknown variable {other} (known: PROTO, PORT, ADDR, PATH)"
@@ -177,8 +183,7 @@ impl SocketSpec {
     }
 
     /// The variables of the `socket` event for this socket, as Upstart's bridge
-    /// set them (`PROTO`, `PORT`, `ADDR`; for unix `SOCKET_PATH`), and `PATH` too,
-    /// so that the `start on socket PROTO=unix PATH=…` that named it matches.
+    /// set them: `PROTO`, `PORT`, `ADDR`; for unix `SOCKET_PATH`.
     pub fn event_env(&self) -> Vec<(String, String)> {
         let pair = |k: &str, v: String| (k.to_string(), v);
         match self {
@@ -194,9 +199,18 @@ impl SocketSpec {
             ],
             SocketSpec::Unix { path } => vec![
                 pair("PROTO", "unix".into()),
-                pair("PATH", path.clone()),
                 pair("SOCKET_PATH", path.clone()),
             ],
+        }
+    }
+}
+
+/// A `socket` event of `start on` as keel keeps it: `PATH=` read as
+/// `SOCKET_PATH=`, the variable the event carries (see the module docs).
+pub fn normalize(event: &mut EventMatch) {
+    for arg in &mut event.args {
+        if arg.key.as_deref() == Some("PATH") {
+            arg.key = Some("SOCKET_PATH".into());
         }
     }
 }
@@ -344,9 +358,14 @@ mod tests {
                 "PORT is not for PROTO=unix",
             ),
             (
-                "PROTO=unix SOCKET_PATH=/x",
+                "PROTO=unix PATHS=/x",
+                "PATHS",
+                "unknown variable PATHS (known: PROTO, PORT, ADDR, PATH)",
+            ),
+            (
+                "PROTO=unix PATH=/x SOCKET_PATH=/y",
                 "SOCKET_PATH",
-                "unknown variable SOCKET_PATH (known: PROTO, PORT, ADDR, PATH)",
+                "SOCKET_PATH given twice",
             ),
             ("PROTO=inet PORT=80 PORT=81", "PORT=81", "PORT given twice"),
         ];
@@ -407,7 +426,11 @@ mod tests {
             ("socket PROTO=inet6 PORT=80", "PROTO=inet6 PORT=80 ADDR=::"),
             (
                 "socket PROTO=unix PATH=/run/a",
-                "PROTO=unix PATH=/run/a SOCKET_PATH=/run/a",
+                "PROTO=unix SOCKET_PATH=/run/a",
+            ),
+            (
+                "socket PROTO=unix SOCKET_PATH=@b",
+                "PROTO=unix SOCKET_PATH=@b",
             ),
         ];
         for (condition, env) in cases {

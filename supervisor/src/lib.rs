@@ -24,12 +24,14 @@
 //! - [`ready`]: the readiness protocols' moving parts (sd_notify socket, D-Bus, /proc).
 //! - [`sockets`]: socket activation's listening sockets (bound, in the lifeboat,
 //!   watched).
+//! - [`filewatch`]: the inotify watch of the jobs' `file FILE=…` conditions.
 
 pub mod answer;
 pub mod boot;
 pub mod cgroup;
 pub mod check;
 pub mod control;
+pub mod filewatch;
 pub mod initlink;
 pub mod joblog;
 pub mod journal;

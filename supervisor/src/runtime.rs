@@ -71,6 +71,8 @@ const TOKEN_INIT: u64 = 0;
 const TOKEN_LISTENER: u64 = 1;
 const TOKEN_SIGNALS: u64 = 2;
 const TOKEN_CONFDIR: u64 = 3;
+/// The inotify instance of the jobs' `file` conditions.
+const TOKEN_FILES: u64 = 4;
 /// Connection tokens are their ids offset past the fixed ones.
 const TOKEN_CONN_BASE: u64 = 16;
 /// Job log pipes: this bit and the pipe's id.
@@ -117,6 +119,8 @@ pub struct Runtime {
     overrides: BTreeMap<String, query::Override>,
     /// The listening sockets of socket-activated jobs (kept in the lifeboat).
     sockets: crate::sockets::Sockets,
+    /// The jobs' `file FILE=…` conditions and their inotify watch (in the lifeboat).
+    files: crate::filewatch::FileWatch,
     /// Answers decided this round, sent after the state is saved.
     answers: Vec<(ConnId, Response)>,
     /// Readiness: the notify socket, the bus, `expect fd` sockets, `/proc` polls.
@@ -176,6 +180,7 @@ impl Runtime {
         let saved_defs = take(journal::DEFS_LIFEBOAT_NAME);
         let saved_watch = take(LIFEBOAT_CONFDIR_WATCH);
         let listener = take(LIFEBOAT_CONTROL);
+        let saved_files = take(crate::filewatch::LIFEBOAT_NAME);
         let (saved_sockets, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut lifeboat)
             .into_iter()
             .partition(|(n, _)| n.starts_with(crate::sockets::LIFEBOAT_PREFIX));
@@ -378,6 +383,7 @@ impl Runtime {
             exits_lost: false,
             overrides: BTreeMap::new(),
             sockets: crate::sockets::Sockets::recover(saved_sockets),
+            files: crate::filewatch::FileWatch::recover(saved_files),
             snap,
         };
         rt.ready.start(&rt.epoll, rt.link.as_ref());
@@ -401,9 +407,12 @@ impl Runtime {
                 rt.overrides = crate::check::confdir_overrides(&rt.config.confdir);
                 rt.sockets.watch_all(&rt.epoll);
                 rt.sync_sockets();
+                rt.watch_files();
+                rt.sync_files();
             }
             None => {
                 rt.sockets.watch_all(&rt.epoll);
+                rt.watch_files();
                 rt.watch_confdir();
                 rt.load_confdir();
             }
@@ -587,6 +596,7 @@ impl Runtime {
         self.snap.jobs.set_definitions(conf.jobs);
         self.overrides = conf.overrides;
         self.sync_sockets();
+        self.sync_files();
         // With a watch to see what changes from now on.
         self.snap.shell.confdir = self
             .watch
@@ -634,6 +644,14 @@ impl Runtime {
                     TOKEN_SIGNALS => self.local_signals(),
                     t if t & crate::sockets::TOKEN_SOCKET != 0 => self.socket_ready(t),
                     TOKEN_CONFDIR => self.confdir_changed(),
+                    TOKEN_FILES => {
+                        for env in self.files.read() {
+                            self.emit(Event {
+                                name: job::file::EVENT.into(),
+                                env,
+                            });
+                        }
+                    }
                     t if t & TOKEN_SETUP != 0 => self.read_setup_pipe((t & !TOKEN_SETUP) as i32),
                     t if t & TOKEN_LOG != 0 => {
                         if self.logs.drain(
@@ -1218,6 +1236,36 @@ impl Runtime {
             .sync(&wanted, self.link.as_ref(), Some(&self.epoll))
         {
             tracing::error!("{problem}");
+        }
+    }
+
+    /// Watches the directories of the jobs' `file` conditions, no others.
+    fn sync_files(&mut self) {
+        let mut wanted: Vec<job::file::FileSpec> =
+            self.definitions().flat_map(job::file::job_files).collect();
+        wanted.sort();
+        wanted.dedup();
+        let (new, problems) = self.files.sync(&wanted, self.link.as_ref());
+        for problem in problems {
+            tracing::error!("{problem}");
+        }
+        if new {
+            self.watch_files();
+        }
+    }
+
+    /// Waits on the file conditions' inotify instance, if there is one.
+    fn watch_files(&self) {
+        if let Some(fd) = self.files.fd() {
+            let added = epoll::add(
+                &self.epoll,
+                fd,
+                epoll::EventData::new_u64(TOKEN_FILES),
+                epoll::EventFlags::IN,
+            );
+            if let Err(e) = added {
+                tracing::error!("cannot wait for file events: {e}");
+            }
         }
     }
 

@@ -9,8 +9,8 @@
 //! Quoting `"and"` makes it an ordinary word.
 
 use super::lexer::{Delim, Lexer, Problem, Token};
-use super::socket;
 use super::{ArgMatch, EventExpr, EventMatch};
+use super::{file, socket};
 
 /// Deepest parenthesis nesting accepted (keeps the tree shallow).
 pub const MAX_PAREN_DEPTH: usize = 64;
@@ -101,12 +101,17 @@ impl Builder {
                     arg_pos,
                     ..
                 } => {
+                    // A problem with an argument points at it, else at the event.
+                    let located = |(arg, message): socket::SpecError| {
+                        let at = arg.and_then(|i| arg_pos.get(i).copied()).unwrap_or(pos);
+                        Problem::new(at, message)
+                    };
                     if self.check_sockets && event.name == socket::EVENT {
-                        socket::SocketSpec::from_event(&event).map_err(|(arg, message)| {
-                            let at = arg.and_then(|i| arg_pos.get(i).copied()).unwrap_or(pos);
-                            Problem::new(at, message)
-                        })?;
+                        socket::SocketSpec::from_event(&event).map_err(located)?;
                         socket::normalize(&mut event);
+                    }
+                    if event.name == file::EVENT {
+                        file::FileSpec::from_event(&event).map_err(located)?;
                     }
                     if self.root.is_some() {
                         return Err(Problem::new(

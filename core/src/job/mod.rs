@@ -34,6 +34,8 @@
 use serde::{Deserialize, Serialize};
 
 mod event;
+/// `start on file FILE=…`: the files a job waits on.
+pub mod file;
 mod lexer;
 mod parse;
 /// Rendering a definition back into job-file text.
@@ -177,6 +179,18 @@ impl JobDef {
             no_new_privileges: false,
             ready_timeout: None,
         }
+    }
+
+    /// The events named `event` in `start on` (none for a `manual` job) and, with
+    /// `stop_on_too`, in `stop on`: the conditions an event source serves.
+    pub fn conditions(&self, event: &str, stop_on_too: bool) -> Vec<&EventMatch> {
+        let start_on = self.start_on.iter().filter(|_| !self.manual);
+        let stop_on = self.stop_on.iter().filter(|_| stop_on_too);
+        start_on
+            .chain(stop_on)
+            .flat_map(crate::events::leaves)
+            .filter(|e| e.name == event)
+            .collect()
     }
 
     /// The process of the given kind, if the job defines one.

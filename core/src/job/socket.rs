@@ -51,18 +51,7 @@ impl SocketSpec {
         let mut path = None;
         for (i, arg) in event.args.iter().enumerate() {
             let fail = |message: String| Err((Some(i), message));
-            let key = match arg {
-                ArgMatch { key: None, .. } => {
-                    return fail(format!(
-                        "socket takes KEY=VALUE arguments, found '{}'",
-                        arg.value
-                    ));
-                }
-                ArgMatch { negated: true, .. } => {
-                    return fail("socket takes KEY=VALUE arguments, not KEY!=VALUE".into());
-                }
-                ArgMatch { key: Some(key), .. } => key.as_str(),
-            };
+            let key = key_of(EVENT, i, arg)?;
             if arg.value.contains(['*', '?', '[', '$']) {
                 return fail(format!(
                     "socket {key}: a socket needs a literal value, found '{}'",
@@ -215,15 +204,28 @@ pub fn normalize(event: &mut EventMatch) {
     }
 }
 
+/// The key of argument `i` of a condition an event source serves (`socket`,
+/// `file`): it takes `KEY=VALUE` arguments only.
+pub(super) fn key_of<'a>(event: &str, i: usize, arg: &'a ArgMatch) -> Result<&'a str, SpecError> {
+    match arg {
+        ArgMatch { key: None, .. } => Err((
+            Some(i),
+            format!("{event} takes KEY=VALUE arguments, found '{}'", arg.value),
+        )),
+        ArgMatch { negated: true, .. } => Err((
+            Some(i),
+            format!("{event} takes KEY=VALUE arguments, not KEY!=VALUE"),
+        )),
+        ArgMatch { key: Some(key), .. } => Ok(key),
+    }
+}
+
 /// The sockets a job is started on: each `socket` event its `start on` names
 /// (none for a `manual` job), each once.
 pub fn job_sockets(def: &JobDef) -> Vec<SocketSpec> {
     let mut specs: Vec<SocketSpec> = def
-        .start_on
-        .iter()
-        .filter(|_| !def.manual)
-        .flat_map(crate::events::leaves)
-        .filter(|e| e.name == EVENT)
+        .conditions(EVENT, false)
+        .into_iter()
         .filter_map(|e| SocketSpec::from_event(e).ok())
         .collect();
     specs.sort();

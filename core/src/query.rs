@@ -260,6 +260,14 @@ mod tests {
         let only_b = check_config(defs.iter(), Some("b"), &["other".into()]).unwrap();
         assert_eq!(only_b.len(), 1);
         assert_eq!(only_b[0].message, "unknown job ghost");
+        // keel's event sources emit `socket` and `file` themselves.
+        let sourced = job::parse(
+            "s",
+            "start on socket PROTO=unix PATH=/run/s or file FILE=/run/f\nexec true\n",
+        )
+        .def
+        .unwrap();
+        assert_eq!(check_config([sourced].iter(), None, &[]).unwrap(), []);
         let err = check_config(defs.iter(), Some("nope"), &[]).unwrap_err();
         assert_eq!(err.to_string(), "Invalid job class: nope");
     }

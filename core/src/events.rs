@@ -36,8 +36,11 @@ pub struct Event {
     pub env: Vec<(String, String)>,
 }
 
-/// Events keel itself emits: at boot, for every job, for relayed signals, runlevels.
+/// Events keel itself emits: at boot, for every job, for relayed signals, runlevels,
+/// and from its event sources (`socket`: socket activation, `file`: file events).
 pub const BUILTIN_EVENTS: &[&str] = &[
+    "socket",
+    "file",
     "startup",
     "starting",
     "started",

@@ -22,6 +22,19 @@ pub struct JobConfig {
     pub stop_on_events: Vec<EventRef>,
     /// The whole definition as a job file; it parses back to the same definition.
     pub definition: String,
+    /// The override file read over the job file, if there is one.
+    pub overridden: Option<Override>,
+}
+
+/// Where a job's stanzas came from when an override file (`NAME.override`) was
+/// read over its job file: the stanzas named here came from `file`, every other
+/// one from the job file.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Override {
+    /// The override file's path.
+    pub file: String,
+    /// The stanzas it gives, as [`crate::job::Overridden::stanzas`] names them.
+    pub stanzas: Vec<String>,
 }
 
 /// An event a `start on` / `stop on` names, as `show-config -e` lists it.
@@ -45,8 +58,8 @@ pub struct ConfigProblem {
     pub message: String,
 }
 
-/// What `show-config` says of `def`.
-pub fn job_config(def: &JobDef) -> JobConfig {
+/// What `show-config` says of `def`, read with the override `overridden`.
+pub fn job_config(def: &JobDef, overridden: Option<&Override>) -> JobConfig {
     let start_on = def.start_on.as_ref().filter(|_| !def.manual);
     JobConfig {
         name: def.name.clone(),
@@ -56,6 +69,7 @@ pub fn job_config(def: &JobDef) -> JobConfig {
         start_on_events: start_on.map(event_refs).unwrap_or_default(),
         stop_on_events: def.stop_on.as_ref().map(event_refs).unwrap_or_default(),
         definition: job::render(def),
+        overridden: overridden.cloned(),
     }
 }
 
@@ -168,7 +182,7 @@ mod tests {
     fn conditions_read_as_upstart_writes_them() {
         let d = def("start on (started net and filesystem) or runlevel [2345]\n\
              stop on runlevel [!2345] or net-device-down IFACE!=lo\nexec true\n");
-        let c = job_config(&d);
+        let c = job_config(&d, None);
         assert_eq!(
             c.start_on.as_deref(),
             Some("((started net and filesystem) or runlevel [2345])")
@@ -191,7 +205,7 @@ mod tests {
             "start on started JOB=net FOO=bar or stopping web RESULT=failed\n\
              stop on runlevel [06]\nexec true\n",
         );
-        let c = job_config(&d);
+        let c = job_config(&d, None);
         let refs = |r: &[EventRef]| {
             r.iter()
                 .map(|e| (e.event.clone(), e.job.clone(), e.env.join(" ")))
@@ -216,7 +230,7 @@ mod tests {
 
     #[test]
     fn a_manual_job_shows_no_start_on() {
-        let c = job_config(&def("start on startup\nmanual\nexec true\n"));
+        let c = job_config(&def("start on startup\nmanual\nexec true\n"), None);
         assert_eq!(c.start_on, None);
         assert!(c.start_on_events.is_empty());
     }
@@ -246,6 +260,14 @@ mod tests {
         let only_b = check_config(defs.iter(), Some("b"), &["other".into()]).unwrap();
         assert_eq!(only_b.len(), 1);
         assert_eq!(only_b[0].message, "unknown job ghost");
+        // keel's event sources emit `socket` and `file` themselves.
+        let sourced = job::parse(
+            "s",
+            "start on socket PROTO=unix PATH=/run/s or file FILE=/run/f\nexec true\n",
+        )
+        .def
+        .unwrap();
+        assert_eq!(check_config([sourced].iter(), None, &[]).unwrap(), []);
         let err = check_config(defs.iter(), Some("nope"), &[]).unwrap_err();
         assert_eq!(err.to_string(), "Invalid job class: nope");
     }

@@ -865,7 +865,8 @@ fn format_status(s: &InstanceStatus, detail: bool) -> String {
 
 /// Upstart's show-config: the job's name, then `  emits EVENT` lines, then
 /// `  start on COND` and `  stop on COND` — or, enumerated (`-e`), a line per event
-/// `  start on EVENT (job: JOB, env: ARGS)`.
+/// `  start on EVENT (job: JOB, env: ARGS)`; then, with an override file, keel's
+/// `  overridden by FILE: STANZA, …`.
 fn format_config(c: &JobConfig, enumerate: bool) -> String {
     let mut out = format!("{}\n", c.name);
     for e in &c.emits {
@@ -883,6 +884,13 @@ fn format_config(c: &JobConfig, enumerate: bool) -> String {
         } else if let Some(text) = text {
             out.push_str(&format!("  {stanza} {text}\n"));
         }
+    }
+    // keel's own line: which stanzas an override file replaced.
+    if let Some(file) = &c.override_file {
+        out.push_str(&format!(
+            "  overridden by {file}: {}\n",
+            c.overridden.join(", ")
+        ));
     }
     out
 }
@@ -934,6 +942,7 @@ fn json_config(c: &JobConfig) -> Value {
         "start_on_events": events(&c.start_on_events),
         "stop_on_events": events(&c.stop_on_events),
         "definition": c.definition,
+        "override": c.override_file.as_ref().map(|file| json!({"file": file, "stanzas": c.overridden})),
     })
 }
 

@@ -14,7 +14,7 @@ use std::vec::Vec;
 pub use crate::init::PowerAction;
 
 /// The version of the control protocol.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// The first bytes of every hello, to tell keel from something else on the socket.
 pub const MAGIC: [u8; 4] = *b"keel";
@@ -272,6 +272,11 @@ pub struct JobConfig {
     pub stop_on_events: Vec<EventRef>,
     /// The whole definition as a job file; it parses back to the same definition.
     pub definition: String,
+    /// The override file (`NAME.override`) read over the job file, if any.
+    pub override_file: Option<String>,
+    /// The stanzas that came from `override_file` (`manual`, `start on`, `exec`,
+    /// `pre-start exec`…); every other stanza came from the job file.
+    pub overridden: Vec<String>,
 }
 
 /// One finding of `check-config`.

@@ -101,6 +101,8 @@ pub fn configs(list: Vec<query::JobConfig>) -> Response {
                 start_on_events: events(c.start_on_events),
                 stop_on_events: events(c.stop_on_events),
                 definition: c.definition,
+                override_file: c.overridden.as_ref().map(|o| o.file.clone()),
+                overridden: c.overridden.map(|o| o.stanzas).unwrap_or_default(),
             })
             .collect(),
     )

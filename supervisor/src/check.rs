@@ -6,6 +6,13 @@
 //! `FILE:LINE:COL: error|warning: MESSAGE` (or `FILE: error: cannot read: …`).
 //! Parsing itself is [`crate::job::parse`]; a broken file never affects another.
 //!
+//! Override files, as init(5): `NAME.override` beside `NAME.conf` is read over
+//! the job file ([`crate::job::parse_override`]), its stanzas replacing the job
+//! file's. Its errors are reported like a job file's (`NAME.override:L:C: …`)
+//! and, like a job file with errors, leave the job unloaded — a broken `manual`
+//! must not start a job it was meant to keep down. An override without its
+//! `.conf` is not a job and waits, unread, for one (as in Upstart).
+//!
 //! Only regular files are read: anyone who can put a FIFO, a socket or a device
 //! node (or a `.conf` symlink to one) in the confdir must not be able to block the
 //! supervisor in `open` or `read`. So a file is `stat`ed first (no side effects),
@@ -14,13 +21,14 @@
 //! naming it. A job name (the path) with a control character — a newline would
 //! print a fake line in `initctl list` — is refused too, the name shown escaped.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::job::{self, JobDef, Parsed, Severity};
+use crate::query::Override;
 
 /// The job name for `file` below `confdir`: the relative path without `.conf`
 /// (`net/apache.conf` → `net/apache`). `None` for other files.
@@ -62,6 +70,8 @@ pub struct Confdir {
     pub problems: Vec<String>,
     /// How many of `problems` are errors.
     pub errors: usize,
+    /// The jobs an override file was read over, by name, and what it gave.
+    pub overrides: BTreeMap<String, Override>,
 }
 
 /// Loads every `.conf` file below `dir`.
@@ -85,12 +95,81 @@ pub fn load_confdir(dir: &Path) -> Confdir {
             confdir.errors += 1;
             continue;
         }
-        let checked = check_file(&file, &name);
+        let (checked, overridden) = check_job(&file, &name);
         confdir.errors += checked.errors;
         confdir.problems.extend(checked.problems);
+        if let (Some(def), Some(overridden)) = (&checked.def, overridden) {
+            confdir.overrides.insert(def.name.clone(), overridden);
+        }
         confdir.jobs.extend(checked.def);
     }
     confdir
+}
+
+/// What the override files of `dir`'s jobs give, by job name, without the job
+/// files: for a supervisor that took the definitions from its saved state (which
+/// has no room for where a stanza came from). Overrides with errors are left out,
+/// as their jobs were.
+pub fn confdir_overrides(dir: &Path) -> BTreeMap<String, Override> {
+    let mut files = Vec::new();
+    find_conf_files(dir, &mut files, &mut Vec::new(), &mut 0);
+    files
+        .iter()
+        .filter_map(|file| {
+            let name = job_name(dir, file)?;
+            let (checked, overridden) = read_override(file, JobDef::new(name.clone()))?;
+            checked.def.and(Some((name, overridden)))
+        })
+        .collect()
+}
+
+/// The job file `file` (job `name`) with its override file read over it, if it
+/// has one (and the job file has no error).
+fn check_job(file: &Path, name: &str) -> (Checked, Option<Override>) {
+    let checked = check_file(file, name);
+    let Some(def) = checked.def.clone() else {
+        return (checked, None);
+    };
+    match read_override(file, def) {
+        None => (checked, None),
+        Some((over, overridden)) => {
+            let mut problems = checked.problems;
+            problems.extend(over.problems);
+            let joined = Checked {
+                def: over.def,
+                problems,
+                errors: checked.errors + over.errors,
+            };
+            (joined, Some(overridden))
+        }
+    }
+}
+
+/// `NAME.override` beside the job file `file`, read over `base`; `None` when
+/// there is none.
+fn read_override(file: &Path, base: JobDef) -> Option<(Checked, Override)> {
+    if file.extension().is_some_and(|ext| ext == "override") {
+        return None;
+    }
+    let path = file.with_extension("override");
+    if let Err(e) = fs::symlink_metadata(&path)
+        && e.kind() == io::ErrorKind::NotFound
+    {
+        return None;
+    }
+    let shown = path.display().to_string();
+    let (checked, stanzas) = match read_text(&path) {
+        Ok(text) => {
+            let job::Overridden { parsed, stanzas } = job::parse_override(base, &text);
+            (checked_from(parsed, &shown), stanzas)
+        }
+        Err(problem) => (unreadable(problem), Vec::new()),
+    };
+    let overridden = Override {
+        file: shown,
+        stanzas,
+    };
+    Some((checked, overridden))
 }
 
 /// `keel-supervisor --check PATH…`: files (whatever their name) and directories
@@ -106,12 +185,12 @@ pub fn check_paths(paths: &[PathBuf], out: &mut dyn io::Write) -> io::Result<boo
             find_conf_files(path, &mut files, &mut problems, &mut errors);
             for file in files {
                 let name = job_name(path, &file).unwrap_or_else(|| file_stem(&file));
-                let checked = check_file(&file, &name);
+                let (checked, _) = check_job(&file, &name);
                 errors += checked.errors;
                 problems.extend(checked.problems);
             }
         } else {
-            let checked = check_file(path, &file_stem(path));
+            let (checked, _) = check_job(path, &file_stem(path));
             errors += checked.errors;
             problems.extend(checked.problems);
         }
@@ -142,43 +221,50 @@ struct Checked {
 }
 
 fn check_file(path: &Path, name: &str) -> Checked {
-    let shown = path.display().to_string();
-    let cannot_read = |reason: String| Checked {
+    match read_text(path) {
+        Ok(text) => checked_from(job::parse(name, &text), &path.display().to_string()),
+        Err(problem) => unreadable(problem),
+    }
+}
+
+/// A file that could not be read: one error, no definition.
+fn unreadable(problem: String) -> Checked {
+    Checked {
         def: None,
-        problems: vec![format!("{shown}: error: cannot read: {reason}")],
+        problems: vec![problem],
         errors: 1,
-    };
-    let bytes = match read_bounded(path) {
-        Ok(bytes) => bytes,
-        Err(e) => return cannot_read(e.to_string()),
-    };
-    let text = match String::from_utf8(bytes) {
-        Ok(text) => text,
-        Err(e) => {
-            // Point at the first byte that is not UTF-8.
-            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-            let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
-            let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-            let col = valid[line_start..]
-                .iter()
-                .filter(|&&b| b & 0xC0 != 0x80)
-                .count()
-                + 1;
-            return Checked {
-                def: None,
-                problems: vec![format!("{shown}:{line}:{col}: error: not UTF-8 text")],
-                errors: 1,
-            };
-        }
-    };
-    let Parsed { def, diagnostics } = job::parse(name, &text);
+    }
+}
+
+/// The text of the job (or override) file `path`, or the error (rendered) that
+/// it cannot be read or is not UTF-8.
+fn read_text(path: &Path) -> Result<String, String> {
+    let shown = path.display().to_string();
+    let bytes = read_bounded(path).map_err(|e| format!("{shown}: error: cannot read: {e}"))?;
+    String::from_utf8(bytes).map_err(|e| {
+        // Point at the first byte that is not UTF-8.
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let col = valid[line_start..]
+            .iter()
+            .filter(|&&b| b & 0xC0 != 0x80)
+            .count()
+            + 1;
+        format!("{shown}:{line}:{col}: error: not UTF-8 text")
+    })
+}
+
+/// A parse's outcome with its diagnostics rendered against `shown`.
+fn checked_from(parsed: Parsed, shown: &str) -> Checked {
+    let Parsed { def, diagnostics } = parsed;
     Checked {
         def,
         errors: diagnostics
             .iter()
             .filter(|d| d.severity == Severity::Error)
             .count(),
-        problems: diagnostics.iter().map(|d| d.render(&shown)).collect(),
+        problems: diagnostics.iter().map(|d| d.render(shown)).collect(),
     }
 }
 
@@ -498,6 +584,70 @@ mod tests {
         assert!(failed);
         assert!(
             out.ends_with(":1:1: error: job file larger than 1048576 bytes\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn an_override_is_read_over_its_job_file_and_its_errors_unload_the_job() {
+        let dir = TempDir::new();
+        dir.write("svc.conf", "start on startup\nexec /bin/svc\n");
+        dir.write("svc.override", "manual\nexec /bin/other\n");
+        dir.write("net/web.conf", "start on startup\nexec /bin/web\n");
+        dir.write("net/web.override", "start on net-up\n");
+        dir.write("orphan.override", "manual\n");
+        dir.write("broken.conf", "start on startup\nexec /bin/broken\n");
+        dir.write("broken.override", "manual\nrespawn limit x 5\n");
+        let fifo = dir.0.join("fifo.override");
+        dir.write("fifo.conf", "exec /bin/fifo\n");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644))
+            .expect("mkfifo");
+
+        let confdir = load_within_deadline(&dir.0);
+        let names: Vec<&str> = confdir.jobs.iter().map(|j| j.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["net/web", "svc"],
+            "an override without its job is no job"
+        );
+        let svc = &confdir.jobs[1];
+        assert!(svc.manual && svc.start_on.is_none());
+        assert_eq!(
+            svc.main,
+            Some(job::Process::Exec {
+                command: "/bin/other".into()
+            })
+        );
+        let root = dir.0.display().to_string();
+        let over = |file: &str, stanzas: &[&str]| Override {
+            file: format!("{root}/{file}"),
+            stanzas: stanzas.iter().map(|s| s.to_string()).collect(),
+        };
+        let expected: BTreeMap<String, Override> = [
+            (
+                "net/web".to_string(),
+                over("net/web.override", &["start on"]),
+            ),
+            ("svc".to_string(), over("svc.override", &["manual", "exec"])),
+        ]
+        .into();
+        assert_eq!(confdir.overrides, expected);
+        assert_eq!(
+            confdir.problems,
+            [
+                format!("{root}/broken.override:2:15: error: illegal respawn count: x"),
+                format!("{root}/fifo.override: error: cannot read: not a regular file but a FIFO"),
+            ]
+        );
+        assert_eq!(confdir.errors, 2);
+        // A supervisor that took saved definitions learns the same provenance.
+        assert_eq!(confdir_overrides(&dir.0), expected);
+
+        // `--check` reads a job's override too.
+        let (failed, out) = check(&[dir.0.join("broken.conf")]);
+        assert!(failed);
+        assert!(
+            out.starts_with(&format!("{root}/broken.override:2:15: error:")),
             "{out}"
         );
     }

@@ -23,12 +23,16 @@
 //! - [`logging`]: the supervisor's own log and its run-time priority.
 //! - [`ready`]: the readiness protocols' moving parts (sd_notify socket, D-Bus, /proc).
 //! - [`reexec`]: the check of a re-exec candidate, a child read from the loop.
+//! - [`sockets`]: socket activation's listening sockets (bound, in the lifeboat,
+//!   watched).
+//! - [`filewatch`]: the inotify watch of the jobs' `file FILE=…` conditions.
 
 pub mod answer;
 pub mod boot;
 pub mod cgroup;
 pub mod check;
 pub mod control;
+pub mod filewatch;
 pub mod initlink;
 pub mod joblog;
 pub mod journal;
@@ -38,6 +42,7 @@ pub mod ready;
 pub mod reexec;
 pub mod runtime;
 pub mod setup;
+pub mod sockets;
 pub mod spawn;
 
 pub use keel_core::{events, job, lifecycle, query, refusal, runlevel};

@@ -73,6 +73,8 @@ const TOKEN_SIGNALS: u64 = 2;
 const TOKEN_CONFDIR: u64 = 3;
 /// The output of a re-exec candidate being checked.
 const TOKEN_REEXEC_CHECK: u64 = 4;
+/// The inotify instance of the jobs' `file` conditions.
+const TOKEN_FILES: u64 = 5;
 /// Connection tokens are their ids offset past the fixed ones.
 const TOKEN_CONN_BASE: u64 = 16;
 /// Job log pipes: this bit and the pipe's id.
@@ -136,6 +138,14 @@ pub struct Runtime {
     reexec_check: Option<(ConnId, crate::reexec::Check)>,
     /// Watches the confdir: a changed job file is re-read at once.
     watch: Option<nix::sys::inotify::Inotify>,
+    /// The jobs an override file was read over (show-config's provenance). Not
+    /// saved: re-read from the override files when the saved definitions are
+    /// taken (the watch vouches that the files are as they were).
+    overrides: BTreeMap<String, query::Override>,
+    /// The listening sockets of socket-activated jobs (kept in the lifeboat).
+    sockets: crate::sockets::Sockets,
+    /// The jobs' `file FILE=…` conditions and their inotify watch (in the lifeboat).
+    files: crate::filewatch::FileWatch,
     /// Answers decided this round, sent after the state is saved.
     answers: Vec<(ConnId, Response)>,
     /// Readiness: the notify socket, the bus, `expect fd` sockets, `/proc` polls.
@@ -218,6 +228,11 @@ impl Runtime {
         if loaded_before && let Some(link) = &link {
             let _ = link.withdraw(LIFEBOAT_LOADED);
         }
+        let saved_files = take(crate::filewatch::LIFEBOAT_NAME);
+        let (saved_sockets, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut lifeboat)
+            .into_iter()
+            .partition(|(n, _)| n.starts_with(crate::sockets::LIFEBOAT_PREFIX));
+        lifeboat = rest;
         let ready = Watcher::new(NotifyAddr::parse(&config.notify_socket), &mut lifeboat);
         // What is left are "go" pipes of rounds a previous supervisor did not finish,
         // and job log pipes.
@@ -422,6 +437,9 @@ impl Runtime {
             machine,
             exits_lost: false,
             generation,
+            overrides: BTreeMap::new(),
+            sockets: crate::sockets::Sockets::recover(saved_sockets),
+            files: crate::filewatch::FileWatch::recover(saved_files),
             snap,
         };
         rt.ready.start(&rt.epoll, rt.link.as_ref());
@@ -448,8 +466,15 @@ impl Runtime {
                 // SAFETY: the lifeboat's entry is an inotify instance (deposited as
                 // one by `watch_confdir`) that nothing else here owns.
                 rt.keep_watch(unsafe { nix::sys::inotify::Inotify::from_raw_fd(fd.into_raw_fd()) });
+                rt.overrides = crate::check::confdir_overrides(&rt.config.confdir);
+                rt.sockets.watch_all(&rt.epoll);
+                rt.sync_sockets();
+                rt.watch_files();
+                rt.sync_files();
             }
             None => {
+                rt.sockets.watch_all(&rt.epoll);
+                rt.watch_files();
                 rt.watch_confdir();
                 rt.load_confdir();
             }
@@ -631,6 +656,9 @@ impl Runtime {
             tracing::warn!("{p}");
         }
         self.snap.jobs.set_definitions(conf.jobs);
+        self.overrides = conf.overrides;
+        self.sync_sockets();
+        self.sync_files();
         // With a watch to see what changes from now on.
         self.snap.shell.confdir = self
             .watch
@@ -696,8 +724,17 @@ impl Runtime {
                         }
                     }
                     TOKEN_SIGNALS => self.local_signals(),
+                    t if t & crate::sockets::TOKEN_SOCKET != 0 => self.socket_ready(t),
                     TOKEN_CONFDIR => self.confdir_changed(),
                     TOKEN_REEXEC_CHECK => self.read_reexec_check(),
+                    TOKEN_FILES => {
+                        for env in self.files.read() {
+                            self.emit(Event {
+                                name: job::file::EVENT.into(),
+                                env,
+                            });
+                        }
+                    }
                     t if t & TOKEN_SETUP != 0 => self.read_setup_pipe((t & !TOKEN_SETUP) as i32),
                     t if t & TOKEN_LOG != 0 => {
                         if self.logs.drain(
@@ -1291,6 +1328,78 @@ impl Runtime {
 }
 
 impl Runtime {
+    /// Holds the listening sockets the jobs' `start on socket …` name, no more.
+    fn sync_sockets(&mut self) {
+        let mut wanted: Vec<job::socket::SocketSpec> = self
+            .definitions()
+            .flat_map(job::socket::job_sockets)
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        for problem in self
+            .sockets
+            .sync(&wanted, self.link.as_ref(), Some(&self.epoll))
+        {
+            tracing::error!("{problem}");
+        }
+    }
+
+    /// Watches the directories of the jobs' `file` conditions, no others.
+    fn sync_files(&mut self) {
+        let mut wanted: Vec<job::file::FileSpec> =
+            self.definitions().flat_map(job::file::job_files).collect();
+        wanted.sort();
+        wanted.dedup();
+        let (new, problems) = self.files.sync(&wanted, self.link.as_ref());
+        for problem in problems {
+            tracing::error!("{problem}");
+        }
+        if new {
+            self.watch_files();
+        }
+    }
+
+    /// Waits on the file conditions' inotify instance, if there is one.
+    fn watch_files(&self) {
+        if let Some(fd) = self.files.fd() {
+            let added = epoll::add(
+                &self.epoll,
+                fd,
+                epoll::EventData::new_u64(TOKEN_FILES),
+                epoll::EventFlags::IN,
+            );
+            if let Err(e) = added {
+                tracing::error!("cannot wait for file events: {e}");
+            }
+        }
+    }
+
+    /// Connections arrived on a listening socket: the `socket` event, with
+    /// Upstart's variables.
+    fn socket_ready(&mut self, token: u64) {
+        if let Some(spec) = self.sockets.by_token(token) {
+            let env = spec.event_env();
+            self.emit(Event {
+                name: job::socket::EVENT.into(),
+                env,
+            });
+        }
+    }
+
+    /// The listening socket for a process of a job started by `socket`: the
+    /// socket the job names whose event variables its environment holds.
+    fn listen_socket(&self, def: &JobDef, env: &[String]) -> Option<OwnedFd> {
+        let spec = job::socket::job_sockets(def).into_iter().find(|spec| {
+            spec.event_env().iter().all(|(k, v)| {
+                env.iter().any(|e| {
+                    e.strip_prefix(k.as_str()).and_then(|r| r.strip_prefix('=')) == Some(v)
+                })
+            })
+        })?;
+        let fd = self.sockets.get(&spec)?;
+        rustix::io::fcntl_dupfd_cloexec(fd, 0).ok()
+    }
+
     /// An event keel itself emits (`startup`, a relayed signal, `runlevel`).
     fn emit(&mut self, event: Event) {
         if let Err(e) = self.snap.jobs.emit(event, None, now_ms()) {
@@ -1615,6 +1724,7 @@ impl Runtime {
             }
             _ => None,
         };
+        let listen = self.listen_socket(def, &env);
         let path = env
             .iter()
             .find_map(|e| e.strip_prefix("PATH="))
@@ -1672,9 +1782,23 @@ impl Runtime {
             init_child: self.link.is_some(),
             cgroup: None,
             ready_fd: None,
+            listen_fd: None,
             setup: prepared.setup,
         };
         plan.cgroup = self.instance_cgroup(job, instance, &settings)?;
+        // Socket activation: the socket at fd 3, named as systemd and Upstart did.
+        if let Some(fd) = listen {
+            if ready_target == Some(spawn::LISTEN_FD) {
+                return Err(format!(
+                    "expect fd {}: the listening socket of `start on socket` is there",
+                    spawn::LISTEN_FD
+                ));
+            }
+            for var in ["LISTEN_FDS=1", "UPSTART_FDS=3"] {
+                plan.env.push(cstr(var)?);
+            }
+            plan.listen_fd = Some(fd);
+        }
         let mut ours = None;
         if let Some(n) = ready_target {
             let (child, keel) = Watcher::fd_socket()
@@ -1830,7 +1954,7 @@ impl Runtime {
         let configs: Vec<_> = self
             .definitions()
             .filter(|d| only.is_none_or(|o| d.name == o))
-            .map(query::job_config)
+            .map(|d| query::job_config(d, self.overrides.get(&d.name)))
             .collect();
         match only {
             Some(name) if configs.is_empty() => refused(Refusal::UnknownJob(name.to_string())),

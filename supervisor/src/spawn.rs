@@ -111,8 +111,16 @@ pub struct Plan {
     pub cgroup: Option<OwnedFd>,
     /// `expect fd N`: the job's end of its readiness socket, and N.
     pub ready_fd: Option<(OwnedFd, i32)>,
+    /// Socket activation: the listening socket, at [`LISTEN_FD`] in the child,
+    /// which also gets `LISTEN_PID=` its own pid (the rest of the environment,
+    /// `LISTEN_FDS=1` and `UPSTART_FDS=3`, is in `env`).
+    pub listen_fd: Option<OwnedFd>,
     pub setup: Setup,
 }
+
+/// Where a socket-activated job finds its listening socket (systemd's
+/// `SD_LISTEN_FDS_START`; Upstart's `UPSTART_FDS` names it).
+pub const LISTEN_FD: i32 = 3;
 
 /// What the child sets before exec beyond its stdio: limits, identity, privileges.
 /// Resolved in the parent (`setup::prepare`); the child only makes syscalls with it.
@@ -450,6 +458,16 @@ pub fn spawn_by(method: Method, mut plan: Plan, go: &mut GoPipe) -> io::Result<S
         Some((fd, n)) => Some((rustix::io::fcntl_dupfd_cloexec(&fd, 64)?, n)),
         None => None,
     };
+    let listen = match plan.listen_fd.take() {
+        Some(fd) => Some(high(fd)?),
+        None => None,
+    };
+    // `LISTEN_PID=` and room for any pid: the child writes its own in.
+    let listen_pid = listen.as_ref().map(|_| {
+        let mut text = [0u8; LISTEN_PID_TEXT];
+        text[..LISTEN_PID_VAR.len()].copy_from_slice(LISTEN_PID_VAR);
+        Box::new(std::cell::UnsafeCell::new(text))
+    });
     let cgroup_dir = plan.cgroup.take();
     let stack = match method {
         Method::SharedMemory => Some(Stack::take()?),
@@ -466,6 +484,7 @@ pub fn spawn_by(method: Method, mut plan: Plan, go: &mut GoPipe) -> io::Result<S
         .env
         .iter()
         .map(|a| a.as_ptr())
+        .chain(listen_pid.as_ref().map(|t| t.get() as *const libc::c_char))
         .chain(std::iter::once(std::ptr::null()))
         .collect();
     let fds = ChildFds {
@@ -474,6 +493,7 @@ pub fn spawn_by(method: Method, mut plan: Plan, go: &mut GoPipe) -> io::Result<S
         errors: err_write.as_raw_fd(),
         log: log.as_ref().map(|f| f.as_raw_fd()),
         ready: ready.as_ref().map(|(f, n)| (f.as_raw_fd(), *n)),
+        listen: listen.as_ref().map(|f| f.as_raw_fd()),
     };
     let limits = plan
         .setup
@@ -499,6 +519,7 @@ pub fn spawn_by(method: Method, mut plan: Plan, go: &mut GoPipe) -> io::Result<S
     let ctx = Box::new(Ctx {
         argv,
         envp,
+        listen_pid,
         fds,
         ignored: ignored_signals(),
         limits,
@@ -622,6 +643,9 @@ impl Launch {
 struct Ctx {
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
+    /// `LISTEN_PID=` text (NUL-padded) that `envp` points at; the child writes
+    /// its pid into it, the supervisor never touches it while the child runs.
+    listen_pid: Option<Box<std::cell::UnsafeCell<[u8; LISTEN_PID_TEXT]>>>,
     fds: ChildFds,
     /// [`ignored_signals`].
     ignored: u64,
@@ -712,6 +736,8 @@ struct ChildFds {
     log: Option<i32>,
     /// `expect fd N`: (source, N).
     ready: Option<(i32, i32)>,
+    /// Socket activation's listening socket, moved to [`LISTEN_FD`].
+    listen: Option<i32>,
 }
 
 /// The child's calls. Every one goes through rustix's linux_raw backend: straight
@@ -778,6 +804,31 @@ mod calls {
             libc::syscall(libc::SYS_close_range, first, last, 0);
         }
     }
+}
+
+const LISTEN_PID_VAR: &[u8] = b"LISTEN_PID=";
+/// The variable, up to 20 digits, and its NUL.
+const LISTEN_PID_TEXT: usize = 32;
+
+/// Writes `LISTEN_PID=PID` (NUL-terminated) into `text`, which holds the
+/// variable's name already; no allocation (the child may not allocate).
+fn write_pid(text: &mut [u8; LISTEN_PID_TEXT], pid: isize) {
+    let mut digits = [0u8; 20];
+    let mut n = pid.unsigned_abs();
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 || len == digits.len() {
+            break;
+        }
+    }
+    let start = LISTEN_PID_VAR.len();
+    for i in 0..len {
+        text[start + i] = digits[len - 1 - i];
+    }
+    text[start + len] = 0;
 }
 
 /// Ends the child with `code`.
@@ -860,6 +911,14 @@ unsafe fn child(c: &Ctx) -> ! {
             let _ = dup_to(script, SCRIPT_FD, false);
         }
         let _ = dup_to(fds.go, GO_FD, false);
+        // The listening socket at 3, kept across the exec (dup2 clears CLOEXEC).
+        let first_free = match fds.listen {
+            Some(source) => {
+                let _ = dup_to(source, LISTEN_FD, false);
+                LISTEN_FD + 1
+            }
+            None => LISTEN_FD,
+        };
         let last = match fds.ready {
             Some((source, _)) => {
                 let _ = dup_to(source, READY_FD, false);
@@ -868,7 +927,7 @@ unsafe fn child(c: &Ctx) -> ! {
             None => ERR_FD,
         };
         // Every other fd closed: nothing of the supervisor leaks into a job.
-        close_from(3, SCRIPT_FD as u32 - 1);
+        close_from(first_free as u32, SCRIPT_FD as u32 - 1);
         if fds.script.is_none() {
             // By number: it may not be open (and rustix's close asserts it was).
             close_from(SCRIPT_FD as u32, SCRIPT_FD as u32);
@@ -985,6 +1044,14 @@ unsafe fn child(c: &Ctx) -> ! {
         {
             let _ = dup_to(READY_FD, n, false);
             close(READY_FD);
+        }
+        if let Some(text) = &c.listen_pid {
+            // SAFETY (of the enclosing block's deref): the text is this child's
+            // alone (see `Ctx::listen_pid`), and nothing else refers into it.
+            write_pid(
+                &mut *text.get(),
+                rustix::process::getpid().as_raw_nonzero().get() as isize,
+            );
         }
 
         let program = c.plan.argv[0].as_c_str();
@@ -1167,6 +1234,21 @@ pub fn resolve(program: &str, path: &str, root: Option<&str>) -> Option<String> 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_child_writes_its_pid_after_listen_pid() {
+        for (pid, text) in [
+            (1, "LISTEN_PID=1"),
+            (32768, "LISTEN_PID=32768"),
+            (4194304, "LISTEN_PID=4194304"),
+        ] {
+            let mut buf = [0u8; super::LISTEN_PID_TEXT];
+            buf[..super::LISTEN_PID_VAR.len()].copy_from_slice(super::LISTEN_PID_VAR);
+            super::write_pid(&mut buf, pid);
+            let end = buf.iter().position(|&b| b == 0).unwrap();
+            assert_eq!(std::str::from_utf8(&buf[..end]).unwrap(), text);
+        }
+    }
+
     use super::*;
 
     #[test]
@@ -1221,6 +1303,7 @@ mod tests {
             init_child: false,
             cgroup: None,
             ready_fd: None,
+            listen_fd: None,
             setup: Setup::default(),
         }
     }

@@ -180,6 +180,7 @@ pub struct Keel {
 }
 
 pub struct Setup<'a> {
+    /// Job files (`name` → text; a name ending in `.override` is an override file).
     pub jobs: &'a [(&'a str, &'a str)],
     /// Replace the supervisor (for init tests), or run it through a wrapper; `$DIR`
     /// in the arguments is the test's directory.
@@ -227,7 +228,11 @@ impl Keel {
         let conf = dir.0.join("conf");
         fs::create_dir_all(&conf).unwrap();
         for (name, text) in setup.jobs {
-            let path = conf.join(format!("{name}.conf"));
+            // `NAME.override` is written as that override file, not a job file.
+            let path = match name.ends_with(".override") {
+                true => conf.join(name),
+                false => conf.join(format!("{name}.conf")),
+            };
             fs::create_dir_all(path.parent().unwrap()).unwrap();
             fs::write(&path, text.replace("$DIR", &dir.0.display().to_string())).unwrap();
         }

@@ -560,12 +560,14 @@ fn json_answers_follow_the_documented_schema() {
             "definition",
             "emits",
             "job",
+            "override",
             "start_on",
             "start_on_events",
             "stop_on",
             "stop_on_events"
         ]
     );
+    assert!(svc["override"].is_null());
     assert_eq!(svc["emits"], serde_json::json!(["svc-up"]));
     assert_eq!(svc["start_on"], "startup");
     assert!(svc["stop_on"].is_null());

@@ -10,6 +10,7 @@
 
 use super::lexer::{Delim, Lexer, Problem, Token};
 use super::{ArgMatch, EventExpr, EventMatch};
+use super::{file, socket};
 
 /// Deepest parenthesis nesting accepted (keeps the tree shallow).
 pub const MAX_PAREN_DEPTH: usize = 64;
@@ -48,6 +49,8 @@ enum Pending {
     Event {
         event: EventMatch,
         pos: usize,
+        /// Where each argument starts (for messages about one of them).
+        arg_pos: Vec<usize>,
         named_seen: bool,
     },
 }
@@ -64,6 +67,8 @@ struct Builder {
     /// The last collected (complete) expression.
     root: Option<EventExpr>,
     events: usize,
+    /// `start on`: a `socket` event must describe a socket keel can bind.
+    check_sockets: bool,
 }
 
 impl Builder {
@@ -90,7 +95,24 @@ impl Builder {
                     };
                     self.root = Some(operator.join(left, right));
                 }
-                Pending::Event { event, pos, .. } => {
+                Pending::Event {
+                    mut event,
+                    pos,
+                    arg_pos,
+                    ..
+                } => {
+                    // A problem with an argument points at it, else at the event.
+                    let located = |(arg, message): socket::SpecError| {
+                        let at = arg.and_then(|i| arg_pos.get(i).copied()).unwrap_or(pos);
+                        Problem::new(at, message)
+                    };
+                    if self.check_sockets && event.name == socket::EVENT {
+                        socket::SocketSpec::from_event(&event).map_err(located)?;
+                        socket::normalize(&mut event);
+                    }
+                    if event.name == file::EVENT {
+                        file::FileSpec::from_event(&event).map_err(located)?;
+                    }
                     if self.root.is_some() {
                         return Err(Problem::new(
                             pos,
@@ -139,7 +161,10 @@ impl Builder {
 
     fn operand(&mut self, token: Token) -> Result<(), Problem> {
         if let Some(Pending::Event {
-            event, named_seen, ..
+            event,
+            named_seen,
+            arg_pos,
+            ..
         }) = self.stack.last_mut()
         {
             let named = token.text.contains('=');
@@ -154,6 +179,7 @@ impl Builder {
             }
             *named_seen |= named;
             event.args.push(arg_match(&token.text));
+            arg_pos.push(token.start);
             return Ok(());
         }
         self.events += 1;
@@ -169,6 +195,7 @@ impl Builder {
                 args: Vec::new(),
             },
             pos: token.start,
+            arg_pos: Vec::new(),
             named_seen: false,
         });
         Ok(())
@@ -213,7 +240,20 @@ fn arg_match(text: &str) -> ArgMatch {
 /// expression is still consumed (following the parentheses over lines), so
 /// parsing resumes at the next stanza.
 pub(super) fn parse_on(lexer: &mut Lexer) -> Result<EventExpr, Problem> {
-    let mut builder = Builder::default();
+    parse_expression(lexer, Builder::default())
+}
+
+/// [`parse_on`] for `start on`: a `socket` event there is also a socket for
+/// keel to bind, so its arguments must describe one ([`socket::SocketSpec`]).
+pub(super) fn parse_start_on(lexer: &mut Lexer) -> Result<EventExpr, Problem> {
+    let builder = Builder {
+        check_sockets: true,
+        ..Builder::default()
+    };
+    parse_expression(lexer, builder)
+}
+
+fn parse_expression(lexer: &mut Lexer, mut builder: Builder) -> Result<EventExpr, Problem> {
     let mut depth = 0usize;
     let mut first_problem: Option<Problem> = None;
     let mut end = lexer.pos();

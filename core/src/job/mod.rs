@@ -22,21 +22,31 @@
 //! - `no new privileges`.
 //! - `limit rttime SOFT HARD` (Linux has the resource; Upstart 1.13 did not list it).
 //!
+//! `start on socket PROTO=… PORT=…|PATH=…` must describe a socket keel can bind
+//! ([`socket`]); anything else there is an error at the argument.
+//!
+//! Override files (`NAME.override`, init(5)): [`parse_override`] reads one over
+//! the job file's definition, its stanzas replacing the job file's.
+//!
 //! Submodules: `lexer` (libnih's tokenising), `event` (`start on`/`stop on`),
 //! `parse` (the stanzas), [`show`] (rendering), [`signal`] (signal names).
 
 use serde::{Deserialize, Serialize};
 
 mod event;
+/// `start on file FILE=…`: the files a job waits on.
+pub mod file;
 mod lexer;
 mod parse;
 /// Rendering a definition back into job-file text.
 pub mod show;
 /// Signal numbers and names as the job language spells them.
 pub mod signal;
+/// `start on socket …`: the sockets a job is started on.
+pub mod socket;
 
 pub use event::{MAX_EXPRESSION_EVENTS, MAX_PAREN_DEPTH};
-pub use parse::{CAPABILITIES, MAX_JOB_FILE_BYTES, Parsed, parse};
+pub use parse::{CAPABILITIES, MAX_JOB_FILE_BYTES, Overridden, Parsed, parse, parse_override};
 pub use show::render;
 pub use signal::Signal;
 
@@ -169,6 +179,18 @@ impl JobDef {
             no_new_privileges: false,
             ready_timeout: None,
         }
+    }
+
+    /// The events named `event` in `start on` (none for a `manual` job) and, with
+    /// `stop_on_too`, in `stop on`: the conditions an event source serves.
+    pub fn conditions(&self, event: &str, stop_on_too: bool) -> Vec<&EventMatch> {
+        let start_on = self.start_on.iter().filter(|_| !self.manual);
+        let stop_on = self.stop_on.iter().filter(|_| stop_on_too);
+        start_on
+            .chain(stop_on)
+            .flat_map(crate::events::leaves)
+            .filter(|e| e.name == event)
+            .collect()
     }
 
     /// The process of the given kind, if the job defines one.

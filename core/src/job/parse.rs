@@ -33,23 +33,52 @@ pub struct Parsed {
 /// Parses the text of job `name` (its path relative to the confdir, without
 /// `.conf`). Never panics, whatever the text.
 pub fn parse(name: &str, text: &str) -> Parsed {
+    parse_onto(JobDef::new(name), text).0
+}
+
+/// The outcome of reading an override file onto a job's definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overridden {
+    /// The job file's definition with the override's stanzas read over it;
+    /// `None` if and only if some diagnostic is an error.
+    pub parsed: Parsed,
+    /// The stanzas the override gives, each named once in the order first
+    /// given: `manual`, `start on`, `exec`, `pre-start exec`, `limit nofile`.
+    /// (Distinct names are few — one per stanza form — so this stays small.)
+    pub stanzas: Vec<String>,
+}
+
+/// Reads an override file (`NAME.override`, init(5)) over `base`, the job
+/// file's definition, as Upstart does: the override is parsed into the same
+/// definition after the job file, so each stanza it gives replaces the job
+/// file's (`manual` discards `start on`; the stanzas that add up — `env`,
+/// `export`, `emits`, … — add to the job file's). Never panics.
+pub fn parse_override(base: JobDef, text: &str) -> Overridden {
+    let (parsed, stanzas) = parse_onto(base, text);
+    Overridden { parsed, stanzas }
+}
+
+/// Reads `text`'s stanzas into `def`; also returns the name of each stanza read.
+fn parse_onto(def: JobDef, text: &str) -> (Parsed, Vec<String>) {
     let lines = LineIndex::new(text);
     if text.len() > MAX_JOB_FILE_BYTES {
         let problem = Problem::new(
             0,
             format!("job file larger than {MAX_JOB_FILE_BYTES} bytes"),
         );
-        return Parsed {
+        let parsed = Parsed {
             def: None,
             diagnostics: vec![lines.diagnostic(&problem, Severity::Error)],
         };
+        return (parsed, Vec::new());
     }
     let mut parser = Parser {
         lexer: Lexer::new(text),
         lines,
-        def: JobDef::new(name),
+        def,
         diagnostics: Vec::new(),
         no_block_end_from: None,
+        stanzas: Vec::new(),
     };
     if let Some(nul) = text.bytes().position(|b| b == 0) {
         parser.error(Problem::new(nul, "NUL byte in job file"));
@@ -60,10 +89,11 @@ pub fn parse(name: &str, text: &str) -> Parsed {
         .iter()
         .any(|d| d.severity == Severity::Error);
     parser.diagnostics.sort_by_key(|d| (d.line, d.col));
-    Parsed {
+    let parsed = Parsed {
         def: (!failed).then_some(parser.def),
         diagnostics: parser.diagnostics,
-    }
+    };
+    (parsed, parser.stanzas)
 }
 
 /// Byte offsets → 1-based line and column (in characters).
@@ -221,6 +251,8 @@ struct Parser<'a> {
     diagnostics: Vec<Diagnostic>,
     /// No `end script` line starts at or after this offset (saves rescanning).
     no_block_end_from: Option<usize>,
+    /// The name of each stanza read, in order (an override's provenance).
+    stanzas: Vec<String>,
 }
 
 impl Parser<'_> {
@@ -245,6 +277,10 @@ impl Parser<'_> {
             Some(handler) => {
                 let form = handler(self, &keyword)?;
                 self.warn_if_not_carried_out(&keyword, form.as_deref());
+                let name = form.unwrap_or(keyword.text);
+                if !self.stanzas.contains(&name) {
+                    self.stanzas.push(name);
+                }
                 Ok(())
             }
             None if keyword.text.is_empty() => Err(Problem::new(keyword.start, "expected stanza")),
@@ -484,7 +520,7 @@ impl Parser<'_> {
 
     fn start(&mut self, _keyword: &Token) -> Result<Form, Problem> {
         self.on("start")?;
-        self.def.start_on = Some(event::parse_on(&mut self.lexer)?);
+        self.def.start_on = Some(event::parse_start_on(&mut self.lexer)?);
         self.end("start on")?;
         // Upstart's `manual` only discards the `start on` seen before it.
         self.def.manual = false;

@@ -1221,3 +1221,69 @@ fn render_round_trips_every_stanza() {
         assert_eq!(ok(&render(&def)), def);
     }
 }
+
+// Override files (init(5)): read over the job file's definition.
+
+fn overridden(conf: &str, over: &str) -> Overridden {
+    parse_override(ok(conf), over)
+}
+
+#[test]
+fn an_override_replaces_the_stanzas_it_gives_and_keeps_the_rest() {
+    let conf = "start on startup\nstop on runlevel [06]\nrespawn\nenv A=1\nexec sleep 1\n";
+    let o = overridden(conf, "start on net-up\nexec sleep 2\nenv B=2\n");
+    let def = o.parsed.def.expect("the override parses");
+    assert_eq!(def.start_on, Some(event("net-up")));
+    assert_eq!(def.main, exec("sleep 2"));
+    assert_eq!(
+        def.stop_on,
+        ok(conf).stop_on,
+        "untouched stanzas stay the job file's"
+    );
+    assert!(def.respawn);
+    // `env` adds up, as in Upstart (the override's parse continues the job's).
+    let env: Vec<&str> = def.env.iter().map(|v| v.key.as_str()).collect();
+    assert_eq!(env, ["A", "B"]);
+    assert_eq!(o.stanzas, ["start on", "exec", "env"]);
+    assert_eq!(def.name, "test", "the job keeps its name");
+}
+
+#[test]
+fn a_manual_override_discards_start_on_and_a_later_start_on_restores_it() {
+    let conf = "start on startup\nexec sleep 1\n";
+    let def = overridden(conf, "manual\n").parsed.def.unwrap();
+    assert!(def.manual);
+    assert_eq!(def.start_on, None);
+    assert_eq!(def.main, exec("sleep 1"));
+    let def = overridden(conf, "manual\nstart on other\n")
+        .parsed
+        .def
+        .unwrap();
+    assert!(!def.manual);
+    assert_eq!(def.start_on, Some(event("other")));
+}
+
+#[test]
+fn an_empty_override_changes_nothing_and_names_no_stanza() {
+    let conf = "start on startup\nexec sleep 1\n";
+    let o = overridden(conf, "# nothing here\n\n");
+    assert_eq!(o.parsed.def, Some(ok(conf)));
+    assert!(o.stanzas.is_empty());
+}
+
+#[test]
+fn errors_in_an_override_are_reported_at_their_position_and_give_no_definition() {
+    let o = overridden("exec sleep 1\n", "manual\nrespawn limit x 5\n");
+    assert_eq!(o.parsed.def, None);
+    let shown: Vec<String> = o
+        .parsed
+        .diagnostics
+        .iter()
+        .map(|d| d.render("j.override"))
+        .collect();
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert!(
+        shown[0].starts_with("j.override:2:15: error: "),
+        "{shown:?}"
+    );
+}

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! peer-bench [--quick] [--only W1,W2...] [--floor PATH] [--out FILE]
+//!            (workloads: bringup,status,restart,respawn,pid1,recovery,socket,boot)
 //! ```
 //!
 //! Every manager runs as PID 1 of its own PID namespace; runs alternate between
@@ -68,7 +69,7 @@ fn main() {
     let mut floor = None;
     let mut out = None;
     let mut args = std::env::args().skip(1);
-    let usage = "usage: peer-bench [--quick] [--only bringup,status,restart,respawn,pid1,recovery,boot] [--floor PATH] [--out FILE]";
+    let usage = "usage: peer-bench [--quick] [--only bringup,status,restart,respawn,pid1,recovery,socket,boot] [--floor PATH] [--out FILE]";
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => quick = true,
@@ -143,6 +144,9 @@ fn main() {
     }
     if cfg.wants("recovery") {
         recovery(&cfg, &watch, &tools, &mut r);
+    }
+    if cfg.wants("socket") {
+        socket(&cfg, &mut r);
     }
     if cfg.wants("boot") {
         boot(&cfg, &tools, &mut r);
@@ -779,6 +783,55 @@ fn pid1(cfg: &Config, watch: &ExecWatch, tools: &Tools, r: &mut Results) -> bool
 /// new connection is answered by the new image. `crash_recovery_1000`: SIGKILL of
 /// the supervisor until a `Version` request (its connection made right after the
 /// kill, so it waits in the listening socket's backlog) is answered.
+/// Socket activation: from `connect` until the first line of the answer, for a
+/// job started by that very connection (`keel`: the `socket` event, the spawn,
+/// the daemon's exec and accept) and for the same daemon already running
+/// (`running`). keel alone: no peer here activates sockets.
+fn socket(cfg: &Config, r: &mut Results) {
+    use std::io::BufRead;
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port()
+    };
+    let (activated, running) = (free_port(), free_port());
+    let daemon = keel_tests::bin("keel-socket-daemon");
+    let job = |port: u16| {
+        format!(
+            "start on socket PROTO=inet PORT={port} ADDR=127.0.0.1\nexec {} --listen-fds\n",
+            daemon.display()
+        )
+    };
+    let (act, run) = (job(activated), job(running));
+    let keel = keel_tests::Keel::start(&[("act", act.as_str()), ("run", run.as_str())]);
+    let first_line = |port: u16| {
+        let t = Instant::now();
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut line = String::new();
+        std::io::BufReader::new(stream)
+            .read_line(&mut line)
+            .expect("an answer");
+        assert!(line.starts_with("hello from "), "{line:?}");
+        t.elapsed().as_secs_f64() * 1000.0
+    };
+    // The running daemon is started once, by a first connection not counted.
+    first_line(running);
+    for _ in 0..cfg.latency_samples.min(100) {
+        let out = keel.ctl(&["stop", "act"]);
+        assert!(
+            out.status.success() || String::from_utf8_lossy(&out.stderr).contains("already"),
+            "initctl stop act: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        r.add("socket_first_conn", "ms", "keel", first_line(activated));
+        r.add("socket_first_conn", "ms", "running", first_line(running));
+    }
+}
+
 fn recovery(cfg: &Config, watch: &ExecWatch, tools: &Tools, r: &mut Results) {
     const N: usize = 1000;
     let run = launch(Manager::Keel, N, RECOVERY_BASE, Flavour::Trivial, tools);

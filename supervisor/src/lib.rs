@@ -35,6 +35,7 @@ pub mod logging;
 pub mod options;
 pub mod ready;
 pub mod runtime;
+pub mod sandbox;
 pub mod setup;
 pub mod spawn;
 

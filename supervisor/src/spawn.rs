@@ -64,6 +64,7 @@
 //! or a record, which becomes the process's failure reason (`Failure::describe`).
 
 use crate::job::{CAPABILITIES, Console, Resource};
+use crate::sandbox::{ChildMount, MountOp};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ffi::CString;
 use std::io;
@@ -132,6 +133,8 @@ pub struct Setup {
     /// The highest capability number this kernel knows.
     pub last_cap: u32,
     pub no_new_privs: bool,
+    /// The mount namespace's steps (`sandbox::resolve`); none: the supervisor's.
+    pub mounts: Vec<ChildMount>,
 }
 
 /// The identity a `setuid`/`setgid` job runs with.
@@ -215,10 +218,13 @@ pub enum Step {
     Ambient,
     NoNewPrivs,
     Exec,
+    MountNamespace,
+    /// `arg`: the index of the failed step in `Setup::mounts`.
+    Mount,
 }
 
 impl Step {
-    const ALL: [Step; 16] = [
+    const ALL: [Step; 18] = [
         Step::Stdio,
         Step::OomScoreAdj,
         Step::AppArmor,
@@ -235,6 +241,8 @@ impl Step {
         Step::Ambient,
         Step::NoNewPrivs,
         Step::Exec,
+        Step::MountNamespace,
+        Step::Mount,
     ];
 }
 
@@ -302,6 +310,8 @@ impl SetupError {
             Step::Ambient => format!("raising {} as ambient", cap()),
             Step::NoNewPrivs => "no_new_privs".to_string(),
             Step::Exec => "exec".to_string(),
+            Step::MountNamespace => "a mount namespace of its own".to_string(),
+            Step::Mount => format!("sandbox mount step {}", self.arg),
         };
         format!("{what}: {}", strerror(self.errno))
     }
@@ -602,6 +612,21 @@ impl Launch {
     pub fn report(&self) -> Report {
         read_report(&self.errors)
     }
+
+    /// `failure` in words, naming the path of a failed sandbox mount
+    /// (`read-only /srv: Permission denied`).
+    pub fn describe(&self, failure: &SetupError) -> String {
+        let mounts = &self._ctx.plan.setup.mounts;
+        match mounts.get(failure.arg as usize) {
+            Some(m) if failure.step == Step::Mount => format!(
+                "{} {}: {}",
+                m.stanza,
+                m.path.to_string_lossy(),
+                strerror(failure.errno)
+            ),
+            _ => failure.describe(),
+        }
+    }
 }
 
 /// Everything the child reads: its plan, argv and envp as the kernel takes them
@@ -702,9 +727,10 @@ mod raw {
     pub use super::sys::{syscall, syscall6};
     pub use libc::{
         SYS_capset, SYS_chdir, SYS_chroot, SYS_close, SYS_close_range, SYS_dup2, SYS_dup3,
-        SYS_execve, SYS_exit_group, SYS_getpid, SYS_ioctl, SYS_openat, SYS_prctl, SYS_read,
-        SYS_rt_sigaction, SYS_rt_sigprocmask, SYS_setgid, SYS_setgroups, SYS_setpriority,
-        SYS_setrlimit, SYS_setsid, SYS_setuid, SYS_umask, SYS_write,
+        SYS_execve, SYS_exit_group, SYS_getpid, SYS_ioctl, SYS_mkdirat, SYS_mknodat, SYS_mount,
+        SYS_mount_setattr, SYS_openat, SYS_prctl, SYS_read, SYS_rt_sigaction, SYS_rt_sigprocmask,
+        SYS_setgid, SYS_setgroups, SYS_setpriority, SYS_setrlimit, SYS_setsid, SYS_setuid,
+        SYS_symlinkat, SYS_umask, SYS_unshare, SYS_write,
     };
 }
 
@@ -867,6 +893,9 @@ unsafe fn child(c: &Ctx) -> ! {
             }
         }
 
+        if !s.mounts.is_empty() {
+            mount_namespace(&s.mounts);
+        }
         syscall(SYS_umask, plan.umask as usize, 0, 0);
         if let Some(root) = &s.chroot {
             let r = syscall(SYS_chroot, root.as_ptr() as usize, 0, 0);
@@ -999,6 +1028,221 @@ unsafe fn child(c: &Ctx) -> ! {
             126
         };
         fail(Step::Exec, 0, r, code)
+    }
+}
+
+/// The kernel's `struct mount_attr` (linux/mount.h) for `mount_setattr`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `MOUNT_ATTR_RDONLY` (linux/mount.h).
+const MOUNT_ATTR_RDONLY: u64 = 1;
+
+/// The pseudo-devices of `private devices`: name, major, minor.
+const PSEUDO_DEVICES: [(&std::ffi::CStr, u32, u32); 6] = [
+    (c"/dev/null", 1, 3),
+    (c"/dev/zero", 1, 5),
+    (c"/dev/full", 1, 7),
+    (c"/dev/random", 1, 8),
+    (c"/dev/urandom", 1, 9),
+    (c"/dev/tty", 5, 0),
+];
+
+/// The links of `private devices`: link, target.
+const DEVICE_LINKS: [(&std::ffi::CStr, &std::ffi::CStr); 4] = [
+    (c"/dev/fd", c"/proc/self/fd"),
+    (c"/dev/stdin", c"/proc/self/fd/0"),
+    (c"/dev/stdout", c"/proc/self/fd/1"),
+    (c"/dev/stderr", c"/proc/self/fd/2"),
+];
+
+/// A mount namespace of the child's own, with its mounts made private first so
+/// that nothing done here reaches the supervisor's namespace, then `mounts` in
+/// order. Read-only and writable are per-mount attributes (`mount_setattr`),
+/// never a remount of a filesystem, which would change it for the host too.
+///
+/// # Safety
+/// Only in the child, after the error pipe is at [`ERR_FD`].
+unsafe fn mount_namespace(mounts: &[ChildMount]) {
+    use raw::*;
+    // SAFETY (the whole function): raw system calls on the Setup's C strings,
+    // constants and locals of this stack, in the child only.
+    unsafe {
+        let r = syscall(SYS_unshare, libc::CLONE_NEWNS as usize, 0, 0);
+        if r != 0 {
+            fail(Step::MountNamespace, 0, r, SETUP_FAILED);
+        }
+        let r = mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None);
+        if r != 0 {
+            fail(Step::MountNamespace, 0, r, SETUP_FAILED);
+        }
+        // Devices and directories made here get exactly the modes asked for.
+        syscall(SYS_umask, 0, 0, 0);
+        for (index, step) in mounts.iter().enumerate() {
+            let path = step.path.as_c_str();
+            let r = match step.op {
+                MountOp::ReadOnly => set_read_only(path, true),
+                MountOp::Writable => set_read_only(path, false),
+                MountOp::HideDirectory => mount(
+                    Some(c"tmpfs"),
+                    path,
+                    Some(c"tmpfs"),
+                    libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    Some(c"mode=000"),
+                ),
+                MountOp::HideFile => {
+                    match mount(Some(INACCESSIBLE), path, None, libc::MS_BIND, None) {
+                        0 => set_attr(path, 0, MOUNT_ATTR_RDONLY, 0),
+                        err => err,
+                    }
+                }
+                MountOp::Tmpfs => mount(
+                    Some(c"tmpfs"),
+                    path,
+                    Some(c"tmpfs"),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    Some(c"mode=1777"),
+                ),
+                MountOp::Devices => private_devices(path),
+            };
+            if r != 0 {
+                fail(Step::Mount, index as u32, r, SETUP_FAILED);
+            }
+        }
+    }
+}
+
+/// [`INACCESSIBLE_FILE`] as the child passes it (a test checks they agree).
+const INACCESSIBLE: &std::ffi::CStr = c"/run/keel/inaccessible";
+
+/// mount(2): 0 or `-errno`.
+///
+/// # Safety
+/// Only in the child.
+unsafe fn mount(
+    source: Option<&std::ffi::CStr>,
+    target: &std::ffi::CStr,
+    fstype: Option<&std::ffi::CStr>,
+    flags: libc::c_ulong,
+    data: Option<&std::ffi::CStr>,
+) -> isize {
+    let ptr = |s: Option<&std::ffi::CStr>| s.map_or(0, |s| s.as_ptr() as usize);
+    // SAFETY: NUL-terminated strings or null, as mount(2) takes them.
+    unsafe {
+        raw::syscall6(
+            raw::SYS_mount,
+            ptr(source),
+            target.as_ptr() as usize,
+            ptr(fstype),
+            flags as usize,
+            ptr(data),
+            0,
+        )
+    }
+}
+
+/// `mount_setattr(path, flags, {set, clear})`: 0 or `-errno`.
+///
+/// # Safety
+/// Only in the child.
+unsafe fn set_attr(path: &std::ffi::CStr, flags: u32, set: u64, clear: u64) -> isize {
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: a NUL-terminated path and a mount_attr of the size passed.
+    unsafe {
+        raw::syscall6(
+            raw::SYS_mount_setattr,
+            libc::AT_FDCWD as usize,
+            path.as_ptr() as usize,
+            flags as usize,
+            &attr as *const MountAttr as usize,
+            std::mem::size_of::<MountAttr>(),
+            0,
+        )
+    }
+}
+
+/// `path` and everything mounted below it read-only (or writable again). A
+/// path that is no mount point of its own is first bound onto itself.
+///
+/// # Safety
+/// Only in the child.
+unsafe fn set_read_only(path: &std::ffi::CStr, read_only: bool) -> isize {
+    let (set, clear) = if read_only {
+        (MOUNT_ATTR_RDONLY, 0)
+    } else {
+        (0, MOUNT_ATTR_RDONLY)
+    };
+    // SAFETY: as the caller's.
+    unsafe {
+        let r = set_attr(path, libc::AT_RECURSIVE as u32, set, clear);
+        if r != -(libc::EINVAL as isize) {
+            return r;
+        }
+        let r = mount(Some(path), path, None, libc::MS_BIND | libc::MS_REC, None);
+        if r != 0 {
+            return r;
+        }
+        set_attr(path, libc::AT_RECURSIVE as u32, set, clear)
+    }
+}
+
+/// A tmpfs at `dev` (`/dev`) with only [`PSEUDO_DEVICES`] and [`DEVICE_LINKS`],
+/// and an empty `shm` and `pts`.
+///
+/// # Safety
+/// Only in the child, with umask 0.
+unsafe fn private_devices(dev: &std::ffi::CStr) -> isize {
+    use raw::*;
+    let at = libc::AT_FDCWD as usize;
+    // SAFETY: raw system calls on constant NUL-terminated paths.
+    unsafe {
+        let r = mount(
+            Some(c"tmpfs"),
+            dev,
+            Some(c"tmpfs"),
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            Some(c"mode=755"),
+        );
+        if r != 0 {
+            return r;
+        }
+        for (path, major, minor) in PSEUDO_DEVICES {
+            // makedev(3) for numbers below 256.
+            let device = (major << 8 | minor) as usize;
+            let mode = (libc::S_IFCHR | 0o666) as usize;
+            let r = syscall6(SYS_mknodat, at, path.as_ptr() as usize, mode, device, 0, 0);
+            if r != 0 {
+                return r;
+            }
+        }
+        for (link, target) in DEVICE_LINKS {
+            let r = syscall(
+                SYS_symlinkat,
+                target.as_ptr() as usize,
+                at,
+                link.as_ptr() as usize,
+            );
+            if r != 0 {
+                return r;
+            }
+        }
+        for (dir, mode) in [(c"/dev/shm", 0o1777), (c"/dev/pts", 0o755)] {
+            let r = syscall(SYS_mkdirat, at, dir.as_ptr() as usize, mode);
+            if r != 0 {
+                return r;
+            }
+        }
+        0
     }
 }
 
@@ -1147,6 +1391,11 @@ pub fn resolve(program: &str, path: &str, root: Option<&str>) -> Option<String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_child_hides_files_behind_the_file_the_supervisor_makes() {
+        assert_eq!(INACCESSIBLE.to_str(), Ok(crate::sandbox::INACCESSIBLE_FILE));
+    }
 
     #[test]
     fn error_records_round_trip_and_describe_themselves() {

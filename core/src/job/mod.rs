@@ -21,6 +21,8 @@
 //!   `capabilities none` keeps none.
 //! - `no new privileges`.
 //! - `limit rttime SOFT HARD` (Linux has the resource; Upstart 1.13 did not list it).
+//! - the sandboxing stanzas of [`sandbox`]: `private tmp|devices`, `protect …`,
+//!   `read-only`, `writable`, `inaccessible`.
 //!
 //! Submodules: `lexer` (libnih's tokenising), `event` (`start on`/`stop on`),
 //! `parse` (the stanzas), [`show`] (rendering), [`signal`] (signal names).
@@ -30,6 +32,8 @@ use serde::{Deserialize, Serialize};
 mod event;
 mod lexer;
 mod parse;
+/// The sandboxing stanzas: mount namespace, paths.
+pub mod sandbox;
 /// Rendering a definition back into job-file text.
 pub mod show;
 /// Signal numbers and names as the job language spells them.
@@ -121,6 +125,11 @@ pub struct JobDef {
     pub no_new_privileges: bool,
     /// `ready timeout SECONDS`: how long `expect …` may take before the start fails.
     pub ready_timeout: Option<u32>,
+    /// The sandboxing stanzas ([`sandbox`]). Saved apart, after the definitions
+    /// (`journal::encode_definitions`), so that saved states of earlier formats
+    /// still load.
+    #[serde(skip)]
+    pub sandbox: sandbox::Sandbox,
 }
 
 impl JobDef {
@@ -168,6 +177,7 @@ impl JobDef {
             capabilities: None,
             no_new_privileges: false,
             ready_timeout: None,
+            sandbox: sandbox::Sandbox::default(),
         }
     }
 

@@ -1,0 +1,182 @@
+//! The sandboxing stanzas, from real processes: each job probes its own view
+//! (writes refused or allowed, hidden paths empty, its /dev and /tmp) and prints
+//! what it found to its log; the test also reads its mounts back from
+//! /proc/PID/mountinfo and checks that nothing of it reached the host. Then bad
+//! settings fail the start with their reason, and another job runs on.
+
+use keel_tests::{Keel, wait_for};
+use std::fs;
+use std::time::Duration;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// The job's log once it holds `done`.
+fn probed(keel: &Keel, job: &str) -> String {
+    let path = keel.path(&format!("log/{job}.log"));
+    let mut text = String::new();
+    wait_for(&format!("{job} to probe"), 10 * SECOND, || {
+        text = fs::read_to_string(&path).unwrap_or_default();
+        text.contains("done")
+    });
+    text
+}
+
+/// (mount point, mount options) of each line of /proc/PID/mountinfo.
+fn mounts(pid: &str) -> Vec<(String, String)> {
+    fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            Some((f.get(4)?.to_string(), f.get(5)?.to_string()))
+        })
+        .collect()
+}
+
+/// The options of the last (topmost) mount at `point`.
+fn options(mounts: &[(String, String)], point: &str) -> Option<String> {
+    mounts
+        .iter()
+        .rev()
+        .find(|(p, _)| p == point)
+        .map(|(_, o)| o.clone())
+}
+
+fn read_only(opts: &Option<String>) -> bool {
+    opts.as_deref()
+        .is_some_and(|o| o.split(',').any(|w| w == "ro"))
+}
+
+/// The job's main pid, from `initctl status` (the job prints it too).
+fn pid_line(text: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix("pid "))
+        .expect("the job prints its pid")
+        .to_string()
+}
+
+const PROBE: &str =
+    "try() { if sh -c \"$2\" 2>/dev/null; then echo \"$1 yes\"; else echo \"$1 no\"; fi; }\n";
+
+#[test]
+fn paths_are_read_only_writable_and_hidden_as_asked() {
+    let job = format!(
+        "protect system strict\nwritable $DIR/rw\ninaccessible $DIR/hidden $DIR/secret.txt\n\
+         script\n{PROBE}\
+         echo pid $$\n\
+         try outside 'touch $DIR/outside'\n\
+         try rw 'touch $DIR/rw/file'\n\
+         try etc 'touch /etc/keel-probe'\n\
+         try hidden-empty '[ -z \"$(ls -A $DIR/hidden)\" ]'\n\
+         try secret-empty '[ -z \"$(cat $DIR/secret.txt)\" ]'\n\
+         echo done\n\
+         exec sleep 1000\n\
+         end script\n"
+    );
+    let keel = Keel::start(&[("paths", &job)]);
+    fs::create_dir_all(keel.path("rw")).unwrap();
+    fs::create_dir_all(keel.path("hidden")).unwrap();
+    fs::write(keel.path("hidden/inner"), "inner").unwrap();
+    fs::write(keel.path("secret.txt"), "secret").unwrap();
+    keel.ctl_ok(&["start", "paths"]);
+    let text = probed(&keel, "paths");
+    for expected in [
+        "outside no",
+        "rw yes",
+        "etc no",
+        "hidden-empty yes",
+        "secret-empty yes",
+    ] {
+        assert!(text.contains(expected), "{expected:?} in {text}");
+    }
+    // Read back from the kernel: / read-only, the writable path not.
+    let host_pid = keel
+        .host_pid(pid_line(&text).parse().unwrap())
+        .expect("the job's host pid");
+    let m = mounts(&host_pid.to_string());
+    assert!(read_only(&options(&m, "/")), "{m:?}");
+    let rw = keel.path("rw").display().to_string();
+    assert!(!read_only(&options(&m, &rw)), "{m:?}");
+    let hidden = keel.path("hidden").display().to_string();
+    assert!(read_only(&options(&m, &hidden)), "{m:?}");
+    // Nothing of it outside the job: the host's files are there, its / writable.
+    assert!(keel.path("rw/file").exists());
+    assert!(!keel.path("outside").exists());
+    assert_eq!(
+        fs::read_to_string(keel.path("hidden/inner")).unwrap(),
+        "inner"
+    );
+    assert_eq!(
+        fs::read_to_string(keel.path("secret.txt")).unwrap(),
+        "secret"
+    );
+    assert!(!std::path::Path::new("/etc/keel-probe").exists());
+    assert!(!read_only(&options(&mounts("self"), "/")));
+    assert!(!mounts("self").iter().any(|(p, _)| *p == hidden));
+}
+
+#[test]
+fn private_tmp_devices_and_kernel_protection() {
+    let job = format!(
+        "private tmp\nprivate devices\nprotect kernel tunables\nprotect kernel logs\n\
+         protect control groups\nprotect home\n\
+         script\n{PROBE}\
+         echo pid $$\n\
+         try tmp-empty '[ -z \"$(ls -A /tmp)\" ]'\n\
+         try tmp-writable 'echo x > /tmp/own'\n\
+         echo dev $(ls /dev)\n\
+         try null 'echo x > /dev/null'\n\
+         try tunable 'cat /proc/sys/kernel/printk_ratelimit > /proc/sys/kernel/printk_ratelimit'\n\
+         try kmsg-empty '[ -z \"$(dd if=/proc/kmsg bs=1 count=1 iflag=nonblock 2>/dev/null)\" ]'\n\
+         echo done\n\
+         exec sleep 1000\n\
+         end script\n"
+    );
+    let keel = Keel::start(&[("private", &job)]);
+    keel.ctl_ok(&["start", "private"]);
+    let text = probed(&keel, "private");
+    for expected in [
+        "tmp-empty yes",
+        "tmp-writable yes",
+        "dev fd full null pts random shm stderr stdin stdout tty urandom zero\n",
+        "null yes",
+        "tunable no",
+        "kmsg-empty yes",
+    ] {
+        assert!(text.contains(expected), "{expected:?} in {text}");
+    }
+    let host_pid = keel
+        .host_pid(pid_line(&text).parse().unwrap())
+        .expect("the job's host pid");
+    let m = mounts(&host_pid.to_string());
+    for ro in ["/proc/sys", "/sys", "/proc/kmsg"] {
+        assert!(read_only(&options(&m, ro)), "{ro} in {m:?}");
+    }
+    assert!(
+        options(&m, "/tmp").is_some_and(|o| o.contains("rw")),
+        "{m:?}"
+    );
+    // The job's /tmp was its own: the host's /tmp has no `own`, and still
+    // holds the test's directory.
+    assert!(!std::path::Path::new("/tmp/own").exists());
+    assert!(keel.path("log").exists());
+}
+
+#[test]
+fn bad_settings_fail_the_start_with_their_reason_and_nothing_else() {
+    let keel = Keel::start(&[
+        ("missing", "read-only /no/such/path\nexec sleep 1000\n"),
+        ("bystander", "protect system\nexec sleep 1000\n"),
+    ]);
+    let out = keel.ctl(&["start", "missing"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("main process: read-only /no/such/path: No such file or directory"),
+        "{err}"
+    );
+    let status = keel.ctl_ok(&["status", "bystander"]);
+    assert!(status.contains("stop/waiting"), "{status}");
+    let started = keel.ctl_ok(&["start", "bystander"]);
+    assert!(started.contains("start/running"), "{started}");
+}

@@ -9,8 +9,63 @@
 //! the start (`read-only /srv: No such file or directory`); a path a `protect …`
 //! stanza implies is skipped where the system lacks it.
 
-use crate::job::sandbox::{MountKind, Sandbox};
+use crate::job::sandbox::{MountKind, Sandbox, SyscallAction};
 use std::ffi::CString;
+
+/// A compiled system-call filter, as `seccomp(SECCOMP_SET_MODE_FILTER)` takes it.
+pub type SyscallFilter = Vec<seccompiler::sock_filter>;
+
+/// The BPF program for `syscalls deny`, compiled by seccompiler before the
+/// spawn (the child only installs it); `None` without a `syscalls deny`.
+/// A name this architecture does not know, or a filter that would refuse the
+/// exec the job starts with, is a clear error.
+pub fn syscall_filter(sandbox: &Sandbox) -> Result<Option<SyscallFilter>, String> {
+    let denied = &sandbox.syscalls_denied;
+    if denied.is_empty() {
+        return Ok(None);
+    }
+    if let Some(exec) = denied.iter().find(|n| *n == "execve" || *n == "execveat") {
+        return Err(format!(
+            "syscalls deny {exec}: the filter is installed before the job's exec, which it would refuse"
+        ));
+    }
+    if let Some(exit) = denied.iter().find(|n| *n == "exit" || *n == "exit_group") {
+        return Err(format!(
+            "syscalls deny {exit}: no process could end (nor report a failed exec)"
+        ));
+    }
+    let arch: seccompiler::TargetArch = std::env::consts::ARCH
+        .try_into()
+        .map_err(|_| format!("syscalls deny: no filters on {}", std::env::consts::ARCH))?;
+    let action = match sandbox.syscall_action {
+        SyscallAction::Eperm => serde_json::json!({"errno": libc::EPERM}),
+        SyscallAction::Kill => serde_json::json!("kill_process"),
+    };
+    let compile = |names: &[String]| {
+        let rules: Vec<serde_json::Value> = names
+            .iter()
+            .map(|name| serde_json::json!({"syscall": name}))
+            .collect();
+        let spec = serde_json::json!({
+            "job": {"mismatch_action": "allow", "filter_action": action, "filter": rules}
+        });
+        seccompiler::compile_from_json(spec.to_string().as_bytes(), arch)
+    };
+    let mut programs = compile(denied).map_err(|e| {
+        // seccompiler's error does not say which name: find it, one by one.
+        match denied
+            .iter()
+            .find(|n| compile(std::slice::from_ref(*n)).is_err())
+        {
+            Some(name) => format!(
+                "syscalls deny: unknown system call {name} on {}",
+                std::env::consts::ARCH
+            ),
+            None => format!("syscalls deny: {e}"),
+        }
+    })?;
+    Ok(programs.remove("job"))
+}
 
 /// The empty, mode-0 file that inaccessible files are hidden behind.
 pub const INACCESSIBLE_FILE: &str = "/run/keel/inaccessible";
@@ -127,6 +182,28 @@ mod tests {
         let home = resolved("protect home\n").unwrap();
         assert!(home.iter().all(|m| m.op == MountOp::HideDirectory));
         assert!(resolved("exec true\n").unwrap().is_empty());
+    }
+
+    fn filter(text: &str) -> Result<Option<SyscallFilter>, String> {
+        syscall_filter(&parse("j", text).def.expect("parses").sandbox)
+    }
+
+    #[test]
+    fn filters_compile_and_bad_ones_are_refused() {
+        assert!(filter("exec true\n").unwrap().is_none());
+        let program = filter("syscalls deny uname @mount\n").unwrap().unwrap();
+        assert!(program.len() > 11, "{} instructions", program.len());
+        assert_eq!(
+            filter("syscalls deny no_such_call\n").unwrap_err(),
+            format!(
+                "syscalls deny: unknown system call no_such_call on {}",
+                std::env::consts::ARCH
+            )
+        );
+        assert_eq!(
+            filter("syscalls deny execve\n").unwrap_err(),
+            "syscalls deny execve: the filter is installed before the job's exec, which it would refuse"
+        );
     }
 
     #[test]

@@ -48,14 +48,16 @@
 //!    so before `chroot` (which may leave /proc behind) and while still root
 //!    (AppArmor may refuse a confined or unprivileged writer);
 //! 4. rlimits and `nice`, while the capabilities to raise them are still there;
-//! 5. `umask`, `chroot`, `chdir` (the `chdir` is inside the new root);
+//! 5. the job's own mount namespace (`sandbox`), then `umask`, `chroot`, `chdir`
+//!    (the `chdir` is inside the new root);
 //! 6. the capability bounding set (needs `CAP_SETPCAP`, so before the uid change);
 //! 7. `PR_SET_KEEPCAPS` (only when capabilities must survive), `setgroups`,
 //!    `setgid`, `setuid` — groups first, since they need root;
 //! 8. `capset` to the job's set, and for a `setuid` job the same set raised as
 //!    ambient capabilities, so that they survive the exec of an ordinary binary;
 //! 9. `PR_SET_NO_NEW_PRIVS`, last: nothing above needs privileges it would deny;
-//! 10. wait for "go", exec.
+//! 10. wait for "go"; the system-call filter (`syscalls deny`, with
+//!     no_new_privs), last, so that it governs nothing but the exec; exec.
 //!
 //! A step that fails writes a fixed 12-byte record (step, argument, errno) to the
 //! error pipe and exits with [`SETUP_FAILED`]; an exec that fails does the same
@@ -135,6 +137,9 @@ pub struct Setup {
     pub no_new_privs: bool,
     /// The mount namespace's steps (`sandbox::resolve`); none: the supervisor's.
     pub mounts: Vec<ChildMount>,
+    /// `syscalls deny`, compiled (`sandbox::syscall_filter`); installed last,
+    /// just before exec, with no_new_privs.
+    pub syscall_filter: Option<crate::sandbox::SyscallFilter>,
 }
 
 /// The identity a `setuid`/`setgid` job runs with.
@@ -221,10 +226,11 @@ pub enum Step {
     MountNamespace,
     /// `arg`: the index of the failed step in `Setup::mounts`.
     Mount,
+    SyscallFilter,
 }
 
 impl Step {
-    const ALL: [Step; 18] = [
+    const ALL: [Step; 19] = [
         Step::Stdio,
         Step::OomScoreAdj,
         Step::AppArmor,
@@ -243,6 +249,7 @@ impl Step {
         Step::Exec,
         Step::MountNamespace,
         Step::Mount,
+        Step::SyscallFilter,
     ];
 }
 
@@ -312,6 +319,7 @@ impl SetupError {
             Step::Exec => "exec".to_string(),
             Step::MountNamespace => "a mount namespace of its own".to_string(),
             Step::Mount => format!("sandbox mount step {}", self.arg),
+            Step::SyscallFilter => "installing the system-call filter".to_string(),
         };
         format!("{what}: {}", strerror(self.errno))
     }
@@ -729,8 +737,8 @@ mod raw {
         SYS_capset, SYS_chdir, SYS_chroot, SYS_close, SYS_close_range, SYS_dup2, SYS_dup3,
         SYS_execve, SYS_exit_group, SYS_getpid, SYS_ioctl, SYS_mkdirat, SYS_mknodat, SYS_mount,
         SYS_mount_setattr, SYS_openat, SYS_prctl, SYS_read, SYS_rt_sigaction, SYS_rt_sigprocmask,
-        SYS_setgid, SYS_setgroups, SYS_setpriority, SYS_setrlimit, SYS_setsid, SYS_setuid,
-        SYS_symlinkat, SYS_umask, SYS_unshare, SYS_write,
+        SYS_seccomp, SYS_setgid, SYS_setgroups, SYS_setpriority, SYS_setrlimit, SYS_setsid,
+        SYS_setuid, SYS_symlinkat, SYS_umask, SYS_unshare, SYS_write,
     };
 }
 
@@ -1016,6 +1024,26 @@ unsafe fn child(c: &Ctx) -> ! {
             syscall(SYS_close, READY_FD as usize, 0, 0);
         }
 
+        // The system-call filter last: nothing but the exec follows it.
+        if let Some(filter) = &s.syscall_filter {
+            let r = syscall6(SYS_prctl, libc::PR_SET_NO_NEW_PRIVS as usize, 1, 0, 0, 0, 0);
+            if r != 0 {
+                fail(Step::NoNewPrivs, 0, r, SETUP_FAILED);
+            }
+            let program = SockFprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr(),
+            };
+            let r = syscall(
+                SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER as usize,
+                0,
+                &program as *const SockFprog as usize,
+            );
+            if r != 0 {
+                fail(Step::SyscallFilter, 0, r, SETUP_FAILED);
+            }
+        }
         let r = syscall(
             SYS_execve,
             c.argv.as_ptr().read() as usize,
@@ -1038,6 +1066,13 @@ struct MountAttr {
     attr_clr: u64,
     propagation: u64,
     userns_fd: u64,
+}
+
+/// The kernel's `struct sock_fprog` (linux/filter.h) for `seccomp`.
+#[repr(C)]
+struct SockFprog {
+    len: u16,
+    filter: *const seccompiler::sock_filter,
 }
 
 /// `MOUNT_ATTR_RDONLY` (linux/mount.h).

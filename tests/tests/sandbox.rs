@@ -180,3 +180,60 @@ fn bad_settings_fail_the_start_with_their_reason_and_nothing_else() {
     let started = keel.ctl_ok(&["start", "bystander"]);
     assert!(started.contains("start/running"), "{started}");
 }
+
+#[test]
+fn denied_system_calls_fail_with_eperm_or_kill() {
+    let keel = Keel::start(&[
+        (
+            "filtered",
+            "syscalls deny uname @mount\nscript\n\
+             echo pid $$\n\
+             if uname 2>/dev/null; then echo uname allowed; else echo uname refused; fi\n\
+             echo done\n\
+             exec sleep 1000\n\
+             end script\n",
+        ),
+        (
+            "killed",
+            "syscalls deny uname\nsyscall action kill\nexec uname\n",
+        ),
+        ("noexec", "syscalls deny execve\nexec sleep 1000\n"),
+        ("unknown", "syscalls deny no_such_call\nexec sleep 1000\n"),
+    ]);
+    keel.ctl_ok(&["start", "filtered"]);
+    let text = probed(&keel, "filtered");
+    assert!(text.contains("uname refused"), "{text}");
+    let host_pid = keel
+        .host_pid(pid_line(&text).parse().unwrap())
+        .expect("the job's host pid");
+    assert_eq!(keel_tests::proc_status(host_pid, "Seccomp"), "2");
+    assert_eq!(keel_tests::proc_status(host_pid, "NoNewPrivs"), "1");
+    // The supervisor itself is not filtered.
+    let sup = keel.supervisor_pid().expect("supervisor");
+    assert_eq!(keel_tests::proc_status(sup, "Seccomp"), "0");
+
+    // `syscall action kill`: the main process dies of SIGSYS.
+    let out = keel.ctl(&["start", "killed"]);
+    assert!(out.status.success(), "{out:?}");
+    let mut json = String::new();
+    wait_for("killed to end", 5 * SECOND, || {
+        json = keel.ctl_ok(&["--json", "status", "killed"]);
+        json.contains("\"state\":\"waiting\"")
+    });
+    assert!(json.contains("terminated with signal SYS"), "{json}");
+
+    for (job, reason) in [
+        (
+            "noexec",
+            "syscalls deny execve: the filter is installed before the job's exec, which it would refuse",
+        ),
+        ("unknown", "syscalls deny: unknown system call no_such_call"),
+    ] {
+        let out = keel.ctl(&["start", job]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(reason),
+            "{job}: {err}"
+        );
+    }
+}

@@ -169,6 +169,8 @@ fn handler<'a>(stanza: &str) -> Option<Handler<'a>> {
         "read-only" => Parser::read_only,
         "writable" => Parser::writable,
         "inaccessible" => Parser::inaccessible,
+        "syscalls" => Parser::syscalls,
+        "syscall" => Parser::syscall,
         _ => return None,
     };
     Some(handler)

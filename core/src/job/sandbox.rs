@@ -45,7 +45,48 @@ pub struct Sandbox {
     pub read_only: Vec<String>,
     pub writable: Vec<String>,
     pub inaccessible: Vec<String>,
+    /// `syscalls deny NAME|@GROUP…`: system calls refused, groups expanded.
+    pub syscalls_denied: Vec<String>,
+    /// `syscall action eperm|kill`: what a denied call gets.
+    pub syscall_action: SyscallAction,
 }
+
+/// What a denied system call gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum SyscallAction {
+    /// It fails with `EPERM`.
+    #[default]
+    Eperm,
+    /// The process is killed (`SIGSYS`).
+    Kill,
+}
+
+/// The named groups of system calls `syscalls deny` takes (after systemd's).
+pub const SYSCALL_GROUPS: &[(&str, &[&str])] = &[
+    (
+        "@clock",
+        &["adjtimex", "clock_adjtime", "clock_settime", "settimeofday"],
+    ),
+    ("@module", &["delete_module", "finit_module", "init_module"]),
+    (
+        "@mount",
+        &[
+            "fsconfig",
+            "fsmount",
+            "fsopen",
+            "fspick",
+            "mount",
+            "mount_setattr",
+            "move_mount",
+            "open_tree",
+            "pivot_root",
+            "umount2",
+        ],
+    ),
+    ("@raw-io", &["ioperm", "iopl"]),
+    ("@reboot", &["kexec_file_load", "kexec_load", "reboot"]),
+    ("@swap", &["swapoff", "swapon"]),
+];
 
 /// `protect system [strict]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -223,6 +264,12 @@ impl Sandbox {
             (self.protect_control_groups, "protect control groups"),
         ];
         out.extend(flags.into_iter().filter(|f| f.0).map(|f| f.1.to_string()));
+        if !self.syscalls_denied.is_empty() {
+            out.push(format!("syscalls deny {}", self.syscalls_denied.join(" ")));
+        }
+        if self.syscall_action == SyscallAction::Kill {
+            out.push("syscall action kill".into());
+        }
         for (stanza, paths) in [
             ("read-only", &self.read_only),
             ("writable", &self.writable),
@@ -352,6 +399,69 @@ impl Parser<'_> {
         Ok(form("inaccessible"))
     }
 
+    /// `syscalls deny NAME|@GROUP…` (names are checked against the kernel's
+    /// table by the supervisor; groups here).
+    pub(super) fn syscalls(&mut self, _keyword: &Token) -> Result<Form, Problem> {
+        let deny = self.word("'deny' after syscalls")?;
+        if deny.text != "deny" {
+            return Err(Problem::new(
+                deny.start,
+                format!(
+                    "unknown stanza: syscalls {} (expected syscalls deny)",
+                    deny.text
+                ),
+            ));
+        }
+        for token in self.some_args("syscalls deny", "system calls or @groups")? {
+            let names: Vec<String> = if token.text.starts_with('@') {
+                let Some((_, calls)) = SYSCALL_GROUPS.iter().find(|(g, _)| *g == token.text) else {
+                    return Err(Problem::new(
+                        token.start,
+                        format!("syscalls deny: unknown group {}", token.text),
+                    ));
+                };
+                calls.iter().map(|c| c.to_string()).collect()
+            } else {
+                vec![token.text]
+            };
+            let denied = &mut self.def.sandbox.syscalls_denied;
+            for name in names {
+                if !denied.contains(&name) {
+                    denied.push(name);
+                }
+            }
+        }
+        self.end("syscalls deny")?;
+        Ok(form("syscalls deny"))
+    }
+
+    /// `syscall action eperm|kill`.
+    pub(super) fn syscall(&mut self, _keyword: &Token) -> Result<Form, Problem> {
+        let action = self.word("'action' after syscall")?;
+        if action.text != "action" {
+            return Err(Problem::new(
+                action.start,
+                format!(
+                    "unknown stanza: syscall {} (expected syscall action)",
+                    action.text
+                ),
+            ));
+        }
+        let what = self.word("eperm or kill after syscall action")?;
+        self.def.sandbox.syscall_action = match what.text.as_str() {
+            "eperm" => SyscallAction::Eperm,
+            "kill" => SyscallAction::Kill,
+            other => {
+                return Err(Problem::new(
+                    what.start,
+                    format!("syscall action: expected eperm or kill, not {other}"),
+                ));
+            }
+        };
+        self.end("syscall action")?;
+        Ok(form("syscall action"))
+    }
+
     /// Absolute paths up to the end of the line.
     fn paths(&mut self, stanza: &str) -> Result<Vec<String>, Problem> {
         let tokens = self.some_args(stanza, "absolute paths")?;
@@ -464,6 +574,25 @@ mod tests {
             error("private tmp now\n"),
             "j:1:13: error: unexpected argument to private tmp: now"
         );
+    }
+
+    #[test]
+    fn system_call_denials_expand_groups_and_render_back() {
+        let text = "syscalls deny uname @swap\nsyscalls deny swapon\nsyscall action kill\n";
+        let s = sandbox(text);
+        assert_eq!(s.syscalls_denied, ["uname", "swapoff", "swapon"]);
+        assert_eq!(s.syscall_action, SyscallAction::Kill);
+        let def = parse("j", text).def.unwrap();
+        assert_eq!(parse("j", &render(&def)).def.unwrap().sandbox, s);
+        assert_eq!(
+            error("syscalls deny @nonsense\n"),
+            "j:1:15: error: syscalls deny: unknown group @nonsense"
+        );
+        assert_eq!(
+            error("syscall action log\n"),
+            "j:1:16: error: syscall action: expected eperm or kill, not log"
+        );
+        assert!(!s.isolates_filesystem());
     }
 
     #[test]

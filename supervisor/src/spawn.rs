@@ -137,9 +137,9 @@ pub struct Setup {
     pub no_new_privs: bool,
     /// The mount namespace's steps (`sandbox::resolve`); none: the supervisor's.
     pub mounts: Vec<ChildMount>,
-    /// `syscalls deny`, compiled (`sandbox::syscall_filter`); installed last,
-    /// just before exec, with no_new_privs.
-    pub syscall_filter: Option<crate::sandbox::SyscallFilter>,
+    /// The system-call stanzas, compiled (`sandbox::syscall_filters`);
+    /// installed last, just before exec, with no_new_privs.
+    pub syscall_filters: Vec<crate::sandbox::SyscallFilter>,
 }
 
 /// The identity a `setuid`/`setgid` job runs with.
@@ -1025,11 +1025,13 @@ unsafe fn child(c: &Ctx) -> ! {
         }
 
         // The system-call filter last: nothing but the exec follows it.
-        if let Some(filter) = &s.syscall_filter {
+        if !s.syscall_filters.is_empty() {
             let r = syscall6(SYS_prctl, libc::PR_SET_NO_NEW_PRIVS as usize, 1, 0, 0, 0, 0);
             if r != 0 {
                 fail(Step::NoNewPrivs, 0, r, SETUP_FAILED);
             }
+        }
+        for filter in &s.syscall_filters {
             let program = SockFprog {
                 len: filter.len() as u16,
                 filter: filter.as_ptr(),

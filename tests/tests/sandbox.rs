@@ -237,3 +237,80 @@ fn denied_system_calls_fail_with_eperm_or_kill() {
         );
     }
 }
+
+/// Tries each restricted action and prints `NAME ok` or `NAME refused ERRNO`.
+const RESTRICTION_PROBE: &str = r#"script /usr/bin/python3
+import ctypes, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+def report(name, ret):
+    print(name, "ok" if ret == 0 else "refused %d" % ctypes.get_errno(), flush=True)
+def try_socket(family):
+    try:
+        socket.socket(family).close()
+        print("socket", family.name, "ok", flush=True)
+    except OSError as e:
+        print("socket", family.name, "refused", e.errno, flush=True)
+print("pid", os.getpid(), flush=True)
+try_socket(socket.AF_UNIX)
+try_socket(socket.AF_INET)
+page = libc.mmap(None, 4096, 3, 0x22, -1, 0)
+report("mprotect-wx", libc.mprotect(ctypes.c_void_p(page), 4096, 7))
+wx = libc.mmap(None, 4096, 7, 0x22, -1, 0)
+print("mmap-wx", "refused" if wx in (None, 2**64 - 1) else "ok", flush=True)
+report("personality", 0 if libc.personality(8) != -1 else -1)
+report("unshare", libc.unshare(0x10000000))
+try:
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    print("realtime ok", flush=True)
+except OSError as e:
+    print("realtime refused", e.errno, flush=True)
+print("done", flush=True)
+os.execv("/bin/sleep", ["sleep", "1000"])
+end script
+"#;
+
+#[test]
+fn restrictions_refuse_families_wx_memory_personality_namespaces_and_realtime() {
+    let restricted = format!(
+        "address families unix\nmemory deny write execute\nlock personality\n\
+         restrict namespaces\nrestrict realtime\n{RESTRICTION_PROBE}"
+    );
+    let keel = Keel::start(&[("restricted", &restricted), ("free", RESTRICTION_PROBE)]);
+    keel.ctl_ok(&["start", "restricted"]);
+    keel.ctl_ok(&["start", "free"]);
+    let text = probed(&keel, "restricted");
+    let eperm = libc::EPERM;
+    for expected in [
+        "socket AF_UNIX ok".to_string(),
+        format!("socket AF_INET refused {}", libc::EAFNOSUPPORT),
+        format!("mprotect-wx refused {eperm}"),
+        "mmap-wx refused".into(),
+        format!("personality refused {eperm}"),
+        format!("unshare refused {eperm}"),
+        format!("realtime refused {eperm}"),
+    ] {
+        assert!(text.contains(&expected), "{expected:?} in {text}");
+    }
+    let pid = keel
+        .host_pid(pid_line(&text).parse().unwrap())
+        .expect("the job's host pid");
+    wait_for("the probe to exec sleep", 5 * SECOND, || {
+        keel_tests::comm(pid).as_deref() == Some("sleep")
+    });
+    assert_eq!(keel_tests::proc_status(pid, "Seccomp"), "2");
+    assert_eq!(keel_tests::proc_status(pid, "Seccomp_filters"), "6");
+    // The same probe without the stanzas: each action works.
+    let free = probed(&keel, "free");
+    for expected in [
+        "socket AF_INET ok",
+        "mprotect-wx ok",
+        "mmap-wx ok",
+        "personality ok",
+        "unshare ok",
+    ] {
+        assert!(free.contains(expected), "{expected:?} in {free}");
+    }
+}

@@ -22,7 +22,7 @@
 //! - `no new privileges`.
 //! - `limit rttime SOFT HARD` (Linux has the resource; Upstart 1.13 did not list it).
 //! - the sandboxing stanzas of [`sandbox`]: `private tmp|devices`, `protect …`,
-//!   `read-only`, `writable`, `inaccessible`.
+//!   `read-only`, `writable`, `inaccessible`, and the system-call filters.
 //!
 //! Submodules: `lexer` (libnih's tokenising), `event` (`start on`/`stop on`),
 //! `parse` (the stanzas), [`show`] (rendering), [`signal`] (signal names).
@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 mod event;
 mod lexer;
 mod parse;
-/// The sandboxing stanzas: mount namespace, paths.
+/// The sandboxing stanzas: mount namespace, paths, system-call filters.
 pub mod sandbox;
 /// Rendering a definition back into job-file text.
 pub mod show;

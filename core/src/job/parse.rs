@@ -171,6 +171,10 @@ fn handler<'a>(stanza: &str) -> Option<Handler<'a>> {
         "inaccessible" => Parser::inaccessible,
         "syscalls" => Parser::syscalls,
         "syscall" => Parser::syscall,
+        "address" => Parser::address,
+        "memory" => Parser::memory,
+        "lock" => Parser::lock,
+        "restrict" => Parser::restrict,
         _ => return None,
     };
     Some(handler)

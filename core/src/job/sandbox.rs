@@ -23,8 +23,13 @@
 //! - `protect control groups`: `/sys/fs/cgroup` read-only.
 //! - `read-only PATH…`, `writable PATH…`, `inaccessible PATH…`: absolute paths.
 //!
-//! All of it happens in a mount namespace of the job's own, so nothing of it is
-//! seen outside the job.
+//! - `syscalls deny NAME|@GROUP…` (groups: [`SYSCALL_GROUPS`]), `syscall action
+//!   eperm|kill`; `address families NAME…|none`; `memory deny write execute`;
+//!   `lock personality`; `restrict namespaces`; `restrict realtime`: system-call
+//!   filters, compiled by the supervisor (`keel_supervisor::sandbox`).
+//!
+//! The mounts happen in a mount namespace of the job's own, so nothing of them
+//! is seen outside the job.
 
 use serde::{Deserialize, Serialize};
 
@@ -49,7 +54,49 @@ pub struct Sandbox {
     pub syscalls_denied: Vec<String>,
     /// `syscall action eperm|kill`: what a denied call gets.
     pub syscall_action: SyscallAction,
+    /// `address families NAME…|none`: the only socket families the job may
+    /// open (names of [`ADDRESS_FAMILIES`]); `None`: any.
+    pub address_families: Option<Vec<String>>,
+    /// `memory deny write execute`: no memory both writable and executable,
+    /// nor made executable later.
+    pub memory_deny_write_execute: bool,
+    /// `lock personality`: the execution domain stays Linux's.
+    pub lock_personality: bool,
+    /// `restrict namespaces`: no new namespaces, none joined.
+    pub restrict_namespaces: bool,
+    /// `restrict realtime`: no realtime scheduling.
+    pub restrict_realtime: bool,
 }
+
+/// The socket address families `address families` names, with their Linux
+/// numbers (linux/socket.h, part of the kernel's ABI).
+pub const ADDRESS_FAMILIES: &[(&str, u32)] = &[
+    ("unix", 1),
+    ("inet", 2),
+    ("ax25", 3),
+    ("ipx", 4),
+    ("appletalk", 5),
+    ("x25", 9),
+    ("inet6", 10),
+    ("key", 15),
+    ("netlink", 16),
+    ("packet", 17),
+    ("rds", 21),
+    ("llc", 26),
+    ("ib", 27),
+    ("mpls", 28),
+    ("can", 29),
+    ("tipc", 30),
+    ("bluetooth", 31),
+    ("alg", 38),
+    ("nfc", 39),
+    ("vsock", 40),
+    ("kcm", 41),
+    ("qipcrtr", 42),
+    ("smc", 43),
+    ("xdp", 44),
+    ("mctp", 45),
+];
 
 /// What a denied system call gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -270,6 +317,18 @@ impl Sandbox {
         if self.syscall_action == SyscallAction::Kill {
             out.push("syscall action kill".into());
         }
+        match &self.address_families {
+            None => {}
+            Some(names) if names.is_empty() => out.push("address families none".into()),
+            Some(names) => out.push(format!("address families {}", names.join(" "))),
+        }
+        let flags = [
+            (self.memory_deny_write_execute, "memory deny write execute"),
+            (self.lock_personality, "lock personality"),
+            (self.restrict_namespaces, "restrict namespaces"),
+            (self.restrict_realtime, "restrict realtime"),
+        ];
+        out.extend(flags.into_iter().filter(|f| f.0).map(|f| f.1.to_string()));
         for (stanza, paths) in [
             ("read-only", &self.read_only),
             ("writable", &self.writable),
@@ -462,6 +521,92 @@ impl Parser<'_> {
         Ok(form("syscall action"))
     }
 
+    /// `address families NAME…|none` (`AF_INET`, `af_inet` and `inet` are the same).
+    pub(super) fn address(&mut self, _keyword: &Token) -> Result<Form, Problem> {
+        self.words_after("address", &["families"])?;
+        let tokens = self.some_args("address families", "address families or 'none'")?;
+        let mut names = Vec::new();
+        for token in &tokens {
+            if token.text == "none" && tokens.len() == 1 {
+                break;
+            }
+            let lower = token.text.to_ascii_lowercase();
+            let name = lower.strip_prefix("af_").unwrap_or(&lower);
+            if !ADDRESS_FAMILIES.iter().any(|(n, _)| *n == name) {
+                return Err(Problem::new(
+                    token.start,
+                    format!("address families: unknown family {}", token.text),
+                ));
+            }
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_string());
+            }
+        }
+        self.end("address families")?;
+        self.def.sandbox.address_families = Some(names);
+        Ok(form("address families"))
+    }
+
+    /// `memory deny write execute`.
+    pub(super) fn memory(&mut self, _keyword: &Token) -> Result<Form, Problem> {
+        self.words_after("memory", &["deny", "write", "execute"])?;
+        self.end("memory deny write execute")?;
+        self.def.sandbox.memory_deny_write_execute = true;
+        Ok(form("memory deny write execute"))
+    }
+
+    /// `lock personality`.
+    pub(super) fn lock(&mut self, _keyword: &Token) -> Result<Form, Problem> {
+        self.words_after("lock", &["personality"])?;
+        self.end("lock personality")?;
+        self.def.sandbox.lock_personality = true;
+        Ok(form("lock personality"))
+    }
+
+    /// `restrict namespaces`, `restrict realtime`.
+    pub(super) fn restrict(&mut self, _keyword: &Token) -> Result<Form, Problem> {
+        let what = self.word("namespaces or realtime after restrict")?;
+        let sandbox = &mut self.def.sandbox;
+        let stanza = match what.text.as_str() {
+            "namespaces" => {
+                sandbox.restrict_namespaces = true;
+                "restrict namespaces"
+            }
+            "realtime" => {
+                sandbox.restrict_realtime = true;
+                "restrict realtime"
+            }
+            other => {
+                return Err(Problem::new(
+                    what.start,
+                    format!(
+                        "unknown stanza: restrict {other} (expected restrict namespaces or restrict realtime)"
+                    ),
+                ));
+            }
+        };
+        self.end(stanza)?;
+        Ok(form(stanza))
+    }
+
+    /// The fixed words of a stanza after its keyword.
+    fn words_after(&mut self, keyword: &str, words: &[&str]) -> Result<(), Problem> {
+        let whole = format!("{keyword} {}", words.join(" "));
+        for expected in words {
+            let word = self.word(&format!("'{whole}'"))?;
+            if word.text != *expected {
+                return Err(Problem::new(
+                    word.start,
+                    format!(
+                        "unknown stanza: {keyword} … {} (expected '{whole}')",
+                        word.text
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Absolute paths up to the end of the line.
     fn paths(&mut self, stanza: &str) -> Result<Vec<String>, Problem> {
         let tokens = self.some_args(stanza, "absolute paths")?;
@@ -593,6 +738,39 @@ mod tests {
             "j:1:16: error: syscall action: expected eperm or kill, not log"
         );
         assert!(!s.isolates_filesystem());
+    }
+
+    #[test]
+    fn restrictions_parse_and_render_back() {
+        let text = "address families AF_UNIX inet inet6\nmemory deny write execute\n\
+                    lock personality\nrestrict namespaces\nrestrict realtime\n";
+        let s = sandbox(text);
+        assert_eq!(
+            s.address_families.as_deref(),
+            Some(&["unix".to_string(), "inet".into(), "inet6".into()][..])
+        );
+        assert!(s.memory_deny_write_execute && s.lock_personality);
+        assert!(s.restrict_namespaces && s.restrict_realtime);
+        let def = parse("j", text).def.unwrap();
+        assert_eq!(parse("j", &render(&def)).def.unwrap().sandbox, s);
+        let none = sandbox("address families none\n");
+        assert_eq!(none.address_families, Some(vec![]));
+        assert_eq!(
+            parse("j", "address families none\n").def.unwrap().sandbox,
+            none
+        );
+        assert_eq!(
+            error("address families inet ipv9\n"),
+            "j:1:23: error: address families: unknown family ipv9"
+        );
+        assert_eq!(
+            error("memory deny write\n"),
+            "j:1:18: error: expected 'memory deny write execute'"
+        );
+        assert_eq!(
+            error("restrict users\n"),
+            "j:1:10: error: unknown stanza: restrict users (expected restrict namespaces or restrict realtime)"
+        );
     }
 
     #[test]

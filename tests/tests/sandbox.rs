@@ -314,3 +314,40 @@ fn restrictions_refuse_families_wx_memory_personality_namespaces_and_realtime() 
         assert!(free.contains(expected), "{expected:?} in {free}");
     }
 }
+
+#[test]
+fn initctl_security_scores_each_job_with_its_reasons() {
+    let keel = Keel::start(&[
+        ("bare", "exec sleep 1000\n"),
+        (
+            "hardened",
+            "setuid nobody\nno new privileges\nprivate tmp\nexec sleep 1000\n",
+        ),
+    ]);
+    // Hand-computed (core/src/job/exposure.rs): 72 of 72 points, and 54 of 72.
+    assert_eq!(
+        keel.ctl_ok(&["security"]),
+        "bare 10.0 unsafe\nhardened 7.5 exposed\n"
+    );
+    let detail = keel.ctl_ok(&["security", "hardened"]);
+    for line in [
+        "+ setuid\n",
+        "+ no new privileges\n",
+        "+ private tmp\n",
+        "- capabilities: keeps every capability (10 of 10)\n",
+        "- protect system: may write to /usr, /boot and /etc (5 of 5)\n",
+        "hardened 7.5 exposed\n",
+    ] {
+        assert!(detail.contains(line), "{line:?} in {detail}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&keel.ctl_ok(&["--json", "security", "hardened"])).unwrap();
+    assert_eq!(json[0]["job"], "hardened");
+    assert_eq!(json[0]["score"], 7.5);
+    assert_eq!(json[0]["rating"], "exposed");
+    assert_eq!(json[0]["findings"][0]["setting"], "setuid");
+    assert_eq!(json[0]["findings"][0]["points"], 0);
+    let out = keel.ctl(&["security", "nosuchjob"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Unknown job: nosuchjob"));
+}

@@ -30,6 +30,8 @@
 use serde::{Deserialize, Serialize};
 
 mod event;
+/// How exposed a job is (`initctl security`).
+pub mod exposure;
 mod lexer;
 mod parse;
 /// The sandboxing stanzas: mount namespace, paths, system-call filters.

@@ -341,6 +341,14 @@ mod tests {
     }
 
     #[test]
+    fn every_group_names_calls_this_architecture_has() {
+        for (group, _) in crate::job::sandbox::SYSCALL_GROUPS {
+            let text = format!("syscalls deny {group}\n");
+            assert_eq!(filter(&text).map(|p| p.len()), Ok(1), "{group}");
+        }
+    }
+
+    #[test]
     fn hidden_paths_are_told_apart_by_type() {
         let steps = resolved("inaccessible /etc /etc/hostname\nprivate tmp\n").unwrap();
         let ops: Vec<MountOp> = steps.iter().map(|m| m.op).collect();

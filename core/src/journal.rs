@@ -24,6 +24,7 @@
 //! of the shell's part, the same way.
 
 use crate::job::JobDef;
+use crate::job::sandbox::Sandbox;
 use crate::lifecycle::{Def, DefId, Jobs};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -97,9 +98,27 @@ pub fn encode<Shell: Serialize>(snapshot: &Snapshot<Shell>) -> Result<Vec<u8>, S
 }
 
 /// The definitions a state names (`Jobs::live_definitions`, or more).
+///
+/// The definitions' sandbox settings follow the list, as `(id, Sandbox)` pairs
+/// for those that have any (nothing when none has): a trailing part, so that
+/// definitions saved before it existed (which end after the list) still load,
+/// without sandboxes.
 pub fn encode_definitions(defs: &Definitions) -> Result<Vec<u8>, SaveError> {
     let list: Vec<(DefId, &JobDef)> = defs.iter().map(|(id, d)| (*id, &**d)).collect();
-    framed(DEFS_MAGIC, &list, "the job definitions")
+    let sandboxes: Vec<(DefId, &Sandbox)> = defs
+        .iter()
+        .filter(|(_, d)| d.sandbox != Sandbox::default())
+        .map(|(id, d)| (*id, &d.sandbox))
+        .collect();
+    let mut out = framed(DEFS_MAGIC, &list, "the job definitions")?;
+    if sandboxes.is_empty() {
+        return Ok(out);
+    }
+    postcard::to_io(&sandboxes, &mut out).map_err(|source| SaveError {
+        what: "the job definitions' sandboxes",
+        source,
+    })?;
+    Ok(out)
 }
 
 fn framed(
@@ -151,14 +170,25 @@ pub fn decode<Shell: SavedShell>(
 /// The definitions saved by [`encode_definitions`].
 pub fn decode_definitions(bytes: &[u8]) -> Result<Definitions, LoadError> {
     let (version, body) = unframe(DEFS_MAGIC, bytes)?;
-    let list: Vec<(DefId, JobDef)> =
-        postcard::from_bytes(body).map_err(|e| LoadError::Corrupt {
-            version,
-            reason: format!("definitions: {e}"),
-        })?;
+    let corrupt = |e: postcard::Error| LoadError::Corrupt {
+        version,
+        reason: format!("definitions: {e}"),
+    };
+    let (list, rest): (Vec<(DefId, JobDef)>, &[u8]) =
+        postcard::take_from_bytes(body).map_err(corrupt)?;
+    let mut sandboxes: BTreeMap<DefId, Sandbox> = match rest {
+        [] => BTreeMap::new(),
+        rest => postcard::from_bytes::<Vec<(DefId, Sandbox)>>(rest)
+            .map_err(corrupt)?
+            .into_iter()
+            .collect(),
+    };
     Ok(list
         .into_iter()
-        .map(|(id, def)| (id, Def::new(id, def)))
+        .map(|(id, mut def)| {
+            def.sandbox = sandboxes.remove(&id).unwrap_or_default();
+            (id, Def::new(id, def))
+        })
         .collect())
 }
 
@@ -242,6 +272,34 @@ mod tests {
         let partial: Definitions = defs.into_iter().take(1).collect();
         let err = decode::<()>(&state, &partial).unwrap_err().to_string();
         assert!(err.contains("saved definitions lack"), "{err}");
+    }
+
+    #[test]
+    fn sandboxes_are_saved_after_the_definitions() {
+        let mut jobs = Jobs::default();
+        jobs.set_definitions(vec![
+            crate::job::parse("plain", "exec true\n").def.unwrap(),
+            crate::job::parse("boxed", "private tmp\nread-only /srv\nexec true\n")
+                .def
+                .unwrap(),
+        ]);
+        let live = jobs.live_definitions();
+        let bytes = encode_definitions(&live).unwrap();
+        let loaded = decode_definitions(&bytes).unwrap();
+        let sandbox = |defs: &Definitions, name: &str| {
+            defs.values()
+                .find(|d| d.name == name)
+                .map(|d| d.sandbox.clone())
+                .unwrap()
+        };
+        assert!(sandbox(&loaded, "boxed").private_tmp);
+        assert_eq!(sandbox(&loaded, "boxed").read_only, ["/srv"]);
+        assert_eq!(sandbox(&loaded, "plain"), Sandbox::default());
+        // Definitions saved before sandboxes existed end after the list.
+        let list: Vec<(DefId, &JobDef)> = live.iter().map(|(id, d)| (*id, &**d)).collect();
+        let old = framed(DEFS_MAGIC, &list, "old").unwrap();
+        let loaded = decode_definitions(&old).unwrap();
+        assert_eq!(sandbox(&loaded, "boxed"), Sandbox::default());
     }
 
     #[test]

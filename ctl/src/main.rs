@@ -140,6 +140,9 @@ enum Command {
     ResetEnv(EnvScope),
     /// Tell keel that /var/log is writable.
     NotifyDiskWriteable,
+    /// Show how exposed each job is, from 0 (every protection) to 10 (none), or
+    /// JOB's findings one by one.
+    Security { job: Option<String> },
     /// Print a shell completion script (bash, zsh or fish).
     Completions { shell: clap_complete::Shell },
     /// Print initctl's man page (roff).
@@ -428,6 +431,10 @@ enum Show {
         enumerate: bool,
     },
     Problems,
+    /// `security`: the exposure of each job (`detail`: with every finding).
+    Security {
+        detail: bool,
+    },
     Version,
     Runlevel,
     Value {
@@ -529,6 +536,12 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
             Request::ShowConfig { job: conf.clone() },
             Show::Config {
                 enumerate: *enumerate,
+            },
+        ),
+        Command::Security { job } => (
+            Request::ShowConfig { job: job.clone() },
+            Show::Security {
+                detail: job.is_some(),
             },
         ),
         Command::Reexec { binary } => (
@@ -672,6 +685,26 @@ fn render(
                 configs
                     .iter()
                     .for_each(|c| out.push_str(&format_config(c, *enumerate)));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        (Show::Security { detail }, Response::Config(configs)) => {
+            let mut all = Vec::new();
+            for c in &configs {
+                let def = keel_core::job::parse(&c.name, &c.definition)
+                    .def
+                    .ok_or_else(|| {
+                        format!("{}: the supervisor's definition does not parse", c.name)
+                    })?;
+                all.push((c.name.as_str(), keel_core::job::exposure::exposure(&def)));
+            }
+            if as_json {
+                json_line(Value::Array(
+                    all.iter().map(|(n, e)| json_exposure(n, e)).collect(),
+                ));
+            } else {
+                all.iter()
+                    .for_each(|(n, e)| out.push_str(&format_exposure(n, e, *detail)));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -944,6 +977,44 @@ fn json_config(c: &JobConfig) -> Value {
         "definition": c.definition,
         "override": c.override_file.as_ref().map(|file| json!({"file": file, "stanzas": c.overridden})),
     })
+}
+
+/// `JOB SCORE RATING`, or with `detail` each finding first: `- SETTING: REASON
+/// (POINTS of WEIGHT)` where the job is exposed, `+ SETTING` where it is not.
+fn format_exposure(job: &str, e: &keel_core::job::exposure::Exposure, detail: bool) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if detail {
+        for f in &e.findings {
+            if f.points == 0 {
+                let _ = writeln!(out, "+ {}", f.setting);
+            } else {
+                let _ = writeln!(
+                    out,
+                    "- {}: {} ({} of {})",
+                    f.setting, f.reason, f.points, f.weight
+                );
+            }
+        }
+    }
+    let _ = writeln!(out, "{job} {:.1} {}", e.score, e.rating());
+    out
+}
+
+fn json_exposure(job: &str, e: &keel_core::job::exposure::Exposure) -> Value {
+    let findings: Vec<Value> = e
+        .findings
+        .iter()
+        .map(|f| {
+            json!({
+                "setting": f.setting,
+                "weight": f.weight,
+                "points": f.points,
+                "reason": f.reason,
+            })
+        })
+        .collect();
+    json!({"job": job, "score": e.score, "rating": e.rating(), "findings": findings})
 }
 
 fn json_problem(p: &ConfigProblem) -> Value {

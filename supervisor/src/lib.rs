@@ -41,6 +41,7 @@ pub mod options;
 pub mod ready;
 pub mod reexec;
 pub mod runtime;
+pub mod sandbox;
 pub mod setup;
 pub mod sockets;
 pub mod spawn;

@@ -163,7 +163,7 @@ pub struct Runtime {
     /// and what they read and run on until they exec (`spawn::Launch`).
     setup_pipes: BTreeMap<i32, spawn::Launch>,
     /// Setup failures children reported, until their exits are applied.
-    setup_failures: BTreeMap<i32, spawn::SetupError>,
+    setup_failures: BTreeMap<i32, String>,
     apparmor: setup::AppArmorHost,
     /// Whether this supervisor runs as the first userspace of a machine.
     machine: bool,
@@ -882,8 +882,7 @@ impl Runtime {
             return;
         }
         match self.setup_failures.remove(&pid) {
-            Some(failure) => {
-                let what = failure.describe();
+            Some(what) => {
                 if let Some((job, _, kind)) = self.snap.jobs.owner_of(pid) {
                     tracing::warn!("{job}: {} process: {what}", kind.name());
                 }
@@ -1085,7 +1084,7 @@ impl Runtime {
         match launch.report() {
             // Kept until EOF: the child may still run on its stack until it ends.
             spawn::Report::Failed(failure) => {
-                self.setup_failures.insert(pid, failure);
+                self.setup_failures.insert(pid, launch.describe(&failure));
                 return;
             }
             spawn::Report::Pending => return,

@@ -48,14 +48,16 @@
 //!    so before `chroot` (which may leave /proc behind) and while still root
 //!    (AppArmor may refuse a confined or unprivileged writer);
 //! 4. rlimits and `nice`, while the capabilities to raise them are still there;
-//! 5. `umask`, `chroot`, `chdir` (the `chdir` is inside the new root);
+//! 5. the job's own mount namespace (`sandbox`), then `umask`, `chroot`, `chdir`
+//!    (the `chdir` is inside the new root);
 //! 6. the capability bounding set (needs `CAP_SETPCAP`, so before the uid change);
 //! 7. `PR_SET_KEEPCAPS` (only when capabilities must survive), `setgroups`,
 //!    `setgid`, `setuid` — groups first, since they need root;
 //! 8. `capset` to the job's set, and for a `setuid` job the same set raised as
 //!    ambient capabilities, so that they survive the exec of an ordinary binary;
 //! 9. `PR_SET_NO_NEW_PRIVS`, last: nothing above needs privileges it would deny;
-//! 10. wait for "go", exec.
+//! 10. wait for "go"; the system-call filter (`syscalls deny`, with
+//!     no_new_privs), last, so that it governs nothing but the exec; exec.
 //!
 //! A step that fails writes a fixed 12-byte record (step, argument, errno) to the
 //! error pipe and exits with [`SETUP_FAILED`]; an exec that fails does the same
@@ -64,6 +66,7 @@
 //! or a record, which becomes the process's failure reason (`Failure::describe`).
 
 use crate::job::{CAPABILITIES, Console, Resource};
+use crate::sandbox::{ChildMount, MountOp};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ffi::CString;
 use std::io;
@@ -140,6 +143,11 @@ pub struct Setup {
     /// The highest capability number this kernel knows.
     pub last_cap: u32,
     pub no_new_privs: bool,
+    /// The mount namespace's steps (`sandbox::resolve`); none: the supervisor's.
+    pub mounts: Vec<ChildMount>,
+    /// The system-call stanzas, compiled (`sandbox::syscall_filters`);
+    /// installed last, just before exec, with no_new_privs.
+    pub syscall_filters: Vec<crate::sandbox::SyscallFilter>,
 }
 
 /// The identity a `setuid`/`setgid` job runs with.
@@ -223,10 +231,14 @@ pub enum Step {
     Ambient,
     NoNewPrivs,
     Exec,
+    MountNamespace,
+    /// `arg`: the index of the failed step in `Setup::mounts`.
+    Mount,
+    SyscallFilter,
 }
 
 impl Step {
-    const ALL: [Step; 16] = [
+    const ALL: [Step; 19] = [
         Step::Stdio,
         Step::OomScoreAdj,
         Step::AppArmor,
@@ -243,6 +255,9 @@ impl Step {
         Step::Ambient,
         Step::NoNewPrivs,
         Step::Exec,
+        Step::MountNamespace,
+        Step::Mount,
+        Step::SyscallFilter,
     ];
 }
 
@@ -310,6 +325,9 @@ impl SetupError {
             Step::Ambient => format!("raising {} as ambient", cap()),
             Step::NoNewPrivs => "no_new_privs".to_string(),
             Step::Exec => "exec".to_string(),
+            Step::MountNamespace => "a mount namespace of its own".to_string(),
+            Step::Mount => format!("sandbox mount step {}", self.arg),
+            Step::SyscallFilter => "installing the system-call filter".to_string(),
         };
         format!("{what}: {}", strerror(self.errno))
     }
@@ -636,6 +654,21 @@ impl Launch {
     pub fn report(&self) -> Report {
         read_report(&self.errors)
     }
+
+    /// `failure` in words, naming the path of a failed sandbox mount
+    /// (`read-only /srv: Permission denied`).
+    pub fn describe(&self, failure: &SetupError) -> String {
+        let mounts = &self._ctx.plan.setup.mounts;
+        match mounts.get(failure.arg as usize) {
+            Some(m) if failure.step == Step::Mount => format!(
+                "{} {}: {}",
+                m.stanza,
+                m.path.to_string_lossy(),
+                strerror(failure.errno)
+            ),
+            _ => failure.describe(),
+        }
+    }
 }
 
 /// Everything the child reads: its plan, argv and envp as the kernel takes them
@@ -831,9 +864,69 @@ fn write_pid(text: &mut [u8; LISTEN_PID_TEXT], pid: isize) {
     text[start + len] = 0;
 }
 
+/// The sandbox's system calls (a mount namespace, seccomp), which rustix 1.0 does
+/// not make: keel's own raw calls on x86_64; elsewhere libc's, which only the
+/// forked child reaches (its `errno` is its own copy). Each returns 0 or `-errno`.
+mod raw {
+    #[cfg(target_arch = "x86_64")]
+    pub use super::sys::{syscall, syscall6};
+    pub use libc::{
+        SYS_mkdirat, SYS_mknodat, SYS_mount, SYS_mount_setattr, SYS_seccomp, SYS_symlinkat,
+        SYS_umask, SYS_unshare,
+    };
+
+    /// # Safety
+    /// As the system call's.
+    #[cfg(not(target_arch = "x86_64"))]
+    pub unsafe fn syscall6(
+        nr: libc::c_long,
+        a: usize,
+        b: usize,
+        c: usize,
+        d: usize,
+        e: usize,
+        f: usize,
+    ) -> isize {
+        // SAFETY: as the caller's.
+        let r = unsafe { libc::syscall(nr, a, b, c, d, e, f) };
+        if r == -1 {
+            -(std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO) as isize)
+        } else {
+            r as isize
+        }
+    }
+
+    /// # Safety
+    /// As the system call's.
+    #[cfg(not(target_arch = "x86_64"))]
+    pub unsafe fn syscall(nr: libc::c_long, a: usize, b: usize, c: usize) -> isize {
+        // SAFETY: as the caller's.
+        unsafe { syscall6(nr, a, b, c, 0, 0, 0) }
+    }
+}
+
 /// Ends the child with `code`.
 fn exit(code: i32) -> ! {
     rustix::runtime::exit_group(code)
+}
+
+/// Reports `step` (the failed call's `errno`) on the error pipe and ends the
+/// child.
+///
+/// # Safety
+/// Only in the child, after the error pipe is at [`ERR_FD`].
+unsafe fn fail_raw(step: Step, arg: u32, result: isize, code: i32) -> ! {
+    // SAFETY: as the caller's.
+    unsafe {
+        fail(
+            step,
+            arg,
+            calls::Errno::from_raw_os_error(-result as i32),
+            code,
+        )
+    }
 }
 
 /// Reports `step` (the failed call's `errno`) on the error pipe and ends the
@@ -956,6 +1049,9 @@ unsafe fn child(c: &Ctx) -> ! {
             );
         }
 
+        if !s.mounts.is_empty() {
+            mount_namespace(&s.mounts);
+        }
         rustix::process::umask(rustix::fs::Mode::from_raw_mode(plan.umask as _));
         if let Some(root) = &s.chroot {
             check(rustix::process::chroot(root.as_c_str()), Step::Chroot, 0);
@@ -1054,6 +1150,27 @@ unsafe fn child(c: &Ctx) -> ! {
             );
         }
 
+        // The system-call filter last: nothing but the exec follows it.
+        if !s.syscall_filters.is_empty()
+            && let Err(e) = rustix::thread::set_no_new_privs(true)
+        {
+            fail(Step::NoNewPrivs, 0, e, SETUP_FAILED);
+        }
+        for filter in &s.syscall_filters {
+            let program = SockFprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr(),
+            };
+            let r = raw::syscall(
+                raw::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER as usize,
+                0,
+                &program as *const SockFprog as usize,
+            );
+            if r != 0 {
+                fail_raw(Step::SyscallFilter, 0, r, SETUP_FAILED);
+            }
+        }
         let program = c.plan.argv[0].as_c_str();
         let e = rustix::runtime::execve(
             program,
@@ -1062,6 +1179,228 @@ unsafe fn child(c: &Ctx) -> ! {
         );
         let code = if e == calls::Errno::NOENT { 127 } else { 126 };
         fail(Step::Exec, 0, e, code)
+    }
+}
+
+/// The kernel's `struct mount_attr` (linux/mount.h) for `mount_setattr`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// The kernel's `struct sock_fprog` (linux/filter.h) for `seccomp`.
+#[repr(C)]
+struct SockFprog {
+    len: u16,
+    filter: *const seccompiler::sock_filter,
+}
+
+/// `MOUNT_ATTR_RDONLY` (linux/mount.h).
+const MOUNT_ATTR_RDONLY: u64 = 1;
+
+/// The pseudo-devices of `private devices`: name, major, minor.
+const PSEUDO_DEVICES: [(&std::ffi::CStr, u32, u32); 6] = [
+    (c"/dev/null", 1, 3),
+    (c"/dev/zero", 1, 5),
+    (c"/dev/full", 1, 7),
+    (c"/dev/random", 1, 8),
+    (c"/dev/urandom", 1, 9),
+    (c"/dev/tty", 5, 0),
+];
+
+/// The links of `private devices`: link, target.
+const DEVICE_LINKS: [(&std::ffi::CStr, &std::ffi::CStr); 4] = [
+    (c"/dev/fd", c"/proc/self/fd"),
+    (c"/dev/stdin", c"/proc/self/fd/0"),
+    (c"/dev/stdout", c"/proc/self/fd/1"),
+    (c"/dev/stderr", c"/proc/self/fd/2"),
+];
+
+/// A mount namespace of the child's own, with its mounts made private first so
+/// that nothing done here reaches the supervisor's namespace, then `mounts` in
+/// order. Read-only and writable are per-mount attributes (`mount_setattr`),
+/// never a remount of a filesystem, which would change it for the host too.
+///
+/// # Safety
+/// Only in the child, after the error pipe is at [`ERR_FD`].
+unsafe fn mount_namespace(mounts: &[ChildMount]) {
+    use raw::*;
+    // SAFETY (the whole function): raw system calls on the Setup's C strings,
+    // constants and locals of this stack, in the child only.
+    unsafe {
+        let r = syscall(SYS_unshare, libc::CLONE_NEWNS as usize, 0, 0);
+        if r != 0 {
+            fail_raw(Step::MountNamespace, 0, r, SETUP_FAILED);
+        }
+        let r = mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None);
+        if r != 0 {
+            fail_raw(Step::MountNamespace, 0, r, SETUP_FAILED);
+        }
+        // Devices and directories made here get exactly the modes asked for.
+        syscall(SYS_umask, 0, 0, 0);
+        for (index, step) in mounts.iter().enumerate() {
+            let path = step.path.as_c_str();
+            let r = match step.op {
+                MountOp::ReadOnly => set_read_only(path, true),
+                MountOp::Writable => set_read_only(path, false),
+                MountOp::HideDirectory => mount(
+                    Some(c"tmpfs"),
+                    path,
+                    Some(c"tmpfs"),
+                    libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    Some(c"mode=000"),
+                ),
+                MountOp::HideFile => {
+                    match mount(Some(INACCESSIBLE), path, None, libc::MS_BIND, None) {
+                        0 => set_attr(path, 0, MOUNT_ATTR_RDONLY, 0),
+                        err => err,
+                    }
+                }
+                MountOp::Tmpfs => mount(
+                    Some(c"tmpfs"),
+                    path,
+                    Some(c"tmpfs"),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    Some(c"mode=1777"),
+                ),
+                MountOp::Devices => private_devices(path),
+            };
+            if r != 0 {
+                fail_raw(Step::Mount, index as u32, r, SETUP_FAILED);
+            }
+        }
+    }
+}
+
+/// [`INACCESSIBLE_FILE`] as the child passes it (a test checks they agree).
+const INACCESSIBLE: &std::ffi::CStr = c"/run/keel/inaccessible";
+
+/// mount(2): 0 or `-errno`.
+///
+/// # Safety
+/// Only in the child.
+unsafe fn mount(
+    source: Option<&std::ffi::CStr>,
+    target: &std::ffi::CStr,
+    fstype: Option<&std::ffi::CStr>,
+    flags: libc::c_ulong,
+    data: Option<&std::ffi::CStr>,
+) -> isize {
+    let ptr = |s: Option<&std::ffi::CStr>| s.map_or(0, |s| s.as_ptr() as usize);
+    // SAFETY: NUL-terminated strings or null, as mount(2) takes them.
+    unsafe {
+        raw::syscall6(
+            raw::SYS_mount,
+            ptr(source),
+            target.as_ptr() as usize,
+            ptr(fstype),
+            flags as usize,
+            ptr(data),
+            0,
+        )
+    }
+}
+
+/// `mount_setattr(path, flags, {set, clear})`: 0 or `-errno`.
+///
+/// # Safety
+/// Only in the child.
+unsafe fn set_attr(path: &std::ffi::CStr, flags: u32, set: u64, clear: u64) -> isize {
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: a NUL-terminated path and a mount_attr of the size passed.
+    unsafe {
+        raw::syscall6(
+            raw::SYS_mount_setattr,
+            libc::AT_FDCWD as usize,
+            path.as_ptr() as usize,
+            flags as usize,
+            &attr as *const MountAttr as usize,
+            std::mem::size_of::<MountAttr>(),
+            0,
+        )
+    }
+}
+
+/// `path` and everything mounted below it read-only (or writable again). A
+/// path that is no mount point of its own is first bound onto itself.
+///
+/// # Safety
+/// Only in the child.
+unsafe fn set_read_only(path: &std::ffi::CStr, read_only: bool) -> isize {
+    let (set, clear) = if read_only {
+        (MOUNT_ATTR_RDONLY, 0)
+    } else {
+        (0, MOUNT_ATTR_RDONLY)
+    };
+    // SAFETY: as the caller's.
+    unsafe {
+        let r = set_attr(path, libc::AT_RECURSIVE as u32, set, clear);
+        if r != -(libc::EINVAL as isize) {
+            return r;
+        }
+        let r = mount(Some(path), path, None, libc::MS_BIND | libc::MS_REC, None);
+        if r != 0 {
+            return r;
+        }
+        set_attr(path, libc::AT_RECURSIVE as u32, set, clear)
+    }
+}
+
+/// A tmpfs at `dev` (`/dev`) with only [`PSEUDO_DEVICES`] and [`DEVICE_LINKS`],
+/// and an empty `shm` and `pts`.
+///
+/// # Safety
+/// Only in the child, with umask 0.
+unsafe fn private_devices(dev: &std::ffi::CStr) -> isize {
+    use raw::*;
+    let at = libc::AT_FDCWD as usize;
+    // SAFETY: raw system calls on constant NUL-terminated paths.
+    unsafe {
+        let r = mount(
+            Some(c"tmpfs"),
+            dev,
+            Some(c"tmpfs"),
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            Some(c"mode=755"),
+        );
+        if r != 0 {
+            return r;
+        }
+        for (path, major, minor) in PSEUDO_DEVICES {
+            // makedev(3) for numbers below 256.
+            let device = (major << 8 | minor) as usize;
+            let mode = (libc::S_IFCHR | 0o666) as usize;
+            let r = syscall6(SYS_mknodat, at, path.as_ptr() as usize, mode, device, 0, 0);
+            if r != 0 {
+                return r;
+            }
+        }
+        for (link, target) in DEVICE_LINKS {
+            let r = syscall(
+                SYS_symlinkat,
+                target.as_ptr() as usize,
+                at,
+                link.as_ptr() as usize,
+            );
+            if r != 0 {
+                return r;
+            }
+        }
+        for (dir, mode) in [(c"/dev/shm", 0o1777), (c"/dev/pts", 0o755)] {
+            let r = syscall(SYS_mkdirat, at, dir.as_ptr() as usize, mode);
+            if r != 0 {
+                return r;
+            }
+        }
+        0
     }
 }
 
@@ -1250,6 +1589,11 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn the_child_hides_files_behind_the_file_the_supervisor_makes() {
+        assert_eq!(INACCESSIBLE.to_str(), Ok(crate::sandbox::INACCESSIBLE_FILE));
+    }
 
     #[test]
     fn error_records_round_trip_and_describe_themselves() {

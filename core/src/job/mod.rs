@@ -21,6 +21,8 @@
 //!   `capabilities none` keeps none.
 //! - `no new privileges`.
 //! - `limit rttime SOFT HARD` (Linux has the resource; Upstart 1.13 did not list it).
+//! - the sandboxing stanzas of [`sandbox`]: `private tmp|devices`, `protect …`,
+//!   `read-only`, `writable`, `inaccessible`, and the system-call filters.
 //!
 //! `start on socket PROTO=… PORT=…|PATH=…` must describe a socket keel can bind
 //! ([`socket`]); anything else there is an error at the argument.
@@ -34,10 +36,14 @@
 use serde::{Deserialize, Serialize};
 
 mod event;
+/// How exposed a job is (`initctl security`).
+pub mod exposure;
 /// `start on file FILE=…`: the files a job waits on.
 pub mod file;
 mod lexer;
 mod parse;
+/// The sandboxing stanzas: mount namespace, paths, system-call filters.
+pub mod sandbox;
 /// Rendering a definition back into job-file text.
 pub mod show;
 /// Signal numbers and names as the job language spells them.
@@ -131,6 +137,11 @@ pub struct JobDef {
     pub no_new_privileges: bool,
     /// `ready timeout SECONDS`: how long `expect …` may take before the start fails.
     pub ready_timeout: Option<u32>,
+    /// The sandboxing stanzas ([`sandbox`]). Saved apart, after the definitions
+    /// (`journal::encode_definitions`), so that saved states of earlier formats
+    /// still load.
+    #[serde(skip)]
+    pub sandbox: sandbox::Sandbox,
 }
 
 impl JobDef {
@@ -178,6 +189,7 @@ impl JobDef {
             capabilities: None,
             no_new_privileges: false,
             ready_timeout: None,
+            sandbox: sandbox::Sandbox::default(),
         }
     }
 

@@ -146,9 +146,9 @@ impl<'a> LineIndex<'a> {
 /// A stanza's reader. It returns the stanza's specific form when it has one
 /// (`expect fork`, `limit nofile`, `pre-start exec`), for [`NOT_CARRIED_OUT`].
 type Handler<'a> = fn(&mut Parser<'a>, &Token) -> Result<Form, Problem>;
-type Form = Option<String>;
+pub(super) type Form = Option<String>;
 
-fn form(text: &str) -> Form {
+pub(super) fn form(text: &str) -> Form {
     Some(text.to_string())
 }
 
@@ -194,6 +194,17 @@ fn handler<'a>(stanza: &str) -> Option<Handler<'a>> {
         "capabilities" => Parser::capabilities,
         "no" => Parser::no_new_privileges,
         "ready" => Parser::ready,
+        "private" => Parser::private,
+        "protect" => Parser::protect,
+        "read-only" => Parser::read_only,
+        "writable" => Parser::writable,
+        "inaccessible" => Parser::inaccessible,
+        "syscalls" => Parser::syscalls,
+        "syscall" => Parser::syscall,
+        "address" => Parser::address,
+        "memory" => Parser::memory,
+        "lock" => Parser::lock,
+        "restrict" => Parser::restrict,
         _ => return None,
     };
     Some(handler)
@@ -244,10 +255,10 @@ pub const CAPABILITIES: &[&str] = &[
     "checkpoint_restore",
 ];
 
-struct Parser<'a> {
+pub(super) struct Parser<'a> {
     lexer: Lexer<'a>,
     lines: LineIndex<'a>,
-    def: JobDef,
+    pub(super) def: JobDef,
     diagnostics: Vec<Diagnostic>,
     /// No `end script` line starts at or after this offset (saves rescanning).
     no_block_end_from: Option<usize>,
@@ -398,8 +409,13 @@ impl Parser<'_> {
         Ok(token)
     }
 
+    /// Whether the line has another argument.
+    pub(super) fn has_more(&self) -> bool {
+        self.lexer.has_token()
+    }
+
     /// The next word as written (not dequoted): a sub-keyword.
-    fn word(&mut self, what: &str) -> Result<Token, Problem> {
+    pub(super) fn word(&mut self, what: &str) -> Result<Token, Problem> {
         let pos = self.lexer.pos();
         if !self.lexer.has_token() {
             return Err(Problem::new(pos, format!("expected {what}")));
@@ -425,7 +441,7 @@ impl Parser<'_> {
     }
 
     /// At least one argument, up to the end of the line.
-    fn some_args(&mut self, stanza: &str, what: &str) -> Result<Vec<Token>, Problem> {
+    pub(super) fn some_args(&mut self, stanza: &str, what: &str) -> Result<Vec<Token>, Problem> {
         if !self.lexer.has_token() {
             return Err(Problem::new(
                 self.lexer.pos(),
@@ -436,7 +452,7 @@ impl Parser<'_> {
     }
 
     /// Nothing but a comment may follow on this line.
-    fn end(&mut self, stanza: &str) -> Result<(), Problem> {
+    pub(super) fn end(&mut self, stanza: &str) -> Result<(), Problem> {
         if self.lexer.has_token() {
             let pos = self.lexer.pos();
             let message = match self.lexer.clone().token(Delim::Word, false) {

@@ -157,6 +157,9 @@ pub fn render(def: &JobDef) -> String {
     if def.no_new_privileges {
         line("no new privileges");
     }
+    for stanza in def.sandbox.lines(quote_all) {
+        line(&stanza);
+    }
     if def.debug {
         line("debug");
     }

@@ -11,7 +11,7 @@
 pub const HAS_TRAMPOLINE: bool = cfg!(target_arch = "x86_64");
 
 #[cfg(target_arch = "x86_64")]
-pub use x86_64::{clone3, syscall};
+pub use x86_64::{clone3, syscall, syscall6};
 
 /// Elsewhere nothing calls it: `Method::chosen` forks.
 ///

@@ -1,0 +1,815 @@
+//! keel's sandboxing stanzas: what a job may see of the filesystem.
+//!
+//! This module owns the [`Sandbox`] part of a job definition, the stanzas that
+//! set it and the mount plan it implies ([`Sandbox::mounts`]): a list of plain
+//! steps in the order the child carries them out. It decides nothing about the
+//! host — whether a path exists, whether it is a directory — which the supervisor
+//! resolves before the spawn (`keel_supervisor::sandbox`).
+//!
+//! The stanzas (each may be given once; the path lists add up):
+//! - `private tmp`: a fresh, empty `/tmp` and `/var/tmp` (tmpfs) for the job.
+//! - `private devices`: a `/dev` holding only the pseudo-devices (`null`, `zero`,
+//!   `full`, `random`, `urandom`, `tty`) and the `fd`, `stdin`, `stdout`,
+//!   `stderr` links.
+//! - `protect system`: `/usr`, `/boot` and `/etc` read-only;
+//!   `protect system strict`: the whole tree read-only but `/dev`, `/proc`, `/sys`
+//!   and the `writable` paths.
+//! - `protect home`: `/home`, `/root` and `/run/user` inaccessible;
+//!   `protect home read-only`: the same read-only.
+//! - `protect kernel tunables`: `/proc/sys`, `/sys` and the other writable kernel
+//!   knobs under /proc read-only.
+//! - `protect kernel logs`: `/proc/kmsg` and `/dev/kmsg` inaccessible.
+//! - `protect kernel modules`: `/lib/modules` and `/usr/lib/modules` inaccessible.
+//! - `protect control groups`: `/sys/fs/cgroup` read-only.
+//! - `read-only PATH…`, `writable PATH…`, `inaccessible PATH…`: absolute paths.
+//!
+//! - `syscalls deny NAME|@GROUP…` (groups: [`SYSCALL_GROUPS`]), `syscall action
+//!   eperm|kill`; `address families NAME…|none`; `memory deny write execute`;
+//!   `lock personality`; `restrict namespaces`; `restrict realtime`: system-call
+//!   filters, compiled by the supervisor (`keel_supervisor::sandbox`).
+//!
+//! The mounts happen in a mount namespace of the job's own, so nothing of them
+//! is seen outside the job.
+
+use serde::{Deserialize, Serialize};
+
+use super::lexer::{Problem, Token};
+use super::parse::{Form, Parser, form};
+
+/// What a job may see of the filesystem (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Sandbox {
+    pub private_tmp: bool,
+    pub private_devices: bool,
+    pub protect_system: ProtectSystem,
+    pub protect_home: ProtectHome,
+    pub protect_kernel_tunables: bool,
+    pub protect_kernel_logs: bool,
+    pub protect_kernel_modules: bool,
+    pub protect_control_groups: bool,
+    pub read_only: Vec<String>,
+    pub writable: Vec<String>,
+    pub inaccessible: Vec<String>,
+    /// `syscalls deny NAME|@GROUP…`: system calls refused, groups expanded.
+    pub syscalls_denied: Vec<String>,
+    /// `syscall action eperm|kill`: what a denied call gets.
+    pub syscall_action: SyscallAction,
+    /// `address families NAME…|none`: the only socket families the job may
+    /// open (names of [`ADDRESS_FAMILIES`]); `None`: any.
+    pub address_families: Option<Vec<String>>,
+    /// `memory deny write execute`: no memory both writable and executable,
+    /// nor made executable later.
+    pub memory_deny_write_execute: bool,
+    /// `lock personality`: the execution domain stays Linux's.
+    pub lock_personality: bool,
+    /// `restrict namespaces`: no new namespaces, none joined.
+    pub restrict_namespaces: bool,
+    /// `restrict realtime`: no realtime scheduling.
+    pub restrict_realtime: bool,
+}
+
+/// The socket address families `address families` names, with their Linux
+/// numbers (linux/socket.h, part of the kernel's ABI).
+pub const ADDRESS_FAMILIES: &[(&str, u32)] = &[
+    ("unix", 1),
+    ("inet", 2),
+    ("ax25", 3),
+    ("ipx", 4),
+    ("appletalk", 5),
+    ("x25", 9),
+    ("inet6", 10),
+    ("key", 15),
+    ("netlink", 16),
+    ("packet", 17),
+    ("rds", 21),
+    ("llc", 26),
+    ("ib", 27),
+    ("mpls", 28),
+    ("can", 29),
+    ("tipc", 30),
+    ("bluetooth", 31),
+    ("alg", 38),
+    ("nfc", 39),
+    ("vsock", 40),
+    ("kcm", 41),
+    ("qipcrtr", 42),
+    ("smc", 43),
+    ("xdp", 44),
+    ("mctp", 45),
+];
+
+/// What a denied system call gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum SyscallAction {
+    /// It fails with `EPERM`.
+    #[default]
+    Eperm,
+    /// The process is killed (`SIGSYS`).
+    Kill,
+}
+
+/// The named groups of system calls `syscalls deny` takes (after systemd's, with
+/// the calls x86_64 has): the group's name and its calls, separated by spaces.
+pub const SYSCALL_GROUPS: &[(&str, &str)] = &[
+    ("@chown", "chown fchown fchownat lchown"),
+    (
+        "@clock",
+        "adjtimex clock_adjtime clock_settime settimeofday",
+    ),
+    ("@cpu-emulation", "modify_ldt"),
+    (
+        "@debug",
+        "lookup_dcookie perf_event_open process_vm_readv process_vm_writev ptrace",
+    ),
+    ("@keyring", "add_key keyctl request_key"),
+    ("@module", "delete_module finit_module init_module"),
+    (
+        "@mount",
+        "fsconfig fsmount fsopen fspick mount mount_setattr move_mount open_tree \
+         pivot_root umount2",
+    ),
+    // @chown, @clock, @module, @raw-io, @reboot, @swap, and more.
+    (
+        "@privileged",
+        "chown fchown fchownat lchown adjtimex clock_adjtime clock_settime settimeofday \
+         delete_module finit_module init_module ioperm iopl kexec_file_load kexec_load \
+         reboot swapoff swapon acct bpf capset chroot fanotify_init fanotify_mark \
+         open_by_handle_at pivot_root quotactl quotactl_fd setdomainname setfsuid \
+         setgroups sethostname setresuid setreuid setuid vhangup",
+    ),
+    ("@raw-io", "ioperm iopl"),
+    ("@reboot", "kexec_file_load kexec_load reboot"),
+    ("@swap", "swapoff swapon"),
+];
+
+/// `protect system [strict]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ProtectSystem {
+    #[default]
+    Off,
+    /// `/usr`, `/boot`, `/etc` read-only.
+    System,
+    /// Everything read-only but the API filesystems and the `writable` paths.
+    Strict,
+}
+
+/// `protect home [read-only]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ProtectHome {
+    #[default]
+    Off,
+    ReadOnly,
+    Inaccessible,
+}
+
+/// One step of a job's mount setup, in the order [`Sandbox::mounts`] lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub path: String,
+    pub kind: MountKind,
+    /// Named in the job file: a missing path fails the start. The paths a
+    /// `protect …` stanza implies are skipped where the system lacks them.
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountKind {
+    /// Read-only, with everything mounted below it.
+    ReadOnly,
+    /// Writable again (inside a read-only tree), with everything below it.
+    Writable,
+    /// Hidden behind an empty, read-only directory or file.
+    Inaccessible,
+    /// A fresh, empty tmpfs (sticky, world-writable, as `/tmp` is).
+    PrivateTmp,
+    /// A tmpfs with only the pseudo-devices.
+    PrivateDevices,
+}
+
+impl MountKind {
+    /// How the stanzas and messages name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            MountKind::ReadOnly => "read-only",
+            MountKind::Writable => "writable",
+            MountKind::Inaccessible => "inaccessible",
+            MountKind::PrivateTmp => "private tmp",
+            MountKind::PrivateDevices => "private devices",
+        }
+    }
+}
+
+/// The kernel's writable knobs besides `/proc/sys` and `/sys` (as systemd's list).
+const KERNEL_TUNABLES: &[&str] = &[
+    "/proc/sys",
+    "/sys",
+    "/proc/sysrq-trigger",
+    "/proc/latency_stats",
+    "/proc/acpi",
+    "/proc/timer_stats",
+    "/proc/asound",
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+];
+
+impl Sandbox {
+    /// Whether the job needs a mount namespace of its own.
+    pub fn isolates_filesystem(&self) -> bool {
+        !self.mounts().is_empty()
+    }
+
+    /// The mount steps, in order: the broad read-only ones, then what is made
+    /// writable again inside them, then what is hidden, then the fresh tmpfs
+    /// mounts (which the read-only steps must not reach).
+    pub fn mounts(&self) -> Vec<Mount> {
+        let mut out = Vec::new();
+        let implied = |out: &mut Vec<Mount>, paths: &[&str], kind| {
+            out.extend(paths.iter().map(|p| Mount {
+                path: p.to_string(),
+                kind,
+                required: false,
+            }))
+        };
+        match self.protect_system {
+            ProtectSystem::Off => {}
+            ProtectSystem::System => {
+                implied(&mut out, &["/usr", "/boot", "/etc"], MountKind::ReadOnly)
+            }
+            ProtectSystem::Strict => {
+                implied(&mut out, &["/"], MountKind::ReadOnly);
+                implied(&mut out, &["/dev", "/proc", "/sys"], MountKind::Writable);
+            }
+        }
+        let home = ["/home", "/root", "/run/user"];
+        match self.protect_home {
+            ProtectHome::Off => {}
+            ProtectHome::ReadOnly => implied(&mut out, &home, MountKind::ReadOnly),
+            ProtectHome::Inaccessible => implied(&mut out, &home, MountKind::Inaccessible),
+        }
+        if self.protect_kernel_tunables {
+            implied(&mut out, KERNEL_TUNABLES, MountKind::ReadOnly);
+        }
+        if self.protect_control_groups {
+            implied(&mut out, &["/sys/fs/cgroup"], MountKind::ReadOnly);
+        }
+        let named = |out: &mut Vec<Mount>, paths: &[String], kind| {
+            out.extend(paths.iter().map(|p| Mount {
+                path: p.clone(),
+                kind,
+                required: true,
+            }))
+        };
+        named(&mut out, &self.read_only, MountKind::ReadOnly);
+        named(&mut out, &self.writable, MountKind::Writable);
+        if self.protect_kernel_logs {
+            implied(
+                &mut out,
+                &["/proc/kmsg", "/dev/kmsg"],
+                MountKind::Inaccessible,
+            );
+        }
+        if self.protect_kernel_modules {
+            implied(
+                &mut out,
+                &["/lib/modules", "/usr/lib/modules"],
+                MountKind::Inaccessible,
+            );
+        }
+        named(&mut out, &self.inaccessible, MountKind::Inaccessible);
+        if self.private_tmp {
+            implied(&mut out, &["/tmp", "/var/tmp"], MountKind::PrivateTmp);
+        }
+        if self.private_devices {
+            out.push(Mount {
+                path: "/dev".into(),
+                kind: MountKind::PrivateDevices,
+                required: true,
+            });
+        }
+        out
+    }
+
+    /// The stanzas, one a line, in a fixed order (`render`).
+    pub fn lines(&self, quote_all: impl Fn(&[String]) -> String) -> Vec<String> {
+        let mut out = Vec::new();
+        let flags = [
+            (self.private_tmp, "private tmp"),
+            (self.private_devices, "private devices"),
+            (
+                self.protect_system == ProtectSystem::System,
+                "protect system",
+            ),
+            (
+                self.protect_system == ProtectSystem::Strict,
+                "protect system strict",
+            ),
+            (
+                self.protect_home == ProtectHome::Inaccessible,
+                "protect home",
+            ),
+            (
+                self.protect_home == ProtectHome::ReadOnly,
+                "protect home read-only",
+            ),
+            (self.protect_kernel_tunables, "protect kernel tunables"),
+            (self.protect_kernel_logs, "protect kernel logs"),
+            (self.protect_kernel_modules, "protect kernel modules"),
+            (self.protect_control_groups, "protect control groups"),
+        ];
+        out.extend(flags.into_iter().filter(|f| f.0).map(|f| f.1.to_string()));
+        if !self.syscalls_denied.is_empty() {
+            out.push(format!("syscalls deny {}", self.syscalls_denied.join(" ")));
+        }
+        if self.syscall_action == SyscallAction::Kill {
+            out.push("syscall action kill".into());
+        }
+        match &self.address_families {
+            None => {}
+            Some(names) if names.is_empty() => out.push("address families none".into()),
+            Some(names) => out.push(format!("address families {}", names.join(" "))),
+        }
+        let flags = [
+            (self.memory_deny_write_execute, "memory deny write execute"),
+            (self.lock_personality, "lock personality"),
+            (self.restrict_namespaces, "restrict namespaces"),
+            (self.restrict_realtime, "restrict realtime"),
+        ];
+        out.extend(flags.into_iter().filter(|f| f.0).map(|f| f.1.to_string()));
+        for (stanza, paths) in [
+            ("read-only", &self.read_only),
+            ("writable", &self.writable),
+            ("inaccessible", &self.inaccessible),
+        ] {
+            if !paths.is_empty() {
+                out.push(format!("{stanza} {}", quote_all(paths)));
+            }
+        }
+        out
+    }
+}
+
+impl Parser<'_> {
+    /// `private tmp`, `private devices`.
+    pub(super) fn private(&mut self, _keyword: &Token) -> Result<Form, Problem> {
+        let what = self.word("'tmp' or 'devices' after private")?;
+        let sandbox = &mut self.def.sandbox;
+        let stanza = match what.text.as_str() {
+            "tmp" => {
+                sandbox.private_tmp = true;
+                "private tmp"
+            }
+            "devices" => {
+                sandbox.private_devices = true;
+                "private devices"
+            }
+            other => {
+                return Err(Problem::new(
+                    what.start,
+                    format!(
+                        "unknown stanza: private {other} (expected private tmp or private devices)"
+                    ),
+                ));
+            }
+        };
+        self.end(stanza)?;
+        Ok(form(stanza))
+    }
+
+    /// `protect system [strict]`, `protect home [read-only]`,
+    /// `protect kernel tunables|logs|modules`, `protect control groups`.
+    pub(super) fn protect(&mut self, _keyword: &Token) -> Result<Form, Problem> {
+        let what = self.word("what to protect after protect")?;
+        let stanza = match what.text.as_str() {
+            "system" => {
+                let strict = self.optional_word("protect system", &["strict"])?;
+                self.def.sandbox.protect_system = if strict.is_some() {
+                    ProtectSystem::Strict
+                } else {
+                    ProtectSystem::System
+                };
+                "protect system"
+            }
+            "home" => {
+                let read_only = self.optional_word("protect home", &["read-only"])?;
+                self.def.sandbox.protect_home = if read_only.is_some() {
+                    ProtectHome::ReadOnly
+                } else {
+                    ProtectHome::Inaccessible
+                };
+                "protect home"
+            }
+            "kernel" => {
+                let part = self.word("tunables, logs or modules after protect kernel")?;
+                let sandbox = &mut self.def.sandbox;
+                match part.text.as_str() {
+                    "tunables" => sandbox.protect_kernel_tunables = true,
+                    "logs" => sandbox.protect_kernel_logs = true,
+                    "modules" => sandbox.protect_kernel_modules = true,
+                    other => {
+                        return Err(Problem::new(
+                            part.start,
+                            format!(
+                                "unknown stanza: protect kernel {other} (expected tunables, logs or modules)"
+                            ),
+                        ));
+                    }
+                }
+                "protect kernel"
+            }
+            "control" => {
+                let groups = self.word("'groups' after protect control")?;
+                if groups.text != "groups" {
+                    return Err(Problem::new(
+                        groups.start,
+                        format!(
+                            "unknown stanza: protect control {} (expected protect control groups)",
+                            groups.text
+                        ),
+                    ));
+                }
+                self.def.sandbox.protect_control_groups = true;
+                "protect control groups"
+            }
+            other => {
+                return Err(Problem::new(
+                    what.start,
+                    format!(
+                        "unknown stanza: protect {other} (expected system, home, kernel or control groups)"
+                    ),
+                ));
+            }
+        };
+        self.end(stanza)?;
+        Ok(form(stanza))
+    }
+
+    /// `read-only PATH…`
+    pub(super) fn read_only(&mut self, _keyword: &Token) -> Result<Form, Problem> {
+        let paths = self.paths("read-only")?;
+        self.def.sandbox.read_only.extend(paths);
+        Ok(form("read-only"))
+    }
+
+    /// `writable PATH…`
+    pub(super) fn writable(&mut self, _keyword: &Token) -> Result<Form, Problem> {
+        let paths = self.paths("writable")?;
+        self.def.sandbox.writable.extend(paths);
+        Ok(form("writable"))
+    }
+
+    /// `inaccessible PATH…`
+    pub(super) fn inaccessible(&mut self, _keyword: &Token) -> Result<Form, Problem> {
+        let paths = self.paths("inaccessible")?;
+        self.def.sandbox.inaccessible.extend(paths);
+        Ok(form("inaccessible"))
+    }
+
+    /// `syscalls deny NAME|@GROUP…` (names are checked against the kernel's
+    /// table by the supervisor; groups here).
+    pub(super) fn syscalls(&mut self, _keyword: &Token) -> Result<Form, Problem> {
+        let deny = self.word("'deny' after syscalls")?;
+        if deny.text != "deny" {
+            return Err(Problem::new(
+                deny.start,
+                format!(
+                    "unknown stanza: syscalls {} (expected syscalls deny)",
+                    deny.text
+                ),
+            ));
+        }
+        for token in self.some_args("syscalls deny", "system calls or @groups")? {
+            let names: Vec<String> = if token.text.starts_with('@') {
+                let Some((_, calls)) = SYSCALL_GROUPS.iter().find(|(g, _)| *g == token.text) else {
+                    return Err(Problem::new(
+                        token.start,
+                        format!("syscalls deny: unknown group {}", token.text),
+                    ));
+                };
+                calls.split_whitespace().map(str::to_string).collect()
+            } else {
+                vec![token.text]
+            };
+            let denied = &mut self.def.sandbox.syscalls_denied;
+            for name in names {
+                if !denied.contains(&name) {
+                    denied.push(name);
+                }
+            }
+        }
+        self.end("syscalls deny")?;
+        Ok(form("syscalls deny"))
+    }
+
+    /// `syscall action eperm|kill`.
+    pub(super) fn syscall(&mut self, _keyword: &Token) -> Result<Form, Problem> {
+        let action = self.word("'action' after syscall")?;
+        if action.text != "action" {
+            return Err(Problem::new(
+                action.start,
+                format!(
+                    "unknown stanza: syscall {} (expected syscall action)",
+                    action.text
+                ),
+            ));
+        }
+        let what = self.word("eperm or kill after syscall action")?;
+        self.def.sandbox.syscall_action = match what.text.as_str() {
+            "eperm" => SyscallAction::Eperm,
+            "kill" => SyscallAction::Kill,
+            other => {
+                return Err(Problem::new(
+                    what.start,
+                    format!("syscall action: expected eperm or kill, not {other}"),
+                ));
+            }
+        };
+        self.end("syscall action")?;
+        Ok(form("syscall action"))
+    }
+
+    /// `address families NAME…|none` (`AF_INET`, `af_inet` and `inet` are the same).
+    pub(super) fn address(&mut self, _keyword: &Token) -> Result<Form, Problem> {
+        self.words_after("address", &["families"])?;
+        let tokens = self.some_args("address families", "address families or 'none'")?;
+        let mut names = Vec::new();
+        for token in &tokens {
+            if token.text == "none" && tokens.len() == 1 {
+                break;
+            }
+            let lower = token.text.to_ascii_lowercase();
+            let name = lower.strip_prefix("af_").unwrap_or(&lower);
+            if !ADDRESS_FAMILIES.iter().any(|(n, _)| *n == name) {
+                return Err(Problem::new(
+                    token.start,
+                    format!("address families: unknown family {}", token.text),
+                ));
+            }
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_string());
+            }
+        }
+        self.end("address families")?;
+        self.def.sandbox.address_families = Some(names);
+        Ok(form("address families"))
+    }
+
+    /// `memory deny write execute`.
+    pub(super) fn memory(&mut self, _keyword: &Token) -> Result<Form, Problem> {
+        self.words_after("memory", &["deny", "write", "execute"])?;
+        self.end("memory deny write execute")?;
+        self.def.sandbox.memory_deny_write_execute = true;
+        Ok(form("memory deny write execute"))
+    }
+
+    /// `lock personality`.
+    pub(super) fn lock(&mut self, _keyword: &Token) -> Result<Form, Problem> {
+        self.words_after("lock", &["personality"])?;
+        self.end("lock personality")?;
+        self.def.sandbox.lock_personality = true;
+        Ok(form("lock personality"))
+    }
+
+    /// `restrict namespaces`, `restrict realtime`.
+    pub(super) fn restrict(&mut self, _keyword: &Token) -> Result<Form, Problem> {
+        let what = self.word("namespaces or realtime after restrict")?;
+        let sandbox = &mut self.def.sandbox;
+        let stanza = match what.text.as_str() {
+            "namespaces" => {
+                sandbox.restrict_namespaces = true;
+                "restrict namespaces"
+            }
+            "realtime" => {
+                sandbox.restrict_realtime = true;
+                "restrict realtime"
+            }
+            other => {
+                return Err(Problem::new(
+                    what.start,
+                    format!(
+                        "unknown stanza: restrict {other} (expected restrict namespaces or restrict realtime)"
+                    ),
+                ));
+            }
+        };
+        self.end(stanza)?;
+        Ok(form(stanza))
+    }
+
+    /// The fixed words of a stanza after its keyword.
+    fn words_after(&mut self, keyword: &str, words: &[&str]) -> Result<(), Problem> {
+        let whole = format!("{keyword} {}", words.join(" "));
+        for expected in words {
+            let word = self.word(&format!("'{whole}'"))?;
+            if word.text != *expected {
+                return Err(Problem::new(
+                    word.start,
+                    format!(
+                        "unknown stanza: {keyword} … {} (expected '{whole}')",
+                        word.text
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Absolute paths up to the end of the line.
+    fn paths(&mut self, stanza: &str) -> Result<Vec<String>, Problem> {
+        let tokens = self.some_args(stanza, "absolute paths")?;
+        let mut out = Vec::new();
+        for token in tokens {
+            if !token.text.starts_with('/') {
+                return Err(Problem::new(
+                    token.start,
+                    format!("{stanza}: not an absolute path: {}", token.text),
+                ));
+            }
+            out.push(token.text);
+        }
+        self.end(stanza)?;
+        Ok(out)
+    }
+
+    /// One of `words` if the line goes on, `None` at its end.
+    fn optional_word(&mut self, stanza: &str, words: &[&str]) -> Result<Option<String>, Problem> {
+        if !self.has_more() {
+            return Ok(None);
+        }
+        let word = self.word(stanza)?;
+        if words.contains(&word.text.as_str()) {
+            Ok(Some(word.text))
+        } else {
+            Err(Problem::new(
+                word.start,
+                format!(
+                    "unexpected argument to {stanza}: {} (expected {})",
+                    word.text,
+                    words.join(" or ")
+                ),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{parse, render};
+
+    fn sandbox(text: &str) -> Sandbox {
+        let parsed = parse("j", text);
+        assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
+        parsed.def.expect("parses").sandbox
+    }
+
+    fn error(text: &str) -> String {
+        let parsed = parse("j", text);
+        assert!(parsed.def.is_none(), "{text:?} should not parse");
+        parsed.diagnostics[0].render("j")
+    }
+
+    #[test]
+    fn every_stanza_parses_and_renders_back() {
+        let text = "private tmp\nprivate devices\nprotect system strict\nprotect home read-only\n\
+                    protect kernel tunables\nprotect kernel logs\nprotect kernel modules\n\
+                    protect control groups\nread-only /srv /opt\nwritable /var/lib/x\n\
+                    inaccessible /secret\nread-only \"/with space\"\n";
+        let s = sandbox(text);
+        assert!(s.private_tmp && s.private_devices);
+        assert_eq!(s.protect_system, ProtectSystem::Strict);
+        assert_eq!(s.protect_home, ProtectHome::ReadOnly);
+        assert!(s.protect_kernel_tunables && s.protect_kernel_logs);
+        assert!(s.protect_kernel_modules && s.protect_control_groups);
+        assert_eq!(s.read_only, ["/srv", "/opt", "/with space"]);
+        assert_eq!(s.writable, ["/var/lib/x"]);
+        assert_eq!(s.inaccessible, ["/secret"]);
+        let def = parse("j", text).def.unwrap();
+        assert_eq!(parse("j", &render(&def)).def.unwrap().sandbox, s);
+        assert_eq!(
+            sandbox("protect system\n").protect_system,
+            ProtectSystem::System
+        );
+        assert_eq!(
+            sandbox("protect home\n").protect_home,
+            ProtectHome::Inaccessible
+        );
+    }
+
+    #[test]
+    fn bad_stanzas_are_refused_where_they_go_wrong() {
+        assert_eq!(
+            error("read-only srv\n"),
+            "j:1:11: error: read-only: not an absolute path: srv"
+        );
+        assert_eq!(
+            error("writable\n"),
+            "j:1:9: error: expected absolute paths after writable"
+        );
+        assert_eq!(
+            error("protect system lax\n"),
+            "j:1:16: error: unexpected argument to protect system: lax (expected strict)"
+        );
+        assert_eq!(
+            error("protect kernel clock\n"),
+            "j:1:16: error: unknown stanza: protect kernel clock (expected tunables, logs or modules)"
+        );
+        assert_eq!(
+            error("private net\n"),
+            "j:1:9: error: unknown stanza: private net (expected private tmp or private devices)"
+        );
+        assert_eq!(
+            error("protect control\n"),
+            "j:1:16: error: expected 'groups' after protect control"
+        );
+        assert_eq!(
+            error("private tmp now\n"),
+            "j:1:13: error: unexpected argument to private tmp: now"
+        );
+    }
+
+    #[test]
+    fn system_call_denials_expand_groups_and_render_back() {
+        let text = "syscalls deny uname @swap\nsyscalls deny swapon\nsyscall action kill\n";
+        let s = sandbox(text);
+        assert_eq!(s.syscalls_denied, ["uname", "swapoff", "swapon"]);
+        assert_eq!(s.syscall_action, SyscallAction::Kill);
+        let def = parse("j", text).def.unwrap();
+        assert_eq!(parse("j", &render(&def)).def.unwrap().sandbox, s);
+        assert_eq!(
+            error("syscalls deny @nonsense\n"),
+            "j:1:15: error: syscalls deny: unknown group @nonsense"
+        );
+        assert_eq!(
+            error("syscall action log\n"),
+            "j:1:16: error: syscall action: expected eperm or kill, not log"
+        );
+        assert!(!s.isolates_filesystem());
+    }
+
+    #[test]
+    fn restrictions_parse_and_render_back() {
+        let text = "address families AF_UNIX inet inet6\nmemory deny write execute\n\
+                    lock personality\nrestrict namespaces\nrestrict realtime\n";
+        let s = sandbox(text);
+        assert_eq!(
+            s.address_families.as_deref(),
+            Some(&["unix".to_string(), "inet".into(), "inet6".into()][..])
+        );
+        assert!(s.memory_deny_write_execute && s.lock_personality);
+        assert!(s.restrict_namespaces && s.restrict_realtime);
+        let def = parse("j", text).def.unwrap();
+        assert_eq!(parse("j", &render(&def)).def.unwrap().sandbox, s);
+        let none = sandbox("address families none\n");
+        assert_eq!(none.address_families, Some(vec![]));
+        assert_eq!(
+            parse("j", "address families none\n").def.unwrap().sandbox,
+            none
+        );
+        assert_eq!(
+            error("address families inet ipv9\n"),
+            "j:1:23: error: address families: unknown family ipv9"
+        );
+        assert_eq!(
+            error("memory deny write\n"),
+            "j:1:18: error: expected 'memory deny write execute'"
+        );
+        assert_eq!(
+            error("restrict users\n"),
+            "j:1:10: error: unknown stanza: restrict users (expected restrict namespaces or restrict realtime)"
+        );
+    }
+
+    #[test]
+    fn the_mount_plan_goes_from_broad_to_narrow() {
+        let s = sandbox(
+            "private tmp\nprotect system strict\nwritable /var/lib/x\ninaccessible /secret\n\
+             protect home\n",
+        );
+        let plan: Vec<(String, MountKind, bool)> = s
+            .mounts()
+            .into_iter()
+            .map(|m| (m.path, m.kind, m.required))
+            .collect();
+        let step = |p: &str, k, r| (p.to_string(), k, r);
+        use MountKind::*;
+        assert_eq!(
+            plan,
+            [
+                step("/", ReadOnly, false),
+                step("/dev", Writable, false),
+                step("/proc", Writable, false),
+                step("/sys", Writable, false),
+                step("/home", Inaccessible, false),
+                step("/root", Inaccessible, false),
+                step("/run/user", Inaccessible, false),
+                step("/var/lib/x", Writable, true),
+                step("/secret", Inaccessible, true),
+                step("/tmp", PrivateTmp, false),
+                step("/var/tmp", PrivateTmp, false),
+            ]
+        );
+        assert!(!Sandbox::default().isolates_filesystem());
+        assert!(s.isolates_filesystem());
+    }
+}

@@ -402,6 +402,9 @@ impl Init {
         self.read_signals();
         if channel_events.intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR) {
             self.receive();
+            // Acknowledgements may have made room in the exit log: reap what
+            // waited for it.
+            self.reap();
         }
     }
 
@@ -430,12 +433,32 @@ impl Init {
         self.reap();
     }
 
-    /// Reaps every child that has ended.
+    /// Reaps every child that has ended, as long as the exit log has room.
+    ///
+    /// No exit is ever lost, because keel-init reaps no faster than it can record:
+    /// while the log is full (the supervisor is stopped, busy or dead and has not
+    /// acknowledged [`tables::EXIT_SLOTS`] exits), every other child that ends stays
+    /// a zombie, and the kernel keeps its pid and wait status for us — orphans
+    /// re-parented to keel-init included, since they become its children too. An
+    /// `Ack` makes room and `wait` calls this again; a SIGCHLD read meanwhile is not
+    /// needed then, as this asks the kernel, not the signals, what has ended. The
+    /// supervisor's own death is never held back: it is waited for by its pid, so a
+    /// dead supervisor is replaced (and gets the handover) even with the log full.
+    /// The cost of a long stall is the kernel's (a zombie per unrecorded exit, and
+    /// its pid not reused meanwhile), bounded by pid_max, never a table of ours.
     fn reap(&mut self) {
         loop {
-            // `wait`, not `waitpid(None)`: rustix maps the latter to pid 0, our own
-            // process group only, and job processes lead groups of their own.
-            match rustix::process::wait(WaitOptions::NOHANG) {
+            let got = if self.exits.is_full() {
+                let Some(pid) = self.supervisor.as_ref().map(|s| s.pid) else {
+                    return;
+                };
+                rustix::process::waitpid(Some(pid), WaitOptions::NOHANG)
+            } else {
+                // `wait`, not `waitpid(None)`: rustix maps the latter to pid 0, our
+                // own process group only, and job processes lead groups of their own.
+                rustix::process::wait(WaitOptions::NOHANG)
+            };
+            match got {
                 Ok(Some((pid, status))) => {
                     let raw = status.as_raw();
                     if self.supervisor.as_ref().is_some_and(|s| s.pid == pid) {
@@ -444,9 +467,11 @@ impl Init {
                         self.receive();
                         self.supervisor_died(raw);
                     } else if !self.exits.push(pid.as_raw_nonzero().get(), raw) {
+                        // Unreachable: the log had room when this child was reaped.
                         self.log.error(&[
-                            Piece::Str("exit log full; dropped the exit of pid "),
+                            Piece::Str("internal error: the exit of pid "),
                             Piece::Int(pid.as_raw_nonzero().get() as i64),
+                            Piece::Str(" was reaped into a full exit log"),
                         ]);
                     }
                 }
@@ -587,7 +612,7 @@ impl Init {
                         version: wire::VERSION,
                         generation: self.generation.saturating_sub(1),
                         quick_deaths: self.quick_deaths,
-                        lost_exits: self.exits.lost,
+                        lost_exits: 0,
                         lifeboat_entries: self.lifeboat.len() as u32,
                     },
                     None,

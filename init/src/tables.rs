@@ -3,8 +3,9 @@
 //! Both live in `.bss`: all-zero is their empty state, so the kernel maps them lazily
 //! and an unused slot costs no resident memory. Their answers when full are defined:
 //! a deposit into a full lifeboat is refused (the fd is closed, the supervisor told);
-//! an exit reaped into a full log is dropped and counted (`lost`), and the supervisor
-//! learns the count from every `Welcome`, so it re-checks the pids it tracks.
+//! the exit log is never pushed into when full, because keel-init reaps no faster than
+//! it can record (see `Init::reap`): an exit not yet in the log is still the kernel's,
+//! kept with its zombie until the supervisor's acknowledgements make room.
 
 use keel_proto::init::FdName;
 use rustix::fd::{BorrowedFd, FromRawFd, OwnedFd};
@@ -127,7 +128,6 @@ pub struct ExitLog {
     acked: u64,
     /// The highest seq given out.
     pushed: u64,
-    pub lost: u64,
 }
 
 impl ExitLog {
@@ -139,13 +139,18 @@ impl ExitLog {
         }; EXIT_SLOTS],
         acked: 0,
         pushed: 0,
-        lost: 0,
     };
 
-    /// Appends an exit; when full, drops it and counts it as lost.
+    /// Whether every slot holds an exit not yet acknowledged.
+    pub fn is_full(&self) -> bool {
+        self.pushed - self.acked >= EXIT_SLOTS as u64
+    }
+
+    /// Appends an exit. The caller checks `is_full` before it reaps, so a full log
+    /// refuses (false) only what it was never meant to be given; nothing is counted
+    /// or dropped here.
     pub fn push(&mut self, pid: i32, status: i32) -> bool {
-        if self.pushed - self.acked >= EXIT_SLOTS as u64 {
-            self.lost += 1;
+        if self.is_full() {
             return false;
         }
         self.pushed += 1;

@@ -19,6 +19,10 @@
 //!
 //! Exits carry a sequence number that grows by one per reaped child for the life of
 //! keel-init; [`ToInit::Ack`] acknowledges every exit up to and including its `seq`.
+//! keel-init keeps a bounded log of unacknowledged exits and reaps a child only
+//! while that log has room, so the supervisor's acks are what let it reap more: a
+//! supervisor must acknowledge every exit it is sent (once applied and persisted),
+//! including those of processes it does not know.
 
 use serde::{Deserialize, Serialize};
 
@@ -124,7 +128,9 @@ pub enum ToSupervisor {
         /// How many supervisors died in a row, each soon after it started. A new
         /// supervisor that sees a high count suspects its saved state (a poison state).
         quick_deaths: u32,
-        /// Exits reaped and dropped because the exit log was full.
+        /// Exits reaped and dropped because the exit log was full. Always 0 since
+        /// keel-init reaps no faster than its log records (the kernel keeps the
+        /// rest); kept so that either side may be the older release.
         lost_exits: u64,
         /// How many `Lifeboat` messages follow.
         lifeboat_entries: u32,

@@ -8,7 +8,9 @@
 //! then dispatch. Everything it stores lives in fixed tables (`tables`), each with a
 //! defined answer when full.
 //!
-//! Usage: `keel-init [--supervisor PATH] [--shutdown PATH] [-- SUPERVISOR_ARGS...]`.
+//! Usage: `keel-init [--supervisor PATH] [--shutdown PATH] [--lifeboat-max N]
+//! [-- SUPERVISOR_ARGS...]`; `--lifeboat-max` caps the lifeboat below what keel-init's
+//! fd limit allows (for tests of a full lifeboat, and small machines).
 //! Without `--supervisor`, `keel.supervisor=PATH` on the kernel command line (read
 //! from /proc/cmdline, since the kernel passes dotted parameters to no one), else
 //! `/sbin/keel-supervisor`; the same for `--shutdown`, `keel.shutdown=PATH` and
@@ -91,6 +93,8 @@ enum Phase {
     /// Waiting for the supervisor's `Hello`.
     Silent,
     Welcome,
+    /// Sending the lifeboat's capacity.
+    Capacity,
     /// Sending lifeboat entries from this slot on.
     Lifeboat(usize),
     /// Sending the exits the supervisor has not acknowledged.
@@ -178,6 +182,7 @@ unsafe fn origin_main(argc: usize, argv: *mut *mut u8, envp: *mut *mut u8) -> i3
 
     let mut path: Option<&'static CStr> = None;
     let mut shutdown: Option<&'static CStr> = None;
+    let mut lifeboat_max: Option<u64> = None;
     let mut sup_args = CArray::<MAX_ARGS>::new();
     sup_args.push_raw(core::ptr::null()); // argv[0], filled in below
     let mut i = 1;
@@ -193,6 +198,19 @@ unsafe fn origin_main(argc: usize, argv: *mut *mut u8, envp: *mut *mut u8) -> i3
             b"--shutdown" if i + 1 < args.len() => {
                 // SAFETY: see above.
                 shutdown = Some(unsafe { CStr::from_ptr(args[i + 1].cast()) });
+                i += 1;
+            }
+            b"--lifeboat-max" if i + 1 < args.len() => {
+                // SAFETY: see above.
+                let value = unsafe { CStr::from_ptr(args[i + 1].cast()) }.to_bytes();
+                lifeboat_max = parse_u64(value);
+                if lifeboat_max.is_none() {
+                    log.error(&[
+                        Piece::Str("ignoring --lifeboat-max "),
+                        Piece::Bytes(value),
+                        Piece::Str(": not a number"),
+                    ]);
+                }
                 i += 1;
             }
             b"--" => {
@@ -256,12 +274,13 @@ unsafe fn origin_main(argc: usize, argv: *mut *mut u8, envp: *mut *mut u8) -> i3
             }
         }
     };
-    setup_process(&log);
+    let nofile = setup_process(&log);
 
     // SAFETY: the only references to these statics are taken here, once, in a
     // single-threaded program, and live in `Init` for the rest of the process.
     let (lifeboat, exits) = (&raw mut LIFEBOAT, &raw mut EXITS);
     let (lifeboat, exits) = unsafe { (&mut *lifeboat, &mut *exits) };
+    lifeboat.set_capacity(nofile, lifeboat_max);
     let mut init = Init {
         log,
         lifeboat,
@@ -336,13 +355,27 @@ fn cmdline_path<'a>(
     CStr::from_bytes_until_nul(&out[..]).ok()
 }
 
+/// The decimal number `text`, if it is one.
+fn parse_u64(text: &[u8]) -> Option<u64> {
+    if text.is_empty() {
+        return None;
+    }
+    text.iter().try_fold(0u64, |n, &c| {
+        c.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(u64::from(c - b'0')))
+            .flatten()
+    })
+}
+
 /// Process-wide settings: fd limit, orphan reaping, ctrl-alt-del as a signal.
-fn setup_process(log: &Log) {
+/// Returns the fd limit keel-init runs with.
+fn setup_process(log: &Log) -> u64 {
     use rustix::process::{Resource, getrlimit, setrlimit};
     // Every lifeboat fd is open in keel-init: take the whole hard limit.
     let mut nofile = getrlimit(Resource::Nofile);
     nofile.current = nofile.maximum;
     let _ = setrlimit(Resource::Nofile, nofile);
+    let nofile = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
     // As PID 1 this is implied; as a plain process (tests) orphans still come here.
     let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
     // ctrl-alt-del sends SIGINT instead of rebooting. Inside a PID namespace the
@@ -354,6 +387,7 @@ fn setup_process(log: &Log) {
             Piece::Int(e.raw_os_error() as i64),
         ]),
     }
+    nofile
 }
 
 impl Init {
@@ -590,7 +624,7 @@ impl Init {
         };
         match sup.phase {
             Phase::Silent => false,
-            Phase::Welcome | Phase::Lifeboat(_) | Phase::Exits => true,
+            Phase::Welcome | Phase::Capacity | Phase::Lifeboat(_) | Phase::Exits => true,
             Phase::Live => {
                 self.pending_signals != 0
                     || self.refusals.iter().any(Option::is_some)
@@ -614,6 +648,14 @@ impl Init {
                         quick_deaths: self.quick_deaths,
                         lost_exits: 0,
                         lifeboat_entries: self.lifeboat.len() as u32,
+                    },
+                    None,
+                    Phase::Capacity,
+                    None,
+                ),
+                Phase::Capacity => (
+                    ToSupervisor::Capacity {
+                        lifeboat: self.lifeboat.capacity() as u32,
                     },
                     None,
                     Phase::Lifeboat(0),

@@ -8,7 +8,8 @@
 //! The conversation:
 //! 1. The supervisor sends [`ToInit::Hello`] when it starts (and again after it
 //!    re-executed itself).
-//! 2. keel-init answers with the handover: [`ToSupervisor::Welcome`], one
+//! 2. keel-init answers with the handover: [`ToSupervisor::Welcome`],
+//!    [`ToSupervisor::Capacity`], one
 //!    [`ToSupervisor::Lifeboat`] per stored fd (the fd attached), then every exit the
 //!    supervisor has not acknowledged ([`ToSupervisor::Exit`]), then
 //!    [`ToSupervisor::HandoverEnd`]. Relayed signals that arrived while no supervisor
@@ -145,6 +146,12 @@ pub enum ToSupervisor {
     Signal { signo: u8 },
     /// A deposit or withdraw failed.
     LifeboatRefused { name: FdName, error: LifeboatError },
+    /// How many entries the lifeboat accepts in all (keel-init's fd limit allows
+    /// no more), sent right after `Welcome`. A supervisor deposits a job's fd only
+    /// while there is room, and fails that start otherwise, so keel-init never
+    /// refuses a deposit a running job depends on. A keel-init older than this
+    /// message held 4,096. Last of the variants, so older ones keep their numbers.
+    Capacity { lifeboat: u32 },
 }
 
 /// supervisor → keel-init.
@@ -206,6 +213,7 @@ mod tests {
             lifeboat_entries: 4096,
         });
         round_trip(ToSupervisor::Lifeboat { name });
+        round_trip(ToSupervisor::Capacity { lifeboat: u32::MAX });
         round_trip(ToSupervisor::HandoverEnd);
         round_trip(ToSupervisor::Exit {
             seq: u64::MAX,

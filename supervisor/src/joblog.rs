@@ -243,10 +243,10 @@ impl Logs {
         rustix::io::ioctl_fionbio(&r, true)?;
         let id = saved.next_id;
         saved.next_id += 1;
-        if let Some(link) = link
-            && let Err(e) = link.deposit(&pipe_name(id), r.as_fd())
-        {
-            tracing::error!("cannot keep the log pipe of {job} in the lifeboat: {e}");
+        // Without its place in the lifeboat the pipe would die with this
+        // supervisor, and the job at its next write: the start fails instead.
+        if let Some(link) = link {
+            link.deposit_for_job(&pipe_name(id), r.as_fd())?;
         }
         saved.pipes.insert(
             id,

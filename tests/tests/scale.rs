@@ -9,8 +9,13 @@
 //!
 //! CI runs a short form (a few respawn jobs, 5,000 orphans: a few seconds);
 //! `KEEL_SCALE_LONG=1` runs the issue's figure, 6,000 respawn jobs.
+//!
+//! The lifeboat: keel-init takes as many fds as its fd limit allows (the table is
+//! never the bound), and tells the supervisor, which fails a start whose log pipe
+//! would not fit, before the job runs. Here keel-init runs with
+//! `--lifeboat-max 40` to reach that bound with a few `console log` jobs.
 
-use keel_tests::{Keel, bin, children, comm, ns_pid, state, wait_for};
+use keel_tests::{Keel, Setup, bin, children, comm, ns_pid, state, status_pid, wait_for};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -88,21 +93,26 @@ fn live_sleeps(keel: &Keel) -> Vec<i32> {
 /// of /proc, none of them in `old` (host pids), and no zombie is left; returns
 /// the host pids of the mains.
 fn wait_for_agreement(keel: &Keel, n: usize, old: &BTreeSet<i32>) -> BTreeSet<i32> {
-    let mut live = BTreeSet::new();
-    wait_for(
-        "every job running, keel's view = /proc, no zombie",
-        deadline(),
-        || {
-            let keel_view: BTreeSet<i32> = running_mains(keel).into_iter().collect();
-            live = live_sleeps(keel).into_iter().collect();
-            let proc_view: BTreeSet<i32> = live.iter().filter_map(|&p| ns_pid(p)).collect();
-            keel_view.len() == n
-                && keel_view == proc_view
-                && live.is_disjoint(old)
-                && keel.zombies().is_empty()
-        },
-    );
-    live
+    let deadline = std::time::Instant::now() + deadline();
+    loop {
+        let keel_view: BTreeSet<i32> = running_mains(keel).into_iter().collect();
+        let live: BTreeSet<i32> = live_sleeps(keel).into_iter().collect();
+        let proc_view: BTreeSet<i32> = live.iter().filter_map(|&p| ns_pid(p)).collect();
+        let zombies = keel.zombies().len();
+        if keel_view.len() == n && keel_view == proc_view && live.is_disjoint(old) && zombies == 0 {
+            return live;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "keel's view never matched /proc: {} of {n} running in keel, {} live mains \
+             ({} of them old), {} differ, {zombies} zombies",
+            keel_view.len(),
+            live.len(),
+            live.intersection(old).count(),
+            keel_view.symmetric_difference(&proc_view).count()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The supervisor is stopped; 5,000 orphans end, then every main is killed; the
@@ -179,4 +189,86 @@ fn exits_beyond_the_exit_log_are_all_applied() {
 #[test]
 fn a_supervisor_killed_while_catching_up_loses_no_exit() {
     mass_exit_while_stopped(true);
+}
+
+/// More `console log` jobs than a lifeboat of 40 takes (16 of them kept for keel).
+const LOG_JOBS: usize = 30;
+
+#[test]
+fn a_full_lifeboat_fails_the_start_that_needs_it_and_keeps_every_other() {
+    let jobs: Vec<(String, String)> = (0..LOG_JOBS)
+        .map(|i| {
+            (
+                format!("log{i}"),
+                "console log\nscript\n  echo started\n  \
+                 while [ ! -e $DIR/say ]; do sleep 0.05; done\n  \
+                 echo after-crash\n  exec sleep 100000\nend script\n"
+                    .to_string(),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = jobs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let keel = Keel::launch_init(
+        Setup {
+            jobs: &refs,
+            supervisor: None,
+            env: &[],
+        },
+        &["--lifeboat-max", "40"],
+    );
+    wait_for("the supervisor to answer", deadline(), || {
+        keel.ctl(&["version"]).status.success()
+    });
+
+    let mut started = Vec::new();
+    let mut refused = Vec::new();
+    for i in 0..LOG_JOBS {
+        let job = format!("log{i}");
+        let out = keel.ctl(&["start", &job]);
+        if out.status.success() {
+            started.push(job);
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(err.contains("lifeboat is full"), "{job}: {err}");
+            assert!(keel.ctl_ok(&["status", &job]).contains("stop/waiting"));
+            refused.push(job);
+        }
+    }
+    assert!(
+        !started.is_empty() && started.len() <= 40 - 16 && !refused.is_empty(),
+        "started {started:?}, refused {refused:?}"
+    );
+
+    // Everything else goes on: a job stopped makes room for one refused.
+    keel.ctl_ok(&["stop", &started[0]]);
+    let again = refused.remove(0);
+    wait_for("room in the lifeboat", deadline(), || {
+        keel.ctl(&["start", &again]).status.success()
+    });
+    started[0] = again;
+
+    // A kill -9 of the supervisor: every started job keeps its process and its
+    // log pipe, so what it writes afterwards reaches its log.
+    let pids: Vec<Option<i32>> = started
+        .iter()
+        .map(|j| status_pid(&keel.ctl_ok(&["status", j])))
+        .collect();
+    let supervisor = keel.supervisor_pid().expect("supervisor");
+    kill(supervisor, libc::SIGKILL);
+    wait_for("a new supervisor to answer", deadline(), || {
+        keel.supervisor_pid().is_some_and(|p| p != supervisor)
+            && keel.ctl(&["version"]).status.success()
+    });
+    keel.touch("say");
+    for (job, pid) in started.iter().zip(&pids) {
+        let log = format!("log/{job}.log");
+        wait_for(
+            &format!("{job}'s output after the crash"),
+            deadline(),
+            || keel.lines(&log).iter().any(|l| l == "after-crash"),
+        );
+        assert_eq!(status_pid(&keel.ctl_ok(&["status", job])), *pid, "{job}");
+    }
+    let console = keel.console();
+    assert!(!console.contains("refused a lifeboat request"), "{console}");
 }

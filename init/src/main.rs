@@ -134,6 +134,8 @@ struct Init {
     shutdown: &'static CStr,
     argv: CArray<MAX_ARGS>,
     envp: CArray<MAX_ENV>,
+    /// The fd limit keel-init was started with, which each supervisor gets.
+    nofile_given: rustix::process::Rlimit,
 }
 
 #[unsafe(no_mangle)]
@@ -274,7 +276,7 @@ unsafe fn origin_main(argc: usize, argv: *mut *mut u8, envp: *mut *mut u8) -> i3
             }
         }
     };
-    let nofile = setup_process(&log);
+    let (nofile_given, nofile) = setup_process(&log);
 
     // SAFETY: the only references to these statics are taken here, once, in a
     // single-threaded program, and live in `Init` for the rest of the process.
@@ -296,6 +298,7 @@ unsafe fn origin_main(argc: usize, argv: *mut *mut u8, envp: *mut *mut u8) -> i3
         shutdown,
         argv: sup_args,
         envp: envs,
+        nofile_given,
     };
     init.run()
 }
@@ -367,11 +370,38 @@ fn parse_u64(text: &[u8]) -> Option<u64> {
     })
 }
 
+/// `fs.nr_open`, the most fds a process may be allowed, if /proc says.
+fn nr_open() -> Option<u64> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        "/proc/sys/fs/nr_open",
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let mut buf = [0u8; 24];
+    let n = rustix::io::read(&fd, &mut buf).ok()?;
+    parse_u64(buf.get(..n)?.trim_ascii())
+}
+
 /// Process-wide settings: fd limit, orphan reaping, ctrl-alt-del as a signal.
-/// Returns the fd limit keel-init runs with.
-fn setup_process(log: &Log) -> u64 {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    // Every lifeboat fd is open in keel-init: take the whole hard limit.
+/// Returns the fd limit keel-init was given (for the supervisor, which raises its
+/// own and gives this one to jobs) and the one it now runs with.
+fn setup_process(log: &Log) -> (rustix::process::Rlimit, u64) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    // Every lifeboat fd is open in keel-init: take as many as it may, the hard
+    // limit raised to fs.nr_open where allowed (the machine's init, with
+    // CAP_SYS_RESOURCE), else the hard limit as it is.
+    let given = getrlimit(Resource::Nofile);
+    if let Some(top) = nr_open().filter(|&n| given.maximum.is_some_and(|h| n > h)) {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(top),
+                maximum: Some(top),
+            },
+        );
+    }
     let mut nofile = getrlimit(Resource::Nofile);
     nofile.current = nofile.maximum;
     let _ = setrlimit(Resource::Nofile, nofile);
@@ -387,7 +417,7 @@ fn setup_process(log: &Log) -> u64 {
             Piece::Int(e.raw_os_error() as i64),
         ]),
     }
-    nofile
+    (given, nofile)
 }
 
 impl Init {
@@ -583,7 +613,7 @@ impl Init {
             Ok(p) => p,
             Err(e) => return self.start_failed("socketpair", e),
         };
-        match sys::spawn_supervisor(self.path, &self.argv, &self.envp, theirs) {
+        match sys::spawn_supervisor(self.path, &self.argv, &self.envp, self.nofile_given, theirs) {
             Ok(pid) => {
                 self.log.line(&[
                     Piece::Str("started supervisor "),

@@ -28,6 +28,7 @@ pub mod boot;
 pub mod cgroup;
 pub mod check;
 pub mod control;
+pub mod fdlimit;
 pub mod initlink;
 pub mod joblog;
 pub mod journal;

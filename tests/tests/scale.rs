@@ -272,3 +272,58 @@ fn a_full_lifeboat_fails_the_start_that_needs_it_and_keeps_every_other() {
     let console = keel.console();
     assert!(!console.contains("refused a lifeboat request"), "{console}");
 }
+
+/// `Max open files` of host pid `pid`: (soft, hard).
+fn nofile_of(pid: i32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_default();
+    let mut words = line["Max open files".len().min(line.len())..].split_whitespace();
+    (
+        words.next().unwrap_or_default().to_string(),
+        words.next().unwrap_or_default().to_string(),
+    )
+}
+
+#[test]
+fn the_supervisor_raises_its_fd_limit_and_jobs_keep_the_one_it_was_given() {
+    let mut args = vec![
+        "-c".to_string(),
+        "ulimit -S -n 256 && exec \"$0\" \"$@\"".to_string(),
+        bin("keel-supervisor").display().to_string(),
+    ];
+    args.extend(keel_tests::supervisor_args("$DIR/conf"));
+    let keel = Keel::start_with(Setup {
+        jobs: &[
+            ("plain", "console none\nexec sleep 100001\n"),
+            (
+                "own",
+                "console none\nlimit nofile 100 200\nexec sleep 100002\n",
+            ),
+        ],
+        supervisor: Some(("/bin/sh".into(), args)),
+        env: &[],
+    });
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .maximum
+        .map_or("unlimited".to_string(), |h| h.to_string());
+    let supervisor = keel.supervisor_pid().expect("supervisor");
+    assert_eq!(nofile_of(supervisor), (hard.clone(), hard.clone()));
+
+    let plain = keel.start_main(&["plain"]);
+    assert_eq!(nofile_of(plain), ("256".to_string(), hard.clone()));
+    let own = keel.start_main(&["own"]);
+    assert_eq!(nofile_of(own), ("100".to_string(), "200".to_string()));
+
+    // A re-exec keeps both: its own raised, the jobs' as given.
+    keel.ctl_ok(&["stop", "plain"]);
+    keel.ctl_ok(&["reexec"]);
+    wait_for("the re-executed supervisor to answer", deadline(), || {
+        keel.ctl(&["version"]).status.success()
+    });
+    assert_eq!(nofile_of(supervisor), (hard.clone(), hard.clone()));
+    let plain = keel.start_main(&["plain"]);
+    assert_eq!(nofile_of(plain), ("256".to_string(), hard));
+}

@@ -15,7 +15,9 @@
 //! would not fit, before the job runs. Here keel-init runs with
 //! `--lifeboat-max 40` to reach that bound with a few `console log` jobs.
 
-use keel_tests::{Keel, Setup, bin, children, comm, ns_pid, state, status_pid, wait_for};
+use keel_tests::{
+    Keel, Setup, bin, children, comm, ns_pid, start_time, state, status_pid, wait_for,
+};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -90,14 +92,17 @@ fn live_sleeps(keel: &Keel) -> Vec<i32> {
 }
 
 /// Waits until all `n` jobs run and keel's main pids are exactly the live mains
-/// of /proc, none of them in `old` (host pids), and no zombie is left; returns
-/// the host pids of the mains.
-fn wait_for_agreement(keel: &Keel, n: usize, old: &BTreeSet<i32>) -> BTreeSet<i32> {
+/// of /proc, none of them in `old` (host pid and start time: at 6,000 jobs and
+/// 5,000 orphans pids are recycled), and no zombie is left; returns the mains.
+fn wait_for_agreement(keel: &Keel, n: usize, old: &BTreeSet<(i32, u64)>) -> BTreeSet<(i32, u64)> {
     let deadline = std::time::Instant::now() + deadline();
     loop {
         let keel_view: BTreeSet<i32> = running_mains(keel).into_iter().collect();
-        let live: BTreeSet<i32> = live_sleeps(keel).into_iter().collect();
-        let proc_view: BTreeSet<i32> = live.iter().filter_map(|&p| ns_pid(p)).collect();
+        let live: BTreeSet<(i32, u64)> = live_sleeps(keel)
+            .into_iter()
+            .filter_map(|p| Some((p, start_time(p)?)))
+            .collect();
+        let proc_view: BTreeSet<i32> = live.iter().filter_map(|&(p, _)| ns_pid(p)).collect();
         let zombies = keel.zombies().len();
         if keel_view.len() == n && keel_view == proc_view && live.is_disjoint(old) && zombies == 0 {
             return live;
@@ -140,11 +145,13 @@ fn mass_exit_while_stopped(crash: bool) {
                 .all(|p| state(p) == Some('Z'))
     };
     wait_for("the orphans to end", deadline(), orphans_done);
-    for &pid in &mains {
+    for &(pid, _) in &mains {
         kill(pid, libc::SIGKILL);
     }
     wait_for("every main to end", deadline(), || {
-        mains.iter().all(|&p| state(p).is_none_or(|s| s == 'Z'))
+        mains
+            .iter()
+            .all(|&(p, _)| state(p).is_none_or(|s| s == 'Z'))
     });
     // keel-init kept what its log could not hold as zombies: it reaped no more
     // than it could record, and the kernel holds the rest.

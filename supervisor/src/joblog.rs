@@ -31,6 +31,8 @@
 //!
 //! A pipe is closed once it is drained and every writer has closed it (EOF), whether
 //! or not its instance still exists; the next process of the instance gets a new one.
+//! Its log file closes with it, and at most [`OPEN_FILES_MAX`] files are open at
+//! once, so the supervisor's fds do not grow with the jobs that ever wrote.
 //!
 //! LOGDIR is trusted only once checked ([`open_logdir`]): keel creates it (0755,
 //! if its parent passes the check) or verifies it, walking the whole path from `/`

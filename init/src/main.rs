@@ -8,7 +8,9 @@
 //! then dispatch. Everything it stores lives in fixed tables (`tables`), each with a
 //! defined answer when full.
 //!
-//! Usage: `keel-init [--supervisor PATH] [--shutdown PATH] [-- SUPERVISOR_ARGS...]`.
+//! Usage: `keel-init [--supervisor PATH] [--shutdown PATH] [--lifeboat-max N]
+//! [-- SUPERVISOR_ARGS...]`; `--lifeboat-max` caps the lifeboat below what keel-init's
+//! fd limit allows (for tests of a full lifeboat, and small machines).
 //! Without `--supervisor`, `keel.supervisor=PATH` on the kernel command line (read
 //! from /proc/cmdline, since the kernel passes dotted parameters to no one), else
 //! `/sbin/keel-supervisor`; the same for `--shutdown`, `keel.shutdown=PATH` and
@@ -95,6 +97,8 @@ enum Phase {
     /// Waiting for the supervisor's `Hello`.
     Silent,
     Welcome,
+    /// Sending the lifeboat's capacity.
+    Capacity,
     /// Sending lifeboat entries from this slot on.
     Lifeboat(usize),
     /// Sending the exits the supervisor has not acknowledged.
@@ -134,6 +138,8 @@ struct Init {
     shutdown: &'static CStr,
     argv: CArray<MAX_ARGS>,
     envp: CArray<MAX_ENV>,
+    /// The fd limit keel-init was started with, which each supervisor gets.
+    nofile_given: rustix::process::Rlimit,
 }
 
 #[unsafe(no_mangle)]
@@ -182,6 +188,7 @@ unsafe fn origin_main(argc: usize, argv: *mut *mut u8, envp: *mut *mut u8) -> i3
 
     let mut path: Option<&'static CStr> = None;
     let mut shutdown: Option<&'static CStr> = None;
+    let mut lifeboat_max: Option<u64> = None;
     let mut sup_args = CArray::<MAX_ARGS>::new();
     sup_args.push_raw(core::ptr::null()); // argv[0], filled in below
     let mut i = 1;
@@ -197,6 +204,19 @@ unsafe fn origin_main(argc: usize, argv: *mut *mut u8, envp: *mut *mut u8) -> i3
             b"--shutdown" if i + 1 < args.len() => {
                 // SAFETY: see above.
                 shutdown = Some(unsafe { CStr::from_ptr(args[i + 1].cast()) });
+                i += 1;
+            }
+            b"--lifeboat-max" if i + 1 < args.len() => {
+                // SAFETY: see above.
+                let value = unsafe { CStr::from_ptr(args[i + 1].cast()) }.to_bytes();
+                lifeboat_max = parse_u64(value);
+                if lifeboat_max.is_none() {
+                    log.error(&[
+                        Piece::Str("ignoring --lifeboat-max "),
+                        Piece::Bytes(value),
+                        Piece::Str(": not a number"),
+                    ]);
+                }
                 i += 1;
             }
             b"--" => {
@@ -260,12 +280,13 @@ unsafe fn origin_main(argc: usize, argv: *mut *mut u8, envp: *mut *mut u8) -> i3
             }
         }
     };
-    setup_process(&log);
+    let (nofile_given, nofile) = setup_process(&log);
 
     // SAFETY: the only references to these statics are taken here, once, in a
     // single-threaded program, and live in `Init` for the rest of the process.
     let (lifeboat, exits) = (&raw mut LIFEBOAT, &raw mut EXITS);
     let (lifeboat, exits) = unsafe { (&mut *lifeboat, &mut *exits) };
+    lifeboat.set_capacity(nofile, lifeboat_max);
     let mut init = Init {
         log,
         lifeboat,
@@ -281,6 +302,7 @@ unsafe fn origin_main(argc: usize, argv: *mut *mut u8, envp: *mut *mut u8) -> i3
         shutdown,
         argv: sup_args,
         envp: envs,
+        nofile_given,
     };
     init.run()
 }
@@ -340,13 +362,54 @@ fn cmdline_path<'a>(
     CStr::from_bytes_until_nul(&out[..]).ok()
 }
 
+/// The decimal number `text`, if it is one.
+fn parse_u64(text: &[u8]) -> Option<u64> {
+    if text.is_empty() {
+        return None;
+    }
+    text.iter().try_fold(0u64, |n, &c| {
+        c.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(u64::from(c - b'0')))
+            .flatten()
+    })
+}
+
+/// `fs.nr_open`, the most fds a process may be allowed, if /proc says.
+fn nr_open() -> Option<u64> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        "/proc/sys/fs/nr_open",
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let mut buf = [0u8; 24];
+    let n = rustix::io::read(&fd, &mut buf).ok()?;
+    parse_u64(buf.get(..n)?.trim_ascii())
+}
+
 /// Process-wide settings: fd limit, orphan reaping, ctrl-alt-del as a signal.
-fn setup_process(log: &Log) {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    // Every lifeboat fd is open in keel-init: take the whole hard limit.
+/// Returns the fd limit keel-init was given (for the supervisor, which raises its
+/// own and gives this one to jobs) and the one it now runs with.
+fn setup_process(log: &Log) -> (rustix::process::Rlimit, u64) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    // Every lifeboat fd is open in keel-init: take as many as it may, the hard
+    // limit raised to fs.nr_open where allowed (the machine's init, with
+    // CAP_SYS_RESOURCE), else the hard limit as it is.
+    let given = getrlimit(Resource::Nofile);
+    if let Some(top) = nr_open().filter(|&n| given.maximum.is_some_and(|h| n > h)) {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(top),
+                maximum: Some(top),
+            },
+        );
+    }
     let mut nofile = getrlimit(Resource::Nofile);
     nofile.current = nofile.maximum;
     let _ = setrlimit(Resource::Nofile, nofile);
+    let nofile = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
     // As PID 1 this is implied; as a plain process (tests) orphans still come here.
     let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
     // ctrl-alt-del sends SIGINT instead of rebooting. Inside a PID namespace the
@@ -358,6 +421,7 @@ fn setup_process(log: &Log) {
             Piece::Int(e.raw_os_error() as i64),
         ]),
     }
+    (given, nofile)
 }
 
 impl Init {
@@ -406,6 +470,9 @@ impl Init {
         self.read_signals();
         if channel_events.intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR) {
             self.receive();
+            // Acknowledgements may have made room in the exit log: reap what
+            // waited for it.
+            self.reap();
         }
     }
 
@@ -434,12 +501,32 @@ impl Init {
         self.reap();
     }
 
-    /// Reaps every child that has ended.
+    /// Reaps every child that has ended, as long as the exit log has room.
+    ///
+    /// No exit is ever lost, because keel-init reaps no faster than it can record:
+    /// while the log is full (the supervisor is stopped, busy or dead and has not
+    /// acknowledged [`tables::EXIT_SLOTS`] exits), every other child that ends stays
+    /// a zombie, and the kernel keeps its pid and wait status for us — orphans
+    /// re-parented to keel-init included, since they become its children too. An
+    /// `Ack` makes room and `wait` calls this again; a SIGCHLD read meanwhile is not
+    /// needed then, as this asks the kernel, not the signals, what has ended. The
+    /// supervisor's own death is never held back: it is waited for by its pid, so a
+    /// dead supervisor is replaced (and gets the handover) even with the log full.
+    /// The cost of a long stall is the kernel's (a zombie per unrecorded exit, and
+    /// its pid not reused meanwhile), bounded by pid_max, never a table of ours.
     fn reap(&mut self) {
         loop {
-            // `wait`, not `waitpid(None)`: rustix maps the latter to pid 0, our own
-            // process group only, and job processes lead groups of their own.
-            match rustix::process::wait(WaitOptions::NOHANG) {
+            let got = if self.exits.is_full() {
+                let Some(pid) = self.supervisor.as_ref().map(|s| s.pid) else {
+                    return;
+                };
+                rustix::process::waitpid(Some(pid), WaitOptions::NOHANG)
+            } else {
+                // `wait`, not `waitpid(None)`: rustix maps the latter to pid 0, our
+                // own process group only, and job processes lead groups of their own.
+                rustix::process::wait(WaitOptions::NOHANG)
+            };
+            match got {
                 Ok(Some((pid, status))) => {
                     let raw = status.as_raw();
                     if self.supervisor.as_ref().is_some_and(|s| s.pid == pid) {
@@ -448,9 +535,11 @@ impl Init {
                         self.receive();
                         self.supervisor_died(raw);
                     } else if !self.exits.push(pid.as_raw_nonzero().get(), raw) {
+                        // Unreachable: the log had room when this child was reaped.
                         self.log.error(&[
-                            Piece::Str("exit log full; dropped the exit of pid "),
+                            Piece::Str("internal error: the exit of pid "),
                             Piece::Int(pid.as_raw_nonzero().get() as i64),
+                            Piece::Str(" was reaped into a full exit log"),
                         ]);
                     }
                 }
@@ -533,7 +622,7 @@ impl Init {
             Ok(p) => p,
             Err(e) => return self.start_failed("socketpair", e),
         };
-        match sys::spawn_supervisor(self.path, &self.argv, &self.envp, theirs) {
+        match sys::spawn_supervisor(self.path, &self.argv, &self.envp, self.nofile_given, theirs) {
             Ok(pid) => {
                 self.log.line(&[
                     Piece::Str("started supervisor "),
@@ -574,7 +663,7 @@ impl Init {
         };
         match sup.phase {
             Phase::Silent => false,
-            Phase::Welcome | Phase::Lifeboat(_) | Phase::Exits => true,
+            Phase::Welcome | Phase::Capacity | Phase::Lifeboat(_) | Phase::Exits => true,
             Phase::Live => {
                 self.pending_signals != 0
                     || self.refusals.iter().any(Option::is_some)
@@ -596,8 +685,16 @@ impl Init {
                         version: wire::VERSION,
                         generation: self.generation.saturating_sub(1),
                         quick_deaths: self.quick_deaths,
-                        lost_exits: self.exits.lost,
+                        lost_exits: 0,
                         lifeboat_entries: self.lifeboat.len() as u32,
+                    },
+                    None,
+                    Phase::Capacity,
+                    None,
+                ),
+                Phase::Capacity => (
+                    ToSupervisor::Capacity {
+                        lifeboat: self.lifeboat.capacity() as u32,
                     },
                     None,
                     Phase::Lifeboat(0),

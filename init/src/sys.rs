@@ -109,11 +109,14 @@ impl<const N: usize> CArray<N> {
 }
 
 /// Forks and execs the supervisor with `channel` at fd `SUPERVISOR_FD`. Signals are
-/// unblocked in the child. Returns the child's pid.
+/// unblocked in the child, and its fd limit set back to `nofile` (the one keel-init
+/// was given: the supervisor raises its own, and keeps this one for jobs). Returns
+/// the child's pid.
 pub fn spawn_supervisor(
     path: &CStr,
     argv: &CArray<MAX_ARGS>,
     envp: &CArray<MAX_ENV>,
+    nofile: rustix::process::Rlimit,
     channel: OwnedFd,
 ) -> io::Result<rustix::process::Pid> {
     use keel_proto::init::SUPERVISOR_FD;
@@ -130,6 +133,7 @@ pub fn spawn_supervisor(
                     Some(&KernelSigSet::empty()),
                 )
             };
+            let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, nofile);
             if channel.as_raw_fd() == SUPERVISOR_FD {
                 let _ = rustix::io::fcntl_setfd(&channel, rustix::io::FdFlags::empty());
                 core::mem::forget(channel);

@@ -3,18 +3,25 @@
 //! Both live in `.bss`: all-zero is their empty state, so the kernel maps them lazily
 //! and an unused slot costs no resident memory. Their answers when full are defined:
 //! a deposit into a full lifeboat is refused (the fd is closed, the supervisor told);
-//! an exit reaped into a full log is dropped and counted (`lost`), and the supervisor
-//! learns the count from every `Welcome`, so it re-checks the pids it tracks.
+//! the exit log is never pushed into when full, because keel-init reaps no faster than
+//! it can record (see `Init::reap`): an exit not yet in the log is still the kernel's,
+//! kept with its zombie until the supervisor's acknowledgements make room.
 
 use keel_proto::init::FdName;
 use rustix::fd::{BorrowedFd, FromRawFd, OwnedFd};
 
 /// Lifeboat slots: the control socket, the journal, one log pipe per job and the
-/// sockets jobs hold. keel-init raises its fd limit to the hard limit at start.
-pub const LIFEBOAT_SLOTS: usize = 4096;
+/// sockets jobs hold. A power of two (the table is hashed). So many that keel-init's
+/// fd limit, not the table, is what bounds the lifeboat: see [`Lifeboat::capacity`].
+pub const LIFEBOAT_SLOTS: usize = 1 << 16;
 
 /// Exits kept until the supervisor acknowledges them.
 pub const EXIT_SLOTS: usize = 4096;
+
+/// fds keel-init keeps for itself beyond the lifeboat's: the console, the signalfd,
+/// the supervisor channels (old and new across a restart) and the one fd a message
+/// in flight may carry.
+pub const OWN_FDS: u64 = 16;
 
 #[derive(Clone, Copy)]
 struct Slot {
@@ -23,10 +30,13 @@ struct Slot {
     fd: i32,
 }
 
+/// An open-addressing hash table (linear probing, deletion by backward shift, so no
+/// tombstones), so a deposit or withdraw costs the same with 10 entries or 10,000.
 pub struct Lifeboat {
     slots: [Slot; LIFEBOAT_SLOTS],
-    /// Slots `..used` may be occupied; beyond is free.
-    used: usize,
+    len: usize,
+    /// The most entries accepted: see [`Lifeboat::capacity`].
+    capacity: usize,
 }
 
 pub enum Deposit {
@@ -42,60 +52,99 @@ impl Lifeboat {
             name: FdName::NONE,
             fd: 0,
         }; LIFEBOAT_SLOTS],
-        used: 0,
+        len: 0,
+        capacity: LIFEBOAT_SLOTS / 2,
     };
+
+    /// Sets how many entries the lifeboat accepts: every fd keel-init may hold
+    /// (`nofile`, its RLIMIT_NOFILE) but [`OWN_FDS`], at most `max` (a smaller
+    /// figure asked for on the command line), and at most half the table (so a
+    /// probe stays short). The supervisor is told this figure in the handover and
+    /// refuses a start whose deposit would not fit, before the start, rather than
+    /// have keel-init refuse it after the fact.
+    pub fn set_capacity(&mut self, nofile: u64, max: Option<u64>) {
+        let by_fds = nofile.saturating_sub(OWN_FDS);
+        let cap = by_fds
+            .min(max.unwrap_or(u64::MAX))
+            .min((LIFEBOAT_SLOTS / 2) as u64);
+        self.capacity = cap as usize;
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The slot holding `name`, or the free slot where it would go.
+    fn find(&self, name: &FdName) -> usize {
+        let mut i = hash(name) & (LIFEBOAT_SLOTS - 1);
+        // Terminates: at most half the slots are ever occupied.
+        while self.slots[i].name.is_valid() && self.slots[i].name != *name {
+            i = (i + 1) & (LIFEBOAT_SLOTS - 1);
+        }
+        i
+    }
 
     /// Stores `fd` under `name` (valid), taking ownership.
     pub fn deposit(&mut self, name: FdName, fd: OwnedFd) -> Deposit {
         use rustix::fd::IntoRawFd;
-        if let Some(slot) = self.slots[..self.used].iter_mut().find(|s| s.name == name) {
+        let i = self.find(&name);
+        let slot = &mut self.slots[i];
+        if slot.name.is_valid() {
             close_raw(slot.fd);
             slot.fd = fd.into_raw_fd();
             return Deposit::Replaced;
         }
-        let free = match self.slots[..self.used]
-            .iter()
-            .position(|s| !s.name.is_valid())
-        {
-            Some(i) => i,
-            None if self.used < LIFEBOAT_SLOTS => {
-                self.used += 1;
-                self.used - 1
-            }
-            None => return Deposit::Full, // `fd` is dropped, so closed
-        };
-        self.slots[free] = Slot {
+        if self.len >= self.capacity {
+            return Deposit::Full; // `fd` is dropped, so closed
+        }
+        *slot = Slot {
             name,
             fd: fd.into_raw_fd(),
         };
+        self.len += 1;
         Deposit::Stored
     }
 
     /// Closes and forgets `name`; false if there was no such entry.
     pub fn withdraw(&mut self, name: FdName) -> bool {
-        match self.slots[..self.used].iter_mut().find(|s| s.name == name) {
-            Some(slot) => {
-                close_raw(slot.fd);
-                slot.name = FdName::NONE;
-                while self.used > 0 && !self.slots[self.used - 1].name.is_valid() {
-                    self.used -= 1;
-                }
-                true
+        let mut hole = self.find(&name);
+        if !self.slots[hole].name.is_valid() {
+            return false;
+        }
+        close_raw(self.slots[hole].fd);
+        self.slots[hole].name = FdName::NONE;
+        self.len -= 1;
+        // Backward shift: move up every later entry of the run whose home slot
+        // does not lie (cyclically) after the hole, so lookups need no tombstones.
+        let mask = LIFEBOAT_SLOTS - 1;
+        let mut j = hole;
+        loop {
+            j = (j + 1) & mask;
+            if !self.slots[j].name.is_valid() {
+                return true;
             }
-            None => false,
+            let home = hash(&self.slots[j].name) & mask;
+            let stays = if hole <= j {
+                hole < home && home <= j
+            } else {
+                hole < home || home <= j
+            };
+            if !stays {
+                self.slots[hole] = self.slots[j];
+                self.slots[j].name = FdName::NONE;
+                hole = j;
+            }
         }
     }
 
     pub fn len(&self) -> usize {
-        self.slots[..self.used]
-            .iter()
-            .filter(|s| s.name.is_valid())
-            .count()
+        self.len
     }
 
-    /// The `index`-th occupied entry at or after slot `from`: (slot, name, fd).
+    /// The first occupied entry at or after slot `from`: (slot, name, fd).
     pub fn next_from(&self, from: usize) -> Option<(usize, FdName, BorrowedFd<'_>)> {
-        let (i, s) = self.slots[..self.used]
+        let (i, s) = self
+            .slots
             .iter()
             .enumerate()
             .skip(from)
@@ -104,6 +153,15 @@ impl Lifeboat {
         // borrow cannot outlive `&self`, and the table is not changed meanwhile.
         Some((i, s.name, unsafe { BorrowedFd::borrow_raw(s.fd) }))
     }
+}
+
+/// FNV-1a over the name's bytes.
+fn hash(name: &FdName) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in name.as_str().unwrap_or("").as_bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h as usize
 }
 
 fn close_raw(fd: i32) {
@@ -127,7 +185,6 @@ pub struct ExitLog {
     acked: u64,
     /// The highest seq given out.
     pushed: u64,
-    pub lost: u64,
 }
 
 impl ExitLog {
@@ -139,13 +196,18 @@ impl ExitLog {
         }; EXIT_SLOTS],
         acked: 0,
         pushed: 0,
-        lost: 0,
     };
 
-    /// Appends an exit; when full, drops it and counts it as lost.
+    /// Whether every slot holds an exit not yet acknowledged.
+    pub fn is_full(&self) -> bool {
+        self.pushed - self.acked >= EXIT_SLOTS as u64
+    }
+
+    /// Appends an exit. The caller checks `is_full` before it reaps, so a full log
+    /// refuses (false) only what it was never meant to be given; nothing is counted
+    /// or dropped here.
     pub fn push(&mut self, pid: i32, status: i32) -> bool {
-        if self.pushed - self.acked >= EXIT_SLOTS as u64 {
-            self.lost += 1;
+        if self.is_full() {
             return false;
         }
         self.pushed += 1;

@@ -8,7 +8,8 @@
 //! The conversation:
 //! 1. The supervisor sends [`ToInit::Hello`] when it starts (and again after it
 //!    re-executed itself).
-//! 2. keel-init answers with the handover: [`ToSupervisor::Welcome`], one
+//! 2. keel-init answers with the handover: [`ToSupervisor::Welcome`],
+//!    [`ToSupervisor::Capacity`], one
 //!    [`ToSupervisor::Lifeboat`] per stored fd (the fd attached), then every exit the
 //!    supervisor has not acknowledged ([`ToSupervisor::Exit`]), then
 //!    [`ToSupervisor::HandoverEnd`]. Relayed signals that arrived while no supervisor
@@ -19,6 +20,10 @@
 //!
 //! Exits carry a sequence number that grows by one per reaped child for the life of
 //! keel-init; [`ToInit::Ack`] acknowledges every exit up to and including its `seq`.
+//! keel-init keeps a bounded log of unacknowledged exits and reaps a child only
+//! while that log has room, so the supervisor's acks are what let it reap more: a
+//! supervisor must acknowledge every exit it is sent (once applied and persisted),
+//! including those of processes it does not know.
 
 use serde::{Deserialize, Serialize};
 
@@ -124,7 +129,9 @@ pub enum ToSupervisor {
         /// How many supervisors died in a row, each soon after it started. A new
         /// supervisor that sees a high count suspects its saved state (a poison state).
         quick_deaths: u32,
-        /// Exits reaped and dropped because the exit log was full.
+        /// Exits reaped and dropped because the exit log was full. Always 0 since
+        /// keel-init reaps no faster than its log records (the kernel keeps the
+        /// rest); kept so that either side may be the older release.
         lost_exits: u64,
         /// How many `Lifeboat` messages follow.
         lifeboat_entries: u32,
@@ -139,6 +146,12 @@ pub enum ToSupervisor {
     Signal { signo: u8 },
     /// A deposit or withdraw failed.
     LifeboatRefused { name: FdName, error: LifeboatError },
+    /// How many entries the lifeboat accepts in all (keel-init's fd limit allows
+    /// no more), sent right after `Welcome`. A supervisor deposits a job's fd only
+    /// while there is room, and fails that start otherwise, so keel-init never
+    /// refuses a deposit a running job depends on. A keel-init older than this
+    /// message held 4,096. Last of the variants, so older ones keep their numbers.
+    Capacity { lifeboat: u32 },
 }
 
 /// supervisor → keel-init.
@@ -200,6 +213,7 @@ mod tests {
             lifeboat_entries: 4096,
         });
         round_trip(ToSupervisor::Lifeboat { name });
+        round_trip(ToSupervisor::Capacity { lifeboat: u32::MAX });
         round_trip(ToSupervisor::HandoverEnd);
         round_trip(ToSupervisor::Exit {
             seq: u64::MAX,

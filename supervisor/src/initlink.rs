@@ -4,18 +4,34 @@
 //! Sends are blocking: messages are tiny and keel-init drains its socket on every
 //! wake-up, so a send never waits long. Receives are non-blocking (the loop polls).
 
-use keel_proto::init::{self as wire, FdName, MAX_MESSAGE, PowerAction, ToInit, ToSupervisor};
+use keel_proto::init::{
+    self as wire, FdName, LifeboatError, MAX_MESSAGE, PowerAction, ToInit, ToSupervisor,
+};
 use rustix::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use rustix::io::Errno;
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags,
 };
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeSet;
 use std::io;
 use std::time::{Duration, Instant};
 
+/// The lifeboat's capacity when keel-init does not say (a release before
+/// `ToSupervisor::Capacity`, whose table held this many).
+const OLD_CAPACITY: usize = 4096;
+
+/// Lifeboat entries a job's deposit may never take: kept for keel's own (the
+/// journal's two, the control socket, the confdir watch, the go pipes of rounds).
+pub const KEPT_FOR_KEEL: usize = 16;
+
 pub struct InitLink {
     fd: OwnedFd,
+    /// The names keel-init holds (as far as this supervisor has asked), so that a
+    /// deposit is known to fit before it is sent.
+    entries: RefCell<BTreeSet<String>>,
+    capacity: Cell<usize>,
 }
 
 /// What keel-init handed over to this supervisor.
@@ -48,7 +64,11 @@ impl InitLink {
         rustix::net::sockopt::socket_type(&fd).ok()?;
         // Jobs must never inherit it; re-exec clears this flag on purpose.
         rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC).ok()?;
-        Some(InitLink { fd })
+        Some(InitLink {
+            fd,
+            entries: RefCell::new(BTreeSet::new()),
+            capacity: Cell::new(OLD_CAPACITY),
+        })
     }
 
     pub fn as_fd(&self) -> BorrowedFd<'_> {
@@ -73,6 +93,7 @@ impl InitLink {
             exits: Vec::new(),
         };
         let mut welcomed = false;
+        let mut capacity = OLD_CAPACITY;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -114,7 +135,15 @@ impl InitLink {
                     }
                 }
                 ToSupervisor::Exit { seq, pid, status } => out.exits.push((seq, pid, status)),
-                ToSupervisor::HandoverEnd if welcomed => return Ok(out),
+                ToSupervisor::Capacity { lifeboat } if welcomed => {
+                    capacity = lifeboat as usize;
+                }
+                ToSupervisor::HandoverEnd if welcomed => {
+                    self.capacity.set(capacity);
+                    *self.entries.borrow_mut() =
+                        out.fds.iter().map(|(name, _)| name.clone()).collect();
+                    return Ok(out);
+                }
                 // Anything else before the end belongs to an earlier conversation.
                 _ => {}
             }
@@ -131,6 +160,11 @@ impl InitLink {
                 ToSupervisor::Exit { seq, pid, status } => Incoming::Exit { seq, pid, status },
                 ToSupervisor::Signal { signo } => Incoming::Signal(i32::from(signo)),
                 ToSupervisor::LifeboatRefused { name, error } => {
+                    if let (Some(name), LifeboatError::Full | LifeboatError::NoFd) =
+                        (name.as_str(), error)
+                    {
+                        self.entries.borrow_mut().remove(name);
+                    }
                     Incoming::Refused(format!("{name:?}: {error:?}"))
                 }
                 _ => continue,
@@ -198,13 +232,33 @@ impl InitLink {
 
     /// Keeps `fd` in the lifeboat under `name` (replacing an entry of that name).
     pub fn deposit(&self, name: &str, fd: BorrowedFd<'_>) -> io::Result<()> {
-        let name = FdName::new(name).ok_or_else(|| io::Error::other("bad lifeboat name"))?;
-        self.send(&ToInit::Deposit { name }, Some(fd))
+        let wire_name = FdName::new(name).ok_or_else(|| io::Error::other("bad lifeboat name"))?;
+        self.send(&ToInit::Deposit { name: wire_name }, Some(fd))?;
+        self.entries.borrow_mut().insert(name.to_string());
+        Ok(())
+    }
+
+    /// Like `deposit`, for an fd a job's start needs (its log pipe): refused here,
+    /// before anything is sent, unless [`KEPT_FOR_KEEL`] entries stay free, so that
+    /// the start fails with this error rather than keel-init refusing the fd after
+    /// the job runs (and the job losing it with the next supervisor).
+    pub fn deposit_for_job(&self, name: &str, fd: BorrowedFd<'_>) -> io::Result<()> {
+        let held = self.entries.borrow().len();
+        let capacity = self.capacity.get();
+        if !self.entries.borrow().contains(name) && held + KEPT_FOR_KEEL >= capacity {
+            return Err(io::Error::other(format!(
+                "keel-init's lifeboat is full: it holds {held} of the {capacity} fds its fd \
+                 limit allows ({KEPT_FOR_KEEL} kept for keel itself)"
+            )));
+        }
+        self.deposit(name, fd)
     }
 
     pub fn withdraw(&self, name: &str) -> io::Result<()> {
-        let name = FdName::new(name).ok_or_else(|| io::Error::other("bad lifeboat name"))?;
-        self.send(&ToInit::Withdraw { name }, None)
+        let wire_name = FdName::new(name).ok_or_else(|| io::Error::other("bad lifeboat name"))?;
+        self.send(&ToInit::Withdraw { name: wire_name }, None)?;
+        self.entries.borrow_mut().remove(name);
+        Ok(())
     }
 
     pub fn ack(&self, seq: u64) -> io::Result<()> {

@@ -31,6 +31,8 @@
 //!
 //! A pipe is closed once it is drained and every writer has closed it (EOF), whether
 //! or not its instance still exists; the next process of the instance gets a new one.
+//! Its log file closes with it, and at most [`OPEN_FILES_MAX`] files are open at
+//! once, so the supervisor's fds do not grow with the jobs that ever wrote.
 //!
 //! LOGDIR is trusted only once checked ([`open_logdir`]): keel creates it (0755,
 //! if its parent passes the check) or verifies it, walking the whole path from `/`
@@ -55,6 +57,10 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_SIZE: u64 = 16 << 20;
 /// The default number of rotated files kept (`JOB.log.1` … `JOB.log.N`).
 pub const DEFAULT_KEEP: u32 = 3;
+/// Log files kept open at once. Without a bound the supervisor would hold one
+/// per job that ever wrote, besides its pipe and pidfd: 10,000 jobs would cost
+/// 30,000 fds.
+pub const OPEN_FILES_MAX: usize = 64;
 /// The most output kept per instance while LOGDIR cannot be written.
 pub const EARLY_MAX: u64 = 1 << 20;
 /// Bytes moved per splice.
@@ -123,7 +129,9 @@ pub struct Logs {
     /// still holds its copy of the pipe (epoll watches the pipe, not the fd), and
     /// epoll would go on reporting the hang-up of a pipe nobody reads.
     closed: Vec<OwnedFd>,
-    files: BTreeMap<String, std::fs::File>,
+    /// Open log files, each with when it was last used ([`Logs::file`]).
+    files: BTreeMap<String, (std::fs::File, u64)>,
+    uses: u64,
     null: Option<OwnedFd>,
     last_try: Option<Instant>,
     /// An early log is to be written out after this round.
@@ -138,6 +146,7 @@ impl Logs {
             early: BTreeMap::new(),
             closed: Vec::new(),
             files: BTreeMap::new(),
+            uses: 0,
             null: None,
             last_try: None,
             flush_wanted: false,
@@ -243,10 +252,10 @@ impl Logs {
         rustix::io::ioctl_fionbio(&r, true)?;
         let id = saved.next_id;
         saved.next_id += 1;
-        if let Some(link) = link
-            && let Err(e) = link.deposit(&pipe_name(id), r.as_fd())
-        {
-            tracing::error!("cannot keep the log pipe of {job} in the lifeboat: {e}");
+        // Without its place in the lifeboat the pipe would die with this
+        // supervisor, and the job at its next write: the start fails instead.
+        if let Some(link) = link {
+            link.deposit_for_job(&pipe_name(id), r.as_fd())?;
         }
         saved.pipes.insert(
             id,
@@ -285,8 +294,10 @@ impl Logs {
             };
             match step {
                 Ok(0) => {
-                    // Every writer is gone and the pipe is empty.
+                    // Every writer is gone and the pipe is empty. Its file is
+                    // closed too: an fd per job that has ended would add up.
                     self.closed.extend(self.pipes.remove(&id));
+                    self.files.remove(&file_name(&p.job, &p.instance));
                     if let Some(link) = link {
                         let _ = link.withdraw(&pipe_name(id));
                     }
@@ -410,25 +421,40 @@ impl Logs {
 
     /// The open log file `name` in LOGDIR, opened (and LOGDIR made if needed) and
     /// checked ([`open_logdir`], [`open_log_file`]) when needed; a file unlinked
-    /// behind keel's back is opened anew.
+    /// behind keel's back is opened anew. At most [`OPEN_FILES_MAX`] stay open:
+    /// beyond, the least recently used is closed (bytes go in at the file's length,
+    /// so a file closed and opened again loses nothing).
     fn file(&mut self, name: &str) -> std::io::Result<&std::fs::File> {
         use std::os::unix::fs::MetadataExt;
         let stale = self
             .files
             .get(name)
-            .is_some_and(|f| f.metadata().is_ok_and(|m| m.nlink() == 0));
+            .is_some_and(|(f, _)| f.metadata().is_ok_and(|m| m.nlink() == 0));
         if stale {
             self.files.remove(name);
         }
+        self.uses += 1;
         if !self.files.contains_key(name) {
+            if self.files.len() >= OPEN_FILES_MAX
+                && let Some(oldest) = self
+                    .files
+                    .iter()
+                    .min_by_key(|(_, (_, used))| *used)
+                    .map(|(n, _)| n.clone())
+            {
+                self.files.remove(&oldest);
+            }
             let dir = open_logdir(&self.config.dir)?;
             recover_rotation(&dir, name, self.config.keep);
             let f = open_log_file(&dir, name)?;
-            self.files.insert(name.to_string(), f);
+            self.files.insert(name.to_string(), (f, self.uses));
         }
-        self.files
-            .get(name)
-            .ok_or_else(|| std::io::Error::other("log file vanished"))
+        let (file, used) = self
+            .files
+            .get_mut(name)
+            .ok_or_else(|| std::io::Error::other("log file vanished"))?;
+        *used = self.uses;
+        Ok(file)
     }
 
     /// `NAME` → `NAME.1` → … → `NAME.KEEP` (the oldest dropped); a new `NAME` next.
@@ -921,6 +947,36 @@ mod tests {
     }
 
     #[test]
+    fn more_jobs_than_open_files_all_reach_their_logs() {
+        let dir = Dir::new("many");
+        let mut logs = Logs::new(Config {
+            dir: dir.0.join("log"),
+            size: 0,
+            keep: 1,
+        });
+        let mut saved = Saved::default();
+        let jobs = OPEN_FILES_MAX * 2 + 1;
+        let pipes: Vec<(OwnedFd, u64)> = (0..jobs)
+            .map(|i| {
+                let (w, id) = logs.writer(&mut saved, None, &format!("j{i}"), "").unwrap();
+                (w, id.unwrap())
+            })
+            .collect();
+        // Two rounds of output, so that files closed to make room open again.
+        for round in 0..2 {
+            for (i, (w, id)) in pipes.iter().enumerate() {
+                write_all(w, format!("job {i} line {round}\n").as_bytes());
+                logs.drain(&mut saved, None, *id);
+                assert!(logs.files.len() <= OPEN_FILES_MAX);
+            }
+        }
+        for i in 0..jobs {
+            let text = std::fs::read_to_string(dir.0.join(format!("log/j{i}.log"))).unwrap();
+            assert_eq!(text, format!("job {i} line 0\njob {i} line 1\n"));
+        }
+    }
+
+    #[test]
     fn names_follow_upstart() {
         assert_eq!(file_name("net/apache", ""), "net_apache.log");
         assert_eq!(file_name("tty", "ttyS0"), "tty-ttyS0.log");
@@ -956,6 +1012,7 @@ mod tests {
             "handed back, to leave epoll first"
         );
         assert!(logs.take_closed().is_empty());
+        assert!(logs.files.is_empty(), "its file closed with it");
         let text = std::fs::read_to_string(dir.0.join("log/j.log")).unwrap();
         assert_eq!(text, "one\ntwo\n");
         use std::os::unix::fs::PermissionsExt;

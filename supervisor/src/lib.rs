@@ -32,6 +32,7 @@ pub mod boot;
 pub mod cgroup;
 pub mod check;
 pub mod control;
+pub mod fdlimit;
 pub mod filewatch;
 pub mod initlink;
 pub mod joblog;

@@ -74,6 +74,8 @@ fn main() -> ExitCode {
     }
     let machine = keel_supervisor::boot::is_machine_boot();
     keel_supervisor::logging::init(std::env::var_os("KEEL_DEBUG").is_some(), machine);
+    let (soft, hard) = keel_supervisor::fdlimit::raise();
+    tracing::debug!("fd limit {soft} (hard {hard})");
     let (outside, problems) = options::from_outside(&args.config, machine);
     for problem in problems {
         tracing::warn!("{problem} (ignored)");

@@ -93,6 +93,16 @@ pub fn prepare(
         }
         s.limits.push((rlimit_resource(l.resource), soft, hard));
     }
+    // The supervisor raised its own fd limit; a job gets the one it was given.
+    if let Some((soft, hard)) = crate::fdlimit::for_jobs()
+        && !def
+            .limits
+            .iter()
+            .any(|l| l.resource == crate::job::Resource::Nofile)
+    {
+        s.limits
+            .push((rlimit_resource(crate::job::Resource::Nofile), soft, hard));
+    }
     s.nice = def.nice;
     s.oom_score_adj = def.oom_score.map(|o| {
         let score = match o {

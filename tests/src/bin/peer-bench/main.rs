@@ -4,8 +4,12 @@
 //! workload, how it is measured and each peer's setting.
 //!
 //! ```text
-//! peer-bench [--quick] [--only W1,W2...] [--floor PATH] [--out FILE]
+//! peer-bench [--quick] [--large] [--only W1,W2...] [--floor PATH] [--out FILE]
 //!            (workloads: bringup,status,restart,respawn,pid1,recovery,socket,boot)
+//!
+//! `--large` adds N = 10,000: bring-up and PSS of every manager (one run each;
+//! s6 and runit need about 1.2 GB there), and keel's status, restart, re-exec and
+//! crash recovery with 10,000 jobs.
 //! ```
 //!
 //! Every manager runs as PID 1 of its own PID namespace; runs alternate between
@@ -42,6 +46,8 @@ const PEERS: [Manager; 3] = [Manager::Keel, Manager::S6, Manager::Runit];
 
 struct Config {
     quick: bool,
+    /// Also N = 10,000.
+    large: bool,
     only: Option<Vec<String>>,
     /// Rounds of bring-up for N = 100 and N = 1,000 (exec times and memory).
     bringup_runs: [usize; 2],
@@ -65,14 +71,16 @@ impl Config {
 
 fn main() {
     let mut quick = false;
+    let mut large = false;
     let mut only = None;
     let mut floor = None;
     let mut out = None;
     let mut args = std::env::args().skip(1);
-    let usage = "usage: peer-bench [--quick] [--only bringup,status,restart,respawn,pid1,recovery,socket,boot] [--floor PATH] [--out FILE]";
+    let usage = "usage: peer-bench [--quick] [--large] [--only bringup,status,restart,respawn,pid1,recovery,socket,boot] [--floor PATH] [--out FILE]";
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => quick = true,
+            "--large" => large = true,
             "--only" => {
                 only = Some(
                     args.next()
@@ -117,6 +125,7 @@ fn main() {
     );
     let cfg = Config {
         quick,
+        large,
         only,
         bringup_runs: if quick { [3, 3] } else { [10, 8] },
         status_runs: if quick { 1 } else { 4 },
@@ -143,7 +152,10 @@ fn main() {
         keel_init_static = Some(pid1(&cfg, &watch, &tools, &mut r));
     }
     if cfg.wants("recovery") {
-        recovery(&cfg, &watch, &tools, &mut r);
+        recovery(1000, &cfg, &watch, &tools, &mut r);
+        if cfg.large {
+            recovery(10_000, &cfg, &watch, &tools, &mut r);
+        }
     }
     if cfg.wants("socket") {
         socket(&cfg, &mut r);
@@ -283,11 +295,12 @@ fn bringup_exec(manager: Manager, n: usize, watch: &ExecWatch, tools: &Tools) ->
     // A run script's shell may not have exec'd `sleep` yet when first looked at.
     let mut shells: Vec<i32> = Vec::new();
     let mut cursor = from;
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let limit = Duration::from_secs(120.max(n as u64 / 20));
+    let deadline = Instant::now() + limit;
     while indices.len() < n {
         assert!(
             Instant::now() < deadline,
-            "{}: only {} of {n} services exec'd after 120 s",
+            "{}: only {} of {n} services exec'd after {limit:?}",
             manager.name(),
             indices.len()
         );
@@ -363,7 +376,11 @@ fn bringup_status(manager: Manager, n: usize, watch: &ExecWatch, tools: &Tools) 
 
 fn bringup(cfg: &Config, watch: &ExecWatch, tools: &Tools, r: &mut Results) {
     let order = [Manager::Keel, Manager::S6, Manager::Runit, Manager::Floor];
-    for (n, runs) in [100, 1000].into_iter().zip(cfg.bringup_runs) {
+    let mut sizes: Vec<(usize, usize)> = [100, 1000].into_iter().zip(cfg.bringup_runs).collect();
+    if cfg.large {
+        sizes.push((10_000, 1));
+    }
+    for (n, runs) in sizes {
         for round in 0..runs {
             for m in rotated(&order, round) {
                 let b = bringup_exec(m, n, watch, tools);
@@ -397,7 +414,7 @@ fn bringup(cfg: &Config, watch: &ExecWatch, tools: &Tools, r: &mut Results) {
         }
     }
     r.notes.push(format!(
-        "bringup_N: manager's exec → the N-th service's exec (the kernel's proc-connector timestamps), {} runs (N = 100 / 1,000); \
+        "bringup_N: manager's exec → the N-th service's exec (the kernel's proc-connector timestamps), {} runs (N = 100 / 1,000; 1 run at 10,000 with --large); \
          bringup_N_first: the same until the first service's exec; \
          bringup_N_status: manager's exec → its status tool first reports all N up, {} runs; \
          rss_N: sum of PSS of the manager's own processes with all N running",
@@ -777,10 +794,12 @@ fn pid1(cfg: &Config, watch: &ExecWatch, tools: &Tools, r: &mut Results) -> bool
     st
 }
 
-// --- keel only: re-exec and crash recovery with 1,000 jobs ------------------------------
+// --- keel only: status, restart, re-exec and crash recovery with N jobs -------------------
 
-/// `reexec_1000`: `Reexec` on an open connection until a `Version` request on a
-/// new connection is answered by the new image. `crash_recovery_1000`: SIGKILL of
+/// With `n` jobs (1,000; 10,000 with `--large`): `status_latency_N`, one
+/// `initctl status` of one job; `restart_latency_N`, as `restart_latency`;
+/// `reexec_N`: `Reexec` on an open connection until a `Version` request on a
+/// new connection is answered by the new image. `crash_recovery_N`: SIGKILL of
 /// the supervisor until a `Version` request (its connection made right after the
 /// kill, so it waits in the listening socket's backlog) is answered.
 /// Socket activation: from `connect` until the first line of the answer, for a
@@ -832,24 +851,39 @@ fn socket(cfg: &Config, r: &mut Results) {
     }
 }
 
-fn recovery(cfg: &Config, watch: &ExecWatch, tools: &Tools, r: &mut Results) {
-    const N: usize = 1000;
-    let run = launch(Manager::Keel, N, RECOVERY_BASE, Flavour::Trivial, tools);
+fn recovery(n: usize, cfg: &Config, watch: &ExecWatch, tools: &Tools, r: &mut Results) {
+    let run = launch(Manager::Keel, n, RECOVERY_BASE, Flavour::Trivial, tools);
     let keel = run.keel().expect("keel");
     // The supervisor may not listen yet: a failed `initctl list` is "not yet".
-    wait_for("every job to run", Duration::from_secs(300), || {
-        let out = keel.ctl(&["list"]);
-        out.status.success()
-            && String::from_utf8_lossy(&out.stdout)
-                .matches("start/running")
-                .count()
-                == N
-    });
-    // The same restart as restart_latency, with 1,000 jobs instead of 20: what
+    wait_for(
+        "every job to run",
+        Duration::from_secs(300.max(n as u64 / 20)),
+        || {
+            let out = keel.ctl(&["list"]);
+            out.status.success()
+                && String::from_utf8_lossy(&out.stdout)
+                    .matches("start/running")
+                    .count()
+                    == n
+        },
+    );
+    for _ in 0..cfg.status_calls.min(100) {
+        let mut cmd = run.status_command(n / 2);
+        let t = Instant::now();
+        let status = cmd.status().expect("initctl status");
+        assert!(status.success(), "initctl status failed: {status}");
+        r.add(
+            &format!("status_latency_{n}"),
+            "ms",
+            "keel",
+            t.elapsed().as_secs_f64() * 1000.0,
+        );
+    }
+    // The same restart as restart_latency, with n jobs instead of 20: what
     // every event costs that grows with the number of jobs shows here.
     let ns = pid_namespace(run.init_pid()).expect("namespace");
     for k in 0..cfg.latency_samples.min(50) {
-        let i = (k * 37) % N;
+        let i = (k * 37) % n;
         let arg = RECOVERY_BASE + i as u32;
         let old = descendants(run.init_pid())
             .into_iter()
@@ -865,7 +899,7 @@ fn recovery(cfg: &Config, watch: &ExecWatch, tools: &Tools, r: &mut Results) {
             "initctl restart failed"
         );
         r.add(
-            "restart_latency_1000",
+            &format!("restart_latency_{n}"),
             "ms",
             "keel",
             ms(t1.saturating_sub(t0)),
@@ -881,7 +915,7 @@ fn recovery(cfg: &Config, watch: &ExecWatch, tools: &Tools, r: &mut Results) {
             Response::Version { .. }
         ));
         r.add(
-            "reexec_1000",
+            &format!("reexec_{n}"),
             "ms",
             "keel",
             t.elapsed().as_secs_f64() * 1000.0,
@@ -903,7 +937,7 @@ fn recovery(cfg: &Config, watch: &ExecWatch, tools: &Tools, r: &mut Results) {
             }
         }
         r.add(
-            "crash_recovery_1000",
+            &format!("crash_recovery_{n}"),
             "ms",
             "keel",
             t.elapsed().as_secs_f64() * 1000.0,
@@ -911,12 +945,17 @@ fn recovery(cfg: &Config, watch: &ExecWatch, tools: &Tools, r: &mut Results) {
     }
     assert_eq!(
         keel.ctl_ok(&["list"]).matches("start/running").count(),
-        N,
+        n,
         "no job lost across the re-execs and crashes"
     );
-    r.add("state_1000", "KiB", "keel", state_size(N) as f64 / 1024.0);
+    r.add(
+        &format!("state_{n}"),
+        "KiB",
+        "keel",
+        state_size(n) as f64 / 1024.0,
+    );
     progress!(
-        "reexec_1000, crash_recovery_1000: {} runs each",
+        "reexec_{n}, crash_recovery_{n}: {} runs each",
         cfg.recovery_runs
     );
 }

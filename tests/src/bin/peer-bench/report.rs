@@ -212,6 +212,50 @@ pub fn targets(r: &Results, keel_init_static: Option<bool>) -> Vec<String> {
             m(w, "keel").map(|k| format!("{} — {k:.1} ms", verdict(k <= 30.0))),
         );
     }
+    // N = 10,000 (`--large`): shown only when measured.
+    if m("bringup_10000", "keel").is_some() {
+        line(
+            "bringup: 1,000 → 10,000 grows ≤ 11× (linear)",
+            (|| {
+                let ratio = m("bringup_10000", "keel")? / m("bringup_1000", "keel")?;
+                Some(format!("{} — keel ×{ratio:.2}", verdict(ratio <= 11.0)))
+            })(),
+        );
+        line(
+            "rss_10000 ≤ 40 MiB PSS",
+            m("rss_10000", "keel").map(|k| {
+                format!(
+                    "{} — keel {:.2} MiB",
+                    verdict(k <= 40.0 * 1024.0),
+                    k / 1024.0
+                )
+            }),
+        );
+    }
+    if m("reexec_10000", "keel").is_some() {
+        let mut against = |w: &str, base: &str, factor: f64| {
+            line(
+                &format!("{w} ≤ {factor} × {base}"),
+                (|| {
+                    let k = m(w, "keel")?;
+                    let b = m(base, "keel")?;
+                    Some(format!(
+                        "{} — {k:.3} ms = {:.2} × {b:.3} ms",
+                        verdict(k <= factor * b),
+                        k / b
+                    ))
+                })(),
+            )
+        };
+        against("status_latency_10000", "status_latency", 1.2);
+        against("restart_latency_10000", "restart_latency", 1.5);
+        for w in ["reexec_10000", "crash_recovery_10000"] {
+            line(
+                &format!("{w} ≤ 50 ms"),
+                m(w, "keel").map(|k| format!("{} — {k:.1} ms", verdict(k <= 50.0))),
+            );
+        }
+    }
     for w in ["bringup", "rss"] {
         line(
             &format!("{w}: linear from N = 100 to 1,000 (ratio ≤ 12; 10 is linear, 100 quadratic)"),

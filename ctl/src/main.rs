@@ -19,7 +19,7 @@
 use clap::{Parser, Subcommand};
 use keel_proto::ctl::{
     self, ClientHello, ConfigProblem, Error, ErrorKind, EventRef, InstanceStatus, JobConfig,
-    PowerAction, Request, Response, ServerHello,
+    LoadFailure, PowerAction, Request, Response, ServerHello,
 };
 use keel_proto::frame;
 use serde_json::{Value, json};
@@ -65,9 +65,10 @@ enum Command {
         /// KEY=VALUE pairs for the event's environment.
         env: Vec<String>,
     },
-    /// Re-read the job files.
+    /// Re-read the job files; exit 1, naming each, if some did not load.
     ReloadConfiguration,
-    /// Report events and jobs that conditions name but nothing provides (exit 1 if any).
+    /// Report job files that did not load, and events and jobs that conditions name
+    /// but nothing provides (exit 1 if any).
     CheckConfig {
         /// Events not to report (comma-separated).
         #[arg(short = 'i', long = "ignore-events", value_delimiter = ',')]
@@ -358,7 +359,10 @@ enum Show {
     Config {
         enumerate: bool,
     },
-    Problems,
+    /// check-config's findings, after the job files that did not load.
+    Problems {
+        failed: Vec<LoadFailure>,
+    },
     Version,
     Runlevel,
     Value {
@@ -450,11 +454,26 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         }
         Command::ReloadConfiguration => (Request::ReloadConfiguration, Show::Nothing),
         Command::CheckConfig { ignore, conf, .. } => {
+            let failed: Vec<LoadFailure> = match ask(&cli.socket, &Request::LoadFailures)?.0 {
+                Response::LoadFailures(failed) => failed
+                    .into_iter()
+                    .filter(|f| conf.as_ref().is_none_or(|job| &f.job == job))
+                    .collect(),
+                other => return render(&Show::Nothing, other, 0, false, &mut String::new()),
+            };
+            if !failed.is_empty() && conf.is_some() {
+                // The job CONF is not defined: its file's errors are the findings.
+                let mut out = String::new();
+                let show = Show::Problems { failed };
+                let code = render(&show, Response::Problems(Vec::new()), 0, cli.json, &mut out)?;
+                print!("{out}");
+                return Ok(code);
+            }
             let request = Request::CheckConfig {
                 job: conf.clone(),
                 ignore: ignore.clone(),
             };
-            (request, Show::Problems)
+            (request, Show::Problems { failed })
         }
         Command::ShowConfig { enumerate, conf } => (
             Request::ShowConfig { job: conf.clone() },
@@ -581,6 +600,14 @@ fn render(
     match (show, response) {
         (Show::Change { failed, job }, Response::Error(e)) => Err(describe_error(&e, job, failed)),
         (_, Response::Error(e)) => Err(e.message.into()),
+        (_, Response::LoadFailures(failed)) => Err(format!(
+            "these job files did not load (every other one is loaded):\n{}",
+            load_errors(&failed)
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+        .into()),
         (Show::Nothing, _) => Ok(ExitCode::SUCCESS),
         (_, Response::Instances(list)) => {
             if as_json {
@@ -606,13 +633,23 @@ fn render(
             }
             Ok(ExitCode::SUCCESS)
         }
-        (Show::Problems, Response::Problems(problems)) => {
+        (Show::Problems { failed }, Response::Problems(problems)) => {
             if as_json {
-                json_line(Value::Array(problems.iter().map(json_problem).collect()));
+                let unloaded = failed.iter().flat_map(|f| {
+                    f.errors
+                        .iter()
+                        .map(|e| json!({"job": f.job, "condition": "job file", "message": e}))
+                });
+                let found = problems.iter().map(json_problem);
+                json_line(Value::Array(unloaded.chain(found).collect()));
             } else {
+                load_errors(failed).for_each(|e| {
+                    out.push_str(e);
+                    out.push('\n');
+                });
                 out.push_str(&format_problems(&problems));
             }
-            Ok(if problems.is_empty() {
+            Ok(if problems.is_empty() && failed.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
@@ -819,6 +856,11 @@ fn enumerated(e: &EventRef) -> String {
     let job = e.job.as_ref().map(|j| format!(" {j}")).unwrap_or_default();
     let env: String = e.env.iter().map(|a| format!(" {a}")).collect();
     format!("{} (job:{job}, env:{env})", e.event)
+}
+
+/// Every error of the job files that did not load, one a line.
+fn load_errors(failed: &[LoadFailure]) -> impl Iterator<Item = &String> {
+    failed.iter().flat_map(|f| &f.errors)
 }
 
 /// Upstart's check-config: each job with findings, then `  CONDITION: MESSAGE`.

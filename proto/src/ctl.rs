@@ -159,6 +159,8 @@ pub enum Request {
         env: Vec<String>,
         wait: bool,
     },
+    /// Re-reads the job files: answered `Ok`, or `LoadFailures` when some did
+    /// not load (every other one is loaded all the same).
     ReloadConfiguration,
     /// Events and jobs that `start on` / `stop on` name and nothing provides: of
     /// every job, or of `job` only; events in `ignore` are not reported.
@@ -210,6 +212,8 @@ pub enum Request {
     ResetEnv,
     /// /var/log is writable: write out job output held back until now.
     NotifyDiskWriteable,
+    /// The job files that did not load when the confdir was last read, and why.
+    LoadFailures,
 }
 
 impl Request {
@@ -227,7 +231,8 @@ impl Request {
             | Request::LogPriority { level: None }
             | Request::Usage { .. }
             | Request::ListEnv
-            | Request::GetEnv { .. } => true,
+            | Request::GetEnv { .. }
+            | Request::LoadFailures => true,
             Request::Start { .. }
             | Request::Stop { .. }
             | Request::Restart { .. }
@@ -284,6 +289,17 @@ pub struct ConfigProblem {
     pub message: String,
 }
 
+/// A job file that did not load (its job is not defined), or a directory that
+/// could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadFailure {
+    /// The job the file would have defined; empty for a directory.
+    pub job: String,
+    /// Every error, as `FILE:LINE:COL: error: MESSAGE` (`FILE: error: MESSAGE`
+    /// when no position applies), as `keel-supervisor --check` prints them.
+    pub errors: Vec<String>,
+}
+
 /// Why a request failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ErrorKind {
@@ -331,6 +347,8 @@ pub enum Response {
         current: u8,
     },
     Error(Error),
+    /// `load-failures`, and `reload-configuration` when a file did not load.
+    LoadFailures(Vec<LoadFailure>),
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::job::{self, JobDef, Parsed, Severity};
+use keel_proto::ctl::LoadFailure;
 
 /// The job name for `file` below `confdir`: the relative path without `.conf`
 /// (`net/apache.conf` → `net/apache`). `None` for other files.
@@ -62,6 +63,8 @@ pub struct Confdir {
     pub problems: Vec<String>,
     /// How many of `problems` are errors.
     pub errors: usize,
+    /// The files that did not load (and directories not read), with their errors.
+    pub failed: Vec<LoadFailure>,
 }
 
 /// Loads every `.conf` file below `dir`.
@@ -69,28 +72,52 @@ pub fn load_confdir(dir: &Path) -> Confdir {
     let mut confdir = Confdir::default();
     let mut files = Vec::new();
     find_conf_files(dir, &mut files, &mut confdir.problems, &mut confdir.errors);
+    confdir
+        .failed
+        .extend(confdir.problems.iter().map(|p| LoadFailure {
+            job: String::new(),
+            errors: vec![p.clone()],
+        }));
     for file in files {
         let Some(name) = job_name(dir, &file) else {
-            confdir
-                .problems
-                .push(format!("{}: error: job name is not UTF-8", file.display()));
-            confdir.errors += 1;
+            confdir.refuse(
+                String::new(),
+                format!("{}: error: job name is not UTF-8", file.display()),
+            );
             continue;
         };
         if name.chars().any(char::is_control) {
-            confdir.problems.push(format!(
-                "{}: error: job name contains a control character",
-                file.display().to_string().escape_debug()
-            ));
-            confdir.errors += 1;
+            let shown = file.display().to_string().escape_debug().to_string();
+            confdir.refuse(
+                name.escape_debug().to_string(),
+                format!("{shown}: error: job name contains a control character"),
+            );
             continue;
         }
         let checked = check_file(&file, &name);
         confdir.errors += checked.errors;
+        if checked.def.is_none() {
+            confdir.failed.push(LoadFailure {
+                job: name,
+                errors: checked.failure,
+            });
+        }
         confdir.problems.extend(checked.problems);
         confdir.jobs.extend(checked.def);
     }
     confdir
+}
+
+impl Confdir {
+    /// A file refused before it is parsed.
+    fn refuse(&mut self, job: String, error: String) {
+        self.problems.push(error.clone());
+        self.errors += 1;
+        self.failed.push(LoadFailure {
+            job,
+            errors: vec![error],
+        });
+    }
 }
 
 /// `keel-supervisor --check PATH…`: files (whatever their name) and directories
@@ -139,18 +166,21 @@ struct Checked {
     def: Option<JobDef>,
     problems: Vec<String>,
     errors: usize,
+    /// When the file did not load: why (its errors).
+    failure: Vec<String>,
 }
 
 fn check_file(path: &Path, name: &str) -> Checked {
     let shown = path.display().to_string();
-    let cannot_read = |reason: String| Checked {
+    let refused = |problem: String| Checked {
         def: None,
-        problems: vec![format!("{shown}: error: cannot read: {reason}")],
+        problems: vec![problem.clone()],
         errors: 1,
+        failure: vec![problem],
     };
     let bytes = match read_bounded(path) {
         Ok(bytes) => bytes,
-        Err(e) => return cannot_read(e.to_string()),
+        Err(e) => return refused(format!("{shown}: error: cannot read: {e}")),
     };
     let text = match String::from_utf8(bytes) {
         Ok(text) => text,
@@ -164,20 +194,19 @@ fn check_file(path: &Path, name: &str) -> Checked {
                 .filter(|&&b| b & 0xC0 != 0x80)
                 .count()
                 + 1;
-            return Checked {
-                def: None,
-                problems: vec![format!("{shown}:{line}:{col}: error: not UTF-8 text")],
-                errors: 1,
-            };
+            return refused(format!("{shown}:{line}:{col}: error: not UTF-8 text"));
         }
     };
     let Parsed { def, diagnostics } = job::parse(name, &text);
+    let errors: Vec<String> = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(|d| d.render(&shown))
+        .collect();
     Checked {
+        errors: errors.len(),
+        failure: if def.is_none() { errors } else { Vec::new() },
         def,
-        errors: diagnostics
-            .iter()
-            .filter(|d| d.severity == Severity::Error)
-            .count(),
         problems: diagnostics.iter().map(|d| d.render(&shown)).collect(),
     }
 }

@@ -41,7 +41,7 @@ use crate::ready::watch::Watcher;
 use crate::refusal::Refusal;
 use crate::runlevel::Telinit;
 use crate::{boot, cgroup, joblog, query, setup, spawn};
-use keel_proto::ctl::{ErrorKind, Request, Response};
+use keel_proto::ctl::{ErrorKind, LoadFailure, Request, Response};
 use rustix::event::epoll;
 use rustix::fd::{AsFd, AsRawFd, OwnedFd};
 use std::collections::BTreeMap;
@@ -135,6 +135,9 @@ pub struct Runtime {
     /// keel-init has lost exits (its log was full): any tracked pid may have been
     /// reaped unseen (see `open_pidfds`).
     exits_lost: bool,
+    /// The job files that did not load when the confdir was last read; `None`
+    /// when the definitions came from the saved state (read again when asked).
+    load_failures: Option<Vec<LoadFailure>>,
 }
 
 /// Monotonic milliseconds, the core's clock (shared by every supervisor of a boot).
@@ -366,6 +369,7 @@ impl Runtime {
             apparmor: setup::AppArmorHost::probe(),
             machine,
             exits_lost: false,
+            load_failures: None,
             snap,
         };
         rt.ready.start(&rt.epoll, rt.link.as_ref());
@@ -568,6 +572,7 @@ impl Runtime {
         for p in &conf.problems {
             tracing::warn!("{p}");
         }
+        self.load_failures = Some(conf.failed);
         self.snap.jobs.set_definitions(conf.jobs);
         // With a watch to see what changes from now on.
         self.snap.shell.confdir = self
@@ -1038,6 +1043,16 @@ impl Runtime {
         if !request.is_query() {
             self.dirty = true;
         }
+        let named_job = match &request {
+            Request::Start { job, .. }
+            | Request::Stop { job, .. }
+            | Request::Restart { job, .. }
+            | Request::Reload { job, .. }
+            | Request::Status { job, .. }
+            | Request::Usage { job } => Some(job.clone()),
+            Request::CheckConfig { job, .. } | Request::ShowConfig { job } => job.clone(),
+            _ => None,
+        };
         let jobs = &mut self.snap.jobs;
         let answer: Option<Response> = match request {
             Request::Start {
@@ -1096,8 +1111,12 @@ impl Runtime {
             Request::ReloadConfiguration => {
                 self.load_confdir();
                 self.watch_confdir();
-                Some(Response::Ok)
+                Some(match self.load_failures() {
+                    [] => Response::Ok,
+                    failed => Response::LoadFailures(failed.to_vec()),
+                })
             }
+            Request::LoadFailures => Some(Response::LoadFailures(self.load_failures().to_vec())),
             Request::CheckConfig { job, ignore } => Some(
                 match query::check_config(self.definitions(), job.as_deref(), &ignore) {
                     Ok(problems) => answer::problems(problems),
@@ -1179,8 +1198,30 @@ impl Runtime {
                 Err(e) => Some(refused(e)),
             },
         };
-        if let Some(answer) = answer {
+        if let Some(mut answer) = answer {
+            if let (Some(job), Response::Error(e)) = (&named_job, &mut answer)
+                && e.kind == ErrorKind::UnknownJob
+            {
+                self.explain_unknown(job, &mut e.message);
+            }
             self.answers.push((conn, answer));
+        }
+    }
+
+    /// The job files that did not load (read now if the definitions came from
+    /// the saved state).
+    fn load_failures(&mut self) -> &[LoadFailure] {
+        self.load_failures
+            .get_or_insert_with(|| crate::check::load_confdir(&self.config.confdir).failed)
+    }
+
+    /// `Unknown job: JOB` of a job whose file did not load says why.
+    fn explain_unknown(&mut self, job: &str, message: &mut String) {
+        if let Some(failed) = self.load_failures().iter().find(|f| f.job == job) {
+            message.push_str(&format!(
+                " (its job file did not load: {})",
+                failed.errors.join("; ")
+            ));
         }
     }
 }

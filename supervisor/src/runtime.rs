@@ -1539,6 +1539,13 @@ impl Runtime {
         if kind == ProcessKind::Main && def.expect == job::Expect::Notify {
             env.push(format!("NOTIFY_SOCKET={}", self.ready.notify_socket()));
         }
+        // initctl inside the job finds this supervisor (unless the job says otherwise).
+        if let Some(socket) = self.config.socket.to_str()
+            && socket != keel_proto::ctl::DEFAULT_SOCKET
+            && !env.iter().any(|e| e.starts_with("KEEL_SOCKET="))
+        {
+            env.push(format!("{}={socket}", keel_proto::ctl::SOCKET_ENV));
+        }
         let ready_target = match (&def.expect, kind) {
             (job::Expect::Fd(n), ProcessKind::Main) => {
                 let script = matches!(process, job::Process::Script { .. });

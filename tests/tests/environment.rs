@@ -362,9 +362,12 @@ fn a_job_has_its_own_session_only_stdio_and_a_clean_environment() {
     assert_eq!(open[1].1, open[2].1);
     let mut env = proc_environ(pid);
     env.sort();
+    // KEEL_SOCKET: the test's supervisor listens on a socket of its own.
+    let socket = format!("KEEL_SOCKET={}", keel.socket().display());
     assert_eq!(
         env,
         [
+            &socket,
             "MINE=1",
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "TERM=linux",

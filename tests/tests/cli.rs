@@ -1,0 +1,90 @@
+//! The commands as an operator meets them: keel-init's own command line, and
+//! initctl run inside a job of a supervisor on a socket of its own.
+
+use keel_tests::{Keel, bin, wait_for};
+use std::fs;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// keel-init as an ordinary process, ended (by pid) if it has not exited within
+/// five seconds, which fails the test.
+fn keel_init(args: &[&str]) -> Output {
+    let mut child = Command::new(bin("keel-init"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("keel-init");
+    let mut ended = false;
+    let deadline = std::time::Instant::now() + 5 * SECOND;
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().expect("wait").is_some() {
+            ended = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !ended {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("keel-init's output");
+    assert!(ended, "keel-init {args:?} went on as an init: {out:?}");
+    out
+}
+
+#[test]
+fn keel_init_answers_help_and_version() {
+    let help = keel_init(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        text.starts_with("Usage: keel-init [--supervisor PATH]"),
+        "{text}"
+    );
+    assert!(text.contains("--shutdown PATH"), "{text}");
+    let version = keel_init(&["--version"]);
+    assert_eq!(version.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout),
+        format!("keel-init {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn keel_init_as_an_ordinary_process_says_so_and_exits() {
+    for args in [&[][..], &["--supervisor", "/bin/true"][..]] {
+        let out = keel_init(args);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.starts_with("keel-init: not PID 1:"), "{said}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn initctl_inside_a_job_finds_a_supervisor_on_another_socket() {
+    let initctl = bin("initctl").display().to_string();
+    let asker = format!("task\nscript\n  {initctl} status svc > $DIR/seen 2>&1\nend script\n");
+    let own = "env KEEL_SOCKET=/nowhere/control\ntask\nscript\n  echo $KEEL_SOCKET > $DIR/kept\nend script\n";
+    let keel = Keel::start(&[
+        ("svc", "exec sleep 1000\n"),
+        ("asker", asker.as_str()),
+        ("own", own),
+    ]);
+    keel.ctl_ok(&["start", "svc"]);
+    keel.ctl_ok(&["start", "asker"]);
+    wait_for("the job's initctl to answer", 5 * SECOND, || {
+        keel.path("seen").exists()
+    });
+    let seen = fs::read_to_string(keel.path("seen")).unwrap();
+    assert!(seen.starts_with("svc start/running, process "), "{seen}");
+    // A job that names its own socket keeps it.
+    keel.ctl_ok(&["start", "own"]);
+    assert_eq!(
+        fs::read_to_string(keel.path("kept")).unwrap(),
+        "/nowhere/control\n"
+    );
+}

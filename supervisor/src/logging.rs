@@ -4,7 +4,13 @@
 //! ...`; `dmesg` has them and the console shows them as the kernel's log level
 //! says), to stderr until /dev is there; otherwise to stderr (the console of
 //! keel-init, a terminal), each with its time.
+//!
+//! It also words what the log says of jobs ([`job_change`]): each start (and
+//! readiness), stop and failure with its reason at info level, failures at warn;
+//! respawns come from the core (`Effect::Info`).
 
+use crate::job::Expect;
+use crate::lifecycle::{Event, Jobs, shown_instance};
 use std::sync::atomic::{AtomicU8, Ordering};
 use tracing::Level;
 use tracing_subscriber::Layer;
@@ -135,6 +141,49 @@ impl Drop for KmsgLine {
         if !written {
             let _ = std::io::Write::write_all(&mut std::io::stderr(), &record[3..]);
         }
+    }
+}
+
+/// What keel's log says of a job event, and at which level: `started` (with
+/// `ready` for a job whose `expect` was met), `stopped`, or `failed` and why
+/// (the respawn limit among the reasons); `None` for any other event. The
+/// instance is looked up in `jobs` as it is now (it may be gone).
+pub fn job_change(event: &Event, jobs: &Jobs) -> Option<(Level, String)> {
+    let var = |key: &str| {
+        event
+            .env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    let (job, instance) = (var("JOB")?, var("INSTANCE").unwrap_or(""));
+    let inst = jobs.instance(job, instance);
+    let shown = shown_instance(job, instance);
+    match event.name.as_str() {
+        "started" => {
+            let ready = inst.is_some_and(|i| i.def.expect != Expect::None);
+            let main = inst.and_then(|i| i.pids.get(&crate::job::ProcessKind::Main));
+            let pid = main.map(|p| format!(", process {p}")).unwrap_or_default();
+            let what = if ready { "started (ready)" } else { "started" };
+            Some((Level::INFO, format!("{shown} {what}{pid}")))
+        }
+        "stopped" if var("RESULT") == Some("failed") => {
+            let why = match (inst.and_then(|i| i.failure.as_ref()), var("PROCESS")) {
+                (Some(f), _) => f.reason.clone(),
+                (None, Some("respawn")) => "respawning too fast, stopped".to_string(),
+                (None, process) => {
+                    let process = process.unwrap_or("main");
+                    match (var("EXIT_STATUS"), var("EXIT_SIGNAL")) {
+                        (Some(c), _) => format!("{process} process terminated with status {c}"),
+                        (_, Some(s)) => format!("{process} process killed by {s} signal"),
+                        _ => format!("{process} process failed"),
+                    }
+                }
+            };
+            Some((Level::WARN, format!("{shown} failed: {why}")))
+        }
+        "stopped" => Some((Level::INFO, format!("{shown} stopped"))),
+        _ => None,
     }
 }
 

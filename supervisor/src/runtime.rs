@@ -1235,6 +1235,15 @@ impl Runtime {
         self.dirty = true;
     }
 
+    /// A job's start, stop or failure, in keel's log (see `logging::job_change`).
+    fn log_job_change(&self, event: &Event) {
+        match crate::logging::job_change(event, &self.snap.jobs) {
+            Some((tracing::Level::WARN, line)) => tracing::warn!("{line}"),
+            Some((_, line)) => tracing::info!("{line}"),
+            None => {}
+        }
+    }
+
     /// Carries out the core's effects in the order the module docs give.
     fn settle(&mut self) {
         let mut later = Vec::new();
@@ -1253,9 +1262,11 @@ impl Runtime {
                     } => self.spawn_process(&job, &instance, kind),
                     Effect::KillRemnants { job, instance } => self.kill_remnants(&job, &instance),
                     Effect::Emit(event) => {
-                        tracing::debug!("event {} {:?}", event.name, event.env)
+                        tracing::debug!("event {} {:?}", event.name, event.env);
+                        self.log_job_change(&event);
                     }
                     Effect::Warn(message) => tracing::warn!("{message}"),
+                    Effect::Info(message) => tracing::info!("{message}"),
                     other => later.push(other),
                 }
             }
@@ -1303,6 +1314,7 @@ impl Runtime {
                 Effect::Spawn { .. }
                 | Effect::Emit(_)
                 | Effect::Warn(_)
+                | Effect::Info(_)
                 | Effect::KillRemnants { .. } => {}
             }
         }

@@ -88,3 +88,67 @@ fn initctl_inside_a_job_finds_a_supervisor_on_another_socket() {
         "/nowhere/control\n"
     );
 }
+
+/// The console line (the supervisor's log, outside a machine) that contains `text`.
+fn log_line(keel: &Keel, text: &str) -> Option<String> {
+    keel.console()
+        .lines()
+        .find(|l| l.contains(text))
+        .map(str::to_string)
+}
+
+#[test]
+fn keels_log_says_when_jobs_start_fail_and_respawn_each_line_with_its_time() {
+    let keel = Keel::start(&[
+        ("good", "exec sleep 1000\n"),
+        (
+            "ready",
+            "expect stop\nexec sh -c 'kill -STOP $$; exec sleep 1000'\n",
+        ),
+        ("bad", "exec sh -c 'exit 3'\n"),
+        (
+            "flappy",
+            "respawn\nrespawn limit 2 60\nexec sh -c 'exit 1'\n",
+        ),
+    ]);
+    let good = keel.ctl_ok(&["start", "good"]);
+    let pid = keel_tests::status_pid(&good).unwrap();
+    keel.ctl_ok(&["start", "ready"]);
+    // Both start (exec succeeds); their main processes end at once.
+    keel.ctl_ok(&["start", "bad"]);
+    let _ = keel.ctl(&["start", "flappy"]);
+    wait_for("bad and flappy to fail", 10 * SECOND, || {
+        log_line(&keel, "flappy failed").is_some() && log_line(&keel, "bad failed").is_some()
+    });
+    keel.ctl_ok(&["stop", "good"]);
+    wait_for("good's stop in the log", 5 * SECOND, || {
+        log_line(&keel, "good stopped").is_some()
+    });
+
+    let started = log_line(&keel, "good started").unwrap();
+    assert!(
+        started.ends_with(&format!(" INFO good started, process {pid}")),
+        "{started}"
+    );
+    // Its time first: 2026-12-07T04:40:01.123456Z.
+    let time = started.split_whitespace().next().unwrap();
+    assert!(
+        time.len() > 20 && time.as_bytes()[4] == b'-' && time.contains('T') && time.ends_with('Z'),
+        "{started}"
+    );
+    assert!(log_line(&keel, "ready started (ready), process ").is_some());
+    let bad = log_line(&keel, "bad failed").unwrap();
+    assert!(bad.contains(" WARN bad failed: main process ("), "{bad}");
+    assert!(bad.ends_with(") terminated with status 3"), "{bad}");
+    let respawning = keel
+        .console()
+        .lines()
+        .filter(|l| l.contains(" INFO flappy: main process (") && l.ends_with("; respawning"))
+        .count();
+    assert_eq!(respawning, 2, "{}", keel.console());
+    let gave_up = log_line(&keel, "flappy failed").unwrap();
+    assert!(
+        gave_up.ends_with("respawning too fast, stopped"),
+        "{gave_up}"
+    );
+}

@@ -610,7 +610,7 @@ impl Driver {
                     _ => {}
                 }
             }
-            Effect::EventFinished { .. } | Effect::Warn(_) => {}
+            Effect::EventFinished { .. } | Effect::Warn(_) | Effect::Info(_) => {}
         }
     }
 

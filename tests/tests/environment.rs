@@ -266,12 +266,12 @@ fn scripts_run_as_the_setuid_user_too() {
     assert_eq!(proc_status(pid, "Uid"), "65534\t65534\t65534\t65534");
     wait_for("the script's output in its log", 5 * SECOND, || {
         keel_tests::comm(pid).as_deref() == Some("sleep")
-            && fs::read_to_string(keel.path("log/shell.log")).is_ok_and(|l| l == "65534\n")
+            && keel_tests::log_text(&keel.path("log/shell.log")) == "65534\n"
     });
     let pid = keel.start_main(&["python"]);
     assert_eq!(proc_status(pid, "Uid"), "65534\t65534\t65534\t65534");
     wait_for("python's output in its log", 5 * SECOND, || {
-        fs::read_to_string(keel.path("log/python.log")).is_ok_and(|l| l == "65534\n")
+        keel_tests::log_text(&keel.path("log/python.log")) == "65534\n"
     });
 }
 

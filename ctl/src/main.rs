@@ -51,8 +51,20 @@ enum Command {
     Restart(JobArgs),
     /// Send a job's main process its reload signal (SIGHUP unless `reload signal`).
     Reload(JobArgs),
-    /// Show a job's goal, state and processes.
+    /// Show a job's goal, state and processes (and, after a failure, the last
+    /// lines of its log).
     Status(QueryArgs),
+    /// Print a job's log (`console log`), each line with its time.
+    Log {
+        /// Only the last N lines.
+        #[arg(short = 'n', long = "lines", value_name = "N")]
+        lines: Option<usize>,
+        /// Go on printing lines as the job writes them (until interrupted).
+        #[arg(short = 'f', long)]
+        follow: bool,
+        #[command(flatten)]
+        query: QueryArgs,
+    },
     /// List every job and instance.
     List,
     /// Emit an event; wait until every job it started has started (a task: has
@@ -351,7 +363,11 @@ enum Show {
         failed: &'static str,
         job: String,
     },
-    Status,
+    /// `status`: with the last lines of the log of each failed instance, in
+    /// the order of the answer's instances (filled in once it is there).
+    Status {
+        tails: Vec<Vec<String>>,
+    },
     /// `list`: the status lines alone, as Upstart's.
     List,
     /// The answer is not shown (reload, emit, power…).
@@ -434,9 +450,18 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
                 instance: t.instance,
                 env: t.env,
             };
-            (request, Show::Status)
+            (request, Show::Status { tails: Vec::new() })
         }
         Command::List => (Request::List, Show::List),
+        Command::Log {
+            lines,
+            follow,
+            query,
+        } => {
+            let t = target(&query.job, &query.env)?;
+            let path = log_path(&cli.socket, t.job, t.instance, t.env)?;
+            return print_log(Path::new(&path), *lines, *follow, cli.json);
+        }
         Command::Emit {
             no_wait,
             event,
@@ -575,6 +600,10 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         }
     };
     let (response, protocol) = ask(&cli.socket, &request)?;
+    let mut show = show;
+    if let (Show::Status { tails }, Response::Instances(list)) = (&mut show, &response) {
+        *tails = list.iter().map(|s| failure_tail(&cli.socket, s)).collect();
+    }
     let mut out = String::new();
     let code = render(&show, response, protocol, cli.json, &mut out)?;
     print!("{out}");
@@ -611,15 +640,34 @@ fn render(
         (Show::Nothing, _) => Ok(ExitCode::SUCCESS),
         (_, Response::Instances(list)) => {
             if as_json {
-                json_line(Value::Array(list.iter().map(json_status).collect()));
+                let mut shown: Vec<Value> = list.iter().map(json_status).collect();
+                if let Show::Status { tails } = show {
+                    for (object, tail) in shown.iter_mut().zip(tails) {
+                        object["log"] = json!(tail);
+                    }
+                }
+                json_line(Value::Array(shown));
             } else {
                 // `status` also says what the daemon or keel says about the job
                 // (sd_notify STATUS=, an expect that does not match) and why it
                 // failed: keel's own lines, tab-indented like Upstart's process
                 // lines, only here (start, stop and list keep Upstart's output).
-                let detail = matches!(show, Show::Status);
-                list.iter()
-                    .for_each(|s| out.push_str(&format_status(s, detail)));
+                let (detail, tails) = match show {
+                    Show::Status { tails } => (true, tails.as_slice()),
+                    _ => (false, &[][..]),
+                };
+                for (i, s) in list.iter().enumerate() {
+                    let mut text = format_status(s, detail);
+                    // `list` marks a job that failed (status says why).
+                    if matches!(show, Show::List) && s.failure.is_some() {
+                        let end = text.find('\n').unwrap_or(text.len());
+                        text.insert_str(end, " (failed)");
+                    }
+                    out.push_str(&text);
+                    for line in tails.get(i).into_iter().flatten() {
+                        let _ = writeln!(out, "\tlog: {line}");
+                    }
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -796,6 +844,120 @@ fn receive<T: for<'a> serde::Deserialize<'a>>(stream: &mut impl Read) -> Result<
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body).map_err(lost)?;
     frame::decode(&body).map_err(|e| format!("garbled answer from the supervisor: {e}").into())
+}
+
+/// How many lines of a failed instance's log `status` shows.
+const FAILURE_TAIL: usize = 5;
+
+/// The path of an instance's log file, from the supervisor.
+fn log_path(
+    socket: &Path,
+    job: String,
+    instance: Option<String>,
+    env: Vec<String>,
+) -> Result<String, Failure> {
+    match ask(socket, &Request::LogPath { job, instance, env })?.0 {
+        Response::Value(path) => Ok(path),
+        Response::Error(e) => Err(e.message.into()),
+        other => Err(format!("unexpected answer from the supervisor: {other:?}").into()),
+    }
+}
+
+/// The last lines of a failed instance's log, if it keeps one that can be read.
+fn failure_tail(socket: &Path, s: &InstanceStatus) -> Vec<String> {
+    if s.failure.is_none() {
+        return Vec::new();
+    }
+    let instance = (!s.instance.is_empty()).then(|| s.instance.clone());
+    log_path(socket, s.job.clone(), instance, Vec::new())
+        .ok()
+        .and_then(|path| std::fs::read(path).ok())
+        .map(|bytes| last_lines(&bytes, FAILURE_TAIL))
+        .unwrap_or_default()
+}
+
+/// The last `n` lines of `bytes` (a last line without its newline counts).
+fn last_lines(bytes: &[u8], n: usize) -> Vec<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}
+
+/// A log line as JSON: `{"time": "2026-12-07T04:40:01.123Z", "text": "…"}`,
+/// `time` null for a line without one (kept while the disk could not be written).
+fn json_log_line(line: &str) -> Value {
+    match line.split_once(' ') {
+        Some((time, text))
+            if time.len() == 24 && time.ends_with('Z') && time.as_bytes()[4] == b'-' =>
+        {
+            json!({"time": time, "text": text})
+        }
+        _ => json!({"time": null, "text": line}),
+    }
+}
+
+/// `initctl log`: the file (its last `lines` lines), then with `follow` what is
+/// added to it, also across a rotation (a new file at the path starts over).
+fn print_log(
+    path: &Path,
+    lines: Option<usize>,
+    follow: bool,
+    as_json: bool,
+) -> Result<ExitCode, Failure> {
+    use std::os::unix::fs::MetadataExt;
+    let cannot = |e: std::io::Error| format!("cannot read {}: {}", path.display(), io_text(&e));
+    let show = |text: &[String]| -> Result<(), Failure> {
+        let mut stdout = std::io::stdout().lock();
+        for line in text {
+            let shown = if as_json {
+                json_log_line(line).to_string()
+            } else {
+                line.clone()
+            };
+            writeln!(stdout, "{shown}")
+                .and_then(|_| stdout.flush())
+                .map_err(|e| format!("cannot write: {}", io_text(&e)))?;
+        }
+        Ok(())
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        // No output yet: nothing to show, or wait for it.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && follow => Vec::new(),
+        Err(e) => return Err(cannot(e).into()),
+    };
+    // Only whole lines; a last one still being written is shown once ended.
+    let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    show(&last_lines(&bytes[..whole], lines.unwrap_or(usize::MAX)))?;
+    if !follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut inode = std::fs::metadata(path).map(|m| m.ino()).ok();
+    let mut read_to = whole as u64;
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let Ok(meta) = std::fs::metadata(path) else {
+            continue;
+        };
+        if inode != Some(meta.ino()) || meta.len() < read_to {
+            // Rotated (or truncated): the new file from its start.
+            inode = Some(meta.ino());
+            read_to = 0;
+        }
+        if meta.len() == read_to {
+            continue;
+        }
+        let mut file = std::fs::File::open(path).map_err(cannot)?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(read_to)).map_err(cannot)?;
+        let mut fresh = Vec::new();
+        file.read_to_end(&mut fresh).map_err(cannot)?;
+        let whole = fresh.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        read_to += whole as u64;
+        show(&last_lines(&fresh[..whole], usize::MAX))?;
+    }
 }
 
 /// Upstart's status line: `JOB [(INSTANCE)] GOAL/STATE[, process PID]`, the first

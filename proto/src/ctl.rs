@@ -214,6 +214,12 @@ pub enum Request {
     NotifyDiskWriteable,
     /// The job files that did not load when the confdir was last read, and why.
     LoadFailures,
+    /// The path of an instance's log file (`console log`), answered as a `Value`.
+    LogPath {
+        job: String,
+        instance: Option<String>,
+        env: Vec<String>,
+    },
 }
 
 impl Request {
@@ -232,7 +238,8 @@ impl Request {
             | Request::Usage { .. }
             | Request::ListEnv
             | Request::GetEnv { .. }
-            | Request::LoadFailures => true,
+            | Request::LoadFailures
+            | Request::LogPath { .. } => true,
             Request::Start { .. }
             | Request::Stop { .. }
             | Request::Restart { .. }

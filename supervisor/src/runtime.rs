@@ -1049,6 +1049,7 @@ impl Runtime {
             | Request::Restart { job, .. }
             | Request::Reload { job, .. }
             | Request::Status { job, .. }
+            | Request::LogPath { job, .. }
             | Request::Usage { job } => Some(job.clone()),
             Request::CheckConfig { job, .. } | Request::ShowConfig { job } => job.clone(),
             _ => None,
@@ -1117,6 +1118,15 @@ impl Runtime {
                 })
             }
             Request::LoadFailures => Some(Response::LoadFailures(self.load_failures().to_vec())),
+            Request::LogPath { job, instance, env } => Some(
+                match jobs
+                    .request_env(&job, instance.as_deref(), &env)
+                    .and_then(|env| jobs.status(&job, &env))
+                {
+                    Ok(found) => self.log_path(&job, &found),
+                    Err(e) => refused(e),
+                },
+            ),
             Request::CheckConfig { job, ignore } => Some(
                 match query::check_config(self.definitions(), job.as_deref(), &ignore) {
                     Ok(problems) => answer::problems(problems),
@@ -1206,6 +1216,32 @@ impl Runtime {
             }
             self.answers.push((conn, answer));
         }
+    }
+
+    /// `LogPath`: the log file of the one instance `found`, if its job logs.
+    fn log_path(&self, job: &str, found: &[lifecycle::InstanceStatus]) -> Response {
+        let [only] = found else {
+            return failed(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "{job} has {} instances: name one with KEY=VALUE",
+                    found.len()
+                ),
+            );
+        };
+        let logs = self
+            .snap
+            .jobs
+            .job(job)
+            .is_some_and(|j| j.def.console == Console::Log);
+        if !logs {
+            return failed(
+                ErrorKind::InvalidRequest,
+                format!("{job} keeps no log (its console is not `log`)"),
+            );
+        }
+        let path = self.logs.path(&joblog::file_name(job, &only.instance));
+        Response::Value(path.display().to_string())
     }
 
     /// The job files that did not load (read now if the definitions came from

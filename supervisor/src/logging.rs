@@ -222,4 +222,60 @@ mod tests {
         assert_eq!(kernel_priority(Level::DEBUG), 7);
         line.text.clear(); // nothing written on drop
     }
+
+    fn event(name: &str, env: &[(&str, &str)]) -> Event {
+        Event {
+            name: name.into(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_job_event_of_an_instance_gone_is_worded_from_its_variables() {
+        let jobs = Jobs::default();
+        let said = |e: Event| job_change(&e, &jobs);
+        let tty = [("JOB", "tty"), ("INSTANCE", "ttyS0")];
+        assert_eq!(
+            said(event("started", &tty)),
+            Some((Level::INFO, "tty (ttyS0) started".into()))
+        );
+        let failed = |extra: &[(&str, &str)]| {
+            let mut env = vec![("JOB", "web"), ("INSTANCE", ""), ("RESULT", "failed")];
+            env.extend_from_slice(extra);
+            said(event("stopped", &env))
+        };
+        assert_eq!(
+            failed(&[("PROCESS", "pre-start"), ("EXIT_STATUS", "3")]),
+            Some((
+                Level::WARN,
+                "web failed: pre-start process terminated with status 3".into()
+            ))
+        );
+        assert_eq!(
+            failed(&[("PROCESS", "main"), ("EXIT_SIGNAL", "SEGV")]),
+            Some((
+                Level::WARN,
+                "web failed: main process killed by SEGV signal".into()
+            ))
+        );
+        assert_eq!(
+            failed(&[("PROCESS", "respawn")]),
+            Some((
+                Level::WARN,
+                "web failed: respawning too fast, stopped".into()
+            ))
+        );
+        let ok = [("JOB", "web"), ("INSTANCE", ""), ("RESULT", "ok")];
+        assert_eq!(
+            said(event("stopped", &ok)),
+            Some((Level::INFO, "web stopped".into()))
+        );
+        // Other events, and events without a job, are not job changes.
+        assert_eq!(said(event("starting", &ok)), None);
+        assert_eq!(said(event("started", &[])), None);
+        assert_eq!(said(event("filesystem", &[])), None);
+    }
 }

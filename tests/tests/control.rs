@@ -536,7 +536,11 @@ fn json_answers_follow_the_documented_schema() {
             "status"
         ]
     );
-    assert_eq!(one["log"], serde_json::json!([]), "no failure, no log lines");
+    assert_eq!(
+        one["log"],
+        serde_json::json!([]),
+        "no failure, no log lines"
+    );
     assert_eq!(
         (
             one["job"].as_str(),

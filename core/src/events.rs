@@ -36,6 +36,19 @@ pub struct Event {
     pub env: Vec<(String, String)>,
 }
 
+impl Event {
+    /// `name` with the variables `env`, in order.
+    pub fn new(name: &str, env: &[(&str, &str)]) -> Event {
+        Event {
+            name: name.into(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+}
+
 /// Events keel itself emits: at boot, for every job, for relayed signals, runlevels.
 pub const BUILTIN_EVENTS: &[&str] = &[
     "startup",
@@ -757,13 +770,7 @@ mod tests {
     use crate::job::{ArgMatch, parse};
 
     fn ev(name: &str, env: &[(&str, &str)]) -> Event {
-        Event {
-            name: name.into(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        }
+        Event::new(name, env)
     }
 
     fn vars(env: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -223,29 +223,19 @@ mod tests {
         line.text.clear(); // nothing written on drop
     }
 
-    fn event(name: &str, env: &[(&str, &str)]) -> Event {
-        Event {
-            name: name.into(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        }
-    }
-
     #[test]
     fn a_job_event_of_an_instance_gone_is_worded_from_its_variables() {
         let jobs = Jobs::default();
         let said = |e: Event| job_change(&e, &jobs);
         let tty = [("JOB", "tty"), ("INSTANCE", "ttyS0")];
         assert_eq!(
-            said(event("started", &tty)),
+            said(Event::new("started", &tty)),
             Some((Level::INFO, "tty (ttyS0) started".into()))
         );
         let failed = |extra: &[(&str, &str)]| {
             let mut env = vec![("JOB", "web"), ("INSTANCE", ""), ("RESULT", "failed")];
             env.extend_from_slice(extra);
-            said(event("stopped", &env))
+            said(Event::new("stopped", &env))
         };
         assert_eq!(
             failed(&[("PROCESS", "pre-start"), ("EXIT_STATUS", "3")]),
@@ -270,12 +260,12 @@ mod tests {
         );
         let ok = [("JOB", "web"), ("INSTANCE", ""), ("RESULT", "ok")];
         assert_eq!(
-            said(event("stopped", &ok)),
+            said(Event::new("stopped", &ok)),
             Some((Level::INFO, "web stopped".into()))
         );
         // Other events, and events without a job, are not job changes.
-        assert_eq!(said(event("starting", &ok)), None);
-        assert_eq!(said(event("started", &[])), None);
-        assert_eq!(said(event("filesystem", &[])), None);
+        assert_eq!(said(Event::new("starting", &ok)), None);
+        assert_eq!(said(Event::new("started", &[])), None);
+        assert_eq!(said(Event::new("filesystem", &[])), None);
     }
 }

@@ -47,6 +47,11 @@ impl Event {
                 .collect(),
         }
     }
+
+    /// The value of variable `key`, if the event has it.
+    pub fn var(&self, key: &str) -> Option<&str> {
+        lookup(&self.env, key)
+    }
 }
 
 /// Events keel itself emits: at boot, for every job, for relayed signals, runlevels.

@@ -19,7 +19,7 @@
 use clap::{Parser, Subcommand};
 use keel_proto::ctl::{
     self, ClientHello, ConfigProblem, Error, ErrorKind, EventRef, InstanceStatus, JobConfig,
-    LoadFailure, PowerAction, Request, Response, ServerHello,
+    LoadFailure, PowerAction, Request, Response, ServerHello, TimelineEntry,
 };
 use keel_proto::frame;
 use serde_json::{Value, json};
@@ -54,6 +54,9 @@ enum Command {
     /// Show a job's goal, state and processes (and, after a failure, the last
     /// lines of its log).
     Status(QueryArgs),
+    /// The boot: when each job was requested and running, the slowest, and the
+    /// chain of jobs the last one waited for.
+    Timeline,
     /// Print a job's log (`console log`), each line with its time.
     Log {
         /// Only the last N lines.
@@ -368,6 +371,7 @@ enum Show {
     Status {
         tails: Vec<Vec<String>>,
     },
+    Timeline,
     /// `list`: the status lines alone, as Upstart's.
     List,
     /// The answer is not shown (reload, emit, power…).
@@ -453,6 +457,7 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
             (request, Show::Status { tails: Vec::new() })
         }
         Command::List => (Request::List, Show::List),
+        Command::Timeline => (Request::Timeline, Show::Timeline),
         Command::Log {
             lines,
             follow,
@@ -658,10 +663,12 @@ fn render(
                 };
                 for (i, s) in list.iter().enumerate() {
                     let mut text = format_status(s, detail);
-                    // `list` marks a job that failed (status says why).
+                    // `list` marks a job that failed (status says why), after
+                    // a comma as Upstart's `, process PID`: what parses
+                    // Upstart's list still reads the goal and state.
                     if matches!(show, Show::List) && s.failure.is_some() {
                         let end = text.find('\n').unwrap_or(text.len());
-                        text.insert_str(end, " (failed)");
+                        text.insert_str(end, ", failed");
                     }
                     out.push_str(&text);
                     for line in tails.get(i).into_iter().flatten() {
@@ -762,6 +769,14 @@ fn render(
             }
             Ok(ExitCode::SUCCESS)
         }
+        (Show::Timeline, Response::Timeline(entries)) => {
+            if as_json {
+                json_line(Value::Array(entries.iter().map(json_timeline).collect()));
+            } else {
+                out.push_str(&format_timeline(&entries));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         (_, Response::Ok) => Ok(ExitCode::SUCCESS),
         (_, other) => Err(format!("unexpected answer from the supervisor: {other:?}").into()),
     }
@@ -844,6 +859,93 @@ fn receive<T: for<'a> serde::Deserialize<'a>>(stream: &mut impl Read) -> Result<
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body).map_err(lost)?;
     frame::decode(&body).map_err(|e| format!("garbled answer from the supervisor: {e}").into())
+}
+
+/// How many of the slowest starts `timeline` names.
+const SLOWEST: usize = 5;
+
+/// Seconds since boot, from the timeline's milliseconds.
+fn secs(ms: u64) -> String {
+    format!("{}.{:03}s", ms / 1000, ms % 1000)
+}
+
+/// `JOB` or `JOB (INSTANCE)`.
+fn shown(e: &TimelineEntry) -> String {
+    if e.instance.is_empty() {
+        e.job.clone()
+    } else {
+        format!("{} ({})", e.job, e.instance)
+    }
+}
+
+/// Why an instance started: its events (with the job a job event names), or
+/// `request` for a start by initctl.
+fn why(e: &TimelineEntry) -> String {
+    match (&e.events[..], &e.cause_job) {
+        ([], _) => "request".to_string(),
+        (events, Some(job)) => format!("{} {job}", events.join(" ")),
+        (events, None) => events.join(" "),
+    }
+}
+
+/// How long an instance took from its request to running.
+fn took(e: &TimelineEntry) -> Option<u64> {
+    Some(e.running_ms?.saturating_sub(e.requested_ms))
+}
+
+/// `initctl timeline`: every first start by when it was running (with how long
+/// it took and why it started), the slowest, and the chain of job events that
+/// the last one to run waited for.
+fn format_timeline(entries: &[TimelineEntry]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from("  RUNNING     TOOK  JOB (WHY)\n");
+    let mut by_running: Vec<&TimelineEntry> = entries.iter().collect();
+    by_running.sort_by_key(|e| (e.running_ms.is_none(), e.running_ms, e.requested_ms));
+    for e in &by_running {
+        let running = e.running_ms.map_or("-".to_string(), secs);
+        let took = took(e).map_or("-".to_string(), secs);
+        let _ = writeln!(out, "{running:>9} {took:>8}  {} ({})", shown(e), why(e));
+    }
+    let mut slowest: Vec<&TimelineEntry> = entries.iter().filter(|e| took(e).is_some()).collect();
+    slowest.sort_by_key(|e| std::cmp::Reverse(took(e)));
+    if !slowest.is_empty() {
+        let named: Vec<String> = slowest
+            .iter()
+            .take(SLOWEST)
+            .map(|e| format!("{} {}", shown(e), took(e).map_or_else(String::new, secs)))
+            .collect();
+        let _ = writeln!(out, "slowest: {}", named.join(", "));
+    }
+    if let Some(last) = by_running.iter().rev().find(|e| e.running_ms.is_some()) {
+        let mut chain = vec![format!("{} ({})", shown(last), why(last))];
+        let mut seen = vec![last.job.clone()];
+        let mut at = *last;
+        while let Some(cause) = at.cause_job.as_ref() {
+            let Some(next) = entries.iter().find(|e| &e.job == cause) else {
+                break;
+            };
+            if seen.contains(&next.job) {
+                break;
+            }
+            seen.push(next.job.clone());
+            chain.push(format!("{} ({})", shown(next), why(next)));
+            at = next;
+        }
+        let _ = writeln!(out, "last to run: {}", chain.join(" <- "));
+    }
+    out
+}
+
+fn json_timeline(e: &TimelineEntry) -> Value {
+    json!({
+        "job": e.job,
+        "instance": e.instance,
+        "events": e.events,
+        "cause_job": e.cause_job,
+        "requested_ms": e.requested_ms,
+        "spawned_ms": e.spawned_ms,
+        "running_ms": e.running_ms,
+    })
 }
 
 /// How many lines of a failed instance's log `status` shows.

@@ -214,6 +214,8 @@ pub enum Request {
     NotifyDiskWriteable,
     /// The job files that did not load when the confdir was last read, and why.
     LoadFailures,
+    /// The boot timeline: each instance's first start.
+    Timeline,
     /// The path of an instance's log file (`console log`), answered as a `Value`.
     LogPath {
         job: String,
@@ -239,6 +241,7 @@ impl Request {
             | Request::ListEnv
             | Request::GetEnv { .. }
             | Request::LoadFailures
+            | Request::Timeline
             | Request::LogPath { .. } => true,
             Request::Start { .. }
             | Request::Stop { .. }
@@ -307,6 +310,24 @@ pub struct LoadFailure {
     pub errors: Vec<String>,
 }
 
+/// One instance's first start, as the boot timeline has it (times are
+/// monotonic milliseconds since boot).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub job: String,
+    pub instance: String,
+    /// The events that started it (`UPSTART_EVENTS`); empty for a start by request.
+    pub events: Vec<String>,
+    /// For a job event (`started net`), the job it names.
+    pub cause_job: Option<String>,
+    /// Its `starting` event.
+    pub requested_ms: u64,
+    /// Its main process spawned (none for a job without one).
+    pub spawned_ms: Option<u64>,
+    /// Its `started` event: running (and ready, with `expect`).
+    pub running_ms: Option<u64>,
+}
+
 /// Why a request failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ErrorKind {
@@ -356,6 +377,7 @@ pub enum Response {
     Error(Error),
     /// `load-failures`, and `reload-configuration` when a file did not load.
     LoadFailures(Vec<LoadFailure>),
+    Timeline(Vec<TimelineEntry>),
 }
 
 #[cfg(test)]

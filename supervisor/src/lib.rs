@@ -37,5 +37,6 @@ pub mod ready;
 pub mod runtime;
 pub mod setup;
 pub mod spawn;
+pub mod timeline;
 
 pub use keel_core::{events, job, lifecycle, query, refusal, runlevel};

@@ -149,13 +149,7 @@ impl Drop for KmsgLine {
 /// (the respawn limit among the reasons); `None` for any other event. The
 /// instance is looked up in `jobs` as it is now (it may be gone).
 pub fn job_change(event: &Event, jobs: &Jobs) -> Option<(Level, String)> {
-    let var = |key: &str| {
-        event
-            .env
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    };
+    let var = |key: &str| event.var(key);
     let (job, instance) = (var("JOB")?, var("INSTANCE").unwrap_or(""));
     let inst = jobs.instance(job, instance);
     let shown = shown_instance(job, instance);

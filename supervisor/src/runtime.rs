@@ -138,6 +138,8 @@ pub struct Runtime {
     /// The job files that did not load when the confdir was last read; `None`
     /// when the definitions came from the saved state (read again when asked).
     load_failures: Option<Vec<LoadFailure>>,
+    /// Each instance's first start (`initctl timeline`).
+    timeline: crate::timeline::Timeline,
 }
 
 /// Monotonic milliseconds, the core's clock (shared by every supervisor of a boot).
@@ -370,6 +372,7 @@ impl Runtime {
             machine,
             exits_lost: false,
             load_failures: None,
+            timeline: Default::default(),
             snap,
         };
         rt.ready.start(&rt.epoll, rt.link.as_ref());
@@ -1118,6 +1121,7 @@ impl Runtime {
                 })
             }
             Request::LoadFailures => Some(Response::LoadFailures(self.load_failures().to_vec())),
+            Request::Timeline => Some(Response::Timeline(self.timeline.entries().to_vec())),
             Request::LogPath { job, instance, env } => Some(
                 match jobs
                     .request_env(&job, instance.as_deref(), &env)
@@ -1289,6 +1293,7 @@ impl Runtime {
                 break;
             }
             self.dirty = true;
+            self.timeline.observe(&effects, &self.snap.jobs, now_ms());
             for effect in effects {
                 match effect {
                     Effect::Spawn {

@@ -152,3 +152,46 @@ fn keels_log_says_when_jobs_start_fail_and_respawn_each_line_with_its_time() {
         "{gave_up}"
     );
 }
+
+#[test]
+fn the_timeline_lists_starts_in_order_the_slowest_and_the_chain_of_the_last() {
+    let keel = Keel::start(&[
+        ("a", "start on startup\nexec sleep 1000\n"),
+        (
+            "b",
+            "start on started a\npre-start exec sleep 0.3\nexec sleep 1000\n",
+        ),
+        ("c", "start on started b\nexec sleep 1000\n"),
+        ("manual", "exec sleep 1000\n"),
+    ]);
+    wait_for("c to run", 5 * SECOND, || {
+        keel.ctl_ok(&["status", "c"]).contains("start/running")
+    });
+    keel.ctl_ok(&["start", "manual"]);
+    let text = keel.ctl_ok(&["timeline"]);
+    let rows: Vec<&str> = text.lines().skip(1).take(4).collect();
+    let jobs: Vec<&str> = rows
+        .iter()
+        .map(|r| r.split_whitespace().nth(2).unwrap())
+        .collect();
+    assert_eq!(jobs, ["a", "b", "c", "manual"], "{text}");
+    assert!(rows[0].ends_with("a (startup)"), "{text}");
+    assert!(rows[1].ends_with("b (started a)"), "{text}");
+    assert!(rows[3].ends_with("manual (request)"), "{text}");
+    // b waited for its pre-start: the slowest.
+    assert!(text.contains("\nslowest: b 0.3"), "{text}");
+    assert!(text.contains("\nlast to run: manual (request)\n"), "{text}");
+    // The JSON has every time; c's chain goes back through b to a.
+    let json: serde_json::Value =
+        serde_json::from_str(&keel.ctl_ok(&["--json", "timeline"])).unwrap();
+    let c = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["job"] == "c")
+        .unwrap();
+    assert_eq!(c["events"], serde_json::json!(["started"]));
+    assert_eq!(c["cause_job"], "b");
+    let ms = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{k}: {json}"));
+    assert!(ms("requested_ms") <= ms("spawned_ms") && ms("spawned_ms") <= ms("running_ms"));
+}

@@ -285,9 +285,10 @@ fn a_failed_job_shows_its_last_lines_in_status_and_is_marked_in_list() {
     assert!(json[0]["failure"].is_string());
 
     let list = keel.ctl_ok(&["list"]);
-    assert!(list.contains("broken stop/waiting (failed)\n"), "{list}");
+    assert!(list.contains("broken stop/waiting, failed\n"), "{list}");
     assert!(list.contains("fine start/running, process "), "{list}");
-    assert!(!list.contains("fine start/running (failed)"));
+    let fine = list.lines().find(|l| l.starts_with("fine ")).unwrap();
+    assert!(!fine.ends_with(", failed"), "{list}");
     // A job that runs fine shows no log in status.
     assert!(!keel.ctl_ok(&["status", "fine"]).contains("\tlog: "));
 }

@@ -56,7 +56,11 @@ enum Command {
     Status(QueryArgs),
     /// The boot: when each job was requested and running, the slowest, and the
     /// chain of jobs the last one waited for.
-    Timeline,
+    Timeline {
+        /// Also write the boot as a picture (SVG) to FILE.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+    },
     /// Print a job's log (`console log`), each line with its time.
     Log {
         /// Only the last N lines.
@@ -371,7 +375,10 @@ enum Show {
     Status {
         tails: Vec<Vec<String>>,
     },
-    Timeline,
+    /// `timeline`, and the picture to write, if asked.
+    Timeline {
+        svg: Option<PathBuf>,
+    },
     /// `list`: the status lines alone, as Upstart's.
     List,
     /// The answer is not shown (reload, emit, power…).
@@ -457,7 +464,7 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
             (request, Show::Status { tails: Vec::new() })
         }
         Command::List => (Request::List, Show::List),
-        Command::Timeline => (Request::Timeline, Show::Timeline),
+        Command::Timeline { svg } => (Request::Timeline, Show::Timeline { svg: svg.clone() }),
         Command::Log {
             lines,
             follow,
@@ -769,7 +776,11 @@ fn render(
             }
             Ok(ExitCode::SUCCESS)
         }
-        (Show::Timeline, Response::Timeline(entries)) => {
+        (Show::Timeline { svg }, Response::Timeline(entries)) => {
+            if let Some(path) = svg {
+                std::fs::write(path, timeline_svg(&entries))
+                    .map_err(|e| format!("cannot write {}: {}", path.display(), io_text(&e)))?;
+            }
             if as_json {
                 json_line(Value::Array(entries.iter().map(json_timeline).collect()));
             } else {
@@ -934,6 +945,97 @@ fn format_timeline(entries: &[TimelineEntry]) -> String {
         let _ = writeln!(out, "last to run: {}", chain.join(" <- "));
     }
     out
+}
+
+/// `&`, `<`, `>`, `"` as XML entities.
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The boot as a picture, in the spirit of `systemd-analyze plot`: a row per
+/// first start, in the order requested, a light bar from its request to its
+/// main process's spawn (waiting, pre-start), a dark one from there to running;
+/// its name and why it started beside it, and a second scale on top.
+fn timeline_svg(entries: &[TimelineEntry]) -> String {
+    use std::fmt::Write as _;
+    const LEFT: u64 = 20;
+    const WIDTH: u64 = 900;
+    const ROW: u64 = 22;
+    const TOP: u64 = 40;
+    let mut rows: Vec<&TimelineEntry> = entries.iter().collect();
+    rows.sort_by_key(|e| (e.requested_ms, e.running_ms));
+    let start = rows.iter().map(|e| e.requested_ms).min().unwrap_or(0);
+    let end = rows
+        .iter()
+        .map(|e| e.running_ms.unwrap_or(e.requested_ms))
+        .max()
+        .unwrap_or(start)
+        .max(start + 1);
+    let x = |ms: u64| LEFT + (ms - start) * WIDTH / (end - start);
+    let height = TOP + ROW * rows.len() as u64 + 20;
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" \
+         width=\"{}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">",
+        LEFT + WIDTH + 300
+    );
+    let _ = writeln!(
+        svg,
+        "<title>keel boot timeline: {} starts, {} to {}</title>",
+        rows.len(),
+        secs(start),
+        secs(end)
+    );
+    // A mark every tenth of the span, with its time since boot.
+    for tenth in 0..=10 {
+        let ms = start + (end - start) * tenth / 10;
+        let at = x(ms);
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{at}\" y1=\"{}\" x2=\"{at}\" y2=\"{}\" stroke=\"#ddd\"/>\
+             <text x=\"{at}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+            TOP - 10,
+            height - 20,
+            TOP - 15,
+            secs(ms)
+        );
+    }
+    for (i, e) in rows.iter().enumerate() {
+        let y = TOP + ROW * i as u64;
+        let spawned = e.spawned_ms.or(e.running_ms).unwrap_or(e.requested_ms);
+        let running = e.running_ms.unwrap_or(spawned);
+        let bar = |from: u64, to: u64, color: &str| {
+            format!(
+                "<rect x=\"{}\" y=\"{y}\" width=\"{}\" height=\"{}\" fill=\"{color}\"/>",
+                x(from),
+                x(to).saturating_sub(x(from)).max(1),
+                ROW - 6
+            )
+        };
+        let took = took(e).map_or_else(|| "not running".to_string(), secs);
+        let _ = writeln!(
+            svg,
+            "<g><title>{}: requested {}, running {} ({})</title>{}{}\
+             <text x=\"{}\" y=\"{}\">{} ({}) {}</text></g>",
+            xml_escape(&shown(e)),
+            secs(e.requested_ms),
+            e.running_ms.map_or("-".to_string(), secs),
+            xml_escape(&why(e)),
+            bar(e.requested_ms, spawned, "#9cc3e6"),
+            bar(spawned, running, "#2f6fad"),
+            x(running) + 6,
+            y + ROW - 10,
+            xml_escape(&shown(e)),
+            xml_escape(&why(e)),
+            took
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
 }
 
 fn json_timeline(e: &TimelineEntry) -> Value {

@@ -194,4 +194,18 @@ fn the_timeline_lists_starts_in_order_the_slowest_and_the_chain_of_the_last() {
     assert_eq!(c["cause_job"], "b");
     let ms = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{k}: {json}"));
     assert!(ms("requested_ms") <= ms("spawned_ms") && ms("spawned_ms") <= ms("running_ms"));
+    // --svg writes the picture: well-formed XML, a row naming each job, in order.
+    let picture = keel.path("boot.svg");
+    keel.ctl_ok(&["timeline", "--svg", picture.to_str().unwrap()]);
+    let svg = std::fs::read_to_string(&picture).unwrap();
+    let doc = roxmltree::Document::parse(&svg).unwrap_or_else(|e| panic!("{e}: {svg}"));
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    let labels: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text())
+        .filter_map(|t| t.split_whitespace().next())
+        .filter(|w| ["a", "b", "c", "manual"].contains(w))
+        .collect();
+    assert_eq!(labels, ["a", "b", "c", "manual"], "{svg}");
 }

@@ -36,6 +36,24 @@ pub struct Event {
     pub env: Vec<(String, String)>,
 }
 
+impl Event {
+    /// `name` with the variables `env`, in order.
+    pub fn new(name: &str, env: &[(&str, &str)]) -> Event {
+        Event {
+            name: name.into(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// The value of variable `key`, if the event has it.
+    pub fn var(&self, key: &str) -> Option<&str> {
+        lookup(&self.env, key)
+    }
+}
+
 /// Events keel itself emits: at boot, for every job, for relayed signals, runlevels,
 /// and from its event sources (`socket`: socket activation, `file`: file events).
 pub const BUILTIN_EVENTS: &[&str] = &[
@@ -760,13 +778,7 @@ mod tests {
     use crate::job::{ArgMatch, parse};
 
     fn ev(name: &str, env: &[(&str, &str)]) -> Event {
-        Event {
-            name: name.into(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        }
+        Event::new(name, env)
     }
 
     fn vars(env: &[(&str, &str)]) -> Vec<(String, String)> {

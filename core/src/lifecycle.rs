@@ -257,6 +257,8 @@ pub enum Effect {
     EventFinished { waiter: WaiterId, failed: bool },
     /// Something the log should say (an event that could not start a job).
     Warn(String),
+    /// A change of a job the log should say that no event tells (a respawn).
+    Info(String),
     /// Main has ended on the way to post-stop: whatever is left of the instance
     /// (its cgroup's processes) is killed, before post-stop starts.
     KillRemnants { job: String, instance: String },
@@ -1084,6 +1086,7 @@ impl Jobs {
         let ok = status.is_some_and(WaitStatus::success);
         let never_ran = status.is_none();
         let failed_before = inst.failure.is_some();
+        let mut respawning = false;
         // Upstart's `job_failed`: the first failure of a cycle is the one reported.
         let fail = |inst: &mut Instance| {
             if inst.failure.is_none() {
@@ -1135,6 +1138,7 @@ impl Jobs {
                     let failed = !listed && (!ok || (inst.def.respawn && !inst.def.task));
                     if failed && inst.def.respawn {
                         respawn_or_give_up(inst, kind, status, &reason, now);
+                        respawning = inst.goal == Goal::Respawn;
                     } else {
                         if failed {
                             fail(inst);
@@ -1146,7 +1150,13 @@ impl Jobs {
             _ => {}
         }
         // A failure fails the events waiting for this instance, and lets them go.
-        if !failed_before && inst.failure.is_some() {
+        let failed_now = !failed_before && inst.failure.is_some();
+        if respawning {
+            let shown = shown_instance(job, instance);
+            self.effects
+                .push(Effect::Info(format!("{shown}: {reason}; respawning")));
+        }
+        if failed_now {
             self.release(job, instance, true);
         }
         self.advance(job, instance, now);
@@ -1661,6 +1671,15 @@ fn is_listed_normal_exit(def: &JobDef, status: Option<WaitStatus>) -> bool {
         ExitMatch::Status(c) => status.code() == Some(c),
         ExitMatch::Signal(s) => status.signal() == Some(s.0),
     })
+}
+
+/// `JOB` or `JOB (INSTANCE)`, as initctl shows an instance.
+pub fn shown_instance(job: &str, instance: &str) -> String {
+    if instance.is_empty() {
+        job.to_string()
+    } else {
+        format!("{job} ({instance})")
+    }
 }
 
 /// Respawns main unless it did so too often (`respawn limit`), then gives up.

@@ -19,7 +19,7 @@
 use clap::{Parser, Subcommand};
 use keel_proto::ctl::{
     self, ClientHello, ConfigProblem, Error, ErrorKind, EventRef, Goal, InstanceStatus, JobConfig,
-    PowerAction, Request, Response, ServerHello,
+    LoadFailure, PowerAction, Request, Response, ServerHello, TimelineEntry,
 };
 use keel_proto::frame;
 use serde_json::{Value, json};
@@ -51,8 +51,27 @@ enum Command {
     Restart(JobArgs),
     /// Send a job's main process its reload signal (SIGHUP unless `reload signal`).
     Reload(JobArgs),
-    /// Show a job's goal, state and processes.
+    /// Show a job's goal, state and processes (and, after a failure, the last
+    /// lines of its log).
     Status(QueryArgs),
+    /// The boot: when each job was requested and running, the slowest, and the
+    /// chain of jobs the last one waited for.
+    Timeline {
+        /// Also write the boot as a picture (SVG) to FILE.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+    },
+    /// Print a job's log (`console log`), each line with its time.
+    Log {
+        /// Only the last N lines.
+        #[arg(short = 'n', long = "lines", value_name = "N")]
+        lines: Option<usize>,
+        /// Go on printing lines as the job writes them (until interrupted).
+        #[arg(short = 'f', long)]
+        follow: bool,
+        #[command(flatten)]
+        query: QueryArgs,
+    },
     /// List every job and instance.
     List,
     /// Emit an event; wait until every job it started has started (a task: has
@@ -65,9 +84,10 @@ enum Command {
         /// KEY=VALUE pairs for the event's environment.
         env: Vec<String>,
     },
-    /// Re-read the job files.
+    /// Re-read the job files; exit 1, naming each, if some did not load.
     ReloadConfiguration,
-    /// Report events and jobs that conditions name but nothing provides (exit 1 if any).
+    /// Report job files that did not load, and events and jobs that conditions name
+    /// but nothing provides (exit 1 if any).
     CheckConfig {
         /// Events not to report (comma-separated).
         #[arg(short = 'i', long = "ignore-events", value_delimiter = ',')]
@@ -422,7 +442,15 @@ enum Show {
         failed: &'static str,
         job: String,
     },
-    Status,
+    /// `status`: with the last lines of the log of each failed instance, in
+    /// the order of the answer's instances (filled in once it is there).
+    Status {
+        tails: Vec<Vec<String>>,
+    },
+    /// `timeline`, and the picture to write, if asked.
+    Timeline {
+        svg: Option<PathBuf>,
+    },
     /// `list`: the status lines alone, as Upstart's.
     List,
     /// The answer is not shown (reload, emit, power…).
@@ -430,7 +458,10 @@ enum Show {
     Config {
         enumerate: bool,
     },
-    Problems,
+    /// check-config's findings, after the job files that did not load.
+    Problems {
+        failed: Vec<LoadFailure>,
+    },
     /// `security`: the exposure of each job (`detail`: with every finding).
     Security {
         detail: bool,
@@ -506,9 +537,19 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
                 instance: t.instance,
                 env: t.env,
             };
-            (request, Show::Status)
+            (request, Show::Status { tails: Vec::new() })
         }
         Command::List => (Request::List, Show::List),
+        Command::Timeline { svg } => (Request::Timeline, Show::Timeline { svg: svg.clone() }),
+        Command::Log {
+            lines,
+            follow,
+            query,
+        } => {
+            let t = target(&query.job, &query.env)?;
+            let path = log_path(&cli.socket, t.job, t.instance, t.env)?;
+            return print_log(Path::new(&path), *lines, *follow, cli.json);
+        }
         Command::Emit {
             no_wait,
             event,
@@ -526,11 +567,26 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         }
         Command::ReloadConfiguration => (Request::ReloadConfiguration, Show::Nothing),
         Command::CheckConfig { ignore, conf, .. } => {
+            let failed: Vec<LoadFailure> = match ask(&cli.socket, &Request::LoadFailures)?.0 {
+                Response::LoadFailures(failed) => failed
+                    .into_iter()
+                    .filter(|f| conf.as_ref().is_none_or(|job| &f.job == job))
+                    .collect(),
+                other => return render(&Show::Nothing, other, 0, false, &mut String::new()),
+            };
+            if !failed.is_empty() && conf.is_some() {
+                // The job CONF is not defined: its file's errors are the findings.
+                let mut out = String::new();
+                let show = Show::Problems { failed };
+                let code = render(&show, Response::Problems(Vec::new()), 0, cli.json, &mut out)?;
+                print!("{out}");
+                return Ok(code);
+            }
             let request = Request::CheckConfig {
                 job: conf.clone(),
                 ignore: ignore.clone(),
             };
-            (request, Show::Problems)
+            (request, Show::Problems { failed })
         }
         Command::ShowConfig { enumerate, conf } => (
             Request::ShowConfig { job: conf.clone() },
@@ -638,6 +694,10 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         }
     };
     let (response, protocol) = ask_again(&cli.socket, &request)?;
+    let mut show = show;
+    if let (Show::Status { tails }, Response::Instances(list)) = (&mut show, &response) {
+        *tails = list.iter().map(|s| failure_tail(&cli.socket, s)).collect();
+    }
     let mut out = String::new();
     let code = render(&show, response, protocol, cli.json, &mut out)?;
     print!("{out}");
@@ -663,18 +723,47 @@ fn render(
     match (show, response) {
         (Show::Change { failed, job }, Response::Error(e)) => Err(describe_error(&e, job, failed)),
         (_, Response::Error(e)) => Err(e.message.into()),
+        (_, Response::LoadFailures(failed)) => Err(format!(
+            "these job files did not load (every other one is loaded):\n{}",
+            load_errors(&failed)
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+        .into()),
         (Show::Nothing, _) => Ok(ExitCode::SUCCESS),
         (_, Response::Instances(list)) => {
             if as_json {
-                json_line(Value::Array(list.iter().map(json_status).collect()));
+                let mut shown: Vec<Value> = list.iter().map(json_status).collect();
+                if let Show::Status { tails } = show {
+                    for (object, tail) in shown.iter_mut().zip(tails) {
+                        object["log"] = json!(tail);
+                    }
+                }
+                json_line(Value::Array(shown));
             } else {
                 // `status` also says what the daemon or keel says about the job
                 // (sd_notify STATUS=, an expect that does not match) and why it
                 // failed: keel's own lines, tab-indented like Upstart's process
                 // lines, only here (start, stop and list keep Upstart's output).
-                let detail = matches!(show, Show::Status);
-                list.iter()
-                    .for_each(|s| out.push_str(&format_status(s, detail)));
+                let (detail, tails) = match show {
+                    Show::Status { tails } => (true, tails.as_slice()),
+                    _ => (false, &[][..]),
+                };
+                for (i, s) in list.iter().enumerate() {
+                    let mut text = format_status(s, detail);
+                    // `list` marks a job that failed (status says why), after
+                    // a comma as Upstart's `, process PID`: what parses
+                    // Upstart's list still reads the goal and state.
+                    if matches!(show, Show::List) && s.failure.is_some() {
+                        let end = text.find('\n').unwrap_or(text.len());
+                        text.insert_str(end, ", failed");
+                    }
+                    out.push_str(&text);
+                    for line in tails.get(i).into_iter().flatten() {
+                        let _ = writeln!(out, "\tlog: {line}");
+                    }
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -708,13 +797,23 @@ fn render(
             }
             Ok(ExitCode::SUCCESS)
         }
-        (Show::Problems, Response::Problems(problems)) => {
+        (Show::Problems { failed }, Response::Problems(problems)) => {
             if as_json {
-                json_line(Value::Array(problems.iter().map(json_problem).collect()));
+                let unloaded = failed.iter().flat_map(|f| {
+                    f.errors
+                        .iter()
+                        .map(|e| json!({"job": f.job, "condition": "job file", "message": e}))
+                });
+                let found = problems.iter().map(json_problem);
+                json_line(Value::Array(unloaded.chain(found).collect()));
             } else {
+                load_errors(failed).for_each(|e| {
+                    out.push_str(e);
+                    out.push('\n');
+                });
                 out.push_str(&format_problems(&problems));
             }
-            Ok(if problems.is_empty() {
+            Ok(if problems.is_empty() && failed.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
@@ -776,6 +875,18 @@ fn render(
                 for (k, v) in &vars {
                     let _ = writeln!(out, "{k}={v}");
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        (Show::Timeline { svg }, Response::Timeline(entries)) => {
+            if let Some(path) = svg {
+                std::fs::write(path, timeline_svg(&entries))
+                    .map_err(|e| format!("cannot write {}: {}", path.display(), io_text(&e)))?;
+            }
+            if as_json {
+                json_line(Value::Array(entries.iter().map(json_timeline).collect()));
+            } else {
+                out.push_str(&format_timeline(&entries));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -866,6 +977,298 @@ fn receive<T: for<'a> serde::Deserialize<'a>>(stream: &mut impl Read) -> Result<
     frame::decode(&body).map_err(|e| format!("garbled answer from the supervisor: {e}").into())
 }
 
+/// How many of the slowest starts `timeline` names.
+const SLOWEST: usize = 5;
+
+/// Seconds since boot, from the timeline's milliseconds.
+fn secs(ms: u64) -> String {
+    format!("{}.{:03}s", ms / 1000, ms % 1000)
+}
+
+/// `JOB` or `JOB (INSTANCE)`.
+fn shown(e: &TimelineEntry) -> String {
+    if e.instance.is_empty() {
+        e.job.clone()
+    } else {
+        format!("{} ({})", e.job, e.instance)
+    }
+}
+
+/// Why an instance started: its events (with the job a job event names), or
+/// `request` for a start by initctl.
+fn why(e: &TimelineEntry) -> String {
+    match (&e.events[..], &e.cause_job) {
+        ([], _) => "request".to_string(),
+        (events, Some(job)) => format!("{} {job}", events.join(" ")),
+        (events, None) => events.join(" "),
+    }
+}
+
+/// How long an instance took from its request to running.
+fn took(e: &TimelineEntry) -> Option<u64> {
+    Some(e.running_ms?.saturating_sub(e.requested_ms))
+}
+
+/// `initctl timeline`: every first start by when it was running (with how long
+/// it took and why it started), the slowest, and the chain of job events that
+/// the last one to run waited for.
+fn format_timeline(entries: &[TimelineEntry]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from("  RUNNING     TOOK  JOB (WHY)\n");
+    let mut by_running: Vec<&TimelineEntry> = entries.iter().collect();
+    by_running.sort_by_key(|e| (e.running_ms.is_none(), e.running_ms, e.requested_ms));
+    for e in &by_running {
+        let running = e.running_ms.map_or("-".to_string(), secs);
+        let took = took(e).map_or("-".to_string(), secs);
+        let _ = writeln!(out, "{running:>9} {took:>8}  {} ({})", shown(e), why(e));
+    }
+    let mut slowest: Vec<&TimelineEntry> = entries.iter().filter(|e| took(e).is_some()).collect();
+    slowest.sort_by_key(|e| std::cmp::Reverse(took(e)));
+    if !slowest.is_empty() {
+        let named: Vec<String> = slowest
+            .iter()
+            .take(SLOWEST)
+            .map(|e| format!("{} {}", shown(e), took(e).map_or_else(String::new, secs)))
+            .collect();
+        let _ = writeln!(out, "slowest: {}", named.join(", "));
+    }
+    if let Some(last) = by_running.iter().rev().find(|e| e.running_ms.is_some()) {
+        let mut chain = vec![format!("{} ({})", shown(last), why(last))];
+        let mut seen = vec![last.job.clone()];
+        let mut at = *last;
+        while let Some(cause) = at.cause_job.as_ref() {
+            let Some(next) = entries.iter().find(|e| &e.job == cause) else {
+                break;
+            };
+            if seen.contains(&next.job) {
+                break;
+            }
+            seen.push(next.job.clone());
+            chain.push(format!("{} ({})", shown(next), why(next)));
+            at = next;
+        }
+        let _ = writeln!(out, "last to run: {}", chain.join(" <- "));
+    }
+    out
+}
+
+/// `&`, `<`, `>`, `"` as XML entities.
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The boot as a picture, in the spirit of `systemd-analyze plot`: a row per
+/// first start, in the order requested, a light bar from its request to its
+/// main process's spawn (waiting, pre-start), a dark one from there to running;
+/// its name and why it started beside it, and a second scale on top.
+fn timeline_svg(entries: &[TimelineEntry]) -> String {
+    use std::fmt::Write as _;
+    const LEFT: u64 = 20;
+    const WIDTH: u64 = 900;
+    const ROW: u64 = 22;
+    const TOP: u64 = 40;
+    let mut rows: Vec<&TimelineEntry> = entries.iter().collect();
+    rows.sort_by_key(|e| (e.requested_ms, e.running_ms));
+    let start = rows.iter().map(|e| e.requested_ms).min().unwrap_or(0);
+    let end = rows
+        .iter()
+        .map(|e| e.running_ms.unwrap_or(e.requested_ms))
+        .max()
+        .unwrap_or(start)
+        .max(start + 1);
+    let x = |ms: u64| LEFT + (ms - start) * WIDTH / (end - start);
+    let height = TOP + ROW * rows.len() as u64 + 20;
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" \
+         width=\"{}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">",
+        LEFT + WIDTH + 300
+    );
+    let _ = writeln!(
+        svg,
+        "<title>keel boot timeline: {} starts, {} to {}</title>",
+        rows.len(),
+        secs(start),
+        secs(end)
+    );
+    // A mark every tenth of the span, with its time since boot.
+    for tenth in 0..=10 {
+        let ms = start + (end - start) * tenth / 10;
+        let at = x(ms);
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{at}\" y1=\"{}\" x2=\"{at}\" y2=\"{}\" stroke=\"#ddd\"/>\
+             <text x=\"{at}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+            TOP - 10,
+            height - 20,
+            TOP - 15,
+            secs(ms)
+        );
+    }
+    for (i, e) in rows.iter().enumerate() {
+        let y = TOP + ROW * i as u64;
+        let spawned = e.spawned_ms.or(e.running_ms).unwrap_or(e.requested_ms);
+        let running = e.running_ms.unwrap_or(spawned);
+        let bar = |from: u64, to: u64, color: &str| {
+            format!(
+                "<rect x=\"{}\" y=\"{y}\" width=\"{}\" height=\"{}\" fill=\"{color}\"/>",
+                x(from),
+                x(to).saturating_sub(x(from)).max(1),
+                ROW - 6
+            )
+        };
+        let took = took(e).map_or_else(|| "not running".to_string(), secs);
+        let _ = writeln!(
+            svg,
+            "<g><title>{}: requested {}, running {} ({})</title>{}{}\
+             <text x=\"{}\" y=\"{}\">{} ({}) {}</text></g>",
+            xml_escape(&shown(e)),
+            secs(e.requested_ms),
+            e.running_ms.map_or("-".to_string(), secs),
+            xml_escape(&why(e)),
+            bar(e.requested_ms, spawned, "#9cc3e6"),
+            bar(spawned, running, "#2f6fad"),
+            x(running) + 6,
+            y + ROW - 10,
+            xml_escape(&shown(e)),
+            xml_escape(&why(e)),
+            took
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+fn json_timeline(e: &TimelineEntry) -> Value {
+    json!({
+        "job": e.job,
+        "instance": e.instance,
+        "events": e.events,
+        "cause_job": e.cause_job,
+        "requested_ms": e.requested_ms,
+        "spawned_ms": e.spawned_ms,
+        "running_ms": e.running_ms,
+    })
+}
+
+/// How many lines of a failed instance's log `status` shows.
+const FAILURE_TAIL: usize = 5;
+
+/// The path of an instance's log file, from the supervisor.
+fn log_path(
+    socket: &Path,
+    job: String,
+    instance: Option<String>,
+    env: Vec<String>,
+) -> Result<String, Failure> {
+    match ask(socket, &Request::LogPath { job, instance, env })?.0 {
+        Response::Value(path) => Ok(path),
+        Response::Error(e) => Err(e.message.into()),
+        other => Err(format!("unexpected answer from the supervisor: {other:?}").into()),
+    }
+}
+
+/// The last lines of a failed instance's log, if it keeps one that can be read.
+fn failure_tail(socket: &Path, s: &InstanceStatus) -> Vec<String> {
+    if s.failure.is_none() {
+        return Vec::new();
+    }
+    let instance = (!s.instance.is_empty()).then(|| s.instance.clone());
+    log_path(socket, s.job.clone(), instance, Vec::new())
+        .ok()
+        .and_then(|path| std::fs::read(path).ok())
+        .map(|bytes| last_lines(&bytes, FAILURE_TAIL))
+        .unwrap_or_default()
+}
+
+/// The last `n` lines of `bytes` (a last line without its newline counts).
+fn last_lines(bytes: &[u8], n: usize) -> Vec<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}
+
+/// A log line as JSON: `{"time": "2026-12-07T04:40:01.123Z", "text": "…"}`,
+/// `time` null for a line without one (kept while the disk could not be written).
+fn json_log_line(line: &str) -> Value {
+    match line.split_once(' ') {
+        Some((time, text))
+            if time.len() == 24 && time.ends_with('Z') && time.as_bytes()[4] == b'-' =>
+        {
+            json!({"time": time, "text": text})
+        }
+        _ => json!({"time": null, "text": line}),
+    }
+}
+
+/// `initctl log`: the file (its last `lines` lines), then with `follow` what is
+/// added to it, also across a rotation (a new file at the path starts over).
+fn print_log(
+    path: &Path,
+    lines: Option<usize>,
+    follow: bool,
+    as_json: bool,
+) -> Result<ExitCode, Failure> {
+    use std::os::unix::fs::MetadataExt;
+    let cannot = |e: std::io::Error| format!("cannot read {}: {}", path.display(), io_text(&e));
+    let show = |text: &[String]| -> Result<(), Failure> {
+        let mut stdout = std::io::stdout().lock();
+        for line in text {
+            let shown = if as_json {
+                json_log_line(line).to_string()
+            } else {
+                line.clone()
+            };
+            writeln!(stdout, "{shown}")
+                .and_then(|_| stdout.flush())
+                .map_err(|e| format!("cannot write: {}", io_text(&e)))?;
+        }
+        Ok(())
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        // No output yet: nothing to show, or wait for it.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && follow => Vec::new(),
+        Err(e) => return Err(cannot(e).into()),
+    };
+    // Only whole lines; a last one still being written is shown once ended.
+    let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    show(&last_lines(&bytes[..whole], lines.unwrap_or(usize::MAX)))?;
+    if !follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut inode = std::fs::metadata(path).map(|m| m.ino()).ok();
+    let mut read_to = whole as u64;
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let Ok(meta) = std::fs::metadata(path) else {
+            continue;
+        };
+        if inode != Some(meta.ino()) || meta.len() < read_to {
+            // Rotated (or truncated): the new file from its start.
+            inode = Some(meta.ino());
+            read_to = 0;
+        }
+        if meta.len() == read_to {
+            continue;
+        }
+        let mut file = std::fs::File::open(path).map_err(cannot)?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(read_to)).map_err(cannot)?;
+        let mut fresh = Vec::new();
+        file.read_to_end(&mut fresh).map_err(cannot)?;
+        let whole = fresh.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        read_to += whole as u64;
+        show(&last_lines(&fresh[..whole], usize::MAX))?;
+    }
+}
+
 /// Upstart's status line: `JOB [(INSTANCE)] GOAL/STATE[, process PID]`, the first
 /// process on it (`, (post-start) process PID` if that is neither main, pre-start
 /// nor post-stop), then a line `\tKIND process PID` per other process.
@@ -932,6 +1335,11 @@ fn enumerated(e: &EventRef) -> String {
     let job = e.job.as_ref().map(|j| format!(" {j}")).unwrap_or_default();
     let env: String = e.env.iter().map(|a| format!(" {a}")).collect();
     format!("{} (job:{job}, env:{env})", e.event)
+}
+
+/// Every error of the job files that did not load, one a line.
+fn load_errors(failed: &[LoadFailure]) -> impl Iterator<Item = &String> {
+    failed.iter().flat_map(|f| &f.errors)
 }
 
 /// Upstart's check-config: each job with findings, then `  CONDITION: MESSAGE`.

@@ -142,8 +142,66 @@ struct Init {
     nofile_given: rustix::process::Rlimit,
 }
 
+const USAGE: &str = "\
+Usage: keel-init [--supervisor PATH] [--shutdown PATH] [-- SUPERVISOR_ARGS...]
+
+keel's PID 1: reaps every process, relays signals to keel-supervisor, keeps its
+lifeboat of fds, restarts it when it dies, and at the end execs keel-shutdown.
+It runs only as PID 1: of the machine (the kernel's init=), or of a PID
+namespace (unshare --pid --fork --mount-proc keel-init ...).
+
+  --supervisor PATH  the supervisor (keel.supervisor= on the kernel command
+                     line; default /sbin/keel-supervisor)
+  --shutdown PATH    the program exec'd for the power action (keel.shutdown=;
+                     default /sbin/keel-shutdown)
+  --help, --version  print this or the version and exit (not as PID 1)
+
+See keel-init(8).
+";
+const VERSION: &str = concat!("keel-init ", env!("CARGO_PKG_VERSION"), "\n");
+
+/// Outside PID 1 keel-init only answers `--help` and `--version`: acting as an
+/// init there (ignoring SIGTERM, adopting nothing) would only confuse. As PID 1
+/// it never exits (the kernel would panic): there these words are ignored.
+/// The exit status if it is to exit, `None` to go on as init.
+fn ordinary_process(args: &[*const u8]) -> Option<i32> {
+    if rustix::process::getpid().is_init() {
+        return None;
+    }
+    let asked = |word: &[u8]| {
+        args.iter().skip(1).any(|&a| {
+            // SAFETY: origin passes the kernel's argv: valid NUL-terminated strings.
+            let arg = unsafe { CStr::from_ptr(a.cast()) }.to_bytes();
+            arg == word
+        })
+    };
+    let (text, fd, status) = if asked(b"--help") || asked(b"-h") {
+        (USAGE, 1, 0)
+    } else if asked(b"--version") {
+        (VERSION, 1, 0)
+    } else {
+        (
+            "keel-init: not PID 1: keel-init runs only as the machine's init or as PID 1 \
+             of a PID namespace (unshare --pid --fork --mount-proc keel-init ...); \
+             see keel-init --help\n",
+            2,
+            2,
+        )
+    };
+    // SAFETY: fds 1 and 2 are only borrowed for this write.
+    let out = unsafe { rustix::fd::BorrowedFd::borrow_raw(fd) };
+    let _ = rustix::io::write(out, text.as_bytes());
+    Some(status)
+}
+
 #[unsafe(no_mangle)]
 unsafe fn origin_main(argc: usize, argv: *mut *mut u8, envp: *mut *mut u8) -> i32 {
+    // SAFETY: origin passes the kernel's argv/envp: `argc` valid pointers to
+    // NUL-terminated strings, then NULL, which live as long as the process.
+    let args = unsafe { core::slice::from_raw_parts(argv as *const *const u8, argc) };
+    if let Some(status) = ordinary_process(args) {
+        return status;
+    }
     let mut cmdline = [0u8; 4096];
     let cmdline_len = read_cmdline(&mut cmdline);
     let cmdline = &cmdline[..cmdline_len];
@@ -160,9 +218,7 @@ unsafe fn origin_main(argc: usize, argv: *mut *mut u8, envp: *mut *mut u8) -> i3
         Piece::Str(if machine { ", the machine's init" } else { "" }),
     ]);
 
-    // SAFETY: origin passes the kernel's argv/envp: `argc` valid pointers to
-    // NUL-terminated strings, then NULL, which live as long as the process.
-    let args = unsafe { core::slice::from_raw_parts(argv as *const *const u8, argc) };
+    // SAFETY: as for argv above.
     let mut env_ptrs = envp as *const *const u8;
     let mut envs = CArray::<MAX_ENV>::new();
     envs.push(c"KEEL_INIT_FD=3");
@@ -919,10 +975,6 @@ impl Init {
             let _ = rustix::process::kill_process(supervisor.pid, rustix::process::Signal::KILL);
         }
         rustix::fs::sync();
-        if !rustix::process::getpid().is_init() {
-            // Run as an ordinary process (tests): ending is the power action.
-            rustix::runtime::exit_group(0)
-        }
         let mut argv = CArray::<3>::new();
         argv.push(self.shutdown);
         argv.push(arg);

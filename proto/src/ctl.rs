@@ -159,6 +159,8 @@ pub enum Request {
         env: Vec<String>,
         wait: bool,
     },
+    /// Re-reads the job files: answered `Ok`, or `LoadFailures` when some did
+    /// not load (every other one is loaded all the same).
     ReloadConfiguration,
     /// Events and jobs that `start on` / `stop on` name and nothing provides: of
     /// every job, or of `job` only; events in `ignore` are not reported.
@@ -210,6 +212,16 @@ pub enum Request {
     ResetEnv,
     /// /var/log is writable: write out job output held back until now.
     NotifyDiskWriteable,
+    /// The job files that did not load when the confdir was last read, and why.
+    LoadFailures,
+    /// The boot timeline: each instance's first start.
+    Timeline,
+    /// The path of an instance's log file (`console log`), answered as a `Value`.
+    LogPath {
+        job: String,
+        instance: Option<String>,
+        env: Vec<String>,
+    },
 }
 
 impl Request {
@@ -227,7 +239,10 @@ impl Request {
             | Request::LogPriority { level: None }
             | Request::Usage { .. }
             | Request::ListEnv
-            | Request::GetEnv { .. } => true,
+            | Request::GetEnv { .. }
+            | Request::LoadFailures
+            | Request::Timeline
+            | Request::LogPath { .. } => true,
             Request::Start { .. }
             | Request::Stop { .. }
             | Request::Restart { .. }
@@ -289,6 +304,35 @@ pub struct ConfigProblem {
     pub message: String,
 }
 
+/// A job file that did not load (its job is not defined), or a directory that
+/// could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadFailure {
+    /// The job the file would have defined; empty for a directory.
+    pub job: String,
+    /// Every error, as `FILE:LINE:COL: error: MESSAGE` (`FILE: error: MESSAGE`
+    /// when no position applies), as `keel-supervisor --check` prints them.
+    pub errors: Vec<String>,
+}
+
+/// One instance's first start, as the boot timeline has it (times are
+/// monotonic milliseconds since boot).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub job: String,
+    pub instance: String,
+    /// The events that started it (`UPSTART_EVENTS`); empty for a start by request.
+    pub events: Vec<String>,
+    /// For a job event (`started net`), the job it names.
+    pub cause_job: Option<String>,
+    /// Its `starting` event.
+    pub requested_ms: u64,
+    /// Its main process spawned (none for a job without one).
+    pub spawned_ms: Option<u64>,
+    /// Its `started` event: running (and ready, with `expect`).
+    pub running_ms: Option<u64>,
+}
+
 /// Why a request failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ErrorKind {
@@ -336,6 +380,9 @@ pub enum Response {
         current: u8,
     },
     Error(Error),
+    /// `load-failures`, and `reload-configuration` when a file did not load.
+    LoadFailures(Vec<LoadFailure>),
+    Timeline(Vec<TimelineEntry>),
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 use crate::job::{self, JobDef, Parsed, Severity};
 use crate::query::Override;
+use keel_proto::ctl::LoadFailure;
 
 /// The job name for `file` below `confdir`: the relative path without `.conf`
 /// (`net/apache.conf` → `net/apache`). `None` for other files.
@@ -72,6 +73,8 @@ pub struct Confdir {
     pub errors: usize,
     /// The jobs an override file was read over, by name, and what it gave.
     pub overrides: BTreeMap<String, Override>,
+    /// The files that did not load (and directories not read), with their errors.
+    pub failed: Vec<LoadFailure>,
 }
 
 /// Loads every `.conf` file below `dir`.
@@ -79,24 +82,36 @@ pub fn load_confdir(dir: &Path) -> Confdir {
     let mut confdir = Confdir::default();
     let mut files = Vec::new();
     find_conf_files(dir, &mut files, &mut confdir.problems, &mut confdir.errors);
+    confdir
+        .failed
+        .extend(confdir.problems.iter().map(|p| LoadFailure {
+            job: String::new(),
+            errors: vec![p.clone()],
+        }));
     for file in files {
         let Some(name) = job_name(dir, &file) else {
-            confdir
-                .problems
-                .push(format!("{}: error: job name is not UTF-8", file.display()));
-            confdir.errors += 1;
+            confdir.refuse(
+                String::new(),
+                format!("{}: error: job name is not UTF-8", file.display()),
+            );
             continue;
         };
         if name.chars().any(char::is_control) {
-            confdir.problems.push(format!(
-                "{}: error: job name contains a control character",
-                file.display().to_string().escape_debug()
-            ));
-            confdir.errors += 1;
+            let shown = file.display().to_string().escape_debug().to_string();
+            confdir.refuse(
+                name.escape_debug().to_string(),
+                format!("{shown}: error: job name contains a control character"),
+            );
             continue;
         }
         let (checked, overridden) = check_job(&file, &name);
         confdir.errors += checked.errors;
+        if checked.def.is_none() {
+            confdir.failed.push(LoadFailure {
+                errors: checked.errors(),
+                job: name,
+            });
+        }
         confdir.problems.extend(checked.problems);
         if let (Some(def), Some(overridden)) = (&checked.def, overridden) {
             confdir.overrides.insert(def.name.clone(), overridden);
@@ -104,6 +119,18 @@ pub fn load_confdir(dir: &Path) -> Confdir {
         confdir.jobs.extend(checked.def);
     }
     confdir
+}
+
+impl Confdir {
+    /// A file refused before it is parsed.
+    fn refuse(&mut self, job: String, error: String) {
+        self.problems.push(error.clone());
+        self.errors += 1;
+        self.failed.push(LoadFailure {
+            job,
+            errors: vec![error],
+        });
+    }
 }
 
 /// What the override files of `dir`'s jobs give, by job name, without the job
@@ -218,6 +245,17 @@ struct Checked {
     def: Option<JobDef>,
     problems: Vec<String>,
     errors: usize,
+}
+
+impl Checked {
+    /// Its errors (rendered), which say why it did not load when `def` is none.
+    fn errors(&self) -> Vec<String> {
+        self.problems
+            .iter()
+            .filter(|p| p.contains(": error: "))
+            .cloned()
+            .collect()
+    }
 }
 
 fn check_file(path: &Path, name: &str) -> Checked {

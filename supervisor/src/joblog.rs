@@ -12,6 +12,16 @@
 //! with `splice(2)` at the file's current length, so each byte is either still in
 //! the pipe or already in the file — never in a buffer the supervisor could lose.
 //!
+//! Each line starts with the time (UTC) its first bytes were moved into the file,
+//! `2026-12-07T04:40:01.123Z ` (the file stays plain text: `cut -d' ' -f2-`
+//! gives the job's own output back). The bytes still move by `splice`; the
+//! supervisor only peeks at them (`tee(2)` into a pipe of its own) to find where
+//! a line ends, writes the time when the file ends at a line start, then splices
+//! the line. Whether a time is due is read from the file (its last byte), so a
+//! supervisor killed between the time and its line leaves a successor that
+//! splices the line after that time, not a second one. Output kept early (below)
+//! is written out as it came, without times.
+//!
 //! Size cap and rotation: a file never grows past `--log-size` bytes (0: no cap);
 //! when full, `JOB.log` becomes `JOB.log.1` (`.1` → `.2` …, `--log-keep` kept) and a
 //! new `JOB.log` starts. So a chatty job holds at most (keep + 1) × size bytes.
@@ -133,6 +143,9 @@ pub struct Logs {
     files: BTreeMap<String, (std::fs::File, u64)>,
     uses: u64,
     null: Option<OwnedFd>,
+    /// A pipe of the supervisor's own (read, write end): a copy of a log pipe's
+    /// bytes, read to find where lines end (see the module docs).
+    peek: Option<(OwnedFd, OwnedFd)>,
     last_try: Option<Instant>,
     /// An early log is to be written out after this round.
     pub flush_wanted: bool,
@@ -148,6 +161,7 @@ impl Logs {
             files: BTreeMap::new(),
             uses: 0,
             null: None,
+            peek: None,
             last_try: None,
             flush_wanted: false,
         }
@@ -346,7 +360,30 @@ impl Logs {
         };
         // SAFETY: `pipe` is the open read end in `self.pipes`, borrowed for the call.
         let pipe = unsafe { BorrowedFd::borrow_raw(pipe) };
-        splice(pipe, file, &mut offset, len)
+        let file = self.files.get(&name).map(|(f, _)| f).ok_or(Step::Empty)?;
+        let Some(line) = peek_line(&mut self.peek, pipe, len)? else {
+            return Ok(0); // every writer gone, nothing left
+        };
+        let mut line = line;
+        if at_line_start(file, offset).map_err(Step::FileFailed)? {
+            let stamp = format!("{} ", utc_stamp(std::time::SystemTime::now()));
+            let stamped = offset + stamp.len() as u64;
+            if cap > 0 && offset > 0 && stamped >= cap {
+                // No room for the time and a byte of its line: a new file.
+                self.rotate(&name);
+                return Err(Step::Rotated);
+            }
+            if let Err(e) = write_at(file, stamp.as_bytes(), offset) {
+                // A full disk may take part of it: never leave half a time.
+                let _ = file.set_len(offset);
+                return Err(Step::FileFailed(e));
+            }
+            offset = stamped;
+            if cap > 0 {
+                line = line.min(cap.saturating_sub(offset).max(1) as usize);
+            }
+        }
+        splice(pipe, file, &mut offset, line)
     }
 
     fn splice_to_early(
@@ -879,6 +916,94 @@ enum Step {
     PipeFailed(std::io::Error),
 }
 
+/// How many bytes of `pipe` (at most `len`) make its next line, up to and with
+/// its newline (all it holds if none), without taking them: they are copied
+/// into `peek` (made on first use) with `tee` and read from there. `None` at
+/// EOF; `Step::Empty` when nothing is there yet.
+fn peek_line(
+    peek: &mut Option<(OwnedFd, OwnedFd)>,
+    pipe: BorrowedFd<'_>,
+    len: usize,
+) -> Result<Option<usize>, Step> {
+    use rustix::pipe::{PipeFlags, SpliceFlags};
+    if peek.is_none() {
+        *peek = Some(
+            rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)
+                .map_err(|e| Step::PipeFailed(e.into()))?,
+        );
+    }
+    let (peek_read, peek_write) = peek.as_ref().ok_or(Step::Empty)?;
+    let copied = loop {
+        match rustix::pipe::tee(pipe, peek_write, len, SpliceFlags::NONBLOCK) {
+            Ok(n) => break n,
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) => return Err(Step::Empty),
+            Err(e) => return Err(Step::PipeFailed(e.into())),
+        }
+    };
+    // As splice: 0 once the pipe is empty and every writer has gone.
+    if copied == 0 {
+        return Ok(None);
+    }
+    let mut bytes = vec![0u8; copied];
+    let mut got = 0;
+    while got < copied {
+        match rustix::io::read(peek_read, &mut bytes[got..]) {
+            Ok(0) | Err(Errno::AGAIN) => break,
+            Ok(n) => got += n,
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(Step::PipeFailed(e.into())),
+        }
+    }
+    let line = bytes[..got]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(got, |i| i + 1);
+    Ok(Some(line.max(1)))
+}
+
+/// Whether the next byte at `len` starts a line: the file is empty or ends in a
+/// newline.
+fn at_line_start(file: &std::fs::File, len: u64) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    if len == 0 {
+        return Ok(true);
+    }
+    let mut last = [0u8; 1];
+    file.read_exact_at(&mut last, len - 1)?;
+    Ok(last[0] == b'\n')
+}
+
+fn write_at(file: &std::fs::File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, bytes, offset)
+}
+
+/// `2026-12-07T04:40:01.123Z`: the time in UTC, to the millisecond.
+pub fn utc_stamp(time: std::time::SystemTime) -> String {
+    let since = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (proleptic Gregorian calendar).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        since.subsec_millis()
+    )
+}
+
 /// `splice` from `pipe` into `out` at `offset`. An error of the destination is
 /// told apart from an empty pipe; a destination that cannot take splices is
 /// written with read and pwrite instead (without the exactly-once guarantee).
@@ -983,6 +1108,55 @@ mod tests {
         assert_eq!(file_name("j", "a/b"), "j-a_b.log");
     }
 
+    /// A log's text without the time that starts each line.
+    fn untimed(bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for line in bytes.split_inclusive(|&b| b == b'\n') {
+            let stamped = line.len() >= 25 && line[4] == b'-' && &line[23..25] == b"Z ";
+            out.extend_from_slice(if stamped { &line[25..] } else { line });
+        }
+        out
+    }
+
+    #[test]
+    fn each_line_starts_with_its_time_also_when_it_comes_in_pieces() {
+        let dir = Dir::new("stamps");
+        let mut logs = Logs::new(Config {
+            dir: dir.0.clone(),
+            size: 0,
+            keep: 1,
+        });
+        let mut saved = Saved::default();
+        let (w, id) = logs.writer(&mut saved, None, "j", "").unwrap();
+        let id = id.unwrap();
+        let before = utc_stamp(std::time::SystemTime::now());
+        write_all(&w, b"one\ntw");
+        logs.drain(&mut saved, None, id);
+        write_all(&w, b"o\nthree\n");
+        drop(w);
+        logs.drain(&mut saved, None, id);
+        let text = std::fs::read_to_string(dir.0.join("j.log")).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        for (line, want) in lines.iter().zip(["one", "two", "three"]) {
+            let (time, rest) = line.split_once(' ').unwrap();
+            assert_eq!(rest, want);
+            assert_eq!(time.len(), before.len());
+            assert!(time >= before.as_str(), "{time} is not before {before}");
+        }
+        assert_eq!(untimed(text.as_bytes()), b"one\ntwo\nthree\n");
+    }
+
+    #[test]
+    fn the_time_is_utc_to_the_millisecond() {
+        let at = |secs: u64, ms: u64| {
+            utc_stamp(std::time::UNIX_EPOCH + Duration::from_millis(secs * 1000 + ms))
+        };
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400, 7), "2000-02-29T00:00:00.007Z");
+        assert_eq!(at(1_796_618_401, 123), "2026-12-07T04:40:01.123Z");
+    }
+
     #[test]
     fn output_reaches_the_file_and_the_pipe_closes_at_eof() {
         let dir = Dir::new("basic");
@@ -1013,8 +1187,8 @@ mod tests {
         );
         assert!(logs.take_closed().is_empty());
         assert!(logs.files.is_empty(), "its file closed with it");
-        let text = std::fs::read_to_string(dir.0.join("log/j.log")).unwrap();
-        assert_eq!(text, "one\ntwo\n");
+        let text = std::fs::read(dir.0.join("log/j.log")).unwrap();
+        assert_eq!(untimed(&text), b"one\ntwo\n");
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.0.join("log/j.log"))
             .unwrap()
@@ -1046,11 +1220,12 @@ mod tests {
             !dir.0.join("j.log.3").exists(),
             "only two rotated files kept"
         );
-        // The newest 250 bytes are all there, in order.
-        let mut kept = read("j.log.2");
-        kept.extend(read("j.log.1"));
-        kept.extend(read("j.log"));
-        assert_eq!(kept, &all[200..]);
+        // The newest bytes are all there, in order (each file starts with a
+        // time, so each holds 75 of them).
+        let mut kept = untimed(&read("j.log.2"));
+        kept.extend(untimed(&read("j.log.1")));
+        kept.extend(untimed(&read("j.log")));
+        assert!(kept.len() >= 150 && all.ends_with(&kept), "{}", kept.len());
     }
 
     #[test]
@@ -1059,16 +1234,16 @@ mod tests {
         let mut logs = Logs::new(Config {
             dir: dir.0.clone(),
             size: 100,
-            keep: 50,
+            keep: 100,
         });
         let mut saved = Saved::default();
         let (w, id) = logs.writer(&mut saved, None, "j", "").unwrap();
         let id = id.unwrap();
-        // Lines of 1 to 99 bytes, written in pieces that end mid-line, and
-        // one line of 250 bytes.
+        // Lines of 1 to 70 bytes (75 with their time), written in pieces that
+        // end mid-line, and one line of 250 bytes.
         let mut all = Vec::new();
         for i in 0..60u32 {
-            let len = (i * 37 % 99) as usize;
+            let len = (i * 37 % 70) as usize;
             all.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, len));
             all.push(b'\n');
             if i == 30 {
@@ -1083,7 +1258,7 @@ mod tests {
         drop(w);
         logs.drain(&mut saved, None, id);
         let read = |n: &str| std::fs::read(dir.0.join(n)).unwrap_or_default();
-        let mut files: Vec<Vec<u8>> = (1..=50)
+        let mut files: Vec<Vec<u8>> = (1..=100)
             .rev()
             .map(|n| read(&format!("j.log.{n}")))
             .collect();
@@ -1094,12 +1269,13 @@ mod tests {
             assert!(f.len() <= 100, "{} bytes", f.len());
             // Whole lines, or a piece of the one line longer than the cap.
             assert!(
-                f.ends_with(b"\n") || f.iter().all(|&b| b == b'L'),
+                f.ends_with(b"\n") || untimed(f).iter().all(|&b| b == b'L'),
                 "a line was cut: {:?}",
                 String::from_utf8_lossy(f)
             );
         }
-        assert_eq!(files.concat(), all, "every byte once, in order");
+        let untimed_all: Vec<u8> = files.iter().flat_map(|f| untimed(f)).collect();
+        assert_eq!(untimed_all, all, "every byte once, in order");
     }
 
     #[test]
@@ -1167,8 +1343,10 @@ mod tests {
         assert!(!saved.pipes[&id].early);
         write_all(&w, b"direct\n");
         logs.drain(&mut saved, None, id);
+        // What was kept early comes as it came; what follows, with its time.
         let text = std::fs::read_to_string(logdir.join("j.log")).unwrap();
-        assert_eq!(text, "early\nlater\ndirect\n");
+        assert!(text.starts_with("early\nlater\n2"), "{text}");
+        assert_eq!(untimed(text.as_bytes()), b"early\nlater\ndirect\n");
     }
 
     #[test]

@@ -46,5 +46,6 @@ pub mod sandbox;
 pub mod setup;
 pub mod sockets;
 pub mod spawn;
+pub mod timeline;
 
 pub use keel_core::{events, job, lifecycle, query, refusal, runlevel};

@@ -4,7 +4,13 @@
 //! ...`; `dmesg` has them and the console shows them as the kernel's log level
 //! says), to stderr until /dev is there; otherwise to stderr (the console of
 //! keel-init, a terminal), each with its time.
+//!
+//! It also words what the log says of jobs ([`job_change`]): each start (and
+//! readiness), stop and failure with its reason at info level, failures at warn;
+//! respawns come from the core (`Effect::Info`).
 
+use crate::job::Expect;
+use crate::lifecycle::{Event, Jobs, shown_instance};
 use std::sync::atomic::{AtomicU8, Ordering};
 use tracing::Level;
 use tracing_subscriber::Layer;
@@ -138,6 +144,43 @@ impl Drop for KmsgLine {
     }
 }
 
+/// What keel's log says of a job event, and at which level: `started` (with
+/// `ready` for a job whose `expect` was met), `stopped`, or `failed` and why
+/// (the respawn limit among the reasons); `None` for any other event. The
+/// instance is looked up in `jobs` as it is now (it may be gone).
+pub fn job_change(event: &Event, jobs: &Jobs) -> Option<(Level, String)> {
+    let var = |key: &str| event.var(key);
+    let (job, instance) = (var("JOB")?, var("INSTANCE").unwrap_or(""));
+    let inst = jobs.instance(job, instance);
+    let shown = shown_instance(job, instance);
+    match event.name.as_str() {
+        "started" => {
+            let ready = inst.is_some_and(|i| i.def().expect != Expect::None);
+            let main = inst.and_then(|i| i.pid(crate::job::ProcessKind::Main));
+            let pid = main.map(|p| format!(", process {p}")).unwrap_or_default();
+            let what = if ready { "started (ready)" } else { "started" };
+            Some((Level::INFO, format!("{shown} {what}{pid}")))
+        }
+        "stopped" if var("RESULT") == Some("failed") => {
+            let why = match (inst.and_then(|i| i.failure()), var("PROCESS")) {
+                (Some(f), _) => f.reason.clone(),
+                (None, Some("respawn")) => "respawning too fast, stopped".to_string(),
+                (None, process) => {
+                    let process = process.unwrap_or("main");
+                    match (var("EXIT_STATUS"), var("EXIT_SIGNAL")) {
+                        (Some(c), _) => format!("{process} process terminated with status {c}"),
+                        (_, Some(s)) => format!("{process} process killed by {s} signal"),
+                        _ => format!("{process} process failed"),
+                    }
+                }
+            };
+            Some((Level::WARN, format!("{shown} failed: {why}")))
+        }
+        "stopped" => Some((Level::INFO, format!("{shown} stopped"))),
+        _ => None,
+    }
+}
+
 /// The current priority's name.
 pub fn priority() -> &'static str {
     PRIORITIES[usize::from(PRIORITY.load(Ordering::Relaxed))].0
@@ -172,5 +215,51 @@ mod tests {
         assert_eq!(kernel_priority(Level::INFO), 6);
         assert_eq!(kernel_priority(Level::DEBUG), 7);
         line.text.clear(); // nothing written on drop
+    }
+
+    #[test]
+    fn a_job_event_of_an_instance_gone_is_worded_from_its_variables() {
+        let jobs = Jobs::default();
+        let said = |e: Event| job_change(&e, &jobs);
+        let tty = [("JOB", "tty"), ("INSTANCE", "ttyS0")];
+        assert_eq!(
+            said(Event::new("started", &tty)),
+            Some((Level::INFO, "tty (ttyS0) started".into()))
+        );
+        let failed = |extra: &[(&str, &str)]| {
+            let mut env = vec![("JOB", "web"), ("INSTANCE", ""), ("RESULT", "failed")];
+            env.extend_from_slice(extra);
+            said(Event::new("stopped", &env))
+        };
+        assert_eq!(
+            failed(&[("PROCESS", "pre-start"), ("EXIT_STATUS", "3")]),
+            Some((
+                Level::WARN,
+                "web failed: pre-start process terminated with status 3".into()
+            ))
+        );
+        assert_eq!(
+            failed(&[("PROCESS", "main"), ("EXIT_SIGNAL", "SEGV")]),
+            Some((
+                Level::WARN,
+                "web failed: main process killed by SEGV signal".into()
+            ))
+        );
+        assert_eq!(
+            failed(&[("PROCESS", "respawn")]),
+            Some((
+                Level::WARN,
+                "web failed: respawning too fast, stopped".into()
+            ))
+        );
+        let ok = [("JOB", "web"), ("INSTANCE", ""), ("RESULT", "ok")];
+        assert_eq!(
+            said(Event::new("stopped", &ok)),
+            Some((Level::INFO, "web stopped".into()))
+        );
+        // Other events, and events without a job, are not job changes.
+        assert_eq!(said(Event::new("starting", &ok)), None);
+        assert_eq!(said(Event::new("started", &[])), None);
+        assert_eq!(said(Event::new("filesystem", &[])), None);
     }
 }

@@ -41,7 +41,7 @@ use crate::ready::watch::Watcher;
 use crate::refusal::Refusal;
 use crate::runlevel::Telinit;
 use crate::{boot, cgroup, joblog, query, setup, spawn};
-use keel_proto::ctl::{ErrorKind, Request, Response};
+use keel_proto::ctl::{ErrorKind, LoadFailure, Request, Response};
 use rustix::event::epoll;
 use rustix::fd::{AsFd, AsRawFd, OwnedFd};
 use std::collections::BTreeMap;
@@ -173,6 +173,11 @@ pub struct Runtime {
     /// keel-init's count of supervisors started before this one: names this
     /// process (with its pid) in a re-exec's handover.
     generation: u32,
+    /// The job files that did not load when the confdir was last read; `None`
+    /// when the definitions came from the saved state (read again when asked).
+    load_failures: Option<Vec<LoadFailure>>,
+    /// Each instance's first start (`initctl timeline`).
+    timeline: crate::timeline::Timeline,
 }
 
 /// Monotonic milliseconds, the core's clock (shared by every supervisor of a boot).
@@ -440,6 +445,8 @@ impl Runtime {
             overrides: BTreeMap::new(),
             sockets: crate::sockets::Sockets::recover(saved_sockets),
             files: crate::filewatch::FileWatch::recover(saved_files),
+            load_failures: None,
+            timeline: Default::default(),
             snap,
         };
         rt.ready.start(&rt.epoll, rt.link.as_ref());
@@ -655,6 +662,7 @@ impl Runtime {
         for p in &conf.problems {
             tracing::warn!("{p}");
         }
+        self.load_failures = Some(conf.failed);
         self.snap.jobs.set_definitions(conf.jobs);
         self.overrides = conf.overrides;
         self.sync_sockets();
@@ -1189,6 +1197,17 @@ impl Runtime {
         if !request.is_query() {
             self.dirty = true;
         }
+        let named_job = match &request {
+            Request::Start { job, .. }
+            | Request::Stop { job, .. }
+            | Request::Restart { job, .. }
+            | Request::Reload { job, .. }
+            | Request::Status { job, .. }
+            | Request::LogPath { job, .. }
+            | Request::Usage { job } => Some(job.clone()),
+            Request::CheckConfig { job, .. } | Request::ShowConfig { job } => job.clone(),
+            _ => None,
+        };
         let jobs = &mut self.snap.jobs;
         let answer: Option<Response> = match request {
             Request::Start {
@@ -1246,8 +1265,22 @@ impl Runtime {
             }
             Request::ReloadConfiguration => {
                 self.reload_configuration();
-                Some(Response::Ok)
+                Some(match self.load_failures() {
+                    [] => Response::Ok,
+                    failed => Response::LoadFailures(failed.to_vec()),
+                })
             }
+            Request::LoadFailures => Some(Response::LoadFailures(self.load_failures().to_vec())),
+            Request::Timeline => Some(Response::Timeline(self.timeline.entries().to_vec())),
+            Request::LogPath { job, instance, env } => Some(
+                match jobs
+                    .request_env(&job, instance.as_deref(), &env)
+                    .and_then(|env| jobs.status(&job, &env))
+                {
+                    Ok(found) => self.log_path(&job, &found),
+                    Err(e) => refused(e),
+                },
+            ),
             Request::CheckConfig { job, ignore } => Some(
                 match query::check_config(self.definitions(), job.as_deref(), &ignore) {
                     Ok(problems) => answer::problems(problems),
@@ -1320,8 +1353,56 @@ impl Runtime {
                 Err(e) => Some(refused(e)),
             },
         };
-        if let Some(answer) = answer {
+        if let Some(mut answer) = answer {
+            if let (Some(job), Response::Error(e)) = (&named_job, &mut answer)
+                && e.kind == ErrorKind::UnknownJob
+            {
+                self.explain_unknown(job, &mut e.message);
+            }
             self.answers.push((conn, answer));
+        }
+    }
+
+    /// `LogPath`: the log file of the one instance `found`, if its job logs.
+    fn log_path(&self, job: &str, found: &[lifecycle::InstanceStatus]) -> Response {
+        let [only] = found else {
+            return failed(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "{job} has {} instances: name one with KEY=VALUE",
+                    found.len()
+                ),
+            );
+        };
+        let logs = self
+            .snap
+            .jobs
+            .job(job)
+            .is_some_and(|j| j.def().console == Console::Log);
+        if !logs {
+            return failed(
+                ErrorKind::InvalidRequest,
+                format!("{job} keeps no log (its console is not `log`)"),
+            );
+        }
+        let path = self.logs.path(&joblog::file_name(job, &only.instance));
+        Response::Value(path.display().to_string())
+    }
+
+    /// The job files that did not load (read now if the definitions came from
+    /// the saved state).
+    fn load_failures(&mut self) -> &[LoadFailure] {
+        self.load_failures
+            .get_or_insert_with(|| crate::check::load_confdir(&self.config.confdir).failed)
+    }
+
+    /// `Unknown job: JOB` of a job whose file did not load says why.
+    fn explain_unknown(&mut self, job: &str, message: &mut String) {
+        if let Some(failed) = self.load_failures().iter().find(|f| f.job == job) {
+            message.push_str(&format!(
+                " (its job file did not load: {})",
+                failed.errors.join("; ")
+            ));
         }
     }
 }
@@ -1407,6 +1488,15 @@ impl Runtime {
         self.dirty = true;
     }
 
+    /// A job's start, stop or failure, in keel's log (see `logging::job_change`).
+    fn log_job_change(&self, event: &Event) {
+        match crate::logging::job_change(event, &self.snap.jobs) {
+            Some((tracing::Level::WARN, line)) => tracing::warn!("{line}"),
+            Some((_, line)) => tracing::info!("{line}"),
+            None => {}
+        }
+    }
+
     /// Carries out the core's effects in the order the module docs give.
     fn settle(&mut self) {
         let mut later = Vec::new();
@@ -1416,6 +1506,7 @@ impl Runtime {
                 break;
             }
             self.dirty = true;
+            self.timeline.observe(&effects, &self.snap.jobs, now_ms());
             for effect in effects {
                 match effect {
                     Effect::Spawn {
@@ -1425,9 +1516,11 @@ impl Runtime {
                     } => self.spawn_process(&job, &instance, kind),
                     Effect::KillRemnants { job, instance } => self.kill_remnants(&job, &instance),
                     Effect::Emit(event) => {
-                        tracing::debug!("event {} {:?}", event.name, event.env)
+                        tracing::debug!("event {} {:?}", event.name, event.env);
+                        self.log_job_change(&event);
                     }
                     Effect::Warn(message) => tracing::warn!("{message}"),
+                    Effect::Info(message) => tracing::info!("{message}"),
                     other => later.push(other),
                 }
             }
@@ -1475,6 +1568,7 @@ impl Runtime {
                 Effect::Spawn { .. }
                 | Effect::Emit(_)
                 | Effect::Warn(_)
+                | Effect::Info(_)
                 | Effect::KillRemnants { .. } => {}
             }
         }
@@ -1710,6 +1804,13 @@ impl Runtime {
         };
         if kind == ProcessKind::Main && def.expect == job::Expect::Notify {
             env.push(format!("NOTIFY_SOCKET={}", self.ready.notify_socket()));
+        }
+        // initctl inside the job finds this supervisor (unless the job says otherwise).
+        if let Some(socket) = self.config.socket.to_str()
+            && socket != keel_proto::ctl::DEFAULT_SOCKET
+            && !env.iter().any(|e| e.starts_with("KEEL_SOCKET="))
+        {
+            env.push(format!("{}={socket}", keel_proto::ctl::SOCKET_ENV));
         }
         let ready_target = match (&def.expect, kind) {
             (job::Expect::Fd(n), ProcessKind::Main) => {

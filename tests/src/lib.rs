@@ -46,6 +46,22 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// Polls `cond` until it holds or `timeout` passes; panics with `what` then.
+/// A job log's text without the time keel puts at the start of each line
+/// (`2026-12-07T04:40:01.123Z `).
+pub fn untimed(text: &str) -> String {
+    text.split_inclusive('\n')
+        .map(|line| match line.as_bytes() {
+            [_, _, _, _, b'-', ..] if line.len() >= 25 && &line[23..25] == "Z " => &line[25..],
+            _ => line,
+        })
+        .collect()
+}
+
+/// A job log file's text without its times; empty if it is not there.
+pub fn log_text(path: &Path) -> String {
+    fs::read_to_string(path).map_or(String::new(), |t| untimed(&t))
+}
+
 pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     loop {

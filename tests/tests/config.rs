@@ -58,7 +58,7 @@ fn added_changed_and_deleted_files_take_effect_without_disturbing_running_jobs()
 
     // A broken file is reported and never affects the other jobs.
     fs::write(conf.join("broken.conf"), "exec\nbogus stanza\n").unwrap();
-    keel.ctl_ok(&["reload-configuration"]);
+    assert_eq!(keel.ctl(&["reload-configuration"]).status.code(), Some(1));
     assert!(!keel.ctl(&["status", "broken"]).status.success());
     assert!(keel.ctl(&["status", "new"]).status.success());
     let console = keel.console();
@@ -113,6 +113,78 @@ fn check_config_names_events_nothing_emits() {
         Some(1),
         "findings make check-config fail"
     );
+}
+
+#[test]
+fn a_job_file_that_did_not_load_is_reported_by_initctl_at_its_line() {
+    let keel = Keel::start(&[
+        ("good", "exec sleep 1000\n"),
+        ("typo", "start on startup\nrespwan\nexec sleep 1000\n"),
+    ]);
+    let typo = keel.path("conf/typo.conf").display().to_string();
+    let error = format!("{typo}:2:1: error: unknown stanza: respwan");
+    let stdout = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+
+    let check = keel.ctl(&["check-config"]);
+    assert_eq!(stdout(&check), format!("{error}\n"));
+    assert_eq!(
+        check.status.code(),
+        Some(1),
+        "a file that did not load fails"
+    );
+    let only = keel.ctl(&["check-config", "typo"]);
+    assert_eq!(
+        (stdout(&only), only.status.code()),
+        (format!("{error}\n"), Some(1))
+    );
+    assert!(keel.ctl(&["check-config", "good"]).status.success());
+    let json = stdout(&keel.ctl(&["--json", "check-config"]));
+    let findings: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        findings,
+        serde_json::json!([{"job": "typo", "condition": "job file", "message": error}])
+    );
+
+    // The job does not exist, and initctl says why.
+    for command in ["status", "start"] {
+        let out = keel.ctl(&[command, "typo"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            stderr(&out),
+            format!("initctl: Unknown job: typo (its job file did not load: {error})\n")
+        );
+    }
+    let reload = keel.ctl(&["reload-configuration"]);
+    assert_eq!(reload.status.code(), Some(1));
+    assert!(
+        stderr(&reload).contains(&format!("\n{error}\n")),
+        "{}",
+        stderr(&reload)
+    );
+    assert!(keel.ctl_ok(&["start", "good"]).contains("start/running"));
+
+    // Mended: every command is content again.
+    fs::write(keel.path("conf/typo.conf"), "respawn\nexec sleep 1000\n").unwrap();
+    keel.ctl_ok(&["reload-configuration"]);
+    assert!(keel.ctl(&["check-config"]).status.success());
+    assert!(keel.ctl_ok(&["status", "typo"]).contains("stop/waiting"));
+}
+
+#[test]
+fn a_successor_that_took_the_saved_definitions_still_knows_what_did_not_load() {
+    let keel = Keel::start(&[("typo", "respwan\nexec true\n")]);
+    let old = keel.supervisor_pid().unwrap();
+    // SAFETY: kill(2) of the supervisor, by pid; no memory involved.
+    unsafe { libc::kill(old, libc::SIGKILL) };
+    successor(&keel, old);
+    assert_eq!(keel.console().matches(TAKEN).count(), 1);
+    let check = keel.ctl(&["check-config"]);
+    assert!(
+        String::from_utf8_lossy(&check.stdout).contains("typo.conf:1:1: error: unknown stanza"),
+        "{check:?}"
+    );
+    assert_eq!(check.status.code(), Some(1));
 }
 
 #[test]

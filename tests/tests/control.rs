@@ -530,10 +530,16 @@ fn json_answers_follow_the_documented_schema() {
             "goal",
             "instance",
             "job",
+            "log",
             "processes",
             "state",
             "status"
         ]
+    );
+    assert_eq!(
+        one["log"],
+        serde_json::json!([]),
+        "no failure, no log lines"
     );
     assert_eq!(
         (

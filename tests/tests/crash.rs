@@ -576,7 +576,7 @@ fn talker_through(disturb: impl Fn(&Keel)) -> usize {
         "start on startup\nconsole log\nscript\n  i=0\n  while [ $i -lt 3000 ]; do\n    i=$((i+1))\n    echo line $i\n    if [ $((i % 20)) = 0 ]; then sleep 0.01; fi\n  done\n  sleep 1000\nend script\n".into(),
     )]);
     let log = keel.path("log/talker.log");
-    let lines = || fs::read_to_string(&log).map_or(0, |t| t.lines().count());
+    let lines = || keel_tests::log_text(&log).lines().count();
     let mut times = 0;
     let deadline = Instant::now() + 30 * SECOND;
     while lines() < 3000 {
@@ -584,7 +584,7 @@ fn talker_through(disturb: impl Fn(&Keel)) -> usize {
         disturb(&keel);
         times += 1;
     }
-    let text = fs::read_to_string(&log).unwrap();
+    let text = keel_tests::log_text(&log);
     let expected: Vec<String> = (1..=3000).map(|i| format!("line {i}")).collect();
     assert_eq!(
         text.lines().collect::<Vec<_>>(),

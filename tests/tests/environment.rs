@@ -266,12 +266,12 @@ fn scripts_run_as_the_setuid_user_too() {
     assert_eq!(proc_status(pid, "Uid"), "65534\t65534\t65534\t65534");
     wait_for("the script's output in its log", 5 * SECOND, || {
         keel_tests::comm(pid).as_deref() == Some("sleep")
-            && fs::read_to_string(keel.path("log/shell.log")).is_ok_and(|l| l == "65534\n")
+            && keel_tests::log_text(&keel.path("log/shell.log")) == "65534\n"
     });
     let pid = keel.start_main(&["python"]);
     assert_eq!(proc_status(pid, "Uid"), "65534\t65534\t65534\t65534");
     wait_for("python's output in its log", 5 * SECOND, || {
-        fs::read_to_string(keel.path("log/python.log")).is_ok_and(|l| l == "65534\n")
+        keel_tests::log_text(&keel.path("log/python.log")) == "65534\n"
     });
 }
 
@@ -369,9 +369,12 @@ fn a_job_has_its_own_session_only_stdio_and_a_clean_environment() {
     assert_eq!(open[1].1, open[2].1);
     let mut env = proc_environ(pid);
     env.sort();
+    // KEEL_SOCKET: the test's supervisor listens on a socket of its own.
+    let socket = format!("KEEL_SOCKET={}", keel.socket().display());
     assert_eq!(
         env,
         [
+            &socket,
             "MINE=1",
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "TERM=linux",

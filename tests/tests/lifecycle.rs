@@ -639,8 +639,14 @@ fn the_job_environment_is_its_own() {
         assert!(has("UPSTART_JOB=e"), "{vars:?}");
         assert!(has(&format!("UPSTART_INSTANCE={n}")), "{vars:?}");
         assert!(has(&format!("N={n}")), "{vars:?}");
-        // Nothing of the supervisor's (or this test's) environment leaks in.
+        // Nothing of the supervisor's (or this test's) environment leaks in;
+        // KEEL_SOCKET is keel's own gift: its socket is not the default.
+        assert!(
+            has(&format!("KEEL_SOCKET={}", keel.socket().display())),
+            "{vars:?}"
+        );
         let allowed = [
+            "KEEL_SOCKET",
             "PATH",
             "TERM",
             "FOO",

@@ -5,7 +5,7 @@
 //! also when the supervisor dies in the middle of writing it out. Output across
 //! kill -9 and re-exec of the supervisor is in `crash.rs`.
 
-use keel_tests::{Keel, Setup, wait_for};
+use keel_tests::{Keel, Setup, bin, wait_for};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use std::time::Duration;
 const SECOND: Duration = Duration::from_secs(1);
 
 fn read(keel: &Keel, rel: &str) -> String {
-    fs::read_to_string(keel.path(rel)).unwrap_or_default()
+    keel_tests::log_text(&keel.path(rel))
 }
 
 fn wait_text(keel: &Keel, rel: &str, want: &str) {
@@ -97,8 +97,9 @@ fn a_capped_log_rotates_and_every_file_stays_under_the_cap() {
         "two rotated files kept"
     );
     // What is kept is the newest output, whole and in order.
+    // (Each 9-byte line takes 34 with its time: two full files hold 58.)
     let kept = kept();
-    assert!(kept.len() > 2000, "{}", kept.len());
+    assert!(kept.len() > 2 * 29 * 9, "{}", kept.len());
     assert!(
         all.ends_with(&kept),
         "the kept files are the tail of the output"
@@ -190,4 +191,104 @@ fn a_supervisor_dying_mid_flush_leaves_the_early_log_written_once() {
     );
     keel.touch("go");
     wait_text(&keel, "log/boot.log", "early-1\nearly-2\nlater\n");
+}
+
+/// Reads `child`'s stdout line by line on a thread of its own.
+fn lines_of(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receive
+}
+
+/// A line's text after its time, asserting it has one.
+fn after_time(line: &str) -> &str {
+    let (time, text) = line.split_once(' ').expect("a time, then the text");
+    assert!(time.len() == 24 && time.ends_with('Z'), "{line}");
+    text
+}
+
+#[test]
+fn initctl_log_follows_a_running_job() {
+    let keel = Keel::start(&[(
+        "talker",
+        "script\n  echo first\n  echo second\n  while [ ! -e $DIR/go ]; do sleep 0.05; done\n  echo third\n  exec sleep 1000\nend script\n",
+    )]);
+    keel.ctl_ok(&["start", "talker"]);
+    wait_text(&keel, "log/talker.log", "first\nsecond\n");
+    let last = keel.ctl_ok(&["log", "-n", "1", "talker"]);
+    assert_eq!(after_time(last.trim_end()), "second");
+    let json = keel.ctl_ok(&["--json", "log", "talker"]);
+    let first: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(first["text"], "first");
+
+    let mut follow = std::process::Command::new(bin("initctl"))
+        .env("KEEL_SOCKET", keel.socket())
+        .args(["log", "-f", "-n", "1", "talker"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("initctl log -f");
+    let lines = lines_of(&mut follow);
+    let next = || lines.recv_timeout(5 * SECOND);
+    let seen = next();
+    // The last line, then what the job writes from now on.
+    fs::write(keel.path("go"), "").unwrap();
+    let then = next();
+    follow.kill().expect("end initctl log -f (by its pid)");
+    follow.wait().expect("reap initctl log -f");
+    assert_eq!(after_time(&seen.expect("the last line")), "second");
+    assert_eq!(after_time(&then.expect("a line written later")), "third");
+}
+
+#[test]
+fn a_failed_job_shows_its_last_lines_in_status_and_is_marked_in_list() {
+    let keel = Keel::start(&[
+        (
+            "broken",
+            "script\n  for i in 1 2 3 4 5 6; do echo step $i; done\n  echo 'cannot open /etc/broken.conf' >&2\n  exit 2\nend script\n",
+        ),
+        ("fine", "exec sleep 1000\n"),
+    ]);
+    keel.ctl_ok(&["start", "fine"]);
+    let _ = keel.ctl(&["start", "broken"]);
+    wait_for("broken to fail", 5 * SECOND, || {
+        keel.ctl_ok(&["status", "broken"]).contains("failed:")
+    });
+    let status = keel.ctl_ok(&["status", "broken"]);
+    let tail: Vec<&str> = status
+        .lines()
+        .filter_map(|l| l.strip_prefix("\tlog: "))
+        .map(after_time)
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            "step 3",
+            "step 4",
+            "step 5",
+            "step 6",
+            "cannot open /etc/broken.conf"
+        ],
+        "{status}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&keel.ctl_ok(&["--json", "status", "broken"])).unwrap();
+    assert_eq!(json[0]["log"].as_array().map(Vec::len), Some(5), "{json}");
+    assert!(json[0]["failure"].is_string());
+
+    let list = keel.ctl_ok(&["list"]);
+    assert!(list.contains("broken stop/waiting, failed\n"), "{list}");
+    assert!(list.contains("fine start/running, process "), "{list}");
+    let fine = list.lines().find(|l| l.starts_with("fine ")).unwrap();
+    assert!(!fine.ends_with(", failed"), "{list}");
+    // A job that runs fine shows no log in status.
+    assert!(!keel.ctl_ok(&["status", "fine"]).contains("\tlog: "));
 }

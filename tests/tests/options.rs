@@ -46,7 +46,7 @@ fn the_file_sets_what_the_command_line_leaves_and_a_bad_line_is_only_reported() 
     assert!(!own.0.join("not-this-socket").exists());
     // The file's logdir, not the built-in /var/log/keel.
     wait_for("the job's log in the file's logdir", 10 * SECOND, || {
-        fs::read_to_string(filelog.join("talker.log")).is_ok_and(|t| t == "hello\n")
+        keel_tests::log_text(&filelog.join("talker.log")) == "hello\n"
     });
     let said = format!(
         "{}:4:12: unknown unit 'Q' (expected K, M or G) (ignored)",

@@ -216,7 +216,7 @@ fn the_shutdown_program_replaces_pid_1_with_the_action_once_job_logs_are_closed(
     );
     let logdir = keel.path("log");
     wait_for("the job's log", 10 * SECOND, || {
-        fs::read_to_string(logdir.join("talker.log")).is_ok_and(|t| t == "hello\n")
+        keel_tests::log_text(&logdir.join("talker.log")) == "hello\n"
     });
     // The supervisor holds the log file open while the job runs...
     let supervisor = keel.supervisor_pid().expect("supervisor");

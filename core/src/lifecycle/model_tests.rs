@@ -641,7 +641,7 @@ impl Driver {
                     _ => {}
                 }
             }
-            Effect::EventFinished { .. } | Effect::Warn(_) => {}
+            Effect::EventFinished { .. } | Effect::Warn(_) | Effect::Info(_) => {}
         }
     }
 

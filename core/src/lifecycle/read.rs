@@ -79,6 +79,16 @@ impl Instance {
     pub fn env(&self) -> &[(String, String)] {
         &self.env
     }
+
+    /// Its running process of `kind`.
+    pub fn pid(&self, kind: ProcessKind) -> Option<i32> {
+        self.pids.get(&kind).copied()
+    }
+
+    /// Why it failed, if it did.
+    pub fn failure(&self) -> Option<&Failure> {
+        self.failure.as_ref()
+    }
 }
 
 /// A job's fields are the core's; the shell reads these.

@@ -88,6 +88,7 @@ impl W {
                     if failed { "failed" } else { "ok" }
                 )),
                 Effect::Warn(message) => self.log.push(format!("warn {message}")),
+                Effect::Info(_) => {}
                 Effect::Reply { .. } | Effect::KillRemnants { .. } => {}
             }
         }

@@ -104,9 +104,10 @@ fn errors_in_an_override_are_reported_at_file_line_and_column_and_unload_only_it
         keel.console().contains(&expected)
     });
     let gone = keel.ctl(&["status", "svc"]);
+    // Unknown, and why: the override's error (issue 19's load errors).
     assert_eq!(
         String::from_utf8_lossy(&gone.stderr),
-        "initctl: Unknown job: svc\n"
+        format!("initctl: Unknown job: svc (its job file did not load: {expected})\n")
     );
     assert_eq!(keel.ctl_ok(&["status", "other"]), "other stop/waiting\n");
 

@@ -15,7 +15,7 @@ fn probed(keel: &Keel, job: &str) -> String {
     let path = keel.path(&format!("log/{job}.log"));
     let mut text = String::new();
     wait_for(&format!("{job} to probe"), 10 * SECOND, || {
-        text = fs::read_to_string(&path).unwrap_or_default();
+        text = keel_tests::log_text(&path);
         text.contains("done")
     });
     text

@@ -272,7 +272,11 @@ fn a_full_lifeboat_fails_the_start_that_needs_it_and_keeps_every_other() {
         wait_for(
             &format!("{job}'s output after the crash"),
             deadline(),
-            || keel.lines(&log).iter().any(|l| l == "after-crash"),
+            || {
+                keel_tests::log_text(&keel.path(&log))
+                    .lines()
+                    .any(|l| l == "after-crash")
+            },
         );
         assert_eq!(status_pid(&keel.ctl_ok(&["status", job])), *pid, "{job}");
     }

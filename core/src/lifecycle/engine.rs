@@ -25,6 +25,7 @@
 
 use super::*;
 use crate::events::leaves;
+use std::collections::BTreeSet;
 
 /// Where an event is in the queue: pending → handling → finished (Upstart's
 /// `EventProgress`; a finished event leaves the queue in the same step).
@@ -174,6 +175,7 @@ impl Jobs {
         let id = self.next_event;
         self.next_event += 1;
         self.effects.push(Effect::Emit(event.clone()));
+        self.index.0.pending.insert(id);
         self.events.push_back(Queued {
             id,
             event,
@@ -186,15 +188,26 @@ impl Jobs {
 
     /// Handles pending events and finishes those nothing holds, until neither is
     /// left to do (Upstart's `event_poll`); at most [`EVENTS_PER_ROUND`] handled.
+    ///
+    /// Each pass goes along the queue as it was when the pass began, in id order,
+    /// and the next pass begins if anything was done. A pass visits only the
+    /// events that may need something — pending ones, and those whose last
+    /// holder let go since they were last visited (the [`Index`]'s worklists) —
+    /// since visiting any other does nothing: a pass costs what changed, not the
+    /// length of the queue.
     pub(super) fn poll(&mut self) {
         if !self.index.0.valid {
             self.index.0 = Index::of(self);
         }
         loop {
             let mut again = false;
-            let ids: Vec<EventId> = self.events.iter().map(|q| q.id).collect();
-            for id in ids {
+            let end = self.next_event;
+            let mut from = 0;
+            while let Some(id) = self.index.0.next_to_visit(from, end, self.handled) {
+                from = id + 1;
+                self.index.0.loose.remove(&id);
                 let Some(i) = self.queued(id) else {
+                    self.index.0.pending.remove(&id);
                     continue;
                 };
                 if self.events[i].progress == Progress::Pending {
@@ -203,6 +216,7 @@ impl Jobs {
                     }
                     self.handled += 1;
                     self.events[i].progress = Progress::Handling;
+                    self.index.0.pending.remove(&id);
                     self.handle(id);
                     again = true;
                 }
@@ -212,9 +226,19 @@ impl Jobs {
                 }
             }
             if !again {
-                return;
+                break;
             }
         }
+        // The worklists are an optimisation only: with few jobs, debug builds
+        // check that a scan of the whole queue would find nothing left to do.
+        debug_assert!(
+            self.jobs.len() > 64
+                || self.events.iter().all(|q| match q.progress {
+                    Progress::Pending => self.handled >= EVENTS_PER_ROUND,
+                    Progress::Handling => self.index.0.holds.contains_key(&q.id),
+                }),
+            "poll left an event it could handle or finish"
+        );
     }
 
     /// Where event `id` is in the queue (ids grow along it).
@@ -459,6 +483,11 @@ mod tests;
 /// instances it started or stopped): every place that takes or lets go of an
 /// event tells it (`hold`, `block`, `forget`, `unhold`), and a rebuild counts
 /// afresh.
+///
+/// Its worklists tell [`Jobs::poll`] which events to visit: the pending ones,
+/// and the loose ones — those nothing may hold any more (their count fell to
+/// none since `poll` last visited them). A rebuild puts every queued event on
+/// them, so at worst `poll` visits one in vain.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Index {
     valid: bool,
@@ -466,6 +495,10 @@ pub(super) struct Index {
     by_event: BTreeMap<String, Vec<String>>,
     /// Event → how many leaves and instances hold it (absent: none).
     holds: BTreeMap<EventId, u32>,
+    /// Events queued and not yet handled.
+    pending: BTreeSet<EventId>,
+    /// Events whose last holder let go since `poll` last visited them.
+    loose: BTreeSet<EventId>,
 }
 
 /// What holds each event, counted from every job (see [`Index`]).
@@ -510,11 +543,29 @@ impl Index {
                     .push(name.clone());
             }
         }
+        let queued = jobs.events.iter();
         Index {
             valid: true,
             by_event,
             holds: count_holds(jobs),
+            pending: queued
+                .clone()
+                .filter(|q| q.progress == Progress::Pending)
+                .map(|q| q.id)
+                .collect(),
+            loose: queued.map(|q| q.id).collect(),
         }
+    }
+
+    /// The first event from `from` on, and before `end`, that [`Jobs::poll`]
+    /// must visit: a loose one, or a pending one while this round may handle
+    /// more (`handled` so far).
+    fn next_to_visit(&self, from: EventId, end: EventId, handled: usize) -> Option<EventId> {
+        let loose = self.loose.range(from..end).next();
+        let pending = (handled < EVENTS_PER_ROUND)
+            .then(|| self.pending.range(from..end).next())
+            .flatten();
+        loose.into_iter().chain(pending).min().copied()
     }
 
     /// To be rebuilt before the next event is handled.
@@ -536,6 +587,7 @@ impl Index {
                 *n -= 1;
                 if *n == 0 {
                     self.holds.remove(&id);
+                    self.loose.insert(id);
                 }
             }
         }

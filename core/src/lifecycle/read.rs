@@ -102,4 +102,9 @@ impl Job {
     pub fn start_on(&self) -> &Matched {
         &self.start_on
     }
+
+    /// Its instance `name` (`""`: the only one of a job without `instance`).
+    pub fn instance(&self, name: &str) -> Option<&Instance> {
+        self.instances.get(name).map(|i| &**i)
+    }
 }

@@ -16,6 +16,8 @@
 //! the end. SIGPIPE keeps its default, as in Upstart's initctl.
 #![cfg_attr(not(test), no_main)]
 
+mod completion;
+
 use clap::{Parser, Subcommand};
 use keel_proto::ctl::{
     self, ClientHello, ConfigProblem, Error, ErrorKind, EventRef, Goal, InstanceStatus, JobConfig,
@@ -163,8 +165,13 @@ enum Command {
     /// Show how exposed each job is, from 0 (every protection) to 10 (none), or
     /// JOB's findings one by one.
     Security { job: Option<String> },
-    /// Print a shell completion script (bash, zsh or fish).
+    /// Print a shell completion script (bash, zsh or fish); it completes job
+    /// names by asking the running supervisor.
     Completions { shell: clap_complete::Shell },
+    /// The names of the jobs the supervisor knows, one a line, for completion
+    /// scripts; nothing (and exit 0) when no supervisor answers.
+    #[command(name = "__complete-jobs", hide = true)]
+    CompleteJobs,
     /// Print initctl's man page (roff).
     Man,
 }
@@ -682,7 +689,25 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         Command::NotifyDiskWriteable => (Request::NotifyDiskWriteable, Show::Nothing),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(*shell, &mut cmd, "initctl", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "initctl", &mut script);
+            let script = completion::adapt(*shell, String::from_utf8_lossy(&script).into_owned())
+                + &completion::job_names(*shell);
+            std::io::stdout()
+                .write_all(script.as_bytes())
+                .map_err(|e| io_text(&e))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::CompleteJobs => {
+            // Completion must never print an error into the user's command line.
+            if let Ok((Response::Instances(list), _)) = ask(&cli.socket, &Request::List) {
+                let mut names: Vec<&str> = list.iter().map(|s| s.job.as_str()).collect();
+                names.sort_unstable();
+                names.dedup();
+                for name in names {
+                    println!("{name}");
+                }
+            }
             return Ok(ExitCode::SUCCESS);
         }
         Command::Man => {

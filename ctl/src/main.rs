@@ -17,6 +17,7 @@
 #![cfg_attr(not(test), no_main)]
 
 mod completion;
+mod man;
 
 use clap::{Parser, Subcommand};
 use keel_proto::ctl::{
@@ -172,8 +173,12 @@ enum Command {
     /// scripts; nothing (and exit 0) when no supervisor answers.
     #[command(name = "__complete-jobs", hide = true)]
     CompleteJobs,
-    /// Print initctl's man page (roff).
-    Man,
+    /// Print a man page (roff): initctl (the default), keel-init,
+    /// keel-supervisor or keel-job.
+    Man {
+        #[arg(default_value = "initctl", value_parser = clap::builder::PossibleValuesParser::new(man::PAGES))]
+        page: String,
+    },
 }
 
 #[derive(clap::Args, Debug, PartialEq)]
@@ -710,11 +715,8 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
             }
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Man => {
-            let cmd = <Cli as clap::CommandFactory>::command();
-            clap_mangen::Man::new(cmd)
-                .render(&mut std::io::stdout())
-                .map_err(|e| e.to_string())?;
+        Command::Man { page } => {
+            man::write(page, &mut std::io::stdout())?;
             return Ok(ExitCode::SUCCESS);
         }
     };

@@ -287,3 +287,32 @@ fn bash_completes_job_names_from_the_running_supervisor() {
     assert_eq!(offered, Vec::<String>::new());
     assert_eq!(errors, "");
 }
+
+#[test]
+fn every_man_page_renders_without_a_warning() {
+    for page in ["initctl", "keel-init", "keel-supervisor", "keel-job"] {
+        let roff = Command::new(bin("initctl"))
+            .args(["man", page])
+            .output()
+            .expect("initctl man");
+        assert!(roff.status.success(), "initctl man {page}: {roff:?}");
+        let file = std::env::temp_dir().join(format!("keel-man-{}-{page}", std::process::id()));
+        fs::write(&file, &roff.stdout).expect("write page");
+        let shown = Command::new("man")
+            .args(["--warnings", "-l"])
+            .arg(&file)
+            .env("MANWIDTH", "80")
+            .env("MANPAGER", "cat")
+            .stdin(Stdio::null())
+            .output()
+            .expect("man (man-db)");
+        let _ = fs::remove_file(&file);
+        let warnings = String::from_utf8_lossy(&shown.stderr);
+        assert!(shown.status.success(), "man {page}: {warnings}");
+        assert_eq!(warnings, "", "man {page} warns");
+        let text = String::from_utf8_lossy(&shown.stdout);
+        for section in ["ENVIRONMENT", "FILES", "EXIT STATUS", "SEE ALSO"] {
+            assert!(text.contains(section), "{page} lacks {section}:\n{text}");
+        }
+    }
+}

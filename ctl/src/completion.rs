@@ -14,24 +14,30 @@ pub const JOB_COMMANDS: &str = "start stop restart reload status log";
 /// The links to initctl whose first argument is a job's name.
 pub const JOB_LINKS: &str = "start stop restart reload status";
 
-/// The script to append to clap's for `shell` (after [`adapt`]).
-pub fn job_names(shell: Shell) -> String {
+/// initctl's completion script for `shell`: clap's, with job names added.
+pub fn script(shell: Shell) -> String {
+    let mut cmd = <crate::Cli as clap::CommandFactory>::command();
+    let mut clap_script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "initctl", &mut clap_script);
+    let clap_script = String::from_utf8_lossy(&clap_script);
+    let added = |text: &str| {
+        text.replace("@COMMANDS@", JOB_COMMANDS)
+            .replace("@LINKS@", JOB_LINKS)
+    };
     match shell {
-        Shell::Bash => BASH.to_string(),
-        Shell::Zsh => ZSH.to_string(),
-        Shell::Fish => FISH.to_string(),
-        _ => String::new(),
-    }
-    .replace("@COMMANDS@", JOB_COMMANDS)
-    .replace("@LINKS@", JOB_LINKS)
-}
-
-/// clap's script for `shell`, made to complete job names where clap's would
-/// complete files (zsh names the completer in each argument's spec).
-pub fn adapt(shell: Shell, script: String) -> String {
-    match shell {
-        Shell::Zsh => script.replace("'::job:_default'", "'::job:_keel_jobs'"),
-        _ => script,
+        Shell::Bash => clap_script.into_owned() + &added(BASH),
+        Shell::Fish => clap_script.into_owned() + &added(FISH),
+        // zsh names the completer in each argument's spec; ours must be defined
+        // before clap's function first runs, which an autoloaded `_initctl` file
+        // does at its end, yet after the `#compdef` line that must come first.
+        Shell::Zsh => {
+            let script = clap_script.replace("'::job:_default'", "'::job:_keel_jobs'");
+            match script.split_once('\n') {
+                Some((compdef, rest)) => format!("{compdef}\n{}{rest}", added(ZSH)),
+                None => script,
+            }
+        }
+        _ => clap_script.into_owned(),
     }
 }
 
@@ -86,13 +92,6 @@ end
 mod tests {
     use super::*;
 
-    fn script(shell: Shell) -> String {
-        let mut cmd = <crate::Cli as clap::CommandFactory>::command();
-        let mut out = Vec::new();
-        clap_complete::generate(shell, &mut cmd, "initctl", &mut out);
-        adapt(shell, String::from_utf8(out).unwrap()) + &job_names(shell)
-    }
-
     #[test]
     fn zsh_completes_a_job_for_each_job_command() {
         let zsh = script(Shell::Zsh);
@@ -100,6 +99,11 @@ mod tests {
         // start, stop, restart, reload, status, log (security and usage too).
         assert!(zsh.matches("'::job:_keel_jobs'").count() >= 6, "{zsh}");
         assert!(zsh.contains("compdef _keel_link start stop restart reload status"));
+        assert!(zsh.starts_with("#compdef initctl\n"), "{zsh}");
+        assert!(
+            zsh.find("_keel_jobs() {") < zsh.find("_initctl() {"),
+            "{zsh}"
+        );
     }
 
     #[test]

@@ -693,13 +693,8 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         Command::ResetEnv(_) => (Request::ResetEnv, Show::Nothing),
         Command::NotifyDiskWriteable => (Request::NotifyDiskWriteable, Show::Nothing),
         Command::Completions { shell } => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            let mut script = Vec::new();
-            clap_complete::generate(*shell, &mut cmd, "initctl", &mut script);
-            let script = completion::adapt(*shell, String::from_utf8_lossy(&script).into_owned())
-                + &completion::job_names(*shell);
             std::io::stdout()
-                .write_all(script.as_bytes())
+                .write_all(completion::script(*shell).as_bytes())
                 .map_err(|e| io_text(&e))?;
             return Ok(ExitCode::SUCCESS);
         }

@@ -210,6 +210,17 @@ fn the_timeline_lists_starts_in_order_the_slowest_and_the_chain_of_the_last() {
     assert_eq!(labels, ["a", "b", "c", "manual"], "{svg}");
 }
 
+/// PATH with initctl's directory and `links` (links to it) first, as a shell
+/// that completes initctl has it.
+fn path_with(links: &std::path::Path) -> String {
+    format!(
+        "{}:{}:{}",
+        bin("initctl").parent().unwrap().display(),
+        links.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
 /// What initctl's bash completion offers for `line` (the last word is the one
 /// being completed), driven through a real bash with initctl and a `stop` link
 /// to it first on PATH, against the supervisor on `socket`.
@@ -234,12 +245,7 @@ fn bash_completes(keel: &Keel, socket: &std::path::Path, line: &[&str]) -> (Vec<
         line[line.len() - 1],
         line.get(line.len().wrapping_sub(2)).unwrap_or(&""),
     );
-    let path = format!(
-        "{}:{}:{}",
-        bin("initctl").parent().unwrap().display(),
-        links.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = path_with(&links);
     let out = Command::new("bash")
         .arg("-c")
         .arg(&script)
@@ -314,5 +320,32 @@ fn every_man_page_renders_without_a_warning() {
         for section in ["ENVIRONMENT", "FILES", "EXIT STATUS", "SEE ALSO"] {
             assert!(text.contains(section), "{page} lacks {section}:\n{text}");
         }
+    }
+}
+
+#[test]
+fn fish_completes_job_names_from_the_running_supervisor() {
+    let keel = Keel::start(&[
+        ("alpha", "exec sleep 1000\n"),
+        ("beta", "exec sleep 1000\n"),
+    ]);
+    let links = keel.path("fish-links");
+    fs::create_dir_all(&links).expect("links dir");
+    std::os::unix::fs::symlink(bin("initctl"), links.join("status")).expect("status link");
+    let path = path_with(&links);
+    for (line, want) in [("initctl start al", "alpha"), ("status b", "beta")] {
+        let out = Command::new("fish")
+            .args(["--no-config", "-c"])
+            .arg(format!(
+                "initctl completions fish | source; complete -C '{line}'"
+            ))
+            .env("PATH", &path)
+            .env("KEEL_SOCKET", keel.socket())
+            .stdin(Stdio::null())
+            .output()
+            .expect("fish");
+        let offered = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{line}: {out:?}");
+        assert_eq!(offered.trim(), want, "{line}");
     }
 }

@@ -16,6 +16,9 @@
 //! the end. SIGPIPE keeps its default, as in Upstart's initctl.
 #![cfg_attr(not(test), no_main)]
 
+mod completion;
+mod man;
+
 use clap::{Parser, Subcommand};
 use keel_proto::ctl::{
     self, ClientHello, ConfigProblem, Error, ErrorKind, EventRef, Goal, InstanceStatus, JobConfig,
@@ -163,10 +166,19 @@ enum Command {
     /// Show how exposed each job is, from 0 (every protection) to 10 (none), or
     /// JOB's findings one by one.
     Security { job: Option<String> },
-    /// Print a shell completion script (bash, zsh or fish).
+    /// Print a shell completion script (bash, zsh or fish); it completes job
+    /// names by asking the running supervisor.
     Completions { shell: clap_complete::Shell },
-    /// Print initctl's man page (roff).
-    Man,
+    /// The names of the jobs the supervisor knows, one a line, for completion
+    /// scripts; nothing (and exit 0) when no supervisor answers.
+    #[command(name = "__complete-jobs", hide = true)]
+    CompleteJobs,
+    /// Print a man page (roff): initctl (the default), keel-init,
+    /// keel-supervisor or keel-job.
+    Man {
+        #[arg(default_value = "initctl", value_parser = clap::builder::PossibleValuesParser::new(man::PAGES))]
+        page: String,
+    },
 }
 
 #[derive(clap::Args, Debug, PartialEq)]
@@ -681,15 +693,25 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         Command::ResetEnv(_) => (Request::ResetEnv, Show::Nothing),
         Command::NotifyDiskWriteable => (Request::NotifyDiskWriteable, Show::Nothing),
         Command::Completions { shell } => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(*shell, &mut cmd, "initctl", &mut std::io::stdout());
+            std::io::stdout()
+                .write_all(completion::script(*shell).as_bytes())
+                .map_err(|e| io_text(&e))?;
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Man => {
-            let cmd = <Cli as clap::CommandFactory>::command();
-            clap_mangen::Man::new(cmd)
-                .render(&mut std::io::stdout())
-                .map_err(|e| e.to_string())?;
+        Command::CompleteJobs => {
+            // Completion must never print an error into the user's command line.
+            if let Ok((Response::Instances(list), _)) = ask(&cli.socket, &Request::List) {
+                let mut names: Vec<&str> = list.iter().map(|s| s.job.as_str()).collect();
+                names.sort_unstable();
+                names.dedup();
+                for name in names {
+                    println!("{name}");
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Man { page } => {
+            man::write(page, &mut std::io::stdout())?;
             return Ok(ExitCode::SUCCESS);
         }
     };

@@ -209,3 +209,143 @@ fn the_timeline_lists_starts_in_order_the_slowest_and_the_chain_of_the_last() {
         .collect();
     assert_eq!(labels, ["a", "b", "c", "manual"], "{svg}");
 }
+
+/// PATH with initctl's directory and `links` (links to it) first, as a shell
+/// that completes initctl has it.
+fn path_with(links: &std::path::Path) -> String {
+    format!(
+        "{}:{}:{}",
+        bin("initctl").parent().unwrap().display(),
+        links.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// What initctl's bash completion offers for `line` (the last word is the one
+/// being completed), driven through a real bash with initctl and a `stop` link
+/// to it first on PATH, against the supervisor on `socket`.
+fn bash_completes(keel: &Keel, socket: &std::path::Path, line: &[&str]) -> (Vec<String>, String) {
+    let links = keel.path("completion-links");
+    if !links.exists() {
+        fs::create_dir_all(&links).expect("links dir");
+        std::os::unix::fs::symlink(bin("initctl"), links.join("stop")).expect("stop link");
+    }
+    let words = line
+        .iter()
+        .map(|w| format!("'{w}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let script = format!(
+        "source <(initctl completions bash) || exit 3\n\
+         COMP_WORDS=({words}); COMP_CWORD={}\n\
+         _initctl_jobs {} '{}' {}\n\
+         printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        line.len() - 1,
+        line[0],
+        line[line.len() - 1],
+        line.get(line.len().wrapping_sub(2)).unwrap_or(&""),
+    );
+    let path = path_with(&links);
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .env("PATH", path)
+        .env("KEEL_SOCKET", socket)
+        .stdin(Stdio::null())
+        .output()
+        .expect("bash");
+    assert!(out.status.success(), "{script}\n{out:?}");
+    let mut offered: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    offered.sort();
+    (offered, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn bash_completes_job_names_from_the_running_supervisor() {
+    let keel = Keel::start(&[
+        ("alpha", "exec sleep 1000\n"),
+        ("alpine", "exec sleep 1000\n"),
+        ("beta", "exec sleep 1000\n"),
+    ]);
+    let socket = keel.socket();
+    let all = ["alpha", "alpine", "beta"].map(String::from).to_vec();
+    let (offered, _) = bash_completes(&keel, &socket, &["initctl", "start", "al"]);
+    assert_eq!(offered, ["alpha", "alpine"]);
+    let (offered, _) = bash_completes(&keel, &socket, &["initctl", "--json", "status", ""]);
+    assert_eq!(offered, all);
+    let (offered, _) = bash_completes(&keel, &socket, &["initctl", "log", "-f", "b"]);
+    assert_eq!(offered, ["beta"]);
+    // Through a link, the link's own name is the command.
+    let (offered, _) = bash_completes(&keel, &socket, &["stop", "b"]);
+    assert_eq!(offered, ["beta"]);
+    // Commands are still clap's to complete; a job's second word is no job.
+    let (offered, _) = bash_completes(&keel, &socket, &["initctl", "res"]);
+    assert!(offered.contains(&"restart".to_string()), "{offered:?}");
+    let (offered, _) = bash_completes(&keel, &socket, &["initctl", "start", "alpha", "al"]);
+    assert!(!offered.contains(&"alpine".to_string()), "{offered:?}");
+    // No supervisor: no names, and nothing printed into the command line.
+    let gone = keel.path("no-such-socket");
+    let (offered, errors) = bash_completes(&keel, &gone, &["initctl", "start", ""]);
+    assert_eq!(offered, Vec::<String>::new());
+    assert_eq!(errors, "");
+}
+
+#[test]
+fn every_man_page_renders_without_a_warning() {
+    for page in ["initctl", "keel-init", "keel-supervisor", "keel-job"] {
+        let roff = Command::new(bin("initctl"))
+            .args(["man", page])
+            .output()
+            .expect("initctl man");
+        assert!(roff.status.success(), "initctl man {page}: {roff:?}");
+        let file = std::env::temp_dir().join(format!("keel-man-{}-{page}", std::process::id()));
+        fs::write(&file, &roff.stdout).expect("write page");
+        let shown = Command::new("man")
+            .args(["--warnings", "-l"])
+            .arg(&file)
+            .env("MANWIDTH", "80")
+            .env("MANPAGER", "cat")
+            .stdin(Stdio::null())
+            .output()
+            .expect("man (man-db)");
+        let _ = fs::remove_file(&file);
+        let warnings = String::from_utf8_lossy(&shown.stderr);
+        assert!(shown.status.success(), "man {page}: {warnings}");
+        assert_eq!(warnings, "", "man {page} warns");
+        let text = String::from_utf8_lossy(&shown.stdout);
+        for section in ["ENVIRONMENT", "FILES", "EXIT STATUS", "SEE ALSO"] {
+            assert!(text.contains(section), "{page} lacks {section}:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn fish_completes_job_names_from_the_running_supervisor() {
+    let keel = Keel::start(&[
+        ("alpha", "exec sleep 1000\n"),
+        ("beta", "exec sleep 1000\n"),
+    ]);
+    let links = keel.path("fish-links");
+    fs::create_dir_all(&links).expect("links dir");
+    std::os::unix::fs::symlink(bin("initctl"), links.join("status")).expect("status link");
+    let path = path_with(&links);
+    for (line, want) in [("initctl start al", "alpha"), ("status b", "beta")] {
+        let out = Command::new("fish")
+            .args(["--no-config", "-c"])
+            .arg(format!(
+                "initctl completions fish | source; complete -C '{line}'"
+            ))
+            .env("PATH", &path)
+            .env("KEEL_SOCKET", keel.socket())
+            .stdin(Stdio::null())
+            .output()
+            .expect("fish");
+        let offered = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{line}: {out:?}");
+        assert_eq!(offered.trim(), want, "{line}");
+    }
+}

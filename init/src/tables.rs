@@ -35,7 +35,10 @@ struct Slot {
 pub struct Lifeboat {
     slots: [Slot; LIFEBOAT_SLOTS],
     len: usize,
-    /// The most entries accepted: see [`Lifeboat::capacity`].
+    /// The most entries accepted: see [`Lifeboat::capacity`]. Zero (nothing
+    /// accepted) until keel-init sets it from its fd limit, first thing at start:
+    /// [`Lifeboat::EMPTY`] must be all zeros, so that the table (65,536 slots) is
+    /// in .bss, not 2.3 MB of the binary's .data.
     capacity: usize,
 }
 
@@ -53,7 +56,7 @@ impl Lifeboat {
             fd: 0,
         }; LIFEBOAT_SLOTS],
         len: 0,
-        capacity: LIFEBOAT_SLOTS / 2,
+        capacity: 0,
     };
 
     /// Sets how many entries the lifeboat accepts: every fd keel-init may hold

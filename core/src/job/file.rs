@@ -160,14 +160,7 @@ impl FileSpec {
 
 /// The file conditions of a job's `start on` and `stop on`, each once.
 pub fn job_files(def: &JobDef) -> Vec<FileSpec> {
-    let mut specs: Vec<FileSpec> = def
-        .conditions(EVENT, true)
-        .into_iter()
-        .filter_map(|e| FileSpec::from_event(e).ok())
-        .collect();
-    specs.sort();
-    specs.dedup();
-    specs
+    def.condition_specs(EVENT, true, FileSpec::from_event)
 }
 
 #[cfg(test)]

@@ -193,16 +193,27 @@ impl JobDef {
         }
     }
 
-    /// The events named `event` in `start on` (none for a `manual` job) and, with
-    /// `stop_on_too`, in `stop on`: the conditions an event source serves.
-    pub fn conditions(&self, event: &str, stop_on_too: bool) -> Vec<&EventMatch> {
+    /// What an event source serves for this job: each event named `event` in
+    /// `start on` (none for a `manual` job) and, with `stop_on_too`, in `stop on`,
+    /// read by `spec` (those it refuses were reported when the file was parsed),
+    /// sorted, each once.
+    pub fn condition_specs<T: Ord, E>(
+        &self,
+        event: &str,
+        stop_on_too: bool,
+        spec: impl Fn(&EventMatch) -> Result<T, E>,
+    ) -> Vec<T> {
         let start_on = self.start_on.iter().filter(|_| !self.manual);
         let stop_on = self.stop_on.iter().filter(|_| stop_on_too);
-        start_on
+        let mut specs: Vec<T> = start_on
             .chain(stop_on)
             .flat_map(crate::events::leaves)
             .filter(|e| e.name == event)
-            .collect()
+            .filter_map(|e| spec(e).ok())
+            .collect();
+        specs.sort();
+        specs.dedup();
+        specs
     }
 
     /// The process of the given kind, if the job defines one.

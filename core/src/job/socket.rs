@@ -223,14 +223,7 @@ pub(super) fn key_of<'a>(event: &str, i: usize, arg: &'a ArgMatch) -> Result<&'a
 /// The sockets a job is started on: each `socket` event its `start on` names
 /// (none for a `manual` job), each once.
 pub fn job_sockets(def: &JobDef) -> Vec<SocketSpec> {
-    let mut specs: Vec<SocketSpec> = def
-        .conditions(EVENT, false)
-        .into_iter()
-        .filter_map(|e| SocketSpec::from_event(e).ok())
-        .collect();
-    specs.sort();
-    specs.dedup();
-    specs
+    def.condition_specs(EVENT, false, SocketSpec::from_event)
 }
 
 #[cfg(test)]

@@ -923,6 +923,18 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_lists_every_group_with_its_members() {
+        let readme = include_str!("../../../README.md");
+        for (group, members) in SYSCALL_GROUPS {
+            let row = format!(
+                "| `{group}` | {} |",
+                members.split_whitespace().collect::<Vec<_>>().join(" ")
+            );
+            assert!(readme.contains(&row), "README.md lacks {row}");
+        }
+    }
+
+    #[test]
     fn allow_lists_expand_nested_groups_and_render_back() {
         let text =
             "syscalls allow @basic-io uname\nsyscalls allow read getpid\nsyscalls deny uname\n";

@@ -8,6 +8,12 @@
 //! makes the mount calls. A path the job file names that does not exist fails
 //! the start (`read-only /srv: No such file or directory`); a path a `protect …`
 //! stanza implies is skipped where the system lacks it.
+//!
+//! It also owns the system-call filters: compiled from the stanzas to BPF
+//! (names checked against this architecture's table by seccompiler, lists
+//! rewritten as ranges of call numbers), once per sandbox — when the job file
+//! is loaded (`check`) or at its first start — and kept for every spawn after
+//! ([`cached_syscall_filters`]); the child only installs them.
 
 use crate::job::sandbox::{ADDRESS_FAMILIES, MountKind, Sandbox, SyscallAction};
 use seccompiler::SeccompAction;

@@ -102,7 +102,8 @@ pub fn encode<Shell: Serialize>(snapshot: &Snapshot<Shell>) -> Result<Vec<u8>, S
 /// The definitions' sandbox settings follow the list, as `(id, Sandbox)` pairs
 /// for those that have any (nothing when none has): a trailing part, so that
 /// definitions saved before it existed (which end after the list) still load,
-/// without sandboxes.
+/// without sandboxes. The allow lists (`syscalls allow`) follow as a third part,
+/// `(id, calls)` pairs, for the same reason.
 pub fn encode_definitions(defs: &Definitions) -> Result<Vec<u8>, SaveError> {
     let list: Vec<(DefId, &JobDef)> = defs.iter().map(|(id, d)| (*id, &**d)).collect();
     let sandboxes: Vec<(DefId, &Sandbox)> = defs
@@ -118,6 +119,17 @@ pub fn encode_definitions(defs: &Definitions) -> Result<Vec<u8>, SaveError> {
         what: "the job definitions' sandboxes",
         source,
     })?;
+    let allowed: Vec<(DefId, &Vec<String>)> = sandboxes
+        .iter()
+        .filter(|(_, s)| !s.syscalls_allowed.is_empty())
+        .map(|(id, s)| (*id, &s.syscalls_allowed))
+        .collect();
+    if !allowed.is_empty() {
+        postcard::to_io(&allowed, &mut out).map_err(|source| SaveError {
+            what: "the job definitions' system-call allow lists",
+            source,
+        })?;
+    }
     Ok(out)
 }
 
@@ -176,13 +188,20 @@ pub fn decode_definitions(bytes: &[u8]) -> Result<Definitions, LoadError> {
     };
     let (list, rest): (Vec<(DefId, JobDef)>, &[u8]) =
         postcard::take_from_bytes(body).map_err(corrupt)?;
-    let mut sandboxes: BTreeMap<DefId, Sandbox> = match rest {
-        [] => BTreeMap::new(),
-        rest => postcard::from_bytes::<Vec<(DefId, Sandbox)>>(rest)
-            .map_err(corrupt)?
-            .into_iter()
-            .collect(),
+    let (sandboxes, rest): (Vec<(DefId, Sandbox)>, &[u8]) = match rest {
+        [] => (Vec::new(), rest),
+        rest => postcard::take_from_bytes(rest).map_err(corrupt)?,
     };
+    let mut sandboxes: BTreeMap<DefId, Sandbox> = sandboxes.into_iter().collect();
+    if !rest.is_empty() {
+        for (id, calls) in
+            postcard::from_bytes::<Vec<(DefId, Vec<String>)>>(rest).map_err(corrupt)?
+        {
+            if let Some(sandbox) = sandboxes.get_mut(&id) {
+                sandbox.syscalls_allowed = calls;
+            }
+        }
+    }
     Ok(list
         .into_iter()
         .map(|(id, mut def)| {
@@ -279,9 +298,12 @@ mod tests {
         let mut jobs = Jobs::default();
         jobs.set_definitions(vec![
             crate::job::parse("plain", "exec true\n").def.unwrap(),
-            crate::job::parse("boxed", "private tmp\nread-only /srv\nexec true\n")
-                .def
-                .unwrap(),
+            crate::job::parse(
+                "boxed",
+                "private tmp\nread-only /srv\nsyscalls allow @default\nexec true\n",
+            )
+            .def
+            .unwrap(),
         ]);
         let live = jobs.live_definitions();
         let bytes = encode_definitions(&live).unwrap();
@@ -294,6 +316,8 @@ mod tests {
         };
         assert!(sandbox(&loaded, "boxed").private_tmp);
         assert_eq!(sandbox(&loaded, "boxed").read_only, ["/srv"]);
+        assert!(sandbox(&loaded, "boxed").refuses_call("mount"));
+        assert!(!sandbox(&loaded, "boxed").refuses_call("execve"));
         assert_eq!(sandbox(&loaded, "plain"), Sandbox::default());
         // Definitions saved before sandboxes existed end after the list.
         let list: Vec<(DefId, &JobDef)> = live.iter().map(|(id, d)| (*id, &**d)).collect();

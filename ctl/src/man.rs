@@ -205,8 +205,17 @@ No exec gains privileges.
 .BI "limit rttime " "SOFT HARD"
 The real\-time CPU limit.
 .TP
-.B private tmp\fR, \fBprivate devices\fR, \fBprotect system\fR, \fBprotect home\fR, \fBread\-only\fR, \fBwritable\fR, \fBinaccessible\fR, \fBsyscalls deny\fR, \fBaddress families\fR ...
+.B private tmp\fR, \fBprivate devices\fR, \fBprotect system\fR, \fBprotect home\fR, \fBread\-only\fR, \fBwritable\fR, \fBinaccessible\fR, \fBsyscalls allow\fR, \fBsyscalls deny\fR, \fBaddress families\fR ...
 The sandbox; \fBinitctl security\fR rates it.
+.TP
+.BI "syscalls allow " "NAME|@GROUP..." "\fR, \fBsyscalls deny " "NAME|@GROUP..."
+Only these system calls (allow), or all but these (deny); the others get
+\fBsyscall action eperm\fR|\fBkill\fR. Groups: @aio, @basic\-io, @chown, @clock,
+@cpu\-emulation, @credentials, @debug, @default, @file\-system, @io\-event, @ipc,
+@keyring, @memlock, @module, @mount, @network\-io, @privileged, @process,
+@raw\-io, @reboot, @resources, @setuid, @signal, @swap, @sync, @system\-service,
+@timer (their calls: README, "System\-call filters"). A list that refuses
+\fBexecve\fR, \fBexit_group\fR or \fBwrite\fR fails the start.
 .SH ENVIRONMENT
 A job's processes get the job\-environment table (\fBinitctl list\-env\fR),
 its \fBenv\fR stanzas, and the variables of the event that started it.

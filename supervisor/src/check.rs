@@ -157,7 +157,7 @@ fn check_job(file: &Path, name: &str) -> (Checked, Option<Override>) {
     let Some(def) = checked.def.clone() else {
         return (checked, None);
     };
-    match read_override(file, def) {
+    let (mut checked, overridden) = match read_override(file, def) {
         None => (checked, None),
         Some((over, overridden)) => {
             let mut problems = checked.problems;
@@ -169,7 +169,18 @@ fn check_job(file: &Path, name: &str) -> (Checked, Option<Override>) {
             };
             (joined, Some(overridden))
         }
+    };
+    // The system-call filters are compiled (and kept) now: a name this
+    // architecture lacks is told at load, and fails each start with the same
+    // reason (the job still loads, as its other processes' stanzas are sound).
+    if let Some(def) = &checked.def
+        && let Err(e) = crate::sandbox::cached_syscall_filters(&def.sandbox)
+    {
+        checked
+            .problems
+            .push(format!("{}: warning: {e}", file.display()));
     }
+    (checked, overridden)
 }
 
 /// `NAME.override` beside the job file `file`, read over `base`; `None` when
@@ -522,6 +533,22 @@ mod tests {
                 "{}:1:5: error: expected command after exec\n{}:1:1: error: unknown stanza: garbage\n",
                 named.display(),
                 dir.0.join("jobs/skip.txt").display()
+            )
+        );
+
+        // A system call this architecture lacks: told at load, the job loads.
+        let filtered = dir.write(
+            "filtered.conf",
+            "syscalls deny frobnicate\nexec /bin/true\n",
+        );
+        let (failed, out) = check(std::slice::from_ref(&filtered));
+        assert!(!failed);
+        assert_eq!(
+            out,
+            format!(
+                "{}: warning: syscalls deny: unknown system call frobnicate on {}\n",
+                filtered.display(),
+                std::env::consts::ARCH
             )
         );
 

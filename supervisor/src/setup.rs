@@ -141,7 +141,7 @@ pub fn prepare(
     s.no_new_privs = def.no_new_privileges;
     // Every process of the job, as its main one: a pre-start sees what main sees.
     s.mounts = crate::sandbox::resolve(&def.sandbox)?;
-    s.syscall_filters = crate::sandbox::syscall_filters(&def.sandbox)?;
+    s.syscall_filters = crate::sandbox::cached_syscall_filters(&def.sandbox)?;
     // As Upstart: only the main process is confined, not the pre- and post- ones.
     if let Some(profile) = def
         .apparmor_switch

@@ -145,9 +145,10 @@ pub struct Setup {
     pub no_new_privs: bool,
     /// The mount namespace's steps (`sandbox::resolve`); none: the supervisor's.
     pub mounts: Vec<ChildMount>,
-    /// The system-call stanzas, compiled (`sandbox::syscall_filters`);
-    /// installed last, just before exec, with no_new_privs.
-    pub syscall_filters: Vec<crate::sandbox::SyscallFilter>,
+    /// The system-call stanzas, compiled once per sandbox
+    /// (`sandbox::cached_syscall_filters`); installed last, just before exec,
+    /// with no_new_privs.
+    pub syscall_filters: crate::sandbox::SyscallFilters,
 }
 
 /// The identity a `setuid`/`setgid` job runs with.
@@ -1156,7 +1157,7 @@ unsafe fn child(c: &Ctx) -> ! {
         {
             fail(Step::NoNewPrivs, 0, e, SETUP_FAILED);
         }
-        for filter in &s.syscall_filters {
+        for filter in s.syscall_filters.iter() {
             let program = SockFprog {
                 len: filter.len() as u16,
                 filter: filter.as_ptr(),

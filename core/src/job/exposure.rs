@@ -78,14 +78,8 @@ pub const CHECKS: &[Check] = &[
         setting: "no new privileges",
         weight: 5,
         exposure: |d| {
-            let filtered = !d.sandbox.syscalls_denied.is_empty()
-                || d.sandbox.address_families.is_some()
-                || d.sandbox.memory_deny_write_execute
-                || d.sandbox.lock_personality
-                || d.sandbox.restrict_namespaces
-                || d.sandbox.restrict_realtime;
             flag(
-                d.no_new_privileges || filtered,
+                d.no_new_privileges || d.sandbox.filters_calls(),
                 5,
                 "may gain privileges through setuid binaries and file capabilities",
             )
@@ -134,8 +128,8 @@ pub const CHECKS: &[Check] = &[
         setting: "protect kernel modules",
         weight: 4,
         exposure: |d| {
-            let denied = |c: &str| d.sandbox.syscalls_denied.iter().any(|n| n == c);
-            let calls = denied("init_module") && denied("finit_module");
+            let refused = |c: &str| d.sandbox.refuses_call(c);
+            let calls = refused("init_module") && refused("finit_module");
             let no_cap = d
                 .capabilities
                 .as_ref()
@@ -163,15 +157,19 @@ pub const CHECKS: &[Check] = &[
             )
         },
     },
+    // An allow list is stronger than a deny list: what a deny list forgets
+    // (a new system call among them) stays open.
     Check {
-        setting: "syscalls deny",
+        setting: "syscalls allow",
         weight: 5,
         exposure: |d| {
-            flag(
-                !d.sandbox.syscalls_denied.is_empty(),
-                5,
-                "may make every system call",
-            )
+            if !d.sandbox.syscalls_allowed.is_empty() {
+                (0, "")
+            } else if !d.sandbox.syscalls_denied.is_empty() {
+                (2, "may make every system call its deny list does not name")
+            } else {
+                (5, "may make every system call")
+            }
         },
     },
     Check {
@@ -283,12 +281,33 @@ mod tests {
         );
         // Capabilities with sys_admin (5 of 10 left); a filter implies no new
         // privileges (−5) and denies modules (with protect kernel modules, −4),
-        // syscalls deny (−5): 72 − 5 − 5 − 4 − 5 = 53/72 = 7.4.
+        // a deny list (2 of 5 left): 72 − 5 − 5 − 4 − 3 = 55/72 = 7.6.
         assert_eq!(
             score(
                 "capabilities sys_admin\nsyscalls deny @module\nprotect kernel modules\nexec true\n"
             ),
+            (7.6, "exposed")
+        );
+        // The same with an allow list, which leaves the module calls out (−4)
+        // and counts whole (−5): 72 − 5 − 5 − 4 − 5 = 53/72 = 7.4.
+        assert_eq!(
+            score(
+                "capabilities sys_admin\nsyscalls allow @system-service\nprotect kernel modules\nexec true\n"
+            ),
             (7.4, "exposed")
+        );
+        // An allow list that lets the module calls through (and every
+        // capability kept) does not protect them: 72 − 5 − 5 = 62/72 = 8.6.
+        assert_eq!(
+            score("syscalls allow @system-service @module\nprotect kernel modules\nexec true\n"),
+            (8.6, "unsafe")
+        );
+        // A deny list alone: no new privileges (−5), 2 of 5 left (−3):
+        // 64/72 = 8.9; an allow list alone: 62/72 = 8.6.
+        assert_eq!(score("syscalls deny @mount\nexec true\n"), (8.9, "unsafe"));
+        assert_eq!(
+            score("syscalls allow @default\nexec true\n"),
+            (8.6, "unsafe")
         );
     }
 
@@ -297,7 +316,7 @@ mod tests {
         let text = "setuid nobody\ncapabilities none\nno new privileges\n\
                     protect system strict\nprotect home\nprivate tmp\nprivate devices\n\
                     protect kernel tunables\nprotect kernel modules\nprotect kernel logs\n\
-                    protect control groups\nsyscalls deny @module @mount\n\
+                    protect control groups\nsyscalls allow @system-service\n\
                     address families unix\nmemory deny write execute\n\
                     restrict namespaces\nlock personality\nrestrict realtime\nexec true\n";
         let e = exposure(&parse("j", text).def.unwrap());

@@ -23,7 +23,9 @@
 //! - `protect control groups`: `/sys/fs/cgroup` read-only.
 //! - `read-only PATH…`, `writable PATH…`, `inaccessible PATH…`: absolute paths.
 //!
-//! - `syscalls deny NAME|@GROUP…` (groups: [`SYSCALL_GROUPS`]), `syscall action
+//! - `syscalls allow NAME|@GROUP…` (only these; everything else gets the
+//!   action), `syscalls deny NAME|@GROUP…` (these refused; with an allow list,
+//!   taken out of it) (groups: [`SYSCALL_GROUPS`]), `syscall action
 //!   eperm|kill`; `address families NAME…|none`; `memory deny write execute`;
 //!   `lock personality`; `restrict namespaces`; `restrict realtime`: system-call
 //!   filters, compiled by the supervisor (`keel_supervisor::sandbox`).
@@ -37,7 +39,7 @@ use super::lexer::{Problem, Token};
 use super::parse::{Form, Parser, form};
 
 /// What a job may see of the filesystem (see the module docs).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct Sandbox {
     pub private_tmp: bool,
     pub private_devices: bool,
@@ -52,6 +54,11 @@ pub struct Sandbox {
     pub inaccessible: Vec<String>,
     /// `syscalls deny NAME|@GROUP…`: system calls refused, groups expanded.
     pub syscalls_denied: Vec<String>,
+    /// `syscalls allow NAME|@GROUP…`: the only system calls allowed, groups
+    /// expanded; empty: no allow list. Saved apart (`journal::encode_definitions`)
+    /// so that sandboxes saved before it existed still load.
+    #[serde(skip)]
+    pub syscalls_allowed: Vec<String>,
     /// `syscall action eperm|kill`: what a denied call gets.
     pub syscall_action: SyscallAction,
     /// `address families NAME…|none`: the only socket families the job may
@@ -99,7 +106,7 @@ pub const ADDRESS_FAMILIES: &[(&str, u32)] = &[
 ];
 
 /// What a denied system call gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum SyscallAction {
     /// It fails with `EPERM`.
     #[default]
@@ -108,42 +115,193 @@ pub enum SyscallAction {
     Kill,
 }
 
-/// The named groups of system calls `syscalls deny` takes (after systemd's, with
-/// the calls x86_64 has): the group's name and its calls, separated by spaces.
+/// The named groups of system calls `syscalls allow` and `syscalls deny` take,
+/// after systemd's (systemd.exec(5), "SystemCallFilter="), with the calls x86_64
+/// has: the group's name and its members, separated by spaces; a member may be
+/// another group (`@system-service`). [`group_calls`] expands them.
 pub const SYSCALL_GROUPS: &[(&str, &str)] = &[
+    // Asynchronous I/O.
+    (
+        "@aio",
+        "io_cancel io_destroy io_getevents io_pgetevents io_setup io_submit \
+         io_uring_enter io_uring_register io_uring_setup",
+    ),
+    // Reading, writing, closing: what almost every program needs.
+    (
+        "@basic-io",
+        "close close_range dup dup2 dup3 lseek pread64 preadv preadv2 pwrite64 \
+         pwritev pwritev2 read readv write writev",
+    ),
     ("@chown", "chown fchown fchownat lchown"),
     (
         "@clock",
         "adjtimex clock_adjtime clock_settime settimeofday",
     ),
     ("@cpu-emulation", "modify_ldt"),
+    // Reading the process's own ids and capabilities.
+    (
+        "@credentials",
+        "capget getegid geteuid getgid getgroups getresgid getresuid getuid",
+    ),
     (
         "@debug",
-        "lookup_dcookie perf_event_open process_vm_readv process_vm_writev ptrace",
+        "lookup_dcookie perf_event_open pidfd_getfd process_vm_readv \
+         process_vm_writev ptrace",
+    ),
+    // What any program needs to start (the dynamic loader's calls among them)
+    // and to end: the exec and the exit.
+    (
+        "@default",
+        "arch_prctl brk clock_getres clock_gettime clock_nanosleep execve exit \
+         exit_group futex futex_waitv get_robust_list get_thread_area getegid geteuid \
+         getgid getgroups getpgid getpgrp getpid getppid getrandom getresgid \
+         getresuid getrlimit getsid gettid gettimeofday getuid membarrier mmap \
+         mprotect munmap nanosleep pause prlimit64 restart_syscall rseq rt_sigreturn \
+         sched_getaffinity sched_yield set_robust_list set_thread_area \
+         set_tid_address time",
+    ),
+    // Files, directories and their attributes.
+    (
+        "@file-system",
+        "access chdir chmod close creat faccessat faccessat2 fallocate fchdir fchmod \
+         fchmodat fchmodat2 fcntl fgetxattr flistxattr fremovexattr fsetxattr fstat \
+         fstatfs ftruncate futimesat getcwd getdents getdents64 getxattr \
+         inotify_add_watch inotify_init inotify_init1 inotify_rm_watch lgetxattr link \
+         linkat listxattr llistxattr lremovexattr lsetxattr lstat mkdir mkdirat mknod \
+         mknodat mmap munmap newfstatat open openat openat2 readlink readlinkat \
+         removexattr rename renameat renameat2 rmdir setxattr stat statfs statx \
+         symlink symlinkat truncate unlink unlinkat utime utimensat utimes",
+    ),
+    // Waiting on file descriptors.
+    (
+        "@io-event",
+        "epoll_create epoll_create1 epoll_ctl epoll_ctl_old epoll_pwait epoll_pwait2 \
+         epoll_wait epoll_wait_old eventfd eventfd2 poll ppoll pselect6 select",
+    ),
+    // Pipes, SysV and POSIX message queues, semaphores and shared memory.
+    (
+        "@ipc",
+        "memfd_create mq_getsetattr mq_notify mq_open mq_timedreceive mq_timedsend \
+         mq_unlink msgctl msgget msgrcv msgsnd pipe pipe2 process_madvise \
+         process_vm_readv process_vm_writev semctl semget semop semtimedop shmat \
+         shmctl shmdt shmget",
     ),
     ("@keyring", "add_key keyctl request_key"),
+    // Locking memory.
+    ("@memlock", "mlock mlock2 mlockall munlock munlockall"),
     ("@module", "delete_module finit_module init_module"),
     (
         "@mount",
-        "fsconfig fsmount fsopen fspick mount mount_setattr move_mount open_tree \
-         pivot_root umount2",
+        "chroot fsconfig fsmount fsopen fspick mount mount_setattr move_mount \
+         open_tree pivot_root umount2",
     ),
-    // @chown, @clock, @module, @raw-io, @reboot, @swap, and more.
+    // Sockets.
+    (
+        "@network-io",
+        "accept accept4 bind connect getpeername getsockname getsockopt listen \
+         recvfrom recvmmsg recvmsg sendmmsg sendmsg sendto setsockopt shutdown socket \
+         socketpair",
+    ),
+    // What needs the superuser: @chown, @clock, @module, @raw-io, @reboot,
+    // @swap, and more.
     (
         "@privileged",
-        "chown fchown fchownat lchown adjtimex clock_adjtime clock_settime settimeofday \
-         delete_module finit_module init_module ioperm iopl kexec_file_load kexec_load \
-         reboot swapoff swapon acct bpf capset chroot fanotify_init fanotify_mark \
-         open_by_handle_at pivot_root quotactl quotactl_fd setdomainname setfsuid \
-         setgroups sethostname setresuid setreuid setuid vhangup",
+        "@chown @clock @module @raw-io @reboot @swap acct bpf capset chroot \
+         fanotify_init fanotify_mark open_by_handle_at pivot_root quotactl \
+         quotactl_fd setdomainname setfsuid setgroups sethostname setresuid setreuid \
+         setuid vhangup",
+    ),
+    // Processes and threads: making, signalling, waiting for them.
+    (
+        "@process",
+        "arch_prctl capget clone clone3 execveat fork getrusage kill pidfd_open \
+         pidfd_send_signal prctl rt_sigqueueinfo rt_tgsigqueueinfo setns tgkill times \
+         tkill unshare vfork wait4 waitid",
     ),
     ("@raw-io", "ioperm iopl"),
     ("@reboot", "kexec_file_load kexec_load reboot"),
+    // Scheduling, priorities, memory policy, resource limits.
+    (
+        "@resources",
+        "ioprio_set mbind migrate_pages move_pages sched_setaffinity sched_setattr \
+         sched_setparam sched_setscheduler set_mempolicy setpriority setrlimit",
+    ),
+    // Changing user and group ids.
+    (
+        "@setuid",
+        "setgid setgroups setregid setresgid setresuid setreuid setuid",
+    ),
+    // Signal handlers and masks.
+    (
+        "@signal",
+        "rt_sigaction rt_sigpending rt_sigprocmask rt_sigsuspend rt_sigtimedwait \
+         sigaltstack signalfd signalfd4",
+    ),
     ("@swap", "swapoff swapon"),
+    // Flushing files to storage.
+    ("@sync", "fdatasync fsync msync sync sync_file_range syncfs"),
+    // Timers and alarms.
+    (
+        "@timer",
+        "alarm getitimer setitimer timer_create timer_delete timer_getoverrun \
+         timer_gettime timer_settime timerfd_create timerfd_gettime timerfd_settime \
+         times",
+    ),
+    // What an ordinary system service needs (systemd's list).
+    (
+        "@system-service",
+        "@aio @basic-io @chown @default @file-system @io-event @ipc @keyring @memlock \
+         @network-io @process @resources @setuid @signal @sync @timer brk capget \
+         capset copy_file_range fadvise64 flock get_mempolicy getcpu getpriority \
+         getrandom ioctl ioprio_get kcmp madvise mprotect mremap name_to_handle_at \
+         personality readahead remap_file_pages sched_get_priority_max \
+         sched_get_priority_min sched_getaffinity sched_getattr sched_getparam \
+         sched_getscheduler sched_rr_get_interval sched_yield sendfile setfsgid \
+         setfsuid setpgid setsid splice sysinfo tee umask uname userfaultfd vmsplice",
+    ),
 ];
 
+/// The calls of `group` (`@name`), member groups expanded, each once; `None`
+/// when there is no such group.
+pub fn group_calls(group: &str) -> Option<Vec<&'static str>> {
+    let (_, members) = SYSCALL_GROUPS.iter().find(|(g, _)| *g == group)?;
+    let mut out: Vec<&'static str> = Vec::new();
+    for member in members.split_whitespace() {
+        let calls = match member.starts_with('@') {
+            true => group_calls(member)?,
+            false => vec![member],
+        };
+        for call in calls {
+            if !out.contains(&call) {
+                out.push(call);
+            }
+        }
+    }
+    Some(out)
+}
+
+impl Sandbox {
+    /// Whether the job's filter refuses system call `name`.
+    pub fn refuses_call(&self, name: &str) -> bool {
+        let listed = |list: &[String]| list.iter().any(|n| n == name);
+        listed(&self.syscalls_denied)
+            || (!self.syscalls_allowed.is_empty() && !listed(&self.syscalls_allowed))
+    }
+
+    /// Whether any system-call filter applies (which implies no new privileges).
+    pub fn filters_calls(&self) -> bool {
+        !self.syscalls_denied.is_empty()
+            || !self.syscalls_allowed.is_empty()
+            || self.address_families.is_some()
+            || self.memory_deny_write_execute
+            || self.lock_personality
+            || self.restrict_namespaces
+            || self.restrict_realtime
+    }
+}
+
 /// `protect system [strict]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum ProtectSystem {
     #[default]
     Off,
@@ -154,7 +312,7 @@ pub enum ProtectSystem {
 }
 
 /// `protect home [read-only]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum ProtectHome {
     #[default]
     Off,
@@ -318,6 +476,12 @@ impl Sandbox {
             (self.protect_control_groups, "protect control groups"),
         ];
         out.extend(flags.into_iter().filter(|f| f.0).map(|f| f.1.to_string()));
+        if !self.syscalls_allowed.is_empty() {
+            out.push(format!(
+                "syscalls allow {}",
+                self.syscalls_allowed.join(" ")
+            ));
+        }
         if !self.syscalls_denied.is_empty() {
             out.push(format!("syscalls deny {}", self.syscalls_denied.join(" ")));
         }
@@ -465,40 +629,47 @@ impl Parser<'_> {
         Ok(form("inaccessible"))
     }
 
-    /// `syscalls deny NAME|@GROUP…` (names are checked against the kernel's
-    /// table by the supervisor; groups here).
+    /// `syscalls allow|deny NAME|@GROUP…` (names are checked against the
+    /// kernel's table by the supervisor; groups here).
     pub(super) fn syscalls(&mut self, _keyword: &Token) -> Result<Form, Problem> {
-        let deny = self.word("'deny' after syscalls")?;
-        if deny.text != "deny" {
-            return Err(Problem::new(
-                deny.start,
-                format!(
-                    "unknown stanza: syscalls {} (expected syscalls deny)",
-                    deny.text
-                ),
-            ));
-        }
-        for token in self.some_args("syscalls deny", "system calls or @groups")? {
-            let names: Vec<String> = if token.text.starts_with('@') {
-                let Some((_, calls)) = SYSCALL_GROUPS.iter().find(|(g, _)| *g == token.text) else {
-                    return Err(Problem::new(
+        let which = self.word("'allow' or 'deny' after syscalls")?;
+        let stanza = match which.text.as_str() {
+            "allow" => "syscalls allow",
+            "deny" => "syscalls deny",
+            other => {
+                return Err(Problem::new(
+                    which.start,
+                    format!(
+                        "unknown stanza: syscalls {other} (expected syscalls allow or syscalls deny)"
+                    ),
+                ));
+            }
+        };
+        let mut names = Vec::new();
+        for token in self.some_args(stanza, "system calls or @groups")? {
+            if token.text.starts_with('@') {
+                let calls = group_calls(&token.text).ok_or_else(|| {
+                    Problem::new(
                         token.start,
-                        format!("syscalls deny: unknown group {}", token.text),
-                    ));
-                };
-                calls.split_whitespace().map(str::to_string).collect()
+                        format!("{stanza}: unknown group {}", token.text),
+                    )
+                })?;
+                names.extend(calls.into_iter().map(str::to_string));
             } else {
-                vec![token.text]
-            };
-            let denied = &mut self.def.sandbox.syscalls_denied;
-            for name in names {
-                if !denied.contains(&name) {
-                    denied.push(name);
-                }
+                names.push(token.text);
             }
         }
-        self.end("syscalls deny")?;
-        Ok(form("syscalls deny"))
+        self.end(stanza)?;
+        let list = match which.text.as_str() {
+            "allow" => &mut self.def.sandbox.syscalls_allowed,
+            _ => &mut self.def.sandbox.syscalls_denied,
+        };
+        for name in names {
+            if !list.contains(&name) {
+                list.push(name);
+            }
+        }
+        Ok(form(stanza))
     }
 
     /// `syscall action eperm|kill`.
@@ -745,6 +916,69 @@ mod tests {
             "j:1:16: error: syscall action: expected eperm or kill, not log"
         );
         assert!(!s.isolates_filesystem());
+        assert_eq!(
+            error("syscalls permit uname\n"),
+            "j:1:10: error: unknown stanza: syscalls permit (expected syscalls allow or syscalls deny)"
+        );
+    }
+
+    #[test]
+    fn the_readme_lists_every_group_with_its_members() {
+        let readme = include_str!("../../../README.md");
+        for (group, members) in SYSCALL_GROUPS {
+            let row = format!(
+                "| `{group}` | {} |",
+                members.split_whitespace().collect::<Vec<_>>().join(" ")
+            );
+            assert!(readme.contains(&row), "README.md lacks {row}");
+        }
+    }
+
+    #[test]
+    fn allow_lists_expand_nested_groups_and_render_back() {
+        let text =
+            "syscalls allow @basic-io uname\nsyscalls allow read getpid\nsyscalls deny uname\n";
+        let s = sandbox(text);
+        assert_eq!(&s.syscalls_allowed[..3], ["close", "close_range", "dup"]);
+        assert_eq!(
+            s.syscalls_allowed.iter().filter(|n| *n == "read").count(),
+            1
+        );
+        assert_eq!(
+            s.syscalls_allowed.last().map(String::as_str),
+            Some("getpid")
+        );
+        // Denied wins over allowed; a call outside the list is refused.
+        assert!(s.refuses_call("uname") && s.refuses_call("mount"));
+        assert!(!s.refuses_call("read") && s.filters_calls());
+        let def = parse("j", text).def.unwrap();
+        assert_eq!(parse("j", &render(&def)).def.unwrap().sandbox, s);
+        // @system-service holds its member groups' calls, each once.
+        let service = group_calls("@system-service").unwrap();
+        for member in [
+            "@default",
+            "@basic-io",
+            "@file-system",
+            "@network-io",
+            "@process",
+        ] {
+            for call in group_calls(member).unwrap() {
+                assert!(service.contains(&call), "{member}: {call}");
+            }
+        }
+        let mut unique = service.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), service.len());
+        assert!(!service.contains(&"mount") && !service.contains(&"reboot"));
+        assert_eq!(
+            error("syscalls allow read @nope\n"),
+            "j:1:21: error: syscalls allow: unknown group @nope"
+        );
+        assert_eq!(
+            error("syscalls allow\n"),
+            "j:1:15: error: expected system calls or @groups after syscalls allow"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! peer-bench [--quick] [--large] [--only W1,W2...] [--floor PATH] [--out FILE]
-//!            (workloads: bringup,status,restart,respawn,pid1,recovery,socket,boot)
+//!            (workloads: bringup,status,restart,respawn,pid1,recovery,socket,sandbox,boot)
 //!
 //! `--large` adds N = 10,000: bring-up and PSS of every manager (one run each;
 //! s6 and runit need about 1.2 GB there), and keel's status, restart, re-exec and
@@ -37,6 +37,7 @@ const BRINGUP_BASE: u32 = 100_000;
 const POOL_BASE: u32 = 200_000;
 const PID1_ARG: u32 = 300_000;
 const RECOVERY_BASE: u32 = 400_000;
+const SANDBOX_BASE: u32 = 500_000;
 /// Services per manager for the latency workloads: s6 and runit restart a service
 /// at once only if it ran (was ready) for a second, so each sample takes the
 /// service that has run longest, and a pool keeps one always at hand.
@@ -76,7 +77,7 @@ fn main() {
     let mut floor = None;
     let mut out = None;
     let mut args = std::env::args().skip(1);
-    let usage = "usage: peer-bench [--quick] [--large] [--only bringup,status,restart,respawn,pid1,recovery,socket,boot] [--floor PATH] [--out FILE]";
+    let usage = "usage: peer-bench [--quick] [--large] [--only bringup,status,restart,respawn,pid1,recovery,socket,sandbox,boot] [--floor PATH] [--out FILE]";
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => quick = true,
@@ -159,6 +160,9 @@ fn main() {
     }
     if cfg.wants("socket") {
         socket(&cfg, &mut r);
+    }
+    if cfg.wants("sandbox") {
+        sandbox(&cfg, &watch, &mut r);
     }
     if cfg.wants("boot") {
         boot(&cfg, &tools, &mut r);
@@ -849,6 +853,57 @@ fn socket(cfg: &Config, r: &mut Results) {
         r.add("socket_first_conn", "ms", "keel", first_line(activated));
         r.add("socket_first_conn", "ms", "running", first_line(running));
     }
+}
+
+/// Every sandboxing stanza keel has (`sandbox_start`).
+const FULL_SANDBOX: &str = "private tmp\nprivate devices\nprotect system strict\nprotect home\n\
+    protect kernel tunables\nprotect kernel logs\nprotect kernel modules\n\
+    protect control groups\nno new privileges\n\
+    syscalls allow @system-service\nsyscalls deny @clock @module @mount @raw-io @reboot @swap\n\
+    address families unix inet inet6\nmemory deny write execute\nlock personality\n\
+    restrict namespaces\nrestrict realtime\n";
+
+/// What keel's full sandbox adds to a start (`sandbox_start`): `initctl start`
+/// of a stopped job until its process's exec (the kernel's timestamp), for a job
+/// with every sandboxing stanza (`keel`) and the same job with none
+/// (`no_sandbox`), alternately, each first half the time. So each sample holds
+/// the request, the supervisor's setup (the paths resolved, the filters
+/// compiled or found compiled), the spawn, the child's mount namespace and
+/// filters, the go pipe and the exec. keel alone.
+fn sandbox(cfg: &Config, watch: &ExecWatch, r: &mut Results) {
+    let plain = format!("exec sleep {SANDBOX_BASE}\n");
+    let boxed = format!("{FULL_SANDBOX}exec sleep {}\n", SANDBOX_BASE + 1);
+    let keel = keel_tests::Keel::start(&[("plain", plain.as_str()), ("boxed", boxed.as_str())]);
+    let sup = keel.supervisor_pid().expect("keel's supervisor");
+    let ns = pid_namespace(sup).expect("keel's namespace");
+    let mut old = [0, 0];
+    let mut one = |job: usize| {
+        let (name, column) = [("plain", "no_sandbox"), ("boxed", "keel")][job];
+        let stop = keel.ctl(&["stop", name]);
+        assert!(
+            stop.status.success() || String::from_utf8_lossy(&stop.stderr).contains("already"),
+            "initctl stop {name}: {stop:?}"
+        );
+        let from = watch.mark();
+        let t0 = now_ns();
+        let start = keel.ctl(&["start", name]);
+        assert!(start.status.success(), "initctl start {name}: {start:?}");
+        let arg = SANDBOX_BASE + job as u32;
+        let (pid, t1) = replacement(watch, &ns, arg, old[job], from, name);
+        old[job] = pid;
+        r.add("sandbox_start", "ms", column, ms(t1.saturating_sub(t0)));
+    };
+    for i in 0..cfg.latency_samples {
+        let first = i % 2;
+        one(first);
+        one(1 - first);
+    }
+    progress!("sandbox_start: {} samples each", cfg.latency_samples);
+    r.notes.push(format!(
+        "sandbox_start: initctl start until the job's exec (kernel timestamp), a job with every sandboxing \
+         stanza (keel) and the same with none (no_sandbox), alternately, {} samples each",
+        cfg.latency_samples
+    ));
 }
 
 fn recovery(n: usize, cfg: &Config, watch: &ExecWatch, tools: &Tools, r: &mut Results) {

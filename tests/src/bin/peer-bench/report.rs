@@ -256,6 +256,18 @@ pub fn targets(r: &Results, keel_init_static: Option<bool>) -> Vec<String> {
             );
         }
     }
+    line(
+        "sandbox_start: the full sandbox adds ≤ 1 ms",
+        (|| {
+            let k = m("sandbox_start", "keel")?;
+            let plain = m("sandbox_start", "no_sandbox")?;
+            Some(format!(
+                "{} — +{:.3} ms (keel {k:.3} ms, no sandbox {plain:.3} ms)",
+                verdict(k - plain <= 1.0),
+                k - plain
+            ))
+        })(),
+    );
     for w in ["bringup", "rss"] {
         line(
             &format!("{w}: linear from N = 100 to 1,000 (ratio ≤ 12; 10 is linear, 100 quadratic)"),
@@ -298,6 +310,8 @@ mod tests {
             ("status_latency", "ms", "keel", 0.9),
             ("status_latency", "ms", "runit", 0.6),
             ("status_latency", "ms", "exec_floor", 0.5),
+            ("sandbox_start", "ms", "keel", 2.6),
+            ("sandbox_start", "ms", "no_sandbox", 1.8),
         ] {
             r.add(w, unit, c, v);
         }
@@ -337,5 +351,7 @@ mod tests {
             "{s}"
         );
         assert!(find("reexec_1000").ends_with("not measured in this run"));
+        let b = find("sandbox_start");
+        assert!(b.contains("met — +0.800 ms"), "{b}");
     }
 }

@@ -65,6 +65,8 @@ pub struct Config {
     pub cgroup_root: Option<PathBuf>,
     /// The supervisor's own arguments, for a re-exec.
     pub args: Vec<std::ffi::OsString>,
+    /// `--fstab`: the fstab whose mounts give mountall's events (`None`: none).
+    pub fstab: Option<PathBuf>,
 }
 
 const TOKEN_INIT: u64 = 0;
@@ -75,6 +77,10 @@ const TOKEN_CONFDIR: u64 = 3;
 const TOKEN_REEXEC_CHECK: u64 = 4;
 /// The inotify instance of the jobs' `file` conditions.
 const TOKEN_FILES: u64 = 5;
+/// The netlink socket of device events.
+const TOKEN_DEVICES: u64 = 6;
+/// The mount table (`POLLPRI` at each change).
+const TOKEN_MOUNTS: u64 = 7;
 /// Connection tokens are their ids offset past the fixed ones.
 const TOKEN_CONN_BASE: u64 = 16;
 /// Job log pipes: this bit and the pipe's id.
@@ -146,6 +152,10 @@ pub struct Runtime {
     sockets: crate::sockets::Sockets,
     /// The jobs' `file FILE=…` conditions and their inotify watch (in the lifeboat).
     files: crate::filewatch::FileWatch,
+    /// The device events jobs wait for and their netlink socket (in the lifeboat).
+    devices: crate::uevents::Uevents,
+    /// fstab against the mount table, for mountall's events.
+    mounts: crate::mountwatch::MountWatch,
     /// Answers decided this round, sent after the state is saved.
     answers: Vec<(ConnId, Response)>,
     /// Readiness: the notify socket, the bus, `expect fd` sockets, `/proc` polls.
@@ -234,6 +244,8 @@ impl Runtime {
             let _ = link.withdraw(LIFEBOAT_LOADED);
         }
         let saved_files = take(crate::filewatch::LIFEBOAT_NAME);
+        let saved_uevents = take(crate::uevents::LIFEBOAT_NAME);
+        let fstab = config.fstab.clone();
         let (saved_sockets, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut lifeboat)
             .into_iter()
             .partition(|(n, _)| n.starts_with(crate::sockets::LIFEBOAT_PREFIX));
@@ -445,6 +457,8 @@ impl Runtime {
             overrides: BTreeMap::new(),
             sockets: crate::sockets::Sockets::recover(saved_sockets),
             files: crate::filewatch::FileWatch::recover(saved_files),
+            devices: crate::uevents::Uevents::recover(saved_uevents),
+            mounts: crate::mountwatch::MountWatch::new(fstab),
             load_failures: None,
             timeline: Default::default(),
             snap,
@@ -478,10 +492,13 @@ impl Runtime {
                 rt.sync_sockets();
                 rt.watch_files();
                 rt.sync_files();
+                rt.watch_devices();
+                rt.sync_sources();
             }
             None => {
                 rt.sockets.watch_all(&rt.epoll);
                 rt.watch_files();
+                rt.watch_devices();
                 rt.watch_confdir();
                 rt.load_confdir();
             }
@@ -510,6 +527,8 @@ impl Runtime {
                 env: Vec::new(),
             });
         }
+        // After `startup`, and what a predecessor missed.
+        rt.mounts_changed();
         // A power action the previous supervisor was carrying out goes on.
         rt.settle();
         Ok(rt)
@@ -667,6 +686,7 @@ impl Runtime {
         self.overrides = conf.overrides;
         self.sync_sockets();
         self.sync_files();
+        self.sync_sources();
         // With a watch to see what changes from now on.
         self.snap.shell.confdir = self
             .watch
@@ -735,6 +755,15 @@ impl Runtime {
                     t if t & crate::sockets::TOKEN_SOCKET != 0 => self.socket_ready(t),
                     TOKEN_CONFDIR => self.confdir_changed(),
                     TOKEN_REEXEC_CHECK => self.read_reexec_check(),
+                    TOKEN_DEVICES => {
+                        for device in self.devices.read() {
+                            self.emit(Event {
+                                name: device.name,
+                                env: device.env,
+                            });
+                        }
+                    }
+                    TOKEN_MOUNTS => self.mounts_changed(),
                     TOKEN_FILES => {
                         for env in self.files.read() {
                             self.emit(Event {
@@ -1436,6 +1465,49 @@ impl Runtime {
         }
         if new {
             self.watch_files();
+        }
+    }
+
+    /// Opens the device and filesystem event sources once some job waits for
+    /// their events.
+    fn sync_sources(&mut self) {
+        let devices = self.definitions().flat_map(job::device::job_device_events);
+        let (new, problems) = self.devices.sync(devices.collect(), self.link.as_ref());
+        if new {
+            self.watch_devices();
+        }
+        let wanted = self.definitions().any(keel_core::mounts::job_waits);
+        let (new_table, more) = self.mounts.sync(wanted);
+        for problem in problems.into_iter().chain(more) {
+            tracing::error!("{problem}");
+        }
+        if let Some(fd) = self.mounts.fd().filter(|_| new_table) {
+            let token = epoll::EventData::new_u64(TOKEN_MOUNTS);
+            if let Err(e) = epoll::add(&self.epoll, fd, token, epoll::EventFlags::PRI) {
+                tracing::error!("cannot wait for changes of the mount table: {e}");
+            }
+        }
+        self.mounts_changed();
+    }
+
+    /// Waits on the device events' socket, if there is one.
+    fn watch_devices(&self) {
+        if let Some(fd) = self.devices.fd() {
+            let token = epoll::EventData::new_u64(TOKEN_DEVICES);
+            if let Err(e) = epoll::add(&self.epoll, fd, token, epoll::EventFlags::IN) {
+                tracing::error!("cannot wait for device events: {e}");
+            }
+        }
+    }
+
+    /// The filesystem events due with the mount table as it is (none before
+    /// `startup`), each recorded as emitted in the state saved with it.
+    fn mounts_changed(&mut self) {
+        if !self.snap.booted {
+            return;
+        }
+        for (name, env) in self.mounts.due(&mut self.snap.shell.mount_events) {
+            self.emit(Event { name, env });
         }
     }
 

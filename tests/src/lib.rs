@@ -375,6 +375,20 @@ impl Keel {
             .min_by_key(|&p| start_time(p).unwrap_or(u64::MAX))
     }
 
+    /// Makes `change` while no supervisor runs: the supervisor is stopped,
+    /// `change` made, the supervisor killed (-9); returns once its successor runs.
+    pub fn outage(&self, change: impl FnOnce()) {
+        let old = self.supervisor_pid().expect("a supervisor");
+        // SAFETY: kill(2) of the supervisor, by pid; no memory involved.
+        unsafe { libc::kill(old, libc::SIGSTOP) };
+        change();
+        // SAFETY: as above.
+        unsafe { libc::kill(old, libc::SIGKILL) };
+        wait_for("a new supervisor", Duration::from_secs(10), || {
+            self.supervisor_pid().is_some_and(|p| p != old)
+        });
+    }
+
     /// Every process in the namespace but keel-init, as host pids.
     pub fn processes(&self) -> Vec<i32> {
         descendants(self.init_pid)

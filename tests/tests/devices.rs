@@ -88,20 +88,9 @@ fn a_dummy_device_starts_a_job_and_its_removal_stops_it() {
 #[test]
 fn devices_added_and_removed_while_no_supervisor_runs_are_seen_once_by_its_successor() {
     let keel = start(&[("while-kd0", WHILE_KD0)]);
-    let outage = |change: &dyn Fn()| {
-        let old = keel.supervisor_pid().unwrap();
-        // SAFETY: kill(2) of the supervisor, by pid; no memory involved.
-        unsafe { libc::kill(old, libc::SIGSTOP) };
-        change();
-        // SAFETY: as above.
-        unsafe { libc::kill(old, libc::SIGKILL) };
-        wait_for("a new supervisor", 10 * SECOND, || {
-            keel.supervisor_pid().is_some_and(|p| p != old)
-        });
-    };
-    outage(&|| add(&keel, "kd0"));
+    keel.outage(|| add(&keel, "kd0"));
     wait_status(&keel, "while-kd0", "while-kd0 start/running");
-    outage(&|| del(&keel, "kd0"));
+    keel.outage(|| del(&keel, "kd0"));
     wait_status(&keel, "while-kd0", "while-kd0 stop/waiting");
     assert_eq!(
         keel.lines("seen"),

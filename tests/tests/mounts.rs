@@ -9,7 +9,7 @@
 //! network filesystem's type, so that each class is waited for. Nothing of the
 //! host's is mounted or unmounted.
 
-use keel_tests::{Keel, Setup, bin, supervisor_args, wait_for};
+use keel_tests::{Keel, Scratch, Setup, bin, supervisor_args, wait_for};
 use std::process::Command;
 use std::time::Duration;
 
@@ -44,21 +44,25 @@ fn jobs() -> Vec<(&'static str, String)> {
     jobs
 }
 
-/// keel following `$DIR/fstab`: two virtual entries, a local and a remote one,
+/// A keel following an fstab (in a directory of its own, with the mount points,
+/// written before keel starts): two virtual entries, a local and a remote one,
 /// an optional one, and a swap and a `noauto` entry that are not waited for.
-fn start() -> Keel {
-    let jobs = jobs();
-    let jobs: Vec<(&str, &str)> = jobs.iter().map(|(n, t)| (*n, t.as_str())).collect();
-    let mut args = supervisor_args("$DIR/conf");
-    args.extend(["--fstab".into(), "$DIR/fstab".into()]);
-    let keel = Keel::launch(Setup {
-        jobs: &jobs,
-        supervisor: Some((bin("keel-supervisor"), args)),
-        env: &[],
-    });
-    let dir = keel.dir.0.display().to_string();
+struct Booted {
+    keel: Keel,
+    points: Scratch,
+}
+
+impl Booted {
+    fn path(&self, point: &str) -> String {
+        self.points.0.join(point).display().to_string()
+    }
+}
+
+fn start() -> Booted {
+    let points = Scratch::new("fstab");
+    let dir = points.0.display().to_string();
     for point in ["v1", "v2", "disk", "net", "opt", "never"] {
-        std::fs::create_dir_all(keel.path(point)).unwrap();
+        std::fs::create_dir_all(points.0.join(point)).unwrap();
     }
     let fstab = format!(
         "# keel's test fstab\n\
@@ -70,11 +74,17 @@ fn start() -> Keel {
          /dev/keel-swap none swap sw 0 0\n\
          /dev/keel-never {dir}/never ext4 noauto 0 0\n"
     );
-    std::fs::write(keel.path("fstab"), fstab).unwrap();
-    wait_for("the supervisor to answer", 10 * SECOND, || {
-        keel.ctl(&["version"]).status.success()
+    std::fs::write(points.0.join("fstab"), fstab).unwrap();
+    let jobs = jobs();
+    let jobs: Vec<(&str, &str)> = jobs.iter().map(|(n, t)| (*n, t.as_str())).collect();
+    let mut args = supervisor_args("$DIR/conf");
+    args.extend(["--fstab".into(), format!("{dir}/fstab")]);
+    let keel = Keel::start_with(Setup {
+        jobs: &jobs,
+        supervisor: Some((bin("keel-supervisor"), args)),
+        env: &[],
     });
-    keel
+    Booted { keel, points }
 }
 
 fn seen(keel: &Keel) -> Vec<String> {
@@ -83,18 +93,20 @@ fn seen(keel: &Keel) -> Vec<String> {
     lines
 }
 
-/// Mounts a tmpfs at `$DIR/point` with the `mount` job and waits for it to end.
-fn mount_by_job(keel: &Keel, point: &str) {
-    let point = keel.path(point).display().to_string();
-    keel.ctl_ok(&["start", "mount", &format!("POINT={point}")]);
+/// Mounts a tmpfs at `point` with the `mount` job and waits for it to end.
+fn mount_by_job(booted: &Booted, point: &str) {
+    let point = booted.path(point);
+    booted
+        .keel
+        .ctl_ok(&["start", "mount", &format!("POINT={point}")]);
 }
 
-/// Mounts a tmpfs at `$DIR/point` in keel's mount namespace, from outside.
-fn mount_from_outside(keel: &Keel, point: &str) {
+/// Mounts a tmpfs at `point` in keel's mount namespace, from outside.
+fn mount_from_outside(booted: &Booted, point: &str) {
     let status = Command::new("nsenter")
-        .arg(format!("--mount=/proc/{}/ns/mnt", keel.init_pid))
+        .arg(format!("--mount=/proc/{}/ns/mnt", booted.keel.init_pid))
         .args(["mount", "-t", "tmpfs", "tmpfs"])
-        .arg(keel.path(point))
+        .arg(booted.path(point))
         .status()
         .expect("nsenter");
     assert!(status.success(), "mount {point}");
@@ -102,60 +114,60 @@ fn mount_from_outside(keel: &Keel, point: &str) {
 
 #[test]
 fn each_event_comes_once_when_its_class_of_fstab_entries_is_mounted() {
-    let keel = start();
-    let dir = keel.dir.0.display().to_string();
-    // The fstab was written after the supervisor read it: read it again.
-    keel.ctl_ok(&["reload-configuration"]);
-    mount_by_job(&keel, "v1");
-    let v1 = format!("mounted {dir}/v1 tmpfs tmpfs size=1m");
-    wait_for("mounted v1", 10 * SECOND, || seen(&keel) == [v1.clone()]);
+    let b = start();
+    mount_by_job(&b, "v1");
+    let v1 = format!("mounted {} tmpfs tmpfs size=1m", b.path("v1"));
+    wait_for("mounted v1", 10 * SECOND, || seen(&b.keel) == [v1.clone()]);
 
-    mount_by_job(&keel, "v2");
-    let v2 = format!("mounted {dir}/v2 tmpfs none defaults");
+    mount_by_job(&b, "v2");
+    let v2 = format!("mounted {} tmpfs none defaults", b.path("v2"));
     let mut expected = vec![v1, v2, "virtual-filesystems".to_string()];
     expected.sort();
     wait_for("virtual-filesystems", 10 * SECOND, || {
-        seen(&keel) == expected
+        seen(&b.keel) == expected
     });
 
     // The optional entry (not mounted yet) holds nothing up.
-    mount_by_job(&keel, "disk");
+    mount_by_job(&b, "disk");
+    let disk = b.path("disk");
     expected.push(format!(
-        "mounted {dir}/disk ext4 /dev/keel-disk errors=remount-ro"
+        "mounted {disk} ext4 /dev/keel-disk errors=remount-ro"
     ));
     expected.push("local-filesystems".into());
     expected.sort();
-    wait_for("local-filesystems", 10 * SECOND, || seen(&keel) == expected);
+    wait_for("local-filesystems", 10 * SECOND, || {
+        seen(&b.keel) == expected
+    });
 
-    mount_by_job(&keel, "net");
-    expected.push(format!("mounted {dir}/net nfs srv:/export ro"));
+    mount_by_job(&b, "net");
+    expected.push(format!("mounted {} nfs srv:/export ro", b.path("net")));
     expected.extend(["remote-filesystems".into(), "filesystem".into()]);
     expected.sort();
     wait_for("remote-filesystems and filesystem", 10 * SECOND, || {
-        seen(&keel) == expected
+        seen(&b.keel) == expected
     });
 
     // A second mount on a point, a reload, or a `noauto` entry emits nothing.
-    mount_by_job(&keel, "v1");
-    keel.ctl_ok(&["reload-configuration"]);
-    mount_by_job(&keel, "never");
-    last_mount_seen_and_nothing_else(&keel, expected, mount_by_job);
+    mount_by_job(&b, "v1");
+    b.keel.ctl_ok(&["reload-configuration"]);
+    mount_by_job(&b, "never");
+    last_mount_seen_and_nothing_else(&b, expected, mount_by_job);
 }
 
 /// Mounts the optional entry last: once its `mounted` is seen and every
 /// recorder is done, whatever the mounts before it gave has been recorded, and
 /// it is `expected` and that `mounted`.
 fn last_mount_seen_and_nothing_else(
-    keel: &Keel,
+    b: &Booted,
     mut expected: Vec<String>,
-    mount: fn(&Keel, &str),
+    mount: fn(&Booted, &str),
 ) {
-    mount(keel, "opt");
-    let dir = keel.dir.0.display().to_string();
-    let opt = format!("mounted {dir}/opt ext4 /dev/keel-opt nofail");
-    wait_for("mounted opt", 10 * SECOND, || seen(keel).contains(&opt));
+    mount(b, "opt");
+    let opt = format!("mounted {} ext4 /dev/keel-opt nofail", b.path("opt"));
+    wait_for("mounted opt", 10 * SECOND, || seen(&b.keel).contains(&opt));
     let idle = |job: &str| {
-        keel.ctl_ok(&["status", job])
+        b.keel
+            .ctl_ok(&["status", job])
             .lines()
             .all(|l| l.contains("stop/waiting"))
     };
@@ -164,49 +176,34 @@ fn last_mount_seen_and_nothing_else(
     });
     expected.push(opt);
     expected.sort();
-    assert_eq!(seen(keel), expected);
+    assert_eq!(seen(&b.keel), expected);
 }
 
 #[test]
 fn mounts_made_while_no_supervisor_runs_are_announced_once_by_its_successor() {
-    let keel = start();
-    let dir = keel.dir.0.display().to_string();
-    keel.ctl_ok(&["reload-configuration"]);
-    mount_from_outside(&keel, "v1");
-    wait_for("mounted v1", 10 * SECOND, || seen(&keel).len() == 1);
-    let old = keel.supervisor_pid().unwrap();
-    // SAFETY: kill(2) of the supervisor, by pid; no memory involved.
-    unsafe { libc::kill(old, libc::SIGSTOP) };
-    mount_from_outside(&keel, "v2");
-    // SAFETY: as above.
-    unsafe { libc::kill(old, libc::SIGKILL) };
-    wait_for("a new supervisor", 10 * SECOND, || {
-        keel.supervisor_pid().is_some_and(|p| p != old)
-    });
+    let b = start();
+    mount_from_outside(&b, "v1");
+    wait_for("mounted v1", 10 * SECOND, || seen(&b.keel).len() == 1);
+    b.keel.outage(|| mount_from_outside(&b, "v2"));
     let mut expected = vec![
-        format!("mounted {dir}/v1 tmpfs tmpfs size=1m"),
-        format!("mounted {dir}/v2 tmpfs none defaults"),
+        format!("mounted {} tmpfs tmpfs size=1m", b.path("v1")),
+        format!("mounted {} tmpfs none defaults", b.path("v2")),
         "virtual-filesystems".to_string(),
     ];
     expected.sort();
     wait_for("v2 and virtual-filesystems", 10 * SECOND, || {
-        seen(&keel) == expected
+        seen(&b.keel) == expected
     });
     // Another crash: nothing is announced again.
-    let old = keel.supervisor_pid().unwrap();
-    // SAFETY: as above.
-    unsafe { libc::kill(old, libc::SIGKILL) };
-    wait_for("a new supervisor", 10 * SECOND, || {
-        keel.supervisor_pid().is_some_and(|p| p != old)
-    });
-    mount_from_outside(&keel, "disk");
-    mount_from_outside(&keel, "net");
+    b.keel.outage(|| mount_from_outside(&b, "disk"));
+    mount_from_outside(&b, "net");
+    let disk = b.path("disk");
     expected.push(format!(
-        "mounted {dir}/disk ext4 /dev/keel-disk errors=remount-ro"
+        "mounted {disk} ext4 /dev/keel-disk errors=remount-ro"
     ));
-    expected.push(format!("mounted {dir}/net nfs srv:/export ro"));
+    expected.push(format!("mounted {} nfs srv:/export ro", b.path("net")));
     expected.extend(["local-filesystems", "remote-filesystems", "filesystem"].map(String::from));
     expected.sort();
-    wait_for("the rest", 10 * SECOND, || seen(&keel) == expected);
-    last_mount_seen_and_nothing_else(&keel, expected, mount_from_outside);
+    wait_for("the rest", 10 * SECOND, || seen(&b.keel) == expected);
+    last_mount_seen_and_nothing_else(&b, expected, mount_from_outside);
 }

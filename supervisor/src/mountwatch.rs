@@ -11,7 +11,9 @@
 //! supervisor emits each at most once per boot, and a successor compares the
 //! table as it finds it: nothing mounted meanwhile is missed. No fd needs the
 //! lifeboat. The source is opened only once some job waits for one of these
-//! events, and fstab is read again at every reload of the job files.
+//! events and fstab exists (without one — a container, an initramfs system —
+//! its jobs may emit these events themselves), and fstab is read again at every
+//! reload of the job files.
 
 use std::collections::BTreeSet;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -64,12 +66,20 @@ impl MountWatch {
                 problems.extend(found.into_iter().map(at));
                 self.entries = entries;
             }
+            // No fstab (a container, an initramfs system): nothing to follow,
+            // and its jobs may emit these events themselves.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::info!("{}: none: keel emits no filesystem events", fstab.display());
+                self.table = None;
+                return (false, problems);
+            }
             Err(e) => {
                 problems.push(format!(
-                    "{}: {e}: no filesystem is waited for",
+                    "{}: {e}: keel emits no filesystem events",
                     fstab.display()
                 ));
-                self.entries.clear();
+                self.table = None;
+                return (false, problems);
             }
         }
         if self.table.is_some() {
@@ -99,5 +109,42 @@ impl MountWatch {
                 Vec::new()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_watched_only_when_wanted_and_fstab_exists() {
+        let dir = std::env::temp_dir().join(format!("keel-mountwatch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fstab = dir.join("fstab");
+        let mut missing = MountWatch::new(Some(fstab.clone()));
+        assert_eq!(missing.sync(true), (false, Vec::new()));
+        assert!(missing.fd().is_none());
+        assert!(missing.due(&mut BTreeSet::new()).is_empty());
+
+        let point = dir.join("not-mounted").display().to_string();
+        std::fs::write(&fstab, format!("tmpfs {point} tmpfs defaults\nbroken\n")).unwrap();
+        let mut watch = MountWatch::new(Some(fstab.clone()));
+        assert_eq!(watch.sync(false), (false, Vec::new()), "no job waits");
+        assert!(watch.fd().is_none());
+        let (new, problems) = watch.sync(true);
+        assert!(new && watch.fd().is_some());
+        assert_eq!(
+            problems,
+            [format!(
+                "{}:2: an entry needs a device, a mount point and a type (ignored)",
+                fstab.display()
+            )]
+        );
+        // Its one virtual entry is not mounted: nothing is due, not even the
+        // classes without entries, which wait for virtual-filesystems.
+        let mut emitted = BTreeSet::new();
+        assert!(watch.due(&mut emitted).is_empty() && emitted.is_empty());
+        assert!(!watch.sync(true).0, "watched already");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

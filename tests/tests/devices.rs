@@ -204,3 +204,45 @@ fn udevs_properties_reach_the_job_and_malformed_messages_change_nothing() {
         );
     }
 }
+
+/// Runs ifupdown's hook `dist/debian/network/HOOK` as ifup or ifdown would,
+/// against `socket`.
+fn run_hook(hook: &str, socket: &std::path::Path, addrfam: &str) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../dist/debian/network")
+        .join(hook);
+    let path = format!(
+        "{}:{}",
+        keel_tests::bin_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let status = Command::new(&script)
+        .env("PATH", path)
+        .env("KEEL_SOCKET", socket)
+        .envs([
+            ("IFACE", "eth7"),
+            ("LOGICAL", "lan"),
+            ("ADDRFAM", addrfam),
+            ("METHOD", "dhcp"),
+        ])
+        .status()
+        .expect("the hook runs");
+    assert!(status.success(), "{hook}");
+}
+
+#[test]
+fn ifupdowns_hooks_emit_net_device_up_and_down_with_its_variables() {
+    let keel = start(&[(
+        "while-up",
+        "start on net-device-up IFACE=eth7\nstop on net-device-down IFACE=eth7\n\
+         script\n  echo \"$IFACE $LOGICAL $ADDRFAM $METHOD\" >> $DIR/seen\n  exec sleep 1000\nend script\n",
+    )]);
+    // `ifup -a`'s own pass, and a machine where keel does not run: nothing.
+    run_hook("if-up.d/keel", &keel.socket(), "meta");
+    run_hook("if-up.d/keel", &keel.path("no-such-socket"), "inet");
+    run_hook("if-up.d/keel", &keel.socket(), "inet");
+    wait_status(&keel, "while-up", "while-up start/running");
+    assert_eq!(keel.lines("seen"), ["eth7 lan inet dhcp"]);
+    run_hook("if-post-down.d/keel", &keel.socket(), "inet");
+    wait_status(&keel, "while-up", "while-up stop/waiting");
+}

@@ -52,4 +52,4 @@ pub mod spawn;
 pub mod timeline;
 pub mod uevents;
 
-pub use keel_core::{events, job, lifecycle, query, refusal, runlevel};
+pub use keel_core::{events, job, lifecycle, mounts, query, refusal, runlevel};

@@ -1,6 +1,6 @@
 //! mountall's filesystem events' runtime half: keel's own event source for
 //! `mounted`, `virtual-filesystems`, `local-filesystems`, `remote-filesystems`
-//! and `filesystem` (which are due is the core's, [`keel_core::mounts`]).
+//! and `filesystem` (which are due is the core's, [`crate::mounts`]).
 //!
 //! Design: the supervisor waits on /proc/self/mountinfo, which the kernel marks
 //! (`POLLPRI`) at every change of this mount namespace's table, and compares
@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 
-use keel_core::mounts::{self, FstabEntry};
+use crate::mounts::{self, FstabEntry};
 
 const MOUNTINFO: &str = "/proc/self/mountinfo";
 

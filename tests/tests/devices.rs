@@ -86,7 +86,7 @@ fn a_dummy_device_starts_a_job_and_its_removal_stops_it() {
 }
 
 #[test]
-fn devices_added_and_removed_while_no_supervisor_runs_are_seen_once_by_its_successor() {
+fn devices_added_and_removed_while_no_supervisor_runs_or_across_a_re_exec_are_seen_once() {
     let keel = start(&[("while-kd0", WHILE_KD0)]);
     keel.outage(|| add(&keel, "kd0"));
     wait_status(&keel, "while-kd0", "while-kd0 start/running");
@@ -97,6 +97,14 @@ fn devices_added_and_removed_while_no_supervisor_runs_are_seen_once_by_its_succe
         ["kd0 kd0 /devices/virtual/net/kd0 net add"],
         "started once"
     );
+    // A live re-exec takes the socket back from the lifeboat too.
+    keel.ctl_ok(&["reexec"]);
+    add(&keel, "kd0");
+    wait_status(&keel, "while-kd0", "while-kd0 start/running");
+    keel.ctl_ok(&["reexec"]);
+    del(&keel, "kd0");
+    wait_status(&keel, "while-kd0", "while-kd0 stop/waiting");
+    assert_eq!(keel.lines("seen").len(), 2, "started once more");
 }
 
 /// Multicasts `message` to udev's group (2) in keel's network namespace, as

@@ -180,7 +180,7 @@ fn last_mount_seen_and_nothing_else(
 }
 
 #[test]
-fn mounts_made_while_no_supervisor_runs_are_announced_once_by_its_successor() {
+fn mounts_made_while_no_supervisor_runs_are_announced_once_also_across_a_re_exec() {
     let b = start();
     mount_from_outside(&b, "v1");
     wait_for("mounted v1", 10 * SECOND, || seen(&b.keel).len() == 1);
@@ -205,5 +205,7 @@ fn mounts_made_while_no_supervisor_runs_are_announced_once_by_its_successor() {
     expected.extend(["local-filesystems", "remote-filesystems", "filesystem"].map(String::from));
     expected.sort();
     wait_for("the rest", 10 * SECOND, || seen(&b.keel) == expected);
+    // A live re-exec: nothing again, and the table is watched on.
+    b.keel.ctl_ok(&["reexec"]);
     last_mount_seen_and_nothing_else(&b, expected, mount_from_outside);
 }

@@ -16,7 +16,7 @@ impl Runtime {
         if new {
             self.watch_devices();
         }
-        let wanted = self.definitions().any(keel_core::mounts::job_waits);
+        let wanted = self.definitions().any(crate::mounts::job_waits);
         let (new_table, more) = self.mounts.sync(wanted);
         for problem in problems.into_iter().chain(more) {
             tracing::error!("{problem}");

@@ -260,10 +260,13 @@ impl Uevents {
             let received = receive(fd, &mut buf);
             let parsed = match received {
                 Received::Nothing => break,
-                Received::Lost(e) => {
-                    tracing::error!("device events were lost: {e}");
+                Received::Overflow => {
+                    tracing::error!(
+                        "device events were lost: the socket's receive buffer overflowed"
+                    );
                     continue;
                 }
+                Received::Interrupted => continue,
                 Received::Message(len, from_kernel, root) => {
                     let parsed = parse(&buf[..len]);
                     match parsed {
@@ -338,8 +341,9 @@ enum Received {
     /// Its length, whether the kernel sent it, whether root sent it.
     Message(usize, bool, bool),
     Truncated,
-    /// The receive buffer overflowed (`ENOBUFS`): messages were dropped by the kernel.
-    Lost(nix::Error),
+    /// The receive buffer overflowed (`ENOBUFS`): the kernel dropped messages.
+    Overflow,
+    Interrupted,
 }
 
 fn receive(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Received {
@@ -358,8 +362,8 @@ fn receive(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Received {
             });
             Received::Message(msg.bytes, from_kernel, root)
         }
-        Err(nix::Error::ENOBUFS) => Received::Lost(nix::Error::ENOBUFS),
-        Err(nix::Error::EINTR) => Received::Lost(nix::Error::EINTR),
+        Err(nix::Error::ENOBUFS) => Received::Overflow,
+        Err(nix::Error::EINTR) => Received::Interrupted,
         Err(_) => Received::Nothing,
     }
 }

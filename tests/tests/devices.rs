@@ -13,11 +13,13 @@ use std::time::Duration;
 
 const SECOND: Duration = Duration::from_secs(1);
 
-/// A service that runs while the dummy device `kd0` exists, and appends the
-/// variables of the event that started it to `$DIR/seen`.
+/// A service that runs while the dummy device `kd0` exists; its pre-start
+/// (done before it is running) appends the variables of the event that started
+/// it to `$DIR/seen`.
 const WHILE_KD0: &str = "start on net-device-added INTERFACE=kd0\n\
     stop on net-device-removed INTERFACE=kd0\n\
-    script\n  echo \"$INTERFACE $KERNEL $DEVPATH $SUBSYSTEM $ACTION\" >> $DIR/seen\n  exec sleep 1000\nend script\n";
+    pre-start script\n  echo \"$INTERFACE $KERNEL $DEVPATH $SUBSYSTEM $ACTION\" >> $DIR/seen\nend script\n\
+    exec sleep 1000\n";
 
 fn start(jobs: &[(&str, &str)]) -> Keel {
     Keel::start_in(
@@ -243,7 +245,8 @@ fn ifupdowns_hooks_emit_net_device_up_and_down_with_its_variables() {
     let keel = start(&[(
         "while-up",
         "start on net-device-up IFACE=eth7\nstop on net-device-down IFACE=eth7\n\
-         script\n  echo \"$IFACE $LOGICAL $ADDRFAM $METHOD\" >> $DIR/seen\n  exec sleep 1000\nend script\n",
+         pre-start exec sh -c 'echo \"$IFACE $LOGICAL $ADDRFAM $METHOD\" >> $DIR/seen'\n\
+         exec sleep 1000\n",
     )]);
     // `ifup -a`'s own pass, and a machine where keel does not run: nothing.
     run_hook("if-up.d/keel", &keel.socket(), "meta");

@@ -55,10 +55,19 @@ impl Event {
 }
 
 /// Events keel itself emits: at boot, for every job, for relayed signals, runlevels,
-/// and from its event sources (`socket`: socket activation, `file`: file events).
+/// and from its event sources (`socket`: socket activation, `file`: file events,
+/// mountall's filesystem events; device events are [`crate::job::device`]'s), and
+/// what its ifupdown hooks emit (`net-device-up`, `net-device-down`).
 pub const BUILTIN_EVENTS: &[&str] = &[
     "socket",
     "file",
+    "mounted",
+    "virtual-filesystems",
+    "local-filesystems",
+    "remote-filesystems",
+    "filesystem",
+    "net-device-up",
+    "net-device-down",
     "startup",
     "starting",
     "started",
@@ -731,9 +740,11 @@ pub fn check_config<'a>(defs: impl Iterator<Item = &'a JobDef> + Clone) -> Vec<F
         .collect();
     let known = |name: &str| {
         let base = name.strip_suffix("/failed").unwrap_or(name);
-        [name, base]
-            .iter()
-            .any(|n| BUILTIN_EVENTS.contains(n) || emitted.iter().any(|p| glob(p, n)))
+        [name, base].iter().any(|n| {
+            BUILTIN_EVENTS.contains(n)
+                || crate::job::device::is_device_event(n)
+                || emitted.iter().any(|p| glob(p, n))
+        })
     };
     let mut findings = Vec::new();
     for d in defs {

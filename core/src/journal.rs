@@ -47,6 +47,10 @@ pub trait SavedShell: Serialize + DeserializeOwned {
     /// shell's part, at their defaults: a version 1 state is read as version 2 with
     /// these bytes appended.
     const ADDED_IN_2: &'static [u8] = &[];
+    /// The same for fields added at the end since version 2 was released, one
+    /// byte each (`None`, empty, `false`): a version 2 state may lack the last
+    /// ones, which are then read at their defaults.
+    const ADDED_SINCE_2: &'static [u8] = &[];
 }
 
 impl SavedShell for () {}
@@ -158,15 +162,16 @@ pub fn decode<Shell: SavedShell>(
             missing: None,
         })
     });
-    let upgraded;
-    let body = match version {
-        1 => {
-            upgraded = [body, Shell::ADDED_IN_2].concat();
-            &upgraded[..]
-        }
-        _ => body,
+    let later = Shell::ADDED_SINCE_2;
+    let snapshot = match version {
+        1 => postcard::from_bytes(&[body, Shell::ADDED_IN_2, later].concat()),
+        // A version 2 state written before the last k fields were added: read
+        // with their defaults where they would be.
+        _ => (0..=later.len())
+            .map(|k| postcard::from_bytes(&[body, &later[..k]].concat()))
+            .find(Result::is_ok)
+            .unwrap_or_else(|| postcard::from_bytes(body)),
     };
-    let snapshot = postcard::from_bytes(body);
     let missing = LOADING.with(|t| t.borrow_mut().take().and_then(|l| l.missing));
     snapshot.map_err(|e| LoadError::Corrupt {
         version,

@@ -11,6 +11,8 @@
 //!   expansion, the findings of check-config.
 //! - [`lifecycle`]: the lifecycle core, `(state, input) -> (state, effects)`, with
 //!   its event engine (the queue, what events start and stop, blocking).
+//! - [`mounts`]: mountall's filesystem events — fstab, the mount table, which
+//!   events are due.
 //! - [`query`]: the answers to `show-config` and `check-config`.
 //! - [`runlevel`]: runlevels, `telinit` and the `runlevel` event's variables.
 //! - [`refusal`]: why a request is refused, in the words initctl prints.
@@ -24,6 +26,7 @@ pub mod events;
 pub mod job;
 pub mod journal;
 pub mod lifecycle;
+pub mod mounts;
 pub mod query;
 pub mod refusal;
 pub mod runlevel;

@@ -260,10 +260,13 @@ mod tests {
         let only_b = check_config(defs.iter(), Some("b"), &["other".into()]).unwrap();
         assert_eq!(only_b.len(), 1);
         assert_eq!(only_b[0].message, "unknown job ghost");
-        // keel's event sources emit `socket` and `file` themselves.
+        // keel's event sources emit `socket`, `file`, device and filesystem
+        // events themselves, its ifupdown hooks `net-device-up`.
         let sourced = job::parse(
             "s",
-            "start on socket PROTO=unix PATH=/run/s or file FILE=/run/f\nexec true\n",
+            "start on socket PROTO=unix PATH=/run/s or file FILE=/run/f\n\
+             stop on net-device-removed or block-device-changed or local-filesystems \
+             or mounted MOUNTPOINT=/ or net-device-up\nexec true\n",
         )
         .def
         .unwrap();

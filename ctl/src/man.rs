@@ -132,6 +132,11 @@ How many rotated job log files are kept.
 .BI \-\-cgroup\-root " PATH"
 keel's cgroup2 subtree for job cgroups (\fBnone\fR: no cgroups).
 .TP
+.BI \-\-fstab " PATH\fR|\fBnone"
+The fstab whose mounts give mountall's events (\fBmounted\fR,
+\fBlocal\-filesystems\fR, ...; see \fBkeel\-job\fR(5)). Default:
+\fI/etc/fstab\fR as the machine's init, otherwise none.
+.TP
 .BI \-\-config " FILE"
 The configuration file: \fIKEY\fR=\fIVALUE\fR lines named like these options.
 .TP
@@ -157,6 +162,9 @@ Job files, and their \fI.override\fR files.
 .TP
 .I /etc/keel/supervisor.conf
 The configuration file.
+.TP
+.I /etc/fstab
+The mounts whose events keel emits, as mountall did.
 .TP
 .I /run/keel/control
 The control socket.
@@ -216,6 +224,36 @@ Only these system calls (allow), or all but these (deny); the others get
 @raw\-io, @reboot, @resources, @setuid, @signal, @swap, @sync, @system\-service,
 @timer (their calls: README, "System\-call filters"). A list that refuses
 \fBexecve\fR, \fBexit_group\fR or \fBwrite\fR fails the start.
+.SH EVENTS
+Besides the events jobs emit (\fBinitctl emit\fR), keel emits Upstart's:
+\fBstartup\fR; \fBstarting\fR, \fBstarted\fR, \fBstopping\fR, \fBstopped\fR
+(\fBJOB\fR, \fBINSTANCE\fR, \fBRESULT\fR, ...); \fBrunlevel\fR;
+\fBcontrol\-alt\-delete\fR, \fBkeyboard\-request\fR,
+\fBpower\-status\-changed\fR; and those Upstart's bridges and mountall emitted:
+.TP
+.B socket
+\fBPROTO\fR, \fBPORT\fR, \fBADDR\fR or \fBSOCKET_PATH\fR: the first connection
+to a socket a job's \fBstart on\fR names (upstart\-socket\-bridge).
+.TP
+.B file
+\fBFILE\fR, \fBEVENT\fR (create, modify, delete), \fBMATCH\fR
+(upstart\-file\-bridge).
+.TP
+\fISUBSYSTEM\fB\-device\-added\fR, \fB\-device\-changed\fR, \fB\-device\-removed\fR
+\fBKERNEL\fR, \fBDEVPATH\fR, \fBDEVNAME\fR, \fBSUBSYSTEM\fR, \fBACTION\fR and
+udev's properties (\fBINTERFACE\fR, \fBID_FS_TYPE\fR, ...), from udev's monitor,
+or the kernel's uevents where no udevd runs (upstart\-udev\-bridge).
+.TP
+.BR net\-device\-up ", " net\-device\-down
+\fBIFACE\fR, \fBLOGICAL\fR, \fBADDRFAM\fR, \fBMETHOD\fR, from ifupdown's hooks.
+.TP
+.B mounted
+\fBMOUNTPOINT\fR, \fBTYPE\fR, \fBDEVICE\fR, \fBOPTIONS\fR: an fstab entry is
+mounted as fstab says (mountall).
+.TP
+.BR virtual\-filesystems ", " local\-filesystems ", " remote\-filesystems ", " filesystem
+Every fstab entry of that class is mounted; \fBfilesystem\fR after the three
+(mountall). Each once per boot.
 .SH ENVIRONMENT
 A job's processes get the job\-environment table (\fBinitctl list\-env\fR),
 its \fBenv\fR stanzas, and the variables of the event that started it.

@@ -40,11 +40,17 @@ pub struct Shell {
     /// (version 2) Control connections kept open across a planned re-exec, for
     /// the image it starts.
     pub handover: Option<crate::control::Handover>,
+    /// (added in version 2's life: read as empty from a state without it) The
+    /// filesystem events this boot has emitted (`mounted /run`,
+    /// `local-filesystems`…), each at most once.
+    pub mount_events: std::collections::BTreeSet<String>,
 }
 
 impl keel_core::journal::SavedShell for Shell {
     /// Two `None`s.
     const ADDED_IN_2: &'static [u8] = &[0, 0];
+    /// `mount_events` empty.
+    const ADDED_SINCE_2: &'static [u8] = &[0];
 }
 
 /// The state in `bytes`, its definitions taken from `defs`.
@@ -130,13 +136,28 @@ mod tests {
         let defs = snap.jobs.live_definitions();
         let v2 = encode(&snap).unwrap();
         // Version 1 wrote exactly this without the tail version 2 added.
-        let added = <Shell as keel_core::journal::SavedShell>::ADDED_IN_2;
-        let mut v1 = v2[..v2.len() - added.len()].to_vec();
+        use keel_core::journal::SavedShell;
+        let added = Shell::ADDED_IN_2.len() + Shell::ADDED_SINCE_2.len();
+        let mut v1 = v2[..v2.len() - added].to_vec();
         v1[8..12].copy_from_slice(&1u32.to_le_bytes());
         assert_eq!(decode(&v1, &defs).unwrap(), snap);
         let mut with_priority = snap.clone();
         with_priority.shell.log_priority = Some("debug".into());
         let loaded = decode(&encode(&with_priority).unwrap(), &defs).unwrap();
         assert_eq!(loaded.shell.log_priority.as_deref(), Some("debug"));
+    }
+
+    #[test]
+    fn the_filesystem_events_emitted_are_kept_and_an_older_state_has_none() {
+        let mut snap = Snapshot::default();
+        snap.shell.mount_events = ["mounted /run".to_string(), "filesystem".into()].into();
+        let defs = snap.jobs.live_definitions();
+        let loaded = decode(&encode(&snap).unwrap(), &defs).unwrap();
+        assert_eq!(loaded, snap);
+        // A version 2 state written before the field: its bytes without the last.
+        snap.shell.mount_events.clear();
+        let bytes = encode(&snap).unwrap();
+        let before = &bytes[..bytes.len() - 1];
+        assert_eq!(decode(before, &defs).unwrap(), snap);
     }
 }

@@ -26,6 +26,8 @@
 //! - [`sockets`]: socket activation's listening sockets (bound, in the lifeboat,
 //!   watched).
 //! - [`filewatch`]: the inotify watch of the jobs' `file FILE=…` conditions.
+//! - [`mountwatch`]: the mount table against fstab, for mountall's filesystem events.
+//! - [`uevents`]: the netlink socket of device events (the kernel's and udev's).
 
 pub mod answer;
 pub mod boot;
@@ -38,6 +40,7 @@ pub mod initlink;
 pub mod joblog;
 pub mod journal;
 pub mod logging;
+pub mod mountwatch;
 pub mod options;
 pub mod ready;
 pub mod reexec;
@@ -47,5 +50,6 @@ pub mod setup;
 pub mod sockets;
 pub mod spawn;
 pub mod timeline;
+pub mod uevents;
 
-pub use keel_core::{events, job, lifecycle, query, refusal, runlevel};
+pub use keel_core::{events, job, lifecycle, mounts, query, refusal, runlevel};

@@ -41,6 +41,11 @@ struct Args {
     /// supervisor's own cgroup2 cgroup.
     #[arg(long, env = "KEEL_CGROUP_ROOT", value_name = "PATH")]
     cgroup_root: Option<PathBuf>,
+    /// The fstab whose mounts give mountall's events (`mounted`,
+    /// `local-filesystems`…; `none`: no such events). Default: /etc/fstab as PID 1
+    /// of a machine, otherwise none.
+    #[arg(long, value_name = "PATH|none")]
+    fstab: Option<PathBuf>,
     /// The configuration file: KEY=VALUE lines named like these options, which
     /// they set where neither the command line nor a `keel.KEY=` word of the
     /// kernel command line (read on the machine's init only) does.
@@ -110,6 +115,11 @@ fn main() -> ExitCode {
             .unwrap_or(keel_supervisor::joblog::DEFAULT_KEEP),
         cgroup_root: given.cgroup_root,
         args: std::env::args_os().collect(),
+        fstab: match args.fstab {
+            Some(path) if path.as_os_str() == "none" => None,
+            Some(path) => Some(path),
+            None => machine.then(|| "/etc/fstab".into()),
+        },
     };
     let result = Runtime::new(config).and_then(|mut rt| rt.run());
     match result {

@@ -107,6 +107,7 @@ fn reference() -> Snapshot {
                     unsent: vec![3],
                 }],
             }),
+            mount_events: Default::default(),
         },
     }
 }
@@ -150,6 +151,10 @@ fn every_released_state_format_loads() {
         assert_eq!(
             loaded.jobs.job("after").unwrap().start_on().ids().count(),
             1
+        );
+        assert!(
+            loaded.shell.mount_events.is_empty(),
+            "saved before the field"
         );
         // Version 2: the log priority and a re-exec's connections.
         if version >= 2 {

@@ -126,6 +126,17 @@ impl Namespace {
         env: &[(&str, &str)],
         console: &Path,
     ) -> Namespace {
+        Namespace::launch_with(program, args, env, console, &[])
+    }
+
+    /// Like `launch`, with more of unshare's namespace options (`--net`).
+    pub fn launch_with(
+        program: &Path,
+        args: &[std::ffi::OsString],
+        env: &[(&str, &str)],
+        console: &Path,
+        namespaces: &[&str],
+    ) -> Namespace {
         let console = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -133,6 +144,7 @@ impl Namespace {
             .expect("console file");
         let unshare = Command::new("unshare")
             .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+            .args(namespaces)
             .arg(program)
             .args(args)
             .envs(env.iter().copied())
@@ -217,11 +229,7 @@ impl Keel {
 
     /// Like `start`, with the whole setup given.
     pub fn start_with(setup: Setup<'_>) -> Keel {
-        let keel = Keel::launch(setup);
-        wait_for("the supervisor to answer", Duration::from_secs(10), || {
-            keel.ctl(&["version"]).status.success()
-        });
-        keel
+        Keel::start_in(setup, &[])
     }
 
     pub fn launch(setup: Setup<'_>) -> Keel {
@@ -230,6 +238,20 @@ impl Keel {
 
     /// Like `launch`, with options for keel-init itself (`--shutdown PATH`).
     pub fn launch_init(setup: Setup<'_>, init_args: &[&str]) -> Keel {
+        Keel::launch_in(setup, init_args, &[])
+    }
+
+    /// Like `start_with`, in more new namespaces (unshare's `--net`…) than
+    /// the PID and mount namespaces every test keel has.
+    pub fn start_in(setup: Setup<'_>, namespaces: &[&str]) -> Keel {
+        let keel = Keel::launch_in(setup, &[], namespaces);
+        wait_for("the supervisor to answer", Duration::from_secs(10), || {
+            keel.ctl(&["version"]).status.success()
+        });
+        keel
+    }
+
+    fn launch_in(setup: Setup<'_>, init_args: &[&str], namespaces: &[&str]) -> Keel {
         let dir = Scratch::new("ns");
         // KEEL_TEST_CGROUPS=none runs the supervisor without cgroups (to compare).
         let cgroups = std::env::var("KEEL_TEST_CGROUPS").map_or(true, |v| v != "none");
@@ -277,7 +299,8 @@ impl Keel {
                 .iter()
                 .map(|a| a.replace("$DIR", &dir.0.display().to_string()).into()),
         );
-        let ns = Namespace::launch(&bin("keel-init"), &args, setup.env, &dir.0.join("console"));
+        let console = dir.0.join("console");
+        let ns = Namespace::launch_with(&bin("keel-init"), &args, setup.env, &console, namespaces);
         Keel {
             init_pid: ns.init_pid,
             dir,
@@ -350,6 +373,20 @@ impl Keel {
             .into_iter()
             .filter(|&p| comm(p).as_deref() == Some("keel-supervisor") && state(p) != Some('Z'))
             .min_by_key(|&p| start_time(p).unwrap_or(u64::MAX))
+    }
+
+    /// Makes `change` while no supervisor runs: the supervisor is stopped,
+    /// `change` made, the supervisor killed (-9); returns once its successor runs.
+    pub fn outage(&self, change: impl FnOnce()) {
+        let old = self.supervisor_pid().expect("a supervisor");
+        // SAFETY: kill(2) of the supervisor, by pid; no memory involved.
+        unsafe { libc::kill(old, libc::SIGSTOP) };
+        change();
+        // SAFETY: as above.
+        unsafe { libc::kill(old, libc::SIGKILL) };
+        wait_for("a new supervisor", Duration::from_secs(10), || {
+            self.supervisor_pid().is_some_and(|p| p != old)
+        });
     }
 
     /// Every process in the namespace but keel-init, as host pids.

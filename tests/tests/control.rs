@@ -210,7 +210,7 @@ fn show_config_and_check_config_in_upstarts_words() {
     let keel = Keel::start(&[
         (
             "web",
-            "emits web-up\nemits web-down\nstart on (started net and filesystem) or runlevel [2345]\n\
+            "emits web-up\nemits web-down\nstart on (started net and disks-ready) or runlevel [2345]\n\
              stop on runlevel [!2345]\nexec sleep 1000\n",
         ),
         (
@@ -222,13 +222,13 @@ fn show_config_and_check_config_in_upstarts_words() {
     assert_eq!(
         keel.ctl_ok(&["show-config"]),
         "net\n  start on startup\n  stop on stopping web RESULT=failed\nplain\n\
-         web\n  emits web-up\n  emits web-down\n  start on ((started net and filesystem) or runlevel [2345])\n  \
+         web\n  emits web-up\n  emits web-down\n  start on ((started net and disks-ready) or runlevel [2345])\n  \
          stop on runlevel [!2345]\n"
     );
     assert_eq!(
         keel.ctl_ok(&["show-config", "-e", "web"]),
         "web\n  emits web-up\n  emits web-down\n  start on started (job: net, env:)\n  \
-         start on filesystem (job:, env:)\n  start on runlevel (job:, env: [2345])\n  \
+         start on disks-ready (job:, env:)\n  start on runlevel (job:, env: [2345])\n  \
          stop on runlevel (job:, env: [!2345])\n"
     );
     assert_eq!(
@@ -240,11 +240,11 @@ fn show_config_and_check_config_in_upstarts_words() {
         "initctl: Unknown job: nope\n",
     );
 
-    // `filesystem` is emitted by nobody: reported, exit status 1.
+    // `disks-ready` is emitted by nobody: reported, exit status 1.
     let check = keel.ctl(&["check-config"]);
     assert_eq!(
         stdout(&check),
-        "web\n  start on: unknown event filesystem\n"
+        "web\n  start on: unknown event disks-ready\n"
     );
     assert_eq!(check.status.code(), Some(1));
     let only = keel.ctl(&["check-config", "net"]);
@@ -252,7 +252,7 @@ fn show_config_and_check_config_in_upstarts_words() {
         (stdout(&only), only.status.code()),
         (String::new(), Some(0))
     );
-    let ignored = keel.ctl(&["check-config", "--ignore-events", "filesystem,other", "-w"]);
+    let ignored = keel.ctl(&["check-config", "--ignore-events", "disks-ready,other", "-w"]);
     assert_eq!(
         (stdout(&ignored), ignored.status.code()),
         (String::new(), Some(0))

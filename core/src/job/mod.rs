@@ -35,6 +35,8 @@
 
 use serde::{Deserialize, Serialize};
 
+/// `SUBSYSTEM-device-added` and the like: the device events a job waits for.
+pub mod device;
 mod event;
 /// How exposed a job is (`initctl security`).
 pub mod exposure;

@@ -140,10 +140,13 @@ impl Runtime {
                 self.sync_sockets();
                 self.watch_files();
                 self.sync_files();
+                self.watch_devices();
+                self.sync_sources();
             }
             None => {
                 self.sockets.watch_all(&self.epoll);
                 self.watch_files();
+                self.watch_devices();
                 self.watch_confdir();
                 self.load_confdir();
             }
@@ -185,6 +188,7 @@ impl Runtime {
         self.confdir.overrides = conf.overrides;
         self.sync_sockets();
         self.sync_files();
+        self.sync_sources();
         // With a watch to see what changes from now on.
         self.snap.shell.confdir = self
             .confdir

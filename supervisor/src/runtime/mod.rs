@@ -40,7 +40,9 @@
 //! - `processes`: exits, pidfds, signals, adoption, the instances' cgroups;
 //! - `requests`: the control requests, one function per kind;
 //! - `power`: runlevels, power actions and the live re-exec;
-//! - `sources`: keel-init's channel, signals, sockets, file conditions, job logs.
+//! - `sources`: keel-init's channel, signals, sockets, file conditions, job logs;
+//! - `bridges`: device events (the uevent socket) and mountall's filesystem
+//!   events (the mount table against fstab).
 
 use crate::answer::{self, instances, refused};
 use crate::control::{ConnId, Control};
@@ -74,6 +76,8 @@ pub struct Config {
     pub cgroup_root: Option<PathBuf>,
     /// The supervisor's own arguments, for a re-exec.
     pub args: Vec<std::ffi::OsString>,
+    /// `--fstab`: the fstab whose mounts give mountall's events (`None`: none).
+    pub fstab: Option<PathBuf>,
 }
 
 const TOKEN_INIT: u64 = 0;
@@ -84,6 +88,10 @@ const TOKEN_CONFDIR: u64 = 3;
 const TOKEN_REEXEC_CHECK: u64 = 4;
 /// The inotify instance of the jobs' `file` conditions.
 const TOKEN_FILES: u64 = 5;
+/// The netlink socket of device events.
+const TOKEN_DEVICES: u64 = 6;
+/// The mount table (`POLLPRI` at each change).
+const TOKEN_MOUNTS: u64 = 7;
 /// Connection tokens are their ids offset past the fixed ones.
 const TOKEN_CONN_BASE: u64 = 16;
 /// Job log pipes: this bit and the pipe's id.
@@ -132,6 +140,10 @@ pub struct Runtime {
     sockets: crate::sockets::Sockets,
     /// The jobs' `file FILE=…` conditions and their inotify watch (in the lifeboat).
     files: crate::filewatch::FileWatch,
+    /// The device events jobs wait for and their netlink socket (in the lifeboat).
+    devices: crate::uevents::Uevents,
+    /// fstab against the mount table, for mountall's events.
+    mounts: crate::mountwatch::MountWatch,
     /// Answers decided this round, sent after the state is saved.
     answers: Vec<(ConnId, Response)>,
     /// Readiness: the notify socket, the bus, `expect fd` sockets, `/proc` polls.
@@ -163,6 +175,7 @@ pub struct Runtime {
     timeline: crate::timeline::Timeline,
 }
 
+mod bridges;
 mod confdir;
 mod persist;
 mod power;
@@ -239,6 +252,8 @@ impl Runtime {
             TOKEN_CONFDIR => self.confdir_changed(),
             TOKEN_REEXEC_CHECK => self.read_reexec_check(),
             TOKEN_FILES => self.file_events(),
+            TOKEN_DEVICES => self.device_events(),
+            TOKEN_MOUNTS => self.mounts_changed(),
             t if t & TOKEN_SETUP != 0 => self.read_setup_pipe((t & !TOKEN_SETUP) as i32),
             t if t & TOKEN_LOG != 0 => self.log_ready(t & !TOKEN_LOG),
             t if Watcher::owns(t) => {

@@ -44,6 +44,8 @@ struct Lifeboat {
     loaded_before: bool,
     /// The file conditions' inotify watch (`filewatch`).
     files: Option<OwnedFd>,
+    /// The device events' netlink socket (`uevents`).
+    uevents: Option<OwnedFd>,
     /// Socket activation's listening sockets (`sockets`).
     sockets: Entries,
     /// "go" pipes of rounds a previous supervisor did not finish.
@@ -70,6 +72,7 @@ impl Lifeboat {
             let _ = link.withdraw(LIFEBOAT_LOADED);
         }
         let files = take(crate::filewatch::LIFEBOAT_NAME);
+        let uevents = take(crate::uevents::LIFEBOAT_NAME);
         let (sockets, mut rest): (Entries, Entries) = entries
             .into_iter()
             .partition(|(n, _)| n.starts_with(crate::sockets::LIFEBOAT_PREFIX));
@@ -85,6 +88,7 @@ impl Lifeboat {
             listener,
             loaded_before,
             files,
+            uevents,
             sockets,
             unfinished_rounds,
             logs,
@@ -158,6 +162,7 @@ impl Runtime {
         let watch_logs = logs.recover(&mut snap.shell.logs, lifeboat.logs, link.as_ref());
         let epoll = open_epoll(link.as_ref(), &control, &signals)?;
 
+        let fstab = config.fstab.clone();
         let mut rt = Runtime {
             config,
             link,
@@ -184,6 +189,8 @@ impl Runtime {
             generation,
             sockets: crate::sockets::Sockets::recover(lifeboat.sockets),
             files: crate::filewatch::FileWatch::recover(lifeboat.files),
+            devices: crate::uevents::Uevents::recover(lifeboat.uevents),
+            mounts: crate::mountwatch::MountWatch::new(fstab),
             timeline: Default::default(),
             snap,
         };
@@ -203,6 +210,8 @@ impl Runtime {
                 env: Vec::new(),
             });
         }
+        // After `startup`, and what a predecessor missed.
+        rt.mounts_changed();
         // A power action the previous supervisor was carrying out goes on.
         rt.settle();
         Ok(rt)

@@ -36,6 +36,7 @@ use crate::initlink::{Incoming, InitLink};
 use crate::job::{self, Console, JobDef, ProcessKind};
 use crate::journal::{self, Snapshot};
 use crate::lifecycle::{self, DEFAULT_PATH, Effect, Event, PowerAction, WaitStatus, parse_env};
+use crate::pidguard::PidGuard;
 use crate::ready::notify::NotifyAddr;
 use crate::ready::watch::Watcher;
 use crate::refusal::Refusal;
@@ -150,9 +151,9 @@ pub struct Runtime {
     answers: Vec<(ConnId, Response)>,
     /// Readiness: the notify socket, the bus, `expect fd` sockets, `/proc` polls.
     ready: Watcher,
-    /// A pidfd of every tracked job process, by pid: signals go through them, so a
-    /// pid that was recycled is never hit (DESIGN.md, invariant 2).
-    pidfds: BTreeMap<i32, OwnedFd>,
+    /// How job processes are signalled, never a recycled pid (DESIGN.md,
+    /// invariant 2): through keel-init, or pidfds where that does not hold.
+    pids: PidGuard,
     /// keel's cgroup subtree, if there is one.
     cgroups: Option<cgroup::Tree>,
     /// When stopped instances' cgroups that were still busy are tried again.
@@ -416,6 +417,7 @@ impl Runtime {
             .map_err(|e| e.to_string())?;
         }
 
+        let pids = PidGuard::new(link.as_ref());
         let mut rt = Runtime {
             config,
             link,
@@ -432,7 +434,7 @@ impl Runtime {
             reexec: None,
             reexec_check: None,
             ready,
-            pidfds: BTreeMap::new(),
+            pids,
             cgroups,
             cgroup_retry: None,
             logs,
@@ -876,7 +878,7 @@ impl Runtime {
     /// Applies the end of `pid`: a setup failure its error pipe reported, the fork
     /// of a daemon (`expect fork|daemon`), or its exit.
     fn process_exited(&mut self, pid: i32, status: i32) {
-        self.pidfds.remove(&pid);
+        self.pids.forget(pid);
         self.read_setup_pipe(pid);
         if !self.setup_failures.contains_key(&pid)
             && WaitStatus(status).success()
@@ -884,7 +886,7 @@ impl Runtime {
             && let Some((child, forks)) = self.forked_child(pid)
         {
             tracing::debug!("main process {pid} forked ({forks}) and exited; following {child}");
-            self.track_pidfd(child);
+            self.pids.adopted(child, self.init_pid());
             self.snap.jobs.main_forked(pid, child, forks, now_ms());
             self.dirty = true;
             return;
@@ -958,10 +960,11 @@ impl Runtime {
         })
     }
 
-    /// Pidfds of the processes a saved state tracks (a new supervisor's first
-    /// act, once the exits keel-init kept are applied, so every pid left names a
-    /// process that has not been reaped). A process outside its instance's cgroup
-    /// is not the one the state means (its pid was recycled): no pidfd for it.
+    /// Pidfds of the processes a saved state tracks where they need one
+    /// (`PidGuard`; a new supervisor's first act, once the exits keel-init kept
+    /// are applied, so every pid left names a process that has not been reaped).
+    /// A process outside its instance's cgroup is not the one the state means
+    /// (its pid was recycled): no pidfd for it.
     ///
     /// Only a process keel-init might have reaped unseen can have a recycled pid:
     /// a main process that `expect fork|daemon|notify` may have moved to a process
@@ -983,12 +986,17 @@ impl Runtime {
             .snap
             .jobs
             .tracked()
-            .filter(|(pid, _)| *pid > 0 && !self.pidfds.contains_key(pid))
-            .map(|(pid, (j, i, kind))| {
+            .filter(|(pid, _)| *pid > 0)
+            .filter_map(|(pid, (j, i, kind))| {
                 let check = self.exits_lost || moved(j, i, *kind);
-                (pid, j.clone(), i.clone(), check)
+                // Unchecked, it was spawned as keel-init's child.
+                let spawned_by_init = !check && self.link.is_some();
+                self.pids
+                    .needs_adoption(pid, spawned_by_init)
+                    .then(|| (pid, j.clone(), i.clone(), check))
             })
             .collect();
+        let init = self.init_pid();
         for (pid, job, instance, check) in tracked {
             let expected = self
                 .cgroups
@@ -1011,7 +1019,7 @@ impl Runtime {
                 _ => true,
             };
             if belongs {
-                self.track_pidfd(pid);
+                self.pids.adopted(pid, init);
             } else {
                 tracing::warn!("pid {pid} of {job} is not in its cgroup: not signalled by number");
             }
@@ -1039,47 +1047,20 @@ impl Runtime {
         changed
     }
 
-    /// Keeps a pidfd of `pid`, a process that has just become a tracked one.
-    fn track_pidfd(&mut self, pid: i32) {
-        use rustix::process::{Pid, PidfdFlags, pidfd_open};
-        if let Some(fd) = Pid::from_raw(pid).and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok()) {
-            self.pidfds.insert(pid, fd);
-        }
+    /// keel-init's pid (the supervisor's parent), when it runs under keel-init.
+    fn init_pid(&self) -> Option<i32> {
+        self.link.as_ref()?;
+        rustix::process::getppid().map(|p| p.as_raw_nonzero().get())
     }
 
     /// Signals job process `pid` and the process group it leads (every job process
-    /// leads its own). Through its pidfd: a process that is gone (its exit is on
-    /// its way) is not signalled, and while it lives neither its pid nor its group
-    /// can belong to anyone else. (The group is signalled by number right after the
-    /// pidfd said the leader lives: only a group whose every member died and whose
-    /// number a new group leader took within those microseconds could be hit.) A daemon found through its forks may lead no
-    /// group: then the process itself. Any signal but SIGKILL is followed by
-    /// SIGCONT, so that a stopped job can act on it.
+    /// leads its own; a daemon found through its forks may lead none: then the
+    /// process itself), never a recycled pid (`PidGuard`). Any signal but SIGKILL
+    /// is followed by SIGCONT, so that a stopped job can act on it.
     fn signal(&self, pid: i32, signal: job::Signal) {
-        use rustix::process::{Pid, Signal, kill_process_group, pidfd_send_signal};
-        let sig = Signal::from_named_raw(signal.0).unwrap_or(Signal::KILL);
-        // Never pid 0 or 1: a group kill of those would be kill(-1).
-        let Some(group) = Pid::from_raw(pid).filter(|p| !p.is_init()) else {
-            return;
-        };
-        let cont = sig != Signal::KILL && sig != Signal::CONT;
-        match self.pidfds.get(&pid) {
-            Some(fd) => {
-                if !pidfd_alive(fd) {
-                    return;
-                }
-                if kill_process_group(group, sig).is_ok() {
-                    if cont {
-                        let _ = kill_process_group(group, Signal::CONT);
-                    }
-                } else if pidfd_send_signal(fd, sig).is_ok() && cont {
-                    let _ = pidfd_send_signal(fd, Signal::CONT);
-                }
-            }
-            // Every live tracked process has one (from its spawn, its fork, or the
-            // restart that found it); without, it has ended or its pid is another's.
-            None => tracing::debug!("{} to pid {pid} not sent: no pidfd", signal.name()),
-        }
+        let sig = rustix::process::Signal::from_named_raw(signal.0)
+            .unwrap_or(rustix::process::Signal::KILL);
+        self.pids.signal(self.link.as_ref(), pid, sig, true);
     }
 
     /// Reads child `pid`'s error pipe: a failure record is kept until its exit is
@@ -1762,7 +1743,7 @@ impl Runtime {
             epoll::EventFlags::IN,
         );
         self.setup_pipes.insert(child.pid, child.launch);
-        self.pidfds.insert(child.pid, child.pidfd);
+        self.pids.spawned(child.pid, child.pidfd);
         if let Some(ours) = ready_fd {
             self.ready
                 .keep_fd(child.pid, ours, &self.epoll, self.link.as_ref());
@@ -1880,6 +1861,7 @@ impl Runtime {
             chdir: cstr(def.chdir.as_deref().unwrap_or("/"))?,
             umask: def.umask.unwrap_or(0o022),
             init_child: self.link.is_some(),
+            pidfd: self.pids.wants_pidfd(),
             cgroup: None,
             ready_fd: None,
             listen_fd: None,
@@ -2081,13 +2063,12 @@ impl Runtime {
         let Some(pid) = main else {
             return refused(Refusal::NotRunning(job.to_string()));
         };
-        // Through its pidfd, as every signal: never a recycled pid.
+        // As every signal: never a recycled pid.
         match rustix::process::Signal::from_named_raw(signal)
-            .zip(self.pidfds.get(&pid).filter(|fd| pidfd_alive(fd)))
-            .map(|(s, fd)| rustix::process::pidfd_send_signal(fd, s))
+            .is_some_and(|s| self.pids.signal(self.link.as_ref(), pid, s, false))
         {
-            Some(Ok(())) => instances(status),
-            _ => failed(ErrorKind::Internal, format!("cannot signal process {pid}")),
+            true => instances(status),
+            false => failed(ErrorKind::Internal, format!("cannot signal process {pid}")),
         }
     }
 
@@ -2329,20 +2310,6 @@ fn go_name(round: u64) -> String {
 }
 
 /// `KEY=VALUE` words as pairs; anything else is refused, as Upstart does.
-/// Whether the process of `pidfd` is still alive (a pidfd polls readable once its
-/// process has exited).
-fn pidfd_alive(pidfd: &OwnedFd) -> bool {
-    let mut poll = [rustix::event::PollFd::new(
-        pidfd,
-        rustix::event::PollFlags::IN,
-    )];
-    let zero = rustix::time::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    rustix::event::poll(&mut poll, Some(&zero)) == Ok(0)
-}
-
 /// A tiny boxed-error alias so the binary can print any setup failure.
 pub mod anyhow_like {
     pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;

@@ -1,9 +1,9 @@
 //! Starting job processes: the single spawn path.
 //!
-//! Every job process is created with `clone3(CLONE_PARENT | CLONE_PIDFD)` when the
-//! supervisor runs under keel-init, so it is keel-init's child from birth: keel-init
-//! reaps it and relays its exit through the exit log, whether or not a supervisor is
-//! alive at that moment (DESIGN.md, invariant 2: one path for every exit). Without
+//! Every job process is created with `clone3(CLONE_PARENT)` when the supervisor
+//! runs under keel-init (with `CLONE_PIDFD` only where `pidguard` needs a pidfd),
+//! so it is keel-init's child from birth: keel-init reaps it and relays its exit
+//! through the exit log, whether or not a supervisor is alive at that moment (DESIGN.md, invariant 2: one path for every exit). Without
 //! keel-init the supervisor is the parent (and a subreaper) and reaps itself. With a
 //! cgroup prepared for the instance the child is born in it (`CLONE_INTO_CGROUP`), so
 //! not even its first instruction runs outside.

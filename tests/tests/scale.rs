@@ -498,3 +498,26 @@ fn log_jobs_take_one_supervisor_fd_each_and_log_on_after_a_crash() {
     let console = keel.console();
     assert!(!console.contains("refused a lifeboat request"), "{console}");
 }
+
+/// keel-init signals job processes for the supervisor (`ToInit::Kill`), which
+/// then holds no pidfd for them: safe only because keel-init skips a pid it has
+/// reaped until the supervisor acknowledges that exit. A stand-in supervisor
+/// (`keel-fake-supervisor`) gives such a pid to a new process and asks.
+#[test]
+fn keel_init_never_signals_a_reaped_pid_before_its_exit_is_acknowledged() {
+    let keel = Keel::launch(Setup {
+        jobs: &[],
+        supervisor: Some((bin("keel-fake-supervisor"), vec!["$DIR/verdict".into()])),
+        env: &[],
+    });
+    wait_for("the stand-in's verdict", deadline(), || {
+        keel.path("verdict").exists()
+    });
+    let verdict = std::fs::read_to_string(keel.path("verdict")).unwrap_or_default();
+    assert_eq!(
+        verdict,
+        "spared\nkilled after ack\n",
+        "console: {}",
+        keel.console()
+    );
+}

@@ -28,10 +28,11 @@
 //! on with a new go pipe. The state saved then records the spawns still to come as
 //! decided (pid 0); a supervisor killed before making them leaves them to its
 //! successor (`Jobs::resume`). A round's first batch is one spawn, and each next
-//! one twice the last, up to [`SPAWN_BATCH`]: the first of a thousand jobs execs
-//! as soon as the state recording it is saved — the same rule as for every other
-//! child, so nothing is given up for it — and a thousand cost a few more saves
-//! than batches of 64 alone would (6 more at most).
+//! one twice the last, up to [`SPAWN_BATCH`] — or a sixteenth of the jobs, when
+//! that is more: a save writes the whole state, so with batches of a fixed size a
+//! round of n spawns would cost n²; this way about 16 + log2(n) saves. The first
+//! of a thousand jobs execs as soon as the state recording it is saved — the same
+//! rule as for every other child, so nothing is given up for it.
 
 use crate::answer::{self, failed, instances, refused};
 use crate::control::{self, ConnId, Control};
@@ -172,7 +173,7 @@ pub struct Runtime {
     /// Whether this supervisor runs as the first userspace of a machine.
     machine: bool,
     /// How many spawns the current batch of this round takes before it is saved
-    /// and released: 1 for a round's first, then doubling up to [`SPAWN_BATCH`].
+    /// and released: 1 for a round's first, then doubling (see the module docs).
     batch: u32,
     /// keel-init has lost exits (its log was full): any tracked pid may have been
     /// reaped unseen (see `open_pidfds`).
@@ -1711,7 +1712,8 @@ impl Runtime {
             Ok(child) if go.waiting >= self.batch => {
                 self.spawned(job, instance, kind, child, ready_fd);
                 self.release_round();
-                self.batch = (self.batch * 2).min(SPAWN_BATCH);
+                let most = SPAWN_BATCH.max((self.snap.jobs.job_count() / 16) as u32);
+                self.batch = (self.batch * 2).min(most);
             }
             Ok(child) => self.spawned(job, instance, kind, child, ready_fd),
             Err(e) => {

@@ -1,0 +1,403 @@
+//! Spawning: from the core's `Spawn` effect to a child waiting for "go".
+//!
+//! Owns the plan of a process, in two parts: what it is to be (decided from the
+//! job: command line found on PATH, environment, setup, cgroup settings) and the
+//! fds it needs (made: the instance's cgroup, the listening and readiness
+//! sockets, the log pipe); the spawn into the round's go pipe, releasing each
+//! batch once full (from 1 spawn up to [`SPAWN_BATCH`] or more: see the runtime's
+//! module docs); and the children's error pipes until they exec.
+
+use super::persist::go_name;
+use super::{Runtime, SPAWN_BATCH, TOKEN_SETUP, now_ms};
+use crate::job::{self, Console, JobDef, ProcessKind};
+use crate::lifecycle::{self, DEFAULT_PATH};
+use crate::ready::watch::Watcher;
+use crate::{cgroup, setup, spawn};
+use rustix::event::epoll;
+use rustix::fd::{AsFd, OwnedFd};
+use std::ffi::CString;
+
+impl Runtime {
+    pub(super) fn spawn_process(&mut self, job: &str, instance: &str, kind: ProcessKind) {
+        let now = now_ms();
+        let (plan, ready_fd) = match self.plan(job, instance, kind) {
+            Ok(p) => p,
+            Err(reason) => {
+                let reason = format!("{} process: {reason}", kind.name());
+                tracing::warn!("{job}: {reason}");
+                self.snap
+                    .jobs
+                    .spawn_failed(job, instance, kind, reason, now);
+                return;
+            }
+        };
+        if self.go.is_none() {
+            match spawn::GoPipe::new() {
+                Ok(go) => {
+                    self.snap.go_rounds += 1;
+                    let round = self.snap.go_rounds;
+                    if let Some(link) = &self.link
+                        && let Err(e) = link.deposit(&go_name(round), go.write.as_fd())
+                    {
+                        tracing::error!("cannot deposit the go pipe: {e}");
+                    }
+                    self.go = Some((round, go));
+                }
+                Err(e) => {
+                    let reason = format!("failed to spawn {} process: {e}", kind.name());
+                    self.snap
+                        .jobs
+                        .spawn_failed(job, instance, kind, reason, now);
+                    return;
+                }
+            }
+        }
+        let Some((_, go)) = self.go.as_mut() else {
+            return;
+        };
+        let into_cgroup = plan.cgroup.is_some();
+        match spawn::spawn(plan, go) {
+            Ok(child) if go.waiting >= self.batch => {
+                self.spawned(job, instance, kind, child, ready_fd);
+                self.release_round();
+                let most = SPAWN_BATCH.max((self.snap.jobs.job_count() / 16) as u32);
+                self.batch = (self.batch * 2).min(most);
+            }
+            Ok(child) => self.spawned(job, instance, kind, child, ready_fd),
+            Err(e) => {
+                let reason = match (into_cgroup, e.raw_os_error()) {
+                    (true, Some(libc::EBUSY | libc::EOPNOTSUPP)) => format!(
+                        "failed to spawn {} process into its cgroup: {}",
+                        kind.name(),
+                        spawn::strerror(e.raw_os_error().unwrap_or(0))
+                    ),
+                    _ => format!("failed to spawn {} process: {e}", kind.name()),
+                };
+                tracing::warn!("{job}: {reason}");
+                self.snap
+                    .jobs
+                    .spawn_failed(job, instance, kind, reason, now);
+            }
+        }
+    }
+
+    /// Takes a new child into account: its error pipe, its pidfd, an `expect fd`
+    /// socket's other end, and its pid for the core.
+    fn spawned(
+        &mut self,
+        job: &str,
+        instance: &str,
+        kind: ProcessKind,
+        child: spawn::Spawned,
+        ready_fd: Option<OwnedFd>,
+    ) {
+        tracing::debug!(
+            "spawned {job} {} pid {} in round {}",
+            kind.name(),
+            child.pid,
+            self.snap.go_rounds
+        );
+        let _ = epoll::add(
+            &self.epoll,
+            child.launch.errors(),
+            epoll::EventData::new_u64(TOKEN_SETUP | child.pid as u64),
+            epoll::EventFlags::IN,
+        );
+        self.setup_pipes.insert(child.pid, child.launch);
+        self.pids.spawned(child.pid, child.pidfd);
+        if let Some(ours) = ready_fd {
+            self.ready
+                .keep_fd(child.pid, ours, &self.epoll, self.link.as_ref());
+        }
+        self.snap.jobs.spawned(job, instance, kind, child.pid);
+    }
+
+    /// Everything a process of the instance needs, prepared in the parent: the
+    /// command, its environment, its setup (`setup::prepare`), and the instance's
+    /// cgroup and log pipe.
+    /// With it, keel's end of an `expect fd` main process's readiness socket.
+    fn plan(
+        &mut self,
+        job: &str,
+        instance: &str,
+        kind: ProcessKind,
+    ) -> Result<(spawn::Plan, Option<OwnedFd>), String> {
+        let decided = self.decide(job, instance, kind)?;
+        self.make_fds(job, instance, decided)
+    }
+
+    /// What the process is to be, decided from the job and its instance (reading,
+    /// not changing, the world: the user database, PATH).
+    fn decide(&self, job: &str, instance: &str, kind: ProcessKind) -> Result<Decided, String> {
+        let inst = self
+            .snap
+            .jobs
+            .instance(job, instance)
+            .ok_or("instance vanished")?;
+        let def: &JobDef = inst.def();
+        let process = def.process(kind).ok_or("no such process")?;
+        let pairs = |env: &[String]| -> Vec<(String, String)> {
+            env.iter()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let env = lifecycle::process_environment(job, inst, kind, &[]);
+        let prepared = setup::prepare(def, kind, &pairs(&env), &self.apparmor)?;
+        for w in &prepared.warnings {
+            tracing::warn!("{job}: {w}");
+        }
+        let mut env = match &prepared.login {
+            Some(login) => lifecycle::process_environment(job, inst, kind, &login.vars()),
+            None => env,
+        };
+        if kind == ProcessKind::Main && def.expect == job::Expect::Notify {
+            env.push(format!("NOTIFY_SOCKET={}", self.ready.notify_socket()));
+        }
+        // initctl inside the job finds this supervisor (unless the job says otherwise).
+        if let Some(socket) = self.config.socket.to_str()
+            && socket != keel_proto::ctl::DEFAULT_SOCKET
+            && !env.iter().any(|e| e.starts_with("KEEL_SOCKET="))
+        {
+            env.push(format!("{}={socket}", keel_proto::ctl::SOCKET_ENV));
+        }
+        let ready_target = match (&def.expect, kind) {
+            (job::Expect::Fd(n), ProcessKind::Main) => {
+                let script = matches!(process, job::Process::Script { .. });
+                if spawn::reserved_fd(*n, script) {
+                    return Err(format!(
+                        "expect fd {n}: fd {n} is keel's own in a job process (choose another)"
+                    ));
+                }
+                Some(*n)
+            }
+            _ => None,
+        };
+        let listen = self.listen_socket(def, &env);
+        let path = env
+            .iter()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or(DEFAULT_PATH);
+        let (argv, script) = command_line(process, path, def.chroot.as_deref())?;
+        let (settings, warnings) = cgroup::settings(&def.cgroups)?;
+        for w in &warnings {
+            tracing::warn!("{job}: {w}");
+        }
+        let plan = spawn::Plan {
+            argv: argv.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?,
+            env: env.iter().map(|e| cstr(e)).collect::<Result<_, _>>()?,
+            script,
+            console: def.console,
+            log: None,
+            chdir: cstr(def.chdir.as_deref().unwrap_or("/"))?,
+            umask: def.umask.unwrap_or(0o022),
+            init_child: self.link.is_some(),
+            pidfd: self.pids.wants_pidfd(),
+            cgroup: None,
+            ready_fd: None,
+            listen_fd: None,
+            setup: prepared.setup,
+        };
+        Ok(Decided {
+            plan,
+            settings,
+            ready_target,
+            listen,
+        })
+    }
+
+    /// The fds and directories the decided process needs, made: the instance's
+    /// cgroup, the listening socket, the readiness socket, the log pipe.
+    fn make_fds(
+        &mut self,
+        job: &str,
+        instance: &str,
+        decided: Decided,
+    ) -> Result<(spawn::Plan, Option<OwnedFd>), String> {
+        let Decided {
+            mut plan,
+            settings,
+            ready_target,
+            listen,
+        } = decided;
+        plan.cgroup = self.instance_cgroup(job, instance, &settings)?;
+        // Socket activation: the socket at fd 3, named as systemd and Upstart did.
+        if let Some(fd) = listen {
+            if ready_target == Some(spawn::LISTEN_FD) {
+                return Err(format!(
+                    "expect fd {}: the listening socket of `start on socket` is there",
+                    spawn::LISTEN_FD
+                ));
+            }
+            for var in ["LISTEN_FDS=1", "UPSTART_FDS=3"] {
+                plan.env.push(cstr(var)?);
+            }
+            plan.listen_fd = Some(fd);
+        }
+        let mut ours = None;
+        if let Some(n) = ready_target {
+            let (child, keel) = Watcher::fd_socket()
+                .map_err(|e| format!("cannot make the readiness socket: {e}"))?;
+            plan.ready_fd = Some((child, n));
+            ours = Some(keel);
+        }
+        if plan.console == Console::Log {
+            let (writer, new) = self
+                .logs
+                .writer(&mut self.snap.shell.logs, self.link.as_ref(), job, instance)
+                .map_err(|e| format!("cannot open the log pipe: {e}"))?;
+            if let Some(id) = new {
+                self.watch_log(id);
+            }
+            plan.log = Some(writer);
+        }
+        Ok((plan, ours))
+    }
+
+    /// The instance's cgroup, as an fd to spawn into: made, with `settings` written,
+    /// before the instance's first process.
+    fn instance_cgroup(
+        &mut self,
+        job: &str,
+        instance: &str,
+        settings: &[(String, String)],
+    ) -> Result<Option<OwnedFd>, String> {
+        let Some(tree) = &self.cgroups else {
+            if let Some((key, _)) = settings.first() {
+                return Err(format!(
+                    "cgroup {key}: keel has no cgroup2 hierarchy to apply it in"
+                ));
+            }
+            return Ok(None);
+        };
+        let key = (job.to_string(), instance.to_string());
+        let path = if self.snap.shell.cgroups.instances.contains(&key) {
+            tree.instance_path(job, instance)
+        } else {
+            // Recorded first, so that it is removed again even if this fails half-way.
+            self.snap.shell.cgroups.instances.insert(key);
+            self.dirty = true;
+            tree.create(job, instance, settings)?
+        };
+        cgroup::Tree::open_dir(&path)
+            .map(Some)
+            .map_err(|e| format!("cgroup {}: {}", path.display(), e))
+    }
+
+    /// The listening socket for a process of a job started by `socket`: the
+    /// socket the job names whose event variables its environment holds.
+    fn listen_socket(&self, def: &JobDef, env: &[String]) -> Option<OwnedFd> {
+        let spec = job::socket::job_sockets(def).into_iter().find(|spec| {
+            spec.event_env().iter().all(|(k, v)| {
+                env.iter().any(|e| {
+                    e.strip_prefix(k.as_str()).and_then(|r| r.strip_prefix('=')) == Some(v)
+                })
+            })
+        })?;
+        let fd = self.sockets.get(&spec)?;
+        rustix::io::fcntl_dupfd_cloexec(fd, 0).ok()
+    }
+
+    /// Reads child `pid`'s error pipe: a failure record is kept until its exit is
+    /// applied; at EOF the pipe is dropped, and EOF without a record before it
+    /// means it exec'd (after a record, EOF is the failed child's end).
+    pub(super) fn read_setup_pipe(&mut self, pid: i32) {
+        let Some(launch) = self.setup_pipes.get(&pid) else {
+            return;
+        };
+        match launch.report() {
+            // Kept until EOF: the child may still run on its stack until it ends.
+            spawn::Report::Failed(failure) => {
+                self.setup_failures.insert(pid, launch.describe(&failure));
+                return;
+            }
+            spawn::Report::Pending => return,
+            spawn::Report::Done if self.setup_failures.contains_key(&pid) => {}
+            spawn::Report::Done => {
+                self.snap.jobs.execd(pid, now_ms());
+                self.dirty = true;
+            }
+        }
+        // Out of epoll before it is closed: a child spawned since, before its own
+        // setup closed its copy of our fds, keeps the pipe open, and epoll would
+        // go on reporting the hang-up to a loop that no longer reads it.
+        if let Some(launch) = self.setup_pipes.remove(&pid) {
+            let _ = epoll::delete(&self.epoll, launch.errors());
+        }
+    }
+
+    /// Main processes whose exec no error pipe will report (their spawn was a
+    /// previous supervisor's): their exec is read from /proc. True if the state
+    /// changed.
+    pub(super) fn confirm_execs(&mut self) -> bool {
+        let unreported: Vec<i32> = self
+            .snap
+            .jobs
+            .awaiting_exec()
+            .into_iter()
+            .filter(|pid| !self.setup_pipes.contains_key(pid))
+            .collect();
+        let mut changed = false;
+        for pid in unreported {
+            if crate::ready::procfs::has_execd(pid) {
+                self.snap.jobs.execd(pid, now_ms());
+                changed = true;
+            }
+        }
+        changed
+    }
+}
+
+/// A process decided ([`Runtime::decide`]), before its fds are made.
+struct Decided {
+    plan: spawn::Plan,
+    /// The instance's cgroup settings, written when its cgroup is made.
+    settings: Vec<(String, String)>,
+    /// `expect fd N`: N.
+    ready_target: Option<i32>,
+    /// Socket activation: the listening socket the process gets.
+    listen: Option<OwnedFd>,
+}
+
+/// The program and arguments of `process`, found on `path` (inside `root`), and
+/// a script's text; a command with shell metacharacters runs through the shell.
+fn command_line(
+    process: &job::Process,
+    path: &str,
+    root: Option<&str>,
+) -> Result<(Vec<String>, Option<Vec<u8>>), String> {
+    match process {
+        job::Process::Exec { command } => match process.exec_argv() {
+            Some(mut argv) if !argv.is_empty() => {
+                argv[0] = spawn::resolve(&argv[0], path, root)
+                    .ok_or_else(|| format!("{}: command not found", argv[0]))?;
+                Ok((argv, None))
+            }
+            // Shell metacharacters: let the shell run it, replacing itself.
+            _ => Ok((
+                vec![
+                    "/bin/sh".into(),
+                    "-e".into(),
+                    "-c".into(),
+                    format!("exec {command}"),
+                ],
+                None,
+            )),
+        },
+        job::Process::Script { interpreter, body } => {
+            let mut argv = if interpreter.is_empty() {
+                vec!["/bin/sh".to_string(), "-e".to_string()]
+            } else {
+                interpreter.clone()
+            };
+            argv[0] = spawn::resolve(&argv[0], path, root)
+                .ok_or_else(|| format!("{}: interpreter not found", argv[0]))?;
+            argv.push(format!("/proc/self/fd/{}", spawn::SCRIPT_FD));
+            Ok((argv, Some(body.clone().into_bytes())))
+        }
+    }
+}
+
+fn cstr(s: &str) -> Result<CString, String> {
+    CString::new(s).map_err(|_| format!("NUL byte in {s:?}"))
+}

@@ -22,6 +22,57 @@
 //! state is a version 2 state without them: [`decode`] appends their defaults
 //! ([`SavedShell::ADDED_IN_2`]) and reads it as version 2. New fields go at the end
 //! of the shell's part, the same way.
+//!
+//! # Not built yet: the incremental journal (issue 17)
+//!
+//! Today every round that changed something saves the whole state: with 10,000
+//! jobs that is 1.4 MB encoded per round, and it is what a profile of a 10,000-job
+//! bring-up shows first (postcard's serialisation and the copies around it, more
+//! than half of the supervisor's time). The batches of spawns grow with the number
+//! of jobs to bound how many saves a round of spawns makes (`runtime` module
+//! docs), but every later round (an exec seen, a readiness, an event) still
+//! writes everything. The design meant to replace it:
+//!
+//! - **Records.** The state is cut into keyed parts: one per instance
+//!   `(job, instance)`, one per job's `start on` match state, the event queue,
+//!   the pid table's entries (derivable from the instances, so not saved at all),
+//!   the env table, and a "head" (`last_exit_seq`, `booted`, `go_rounds`,
+//!   `pending_go`, runlevels, power, the shell's part). `Jobs` already marks the
+//!   instances a round changed (`Unsettled::touched`, `instance_mut`); the same
+//!   marks, kept until the save rather than until the next `tick`, name the
+//!   records to write. A round appends `Put(key, bytes)` / `Delete(key)` records
+//!   and one `Commit(round)` record.
+//! - **Framing.** Each record is `len: u32 | crc32c: u32 | kind: u8 | body`, the
+//!   checksum over kind and body. A reader replays the base snapshot, then records
+//!   up to the last `Commit` whose every record checks; anything after it (a
+//!   supervisor killed mid-append: a short record, a bad checksum, records
+//!   without their `Commit`) is ignored. So a successor reads either the previous
+//!   round's state or the new one, never a torn one: crash-consistent at every
+//!   instant, as the whole-snapshot swap is today.
+//! - **Where.** A memfd in the lifeboat (`journal-log`), opened without the
+//!   write seals, appended with `write` (the supervisor's own fd; keel-init holds
+//!   a copy, so nothing is lost when the supervisor dies between writes), beside
+//!   the sealed base snapshot (`state`) whose format stays as it is. The log's
+//!   header names the base's generation, so a log is never replayed over another
+//!   base.
+//! - **Compaction.** When the log outgrows the base (or a fixed bound), the
+//!   supervisor writes a new whole snapshot (today's save) with a new generation
+//!   into a fresh memfd, deposits it (keel-init swaps it in one step), then
+//!   deposits an empty log naming that generation. Killed in between, the
+//!   successor finds an old-generation log beside the new base and ignores it.
+//! - **Versions.** `FORMAT_VERSION` 3 is "base + log"; a version 2 state (the
+//!   golden files) loads as a base with no log, as it does now. The record bodies
+//!   are postcard encodings of the parts, so a later field is added at a part's
+//!   end the way `ADDED_IN_2` does for the shell.
+//! - **Tests to write with it**: the `test_fault` hook in the middle of an append
+//!   (half a record, a record without its `Commit`) → the successor's state is
+//!   the previous round's; compaction under a kill at each step; the golden files
+//!   still load; a proptest that any sequence of rounds replayed from base + log
+//!   equals the whole snapshot of the same state.
+//!
+//! What stays whole even then: a re-exec and a crash recovery read the base and
+//! the log in full (they must read every job), so their cost is the decode of the
+//! state, proportional to the number of jobs by nature.
 
 use crate::job::JobDef;
 use crate::job::sandbox::Sandbox;

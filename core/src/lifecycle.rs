@@ -37,7 +37,7 @@ use crate::events::{self, EventId, Matched, set_var};
 use crate::job::{ExitMatch, Expect, JobDef, ProcessKind, Signal};
 use crate::refusal::Refusal;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 pub use crate::events::Event;
 
@@ -297,6 +297,45 @@ pub struct Jobs {
     /// Which jobs each event name can concern (see `engine`); never saved.
     #[serde(skip)]
     index: Derived<engine::Index>,
+    /// The instances the per-round looks (`tick`, `next_deadline`,
+    /// `awaiting_exec`, `awaiting_readiness`) need to see; never saved.
+    #[serde(skip)]
+    unsettled: Derived<Unsettled>,
+}
+
+/// The instances with a timer or a process start under way, so that what runs
+/// every round of the loop costs what is in motion, not the number of jobs: 10,000
+/// running jobs with nothing to wait for cost nothing there. An instance is
+/// unsettled ([`is_unsettled`]) in any state but `waiting` and `running`, or with
+/// a kill deadline or readiness awaited. Every change of an instance goes through
+/// `Jobs::instance_mut`, which marks it `touched`; `tick` (first thing each round)
+/// looks at the touched ones again. Between ticks the looks see `known` and
+/// `touched` together, so an instance changed since is never missed.
+#[derive(Clone, Debug, Default)]
+struct Unsettled {
+    /// The unsettled instances as of the last `tick`; `None` until the first
+    /// (a state just loaded): then every instance is looked at.
+    known: Option<BTreeSet<(String, String)>>,
+    /// Instances changed (or removed) since the last `tick`.
+    touched: BTreeSet<(String, String)>,
+}
+
+/// Every instance of `jobs`, in order: (job, instance name, instance).
+fn every_instance(
+    jobs: &BTreeMap<String, Job>,
+) -> impl Iterator<Item = (&str, &str, &Instance)> + '_ {
+    jobs.iter().flat_map(|(name, j)| {
+        j.instances
+            .iter()
+            .map(move |(iname, inst)| (name.as_str(), iname.as_str(), &**inst))
+    })
+}
+
+/// Whether the per-round looks need to see `inst` (see [`Unsettled`]).
+fn is_unsettled(inst: &Instance) -> bool {
+    !matches!(inst.state, State::Waiting | State::Running)
+        || inst.kill_deadline.is_some()
+        || inst.readiness.is_some()
 }
 
 /// Something the core derives from its state to be quick (an index): never saved,
@@ -716,10 +755,18 @@ impl Jobs {
         self.now = self.now.max(now);
         self.handled = 0;
         self.power_tick(now);
+        self.fold_unsettled();
         let mut kills = Vec::new();
         let mut overdue_hooks = Vec::new();
-        for (name, job) in &mut self.jobs {
-            for (iname, inst) in &mut job.instances {
+        let unsettled: Vec<(String, String)> = self
+            .unsettled()
+            .map(|(j, i, _)| (j.to_string(), i.to_string()))
+            .collect();
+        for (name, iname) in unsettled {
+            {
+                let Some(inst) = self.instance_mut(&name, &iname) else {
+                    continue;
+                };
                 let Some(kind) = awaited_process(inst.state)
                     .filter(|&k| k == ProcessKind::Main || hook_holds_a_stop(inst))
                 else {
@@ -770,23 +817,21 @@ impl Jobs {
         // settled without a second fork is taken as it is (and said so).
         let mut late = Vec::new();
         let mut forked_once = Vec::new();
-        for (name, job) in &self.jobs {
-            for (iname, inst) in &job.instances {
-                let Some(r) = inst
-                    .readiness
-                    .as_ref()
-                    .filter(|_| inst.state == State::Spawned)
-                else {
-                    continue;
-                };
-                if r.deadline <= now {
-                    late.push((name.clone(), iname.clone()));
-                } else if inst.def.expect == Expect::Daemon
-                    && r.forks == 1
-                    && r.forked_at.saturating_add(SECOND_FORK_GRACE_MS) <= now
-                {
-                    forked_once.push((name.clone(), iname.clone()));
-                }
+        for (name, iname, inst) in self.unsettled() {
+            let Some(r) = inst
+                .readiness
+                .as_ref()
+                .filter(|_| inst.state == State::Spawned)
+            else {
+                continue;
+            };
+            if r.deadline <= now {
+                late.push((name.to_string(), iname.to_string()));
+            } else if inst.def.expect == Expect::Daemon
+                && r.forks == 1
+                && r.forked_at.saturating_add(SECOND_FORK_GRACE_MS) <= now
+            {
+                forked_once.push((name.to_string(), iname.to_string()));
             }
         }
         for (job, instance) in late {
@@ -809,10 +854,8 @@ impl Jobs {
             .as_ref()
             .filter(|p| !p.overdue)
             .map(|p| p.deadline);
-        self.jobs
-            .values()
-            .flat_map(|j| j.instances.values())
-            .flat_map(|i| {
+        self.unsettled()
+            .flat_map(|(_, _, i)| {
                 let ready = i.readiness.as_ref().filter(|_| i.state == State::Spawned);
                 let second_fork = ready
                     .filter(|r| i.def.expect == Expect::Daemon && r.forks == 1)
@@ -838,15 +881,18 @@ impl Jobs {
     /// supervisor (its fds, its name) and says nothing about the job.
     pub fn awaiting_readiness(&self) -> Vec<(String, String, Expect, i32)> {
         let mut out = Vec::new();
-        for (name, job) in &self.jobs {
-            for (iname, inst) in &job.instances {
-                let execd = inst.readiness.as_ref().is_some_and(|r| r.execd);
-                if inst.state != State::Spawned || !execd || inst.def.expect == Expect::None {
-                    continue;
-                }
-                if let Some(&pid) = inst.pids.get(&ProcessKind::Main).filter(|&&p| p > 0) {
-                    out.push((name.clone(), iname.clone(), inst.def.expect.clone(), pid));
-                }
+        for (name, iname, inst) in self.unsettled() {
+            let execd = inst.readiness.as_ref().is_some_and(|r| r.execd);
+            if inst.state != State::Spawned || !execd || inst.def.expect == Expect::None {
+                continue;
+            }
+            if let Some(&pid) = inst.pids.get(&ProcessKind::Main).filter(|&&p| p > 0) {
+                out.push((
+                    name.to_string(),
+                    iname.to_string(),
+                    inst.def.expect.clone(),
+                    pid,
+                ));
             }
         }
         out
@@ -854,9 +900,8 @@ impl Jobs {
 
     /// Main processes in `spawned` not yet known to have exec'd.
     pub fn awaiting_exec(&self) -> Vec<i32> {
-        self.jobs
-            .values()
-            .flat_map(|j| j.instances.values())
+        self.unsettled()
+            .map(|(_, _, i)| i)
             .filter(|i| i.state == State::Spawned && i.readiness.as_ref().is_some_and(|r| !r.execd))
             .filter_map(|i| i.pids.get(&ProcessKind::Main).copied().filter(|&p| p > 0))
             .collect()
@@ -1403,12 +1448,16 @@ impl Jobs {
             return;
         };
         let index = &mut self.index.0;
+        let unsettled = &mut self.unsettled.0;
         j.instances.retain(|name, i| {
             let keep = i.state != State::Waiting
                 || !i.waiters.is_empty()
                 || (name.is_empty() && i.failure.is_some() && !j.deleted);
             if !keep {
                 index.drop_instance(i);
+                if unsettled.known.is_some() {
+                    unsettled.touched.insert((job.to_string(), name.clone()));
+                }
             }
             keep
         });
@@ -1439,12 +1488,79 @@ impl Jobs {
         Err(unknown_instance(job, &name))
     }
 
+    /// Every change of an instance goes through here: it is looked at again
+    /// by the next `tick` (see [`Unsettled`]).
     fn instance_mut(&mut self, job: &str, instance: &str) -> Option<&mut Instance> {
-        self.jobs
-            .get_mut(job)?
-            .instances
-            .get_mut(instance)
-            .map(|i| &mut **i)
+        let inst = self.jobs.get_mut(job)?.instances.get_mut(instance)?;
+        let unsettled = &mut self.unsettled.0;
+        if unsettled.known.is_some() {
+            unsettled
+                .touched
+                .insert((job.to_string(), instance.to_string()));
+        }
+        Some(&mut **inst)
+    }
+
+    /// The instances the per-round looks see, in the order of a full scan: the
+    /// unsettled ones and those changed since the last `tick` (every instance
+    /// until the first).
+    fn unsettled(&self) -> Box<dyn Iterator<Item = (&str, &str, &Instance)> + '_> {
+        let u = &self.unsettled.0;
+        match &u.known {
+            None => Box::new(every_instance(&self.jobs)),
+            Some(known) => {
+                #[cfg(debug_assertions)]
+                for (name, j) in &self.jobs {
+                    for (iname, inst) in &j.instances {
+                        let key = (name.clone(), iname.clone());
+                        debug_assert!(
+                            !is_unsettled(inst) || known.contains(&key) || u.touched.contains(&key),
+                            "{name} {iname:?} changed unseen"
+                        );
+                    }
+                }
+                Box::new(known.union(&u.touched).filter_map(|(name, iname)| {
+                    let inst = self.jobs.get(name)?.instances.get(iname)?;
+                    Some((name.as_str(), iname.as_str(), &**inst))
+                }))
+            }
+        }
+    }
+
+    /// Looks again at the instances touched since the last fold (all of them the
+    /// first time). In debug builds, checks the result against a full scan.
+    fn fold_unsettled(&mut self) {
+        let jobs = &self.jobs;
+        let is = |(name, iname): &(String, String)| {
+            jobs.get(name)
+                .and_then(|j| j.instances.get(iname))
+                .is_some_and(|i| is_unsettled(i))
+        };
+        let every_unsettled = || -> BTreeSet<(String, String)> {
+            every_instance(jobs)
+                .filter(|(_, _, i)| is_unsettled(i))
+                .map(|(name, iname, _)| (name.to_string(), iname.to_string()))
+                .collect()
+        };
+        let u = &mut self.unsettled.0;
+        match &mut u.known {
+            None => u.known = Some(every_unsettled()),
+            Some(known) => {
+                for key in std::mem::take(&mut u.touched) {
+                    if is(&key) {
+                        known.insert(key);
+                    } else {
+                        known.remove(&key);
+                    }
+                }
+            }
+        }
+        u.touched.clear();
+        debug_assert_eq!(
+            u.known.as_ref(),
+            Some(&every_unsettled()),
+            "an instance changed unseen"
+        );
     }
 
     /// Instance `instance` of job `job`.

@@ -944,6 +944,39 @@ impl Init {
                 self.exits.ack(seq.min(sent));
             }
             ToInit::Power { action } => self.power(action),
+            ToInit::Kill {
+                pid,
+                signo,
+                group,
+                cont,
+            } => self.kill(pid, signo, group, cont),
+        }
+    }
+
+    /// Signals job process `pid` for the supervisor (see `ToInit::Kill`). Safe from
+    /// recycled pids because keel-init is the one reaper of its children and does
+    /// nothing else meanwhile: a pid it has not reaped names the same process (or
+    /// its zombie) and, as that process leads its group, the same group; a reaped
+    /// one stays in the exit log until the supervisor has applied that exit, and is
+    /// not signalled. A pid reaped and acknowledged the supervisor no longer tracks.
+    fn kill(&mut self, pid: i32, signo: u8, group: bool, cont: bool) {
+        use rustix::process::{Signal, kill_process, kill_process_group};
+        let supervisor = self.supervisor.as_ref().map(|s| s.pid);
+        let Some(target) = Pid::from_raw(pid).filter(|p| !p.is_init() && Some(*p) != supervisor)
+        else {
+            return;
+        };
+        let Some(sig) = Signal::from_named_raw(i32::from(signo)) else {
+            return;
+        };
+        if self.exits.holds(pid) {
+            return;
+        }
+        let sent = |sig| {
+            (group && kill_process_group(target, sig).is_ok()) || kill_process(target, sig).is_ok()
+        };
+        if sent(sig) && cont {
+            let _ = sent(Signal::CONT);
         }
     }
 

@@ -224,6 +224,11 @@ impl ExitLog {
         self.acked = self.acked.max(seq.min(self.pushed));
     }
 
+    /// Whether `pid`'s exit is in the log: reaped, and not yet acknowledged.
+    pub fn holds(&self, pid: i32) -> bool {
+        (self.acked + 1..=self.pushed).any(|seq| self.ring[slot(seq)].pid == pid)
+    }
+
     /// The oldest kept exit with a seq above `after`.
     pub fn next_after(&self, after: u64) -> Option<Exit> {
         let seq = after.max(self.acked) + 1;

@@ -28,8 +28,10 @@
 use serde::{Deserialize, Serialize};
 
 /// The version of this channel. keel-init and the supervisor ship together, but a
-/// live-upgraded supervisor may be newer than the running keel-init.
-pub const VERSION: u32 = 1;
+/// live-upgraded supervisor may be newer than the running keel-init: it reads the
+/// version in [`ToSupervisor::Welcome`] and sends only what that keel-init knows.
+/// Version 2 added [`ToInit::Kill`].
+pub const VERSION: u32 = 2;
 
 /// The fd at which the supervisor finds its end of the init channel.
 pub const SUPERVISOR_FD: i32 = 3;
@@ -168,6 +170,19 @@ pub enum ToInit {
     Ack { seq: u64 },
     /// Sync, then power off, reboot or halt.
     Power { action: PowerAction },
+    /// Send signal `signo` to job process `pid` — to the process group it leads if
+    /// `group` (the process alone if it leads none), followed by SIGCONT if `cont` —
+    /// unless keel-init has already reaped `pid` (its exit not yet acknowledged).
+    /// keel-init is the one reaper of its children, so a pid it has not reaped
+    /// still names the process the supervisor means, or its zombie: no job process
+    /// needs a pidfd held for its whole life. Never pid 0, 1 or the supervisor.
+    /// Since version 2; last of the variants, so older ones keep their numbers.
+    Kill {
+        pid: i32,
+        signo: u8,
+        group: bool,
+        cont: bool,
+    },
 }
 
 /// Encodes `msg` into `buf`, returning the used part.
@@ -231,6 +246,12 @@ mod tests {
         round_trip(ToInit::Ack { seq: 1 << 40 });
         round_trip(ToInit::Power {
             action: PowerAction::Reboot,
+        });
+        round_trip(ToInit::Kill {
+            pid: i32::MAX,
+            signo: 64,
+            group: true,
+            cont: false,
         });
     }
 

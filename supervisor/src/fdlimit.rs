@@ -1,4 +1,4 @@
-//! The supervisor's fd limit: it holds a log pipe and a pidfd per running job, so it
+//! The supervisor's fd limit: it holds a log pipe per running `console log` job, so it
 //! raises RLIMIT_NOFILE as far as it may — the hard limit up to `fs.nr_open` where
 //! it is allowed to (root with CAP_SYS_RESOURCE: a real machine), the soft limit to
 //! the hard one — while every job starts with the limit the supervisor was given

@@ -32,6 +32,8 @@ pub struct InitLink {
     /// deposit is known to fit before it is sent.
     entries: RefCell<BTreeSet<String>>,
     capacity: Cell<usize>,
+    /// The channel version keel-init spoke in its `Welcome`.
+    version: Cell<u32>,
 }
 
 /// What keel-init handed over to this supervisor.
@@ -68,6 +70,7 @@ impl InitLink {
             fd,
             entries: RefCell::new(BTreeSet::new()),
             capacity: Cell::new(OLD_CAPACITY),
+            version: Cell::new(1),
         })
     }
 
@@ -119,12 +122,14 @@ impl InitLink {
             };
             match msg {
                 ToSupervisor::Welcome {
+                    version,
                     generation,
                     quick_deaths,
                     lost_exits,
                     ..
                 } => {
                     welcomed = true;
+                    self.version.set(version);
                     out.generation = generation;
                     out.quick_deaths = quick_deaths;
                     out.lost_exits = lost_exits;
@@ -263,6 +268,26 @@ impl InitLink {
 
     pub fn ack(&self, seq: u64) -> io::Result<()> {
         self.send(&ToInit::Ack { seq }, None)
+    }
+
+    /// Whether keel-init signals job processes for this supervisor
+    /// ([`InitLink::kill`]): since channel version 2.
+    pub fn kills(&self) -> bool {
+        self.version.get() >= 2
+    }
+
+    /// Has keel-init send `signo` to job process `pid` (its group if `group`, then
+    /// SIGCONT if `cont`) unless it has reaped `pid` already (`ToInit::Kill`).
+    pub fn kill(&self, pid: i32, signo: u8, group: bool, cont: bool) -> io::Result<()> {
+        self.send(
+            &ToInit::Kill {
+                pid,
+                signo,
+                group,
+                cont,
+            },
+            None,
+        )
     }
 
     pub fn power(&self, action: PowerAction) -> io::Result<()> {

@@ -301,10 +301,10 @@ impl Logs {
             let Some(pipe) = self.pipes.get(&id) else {
                 return changed;
             };
-            let step = if p.early {
-                self.splice_to_early(p, id, link, &mut changed)
-            } else {
-                self.splice_to_file(p, pipe.as_raw_fd())
+            let step = match nothing_left(pipe) {
+                Some(end) => end,
+                None if p.early => self.splice_to_early(p, id, link, &mut changed),
+                None => self.splice_to_file(p, pipe.as_raw_fd()),
             };
             match step {
                 Ok(0) => {
@@ -914,6 +914,34 @@ enum Step {
     Rotated,
     FileFailed(std::io::Error),
     PipeFailed(std::io::Error),
+}
+
+/// For a pipe that holds nothing: `Ok(0)` if every writer has gone, `Empty` if
+/// not — told before any file or buffer is opened, so that the pipe of a job
+/// that ended without a word costs no fd on its way out. A supervisor out of
+/// fds (EMFILE) still closes such pipes, those of failed starts among them:
+/// opening the file first failed there, and kept every one of them open.
+/// `None` when there is something to move (or the pipe cannot be asked).
+fn nothing_left(pipe: &OwnedFd) -> Option<Result<usize, Step>> {
+    use rustix::event::{PollFd, PollFlags};
+    let mut poll = [PollFd::new(pipe, PollFlags::IN)];
+    let zero = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    rustix::event::poll(&mut poll, Some(&zero)).ok()?;
+    let ready = poll[0].revents();
+    // A hang-up without data is final: no writer can come back but through this
+    // supervisor (`Logs::writer`), which is busy here.
+    if ready.contains(PollFlags::IN) {
+        None
+    } else if ready.contains(PollFlags::HUP) {
+        Some(Ok(0))
+    } else if ready.is_empty() {
+        Some(Err(Step::Empty))
+    } else {
+        None
+    }
 }
 
 /// How many bytes of `pipe` (at most `len`) make its next line, up to and with

@@ -19,6 +19,8 @@
 //! - [`control`]: the control socket (framing, handshake, authorisation, deadlines,
 //!   limits).
 //! - [`initlink`]: the channel to keel-init.
+//! - [`pidguard`]: signalling job processes, never a recycled pid, without an fd
+//!   per process.
 //! - [`boot`]: kernel filesystems on a real boot.
 //! - [`logging`]: the supervisor's own log and its run-time priority.
 //! - [`ready`]: the readiness protocols' moving parts (sd_notify socket, D-Bus, /proc).
@@ -42,6 +44,7 @@ pub mod journal;
 pub mod logging;
 pub mod mountwatch;
 pub mod options;
+pub mod pidguard;
 pub mod ready;
 pub mod reexec;
 pub mod runtime;

@@ -1,9 +1,9 @@
 //! Starting job processes: the single spawn path.
 //!
-//! Every job process is created with `clone3(CLONE_PARENT | CLONE_PIDFD)` when the
-//! supervisor runs under keel-init, so it is keel-init's child from birth: keel-init
-//! reaps it and relays its exit through the exit log, whether or not a supervisor is
-//! alive at that moment (DESIGN.md, invariant 2: one path for every exit). Without
+//! Every job process is created with `clone3(CLONE_PARENT)` when the supervisor
+//! runs under keel-init (with `CLONE_PIDFD` only where `pidguard` needs a pidfd),
+//! so it is keel-init's child from birth: keel-init reaps it and relays its exit
+//! through the exit log, whether or not a supervisor is alive at that moment (DESIGN.md, invariant 2: one path for every exit). Without
 //! keel-init the supervisor is the parent (and a subreaper) and reaps itself. With a
 //! cgroup prepared for the instance the child is born in it (`CLONE_INTO_CGROUP`), so
 //! not even its first instruction runs outside.
@@ -110,6 +110,9 @@ pub struct Plan {
     pub umask: u32,
     /// Spawn as keel-init's child (`CLONE_PARENT`).
     pub init_child: bool,
+    /// Return a pidfd of the child (`CLONE_PIDFD`; `pidguard` says when one is
+    /// needed: not for keel-init's children, which keel-init signals).
+    pub pidfd: bool,
     /// The instance's cgroup directory, to be born in.
     pub cgroup: Option<OwnedFd>,
     /// `expect fd N`: the job's end of its readiness socket, and N.
@@ -164,7 +167,8 @@ pub struct Ids {
 /// A started child, not yet released.
 pub struct Spawned {
     pub pid: i32,
-    pub pidfd: OwnedFd,
+    /// Its pidfd, if the plan asked for one.
+    pub pidfd: Option<OwnedFd>,
     /// What it needs until it execs, and its error pipe.
     pub launch: Launch,
 }
@@ -206,10 +210,13 @@ pub fn release(write: &OwnedFd, count: u32) {
     }
 }
 
-/// Duplicates `fd` to a number ≥ 64, so the child can move it to its low target
-/// without clobbering another source.
+/// Duplicates `fd` to a number above every fixed target of the child (stdio,
+/// [`LISTEN_FD`], [`SCRIPT_FD`], `GO_FD`, [`ERR_FD`], [`READY_FD`]), so the child
+/// can move it to its low target without clobbering another source. The lowest
+/// such number, not a round one: `F_DUPFD` fails with EINVAL at or above the fd
+/// limit, and with `ulimit -n 64` a bound of 64 made every spawn fail.
 fn high(fd: OwnedFd) -> io::Result<OwnedFd> {
-    Ok(rustix::io::fcntl_dupfd_cloexec(&fd, 64)?)
+    Ok(rustix::io::fcntl_dupfd_cloexec(&fd, READY_FD + 1)?)
 }
 
 /// The steps of the child's setup, as its error record names them.
@@ -469,12 +476,9 @@ pub fn spawn_by(method: Method, mut plan: Plan, go: &mut GoPipe) -> io::Result<S
     let (err_read, err_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     let err_write = high(err_write)?;
     rustix::io::ioctl_fionbio(&err_read, true)?;
-    let log = match plan.log.take() {
-        Some(fd) => Some(rustix::io::fcntl_dupfd_cloexec(&fd, 64)?),
-        None => None,
-    };
+    let log = plan.log.take().map(high).transpose()?;
     let ready = match plan.ready_fd.take() {
-        Some((fd, n)) => Some((rustix::io::fcntl_dupfd_cloexec(&fd, 64)?, n)),
+        Some((fd, n)) => Some((high(fd)?, n)),
         None => None,
     };
     let listen = match plan.listen_fd.take() {
@@ -547,6 +551,11 @@ pub fn spawn_by(method: Method, mut plan: Plan, go: &mut GoPipe) -> io::Result<S
     });
 
     let mut pidfd: libc::c_int = -1;
+    let pidfd_flag = if ctx.plan.pidfd {
+        libc::CLONE_PIDFD as u64
+    } else {
+        0
+    };
     let (parent_flag, exit_signal) = if ctx.plan.init_child {
         // With CLONE_PARENT the kernel requires exit_signal 0: the child inherits the
         // supervisor's own exit signal (SIGCHLD, as keel-init forked it), sent to keel-init.
@@ -559,7 +568,7 @@ pub fn spawn_by(method: Method, mut plan: Plan, go: &mut GoPipe) -> io::Result<S
         None => (0, 0),
     };
     let mut args = sys::CloneArgs {
-        flags: libc::CLONE_PIDFD as u64 | CLONE_CLEAR_SIGHAND | parent_flag | cgroup_flag,
+        flags: pidfd_flag | CLONE_CLEAR_SIGHAND | parent_flag | cgroup_flag,
         pidfd: &mut pidfd as *mut libc::c_int as u64,
         exit_signal,
         cgroup,
@@ -609,8 +618,12 @@ pub fn spawn_by(method: Method, mut plan: Plan, go: &mut GoPipe) -> io::Result<S
     }
     go.waiting += 1;
     drop((script, err_write, log, ready, cgroup_dir));
-    // SAFETY: CLONE_PIDFD stored a new pidfd that nothing else owns.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    // SAFETY: CLONE_PIDFD (asked for by `plan.pidfd`) stored a new pidfd that
+    // nothing else owns.
+    let pidfd = ctx
+        .plan
+        .pidfd
+        .then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
     Ok(Spawned {
         pid: ret as i32,
         pidfd,
@@ -1646,6 +1659,7 @@ mod tests {
             chdir: CString::new("/").unwrap(),
             umask: 0o022,
             init_child: false,
+            pidfd: true,
             cgroup: None,
             ready_fd: None,
             listen_fd: None,

@@ -23,12 +23,16 @@
 //! supervisor killed at any instant is replaced by one that carries on from a state
 //! consistent with every process alive (DESIGN.md, invariants 2 and 3).
 //!
-//! Spawns are released in batches: after every [`SPAWN_BATCH`] spawns of a round,
-//! the state is saved and those children are released (steps 5 and 6 for them
-//! alone), and the round goes on with a new go pipe. The state saved then records
-//! the spawns still to come as decided (pid 0); a supervisor killed before making
-//! them leaves them to its successor (`Jobs::resume`). So a thousand jobs started
-//! together begin to run after the first batch, not after the last.
+//! Spawns are released in batches: once a batch is full, the state is saved and
+//! those children are released (steps 5 and 6 for them alone), and the round goes
+//! on with a new go pipe. The state saved then records the spawns still to come as
+//! decided (pid 0); a supervisor killed before making them leaves them to its
+//! successor (`Jobs::resume`). A round's first batch is one spawn, and each next
+//! one twice the last, up to [`SPAWN_BATCH`] — or a sixteenth of the jobs, when
+//! that is more: a save writes the whole state, so with batches of a fixed size a
+//! round of n spawns would cost n²; this way about 16 + log2(n) saves. The first
+//! of a thousand jobs execs as soon as the state recording it is saved — the same
+//! rule as for every other child, so nothing is given up for it.
 //!
 //! What each part owns (the Runtime holds their state; a piece of state that
 //! belongs to one part is a type of that part's own):
@@ -50,6 +54,7 @@ use crate::initlink::InitLink;
 use crate::job::JobDef;
 use crate::journal::Snapshot;
 use crate::lifecycle::{Effect, Event};
+use crate::pidguard::PidGuard;
 use crate::ready::watch::Watcher;
 use crate::refusal::Refusal;
 use crate::{cgroup, joblog, setup, spawn};
@@ -98,8 +103,8 @@ const TOKEN_CONN_BASE: u64 = 16;
 const TOKEN_LOG: u64 = 1 << 48;
 /// A spawned child's error pipe: this bit and its pid.
 const TOKEN_SETUP: u64 = 1 << 49;
-/// Spawns released together (see the module docs): the first of a thousand jobs
-/// runs after this many are spawned, and each batch costs one save of the state.
+/// The most spawns released together (see the module docs) with up to 1,024
+/// jobs: each batch costs one save of the state; a round's batches grow from 1.
 pub const SPAWN_BATCH: u32 = 64;
 
 /// The signals the supervisor takes itself, as events of its loop, so that none
@@ -148,9 +153,12 @@ pub struct Runtime {
     answers: Vec<(ConnId, Response)>,
     /// Readiness: the notify socket, the bus, `expect fd` sockets, `/proc` polls.
     ready: Watcher,
-    /// A pidfd of every tracked job process, by pid: signals go through them, so a
-    /// pid that was recycled is never hit (DESIGN.md, invariant 2).
-    pidfds: BTreeMap<i32, OwnedFd>,
+    /// How job processes are signalled, never a recycled pid (DESIGN.md,
+    /// invariant 2): through keel-init, or pidfds where that does not hold.
+    pids: PidGuard,
+    /// How many spawns the current batch of this round takes before it is saved
+    /// and released: 1 for a round's first, then doubling (see the module docs).
+    batch: u32,
     /// keel's cgroup subtree, if there is one.
     cgroups: Option<cgroup::Tree>,
     /// When stopped instances' cgroups that were still busy are tried again.
@@ -371,14 +379,16 @@ impl Runtime {
     /// no more; returns those that wait until it is saved.
     fn carry_out_effects(&mut self) -> Vec<Effect> {
         let mut later = Vec::new();
+        self.batch = 1;
         loop {
             let effects = self.snap.jobs.take_effects();
             if effects.is_empty() {
                 return later;
             }
-            self.dirty = true;
             self.timeline.observe(&effects, &self.snap.jobs, now_ms());
             for effect in effects {
+                // Changed since the last save (a batch released on the way saves).
+                self.dirty = true;
                 match effect {
                     Effect::Spawn {
                         job,
@@ -446,6 +456,7 @@ impl Runtime {
         };
         self.snap.pending_go = Some((round, go.waiting));
         self.persist();
+        self.dirty = false;
         if test_fault_once("abort-between-batches") {
             std::process::abort();
         }

@@ -3,16 +3,15 @@
 //! Owns the way from an exit (relayed by keel-init, or reaped here when the
 //! supervisor runs standalone) to the core: a setup failure the child reported,
 //! the fork of a daemon followed (`expect fork|daemon`), or the end itself. Every
-//! signal to a job goes through the process's pidfd, so a recycled pid is never
-//! hit; a new supervisor opens pidfds of the processes its saved state tracks,
-//! and adopts the survivors of a dropped state. Also the instances' cgroups once
+//! signal to a job goes through `PidGuard` (keel-init, or a pidfd where needed),
+//! so a recycled pid is never hit; a new supervisor opens the pidfds its saved
+//! state needs, and adopts the survivors of a dropped state. Also the instances' cgroups once
 //! processes end in them: remnants killed, stopped instances' cgroups removed.
 
 use super::{Runtime, now_ms};
 use crate::cgroup;
 use crate::job::{self, ProcessKind};
 use crate::lifecycle::{self, WaitStatus};
-use rustix::fd::OwnedFd;
 use std::time::Instant;
 
 /// How soon a cgroup still holding a dying process is tried again.
@@ -82,7 +81,7 @@ impl Runtime {
     /// Applies the end of `pid`: a setup failure its error pipe reported, the fork
     /// of a daemon (`expect fork|daemon`), or its exit.
     fn process_exited(&mut self, pid: i32, status: i32) {
-        self.pidfds.remove(&pid);
+        self.pids.forget(pid);
         self.read_setup_pipe(pid);
         if !self.setup_failures.contains_key(&pid)
             && WaitStatus(status).success()
@@ -90,7 +89,7 @@ impl Runtime {
             && let Some((child, forks)) = self.forked_child(pid)
         {
             tracing::debug!("main process {pid} forked ({forks}) and exited; following {child}");
-            self.track_pidfd(child);
+            self.pids.adopted(child, self.init_pid());
             self.snap.jobs.main_forked(pid, child, forks, now_ms());
             self.dirty = true;
             return;
@@ -164,10 +163,11 @@ impl Runtime {
         })
     }
 
-    /// Pidfds of the processes a saved state tracks (a new supervisor's first
-    /// act, once the exits keel-init kept are applied, so every pid left names a
-    /// process that has not been reaped). A process outside its instance's cgroup
-    /// is not the one the state means (its pid was recycled): no pidfd for it.
+    /// Pidfds of the processes a saved state tracks where they need one
+    /// (`PidGuard`; a new supervisor's first act, once the exits keel-init kept
+    /// are applied, so every pid left names a process that has not been reaped).
+    /// A process outside its instance's cgroup is not the one the state means
+    /// (its pid was recycled): no pidfd for it.
     ///
     /// Only a process keel-init might have reaped unseen can have a recycled pid:
     /// a main process that `expect fork|daemon|notify` may have moved to a process
@@ -189,12 +189,17 @@ impl Runtime {
             .snap
             .jobs
             .tracked()
-            .filter(|(pid, _)| *pid > 0 && !self.pidfds.contains_key(pid))
-            .map(|(pid, (j, i, kind))| {
+            .filter(|(pid, _)| *pid > 0)
+            .filter_map(|(pid, (j, i, kind))| {
                 let check = self.exits_lost || moved(j, i, *kind);
-                (pid, j.clone(), i.clone(), check)
+                // Unchecked, it was spawned as keel-init's child.
+                let spawned_by_init = !check && self.link.is_some();
+                self.pids
+                    .needs_adoption(pid, spawned_by_init)
+                    .then(|| (pid, j.clone(), i.clone(), check))
             })
             .collect();
+        let init = self.init_pid();
         for (pid, job, instance, check) in tracked {
             let expected = self
                 .cgroups
@@ -217,54 +222,27 @@ impl Runtime {
                 _ => true,
             };
             if belongs {
-                self.track_pidfd(pid);
+                self.pids.adopted(pid, init);
             } else {
                 tracing::warn!("pid {pid} of {job} is not in its cgroup: not signalled by number");
             }
         }
     }
 
-    /// Keeps a pidfd of `pid`, a process that has just become a tracked one.
-    fn track_pidfd(&mut self, pid: i32) {
-        use rustix::process::{Pid, PidfdFlags, pidfd_open};
-        if let Some(fd) = Pid::from_raw(pid).and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok()) {
-            self.pidfds.insert(pid, fd);
-        }
+    /// keel-init's pid (the supervisor's parent), when it runs under keel-init.
+    fn init_pid(&self) -> Option<i32> {
+        self.link.as_ref()?;
+        rustix::process::getppid().map(|p| p.as_raw_nonzero().get())
     }
 
     /// Signals job process `pid` and the process group it leads (every job process
-    /// leads its own). Through its pidfd: a process that is gone (its exit is on
-    /// its way) is not signalled, and while it lives neither its pid nor its group
-    /// can belong to anyone else. (The group is signalled by number right after the
-    /// pidfd said the leader lives: only a group whose every member died and whose
-    /// number a new group leader took within those microseconds could be hit.) A daemon found through its forks may lead no
-    /// group: then the process itself. Any signal but SIGKILL is followed by
-    /// SIGCONT, so that a stopped job can act on it.
+    /// leads its own; a daemon found through its forks may lead none: then the
+    /// process itself), never a recycled pid (`PidGuard`). Any signal but SIGKILL
+    /// is followed by SIGCONT, so that a stopped job can act on it.
     pub(super) fn signal(&self, pid: i32, signal: job::Signal) {
-        use rustix::process::{Pid, Signal, kill_process_group, pidfd_send_signal};
-        let sig = Signal::from_named_raw(signal.0).unwrap_or(Signal::KILL);
-        // Never pid 0 or 1: a group kill of those would be kill(-1).
-        let Some(group) = Pid::from_raw(pid).filter(|p| !p.is_init()) else {
-            return;
-        };
-        let cont = sig != Signal::KILL && sig != Signal::CONT;
-        match self.pidfds.get(&pid) {
-            Some(fd) => {
-                if !pidfd_alive(fd) {
-                    return;
-                }
-                if kill_process_group(group, sig).is_ok() {
-                    if cont {
-                        let _ = kill_process_group(group, Signal::CONT);
-                    }
-                } else if pidfd_send_signal(fd, sig).is_ok() && cont {
-                    let _ = pidfd_send_signal(fd, Signal::CONT);
-                }
-            }
-            // Every live tracked process has one (from its spawn, its fork, or the
-            // restart that found it); without, it has ended or its pid is another's.
-            None => tracing::debug!("{} to pid {pid} not sent: no pidfd", signal.name()),
-        }
+        let sig = rustix::process::Signal::from_named_raw(signal.0)
+            .unwrap_or(rustix::process::Signal::KILL);
+        self.pids.signal(self.link.as_ref(), pid, sig, true);
     }
 
     pub(super) fn reap_own(&mut self) {
@@ -339,19 +317,4 @@ impl Runtime {
             self.cgroup_retry = Some(Instant::now() + CGROUP_RETRY);
         }
     }
-}
-
-/// `KEY=VALUE` words as pairs; anything else is refused, as Upstart does.
-/// Whether the process of `pidfd` is still alive (a pidfd polls readable once its
-/// process has exited).
-pub(super) fn pidfd_alive(pidfd: &OwnedFd) -> bool {
-    let mut poll = [rustix::event::PollFd::new(
-        pidfd,
-        rustix::event::PollFlags::IN,
-    )];
-    let zero = rustix::time::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    rustix::event::poll(&mut poll, Some(&zero)) == Ok(0)
 }

@@ -6,7 +6,6 @@
 //! sent after the round's state is saved; a request that waits (`--wait`, an
 //! event, a re-exec check) is answered by a later effect.
 
-use super::processes::pidfd_alive;
 use super::{Runtime, TOKEN_CONN_BASE, now_ms};
 use crate::answer::{self, failed, instances, refused};
 use crate::control::ConnId;
@@ -295,13 +294,12 @@ impl Runtime {
         let Some(pid) = main else {
             return refused(Refusal::NotRunning(job.to_string()));
         };
-        // Through its pidfd, as every signal: never a recycled pid.
+        // As every signal: never a recycled pid.
         match rustix::process::Signal::from_named_raw(signal)
-            .zip(self.pidfds.get(&pid).filter(|fd| pidfd_alive(fd)))
-            .map(|(s, fd)| rustix::process::pidfd_send_signal(fd, s))
+            .is_some_and(|s| self.pids.signal(self.link.as_ref(), pid, s, false))
         {
-            Some(Ok(())) => instances(status),
-            _ => failed(ErrorKind::Internal, format!("cannot signal process {pid}")),
+            true => instances(status),
+            false => failed(ErrorKind::Internal, format!("cannot signal process {pid}")),
         }
     }
 

@@ -3,8 +3,9 @@
 //! Owns the plan of a process, in two parts: what it is to be (decided from the
 //! job: command line found on PATH, environment, setup, cgroup settings) and the
 //! fds it needs (made: the instance's cgroup, the listening and readiness
-//! sockets, the log pipe); the spawn into the round's go pipe, releasing a batch
-//! every [`SPAWN_BATCH`]; and the children's error pipes until they exec.
+//! sockets, the log pipe); the spawn into the round's go pipe, releasing each
+//! batch once full (from 1 spawn up to [`SPAWN_BATCH`] or more: see the runtime's
+//! module docs); and the children's error pipes until they exec.
 
 use super::persist::go_name;
 use super::{Runtime, SPAWN_BATCH, TOKEN_SETUP, now_ms};
@@ -56,9 +57,11 @@ impl Runtime {
         };
         let into_cgroup = plan.cgroup.is_some();
         match spawn::spawn(plan, go) {
-            Ok(child) if go.waiting >= SPAWN_BATCH => {
+            Ok(child) if go.waiting >= self.batch => {
                 self.spawned(job, instance, kind, child, ready_fd);
                 self.release_round();
+                let most = SPAWN_BATCH.max((self.snap.jobs.job_count() / 16) as u32);
+                self.batch = (self.batch * 2).min(most);
             }
             Ok(child) => self.spawned(job, instance, kind, child, ready_fd),
             Err(e) => {
@@ -101,7 +104,7 @@ impl Runtime {
             epoll::EventFlags::IN,
         );
         self.setup_pipes.insert(child.pid, child.launch);
-        self.pidfds.insert(child.pid, child.pidfd);
+        self.pids.spawned(child.pid, child.pidfd);
         if let Some(ours) = ready_fd {
             self.ready
                 .keep_fd(child.pid, ours, &self.epoll, self.link.as_ref());
@@ -189,6 +192,7 @@ impl Runtime {
             chdir: cstr(def.chdir.as_deref().unwrap_or("/"))?,
             umask: def.umask.unwrap_or(0o022),
             init_child: self.link.is_some(),
+            pidfd: self.pids.wants_pidfd(),
             cgroup: None,
             ready_fd: None,
             listen_fd: None,

@@ -17,6 +17,7 @@ use crate::control::{self, ConnId, Control};
 use crate::initlink::{Handover, InitLink};
 use crate::journal::{self, Snapshot};
 use crate::lifecycle::Event;
+use crate::pidguard::PidGuard;
 use crate::ready::notify::NotifyAddr;
 use crate::ready::watch::Watcher;
 use crate::{boot, cgroup, joblog, setup, spawn};
@@ -163,6 +164,7 @@ impl Runtime {
         let epoll = open_epoll(link.as_ref(), &control, &signals)?;
 
         let fstab = config.fstab.clone();
+        let pids = PidGuard::new(link.as_ref());
         let mut rt = Runtime {
             config,
             link,
@@ -177,7 +179,8 @@ impl Runtime {
             confdir: Default::default(),
             reexec: Default::default(),
             ready,
-            pidfds: BTreeMap::new(),
+            pids,
+            batch: 1,
             cgroups,
             cgroup_retry: None,
             logs,

@@ -212,6 +212,17 @@ pub fn targets(r: &Results, keel_init_static: Option<bool>) -> Vec<String> {
             m(w, "keel").map(|k| format!("{} — {k:.1} ms", verdict(k <= 30.0))),
         );
     }
+    line(
+        "bringup_1000_first ≤ the faster peer's (issue 17)",
+        (|| {
+            let k = m("bringup_1000_first", "keel")?;
+            let peer = m("bringup_1000_first", "s6")?.min(m("bringup_1000_first", "runit")?);
+            Some(format!(
+                "{} — keel {k:.1} ms, faster peer {peer:.1} ms",
+                verdict(k <= peer)
+            ))
+        })(),
+    );
     // N = 10,000 (`--large`): shown only when measured.
     if m("bringup_10000", "keel").is_some() {
         line(

@@ -2,7 +2,9 @@
 # tests/bench/debian: one way to boot target/debian/disk.img under an init and
 # to talk to it. Needs $root (the repository); uses target/debian/.
 #
-#   vm_start INIT LOG [EXTRA_KERNEL_ARGS]  INIT: keel | systemd | sysvinit; QEMU in
+#   vm_start INIT LOG [EXTRA_KERNEL_ARGS]  INIT: keel | systemd | sysvinit |
+#                                          sbin-init (no init=: whatever
+#                                          /sbin/init is, keel with keel-sysv); QEMU in
 #                                          the background, console into LOG;
 #                                          sets vm_pid, vm_port, vm_t0
 #   vm_wait_console REGEX SECS             the console shows REGEX (1: timeout or
@@ -10,6 +12,7 @@
 #   vm_wait_banner SECS                    sshd's banner on the forwarded port
 #                                          (at most 3 probe connections in
 #                                          flight); sets vm_banner_at (usec)
+#                                          and vm_probe_starts (each probe's start)
 #   vm_ssh CMD...                          run CMD as root in the guest
 #   vm_wait_exit SECS                      QEMU has exited (the guest powered off
 #                                          or rebooted: -no-reboot)
@@ -17,11 +20,14 @@
 #   usec                                   microseconds now (EPOCHREALTIME)
 
 vm_dir=$root/target/debian
+# The initrd QEMU loads: the image's own, or initrd-lean.img (tests/bench/debian --lean).
+vm_initrd=$vm_dir/initrd.img
 vm_pid=
 vm_port=
 vm_log=
 vm_t0=
 vm_banner_at=
+vm_probe_starts=()
 
 usec() {
 	local t=${1:-$EPOCHREALTIME}
@@ -50,9 +56,10 @@ vm_cmdline() {
 	keel) init="init=/sbin/keel-init" ;;
 	systemd) init="init=/lib/systemd/systemd" ;;
 	sysvinit) init="init=/sbin/init" ;;
+	sbin-init) init= ;;
 	*) return 1 ;;
 	esac
-	echo "root=/dev/vda console=ttyS0 net.ifnames=0 panic=-1 $init ${2:-}"
+	echo "root=/dev/vda console=ttyS0 net.ifnames=0 panic=-1${init:+ $init} ${2:-}"
 }
 
 # vm_qemu_args INIT [EXTRA]: QEMU's arguments but the console's.
@@ -61,7 +68,7 @@ vm_qemu_args() {
 	cmdline=$(vm_cmdline "$1" "${2:-}") || return 1
 	vm_args=(-accel tcg -machine pc -m "${KEEL_QEMU_MEM:-1G}" -smp "${KEEL_QEMU_SMP:-2}"
 		-nodefaults -no-user-config -no-reboot -display none
-		-kernel "$vm_dir/vmlinuz" -initrd "$vm_dir/initrd.img" -append "$cmdline"
+		-kernel "$vm_dir/vmlinuz" -initrd "$vm_initrd" -append "$cmdline"
 		-drive "file=$vm_dir/disk.img,format=raw,if=virtio"
 		-netdev "user,id=net0,hostfwd=tcp:127.0.0.1:$vm_port-:22"
 		-device virtio-net-pci,netdev=net0)
@@ -96,6 +103,7 @@ vm_wait_banner() {
 	local deadline=$(($(usec) + $1 * 1000000)) got last=0 p
 	local -a probes=()
 	vm_banner_at=
+	vm_probe_starts=()
 	got=$(mktemp)
 	# QEMU's user network accepts at once whether or not anything listens in the
 	# guest, then retries its SYN to the guest with back-off while the guest has
@@ -115,6 +123,7 @@ vm_wait_banner() {
 		probes=("${alive[@]}")
 		if ((${#probes[@]} < 3 && $(usec) - last >= 1000000)); then
 			last=$(usec)
+			vm_probe_starts+=("$last")
 			(
 				exec 3<>"/dev/tcp/127.0.0.1/$vm_port" || exit 0
 				IFS= read -r -t 6 line <&3 || exit 0

@@ -7,7 +7,8 @@
 //!    `keel.shutdown-timeout=`, default 5), then SIGKILLs the rest;
 //! 2. only as the machine's init (PID 1 of the initial PID namespace): turns every
 //!    swap area off and unmounts every filesystem it can (see [`mounts`]),
-//!    remounting the rest read-only, `/` last;
+//!    remounting the rest read-only; detaches loop devices and removes
+//!    device-mapper devices (see [`devices`]); remounts `/` read-only last;
 //! 3. syncs and makes the reboot(2) of the action.
 //!
 //! Inside a PID namespace it does steps 1 and 3 only — there reboot(2) ends the
@@ -28,6 +29,7 @@
 //! maps only its own file. As PID 1 it must not exit: every path ends in
 //! reboot(2), a panic too (its hook syncs and makes the action).
 
+mod devices;
 mod mounts;
 
 use nix::errno::Errno;
@@ -160,7 +162,10 @@ fn main() {
         swap_off(&log);
         match std::fs::read_to_string("/proc/self/mountinfo") {
             Ok(text) => {
-                mounts::unmount_all(&mounts::parse_mountinfo(&text), &mut RealFs, &mut &log)
+                let table = mounts::parse_mountinfo(&text);
+                mounts::unmount_all(&table, &mut RealFs, &mut &log);
+                devices::release_all(&mut RealDevices, &mut &log);
+                mounts::remount_root(&table, &mut RealFs, &mut &log);
             }
             Err(e) => log.failure(&format!("cannot read /proc/self/mountinfo: {e}")),
         }
@@ -407,9 +412,144 @@ impl mounts::Fs for RealFs {
     }
 }
 
+/// The device phase's system calls: sysfs, and the ioctls of the loop and
+/// device-mapper drivers.
+struct RealDevices;
+
+/// LOOP_CLR_FD, _IO(0x4C, 0x01) (linux/loop.h).
+const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
+/// DM_DEV_REMOVE, _IOWR(0xfd, 4, struct dm_ioctl) (linux/dm-ioctl.h).
+const DM_DEV_REMOVE: libc::c_ulong = 0xC138_FD04;
+
+/// linux/dm-ioctl.h's `struct dm_ioctl`, 312 bytes: the header of every
+/// device-mapper request. An empty name and uuid select the device by `dev`.
+#[repr(C)]
+struct DmIoctl {
+    version: [u32; 3],
+    data_size: u32,
+    data_start: u32,
+    target_count: u32,
+    open_count: i32,
+    flags: u32,
+    event_nr: u32,
+    padding: u32,
+    dev: u64,
+    name: [u8; 128],
+    uuid: [u8; 129],
+    data: [u8; 7],
+}
+
+impl RealDevices {
+    fn read(path: &str) -> Option<String> {
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|t| t.trim_end().to_string())
+    }
+
+    /// ioctl(2) with a request that takes `arg` on an fd opened read-write.
+    fn ioctl(path: &str, request: libc::c_ulong, arg: *mut libc::c_void) -> Result<(), Errno> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        // SAFETY: the fd is open for the whole call; `arg` is null or points to
+        // a live value of the type `request` expects (see the callers).
+        let rc = unsafe { libc::ioctl(file.as_raw_fd(), request, arg) };
+        if rc < 0 { Err(Errno::last()) } else { Ok(()) }
+    }
+}
+
+impl devices::Devices for RealDevices {
+    fn list(&mut self) -> Vec<devices::Device> {
+        let Ok(dir) = std::fs::read_dir("/sys/block") else {
+            return Vec::new();
+        };
+        let mut found: Vec<devices::Device> = dir
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().to_str()?.to_string();
+                let base = format!("/sys/block/{name}");
+                let kind = if name.starts_with("loop") {
+                    // Only an attached loop device has a backing file.
+                    devices::Kind::Loop {
+                        backing: Self::read(&format!("{base}/loop/backing_file"))?,
+                    }
+                } else if name.starts_with("dm-") {
+                    devices::Kind::Mapper {
+                        name: Self::read(&format!("{base}/dm/name"))?,
+                    }
+                } else {
+                    return None;
+                };
+                let dev = devices::parse_dev(&Self::read(&format!("{base}/dev"))?)?;
+                let holders = std::fs::read_dir(format!("{base}/holders"))
+                    .map(|d| {
+                        d.filter_map(|h| h.ok()?.file_name().into_string().ok())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Some(devices::Device {
+                    name,
+                    dev,
+                    kind,
+                    holders,
+                })
+            })
+            .collect();
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        found
+    }
+
+    fn detach_loop(&mut self, device: &devices::Device) -> Result<(), Errno> {
+        Self::ioctl(
+            &format!("/dev/{}", device.name),
+            LOOP_CLR_FD,
+            std::ptr::null_mut(),
+        )?;
+        // Still open elsewhere (mounted), the kernel only marks it to detach
+        // when its last user closes it: not released yet.
+        if std::path::Path::new(&format!("/sys/block/{}/loop/backing_file", device.name)).exists() {
+            return Err(Errno::EBUSY);
+        }
+        Ok(())
+    }
+
+    fn remove_mapper(&mut self, device: &devices::Device) -> Result<(), Errno> {
+        let (major, minor) = (u64::from(device.dev.0), u64::from(device.dev.1));
+        let mut request = DmIoctl {
+            version: [4, 0, 0],
+            data_size: std::mem::size_of::<DmIoctl>() as u32,
+            data_start: std::mem::size_of::<DmIoctl>() as u32,
+            target_count: 0,
+            open_count: 0,
+            flags: 0,
+            event_nr: 0,
+            padding: 0,
+            // The kernel's huge_encode_dev.
+            dev: (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12),
+            name: [0; 128],
+            uuid: [0; 129],
+            data: [0; 7],
+        };
+        Self::ioctl(
+            "/dev/mapper/control",
+            DM_DEV_REMOVE,
+            (&raw mut request).cast(),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_device_mapper_request_header_has_the_kernels_size() {
+        // _IOWR encodes the size: 312 in DM_DEV_REMOVE's bits 16-29.
+        assert_eq!(std::mem::size_of::<DmIoctl>(), 312);
+        assert_eq!((DM_DEV_REMOVE >> 16) & 0x3fff, 312);
+    }
 
     #[test]
     fn a_timeout_is_seconds_up_to_a_day() {

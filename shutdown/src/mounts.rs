@@ -127,7 +127,7 @@ pub trait Say {
 /// Unmounts every mount of `table` that does not stay, in reverse mount order,
 /// as long as that makes progress; then the deepest busy one is remounted
 /// read-only and detached, and unmounting goes on (what it was mounted on may now
-/// go). Last, `/` is remounted read-only.
+/// go). `/` is left to [`remount_root`].
 pub fn unmount_all(table: &[Mount], fs: &mut impl Fs, say: &mut impl Say) {
     let mut left: Vec<&Mount> = table.iter().filter(|m| !stays(m)).rev().collect();
     loop {
@@ -168,13 +168,32 @@ pub fn unmount_all(table: &[Mount], fs: &mut impl Fs, say: &mut impl Say) {
             say.failure(format!("cannot detach {}: {}", m.point, e.desc()));
         }
     }
-    // A root in memory (an initramfs that stayed the root) has nothing to keep.
+}
+
+/// `/` remounted read-only, the last step; a root in memory (an initramfs that
+/// stayed the root) has nothing to keep and is left as it is.
+pub fn remount_root(table: &[Mount], fs: &mut impl Fs, say: &mut impl Say) {
     let root = table.iter().rfind(|m| m.point == "/");
     if root.is_some_and(|m| !IN_MEMORY.contains(&m.fstype.as_str())) {
         match fs.remount_read_only("/") {
             Ok(()) => say.info("remounted / read-only".into()),
             Err(e) => say.failure(format!("cannot remount / read-only: {}", e.desc())),
         }
+    }
+}
+
+/// What the phases said, in order, failures marked `FAIL` (for the tests).
+#[cfg(test)]
+#[derive(Default)]
+pub struct Lines(pub Vec<String>);
+
+#[cfg(test)]
+impl Say for Lines {
+    fn info(&mut self, line: String) {
+        self.0.push(line);
+    }
+    fn failure(&mut self, line: String) {
+        self.0.push(format!("FAIL {line}"));
     }
 }
 
@@ -279,17 +298,6 @@ mod tests {
         }
     }
 
-    #[derive(Default)]
-    struct Lines(Vec<String>);
-    impl Say for Lines {
-        fn info(&mut self, line: String) {
-            self.0.push(line);
-        }
-        fn failure(&mut self, line: String) {
-            self.0.push(format!("FAIL {line}"));
-        }
-    }
-
     fn fake(table: &[Mount]) -> FakeFs {
         FakeFs {
             mounted: table.iter().map(|m| m.point.clone()).collect(),
@@ -297,12 +305,17 @@ mod tests {
         }
     }
 
+    fn unmount_then_root(table: &[Mount], fs: &mut FakeFs, say: &mut Lines) {
+        unmount_all(table, fs, say);
+        remount_root(table, fs, say);
+    }
+
     #[test]
     fn everything_unmounts_in_reverse_order_and_root_goes_read_only_last() {
         let table = parse_mountinfo(MOUNTINFO);
         let mut fs = fake(&table);
         let mut say = Lines::default();
-        unmount_all(&table, &mut fs, &mut say);
+        unmount_then_root(&table, &mut fs, &mut say);
         assert_eq!(
             fs.calls,
             [
@@ -329,7 +342,7 @@ mod tests {
         let mut fs = fake(&table);
         fs.busy.insert("/var/lib/my data".into());
         let mut say = Lines::default();
-        unmount_all(&table, &mut fs, &mut say);
+        unmount_then_root(&table, &mut fs, &mut say);
         assert_eq!(
             say.0,
             [
@@ -358,7 +371,7 @@ mod tests {
         );
         let mut fs = fake(&table);
         let mut say = Lines::default();
-        unmount_all(&table, &mut fs, &mut say);
+        unmount_then_root(&table, &mut fs, &mut say);
         assert!(fs.calls.is_empty(), "{:?}", fs.calls);
         assert!(say.0.is_empty());
     }
@@ -383,7 +396,7 @@ mod tests {
         ];
         let mut fs = fake(&table);
         let mut say = Lines::default();
-        unmount_all(&table, &mut fs, &mut say);
+        unmount_then_root(&table, &mut fs, &mut say);
         assert_eq!(fs.mounted, ["/"]);
         assert_eq!(
             say.0,

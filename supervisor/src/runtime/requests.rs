@@ -8,7 +8,7 @@
 
 use super::processes::pidfd_alive;
 use super::{Runtime, TOKEN_CONN_BASE, now_ms};
-use crate::answer::{self, failed, instances, refused};
+use crate::answer::{self, Failure, failed, instances, refused};
 use crate::control::ConnId;
 use crate::job::Console;
 use crate::lifecycle::{self, Event, parse_env};
@@ -232,7 +232,7 @@ impl Runtime {
                     self.snap.shell.log_priority = Some(l);
                     Response::Ok
                 }
-                Err(message) => failed(ErrorKind::InvalidRequest, message),
+                Err(e) => failed(e),
             },
         }
     }
@@ -240,13 +240,10 @@ impl Runtime {
     /// `LogPath`: the log file of the one instance `found`, if its job logs.
     fn log_path(&self, job: &str, found: &[lifecycle::InstanceStatus]) -> Response {
         let [only] = found else {
-            return failed(
-                ErrorKind::InvalidRequest,
-                format!(
-                    "{job} has {} instances: name one with KEY=VALUE",
-                    found.len()
-                ),
-            );
+            return failed(Failure::ManyInstances {
+                job: job.to_string(),
+                count: found.len(),
+            });
         };
         let logs = self
             .snap
@@ -254,10 +251,9 @@ impl Runtime {
             .job(job)
             .is_some_and(|j| j.def().console == Console::Log);
         if !logs {
-            return failed(
-                ErrorKind::InvalidRequest,
-                format!("{job} keeps no log (its console is not `log`)"),
-            );
+            return failed(Failure::NoLog {
+                job: job.to_string(),
+            });
         }
         let path = self.logs.path(&joblog::file_name(job, &only.instance));
         Response::Value(path.display().to_string())
@@ -301,7 +297,7 @@ impl Runtime {
             .map(|(s, fd)| rustix::process::pidfd_send_signal(fd, s))
         {
             Some(Ok(())) => instances(status),
-            _ => failed(ErrorKind::Internal, format!("cannot signal process {pid}")),
+            _ => failed(Failure::Signal { pid }),
         }
     }
 

@@ -26,7 +26,7 @@ pub fn wire_error(refusal: &Refusal) -> Error {
         Refusal::Instance(_)
         | Refusal::NotKeyValue
         | Refusal::EmptyEventName
-        | Refusal::QueueFull
+        | Refusal::QueueFull { .. }
         | Refusal::NoSuchVariable(_)
         | Refusal::InvalidVariableName(_)
         | Refusal::IllegalRunlevel(_) => ErrorKind::InvalidRequest,
@@ -268,7 +268,7 @@ mod tests {
                 "Name may not be empty string",
             ),
             (
-                Refusal::QueueFull,
+                Refusal::QueueFull { limit: 1024 },
                 ErrorKind::InvalidRequest,
                 "1024 events are queued already; try again later",
             ),

@@ -89,7 +89,7 @@ pub enum Error {
     NotCgroup2(PathBuf),
     #[error("cannot create {}: {source}", path.display())]
     CreateRoot { path: PathBuf, source: io::Error },
-    #[error("cannot create cgroup {}: {}", path.display(), crate::setup::no_os_error(source))]
+    #[error("cannot create cgroup {}: {}", path.display(), crate::errno::no_os_error(source))]
     Create { path: PathBuf, source: io::Error },
     #[error(
         "cgroup {key}: the {controller} controller is not available to keel's cgroups here \
@@ -101,7 +101,7 @@ pub enum Error {
         controller: String,
         available: Vec<String>,
     },
-    #[error("cgroup {key} {value}: {}", crate::setup::no_os_error(source))]
+    #[error("cgroup {key} {value}: {}", crate::errno::no_os_error(source))]
     Write {
         key: String,
         value: String,

@@ -20,6 +20,7 @@
 //!   limits).
 //! - [`initlink`]: the channel to keel-init.
 //! - [`boot`]: kernel filesystems on a real boot.
+//! - [`errno`]: an OS error's message in people's words.
 //! - [`logging`]: the supervisor's own log and its run-time priority.
 //! - [`ready`]: the readiness protocols' moving parts (sd_notify socket, D-Bus, /proc).
 //! - [`reexec`]: the check of a re-exec candidate, a child read from the loop.
@@ -32,6 +33,7 @@ pub mod boot;
 pub mod cgroup;
 pub mod check;
 pub mod control;
+pub mod errno;
 pub mod fdlimit;
 pub mod filewatch;
 pub mod initlink;

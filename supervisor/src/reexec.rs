@@ -148,7 +148,7 @@ impl Check {
     }
 
     fn verdict(&self) -> Result<PathBuf, Error> {
-        verdict(&self.path, &self.output, crate::journal::FORMAT_VERSION)
+        verdict(&self.path, &self.output, keel_core::journal::FORMAT_VERSION)
             .map(|()| self.path.clone())
     }
 }

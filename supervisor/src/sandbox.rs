@@ -9,8 +9,8 @@
 //! the start (`read-only /srv: No such file or directory`); a path a `protect …`
 //! stanza implies is skipped where the system lacks it.
 
+use crate::errno::no_os_error;
 use crate::job::sandbox::{ADDRESS_FAMILIES, MountKind, Sandbox, SyscallAction};
-use crate::setup::no_os_error;
 use std::ffi::CString;
 
 /// Why a job's sandbox cannot be set up on this system.

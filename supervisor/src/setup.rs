@@ -10,6 +10,7 @@
 //! Every failure here is a precise reason (`setuid: no such user: www`), which
 //! the runtime turns into a failed start.
 
+use crate::errno::no_os_error;
 use crate::job::{CAPABILITIES, JobDef, LimitValue, OomScore, ProcessKind};
 use crate::spawn::{Ids, Setup, rlimit_resource};
 use std::ffi::CString;
@@ -314,14 +315,6 @@ fn cstring(stanza: &'static str, s: &str) -> Result<CString, Error> {
         stanza,
         text: s.to_string(),
     })
-}
-
-/// An io::Error's message without std's "(os error N)".
-pub fn no_os_error(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(n) => crate::spawn::strerror(n),
-        None => e.to_string(),
-    }
 }
 
 #[cfg(test)]

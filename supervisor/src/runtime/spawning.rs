@@ -433,6 +433,6 @@ enum SpawnError {
         kind: ProcessKind,
         source: std::io::Error,
     },
-    #[error("failed to spawn {} process into its cgroup: {}", kind.name(), spawn::strerror(*errno))]
+    #[error("failed to spawn {} process into its cgroup: {}", kind.name(), crate::errno::strerror(*errno))]
     IntoCgroup { kind: ProcessKind, errno: i32 },
 }

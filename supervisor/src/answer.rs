@@ -3,7 +3,9 @@
 //! format, and the reverse), and this is the one place that converts them. A
 //! refused request becomes a `keel_proto::ctl::Error` here: the message is the
 //! refusal's own text (`keel_core::refusal`); the kind is what initctl and
-//! scripts branch on.
+//! scripts branch on. So does what the shell refuses or fails by itself
+//! ([`Failure`]: a re-exec refused, a permission denied, a malformed frame…):
+//! no other module builds a wire error.
 
 use keel_core::lifecycle::{self, Goal, PowerAction, State};
 use keel_core::query;

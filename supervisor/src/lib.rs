@@ -6,7 +6,8 @@
 //! This crate is the shell that carries out what the core decides.
 //!
 //! What each module owns:
-//! - [`answer`]: the core's refusals as the wire's errors (the one place).
+//! - [`answer`]: the core's refusals and the shell's own failures ([`answer::Failure`])
+//!   as the wire's errors (the one place that builds them).
 //! - [`check`]: reading job files from disk (a confdir, `--check PATH…`).
 //! - [`journal`]: the saved state kept in keel-init's lifeboat (memfds), with the
 //!   shell's own part of it.

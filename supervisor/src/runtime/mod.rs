@@ -107,6 +107,8 @@ const OWN_SIGNALS: [nix::sys::signal::Signal; 8] = {
     ]
 };
 
+/// The supervisor's state and every fd it owns: the core's saved state (`snap`),
+/// and each part's own (see the module docs).
 pub struct Runtime {
     config: Config,
     snap: Snapshot,

@@ -289,20 +289,17 @@ fn kill_member(pid: i32, dir: &Path) {
 }
 
 /// Kills every process in the cgroup at `path` and below with `cgroup.kill`
-/// (SIGKILL to each pid before Linux 5.14). Only for a subtree nothing will be
+/// (SIGKILL to each member through a pidfd before Linux 5.14). Only for a subtree nothing will be
 /// spawned into again (see the module docs).
 pub fn kill(path: &Path) -> io::Result<()> {
     match std::fs::write(path.join("cgroup.kill"), "1") {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound && path.exists() => {
-            // Before Linux 5.14: each process by pid. One that ends and is replaced
-            // by a new process between the read and the kill is the race this
-            // fallback cannot close.
+            // Before Linux 5.14: each process through a pidfd, if it is still
+            // a member (a pid recycled outside the cgroup is not hit).
             for dir in subtree(path) {
                 for pid in procs(&dir).unwrap_or_default() {
-                    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
-                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                    }
+                    kill_member(pid, &dir);
                 }
             }
             Ok(())

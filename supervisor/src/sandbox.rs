@@ -9,61 +9,8 @@
 //! the start (`read-only /srv: No such file or directory`); a path a `protect …`
 //! stanza implies is skipped where the system lacks it.
 
-use crate::errno::no_os_error;
 use crate::job::sandbox::{ADDRESS_FAMILIES, MountKind, Sandbox, SyscallAction};
 use std::ffi::CString;
-
-/// Why a job's sandbox cannot be set up on this system.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(
-        "syscalls deny {0}: the filter is installed before the job's exec, which it would refuse"
-    )]
-    DenyExec(String),
-    #[error("syscalls deny {0}: no process could end (nor report a failed exec)")]
-    DenyExit(String),
-    #[error("syscalls deny: unknown system call {0} on {arch}", arch = std::env::consts::ARCH)]
-    UnknownCall(String),
-    /// The filter of `stanza` (`syscalls deny`, `lock personality`…) not made.
-    #[error("{stanza}: {source}")]
-    Filter {
-        stanza: &'static str,
-        source: FilterError,
-    },
-    #[error("{stanza} {path}: {}", no_os_error(source))]
-    Path {
-        stanza: &'static str,
-        path: String,
-        source: std::io::Error,
-    },
-    #[error(
-        "{stanza} {path}: cannot make {INACCESSIBLE_FILE} to hide it behind: {}",
-        no_os_error(source)
-    )]
-    HideFile {
-        stanza: &'static str,
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{stanza} {path}: not a directory")]
-    NotDirectory { stanza: &'static str, path: String },
-    #[error("{stanza}: NUL byte in {path:?}")]
-    Nul { stanza: &'static str, path: String },
-}
-
-/// Why seccompiler made no program of a stanza's rules.
-#[derive(Debug, thiserror::Error)]
-pub enum FilterError {
-    #[error("no system-call filters on {arch}", arch = std::env::consts::ARCH)]
-    Arch,
-    #[error(transparent)]
-    Compile(#[from] seccompiler::Error),
-    #[error("seccompiler made no program")]
-    NoProgram,
-    /// More than the kernel's limit for one program (BPF_MAXINSNS).
-    #[error("the filter needs {0} instructions, more than the kernel's 4096")]
-    TooLong(usize),
-}
 
 /// A compiled system-call filter, as `seccomp(SECCOMP_SET_MODE_FILTER)` takes it.
 pub type SyscallFilter = Vec<seccompiler::sock_filter>;
@@ -77,16 +24,20 @@ pub type SyscallFilter = Vec<seccompiler::sock_filter>;
 /// (EPERM; `clone3`, whose flags a filter cannot read, `ENOSYS`, so that libc
 /// falls back to `clone`). A name this architecture does not know, or a filter
 /// that would refuse the exec the job starts with, is a clear error.
-pub fn syscall_filters(sandbox: &Sandbox) -> Result<Vec<SyscallFilter>, Error> {
+pub fn syscall_filters(sandbox: &Sandbox) -> Result<Vec<SyscallFilter>, String> {
     let mut programs = Vec::new();
     let eperm = serde_json::json!({"errno": libc::EPERM});
     let denied = &sandbox.syscalls_denied;
     if !denied.is_empty() {
         if let Some(exec) = denied.iter().find(|n| *n == "execve" || *n == "execveat") {
-            return Err(Error::DenyExec(exec.clone()));
+            return Err(format!(
+                "syscalls deny {exec}: the filter is installed before the job's exec, which it would refuse"
+            ));
         }
         if let Some(exit) = denied.iter().find(|n| *n == "exit" || *n == "exit_group") {
-            return Err(Error::DenyExit(exit.clone()));
+            return Err(format!(
+                "syscalls deny {exit}: no process could end (nor report a failed exec)"
+            ));
         }
         let action = match sandbox.syscall_action {
             SyscallAction::Eperm => eperm.clone(),
@@ -100,17 +51,17 @@ pub fn syscall_filters(sandbox: &Sandbox) -> Result<Vec<SyscallFilter>, Error> {
                 .iter()
                 .find(|n| compile(rules(std::slice::from_ref(*n)), &action).is_err())
             {
-                Some(name) => Error::UnknownCall(name.clone()),
-                None => Error::Filter {
-                    stanza: "syscalls deny",
-                    source: e,
-                },
+                Some(name) => format!(
+                    "syscalls deny: unknown system call {name} on {}",
+                    std::env::consts::ARCH
+                ),
+                None => format!("syscalls deny: {e}"),
             }
         })?;
         programs.push(program);
     }
-    let fixed = |stanza: &'static str, rules: Vec<Rule>, action: &serde_json::Value| {
-        compile(rules, action).map_err(|source| Error::Filter { stanza, source })
+    let fixed = |what: &str, rules: Vec<Rule>, action: &serde_json::Value| {
+        compile(rules, action).map_err(|e| format!("{what}: {e}"))
     };
     if let Some(families) = &sandbox.address_families {
         // socket(2) with any family but these; one rule whose conditions all hold.
@@ -223,18 +174,24 @@ fn rule(call: &str, conditions: &[Condition]) -> Rule {
 }
 
 /// One program: `rules` answered with `action`, every other call allowed.
-fn compile(rules: Vec<Rule>, action: &serde_json::Value) -> Result<SyscallFilter, FilterError> {
+fn compile(rules: Vec<Rule>, action: &serde_json::Value) -> Result<SyscallFilter, String> {
     let arch: seccompiler::TargetArch = std::env::consts::ARCH
         .try_into()
-        .map_err(|_| FilterError::Arch)?;
+        .map_err(|_| format!("no system-call filters on {}", std::env::consts::ARCH))?;
     let spec = serde_json::json!({
         "job": {"mismatch_action": "allow", "filter_action": action, "filter": rules}
     });
-    let mut programs = seccompiler::compile_from_json(spec.to_string().as_bytes(), arch)?;
-    let program = programs.remove("job").ok_or(FilterError::NoProgram)?;
+    let mut programs = seccompiler::compile_from_json(spec.to_string().as_bytes(), arch)
+        .map_err(|e| e.to_string())?;
+    let program = programs
+        .remove("job")
+        .ok_or_else(|| "seccompiler made no program".to_string())?;
     // The kernel's limit for one program (BPF_MAXINSNS).
     if program.len() > 4096 {
-        return Err(FilterError::TooLong(program.len()));
+        return Err(format!(
+            "the filter needs {} instructions, more than the kernel's 4096",
+            program.len()
+        ));
     }
     Ok(program)
 }
@@ -270,19 +227,19 @@ pub struct ChildMount {
 
 /// The child's mount steps for `sandbox`, in order; empty when it needs no
 /// mount namespace.
-pub fn resolve(sandbox: &Sandbox) -> Result<Vec<ChildMount>, Error> {
+pub fn resolve(sandbox: &Sandbox) -> Result<Vec<ChildMount>, String> {
     let mut out = Vec::new();
     for mount in sandbox.mounts() {
         let stanza = mount.kind.name();
         let meta = match std::fs::metadata(&mount.path) {
             Ok(meta) => meta,
             Err(e) if !mount.required && e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(source) => {
-                return Err(Error::Path {
-                    stanza,
-                    path: mount.path.clone(),
-                    source,
-                });
+            Err(e) => {
+                return Err(format!(
+                    "{stanza} {}: {}",
+                    mount.path,
+                    crate::errno::no_os_error(&e)
+                ));
             }
         };
         let op = match mount.kind {
@@ -290,26 +247,23 @@ pub fn resolve(sandbox: &Sandbox) -> Result<Vec<ChildMount>, Error> {
             MountKind::Writable => MountOp::Writable,
             MountKind::Inaccessible if meta.is_dir() => MountOp::HideDirectory,
             MountKind::Inaccessible => {
-                inaccessible_file().map_err(|source| Error::HideFile {
-                    stanza,
-                    path: mount.path.clone(),
-                    source,
+                inaccessible_file().map_err(|e| {
+                    format!(
+                        "{stanza} {}: cannot make {INACCESSIBLE_FILE} to hide it behind: {}",
+                        mount.path,
+                        crate::errno::no_os_error(&e)
+                    )
                 })?;
                 MountOp::HideFile
             }
             MountKind::PrivateTmp | MountKind::PrivateDevices if !meta.is_dir() => {
-                return Err(Error::NotDirectory {
-                    stanza,
-                    path: mount.path.clone(),
-                });
+                return Err(format!("{stanza} {}: not a directory", mount.path));
             }
             MountKind::PrivateTmp => MountOp::Tmpfs,
             MountKind::PrivateDevices => MountOp::Devices,
         };
-        let path = CString::new(mount.path.as_str()).map_err(|_| Error::Nul {
-            stanza,
-            path: mount.path.clone(),
-        })?;
+        let path = CString::new(mount.path.as_str())
+            .map_err(|_| format!("{stanza}: NUL byte in {:?}", mount.path))?;
         out.push(ChildMount { path, op, stanza });
     }
     Ok(out)
@@ -340,7 +294,7 @@ mod tests {
     use crate::job::parse;
 
     fn resolved(text: &str) -> Result<Vec<ChildMount>, String> {
-        resolve(&parse("j", text).def.expect("parses").sandbox).map_err(|e| e.to_string())
+        resolve(&parse("j", text).def.expect("parses").sandbox)
     }
 
     #[test]
@@ -360,7 +314,7 @@ mod tests {
     }
 
     fn filter(text: &str) -> Result<Vec<SyscallFilter>, String> {
-        syscall_filters(&parse("j", text).def.expect("parses").sandbox).map_err(|e| e.to_string())
+        syscall_filters(&parse("j", text).def.expect("parses").sandbox)
     }
 
     #[test]

@@ -261,6 +261,8 @@ impl Runtime {
         Ok(())
     }
 
+    /// How long the loop may wait: until the next deadline of the core, readiness,
+    /// a client, a cgroup retry or a re-exec check (none: no wait at all).
     fn timeout_ms(&self) -> Option<rustix::time::Timespec> {
         // Work this round left: events beyond this round's share (see
         // `lifecycle::EVENTS_PER_ROUND`), or a client's next request read while its
@@ -525,6 +527,7 @@ pub enum Error {
     Power(std::io::Error),
 }
 
+/// `v`'s spare capacity, for epoll to fill.
 fn spare(v: &mut Vec<epoll::Event>) -> rustix::buffer::SpareCapacity<'_, epoll::Event> {
     rustix::buffer::spare_capacity(v)
 }

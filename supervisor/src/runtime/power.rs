@@ -196,6 +196,8 @@ impl Runtime {
         self.dirty = true;
     }
 
+    /// Every job has stopped: the cgroups and job log files go, the state is saved,
+    /// and keel-init makes the power action (standalone: `run` returns).
     pub(super) fn finish_power(&mut self, action: PowerAction) -> Result<(), Error> {
         // Every job has stopped: keel's own subtree goes too, unless it belongs to
         // the machine (its cgroup2 file system goes down with it).

@@ -8,11 +8,12 @@
 
 use super::{Error, Runtime, TOKEN_FILES, TOKEN_LOG, test_fault_once};
 use crate::initlink::Incoming;
-use crate::job::{self};
+use crate::job;
 use crate::lifecycle::{Event, PowerAction};
 use rustix::event::epoll;
 
 impl Runtime {
+    /// Reads what keel-init sent: exits, relayed signals, refused lifeboat requests.
     pub(super) fn read_init_channel(&mut self) -> Result<(), Error> {
         loop {
             let msg = match self.link.as_ref().map(|l| l.recv()) {

@@ -17,6 +17,8 @@ use rustix::fd::{AsFd, OwnedFd};
 use std::ffi::CString;
 
 impl Runtime {
+    /// The core's `Spawn`: the process planned and spawned into this round's go pipe
+    /// (released with its batch); a failure is the core's to handle (`spawn_failed`).
     pub(super) fn spawn_process(&mut self, job: &str, instance: &str, kind: ProcessKind) {
         if let Err(e) = self.try_spawn(job, instance, kind) {
             let reason = e.to_string();
@@ -382,6 +384,7 @@ fn command_line(
     }
 }
 
+/// `s` as a C string (a NUL byte in it is the job's error).
 fn cstr(s: &str) -> Result<CString, PlanError> {
     CString::new(s).map_err(|_| PlanError::Nul(s.to_string()))
 }

@@ -4,7 +4,6 @@
 //! turns a refusal into the wire's error at its edge and never writes one itself.
 
 use crate::events::ExpandError;
-use crate::lifecycle::MAX_QUEUED_EVENTS;
 
 /// A request the core will not carry out. Nothing was changed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -42,8 +41,9 @@ pub enum Refusal {
     NotKeyValue,
     #[error("Name may not be empty string")]
     EmptyEventName,
-    #[error("{MAX_QUEUED_EVENTS} events are queued already; try again later")]
-    QueueFull,
+    /// The event queue holds its limit (`lifecycle::MAX_QUEUED_EVENTS`).
+    #[error("{limit} events are queued already; try again later")]
+    QueueFull { limit: usize },
     #[error("No such variable: {0}")]
     NoSuchVariable(String),
     #[error("Invalid variable name: {0}")]

@@ -3,13 +3,18 @@
 //! format, and the reverse), and this is the one place that converts them. A
 //! refused request becomes a `keel_proto::ctl::Error` here: the message is the
 //! refusal's own text (`keel_core::refusal`); the kind is what initctl and
-//! scripts branch on.
+//! scripts branch on. So does what the shell refuses or fails by itself
+//! ([`Failure`]: a re-exec refused, a permission denied, a malformed frame…):
+//! no other module builds a wire error.
 
 use keel_core::lifecycle::{self, Goal, PowerAction, State};
 use keel_core::query;
 use keel_core::refusal::Refusal;
 use keel_proto::ctl::{self, Error, ErrorKind, Response};
 use keel_proto::init;
+
+use crate::logging::UnknownPriority;
+use crate::reexec;
 
 /// `refusal` as the wire's error.
 pub fn wire_error(refusal: &Refusal) -> Error {
@@ -23,7 +28,7 @@ pub fn wire_error(refusal: &Refusal) -> Error {
         Refusal::Instance(_)
         | Refusal::NotKeyValue
         | Refusal::EmptyEventName
-        | Refusal::QueueFull
+        | Refusal::QueueFull { .. }
         | Refusal::NoSuchVariable(_)
         | Refusal::InvalidVariableName(_)
         | Refusal::IllegalRunlevel(_) => ErrorKind::InvalidRequest,
@@ -139,13 +144,60 @@ pub fn init_power(action: PowerAction) -> init::PowerAction {
     }
 }
 
-/// An error of the shell's own (a failed system call, a refused re-exec), not a
-/// decision of the core's.
-pub fn failed(kind: ErrorKind, message: impl Into<String>) -> Response {
-    Response::Error(Error {
+/// What the shell refuses or fails of a request by itself, not a decision of the
+/// core's: the facts, given the wire's kind and words by [`failed`].
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("{job} has {count} instances: name one with KEY=VALUE")]
+    ManyInstances { job: String, count: usize },
+    #[error("{job} keeps no log (its console is not `log`)")]
+    NoLog { job: String },
+    #[error(transparent)]
+    Priority(#[from] UnknownPriority),
+    #[error("cannot signal process {pid}")]
+    Signal { pid: i32 },
+    #[error(transparent)]
+    Reexec(#[from] reexec::Error),
+    /// A change asked by a client that may only query.
+    #[error("Permission denied: only root{} may change anything", uid_clause(*own_uid))]
+    Denied { own_uid: u32 },
+    /// A frame that is no request of this protocol.
+    #[error(transparent)]
+    Malformed(#[from] keel_proto::frame::FrameError),
+    #[error("too many answers wait to be read by other clients; try again")]
+    Congested,
+    #[error("the answer is too large to send")]
+    TooLarge,
+}
+
+/// " or uid N" when the supervisor runs as N, not root.
+fn uid_clause(own_uid: u32) -> String {
+    match own_uid {
+        0 => String::new(),
+        uid => format!(" or uid {uid}"),
+    }
+}
+
+/// The answer to a request the shell refused or failed.
+pub fn failed(failure: impl Into<Failure>) -> Response {
+    Response::Error(wire_failure(&failure.into()))
+}
+
+/// `failure` as the wire's error.
+pub fn wire_failure(failure: &Failure) -> Error {
+    let kind = match failure {
+        Failure::Signal { .. } | Failure::Congested | Failure::TooLarge => ErrorKind::Internal,
+        Failure::Denied { .. } => ErrorKind::PermissionDenied,
+        Failure::ManyInstances { .. }
+        | Failure::NoLog { .. }
+        | Failure::Priority(_)
+        | Failure::Reexec(_)
+        | Failure::Malformed(_) => ErrorKind::InvalidRequest,
+    };
+    Error {
         kind,
-        message: message.into(),
-    })
+        message: failure.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -218,7 +270,7 @@ mod tests {
                 "Name may not be empty string",
             ),
             (
-                Refusal::QueueFull,
+                Refusal::QueueFull { limit: 1024 },
                 ErrorKind::InvalidRequest,
                 "1024 events are queued already; try again later",
             ),
@@ -293,6 +345,65 @@ mod tests {
             PowerAction::Halt,
         ] {
             assert_eq!(core_power(init_power(action)), action);
+        }
+    }
+
+    /// The shell's own failures keep the words and kinds initctl has received.
+    #[test]
+    fn every_failure_keeps_its_words_and_kind() {
+        let cases = [
+            (
+                Failure::ManyInstances {
+                    job: "web".into(),
+                    count: 2,
+                },
+                ErrorKind::InvalidRequest,
+                "web has 2 instances: name one with KEY=VALUE",
+            ),
+            (
+                Failure::NoLog { job: "web".into() },
+                ErrorKind::InvalidRequest,
+                "web keeps no log (its console is not `log`)",
+            ),
+            (
+                UnknownPriority("loud".into()).into(),
+                ErrorKind::InvalidRequest,
+                "unknown priority: loud (debug, info, message, warn, error, fatal)",
+            ),
+            (
+                Failure::Signal { pid: 7 },
+                ErrorKind::Internal,
+                "cannot signal process 7",
+            ),
+            (
+                reexec::Error::UnderWay.into(),
+                ErrorKind::InvalidRequest,
+                "another re-exec is under way",
+            ),
+            (
+                Failure::Denied { own_uid: 0 },
+                ErrorKind::PermissionDenied,
+                "Permission denied: only root may change anything",
+            ),
+            (
+                Failure::Denied { own_uid: 1000 },
+                ErrorKind::PermissionDenied,
+                "Permission denied: only root or uid 1000 may change anything",
+            ),
+            (
+                Failure::Congested,
+                ErrorKind::Internal,
+                "too many answers wait to be read by other clients; try again",
+            ),
+            (
+                Failure::TooLarge,
+                ErrorKind::Internal,
+                "the answer is too large to send",
+            ),
+        ];
+        for (failure, kind, words) in cases {
+            let wire = wire_failure(&failure);
+            assert_eq!((wire.kind, wire.message.as_str()), (kind, words));
         }
     }
 }

@@ -77,6 +77,54 @@ impl RootChoice {
     }
 }
 
+/// Why keel has no cgroups, an instance's cgroup cannot be made, or a job's
+/// `cgroup` stanza cannot be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("disabled by --cgroup-root none")]
+    Disabled,
+    #[error("the supervisor is in no cgroup2 hierarchy")]
+    NoOwnCgroup,
+    #[error("{} is not inside a cgroup2 hierarchy", .0.display())]
+    NotCgroup2(PathBuf),
+    #[error("cannot create {}: {source}", path.display())]
+    CreateRoot { path: PathBuf, source: io::Error },
+    #[error("cannot create cgroup {}: {}", path.display(), crate::errno::no_os_error(source))]
+    Create { path: PathBuf, source: io::Error },
+    #[error(
+        "cgroup {key}: the {controller} controller is not available to keel's cgroups here \
+         (cgroup v2 controllers: {})",
+        if available.is_empty() { "none".to_string() } else { available.join(" ") }
+    )]
+    NoController {
+        key: String,
+        controller: String,
+        available: Vec<String>,
+    },
+    #[error("cgroup {key} {value}: {}", crate::errno::no_os_error(source))]
+    Write {
+        key: String,
+        value: String,
+        source: io::Error,
+    },
+    #[error("cgroup {controller} {key}: the setting belongs to the {owner} controller")]
+    WrongController {
+        controller: String,
+        key: String,
+        owner: String,
+    },
+    #[error("cgroup {key}: bad value {value:?}")]
+    BadValue { key: String, value: String },
+    #[error("cgroup {key}: {value} is not a number")]
+    NotANumber { key: String, value: String },
+    #[error(
+        "cgroup {0}: unknown or without a cgroup v2 equivalent (keel takes memory.max, \
+         memory.high, memory.low, memory.min, memory.swap.max, pids.max, cpu.weight, cpu.max, \
+         io.weight, and Upstart's memory.limit_in_bytes, cpu.shares, blkio.weight)"
+    )]
+    UnknownKey(String),
+}
+
 /// keel's cgroup2 subtree.
 #[derive(Debug, Clone)]
 pub struct Tree {
@@ -86,25 +134,22 @@ pub struct Tree {
 impl Tree {
     /// Opens (making it if needed) keel's subtree: the saved one if there is one,
     /// else as `choice` says. `Err` says why there are no cgroups.
-    pub fn open(saved: &mut Saved, choice: &RootChoice, machine: bool) -> Result<Tree, String> {
+    pub fn open(saved: &mut Saved, choice: &RootChoice, machine: bool) -> Result<Tree, Error> {
         if *choice == RootChoice::Disabled {
             saved.root = None;
-            return Err("disabled by --cgroup-root none".into());
+            return Err(Error::Disabled);
         }
         let root = match (&saved.root, choice) {
             (Some(r), _) => PathBuf::from(r),
             (None, RootChoice::Path(p)) => p.clone(),
             (None, _) if machine => PathBuf::from("/sys/fs/cgroup/keel"),
             (None, _) => {
-                let own = own_cgroup2().ok_or("the supervisor is in no cgroup2 hierarchy")?;
+                let own = own_cgroup2().ok_or(Error::NoOwnCgroup)?;
                 own.join(format!("keel-{:016x}", random_u64()))
             }
         };
         if !is_cgroup2(root.parent().unwrap_or(Path::new("/"))) {
-            return Err(format!(
-                "{} is not inside a cgroup2 hierarchy",
-                root.display()
-            ));
+            return Err(Error::NotCgroup2(root));
         }
         if machine && let Some(parent) = root.parent() {
             // The root cgroup may enable controllers while it has processes.
@@ -113,7 +158,7 @@ impl Tree {
         match std::fs::create_dir(&root) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(format!("cannot create {}: {e}", root.display())),
+            Err(source) => return Err(Error::CreateRoot { path: root, source }),
         }
         enable_controllers(&root);
         saved.root = Some(root.to_string_lossy().into_owned());
@@ -140,7 +185,7 @@ impl Tree {
         job: &str,
         instance: &str,
         settings: &[(String, String)],
-    ) -> Result<PathBuf, String> {
+    ) -> Result<PathBuf, Error> {
         let path = self.instance_path(job, instance);
         if !instance.is_empty() {
             let parent = self.root.join(escape(job));
@@ -152,18 +197,17 @@ impl Tree {
         for (key, value) in settings {
             let controller = key.split('.').next().unwrap_or(key);
             if !available.iter().any(|c| c == controller) {
-                return Err(format!(
-                    "cgroup {key}: the {controller} controller is not available to keel's cgroups here \
-                     (cgroup v2 controllers: {})",
-                    if available.is_empty() {
-                        "none".to_string()
-                    } else {
-                        available.join(" ")
-                    }
-                ));
+                return Err(Error::NoController {
+                    key: key.clone(),
+                    controller: controller.to_string(),
+                    available,
+                });
             }
-            std::fs::write(path.join(key), value)
-                .map_err(|e| format!("cgroup {key} {value}: {}", crate::setup::no_os_error(&e)))?;
+            std::fs::write(path.join(key), value).map_err(|source| Error::Write {
+                key: key.clone(),
+                value: value.clone(),
+                source,
+            })?;
         }
         Ok(path)
     }
@@ -245,20 +289,17 @@ fn kill_member(pid: i32, dir: &Path) {
 }
 
 /// Kills every process in the cgroup at `path` and below with `cgroup.kill`
-/// (SIGKILL to each pid before Linux 5.14). Only for a subtree nothing will be
+/// (SIGKILL to each member through a pidfd before Linux 5.14). Only for a subtree nothing will be
 /// spawned into again (see the module docs).
 pub fn kill(path: &Path) -> io::Result<()> {
     match std::fs::write(path.join("cgroup.kill"), "1") {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound && path.exists() => {
-            // Before Linux 5.14: each process by pid. One that ends and is replaced
-            // by a new process between the read and the kill is the race this
-            // fallback cannot close.
+            // Before Linux 5.14: each process through a pidfd, if it is still
+            // a member (a pid recycled outside the cgroup is not hit).
             for dir in subtree(path) {
                 for pid in procs(&dir).unwrap_or_default() {
-                    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
-                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                    }
+                    kill_member(pid, &dir);
                 }
             }
             Ok(())
@@ -302,15 +343,14 @@ fn subtree(path: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn mkdir(path: &Path) -> Result<(), String> {
+fn mkdir(path: &Path) -> Result<(), Error> {
     match std::fs::create_dir(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(format!(
-            "cannot create cgroup {}: {}",
-            path.display(),
-            crate::setup::no_os_error(&e)
-        )),
+        Err(source) => Err(Error::Create {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -404,7 +444,7 @@ pub type Settings = (Vec<(String, String)>, Vec<String>);
 /// The cgroup v2 settings of a job's `cgroup` stanzas, as (file, value), and
 /// warnings for what is accepted but has no effect. Upstart's v1 keys are mapped
 /// where v2 has an equivalent; an unknown key, or one without one, is an error.
-pub fn settings(stanzas: &[Cgroup]) -> Result<Settings, String> {
+pub fn settings(stanzas: &[Cgroup]) -> Result<Settings, Error> {
     let mut out = Vec::new();
     let mut warnings = Vec::new();
     for c in stanzas {
@@ -424,10 +464,11 @@ pub fn settings(stanzas: &[Cgroup]) -> Result<Settings, String> {
             other => other,
         };
         if owner != stanza {
-            return Err(format!(
-                "cgroup {} {key}: the setting belongs to the {owner} controller",
-                c.controller
-            ));
+            return Err(Error::WrongController {
+                controller: c.controller.clone(),
+                key: key.clone(),
+                owner: owner.to_string(),
+            });
         }
         out.retain(|(f, _): &(String, String)| *f != file);
         out.push((file, value));
@@ -436,14 +477,18 @@ pub fn settings(stanzas: &[Cgroup]) -> Result<Settings, String> {
 }
 
 /// One setting in v2 terms.
-fn setting(key: &str, value: &str) -> Result<(String, String), String> {
+fn setting(key: &str, value: &str) -> Result<(String, String), Error> {
     if value.is_empty() || value.contains(['\n', '\0']) {
-        return Err(format!("cgroup {key}: bad value {value:?}"));
+        return Err(Error::BadValue {
+            key: key.to_string(),
+            value: value.to_string(),
+        });
     }
-    let number = |what: &str| -> Result<u64, String> {
-        value
-            .parse::<u64>()
-            .map_err(|_| format!("cgroup {what}: {value} is not a number"))
+    let number = |key: &str| -> Result<u64, Error> {
+        value.parse::<u64>().map_err(|_| Error::NotANumber {
+            key: key.to_string(),
+            value: value.to_string(),
+        })
     };
     let mapped = match key {
         "memory.max" | "memory.high" | "memory.low" | "memory.min" | "memory.swap.max"
@@ -476,13 +521,7 @@ fn setting(key: &str, value: &str) -> Result<(String, String), String> {
                 (1 + (weight - 10) * 9999 / 990).to_string(),
             )
         }
-        _ => {
-            return Err(format!(
-                "cgroup {key}: unknown or without a cgroup v2 equivalent (keel takes memory.max, \
-                 memory.high, memory.low, memory.min, memory.swap.max, pids.max, cpu.weight, cpu.max, \
-                 io.weight, and Upstart's memory.limit_in_bytes, cpu.shares, blkio.weight)"
-            ));
-        }
+        _ => return Err(Error::UnknownKey(key.to_string())),
     };
     Ok(mapped)
 }
@@ -541,14 +580,20 @@ mod tests {
 
     #[test]
     fn unknown_and_mismatched_settings_are_refused() {
-        let err = settings(&[cg("memory", None, Some(("memory.bogus", "1")))]).unwrap_err();
+        let err = settings(&[cg("memory", None, Some(("memory.bogus", "1")))])
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("cgroup memory.bogus: unknown"), "{err}");
-        let err = settings(&[cg("cpu", None, Some(("memory.max", "1")))]).unwrap_err();
+        let err = settings(&[cg("cpu", None, Some(("memory.max", "1")))])
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "cgroup cpu memory.max: the setting belongs to the memory controller"
         );
-        let err = settings(&[cg("cpu", None, Some(("cpu.shares", "lots")))]).unwrap_err();
+        let err = settings(&[cg("cpu", None, Some(("cpu.shares", "lots")))])
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "cgroup cpu.shares: lots is not a number");
     }
 

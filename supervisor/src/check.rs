@@ -276,20 +276,35 @@ fn check_file(path: &Path, name: &str) -> Checked {
     }
 }
 
+/// Why a job (or override) file gives no text, rendered as a diagnostic.
+#[derive(Debug, thiserror::Error)]
+enum Unreadable {
+    #[error("{}: error: cannot read: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{}:{line}:{col}: error: not UTF-8 text", path.display())]
+    NotUtf8 {
+        path: PathBuf,
+        line: usize,
+        col: usize,
+    },
+}
+
 /// A file that could not be read: one error, no definition.
-fn unreadable(problem: String) -> Checked {
+fn unreadable(problem: Unreadable) -> Checked {
     Checked {
         def: None,
-        problems: vec![problem],
+        problems: vec![problem.to_string()],
         errors: 1,
     }
 }
 
-/// The text of the job (or override) file `path`, or the error (rendered) that
-/// it cannot be read or is not UTF-8.
-fn read_text(path: &Path) -> Result<String, String> {
-    let shown = path.display().to_string();
-    let bytes = read_bounded(path).map_err(|e| format!("{shown}: error: cannot read: {e}"))?;
+/// The text of the job (or override) file `path`, or why it cannot be read or
+/// is not UTF-8.
+fn read_text(path: &Path) -> Result<String, Unreadable> {
+    let bytes = read_bounded(path).map_err(|source| Unreadable::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     String::from_utf8(bytes).map_err(|e| {
         // Point at the first byte that is not UTF-8.
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
@@ -300,7 +315,11 @@ fn read_text(path: &Path) -> Result<String, String> {
             .filter(|&&b| b & 0xC0 != 0x80)
             .count()
             + 1;
-        format!("{shown}:{line}:{col}: error: not UTF-8 text")
+        Unreadable::NotUtf8 {
+            path: path.to_path_buf(),
+            line,
+            col,
+        }
     })
 }
 

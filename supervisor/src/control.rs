@@ -44,7 +44,8 @@
 //! ([`Request::is_query`]); any other request is answered "Permission denied" and
 //! changes nothing (it never reaches the runtime).
 
-use keel_proto::ctl::{self, ClientHello, Error, ErrorKind, Request, Response, ServerHello};
+use crate::answer::{self, Failure};
+use keel_proto::ctl::{self, ClientHello, Request, Response, ServerHello};
 use keel_proto::frame;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::io::Errno;
@@ -194,7 +195,7 @@ impl Session {
                 Ok(Some(found)) => found,
                 Ok(None) => return None,
                 Err(e) => {
-                    self.fail(&e.to_string(), now);
+                    self.fail(e.into(), now);
                     return None;
                 }
             };
@@ -210,19 +211,15 @@ impl Session {
             let request = match request {
                 Ok(r) => r,
                 Err(e) => {
-                    self.fail(&e.to_string(), now);
+                    self.fail(e.into(), now);
                     return None;
                 }
             };
             if !request.is_query() && !self.privileged {
-                let message = self.denial();
-                self.queue(
-                    &Response::Error(Error {
-                        kind: ErrorKind::PermissionDenied,
-                        message,
-                    }),
-                    now,
-                );
+                let denied = Failure::Denied {
+                    own_uid: self.own_uid,
+                };
+                self.queue(&answer::failed(denied), now);
                 continue;
             }
             self.busy = true;
@@ -236,11 +233,8 @@ impl Session {
     pub fn answer(&mut self, response: &Response, room: usize, now: Instant) {
         let bytes = match frame::encode(response) {
             Ok(b) if b.len() <= SMALL_ANSWER || b.len() <= room => b,
-            Ok(_) => error_frame(
-                ErrorKind::Internal,
-                "too many answers wait to be read by other clients; try again",
-            ),
-            Err(_) => error_frame(ErrorKind::Internal, "the answer is too large to send"),
+            Ok(_) => error_frame(Failure::Congested),
+            Err(_) => error_frame(Failure::TooLarge),
         };
         self.push_output(&bytes, now);
         self.busy = false;
@@ -326,25 +320,14 @@ impl Session {
 
     /// A protocol error: answered (a refused hello before the handshake, so that a
     /// client of any version can read it), then the connection closes.
-    fn fail(&mut self, what: &str, now: Instant) {
+    fn fail(&mut self, what: Failure, now: Instant) {
         tracing::debug!("control client: {what}");
         if self.greeted {
-            self.push_output(&error_frame(ErrorKind::InvalidRequest, what), now);
+            self.push_output(&error_frame(what), now);
             self.closing = true;
             self.rbuf.clear();
         } else {
             self.greet(None, now);
-        }
-    }
-
-    fn denial(&self) -> String {
-        if self.own_uid == 0 {
-            "Permission denied: only root may change anything".to_string()
-        } else {
-            format!(
-                "Permission denied: only root or uid {} may change anything",
-                self.own_uid
-            )
         }
     }
 
@@ -363,12 +346,8 @@ impl Session {
     }
 }
 
-fn error_frame(kind: ErrorKind, message: &str) -> Vec<u8> {
-    frame::encode(&Response::Error(Error {
-        kind,
-        message: message.to_string(),
-    }))
-    .unwrap_or_default()
+fn error_frame(failure: Failure) -> Vec<u8> {
+    frame::encode(&answer::failed(failure)).unwrap_or_default()
 }
 
 struct Conn {

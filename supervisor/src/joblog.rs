@@ -669,10 +669,10 @@ impl Logs {
 pub fn open_logdir(dir: &Path) -> std::io::Result<OwnedFd> {
     use rustix::fs::{Mode, OFlags};
     let trusted = [0, rustix::process::geteuid().as_raw()];
-    let refuse = |what: String| {
+    let refuse = |why: Unsafe| {
         std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
-            format!("log directory {} refused: {what}", dir.display()),
+            format!("log directory {} refused: {why}", dir.display()),
         )
     };
     let start = if dir.is_absolute() { "/" } else { "." };
@@ -721,14 +721,13 @@ pub fn open_logdir(dir: &Path) -> std::io::Result<OwnedFd> {
         let next =
             if rustix::fs::FileType::from_raw_mode(link.st_mode) == rustix::fs::FileType::Symlink {
                 if is_logdir {
-                    return Err(refuse(format!("{} is a symlink", shown.display())));
+                    return Err(refuse(Unsafe::Symlink(shown)));
                 }
                 if !trusted.contains(&link.st_uid) {
-                    return Err(refuse(format!(
-                        "{} is a symlink owned by uid {}",
-                        shown.display(),
-                        link.st_uid
-                    )));
+                    return Err(refuse(Unsafe::ForeignSymlink {
+                        path: shown,
+                        uid: link.st_uid,
+                    }));
                 }
                 rustix::fs::openat(
                     &cur,
@@ -745,28 +744,49 @@ pub fn open_logdir(dir: &Path) -> std::io::Result<OwnedFd> {
     Ok(cur)
 }
 
+/// Why a directory of LOGDIR's path is not safe to write logs under.
+#[derive(Debug, thiserror::Error)]
+enum Unsafe {
+    #[error("{}: {source}", path.display())]
+    Stat {
+        path: PathBuf,
+        source: rustix::io::Errno,
+    },
+    #[error("{} is not a directory", .0.display())]
+    NotDirectory(PathBuf),
+    #[error("{} is owned by uid {uid}, not root", path.display())]
+    Owner { path: PathBuf, uid: u32 },
+    #[error("{} is writable by others (mode {mode:o})", path.display())]
+    Writable { path: PathBuf, mode: u32 },
+    #[error("{} is a symlink", .0.display())]
+    Symlink(PathBuf),
+    #[error("{} is a symlink owned by uid {uid}", path.display())]
+    ForeignSymlink { path: PathBuf, uid: u32 },
+}
+
 /// One directory of LOGDIR's path: owned by a trusted uid, not writable by
 /// others (LOGDIR itself: not even if sticky).
-fn check_dir(fd: &OwnedFd, shown: &Path, is_logdir: bool, trusted: &[u32]) -> Result<(), String> {
-    let st = rustix::fs::fstat(fd).map_err(|e| format!("{}: {e}", shown.display()))?;
+fn check_dir(fd: &OwnedFd, shown: &Path, is_logdir: bool, trusted: &[u32]) -> Result<(), Unsafe> {
+    let st = rustix::fs::fstat(fd).map_err(|source| Unsafe::Stat {
+        path: shown.to_path_buf(),
+        source,
+    })?;
     if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Directory {
-        return Err(format!("{} is not a directory", shown.display()));
+        return Err(Unsafe::NotDirectory(shown.to_path_buf()));
     }
     if !trusted.contains(&st.st_uid) {
-        return Err(format!(
-            "{} is owned by uid {}, not root",
-            shown.display(),
-            st.st_uid
-        ));
+        return Err(Unsafe::Owner {
+            path: shown.to_path_buf(),
+            uid: st.st_uid,
+        });
     }
     let sticky = st.st_mode & 0o1000 != 0 && !is_logdir;
     let group_writable = st.st_mode & 0o020 != 0 && st.st_gid != 0;
     if (st.st_mode & 0o002 != 0 && !sticky) || group_writable {
-        return Err(format!(
-            "{} is writable by others (mode {:o})",
-            shown.display(),
-            st.st_mode & 0o7777
-        ));
+        return Err(Unsafe::Writable {
+            path: shown.to_path_buf(),
+            mode: st.st_mode & 0o7777,
+        });
     }
     Ok(())
 }

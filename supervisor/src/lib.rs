@@ -6,7 +6,8 @@
 //! This crate is the shell that carries out what the core decides.
 //!
 //! What each module owns:
-//! - [`answer`]: the core's refusals as the wire's errors (the one place).
+//! - [`answer`]: the core's refusals and the shell's own failures ([`answer::Failure`])
+//!   as the wire's errors (the one place that builds them).
 //! - [`check`]: reading job files from disk (a confdir, `--check PATH…`).
 //! - [`journal`]: the saved state kept in keel-init's lifeboat (memfds), with the
 //!   shell's own part of it.
@@ -22,6 +23,7 @@
 //! - [`pidguard`]: signalling job processes, never a recycled pid, without an fd
 //!   per process.
 //! - [`boot`]: kernel filesystems on a real boot.
+//! - [`errno`]: an OS error's message in people's words.
 //! - [`logging`]: the supervisor's own log and its run-time priority.
 //! - [`ready`]: the readiness protocols' moving parts (sd_notify socket, D-Bus, /proc).
 //! - [`reexec`]: the check of a re-exec candidate, a child read from the loop.
@@ -36,6 +38,7 @@ pub mod boot;
 pub mod cgroup;
 pub mod check;
 pub mod control;
+pub mod errno;
 pub mod fdlimit;
 pub mod filewatch;
 pub mod initlink;

@@ -186,13 +186,17 @@ pub fn priority() -> &'static str {
     PRIORITIES[usize::from(PRIORITY.load(Ordering::Relaxed))].0
 }
 
-pub fn set_priority(name: &str) -> Result<(), String> {
+/// A log priority keel does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown priority: {0} (debug, info, message, warn, error, fatal)")]
+pub struct UnknownPriority(pub String);
+
+/// Sets the priority named `name` (initctl log-priority's words).
+pub fn set_priority(name: &str) -> Result<(), UnknownPriority> {
     let i = PRIORITIES
         .iter()
         .position(|(n, _)| *n == name)
-        .ok_or_else(|| {
-            format!("unknown priority: {name} (debug, info, message, warn, error, fatal)")
-        })?;
+        .ok_or_else(|| UnknownPriority(name.to_string()))?;
     PRIORITY.store(i as u8, Ordering::Relaxed);
     Ok(())
 }

@@ -86,7 +86,7 @@ impl Options {
             "socket" => self.socket = Some(value.into()),
             "notify-socket" => self.notify_socket = Some(value.into()),
             "logdir" => self.logdir = Some(value.into()),
-            "log-size" => self.log_size = Some(parse_size(value).map_err(bad)?),
+            "log-size" => self.log_size = Some(parse_size(value).map_err(|e| bad(e.to_string()))?),
             "log-keep" => {
                 let n = value
                     .parse()
@@ -186,8 +186,19 @@ pub fn from_outside(path: &Path, machine: bool) -> (Options, Vec<String>) {
     (kernel.or(file), problems)
 }
 
+/// Why a size is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("unknown unit {0:?} (expected K, M or G)")]
+    Unit(char),
+    #[error("not a size: {0:?}")]
+    NotASize(String),
+    #[error("too large: {0}")]
+    TooLarge(String),
+}
+
 /// `4096`, `64K`, `16M`, `1G`.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     let (digits, unit) = match text.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c.to_ascii_uppercase()),
         _ => (text, 'B'),
@@ -197,13 +208,13 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         'K' => 10,
         'M' => 20,
         'G' => 30,
-        _ => return Err(format!("unknown unit {unit:?} (expected K, M or G)")),
+        _ => return Err(SizeError::Unit(unit)),
     };
     let n: u64 = digits
         .parse()
-        .map_err(|_| format!("not a size: {text:?}"))?;
+        .map_err(|_| SizeError::NotASize(text.to_string()))?;
     n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("too large: {text}"))
+        .ok_or_else(|| SizeError::TooLarge(text.to_string()))
 }
 
 #[cfg(test)]

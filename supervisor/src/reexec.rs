@@ -12,7 +12,7 @@
 //! runtime owns the request, the epoll registration and the exec itself.
 
 use rustix::fd::{AsFd, BorrowedFd};
-use std::io::Read;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,6 +21,42 @@ use std::time::{Duration, Instant};
 pub const DEADLINE: Duration = Duration::from_secs(5);
 /// The most of a candidate's output read: a format is a few digits.
 pub const MAX_OUTPUT: usize = 256;
+
+/// Why a re-exec is refused: the request itself, or the candidate's answer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("re-exec needs keel-init to keep the state across it")]
+    NoInit,
+    #[error("another re-exec is under way")]
+    UnderWay,
+    #[error("cannot find my own binary: {0}")]
+    OwnBinary(io::Error),
+    #[error("cannot run {}: {source}", path.display())]
+    Run { path: PathBuf, source: io::Error },
+    #[error("cannot read from {}", path.display())]
+    NoOutput { path: PathBuf },
+    #[error("cannot read from {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("cannot watch {}: {source}", path.display())]
+    Watch { path: PathBuf, source: io::Error },
+    #[error("{} does not say which state format it reads", path.display())]
+    NoFormat { path: PathBuf },
+    #[error(
+        "{} reads state format {supported}, older than this state's {ours}; refusing to re-exec",
+        path.display()
+    )]
+    OlderFormat {
+        path: PathBuf,
+        supported: u32,
+        ours: u32,
+    },
+    #[error(
+        "{} did not say its state format within {} s; refusing to re-exec",
+        path.display(),
+        DEADLINE.as_secs()
+    )]
+    Silent { path: PathBuf },
+}
 
 /// A candidate being asked its state format.
 pub struct Check {
@@ -34,7 +70,7 @@ pub struct Check {
 impl Check {
     /// Runs `path --state-format` (empty environment, stdin and stderr on
     /// /dev/null, in a process group of its own), its stdout non-blocking.
-    pub fn start(path: &Path, now: Instant) -> Result<Check, String> {
+    pub fn start(path: &Path, now: Instant) -> Result<Check, Error> {
         use std::os::unix::process::CommandExt;
         let mut child = Command::new(path)
             .arg("--state-format")
@@ -44,12 +80,17 @@ impl Check {
             .stderr(Stdio::null())
             .process_group(0)
             .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
+            .map_err(|source| Error::Run {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let Some(stdout) = child.stdout.take() else {
             // `Stdio::piped` always gives one.
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("cannot read from {}", path.display()));
+            return Err(Error::NoOutput {
+                path: path.to_path_buf(),
+            });
         };
         let check = Check {
             path: path.to_path_buf(),
@@ -58,8 +99,12 @@ impl Check {
             output: Vec::with_capacity(MAX_OUTPUT),
             deadline: now + DEADLINE,
         };
-        rustix::fs::fcntl_setfl(&check.stdout, rustix::fs::OFlags::NONBLOCK)
-            .map_err(|e| format!("cannot read from {}: {e}", path.display()))?;
+        rustix::fs::fcntl_setfl(&check.stdout, rustix::fs::OFlags::NONBLOCK).map_err(|e| {
+            Error::Read {
+                path: path.to_path_buf(),
+                source: e.into(),
+            }
+        })?;
         Ok(check)
     }
 
@@ -74,7 +119,7 @@ impl Check {
 
     /// Reads what the candidate wrote, without blocking. The verdict once it is
     /// known: at the end of its output, beyond [`MAX_OUTPUT`], or at the deadline.
-    pub fn read(&mut self, now: Instant) -> Option<Result<PathBuf, String>> {
+    pub fn read(&mut self, now: Instant) -> Option<Result<PathBuf, Error>> {
         let mut buf = [0u8; MAX_OUTPUT];
         loop {
             match self.stdout.read(&mut buf) {
@@ -88,24 +133,22 @@ impl Check {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
-                    return Some(Err(format!(
-                        "cannot read from {}: {e}",
-                        self.path.display()
-                    )));
+                    return Some(Err(Error::Read {
+                        path: self.path.clone(),
+                        source: e,
+                    }));
                 }
             }
         }
         (now >= self.deadline).then(|| {
-            Err(format!(
-                "{} did not say its state format within {} s; refusing to re-exec",
-                self.path.display(),
-                DEADLINE.as_secs()
-            ))
+            Err(Error::Silent {
+                path: self.path.clone(),
+            })
         })
     }
 
-    fn verdict(&self) -> Result<PathBuf, String> {
-        verdict(&self.path, &self.output, crate::journal::FORMAT_VERSION)
+    fn verdict(&self) -> Result<PathBuf, Error> {
+        verdict(&self.path, &self.output, keel_core::journal::FORMAT_VERSION)
             .map(|()| self.path.clone())
     }
 }
@@ -123,21 +166,19 @@ impl Drop for Check {
 
 /// Whether a candidate that printed `output` to `--state-format` can load a
 /// state of format `ours`.
-pub fn verdict(path: &Path, output: &[u8], ours: u32) -> Result<(), String> {
+pub fn verdict(path: &Path, output: &[u8], ours: u32) -> Result<(), Error> {
     let supported: u32 = std::str::from_utf8(output)
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| {
-            format!(
-                "{} does not say which state format it reads",
-                path.display()
-            )
+        .ok_or_else(|| Error::NoFormat {
+            path: path.to_path_buf(),
         })?;
     if supported < ours {
-        return Err(format!(
-            "{} reads state format {supported}, older than this state's {ours}; refusing to re-exec",
-            path.display()
-        ));
+        return Err(Error::OlderFormat {
+            path: path.to_path_buf(),
+            supported,
+            ours,
+        });
     }
     Ok(())
 }
@@ -149,15 +190,15 @@ mod tests {
     #[test]
     fn a_candidate_must_read_at_least_our_format() {
         let p = Path::new("/x");
-        assert_eq!(verdict(p, b"3\n", 3), Ok(()));
-        assert_eq!(verdict(p, b" 4 ", 3), Ok(()));
-        let old = verdict(p, b"2\n", 3).unwrap_err();
+        verdict(p, b"3\n", 3).unwrap();
+        verdict(p, b" 4 ", 3).unwrap();
+        let old = verdict(p, b"2\n", 3).unwrap_err().to_string();
         assert!(
             old.contains("reads state format 2, older than this state's 3"),
             "{old}"
         );
         for bad in [&b""[..], b"y\ny\ny\n", b"\xff", b"-1"] {
-            let e = verdict(p, bad, 3).unwrap_err();
+            let e = verdict(p, bad, 3).unwrap_err().to_string();
             assert!(e.contains("does not say which state format"), "{e}");
         }
     }
@@ -181,7 +222,7 @@ mod tests {
                 }),
             );
             if let Some(v) = check.read(Instant::now()) {
-                return v;
+                return v.map_err(|e| e.to_string());
             }
         }
     }
@@ -207,7 +248,8 @@ mod tests {
     fn a_missing_candidate_is_refused() {
         let e = Check::start(Path::new("/nonexistent/keel-supervisor"), Instant::now())
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(
             e.contains("cannot run /nonexistent/keel-supervisor: No such file"),
             "{e}"
@@ -221,11 +263,16 @@ mod tests {
         let mut check = Check::start(&s.path, start).unwrap();
         let pid = check.child.id() as i32;
         // Not before the deadline; at it, told to the loop and killed.
-        assert_eq!(
-            check.read(start + DEADLINE - Duration::from_millis(1)),
-            None
+        assert!(
+            check
+                .read(start + DEADLINE - Duration::from_millis(1))
+                .is_none()
         );
-        let e = check.read(start + DEADLINE).unwrap().unwrap_err();
+        let e = check
+            .read(start + DEADLINE)
+            .unwrap()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("did not say its state format within 5 s"), "{e}");
         drop(check);
         // Reaped, with its sleep: neither pid is there any more as our child.

@@ -410,7 +410,7 @@ pub fn resolve(sandbox: &Sandbox) -> Result<Vec<ChildMount>, String> {
                 return Err(format!(
                     "{stanza} {}: {}",
                     mount.path,
-                    crate::setup::no_os_error(&e)
+                    crate::errno::no_os_error(&e)
                 ));
             }
         };
@@ -423,7 +423,7 @@ pub fn resolve(sandbox: &Sandbox) -> Result<Vec<ChildMount>, String> {
                     format!(
                         "{stanza} {}: cannot make {INACCESSIBLE_FILE} to hide it behind: {}",
                         mount.path,
-                        crate::setup::no_os_error(&e)
+                        crate::errno::no_os_error(&e)
                     )
                 })?;
                 MountOp::HideFile

@@ -10,6 +10,7 @@
 //! Every failure here is a precise reason (`setuid: no such user: www`), which
 //! the runtime turns into a failed start.
 
+use crate::errno::no_os_error;
 use crate::job::{CAPABILITIES, JobDef, LimitValue, OomScore, ProcessKind};
 use crate::spawn::{Ids, Setup, rlimit_resource};
 use std::ffi::CString;
@@ -67,6 +68,58 @@ pub struct Prepared {
     pub warnings: Vec<String>,
 }
 
+/// Why a job process cannot be set up as its job file says, on this system.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "limit {resource}: the soft limit {} is above the hard limit {}",
+        show_limit(*soft),
+        show_limit(*hard)
+    )]
+    LimitOrder {
+        resource: &'static str,
+        soft: LimitValue,
+        hard: LimitValue,
+    },
+    #[error("chroot {0}: not a directory")]
+    ChrootNotDirectory(String),
+    #[error("chroot {root}: {}", no_os_error(source))]
+    Chroot {
+        root: String,
+        source: std::io::Error,
+    },
+    #[error("{stanza}: NUL byte in {text:?}")]
+    Nul { stanza: &'static str, text: String },
+    #[error("capabilities: unknown capability {0}")]
+    UnknownCapability(String),
+    #[error("capabilities: cap_{0} is not known to this kernel")]
+    CapabilityNotInKernel(String),
+    #[error("setuid {name}: cannot read the user database: {source}")]
+    UserDatabase { name: String, source: nix::Error },
+    #[error("setuid {0}: no such user")]
+    NoSuchUser(String),
+    #[error("setgid {name}: cannot read the group database: {source}")]
+    GroupDatabase { name: String, source: nix::Error },
+    #[error("setgid {0}: no such group")]
+    NoSuchGroup(String),
+    #[error("groups of {name}: {source}")]
+    Groups { name: String, source: nix::Error },
+    /// The sandbox's own words (`sandbox` renders its problems).
+    #[error("{0}")]
+    Sandbox(String),
+    #[error("apparmor switch {profile}: {source}")]
+    AppArmorProfile {
+        profile: String,
+        source: crate::events::ExpandError,
+    },
+}
+
+impl From<String> for Error {
+    fn from(why: String) -> Error {
+        Error::Sandbox(why)
+    }
+}
+
 /// Resolves the job's hardening stanzas for process `kind`. `env` is the job's
 /// environment (for `$VAR` in the AppArmor profile, as Upstart expands it).
 pub fn prepare(
@@ -74,7 +127,7 @@ pub fn prepare(
     kind: ProcessKind,
     env: &[(String, String)],
     apparmor: &AppArmorHost,
-) -> Result<Prepared, String> {
+) -> Result<Prepared, Error> {
     let mut out = Prepared::default();
     let s = &mut out.setup;
     for l in &def.limits {
@@ -84,12 +137,11 @@ pub fn prepare(
         };
         let (soft, hard) = (value(l.soft), value(l.hard));
         if soft > hard {
-            return Err(format!(
-                "limit {}: the soft limit {} is above the hard limit {}",
-                l.resource.name(),
-                show_limit(l.soft),
-                show_limit(l.hard)
-            ));
+            return Err(Error::LimitOrder {
+                resource: l.resource.name(),
+                soft: l.soft,
+                hard: l.hard,
+            });
         }
         s.limits.push((rlimit_resource(l.resource), soft, hard));
     }
@@ -114,8 +166,13 @@ pub fn prepare(
     if let Some(root) = &def.chroot {
         match std::fs::metadata(root) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(format!("chroot {root}: not a directory")),
-            Err(e) => return Err(format!("chroot {root}: {}", no_os_error(&e))),
+            Ok(_) => return Err(Error::ChrootNotDirectory(root.clone())),
+            Err(source) => {
+                return Err(Error::Chroot {
+                    root: root.clone(),
+                    source,
+                });
+            }
         }
         s.chroot = Some(cstring("chroot", root)?);
     }
@@ -127,12 +184,10 @@ pub fn prepare(
         let mut mask = 0u64;
         for name in names {
             let Some(n) = CAPABILITIES.iter().position(|c| c == name) else {
-                return Err(format!("capabilities: unknown capability {name}"));
+                return Err(Error::UnknownCapability(name.clone()));
             };
             if n as u32 > s.last_cap {
-                return Err(format!(
-                    "capabilities: cap_{name} is not known to this kernel"
-                ));
+                return Err(Error::CapabilityNotInKernel(name.clone()));
             }
             mask |= 1 << n;
         }
@@ -148,8 +203,11 @@ pub fn prepare(
         .as_ref()
         .filter(|_| kind == ProcessKind::Main)
     {
-        let profile = crate::events::expand(profile, env)
-            .map_err(|e| format!("apparmor switch {profile}: {e}"))?;
+        let profile =
+            crate::events::expand(profile, env).map_err(|source| Error::AppArmorProfile {
+                profile: profile.clone(),
+                source,
+            })?;
         if apparmor.enabled {
             s.apparmor = Some((
                 AppArmorHost::exec_attr().to_owned(),
@@ -174,7 +232,7 @@ pub fn prepare(
 }
 
 /// The uid, gid and groups of `setuid`/`setgid`, and the login variables.
-fn identity(def: &JobDef) -> Result<(Option<Ids>, Option<Login>), String> {
+fn identity(def: &JobDef) -> Result<(Option<Ids>, Option<Login>), Error> {
     use nix::unistd::{Gid, Group, Uid, User};
     if def.setuid.is_none() && def.setgid.is_none() {
         return Ok((None, None));
@@ -182,16 +240,22 @@ fn identity(def: &JobDef) -> Result<(Option<Ids>, Option<Login>), String> {
     let user = match &def.setuid {
         Some(name) => Some(
             User::from_name(name)
-                .map_err(|e| format!("setuid {name}: cannot read the user database: {e}"))?
-                .ok_or_else(|| format!("setuid {name}: no such user"))?,
+                .map_err(|source| Error::UserDatabase {
+                    name: name.clone(),
+                    source,
+                })?
+                .ok_or_else(|| Error::NoSuchUser(name.clone()))?,
         ),
         None => None,
     };
     let gid = match (&def.setgid, &user) {
         (Some(name), _) => {
             Group::from_name(name)
-                .map_err(|e| format!("setgid {name}: cannot read the group database: {e}"))?
-                .ok_or_else(|| format!("setgid {name}: no such group"))?
+                .map_err(|source| Error::GroupDatabase {
+                    name: name.clone(),
+                    source,
+                })?
+                .ok_or_else(|| Error::NoSuchGroup(name.clone()))?
                 .gid
         }
         (None, Some(u)) => u.gid,
@@ -211,7 +275,10 @@ fn identity(def: &JobDef) -> Result<(Option<Ids>, Option<Login>), String> {
         Some(name) => {
             let cname = cstring("setuid", &name)?;
             nix::unistd::getgrouplist(&cname, gid)
-                .map_err(|e| format!("groups of {name}: {e}"))?
+                .map_err(|source| Error::Groups {
+                    name: name.clone(),
+                    source,
+                })?
                 .into_iter()
                 .map(|g| g.as_raw())
                 .collect()
@@ -250,16 +317,11 @@ fn show_limit(v: LimitValue) -> String {
     }
 }
 
-fn cstring(what: &str, s: &str) -> Result<CString, String> {
-    CString::new(s).map_err(|_| format!("{what}: NUL byte in {s:?}"))
-}
-
-/// An io::Error's message without std's "(os error N)".
-pub fn no_os_error(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(n) => crate::spawn::strerror(n),
-        None => e.to_string(),
-    }
+fn cstring(stanza: &'static str, s: &str) -> Result<CString, Error> {
+    CString::new(s).map_err(|_| Error::Nul {
+        stanza,
+        text: s.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -278,6 +340,7 @@ mod tests {
             &[],
             &AppArmorHost { enabled: false },
         )
+        .map_err(|e| e.to_string())
     }
 
     #[test]

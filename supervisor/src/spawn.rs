@@ -65,6 +65,7 @@
 //! successful exec closes it, so the supervisor reads EOF (and drops its read end)
 //! or a record, which becomes the process's failure reason (`Failure::describe`).
 
+use crate::errno::strerror;
 use crate::job::{CAPABILITIES, Console, Resource};
 use crate::sandbox::{ChildMount, MountOp};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -338,15 +339,6 @@ impl SetupError {
             Step::SyscallFilter => "installing the system-call filter".to_string(),
         };
         format!("{what}: {}", strerror(self.errno))
-    }
-}
-
-/// The message of an errno, without std's "(os error N)".
-pub fn strerror(errno: i32) -> String {
-    let text = io::Error::from_raw_os_error(errno).to_string();
-    match text.rfind(" (os error") {
-        Some(at) => text[..at].to_string(),
-        None => text,
     }
 }
 

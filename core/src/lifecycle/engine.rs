@@ -80,7 +80,9 @@ impl Jobs {
             return Err(Refusal::NotKeyValue);
         }
         if self.events.len() >= MAX_QUEUED_EVENTS {
-            return Err(Refusal::QueueFull);
+            return Err(Refusal::QueueFull {
+                limit: MAX_QUEUED_EVENTS,
+            });
         }
         self.now = self.now.max(now);
         self.queue(event);

@@ -2,7 +2,7 @@
 //! the handshake, refusals, deadlines, bounds — and arbitrary bytes never panic.
 
 use super::*;
-use keel_proto::ctl::{ClientHello, MAGIC, PowerAction, ServerHello, VERSION};
+use keel_proto::ctl::{ClientHello, Error, ErrorKind, MAGIC, PowerAction, ServerHello, VERSION};
 use proptest::prelude::*;
 
 const ROOT: u32 = 0;

@@ -178,6 +178,8 @@ impl Runtime {
         }
     }
 
+    /// Reads every job file of the confdir: the definitions, the sockets and file
+    /// conditions they name, and what the confdir looked like when read.
     fn load_confdir(&mut self) {
         let conf = crate::check::load_confdir(&self.config.confdir);
         for p in &conf.problems {

@@ -120,6 +120,8 @@ const OWN_SIGNALS: [nix::sys::signal::Signal; 8] = {
     ]
 };
 
+/// The supervisor's state and every fd it owns: the core's saved state (`snap`),
+/// and each part's own (see the module docs).
 pub struct Runtime {
     config: Config,
     snap: Snapshot,
@@ -201,7 +203,7 @@ fn now_ms() -> u64 {
 
 impl Runtime {
     /// Runs until the power action (never returns under keel-init).
-    pub fn run(&mut self) -> anyhow_like::Result<()> {
+    pub fn run(&mut self) -> Result<(), Error> {
         let mut events = Vec::with_capacity(64);
         // The saved state is loaded, carried out and saved again (`new`): it is no
         // poison, whatever ends this supervisor.
@@ -218,7 +220,7 @@ impl Runtime {
             events.clear();
             match epoll::wait(&self.epoll, spare(&mut events), timeout.as_ref()) {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(format!("epoll_wait: {e}").into()),
+                Err(e) => return Err(Error::Wait(e)),
             }
             for ev in events.iter() {
                 self.dispatch(ev.data.u64(), ev.flags)?;
@@ -247,7 +249,7 @@ impl Runtime {
     }
 
     /// Hands what epoll reported on `token` to the part that owns its source.
-    fn dispatch(&mut self, token: u64, flags: epoll::EventFlags) -> anyhow_like::Result<()> {
+    fn dispatch(&mut self, token: u64, flags: epoll::EventFlags) -> Result<(), Error> {
         match token {
             TOKEN_INIT => self.read_init_channel()?,
             TOKEN_LISTENER => {
@@ -282,6 +284,8 @@ impl Runtime {
         Ok(())
     }
 
+    /// How long the loop may wait: until the next deadline of the core, readiness,
+    /// a client, a cgroup retry or a re-exec check (none: no wait at all).
     fn timeout_ms(&self) -> Option<rustix::time::Timespec> {
         // Work this round left: events beyond this round's share (see
         // `lifecycle::EVENTS_PER_ROUND`), or a client's next request read while its
@@ -518,11 +522,38 @@ fn test_fault_once(name: &str) -> bool {
         })
 }
 
-/// A tiny boxed-error alias so the binary can print any setup failure.
-pub mod anyhow_like {
-    pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+/// Why the supervisor cannot start, or cannot go on: the binary logs it and exits
+/// (keel-init then starts another).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot block the supervisor's own signals: {0}")]
+    BlockSignals(nix::Error),
+    #[error("handover from keel-init failed: {0}")]
+    Handover(std::io::Error),
+    #[error("cannot listen on {}: {source}", path.display())]
+    Listen {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot deposit the control socket: {0}")]
+    DepositControl(std::io::Error),
+    #[error("cannot set up the control socket: {0}")]
+    Control(std::io::Error),
+    #[error("cannot open a signalfd: {0}")]
+    Signalfd(nix::Error),
+    #[error("cannot set up epoll: {0}")]
+    Epoll(rustix::io::Errno),
+    #[error("epoll_wait: {0}")]
+    Wait(rustix::io::Errno),
+    /// keel-init never closes the channel while the supervisor lives: it is gone
+    /// (a test's namespace ending).
+    #[error("init channel: {0}")]
+    InitChannel(std::io::Error),
+    #[error("cannot ask keel-init for the power action: {0}")]
+    Power(std::io::Error),
 }
 
+/// `v`'s spare capacity, for epoll to fill.
 fn spare(v: &mut Vec<epoll::Event>) -> rustix::buffer::SpareCapacity<'_, epoll::Event> {
     rustix::buffer::spare_capacity(v)
 }

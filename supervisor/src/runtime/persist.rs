@@ -177,19 +177,31 @@ pub(super) fn mark_loaded(link: &InitLink) {
     }
 }
 
+/// Why the saved state does not load.
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    #[error("job definitions: {0}")]
+    ReadDefinitions(std::io::Error),
+    #[error(transparent)]
+    Read(std::io::Error),
+    #[error(transparent)]
+    Decode(#[from] journal::LoadError),
+}
+
 /// The saved state in `state`, naming definitions saved in `defs`.
 fn load_saved(
     state: &OwnedFd,
     defs: Option<&OwnedFd>,
-) -> Result<(Snapshot, journal::Definitions), String> {
+) -> Result<(Snapshot, journal::Definitions), LoadError> {
     let defs = match defs {
-        Some(fd) => journal::read_memfd(fd)
-            .map_err(|e| format!("job definitions: {e}"))
-            .and_then(|b| journal::decode_definitions(&b).map_err(|e| e.to_string()))?,
+        Some(fd) => {
+            let bytes = journal::read_memfd(fd).map_err(LoadError::ReadDefinitions)?;
+            journal::decode_definitions(&bytes)?
+        }
         None => journal::Definitions::new(),
     };
-    let bytes = journal::read_memfd(state).map_err(|e| e.to_string())?;
-    let snap = journal::decode(&bytes, &defs).map_err(|e| e.to_string())?;
+    let bytes = journal::read_memfd(state).map_err(LoadError::Read)?;
+    let snap = journal::decode(&bytes, &defs)?;
     Ok((snap, defs))
 }
 

@@ -7,13 +7,14 @@
 //! shutdown the core carries out (`begin_power`), and the action itself once
 //! every job has stopped (`finish_power`, made by keel-init).
 
-use super::{Runtime, TOKEN_REEXEC_CHECK, anyhow_like, now_ms};
+use super::{Error, Runtime, TOKEN_REEXEC_CHECK, now_ms};
 use crate::answer::{self, failed, refused};
 use crate::cgroup;
 use crate::control::ConnId;
 use crate::lifecycle::{Event, PowerAction};
+use crate::reexec;
 use crate::runlevel::Telinit;
-use keel_proto::ctl::{ErrorKind, Response};
+use keel_proto::ctl::Response;
 use rustix::event::epoll;
 use rustix::fd::AsRawFd;
 use std::path::PathBuf;
@@ -25,7 +26,7 @@ pub(super) struct Reexec {
     /// A live upgrade requested: the binary to exec once this round is done.
     due: Option<PathBuf>,
     /// A re-exec candidate being asked its state format, and who asked.
-    check: Option<(ConnId, crate::reexec::Check)>,
+    check: Option<(ConnId, reexec::Check)>,
 }
 
 impl Reexec {
@@ -79,19 +80,25 @@ impl Runtime {
         conn: ConnId,
         binary: Option<String>,
     ) -> Option<Response> {
-        let refuse = |message: String| Some(failed(ErrorKind::InvalidRequest, message));
+        self.begin_reexec(conn, binary)
+            .unwrap_or_else(|e| Some(failed(e)))
+    }
+
+    /// `request_reexec`, its refusals as errors.
+    fn begin_reexec(
+        &mut self,
+        conn: ConnId,
+        binary: Option<String>,
+    ) -> Result<Option<Response>, reexec::Error> {
         if self.link.is_none() {
-            return refuse("re-exec needs keel-init to keep the state across it".into());
+            return Err(reexec::Error::NoInit);
         }
         if self.reexec.check.is_some() || self.reexec.due.is_some() {
-            return refuse("another re-exec is under way".into());
+            return Err(reexec::Error::UnderWay);
         }
         let path = match binary {
             Some(b) => PathBuf::from(b),
-            None => match std::fs::read_link("/proc/self/exe") {
-                Ok(p) => p,
-                Err(e) => return refuse(format!("cannot find my own binary: {e}")),
-            },
+            None => std::fs::read_link("/proc/self/exe").map_err(reexec::Error::OwnBinary)?,
         };
         let file = |p: &std::path::Path| {
             use std::os::unix::fs::MetadataExt;
@@ -99,22 +106,21 @@ impl Runtime {
         };
         if file(&path).is_some_and(|f| file(std::path::Path::new("/proc/self/exe")) == Some(f)) {
             self.reexec.due = Some(path);
-            return Some(Response::Ok);
+            return Ok(Some(Response::Ok));
         }
-        let check = match crate::reexec::Check::start(&path, Instant::now()) {
-            Ok(c) => c,
-            Err(message) => return refuse(message),
-        };
-        if let Err(e) = epoll::add(
+        let check = reexec::Check::start(&path, Instant::now())?;
+        epoll::add(
             &self.epoll,
             check.fd(),
             epoll::EventData::new_u64(TOKEN_REEXEC_CHECK),
             epoll::EventFlags::IN,
-        ) {
-            return refuse(format!("cannot watch {}: {e}", path.display()));
-        }
+        )
+        .map_err(|e| reexec::Error::Watch {
+            path,
+            source: e.into(),
+        })?;
         self.reexec.check = Some((conn, check));
-        None
+        Ok(None)
     }
 
     /// Reads the re-exec candidate's answer; once it is known (or its time is up)
@@ -135,9 +141,9 @@ impl Runtime {
                 self.reexec.due = Some(path);
                 Response::Ok
             }
-            Err(message) => {
-                tracing::warn!("re-exec refused: {message}");
-                failed(ErrorKind::InvalidRequest, message)
+            Err(e) => {
+                tracing::warn!("re-exec refused: {e}");
+                failed(e)
             }
         };
         self.answers.push((conn, answer));
@@ -190,7 +196,9 @@ impl Runtime {
         self.dirty = true;
     }
 
-    pub(super) fn finish_power(&mut self, action: PowerAction) -> anyhow_like::Result<()> {
+    /// Every job has stopped: the cgroups and job log files go, the state is saved,
+    /// and keel-init makes the power action (standalone: `run` returns).
+    pub(super) fn finish_power(&mut self, action: PowerAction) -> Result<(), Error> {
         // Every job has stopped: keel's own subtree goes too, unless it belongs to
         // the machine (its cgroup2 file system goes down with it).
         if let Some(tree) = self.cgroups.as_ref().filter(|_| !self.machine) {
@@ -207,7 +215,8 @@ impl Runtime {
         self.persist();
         match &self.link {
             Some(link) => {
-                link.power(answer::init_power(action))?;
+                link.power(answer::init_power(action))
+                    .map_err(Error::Power)?;
                 // keel-init ends everything from here.
                 loop {
                     let _ = rustix::event::poll(&mut [], None);

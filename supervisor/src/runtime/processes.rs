@@ -67,6 +67,8 @@ impl Runtime {
         self.dirty = true;
     }
 
+    /// Exit `seq` of keel-init's log: applied once (a restarted supervisor is handed
+    /// again those it did not acknowledge), acknowledged after the round.
     pub(super) fn apply_exit(&mut self, seq: u64, pid: i32, status: i32) {
         if seq <= self.snap.last_exit_seq {
             // Applied before (handed over again after a restart): acknowledge only.
@@ -245,6 +247,7 @@ impl Runtime {
         self.pids.signal(self.link.as_ref(), pid, sig, true);
     }
 
+    /// Standalone: reaps the supervisor's own children (no keel-init does it).
     pub(super) fn reap_own(&mut self) {
         loop {
             // `wait`: rustix's `waitpid(None)` means our own process group only.

@@ -7,7 +7,7 @@
 //! event, a re-exec check) is answered by a later effect.
 
 use super::{Runtime, TOKEN_CONN_BASE, now_ms};
-use crate::answer::{self, failed, instances, refused};
+use crate::answer::{self, Failure, failed, instances, refused};
 use crate::control::ConnId;
 use crate::job::Console;
 use crate::lifecycle::{self, Event, parse_env};
@@ -231,7 +231,7 @@ impl Runtime {
                     self.snap.shell.log_priority = Some(l);
                     Response::Ok
                 }
-                Err(message) => failed(ErrorKind::InvalidRequest, message),
+                Err(e) => failed(e),
             },
         }
     }
@@ -239,13 +239,10 @@ impl Runtime {
     /// `LogPath`: the log file of the one instance `found`, if its job logs.
     fn log_path(&self, job: &str, found: &[lifecycle::InstanceStatus]) -> Response {
         let [only] = found else {
-            return failed(
-                ErrorKind::InvalidRequest,
-                format!(
-                    "{job} has {} instances: name one with KEY=VALUE",
-                    found.len()
-                ),
-            );
+            return failed(Failure::ManyInstances {
+                job: job.to_string(),
+                count: found.len(),
+            });
         };
         let logs = self
             .snap
@@ -253,10 +250,9 @@ impl Runtime {
             .job(job)
             .is_some_and(|j| j.def().console == Console::Log);
         if !logs {
-            return failed(
-                ErrorKind::InvalidRequest,
-                format!("{job} keeps no log (its console is not `log`)"),
-            );
+            return failed(Failure::NoLog {
+                job: job.to_string(),
+            });
         }
         let path = self.logs.path(&joblog::file_name(job, &only.instance));
         Response::Value(path.display().to_string())
@@ -299,7 +295,7 @@ impl Runtime {
             .is_some_and(|s| self.pids.signal(self.link.as_ref(), pid, s, false))
         {
             true => instances(status),
-            false => failed(ErrorKind::Internal, format!("cannot signal process {pid}")),
+            false => failed(Failure::Signal { pid }),
         }
     }
 

@@ -6,21 +6,22 @@
 //! conditions' watch kept in step with the job definitions, and the job log
 //! pipes, including the write-out of early logs once the disk can be written.
 
-use super::{Runtime, TOKEN_FILES, TOKEN_LOG, anyhow_like, test_fault_once};
+use super::{Error, Runtime, TOKEN_FILES, TOKEN_LOG, test_fault_once};
 use crate::initlink::Incoming;
-use crate::job::{self};
+use crate::job;
 use crate::lifecycle::{Event, PowerAction};
 use rustix::event::epoll;
 
 impl Runtime {
-    pub(super) fn read_init_channel(&mut self) -> anyhow_like::Result<()> {
+    /// Reads what keel-init sent: exits, relayed signals, refused lifeboat requests.
+    pub(super) fn read_init_channel(&mut self) -> Result<(), Error> {
         loop {
             let msg = match self.link.as_ref().map(|l| l.recv()) {
                 Some(Ok(Some(m))) => m,
                 Some(Ok(None)) | None => return Ok(()),
                 // keel-init never closes the channel while we live: it is gone (a
                 // test's namespace ending); nothing is left to supervise for.
-                Some(Err(e)) => return Err(format!("init channel: {e}").into()),
+                Some(Err(e)) => return Err(Error::InitChannel(e)),
             };
             match msg {
                 Incoming::Exit { seq, pid, status } => {

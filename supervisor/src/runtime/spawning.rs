@@ -18,19 +18,28 @@ use rustix::fd::{AsFd, OwnedFd};
 use std::ffi::CString;
 
 impl Runtime {
+    /// The core's `Spawn`: the process planned and spawned into this round's go pipe
+    /// (released with its batch); a failure is the core's to handle (`spawn_failed`).
     pub(super) fn spawn_process(&mut self, job: &str, instance: &str, kind: ProcessKind) {
-        let now = now_ms();
-        let (plan, ready_fd) = match self.plan(job, instance, kind) {
-            Ok(p) => p,
-            Err(reason) => {
-                let reason = format!("{} process: {reason}", kind.name());
-                tracing::warn!("{job}: {reason}");
-                self.snap
-                    .jobs
-                    .spawn_failed(job, instance, kind, reason, now);
-                return;
-            }
-        };
+        if let Err(e) = self.try_spawn(job, instance, kind) {
+            let reason = e.to_string();
+            tracing::warn!("{job}: {reason}");
+            self.snap
+                .jobs
+                .spawn_failed(job, instance, kind, reason, now_ms());
+        }
+    }
+
+    /// `spawn_process`, its failures as errors.
+    fn try_spawn(
+        &mut self,
+        job: &str,
+        instance: &str,
+        kind: ProcessKind,
+    ) -> Result<(), SpawnError> {
+        let (plan, ready_fd) = self
+            .plan(job, instance, kind)
+            .map_err(|why| SpawnError::Plan { kind, why })?;
         if self.go.is_none() {
             match spawn::GoPipe::new() {
                 Ok(go) => {
@@ -43,17 +52,11 @@ impl Runtime {
                     }
                     self.go = Some((round, go));
                 }
-                Err(e) => {
-                    let reason = format!("failed to spawn {} process: {e}", kind.name());
-                    self.snap
-                        .jobs
-                        .spawn_failed(job, instance, kind, reason, now);
-                    return;
-                }
+                Err(source) => return Err(SpawnError::Spawn { kind, source }),
             }
         }
         let Some((_, go)) = self.go.as_mut() else {
-            return;
+            return Ok(());
         };
         let into_cgroup = plan.cgroup.is_some();
         match spawn::spawn(plan, go) {
@@ -65,20 +68,15 @@ impl Runtime {
             }
             Ok(child) => self.spawned(job, instance, kind, child, ready_fd),
             Err(e) => {
-                let reason = match (into_cgroup, e.raw_os_error()) {
-                    (true, Some(libc::EBUSY | libc::EOPNOTSUPP)) => format!(
-                        "failed to spawn {} process into its cgroup: {}",
-                        kind.name(),
-                        spawn::strerror(e.raw_os_error().unwrap_or(0))
-                    ),
-                    _ => format!("failed to spawn {} process: {e}", kind.name()),
-                };
-                tracing::warn!("{job}: {reason}");
-                self.snap
-                    .jobs
-                    .spawn_failed(job, instance, kind, reason, now);
+                return Err(match (into_cgroup, e.raw_os_error()) {
+                    (true, Some(errno @ (libc::EBUSY | libc::EOPNOTSUPP))) => {
+                        SpawnError::IntoCgroup { kind, errno }
+                    }
+                    _ => SpawnError::Spawn { kind, source: e },
+                });
             }
         }
+        Ok(())
     }
 
     /// Takes a new child into account: its error pipe, its pidfd, an `expect fd`
@@ -121,21 +119,21 @@ impl Runtime {
         job: &str,
         instance: &str,
         kind: ProcessKind,
-    ) -> Result<(spawn::Plan, Option<OwnedFd>), String> {
+    ) -> Result<(spawn::Plan, Option<OwnedFd>), PlanError> {
         let decided = self.decide(job, instance, kind)?;
         self.make_fds(job, instance, decided)
     }
 
     /// What the process is to be, decided from the job and its instance (reading,
     /// not changing, the world: the user database, PATH).
-    fn decide(&self, job: &str, instance: &str, kind: ProcessKind) -> Result<Decided, String> {
+    fn decide(&self, job: &str, instance: &str, kind: ProcessKind) -> Result<Decided, PlanError> {
         let inst = self
             .snap
             .jobs
             .instance(job, instance)
-            .ok_or("instance vanished")?;
+            .ok_or(PlanError::InstanceVanished)?;
         let def: &JobDef = inst.def();
-        let process = def.process(kind).ok_or("no such process")?;
+        let process = def.process(kind).ok_or(PlanError::NoSuchProcess)?;
         let pairs = |env: &[String]| -> Vec<(String, String)> {
             env.iter()
                 .filter_map(|kv| kv.split_once('='))
@@ -165,9 +163,7 @@ impl Runtime {
             (job::Expect::Fd(n), ProcessKind::Main) => {
                 let script = matches!(process, job::Process::Script { .. });
                 if spawn::reserved_fd(*n, script) {
-                    return Err(format!(
-                        "expect fd {n}: fd {n} is keel's own in a job process (choose another)"
-                    ));
+                    return Err(PlanError::ReservedFd(*n));
                 }
                 Some(*n)
             }
@@ -213,7 +209,7 @@ impl Runtime {
         job: &str,
         instance: &str,
         decided: Decided,
-    ) -> Result<(spawn::Plan, Option<OwnedFd>), String> {
+    ) -> Result<(spawn::Plan, Option<OwnedFd>), PlanError> {
         let Decided {
             mut plan,
             settings,
@@ -224,10 +220,7 @@ impl Runtime {
         // Socket activation: the socket at fd 3, named as systemd and Upstart did.
         if let Some(fd) = listen {
             if ready_target == Some(spawn::LISTEN_FD) {
-                return Err(format!(
-                    "expect fd {}: the listening socket of `start on socket` is there",
-                    spawn::LISTEN_FD
-                ));
+                return Err(PlanError::ListenFd);
             }
             for var in ["LISTEN_FDS=1", "UPSTART_FDS=3"] {
                 plan.env.push(cstr(var)?);
@@ -236,8 +229,7 @@ impl Runtime {
         }
         let mut ours = None;
         if let Some(n) = ready_target {
-            let (child, keel) = Watcher::fd_socket()
-                .map_err(|e| format!("cannot make the readiness socket: {e}"))?;
+            let (child, keel) = Watcher::fd_socket().map_err(PlanError::ReadySocket)?;
             plan.ready_fd = Some((child, n));
             ours = Some(keel);
         }
@@ -245,7 +237,7 @@ impl Runtime {
             let (writer, new) = self
                 .logs
                 .writer(&mut self.snap.shell.logs, self.link.as_ref(), job, instance)
-                .map_err(|e| format!("cannot open the log pipe: {e}"))?;
+                .map_err(PlanError::LogPipe)?;
             if let Some(id) = new {
                 self.watch_log(id);
             }
@@ -261,12 +253,10 @@ impl Runtime {
         job: &str,
         instance: &str,
         settings: &[(String, String)],
-    ) -> Result<Option<OwnedFd>, String> {
+    ) -> Result<Option<OwnedFd>, PlanError> {
         let Some(tree) = &self.cgroups else {
             if let Some((key, _)) = settings.first() {
-                return Err(format!(
-                    "cgroup {key}: keel has no cgroup2 hierarchy to apply it in"
-                ));
+                return Err(PlanError::NoCgroups(key.clone()));
             }
             return Ok(None);
         };
@@ -281,7 +271,7 @@ impl Runtime {
         };
         cgroup::Tree::open_dir(&path)
             .map(Some)
-            .map_err(|e| format!("cgroup {}: {}", path.display(), e))
+            .map_err(|source| PlanError::OpenCgroup { path, source })
     }
 
     /// The listening socket for a process of a job started by `socket`: the
@@ -365,12 +355,12 @@ fn command_line(
     process: &job::Process,
     path: &str,
     root: Option<&str>,
-) -> Result<(Vec<String>, Option<Vec<u8>>), String> {
+) -> Result<(Vec<String>, Option<Vec<u8>>), PlanError> {
     match process {
         job::Process::Exec { command } => match process.exec_argv() {
             Some(mut argv) if !argv.is_empty() => {
                 argv[0] = spawn::resolve(&argv[0], path, root)
-                    .ok_or_else(|| format!("{}: command not found", argv[0]))?;
+                    .ok_or_else(|| PlanError::CommandNotFound(argv[0].clone()))?;
                 Ok((argv, None))
             }
             // Shell metacharacters: let the shell run it, replacing itself.
@@ -391,13 +381,65 @@ fn command_line(
                 interpreter.clone()
             };
             argv[0] = spawn::resolve(&argv[0], path, root)
-                .ok_or_else(|| format!("{}: interpreter not found", argv[0]))?;
+                .ok_or_else(|| PlanError::InterpreterNotFound(argv[0].clone()))?;
             argv.push(format!("/proc/self/fd/{}", spawn::SCRIPT_FD));
             Ok((argv, Some(body.clone().into_bytes())))
         }
     }
 }
 
-fn cstr(s: &str) -> Result<CString, String> {
-    CString::new(s).map_err(|_| format!("NUL byte in {s:?}"))
+/// `s` as a C string (a NUL byte in it is the job's error).
+fn cstr(s: &str) -> Result<CString, PlanError> {
+    CString::new(s).map_err(|_| PlanError::Nul(s.to_string()))
+}
+
+/// Why a process could not be planned.
+#[derive(Debug, thiserror::Error)]
+enum PlanError {
+    #[error("instance vanished")]
+    InstanceVanished,
+    #[error("no such process")]
+    NoSuchProcess,
+    #[error(transparent)]
+    Setup(#[from] setup::Error),
+    #[error("expect fd {0}: fd {0} is keel's own in a job process (choose another)")]
+    ReservedFd(i32),
+    #[error(
+        "expect fd {fd}: the listening socket of `start on socket` is there",
+        fd = spawn::LISTEN_FD
+    )]
+    ListenFd,
+    #[error("{0}: command not found")]
+    CommandNotFound(String),
+    #[error("{0}: interpreter not found")]
+    InterpreterNotFound(String),
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::Error),
+    #[error("cgroup {0}: keel has no cgroup2 hierarchy to apply it in")]
+    NoCgroups(String),
+    #[error("cgroup {}: {source}", path.display())]
+    OpenCgroup {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("NUL byte in {0:?}")]
+    Nul(String),
+    #[error("cannot make the readiness socket: {0}")]
+    ReadySocket(std::io::Error),
+    #[error("cannot open the log pipe: {0}")]
+    LogPipe(std::io::Error),
+}
+
+/// Why a process the core asked for was not spawned: the reason the core records.
+#[derive(Debug, thiserror::Error)]
+enum SpawnError {
+    #[error("{} process: {why}", kind.name())]
+    Plan { kind: ProcessKind, why: PlanError },
+    #[error("failed to spawn {} process: {source}", kind.name())]
+    Spawn {
+        kind: ProcessKind,
+        source: std::io::Error,
+    },
+    #[error("failed to spawn {} process into its cgroup: {}", kind.name(), crate::errno::strerror(*errno))]
+    IntoCgroup { kind: ProcessKind, errno: i32 },
 }

@@ -12,7 +12,7 @@
 
 use super::confdir::LIFEBOAT_CONFDIR_WATCH;
 use super::persist::{self, LIFEBOAT_LOADED, go_name};
-use super::{Config, OWN_SIGNALS, Runtime, TOKEN_INIT, TOKEN_LISTENER, TOKEN_SIGNALS, anyhow_like};
+use super::{Config, Error, OWN_SIGNALS, Runtime, TOKEN_INIT, TOKEN_LISTENER, TOKEN_SIGNALS};
 use crate::control::{self, ConnId, Control};
 use crate::initlink::{Handover, InitLink};
 use crate::journal::{self, Snapshot};
@@ -103,16 +103,13 @@ impl Runtime {
     /// saved state or a fresh one from the confdir, the control socket.
     // Long for a list: the steps in their order (see the module docs), each one
     // a function or a line, and the Runtime's fields.
-    pub fn new(config: Config) -> anyhow_like::Result<Runtime> {
+    pub fn new(config: Config) -> Result<Runtime, Error> {
         let link = InitLink::from_env();
         // Blocked first thing: from now on they wait for the loop, however long
         // the handover takes.
         let signal_set = block_own_signals(link.is_none())?;
         let mut handover = match &link {
-            Some(l) => Some(
-                l.handover()
-                    .map_err(|e| format!("handover from keel-init failed: {e}"))?,
-            ),
+            Some(l) => Some(l.handover().map_err(Error::Handover)?),
             None => None,
         };
         let entries = handover
@@ -153,7 +150,7 @@ impl Runtime {
             &signal_set,
             nix::sys::signalfd::SfdFlags::SFD_NONBLOCK | nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(Error::Signalfd)?;
         let cgroups = open_cgroups(&config, &mut snap, machine);
         let mut logs = joblog::Logs::new(joblog::Config {
             dir: config.logdir.clone(),
@@ -252,7 +249,7 @@ impl Runtime {
 
 /// Blocks the signals the supervisor takes as events of its loop ([`OWN_SIGNALS`];
 /// `standalone`, without keel-init, also SIGCHLD and those keel-init would relay).
-fn block_own_signals(standalone: bool) -> anyhow_like::Result<SigSet> {
+fn block_own_signals(standalone: bool) -> Result<SigSet, Error> {
     use nix::sys::signal::Signal;
     let mut set = SigSet::empty();
     for s in OWN_SIGNALS {
@@ -263,7 +260,7 @@ fn block_own_signals(standalone: bool) -> anyhow_like::Result<SigSet> {
             set.add(s);
         }
     }
-    set.thread_block().map_err(|e| e.to_string())?;
+    set.thread_block().map_err(Error::BlockSignals)?;
     Ok(set)
 }
 
@@ -316,20 +313,22 @@ fn open_control(
     listener: Option<OwnedFd>,
     conns: Option<control::Handover>,
     link: Option<&InitLink>,
-) -> anyhow_like::Result<(Control, Vec<ConnId>)> {
+) -> Result<(Control, Vec<ConnId>), Error> {
     let listener = match listener {
         Some(l) => l,
         None => {
-            let l = control::bind(&config.socket)
-                .map_err(|e| format!("cannot listen on {}: {e}", config.socket.display()))?;
+            let l = control::bind(&config.socket).map_err(|source| Error::Listen {
+                path: config.socket.clone(),
+                source,
+            })?;
             if let Some(link) = link {
                 link.deposit(LIFEBOAT_CONTROL, l.as_fd())
-                    .map_err(|e| format!("cannot deposit the control socket: {e}"))?;
+                    .map_err(Error::DepositControl)?;
             }
             l
         }
     };
-    let mut control = Control::new(listener).map_err(|e| e.to_string())?;
+    let mut control = Control::new(listener).map_err(Error::Control)?;
     let handed_over = conns.map(|h| control.take_over(h)).unwrap_or_default();
     Ok((control, handed_over))
 }
@@ -358,8 +357,8 @@ fn open_epoll(
     link: Option<&InitLink>,
     control: &Control,
     signals: &SignalFd,
-) -> anyhow_like::Result<OwnedFd> {
-    let epoll = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(|e| e.to_string())?;
+) -> Result<OwnedFd, Error> {
+    let epoll = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(Error::Epoll)?;
     let mut fds = vec![
         (control.listener(), TOKEN_LISTENER),
         (signals.as_fd(), TOKEN_SIGNALS),
@@ -374,7 +373,7 @@ fn open_epoll(
             epoll::EventData::new_u64(token),
             epoll::EventFlags::IN,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(Error::Epoll)?;
     }
     Ok(epoll)
 }

@@ -574,7 +574,12 @@ fn bad_emits_are_refused_and_change_nothing() {
     }
     assert_eq!(w.jobs.events.len(), MAX_QUEUED_EVENTS);
     assert!(w.jobs.events_pending());
-    assert_eq!(refused(&mut w, "flood", &[]), Refusal::QueueFull);
+    assert_eq!(
+        refused(&mut w, "flood", &[]),
+        Refusal::QueueFull {
+            limit: MAX_QUEUED_EVENTS
+        }
+    );
     assert_eq!(w.jobs.events.len(), MAX_QUEUED_EVENTS);
     // The next rounds handle them, a round's worth at a time.
     w.jobs.tick(w.now);

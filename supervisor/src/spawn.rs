@@ -870,16 +870,14 @@ fn write_pid(text: &mut [u8; LISTEN_PID_TEXT], pid: isize) {
     text[start + len] = 0;
 }
 
-/// The sandbox's system calls (a mount namespace, seccomp), which rustix 1.0 does
-/// not make: keel's own raw calls on x86_64; elsewhere libc's, which only the
+/// The sandbox's two system calls that rustix 1.0 does not make (`mount_setattr`,
+/// `seccomp`): keel's own raw calls on x86_64; elsewhere libc's, which only the
 /// forked child reaches (its `errno` is its own copy). Each returns 0 or `-errno`.
+/// Every other call of the child goes through rustix (linux_raw: no `errno`).
 mod raw {
     #[cfg(target_arch = "x86_64")]
     pub use super::sys::{syscall, syscall6};
-    pub use libc::{
-        SYS_mkdirat, SYS_mknodat, SYS_mount, SYS_mount_setattr, SYS_seccomp, SYS_symlinkat,
-        SYS_umask, SYS_unshare,
-    };
+    pub use libc::{SYS_mount_setattr, SYS_seccomp};
 
     /// # Safety
     /// As the system call's.
@@ -1233,49 +1231,51 @@ const DEVICE_LINKS: [(&std::ffi::CStr, &std::ffi::CStr); 4] = [
 /// # Safety
 /// Only in the child, after the error pipe is at [`ERR_FD`].
 unsafe fn mount_namespace(mounts: &[ChildMount]) {
-    use raw::*;
-    // SAFETY (the whole function): raw system calls on the Setup's C strings,
-    // constants and locals of this stack, in the child only.
+    use rustix::mount::{MountFlags, MountPropagationFlags, mount_bind, mount_change};
+    // SAFETY (the whole function): only in the child, after the error pipe is at
+    // ERR_FD (`fail` reports there and exits); the child has its own file table
+    // (CLONE_FILES is never set), so unsharing its mount namespace touches no other
+    // thread of the supervisor; every path is a C string of the Setup or a constant.
     unsafe {
-        let r = syscall(SYS_unshare, libc::CLONE_NEWNS as usize, 0, 0);
-        if r != 0 {
-            fail_raw(Step::MountNamespace, 0, r, SETUP_FAILED);
+        if let Err(e) = rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) {
+            fail(Step::MountNamespace, 0, e, SETUP_FAILED);
         }
-        let r = mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None);
-        if r != 0 {
-            fail_raw(Step::MountNamespace, 0, r, SETUP_FAILED);
+        if let Err(e) = mount_change(
+            c"/",
+            MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+        ) {
+            fail(Step::MountNamespace, 0, e, SETUP_FAILED);
         }
         // Devices and directories made here get exactly the modes asked for.
-        syscall(SYS_umask, 0, 0, 0);
+        rustix::process::umask(rustix::fs::Mode::empty());
         for (index, step) in mounts.iter().enumerate() {
             let path = step.path.as_c_str();
-            let r = match step.op {
+            let done = match step.op {
                 MountOp::ReadOnly => set_read_only(path, true),
                 MountOp::Writable => set_read_only(path, false),
-                MountOp::HideDirectory => mount(
-                    Some(c"tmpfs"),
+                MountOp::HideDirectory => rustix::mount::mount(
+                    c"tmpfs",
                     path,
-                    Some(c"tmpfs"),
-                    libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                    Some(c"mode=000"),
+                    c"tmpfs",
+                    MountFlags::RDONLY
+                        | MountFlags::NOSUID
+                        | MountFlags::NODEV
+                        | MountFlags::NOEXEC,
+                    c"mode=000",
                 ),
-                MountOp::HideFile => {
-                    match mount(Some(INACCESSIBLE), path, None, libc::MS_BIND, None) {
-                        0 => set_attr(path, 0, MOUNT_ATTR_RDONLY, 0),
-                        err => err,
-                    }
-                }
-                MountOp::Tmpfs => mount(
-                    Some(c"tmpfs"),
+                MountOp::HideFile => mount_bind(INACCESSIBLE, path)
+                    .and_then(|()| set_attr(path, 0, MOUNT_ATTR_RDONLY, 0)),
+                MountOp::Tmpfs => rustix::mount::mount(
+                    c"tmpfs",
                     path,
-                    Some(c"tmpfs"),
-                    libc::MS_NOSUID | libc::MS_NODEV,
-                    Some(c"mode=1777"),
+                    c"tmpfs",
+                    MountFlags::NOSUID | MountFlags::NODEV,
+                    c"mode=1777",
                 ),
                 MountOp::Devices => private_devices(path),
             };
-            if r != 0 {
-                fail_raw(Step::Mount, index as u32, r, SETUP_FAILED);
+            if let Err(e) = done {
+                fail(Step::Mount, index as u32, e, SETUP_FAILED);
             }
         }
     }
@@ -1284,45 +1284,18 @@ unsafe fn mount_namespace(mounts: &[ChildMount]) {
 /// [`INACCESSIBLE_FILE`] as the child passes it (a test checks they agree).
 const INACCESSIBLE: &std::ffi::CStr = c"/run/keel/inaccessible";
 
-/// mount(2): 0 or `-errno`.
-///
-/// # Safety
-/// Only in the child.
-unsafe fn mount(
-    source: Option<&std::ffi::CStr>,
-    target: &std::ffi::CStr,
-    fstype: Option<&std::ffi::CStr>,
-    flags: libc::c_ulong,
-    data: Option<&std::ffi::CStr>,
-) -> isize {
-    let ptr = |s: Option<&std::ffi::CStr>| s.map_or(0, |s| s.as_ptr() as usize);
-    // SAFETY: NUL-terminated strings or null, as mount(2) takes them.
-    unsafe {
-        raw::syscall6(
-            raw::SYS_mount,
-            ptr(source),
-            target.as_ptr() as usize,
-            ptr(fstype),
-            flags as usize,
-            ptr(data),
-            0,
-        )
-    }
-}
-
-/// `mount_setattr(path, flags, {set, clear})`: 0 or `-errno`.
-///
-/// # Safety
-/// Only in the child.
-unsafe fn set_attr(path: &std::ffi::CStr, flags: u32, set: u64, clear: u64) -> isize {
+/// `mount_setattr(path, flags, {set, clear})`, which rustix 1.0 lacks: keel's
+/// raw call (no `errno`, as the child may share the supervisor's memory).
+fn set_attr(path: &std::ffi::CStr, flags: u32, set: u64, clear: u64) -> rustix::io::Result<()> {
     let attr = MountAttr {
         attr_set: set,
         attr_clr: clear,
         propagation: 0,
         userns_fd: 0,
     };
-    // SAFETY: a NUL-terminated path and a mount_attr of the size passed.
-    unsafe {
+    // SAFETY: a NUL-terminated path and a mount_attr of the size passed, both
+    // alive for the call.
+    let r = unsafe {
         raw::syscall6(
             raw::SYS_mount_setattr,
             libc::AT_FDCWD as usize,
@@ -1332,82 +1305,59 @@ unsafe fn set_attr(path: &std::ffi::CStr, flags: u32, set: u64, clear: u64) -> i
             std::mem::size_of::<MountAttr>(),
             0,
         )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(rustix::io::Errno::from_raw_os_error(-r as i32))
     }
 }
 
 /// `path` and everything mounted below it read-only (or writable again). A
 /// path that is no mount point of its own is first bound onto itself.
-///
-/// # Safety
-/// Only in the child.
-unsafe fn set_read_only(path: &std::ffi::CStr, read_only: bool) -> isize {
+fn set_read_only(path: &std::ffi::CStr, read_only: bool) -> rustix::io::Result<()> {
     let (set, clear) = if read_only {
         (MOUNT_ATTR_RDONLY, 0)
     } else {
         (0, MOUNT_ATTR_RDONLY)
     };
-    // SAFETY: as the caller's.
-    unsafe {
-        let r = set_attr(path, libc::AT_RECURSIVE as u32, set, clear);
-        if r != -(libc::EINVAL as isize) {
-            return r;
+    match set_attr(path, libc::AT_RECURSIVE as u32, set, clear) {
+        Err(rustix::io::Errno::INVAL) => {
+            rustix::mount::mount_bind_recursive(path, path)?;
+            set_attr(path, libc::AT_RECURSIVE as u32, set, clear)
         }
-        let r = mount(Some(path), path, None, libc::MS_BIND | libc::MS_REC, None);
-        if r != 0 {
-            return r;
-        }
-        set_attr(path, libc::AT_RECURSIVE as u32, set, clear)
+        done => done,
     }
 }
 
 /// A tmpfs at `dev` (`/dev`) with only [`PSEUDO_DEVICES`] and [`DEVICE_LINKS`],
-/// and an empty `shm` and `pts`.
-///
-/// # Safety
-/// Only in the child, with umask 0.
-unsafe fn private_devices(dev: &std::ffi::CStr) -> isize {
-    use raw::*;
-    let at = libc::AT_FDCWD as usize;
-    // SAFETY: raw system calls on constant NUL-terminated paths.
-    unsafe {
-        let r = mount(
-            Some(c"tmpfs"),
-            dev,
-            Some(c"tmpfs"),
-            libc::MS_NOSUID | libc::MS_NOEXEC,
-            Some(c"mode=755"),
-        );
-        if r != 0 {
-            return r;
-        }
-        for (path, major, minor) in PSEUDO_DEVICES {
-            // makedev(3) for numbers below 256.
-            let device = (major << 8 | minor) as usize;
-            let mode = (libc::S_IFCHR | 0o666) as usize;
-            let r = syscall6(SYS_mknodat, at, path.as_ptr() as usize, mode, device, 0, 0);
-            if r != 0 {
-                return r;
-            }
-        }
-        for (link, target) in DEVICE_LINKS {
-            let r = syscall(
-                SYS_symlinkat,
-                target.as_ptr() as usize,
-                at,
-                link.as_ptr() as usize,
-            );
-            if r != 0 {
-                return r;
-            }
-        }
-        for (dir, mode) in [(c"/dev/shm", 0o1777), (c"/dev/pts", 0o755)] {
-            let r = syscall(SYS_mkdirat, at, dir.as_ptr() as usize, mode);
-            if r != 0 {
-                return r;
-            }
-        }
-        0
+/// and an empty `shm` and `pts`. The child calls it with umask 0.
+fn private_devices(dev: &std::ffi::CStr) -> rustix::io::Result<()> {
+    use rustix::fs::{CWD, FileType, Mode, makedev, mkdirat, mknodat, symlinkat};
+    rustix::mount::mount(
+        c"tmpfs",
+        dev,
+        c"tmpfs",
+        rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NOEXEC,
+        c"mode=755",
+    )?;
+    for (path, major, minor) in PSEUDO_DEVICES {
+        let mode = Mode::from_raw_mode(0o666);
+        mknodat(
+            CWD,
+            path,
+            FileType::CharacterDevice,
+            mode,
+            makedev(major, minor),
+        )?;
     }
+    for (link, target) in DEVICE_LINKS {
+        symlinkat(target, CWD, link)?;
+    }
+    for (dir, mode) in [(c"/dev/shm", 0o1777), (c"/dev/pts", 0o755)] {
+        mkdirat(CWD, dir, Mode::from_raw_mode(mode))?;
+    }
+    Ok(())
 }
 
 /// fds 0–2 per `console`.

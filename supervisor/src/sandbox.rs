@@ -19,6 +19,52 @@ use crate::job::sandbox::{ADDRESS_FAMILIES, MountKind, Sandbox, SyscallAction};
 use seccompiler::SeccompAction;
 use std::ffi::CString;
 
+/// What keeps a job's sandbox from being set up here; each names its stanza.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A path the job file names is not there (or cannot be looked at).
+    #[error("{stanza} {path}: {}", crate::errno::no_os_error(.source))]
+    Path {
+        stanza: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{stanza} {path}: not a directory")]
+    NotADirectory { stanza: &'static str, path: String },
+    #[error("{stanza}: NUL byte in {path:?}")]
+    NulByte { stanza: &'static str, path: String },
+    #[error("{stanza} {path}: cannot make {INACCESSIBLE_FILE} to hide it behind: {}", crate::errno::no_os_error(.source))]
+    InaccessibleFile {
+        stanza: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    /// A list that would refuse what the child does after installing it.
+    #[error("{stanza}: {call} {how}: {why}")]
+    RefusesItself {
+        stanza: &'static str,
+        call: &'static str,
+        how: &'static str,
+        why: &'static str,
+    },
+    #[error("{stanza}: unknown system call {name} on {}", std::env::consts::ARCH)]
+    UnknownCall { stanza: &'static str, name: String },
+    /// seccompiler's own refusal, or the kernel's length limit.
+    #[error("{stanza}: {why}")]
+    Filter { stanza: &'static str, why: Compile },
+}
+
+/// Why seccompiler made no program.
+#[derive(Debug, thiserror::Error)]
+pub enum Compile {
+    #[error("no system-call filters on {}", std::env::consts::ARCH)]
+    Architecture,
+    #[error("{0}")]
+    Seccompiler(String),
+    #[error("the filter needs {0} instructions, more than the kernel's 4096")]
+    TooLong(usize),
+}
+
 /// A compiled system-call filter, as `seccomp(SECCOMP_SET_MODE_FILTER)` takes it.
 pub type SyscallFilter = Vec<seccompiler::sock_filter>;
 
@@ -30,7 +76,7 @@ pub type SyscallFilters = std::sync::Arc<[SyscallFilter]>;
 /// job definition alone, and compiling them is the dearest part of a sandboxed
 /// spawn's setup (a few hundred µs), so a definition's are kept for its next
 /// spawns. A failed compile is not kept (it is reported at every start).
-pub fn cached_syscall_filters(sandbox: &Sandbox) -> Result<SyscallFilters, String> {
+pub fn cached_syscall_filters(sandbox: &Sandbox) -> Result<SyscallFilters, Error> {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
     /// Past this many sandboxes the cache starts again (they are recompiled on
@@ -85,11 +131,11 @@ const AFTER_THE_FILTER: [(&str, &str); 3] = [
 /// programs after it. A name this architecture does not know, or a filter that
 /// would refuse what the child does after installing it (the exec, the exit,
 /// the report of a failed exec), is a clear error.
-pub fn syscall_filters(sandbox: &Sandbox) -> Result<Vec<SyscallFilter>, String> {
+pub fn syscall_filters(sandbox: &Sandbox) -> Result<Vec<SyscallFilter>, Error> {
     let mut programs = Vec::new();
     let eperm = serde_json::json!({"errno": libc::EPERM});
-    let fixed = |what: &str, rules: Vec<Rule>, action: &serde_json::Value| {
-        compile(rules, action, Listed::Refused).map_err(|e| format!("{what}: {e}"))
+    let fixed = |stanza: &'static str, rules: Vec<Rule>, action: &serde_json::Value| {
+        compile(rules, action, Listed::Refused).map_err(|why| Error::Filter { stanza, why })
     };
     if let Some(families) = &sandbox.address_families {
         // socket(2) with any family but these; one rule whose conditions all hold.
@@ -161,9 +207,9 @@ pub fn syscall_filters(sandbox: &Sandbox) -> Result<Vec<SyscallFilter>, String> 
 }
 
 /// The program of `syscalls allow` / `syscalls deny`, if the job has either.
-fn list_program(sandbox: &Sandbox) -> Result<Option<SyscallFilter>, String> {
+fn list_program(sandbox: &Sandbox) -> Result<Option<SyscallFilter>, Error> {
     let (allowed, denied) = (&sandbox.syscalls_allowed, &sandbox.syscalls_denied);
-    let (stanza, names, listed): (&str, Vec<&String>, Listed) = if !allowed.is_empty() {
+    let (stanza, names, listed): (&'static str, Vec<&String>, Listed) = if !allowed.is_empty() {
         let names = allowed.iter().filter(|n| !denied.contains(n)).collect();
         ("syscalls allow", names, Listed::Allowed)
     } else if !denied.is_empty() {
@@ -195,7 +241,12 @@ fn list_program(sandbox: &Sandbox) -> Result<Option<SyscallFilter>, String> {
                 Listed::Allowed if !allowed.iter().any(|n| n == call) => "not allowed",
                 _ => "denied",
             };
-            return Err(format!("{stanza}: {call} {how}: {why}"));
+            return Err(Error::RefusesItself {
+                stanza,
+                call,
+                how,
+                why,
+            });
         }
     }
     let (on_listed, on_others) = match listed {
@@ -204,16 +255,16 @@ fn list_program(sandbox: &Sandbox) -> Result<Option<SyscallFilter>, String> {
     };
     program
         .map(|linear| Some(by_ranges(&linear, on_listed.into(), on_others.into())))
-        .map_err(|e| {
+        .map_err(|why| {
             match names
                 .iter()
                 .find(|n| compile(rules(std::slice::from_ref(*n)), &action, listed).is_err())
             {
-                Some(name) => format!(
-                    "{stanza}: unknown system call {name} on {}",
-                    std::env::consts::ARCH
-                ),
-                None => format!("{stanza}: {e}"),
+                Some(name) => Error::UnknownCall {
+                    stanza,
+                    name: name.to_string(),
+                },
+                None => Error::Filter { stanza, why },
             }
         })
 }
@@ -341,10 +392,10 @@ fn compile(
     rules: Vec<Rule>,
     action: &serde_json::Value,
     listed: Listed,
-) -> Result<SyscallFilter, String> {
+) -> Result<SyscallFilter, Compile> {
     let arch: seccompiler::TargetArch = std::env::consts::ARCH
         .try_into()
-        .map_err(|_| format!("no system-call filters on {}", std::env::consts::ARCH))?;
+        .map_err(|_| Compile::Architecture)?;
     let allow = serde_json::json!("allow");
     let (mismatch, matched) = match listed {
         Listed::Refused => (&allow, action),
@@ -354,16 +405,13 @@ fn compile(
         "job": {"mismatch_action": mismatch, "filter_action": matched, "filter": rules}
     });
     let mut programs = seccompiler::compile_from_json(spec.to_string().as_bytes(), arch)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Compile::Seccompiler(e.to_string()))?;
     let program = programs
         .remove("job")
-        .ok_or_else(|| "seccompiler made no program".to_string())?;
+        .ok_or_else(|| Compile::Seccompiler("it made no program".to_string()))?;
     // The kernel's limit for one program (BPF_MAXINSNS).
     if program.len() > 4096 {
-        return Err(format!(
-            "the filter needs {} instructions, more than the kernel's 4096",
-            program.len()
-        ));
+        return Err(Compile::TooLong(program.len()));
     }
     Ok(program)
 }
@@ -399,19 +447,19 @@ pub struct ChildMount {
 
 /// The child's mount steps for `sandbox`, in order; empty when it needs no
 /// mount namespace.
-pub fn resolve(sandbox: &Sandbox) -> Result<Vec<ChildMount>, String> {
+pub fn resolve(sandbox: &Sandbox) -> Result<Vec<ChildMount>, Error> {
     let mut out = Vec::new();
     for mount in sandbox.mounts() {
         let stanza = mount.kind.name();
         let meta = match std::fs::metadata(&mount.path) {
             Ok(meta) => meta,
             Err(e) if !mount.required && e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                return Err(format!(
-                    "{stanza} {}: {}",
-                    mount.path,
-                    crate::errno::no_os_error(&e)
-                ));
+            Err(source) => {
+                return Err(Error::Path {
+                    stanza,
+                    path: mount.path.clone(),
+                    source,
+                });
             }
         };
         let op = match mount.kind {
@@ -419,23 +467,26 @@ pub fn resolve(sandbox: &Sandbox) -> Result<Vec<ChildMount>, String> {
             MountKind::Writable => MountOp::Writable,
             MountKind::Inaccessible if meta.is_dir() => MountOp::HideDirectory,
             MountKind::Inaccessible => {
-                inaccessible_file().map_err(|e| {
-                    format!(
-                        "{stanza} {}: cannot make {INACCESSIBLE_FILE} to hide it behind: {}",
-                        mount.path,
-                        crate::errno::no_os_error(&e)
-                    )
+                inaccessible_file().map_err(|source| Error::InaccessibleFile {
+                    stanza,
+                    path: mount.path.clone(),
+                    source,
                 })?;
                 MountOp::HideFile
             }
             MountKind::PrivateTmp | MountKind::PrivateDevices if !meta.is_dir() => {
-                return Err(format!("{stanza} {}: not a directory", mount.path));
+                return Err(Error::NotADirectory {
+                    stanza,
+                    path: mount.path.clone(),
+                });
             }
             MountKind::PrivateTmp => MountOp::Tmpfs,
             MountKind::PrivateDevices => MountOp::Devices,
         };
-        let path = CString::new(mount.path.as_str())
-            .map_err(|_| format!("{stanza}: NUL byte in {:?}", mount.path))?;
+        let path = CString::new(mount.path.as_str()).map_err(|_| Error::NulByte {
+            stanza,
+            path: mount.path.clone(),
+        })?;
         out.push(ChildMount { path, op, stanza });
     }
     Ok(out)
@@ -466,7 +517,7 @@ mod tests {
     use crate::job::parse;
 
     fn resolved(text: &str) -> Result<Vec<ChildMount>, String> {
-        resolve(&parse("j", text).def.expect("parses").sandbox)
+        resolve(&parse("j", text).def.expect("parses").sandbox).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -486,7 +537,7 @@ mod tests {
     }
 
     fn filter(text: &str) -> Result<Vec<SyscallFilter>, String> {
-        syscall_filters(&parse("j", text).def.expect("parses").sandbox)
+        syscall_filters(&parse("j", text).def.expect("parses").sandbox).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -104,20 +104,13 @@ pub enum Error {
     NoSuchGroup(String),
     #[error("groups of {name}: {source}")]
     Groups { name: String, source: nix::Error },
-    /// The sandbox's own words (`sandbox` renders its problems).
-    #[error("{0}")]
-    Sandbox(String),
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::Error),
     #[error("apparmor switch {profile}: {source}")]
     AppArmorProfile {
         profile: String,
         source: crate::events::ExpandError,
     },
-}
-
-impl From<String> for Error {
-    fn from(why: String) -> Error {
-        Error::Sandbox(why)
-    }
 }
 
 /// Resolves the job's hardening stanzas for process `kind`. `env` is the job's

@@ -378,11 +378,6 @@ fn bringup_status(manager: Manager, n: usize, watch: &ExecWatch, tools: &Tools) 
     ms(end.saturating_sub(start))
 }
 
-/// runsvdir's compiled-in `MAXSERVICES` (Debian's runit): one runsvdir starts no
-/// more, so runit has no row beyond it (10,000 would need ten scan directories
-/// and a parent for them: another setup than the others').
-const RUNIT_MAX_SERVICES: usize = 1000;
-
 fn bringup(cfg: &Config, watch: &ExecWatch, tools: &Tools, r: &mut Results) {
     let order = [Manager::Keel, Manager::S6, Manager::Runit, Manager::Floor];
     let mut sizes: Vec<(usize, usize)> = [100, 1000].into_iter().zip(cfg.bringup_runs).collect();
@@ -392,9 +387,6 @@ fn bringup(cfg: &Config, watch: &ExecWatch, tools: &Tools, r: &mut Results) {
     for (n, runs) in sizes {
         for round in 0..runs {
             for m in rotated(&order, round) {
-                if m == Manager::Runit && n > RUNIT_MAX_SERVICES {
-                    continue;
-                }
                 let b = bringup_exec(m, n, watch, tools);
                 progress!(
                     "bringup_{n} round {}/{runs}: {} {:.1} ms, PSS {:.0} KiB",
@@ -430,13 +422,14 @@ fn bringup(cfg: &Config, watch: &ExecWatch, tools: &Tools, r: &mut Results) {
          bringup_N_first: the same until the first service's exec; \
          bringup_N_status: manager's exec → its status tool first reports all N up, {} runs; \
          rss_N: sum of PSS of the manager's own processes with all N running; \
-         runit has no 10,000 row (runsvdir starts at most 1,000 services)",
+         runit at 10,000: ten runsvdir of 1,000 services each, each a service of the top runsvdir (one starts at most {})",
         cfg.bringup_runs
             .iter()
             .map(|r| r.to_string())
             .collect::<Vec<_>>()
             .join(" / "),
-        cfg.status_runs
+        cfg.status_runs,
+        managers::RUNIT_MAX_SERVICES
     ));
 }
 

@@ -52,10 +52,17 @@ pub struct Tools {
     pub floor: PathBuf,
 }
 
+/// runsvdir's compiled-in `MAXSERVICES` (Debian's runit): one runsvdir starts no
+/// more. Beyond it, runit is run as its users run that many: the services split
+/// into groups of this size, each group's runsvdir a service of the top one.
+pub const RUNIT_MAX_SERVICES: usize = 1000;
+
 /// One manager running as PID 1 of its namespace with its services.
 pub struct Running {
     pub manager: Manager,
     dir: PathBuf,
+    /// runit beyond [`RUNIT_MAX_SERVICES`]: service `i` is in `group{i / MAX}/`.
+    runit_groups: bool,
     inner: Inner,
 }
 
@@ -67,6 +74,23 @@ enum Inner {
 /// The service directory (s6, runit) or job name (keel) of service `i`.
 pub fn service_name(i: usize) -> String {
     format!("s{i:04}")
+}
+
+/// Where a peer's service directories are.
+struct Placement<'a> {
+    dir: &'a Path,
+    runit_groups: bool,
+}
+
+impl Placement<'_> {
+    fn service_dir(&self, i: usize) -> PathBuf {
+        let scan = if self.runit_groups {
+            self.dir.join(format!("group{}", i / RUNIT_MAX_SERVICES))
+        } else {
+            self.dir.join("scan")
+        };
+        scan.join(service_name(i))
+    }
 }
 
 /// A peer's `run` script: the shell is the fastest runner here (measured against
@@ -112,6 +136,7 @@ pub fn launch(manager: Manager, n: usize, base: u32, flavour: Flavour, tools: &T
             Running {
                 manager,
                 dir: keel.dir.0.clone(),
+                runit_groups: false,
                 inner: Inner::Keel(keel),
             }
         }
@@ -120,9 +145,32 @@ pub fn launch(manager: Manager, n: usize, base: u32, flavour: Flavour, tools: &T
             let dir = scratch.0.clone();
             let scan = dir.join("scan");
             fs::create_dir_all(&scan).expect("scan dir");
+            let runit_groups = manager == Manager::Runit && n > RUNIT_MAX_SERVICES;
+            let mut scans = vec![scan.clone()];
+            if runit_groups {
+                for g in 0..n.div_ceil(RUNIT_MAX_SERVICES) {
+                    let group = dir.join(format!("group{g}"));
+                    let svc = scan.join(format!("group{g}"));
+                    fs::create_dir_all(&group).expect("group dir");
+                    fs::create_dir_all(&svc).expect("group service dir");
+                    let run = svc.join("run");
+                    fs::write(
+                        &run,
+                        format!("#!/bin/sh\nexec runsvdir {}\n", group.display()),
+                    )
+                    .expect("run script");
+                    fs::set_permissions(&run, fs::Permissions::from_mode(0o755))
+                        .expect("chmod run");
+                    scans.push(group);
+                }
+            }
+            let placed = Placement {
+                dir: &dir,
+                runit_groups,
+            };
             if manager != Manager::Floor {
                 for i in 0..n {
-                    let svc = scan.join(service_name(i));
+                    let svc = placed.service_dir(i);
                     fs::create_dir_all(&svc).expect("service dir");
                     let run = svc.join("run");
                     fs::write(&run, run_script(manager, flavour, base + i as u32))
@@ -138,9 +186,11 @@ pub fn launch(manager: Manager, n: usize, base: u32, flavour: Flavour, tools: &T
             // the current second (its mtime has a resolution of one); a real scan
             // directory is older than that.
             let past = std::time::SystemTime::now() - std::time::Duration::from_secs(10);
-            fs::File::open(&scan)
-                .and_then(|d| d.set_modified(past))
-                .expect("scan dir mtime");
+            for scan in &scans {
+                fs::File::open(scan)
+                    .and_then(|d| d.set_modified(past))
+                    .expect("scan dir mtime");
+            }
             let (program, args): (PathBuf, Vec<std::ffi::OsString>) = match manager {
                 // -c: s6-svscan refuses services beyond 500 unless told more.
                 Manager::S6 => (
@@ -162,6 +212,7 @@ pub fn launch(manager: Manager, n: usize, base: u32, flavour: Flavour, tools: &T
             Running {
                 manager,
                 dir,
+                runit_groups,
                 inner: Inner::Peer { ns, _dir: scratch },
             }
         }
@@ -191,26 +242,32 @@ impl Running {
     }
 
     fn service_dir(&self, i: usize) -> PathBuf {
-        self.dir.join("scan").join(service_name(i))
+        Placement {
+            dir: &self.dir,
+            runit_groups: self.runit_groups,
+        }
+        .service_dir(i)
     }
 
     /// The manager's own processes (the services and anything they run are not):
     /// keel-init and keel-supervisor; s6-svscan and every s6-supervise; runsvdir
-    /// and every runsv.
+    /// and every runsv (with groups, also each group's runsvdir and its runsvs).
     pub fn own_processes(&self) -> Vec<i32> {
-        let helper = match self.manager {
-            Manager::Keel => "keel-supervisor",
-            Manager::S6 => "s6-supervise",
-            Manager::Runit => "runsv",
-            Manager::Floor => "",
+        let helpers: &[&str] = match self.manager {
+            Manager::Keel => &["keel-supervisor"],
+            Manager::S6 => &["s6-supervise"],
+            Manager::Runit => &["runsv", "runsvdir"],
+            Manager::Floor => &[],
         };
-        let init = self.init_pid();
-        let mut out = vec![init];
-        out.extend(
-            children(init)
-                .into_iter()
-                .filter(|&p| comm(p).as_deref() == Some(helper) && state(p) != Some('Z')),
-        );
+        let mut out = vec![self.init_pid()];
+        let mut next = 0;
+        while next < out.len() {
+            let parent = out[next];
+            next += 1;
+            out.extend(children(parent).into_iter().filter(|&p| {
+                comm(p).is_some_and(|c| helpers.contains(&c.as_str())) && state(p) != Some('Z')
+            }));
+        }
         out
     }
 

@@ -784,3 +784,21 @@ pub fn bus_config(dir: &Path) -> PathBuf {
     .expect("bus config");
     config
 }
+
+/// A tiny deterministic generator (xorshift), so a failing randomised test can be
+/// replayed by its seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}

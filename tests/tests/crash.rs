@@ -6,7 +6,7 @@
 //!
 //! `KEEL_CRASH_ROUNDS` sets the number of kills (default 200, CI's minimum).
 
-use keel_tests::{Keel, descendants, ns_pid, wait_for};
+use keel_tests::{Keel, Rng, descendants, ns_pid, wait_for};
 use std::collections::BTreeMap;
 use std::fs;
 use std::process::{Command, Stdio};
@@ -14,20 +14,6 @@ use std::time::{Duration, Instant};
 
 const SECOND: Duration = Duration::from_secs(1);
 const SERVICES: usize = 4;
-
-/// A tiny deterministic generator, so a failing run can be replayed by its seed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn service(i: usize) -> String {
     format!(

@@ -61,7 +61,6 @@ use crate::{cgroup, joblog, setup, spawn};
 use keel_proto::ctl::Response;
 use rustix::event::epoll;
 use rustix::fd::OwnedFd;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -131,9 +130,8 @@ pub struct Runtime {
     signals: Option<nix::sys::signalfd::SignalFd>,
     epoll: OwnedFd,
     control: Control,
-    /// Children spawned this round, released after the state is saved.
-    /// This round's "go" pipe, once something was spawned in it.
-    go: Option<(u64, spawn::GoPipe)>,
+    /// This round's spawns and the children that have not exec'd yet.
+    spawns: spawning::Spawns,
     /// The definitions saved in the lifeboat.
     persistence: persist::Persistence,
     /// The highest exit seq applied but not yet acknowledged to keel-init.
@@ -158,20 +156,12 @@ pub struct Runtime {
     /// How job processes are signalled, never a recycled pid (DESIGN.md,
     /// invariant 2): through keel-init, or pidfds where that does not hold.
     pids: PidGuard,
-    /// How many spawns the current batch of this round takes before it is saved
-    /// and released: 1 for a round's first, then doubling (see the module docs).
-    batch: u32,
     /// keel's cgroup subtree, if there is one.
     cgroups: Option<cgroup::Tree>,
     /// When stopped instances' cgroups that were still busy are tried again.
     cgroup_retry: Option<Instant>,
     /// Job log pipes, files and early buffers.
     logs: joblog::Logs,
-    /// Spawned children that have not exec'd yet, by pid: their error pipes,
-    /// and what they read and run on until they exec (`spawn::Launch`).
-    setup_pipes: BTreeMap<i32, spawn::Launch>,
-    /// Setup failures children reported, until their exits are applied.
-    setup_failures: BTreeMap<i32, String>,
     apparmor: setup::AppArmorHost,
     /// Whether this supervisor runs as the first userspace of a machine.
     machine: bool,
@@ -307,7 +297,7 @@ impl Runtime {
             .jobs
             .awaiting_exec()
             .iter()
-            .any(|pid| !self.setup_pipes.contains_key(pid));
+            .any(|pid| !self.spawns.launches.contains_key(pid));
         let mut ms: Option<u64> = [
             self.snap.jobs.next_deadline(),
             self.ready.next_wakeup(&self.snap.jobs, now),
@@ -352,7 +342,7 @@ impl Runtime {
     fn settle(&mut self) {
         let later = self.carry_out_effects();
         self.sweep_cgroups();
-        if self.go.is_some() {
+        if self.spawns.go.is_some() {
             self.release_round();
             self.dirty = false;
         } else if self.dirty {
@@ -383,7 +373,7 @@ impl Runtime {
     /// no more; returns those that wait until it is saved.
     fn carry_out_effects(&mut self) -> Vec<Effect> {
         let mut later = Vec::new();
-        self.batch = 1;
+        self.spawns.batch = 1;
         loop {
             let effects = self.snap.jobs.take_effects();
             if effects.is_empty() {
@@ -455,7 +445,7 @@ impl Runtime {
     /// that the round is to be released) is saved, then they are released. The
     /// next spawn begins a new round.
     fn release_round(&mut self) {
-        let Some((round, go)) = self.go.take() else {
+        let Some((round, go)) = self.spawns.go.take() else {
             return;
         };
         self.snap.pending_go = Some((round, go.waiting));
@@ -467,7 +457,7 @@ impl Runtime {
         // The children of earlier batches have exec'd by now, most of them: their
         // launches (stacks, plans, error pipes) go before a whole round of them
         // piles up.
-        let earlier: Vec<i32> = self.setup_pipes.keys().copied().collect();
+        let earlier: Vec<i32> = self.spawns.launches.keys().copied().collect();
         for pid in earlier {
             self.read_setup_pipe(pid);
         }

@@ -85,7 +85,7 @@ impl Runtime {
     fn process_exited(&mut self, pid: i32, status: i32) {
         self.pids.forget(pid);
         self.read_setup_pipe(pid);
-        if !self.setup_failures.contains_key(&pid)
+        if !self.spawns.failures.contains_key(&pid)
             && WaitStatus(status).success()
             && self.snap.jobs.follows_forks(pid)
             && let Some((child, forks)) = self.forked_child(pid)
@@ -96,7 +96,7 @@ impl Runtime {
             self.dirty = true;
             return;
         }
-        match self.setup_failures.remove(&pid) {
+        match self.spawns.failures.remove(&pid) {
             Some(what) => {
                 if let Some((job, _, kind)) = self.snap.jobs.owner_of(pid) {
                     tracing::warn!("{job}: {} process: {what}", kind.name());

@@ -15,7 +15,35 @@ use crate::ready::watch::Watcher;
 use crate::{cgroup, setup, spawn};
 use rustix::event::epoll;
 use rustix::fd::{AsFd, OwnedFd};
+use std::collections::BTreeMap;
 use std::ffi::CString;
+
+/// This round's spawns and the children that have not exec'd yet.
+pub(super) struct Spawns {
+    /// This round's "go" pipe, once something was spawned in it: its children are
+    /// released when the state recording them is saved.
+    pub(super) go: Option<(u64, spawn::GoPipe)>,
+    /// How many spawns the current batch of this round takes before it is saved
+    /// and released: 1 for a round's first, then doubling (see the runtime's
+    /// module docs).
+    pub(super) batch: u32,
+    /// Spawned children that have not exec'd yet, by pid: their error pipes, and
+    /// what they read and run on until they exec (`spawn::Launch`).
+    pub(super) launches: BTreeMap<i32, spawn::Launch>,
+    /// Setup failures children reported, until their exits are applied.
+    pub(super) failures: BTreeMap<i32, String>,
+}
+
+impl Default for Spawns {
+    fn default() -> Spawns {
+        Spawns {
+            go: None,
+            batch: 1,
+            launches: BTreeMap::new(),
+            failures: BTreeMap::new(),
+        }
+    }
+}
 
 impl Runtime {
     /// The core's `Spawn`: the process planned and spawned into this round's go pipe
@@ -40,7 +68,7 @@ impl Runtime {
         let (plan, ready_fd) = self
             .plan(job, instance, kind)
             .map_err(|why| SpawnError::Plan { kind, why })?;
-        if self.go.is_none() {
+        if self.spawns.go.is_none() {
             match spawn::GoPipe::new() {
                 Ok(go) => {
                     self.snap.go_rounds += 1;
@@ -50,21 +78,21 @@ impl Runtime {
                     {
                         tracing::error!("cannot deposit the go pipe: {e}");
                     }
-                    self.go = Some((round, go));
+                    self.spawns.go = Some((round, go));
                 }
                 Err(source) => return Err(SpawnError::Spawn { kind, source }),
             }
         }
-        let Some((_, go)) = self.go.as_mut() else {
+        let Some((_, go)) = self.spawns.go.as_mut() else {
             return Ok(());
         };
         let into_cgroup = plan.cgroup.is_some();
         match spawn::spawn(plan, go) {
-            Ok(child) if go.waiting >= self.batch => {
+            Ok(child) if go.waiting >= self.spawns.batch => {
                 self.spawned(job, instance, kind, child, ready_fd);
                 self.release_round();
                 let most = SPAWN_BATCH.max((self.snap.jobs.job_count() / 16) as u32);
-                self.batch = (self.batch * 2).min(most);
+                self.spawns.batch = (self.spawns.batch * 2).min(most);
             }
             Ok(child) => self.spawned(job, instance, kind, child, ready_fd),
             Err(e) => {
@@ -101,7 +129,7 @@ impl Runtime {
             epoll::EventData::new_u64(TOKEN_SETUP | child.pid as u64),
             epoll::EventFlags::IN,
         );
-        self.setup_pipes.insert(child.pid, child.launch);
+        self.spawns.launches.insert(child.pid, child.launch);
         self.pids.spawned(child.pid, child.pidfd);
         if let Some(ours) = ready_fd {
             self.ready
@@ -292,17 +320,17 @@ impl Runtime {
     /// applied; at EOF the pipe is dropped, and EOF without a record before it
     /// means it exec'd (after a record, EOF is the failed child's end).
     pub(super) fn read_setup_pipe(&mut self, pid: i32) {
-        let Some(launch) = self.setup_pipes.get(&pid) else {
+        let Some(launch) = self.spawns.launches.get(&pid) else {
             return;
         };
         match launch.report() {
             // Kept until EOF: the child may still run on its stack until it ends.
             spawn::Report::Failed(failure) => {
-                self.setup_failures.insert(pid, launch.describe(&failure));
+                self.spawns.failures.insert(pid, launch.describe(&failure));
                 return;
             }
             spawn::Report::Pending => return,
-            spawn::Report::Done if self.setup_failures.contains_key(&pid) => {}
+            spawn::Report::Done if self.spawns.failures.contains_key(&pid) => {}
             spawn::Report::Done => {
                 self.snap.jobs.execd(pid, now_ms());
                 self.dirty = true;
@@ -311,7 +339,7 @@ impl Runtime {
         // Out of epoll before it is closed: a child spawned since, before its own
         // setup closed its copy of our fds, keeps the pipe open, and epoll would
         // go on reporting the hang-up to a loop that no longer reads it.
-        if let Some(launch) = self.setup_pipes.remove(&pid) {
+        if let Some(launch) = self.spawns.launches.remove(&pid) {
             let _ = epoll::delete(&self.epoll, launch.errors());
         }
     }
@@ -325,7 +353,7 @@ impl Runtime {
             .jobs
             .awaiting_exec()
             .into_iter()
-            .filter(|pid| !self.setup_pipes.contains_key(pid))
+            .filter(|pid| !self.spawns.launches.contains_key(pid))
             .collect();
         let mut changed = false;
         for pid in unreported {

@@ -25,7 +25,6 @@ use nix::sys::signal::SigSet;
 use nix::sys::signalfd::SignalFd;
 use rustix::event::epoll;
 use rustix::fd::{AsFd, OwnedFd};
-use std::collections::BTreeMap;
 
 /// The control socket's entry in the lifeboat.
 const LIFEBOAT_CONTROL: &str = "control";
@@ -168,7 +167,7 @@ impl Runtime {
             signals: Some(signals),
             epoll,
             control,
-            go: None,
+            spawns: super::spawning::Spawns::default(),
             persistence,
             unacked: None,
             dirty: true,
@@ -177,12 +176,9 @@ impl Runtime {
             reexec: Default::default(),
             ready,
             pids,
-            batch: 1,
             cgroups,
             cgroup_retry: None,
             logs,
-            setup_pipes: BTreeMap::new(),
-            setup_failures: BTreeMap::new(),
             apparmor: setup::AppArmorHost::probe(),
             machine,
             exits_lost: false,

@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod events;
+pub mod glob;
 pub mod job;
 pub mod journal;
 pub mod lifecycle;

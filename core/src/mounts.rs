@@ -220,7 +220,7 @@ pub fn job_waits(def: &crate::job::JobDef) -> bool {
     let start_on = def.start_on.iter().filter(|_| !def.manual);
     start_on
         .chain(def.stop_on.iter())
-        .flat_map(crate::events::leaves)
+        .flat_map(crate::job::EventExpr::leaves)
         .any(|e| EVENTS.contains(&e.name.as_str()))
 }
 

@@ -21,6 +21,6 @@ fuzz_target!(|data: &[u8]| {
     }
     // Any text as a glob and as what it is matched against: never a panic.
     if let Some((pattern, subject)) = text.split_at_checked(text.len() / 2) {
-        let _ = keel_supervisor::events::glob(pattern, subject);
+        let _ = keel_supervisor::glob::glob(pattern, subject);
     }
 });

@@ -58,4 +58,4 @@ pub mod spawn;
 pub mod timeline;
 pub mod uevents;
 
-pub use keel_core::{events, job, lifecycle, mounts, query, refusal, runlevel};
+pub use keel_core::{events, glob, job, lifecycle, mounts, query, refusal, runlevel};

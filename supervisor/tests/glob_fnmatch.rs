@@ -1,8 +1,8 @@
-//! keel's Upstart-style globs (`keel_core::events::glob`) against libc's fnmatch(3)
+//! keel's Upstart-style globs (`keel_core::glob::glob`) against libc's fnmatch(3)
 //! with flags 0, as Upstart called it. This test lives in the supervisor, not beside
 //! the glob in keel-core, because it calls libc, which the pure core may not use.
 
-use keel_core::events::glob;
+use keel_core::glob::glob;
 
 /// libc's fnmatch(3) with flags 0, as Upstart called it (in the C locale of
 /// the test process: bytes, which are characters for the ASCII used here).

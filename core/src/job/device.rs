@@ -49,7 +49,7 @@ pub fn job_device_events(def: &JobDef) -> Vec<String> {
     let start_on = def.start_on.iter().filter(|_| !def.manual);
     let mut names: Vec<String> = start_on
         .chain(def.stop_on.iter())
-        .flat_map(crate::events::leaves)
+        .flat_map(crate::job::EventExpr::leaves)
         .filter(|e| is_device_event(&e.name))
         .map(|e| e.name.clone())
         .collect();

@@ -135,7 +135,7 @@ impl FileSpec {
         self.change.is_none_or(|c| c == change)
             && match &self.target {
                 Target::File(file) => file == name,
-                Target::Glob(pattern) => crate::events::glob(pattern, name),
+                Target::Glob(pattern) => crate::glob::glob(pattern, name),
                 Target::Any => true,
             }
     }

@@ -209,7 +209,7 @@ impl JobDef {
         let stop_on = self.stop_on.iter().filter(|_| stop_on_too);
         let mut specs: Vec<T> = start_on
             .chain(stop_on)
-            .flat_map(crate::events::leaves)
+            .flat_map(EventExpr::leaves)
             .filter(|e| e.name == event)
             .filter_map(|e| spec(e).ok())
             .collect();
@@ -486,6 +486,24 @@ pub enum EventExpr {
     Event(EventMatch),
     And(Box<EventExpr>, Box<EventExpr>),
     Or(Box<EventExpr>, Box<EventExpr>),
+}
+
+impl EventExpr {
+    /// Its leaves, left to right.
+    pub fn leaves(&self) -> Vec<&EventMatch> {
+        let mut out = Vec::new();
+        let mut todo = vec![self];
+        while let Some(e) = todo.pop() {
+            match e {
+                EventExpr::Event(m) => out.push(m),
+                EventExpr::And(a, b) | EventExpr::Or(a, b) => {
+                    todo.push(b);
+                    todo.push(a);
+                }
+            }
+        }
+        out
+    }
 }
 
 /// One event with its argument matches: `net-device-up IFACE!=lo`.

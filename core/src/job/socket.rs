@@ -443,7 +443,7 @@ mod tests {
                 name: EVENT.into(),
                 env: spec.event_env(),
             };
-            let leaf = crate::events::leaves(def.start_on.as_ref().unwrap())[0];
+            let leaf = def.start_on.as_ref().unwrap().leaves()[0];
             assert!(crate::events::matches(leaf, &event, &[]), "{condition}");
         }
     }

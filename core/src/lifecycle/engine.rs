@@ -24,7 +24,6 @@
 //! the jobs that wait for it cost, not what every job does.
 
 use super::*;
-use crate::events::leaves;
 use std::collections::BTreeSet;
 
 /// Where an event is in the queue: pending → handling → finished (Upstart's
@@ -534,7 +533,7 @@ impl Index {
                 );
             }
             for expr in exprs.into_iter().flatten() {
-                names.extend(leaves(expr).into_iter().map(|m| m.name.as_str()));
+                names.extend(expr.leaves().into_iter().map(|m| m.name.as_str()));
             }
             names.sort_unstable();
             names.dedup();

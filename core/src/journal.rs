@@ -148,8 +148,36 @@ pub struct SaveError {
 }
 
 /// The state, naming definitions by id (see [`encode_definitions`]).
+///
+/// Byte for byte serde's encoding of `snapshot`, but the jobs' part is copied
+/// from what was kept of the jobs unchanged since the last save (see
+/// `lifecycle::table`): the cost is the encoding of what changed and a copy.
 pub fn encode<Shell: Serialize>(snapshot: &Snapshot<Shell>) -> Result<Vec<u8>, SaveError> {
-    framed(MAGIC, snapshot, "the state")
+    // Each field named: a field added to `Snapshot` does not compile until it is here.
+    let Snapshot {
+        jobs,
+        last_exit_seq,
+        booted,
+        go_rounds,
+        pending_go,
+        runlevel,
+        shell,
+    } = snapshot;
+    let mut out = framed(MAGIC, &(), "the state")?;
+    let what = "the state";
+    jobs.encode_into(&mut out)
+        .map_err(|source| SaveError { what, source })?;
+    // A struct's fields are written one after the other, as a tuple's are.
+    let rest = (
+        last_exit_seq,
+        booted,
+        go_rounds,
+        pending_go,
+        runlevel,
+        shell,
+    );
+    postcard::to_io(&rest, &mut out).map_err(|source| SaveError { what, source })?;
+    Ok(out)
 }
 
 /// The definitions a state names (`Jobs::live_definitions`, or more).
@@ -347,6 +375,44 @@ mod tests {
         let partial: Definitions = defs.into_iter().take(1).collect();
         let err = decode::<()>(&state, &partial).unwrap_err().to_string();
         assert!(err.contains("saved definitions lack"), "{err}");
+    }
+
+    /// serde's whole encoding, framed: what [`encode`] must write.
+    fn whole(snap: &Snapshot) -> Vec<u8> {
+        framed(MAGIC, snap, "the state").unwrap()
+    }
+
+    #[test]
+    fn a_save_after_changes_is_the_whole_encoding_of_the_changed_state() {
+        let mut snap = with_jobs();
+        assert_eq!(encode(&snap).unwrap(), whole(&snap));
+        // A start changes job "a" only: "b" is copied from its kept bytes.
+        snap.jobs.start("a", Vec::new(), None, 5).unwrap();
+        snap.jobs
+            .spawned("a", "", crate::job::ProcessKind::Main, 321);
+        snap.last_exit_seq = 43;
+        assert_eq!(encode(&snap).unwrap(), whole(&snap));
+        // A new definition for "b", and a new job.
+        snap.jobs.set_definitions(vec![
+            crate::job::parse("a", "exec sleep 1\n").def.unwrap(),
+            crate::job::parse("b", "task\nexec false\n").def.unwrap(),
+            crate::job::parse("c", "exec sleep 2\n").def.unwrap(),
+        ]);
+        assert_eq!(encode(&snap).unwrap(), whole(&snap));
+        // A job gone (stopped, so dropped at once).
+        snap.jobs.set_definitions(vec![
+            crate::job::parse("a", "exec sleep 1\n").def.unwrap(),
+            crate::job::parse("b", "task\nexec false\n").def.unwrap(),
+        ]);
+        snap.jobs.forget_waiters();
+        assert_eq!(encode(&snap).unwrap(), whole(&snap));
+        // A copy saves the same bytes, and its changes are its own.
+        let copy = snap.clone();
+        snap.jobs
+            .exited(321, crate::lifecycle::WaitStatus::exited(0), 9);
+        assert_eq!(encode(&copy).unwrap(), whole(&copy));
+        assert_eq!(encode(&snap).unwrap(), whole(&snap));
+        assert_ne!(encode(&copy).unwrap(), encode(&snap).unwrap());
     }
 
     #[test]

@@ -172,10 +172,8 @@ pub fn encode<Shell: Serialize>(snapshot: &Snapshot<Shell>) -> Result<Vec<u8>, S
         runlevel,
         shell,
     } = snapshot;
-    let mut out = framed(MAGIC, &(), "the state")?;
     let what = "the state";
-    jobs.encode_into(&mut out)
-        .map_err(|source| SaveError { what, source })?;
+    let error = |source| SaveError { what, source };
     // A struct's fields are written one after the other, as a tuple's are.
     let rest = (
         last_exit_seq,
@@ -185,7 +183,10 @@ pub fn encode<Shell: Serialize>(snapshot: &Snapshot<Shell>) -> Result<Vec<u8>, S
         runlevel,
         shell,
     );
-    postcard::to_io(&rest, &mut out).map_err(|source| SaveError { what, source })?;
+    let rest = postcard::to_stdvec(&rest).map_err(error)?;
+    let mut out = framed(MAGIC, &(), what)?;
+    jobs.encode_into(&mut out, rest.len()).map_err(error)?;
+    out.extend_from_slice(&rest);
     Ok(out)
 }
 

@@ -359,7 +359,8 @@ impl Jobs {
     /// Appends the postcard encoding of the saved fields to `out`, byte for byte
     /// what serde's would write, from the jobs' kept bytes (see [`table`]). Each
     /// field named: a field added to `Jobs` does not compile until it is here.
-    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) -> postcard::Result<()> {
+    /// `after`: how many bytes the caller appends next, room made for at once.
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>, after: usize) -> postcard::Result<()> {
         let Jobs {
             jobs,
             pids,
@@ -375,7 +376,6 @@ impl Jobs {
             index: _,
             unsettled: _,
         } = self;
-        jobs.encode_into(out)?;
         // A struct's fields are written one after the other, as a tuple's are.
         let rest = (
             pids,
@@ -386,7 +386,10 @@ impl Jobs {
             power,
             next_def,
         );
-        postcard::to_io(&rest, out).map(|_| ())
+        let rest = postcard::to_stdvec(&rest)?;
+        jobs.encode_into(out, rest.len() + after)?;
+        out.extend_from_slice(&rest);
+        Ok(())
     }
 
     /// Whether effects wait to be taken: what they say (a reply, a spawn) is in

@@ -82,16 +82,17 @@ impl JobTable {
 
     /// Appends the map's postcard encoding to `out`: its length, then each
     /// entry's kept bytes, encoding (and keeping) those of the jobs changed since
-    /// the last call.
-    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) -> postcard::Result<()> {
-        // Room for what is kept at once, rather than growing (and copying) by halves.
+    /// the last call. `after`: how many bytes the caller appends next.
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>, after: usize) -> postcard::Result<()> {
+        // Room for what is kept and what follows at once, rather than growing
+        // (and copying everything) by halves.
         let kept: usize = self
             .map
             .values()
             .filter_map(|j| j.kept.0.get())
             .map(|b| b.len())
             .sum();
-        out.reserve(kept + 16);
+        out.reserve(kept + after + 16);
         postcard::to_io(&self.map.len(), &mut *out)?;
         for (name, job) in &self.map {
             let bytes = match job.kept.0.get() {

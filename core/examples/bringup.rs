@@ -6,8 +6,11 @@
 
 use keel_core::events::Event;
 use keel_core::job::parse;
-use keel_core::lifecycle::{Effect, Jobs, State};
+use keel_core::lifecycle::{Jobs, State};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::run_effects;
 
 /// Brings up `n` services and returns the time the core took.
 fn bring_up(n: usize) -> Duration {
@@ -23,26 +26,7 @@ fn bring_up(n: usize) -> Duration {
     jobs.set_definitions(defs);
     jobs.emit(Event::new("startup", &[]), None, 0)
         .expect("startup is queued");
-    let mut pid = 1;
-    loop {
-        let effects = jobs.take_effects();
-        if effects.is_empty() {
-            break;
-        }
-        for e in effects {
-            if let Effect::Spawn {
-                job,
-                instance,
-                kind,
-            } = e
-            {
-                pid += 1;
-                jobs.spawned(&job, &instance, kind, pid);
-                jobs.execd(pid, 0);
-            }
-        }
-        jobs.tick(0);
-    }
+    run_effects(&mut jobs, &mut 1);
     let took = began.elapsed();
     let running = (0..n)
         .filter(|i| {

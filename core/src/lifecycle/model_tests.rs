@@ -872,10 +872,15 @@ proptest! {
         let mut shadow: Option<Driver> = None;
         for op in &ops {
             if let Op::RoundTrip = op {
-                let snap: Snapshot = Snapshot { jobs: d.jobs.clone(), last_exit_seq: 7, booted: true, ..Snapshot::default() };
+                // The driver's own jobs, so that what they kept at the last save
+                // (and the changes since) is what this save copies.
+                let snap: Snapshot = Snapshot { jobs: std::mem::take(&mut d.jobs), last_exit_seq: 7, booted: true, ..Snapshot::default() };
                 let defs = decode_definitions(&encode_definitions(&snap.jobs.live_definitions()).unwrap())
                     .expect("the definitions load back");
-                let loaded: Snapshot = decode(&encode(&snap).unwrap(), &defs).expect("the state loads back");
+                let bytes = encode(&snap).unwrap();
+                prop_assert_eq!(&bytes[12..], &postcard::to_stdvec(&snap).unwrap()[..], "the kept bytes are stale");
+                let loaded: Snapshot = decode(&bytes, &defs).expect("the state loads back");
+                d.jobs = snap.jobs;
                 same_state(&loaded.jobs, &d.jobs);
                 let mut copy = d.clone();
                 copy.jobs = loaded.jobs;

@@ -341,7 +341,11 @@ impl Runtime {
     /// Carries out the core's effects in the order the module docs give.
     fn settle(&mut self) {
         let later = self.carry_out_effects();
-        self.sweep_cgroups();
+        // Only a change can stop an instance; a round that changed nothing (a
+        // query) skips the walk of every cgroup. Skipping only ever delays a removal.
+        if self.dirty {
+            self.sweep_cgroups();
+        }
         if self.spawns.go.is_some() {
             self.release_round();
             self.dirty = false;

@@ -284,19 +284,7 @@ impl Runtime {
     /// one still holding a dying process is tried again shortly.
     pub(super) fn sweep_cgroups(&mut self) {
         let Some(tree) = &self.cgroups else { return };
-        let jobs = &self.snap.jobs;
-        let done: Vec<(String, String)> = self
-            .snap
-            .shell
-            .cgroups
-            .instances
-            .iter()
-            .filter(|(j, i)| {
-                jobs.instance(j, i)
-                    .is_none_or(|inst| inst.state() == lifecycle::State::Waiting)
-            })
-            .cloned()
-            .collect();
+        let done = stopped(&self.snap.jobs, &self.snap.shell.cgroups.instances);
         let mut busy = false;
         for key in done {
             let path = tree.instance_path(&key.0, &key.1);
@@ -319,5 +307,71 @@ impl Runtime {
         if busy && self.cgroup_retry.is_none() {
             self.cgroup_retry = Some(Instant::now() + CGROUP_RETRY);
         }
+    }
+}
+
+/// The instance cgroups in `cgroups` whose instance is gone or stopped. Both are
+/// in (job, instance) order: one walk beside the other, no lookup per entry
+/// (with 10,000 jobs, lookups made this most of a round's cost).
+fn stopped(
+    jobs: &lifecycle::Jobs,
+    cgroups: &std::collections::BTreeSet<(String, String)>,
+) -> Vec<(String, String)> {
+    let mut live = jobs.instances().peekable();
+    cgroups
+        .iter()
+        .filter(|(job, instance)| {
+            let key = (job.as_str(), instance.as_str());
+            while live.next_if(|(j, i, _)| (*j, *i) < key).is_some() {}
+            live.peek()
+                .filter(|(j, i, _)| (*j, *i) == key)
+                .is_none_or(|(_, _, inst)| inst.state() == lifecycle::State::Waiting)
+        })
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cgroups_to_remove_are_those_of_instances_gone_or_stopped() {
+        let mut jobs = lifecycle::Jobs::default();
+        let def = |name: &str, text: &str| crate::job::parse(name, text).def.unwrap();
+        jobs.set_definitions(vec![
+            def("a", "exec sleep 1\n"),
+            def("b", "instance $N\nexec sleep 1\n"),
+            def("c", "exec sleep 1\n"),
+        ]);
+        let n = |v: &str| vec![("N".to_string(), v.to_string())];
+        jobs.start("a", Vec::new(), None, 0).unwrap();
+        jobs.start("b", n("1"), None, 0).unwrap();
+        jobs.start("b", n("3"), None, 0).unwrap();
+        let key = |j: &str, i: &str| (j.to_string(), i.to_string());
+        let cgroups: std::collections::BTreeSet<(String, String)> = [
+            key("a", ""),
+            key("b", "1"),
+            key("b", "2"),
+            key("b", "3"),
+            key("c", ""),
+            key("gone", ""),
+        ]
+        .into_iter()
+        .collect();
+        // The lookup of each one, as it was done before the walk.
+        let looked_up: Vec<(String, String)> = cgroups
+            .iter()
+            .filter(|(j, i)| {
+                jobs.instance(j, i)
+                    .is_none_or(|inst| inst.state() == lifecycle::State::Waiting)
+            })
+            .cloned()
+            .collect();
+        assert_eq!(
+            stopped(&jobs, &cgroups),
+            [key("b", "2"), key("c", ""), key("gone", "")]
+        );
+        assert_eq!(stopped(&jobs, &cgroups), looked_up);
     }
 }

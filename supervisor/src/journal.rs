@@ -97,12 +97,18 @@ pub fn read_memfd(fd: impl AsFd) -> io::Result<Vec<u8>> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trip_through_a_memfd() {
+    /// The jobs' state with one definition, `a`.
+    fn one_job() -> keel_core::lifecycle::Jobs {
         let mut jobs = keel_core::lifecycle::Jobs::default();
         jobs.set_definitions(vec![
             keel_core::job::parse("a", "exec sleep 1\n").def.unwrap(),
         ]);
+        jobs
+    }
+
+    #[test]
+    fn round_trip_through_a_memfd() {
+        let jobs = one_job();
         let snap = Snapshot {
             jobs,
             last_exit_seq: 42,
@@ -124,10 +130,7 @@ mod tests {
 
     #[test]
     fn a_version_1_state_loads_with_the_defaults_of_later_fields() {
-        let mut jobs = keel_core::lifecycle::Jobs::default();
-        jobs.set_definitions(vec![
-            keel_core::job::parse("a", "exec sleep 1\n").def.unwrap(),
-        ]);
+        let jobs = one_job();
         let snap = Snapshot {
             jobs,
             last_exit_seq: 42,

@@ -5,7 +5,9 @@
 //! supervisor's job log files closed before the exec, and PID 1 of a namespace
 //! never taken for the machine's init.
 
-use keel_tests::{Keel, Scratch, Setup, bin, children, ns_pid, proc_environ, wait_for};
+use keel_tests::{
+    Keel, Scratch, Setup, bin, children, ns_pid, proc_environ, supervisor_args, wait_for,
+};
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus};
@@ -108,23 +110,10 @@ fn a_daemon_that_escaped_its_job_and_ignores_sigterm_is_sigkilled_after_the_boun
     // Without job cgroups nothing of the job is left to kill once its main
     // process is stopped: the daemon (its own session) outlives the job.
     let job = "start on startup\nscript\n  setsid sh -c 'trap \"\" TERM; echo $$ > $DIR/daemon.pid; exec sleep 1000' </dev/null >/dev/null 2>&1 &\n  exec sleep 1000\nend script\n";
-    let args = [
-        "--confdir",
-        "$DIR/conf",
-        "--socket",
-        "$DIR/control",
-        "--logdir",
-        "$DIR/log",
-        "--cgroup-root",
-        "none",
-    ];
     let mut keel = Keel::launch_init(
         Setup {
             jobs: &[("web", job)],
-            supervisor: Some((
-                bin("keel-supervisor"),
-                args.iter().map(|a| a.to_string()).collect(),
-            )),
+            supervisor: Some((bin("keel-supervisor"), supervisor_args("$DIR/conf"))),
             env: &[("KEEL_SHUTDOWN_TIMEOUT", "0.5")],
         },
         &["--shutdown", &keel_shutdown()],

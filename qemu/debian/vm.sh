@@ -74,7 +74,7 @@ vm_qemu_args() {
 		-nodefaults -no-user-config -no-reboot -display none
 		-kernel "$vm_dir/vmlinuz" -initrd "$vm_initrd" -append "$cmdline"
 		-drive "file=$vm_dir/disk.img,format=raw,if=virtio"
-		-netdev "user,id=net0,hostfwd=tcp:127.0.0.1:$vm_port-:22,hostfwd=tcp:127.0.0.1:$vm_knock_port-:1"
+		-netdev "user,id=net0,hostfwd=tcp:127.0.0.1:$vm_port-:22${vm_knock_port:+,hostfwd=tcp:127.0.0.1:$vm_knock_port-:1}"
 		-device virtio-net-pci,netdev=net0)
 }
 

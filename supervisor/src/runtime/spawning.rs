@@ -55,6 +55,7 @@ impl Runtime {
             self.snap
                 .jobs
                 .spawn_failed(job, instance, kind, reason, now_ms());
+            self.dirty = true;
         }
     }
 

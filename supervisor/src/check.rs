@@ -19,13 +19,13 @@
 //! unless the directory's listing already says it is a regular file, then opened
 //! `O_NONBLOCK|O_NOCTTY|O_CLOEXEC` and `fstat`ed again (it may have been swapped
 //! in between), and anything but a regular file is refused with an error naming
-//! it.
+//! it. A job name (the path) with a control character — a newline would print a
+//! fake line in `initctl list` — is refused too, the name shown escaped.
 //!
 //! Reading a confdir costs what the files' bytes cost: the listing's entry types
 //! and names say which entries are directories and which job files have an
 //! override, so no file is `stat`ed by path (a boot reads every job file before
-//! the first job starts). A job name (the path) with a control character — a newline would
-//! print a fake line in `initctl list` — is refused too, the name shown escaped.
+//! the first job starts).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;

@@ -1910,6 +1910,8 @@ pub fn start_environment(
     for (k, v) in extra {
         set_var(&mut vars, k, v);
     }
+    // Kept as long as the instance lives: no room left from growing.
+    vars.shrink_to_fit();
     vars
 }
 

@@ -421,6 +421,10 @@ impl Jobs {
         let Some(q) = self.events.remove(pos) else {
             return;
         };
+        // A bring-up queues an event per job: the room it grew to goes with it.
+        if self.events.is_empty() && self.events.capacity() > 64 {
+            self.events.shrink_to_fit();
+        }
         for waiter in &q.waiters {
             self.effects.push(Effect::EventFinished {
                 waiter: *waiter,

@@ -18,11 +18,11 @@ fn exec() -> Option<Process> {
 /// A service with every process.
 fn full() -> JobDef {
     let mut d = JobDef::new("j");
-    d.pre_start = exec();
+    d.pre_start = exec().map(Box::new);
     d.main = exec();
-    d.post_start = exec();
-    d.pre_stop = exec();
-    d.post_stop = exec();
+    d.post_start = exec().map(Box::new);
+    d.pre_stop = exec().map(Box::new);
+    d.post_stop = exec().map(Box::new);
     d
 }
 
@@ -535,8 +535,8 @@ fn respawning(limit: RespawnLimit) -> T {
     d.respawn = true;
     d.respawn_limit = limit;
     d.main = exec();
-    d.post_stop = exec();
-    d.pre_stop = exec();
+    d.post_stop = exec().map(Box::new);
+    d.pre_stop = exec().map(Box::new);
     T::new(d)
 }
 

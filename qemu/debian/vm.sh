@@ -4,7 +4,9 @@
 #
 #   vm_start INIT LOG [EXTRA_KERNEL_ARGS]  INIT: keel | systemd | sysvinit |
 #                                          sbin-init (no init=: whatever
-#                                          /sbin/init is, keel with keel-sysv); QEMU in
+#                                          /sbin/init is, keel with keel-sysv) |
+#                                          floor (the benchmark's disk only:
+#                                          qemu/debian/floor-init); QEMU in
 #                                          the background, console into LOG;
 #                                          sets vm_pid, vm_port, vm_t0
 #   vm_wait_console REGEX SECS             the console shows REGEX (1: timeout or
@@ -61,6 +63,7 @@ vm_cmdline() {
 	systemd) init="init=/lib/systemd/systemd" ;;
 	sysvinit) init="init=/sbin/init" ;;
 	sbin-init) init= ;;
+	floor) init="init=/usr/local/sbin/keel-bench-floor-init" ;;
 	*) return 1 ;;
 	esac
 	echo "root=/dev/vda console=ttyS0 net.ifnames=0 panic=-1${init:+ $init} ${2:-}"

@@ -85,7 +85,8 @@ const RETRY: Duration = Duration::from_secs(1);
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Saved {
     pub next_id: u64,
-    pub pipes: BTreeMap<u64, SavedPipe>,
+    /// A journal table: saved entry by entry.
+    pub pipes: keel_core::journal::Tracked<u64, SavedPipe>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -33,8 +33,9 @@ type Entries = Vec<(String, OwnedFd)>;
 
 /// keel-init's lifeboat as handed over, sorted out by owner.
 struct Lifeboat {
-    /// The saved state and the definitions it names (`persist`).
+    /// The saved state (base and log) and the definitions it names (`persist`).
     saved: Option<OwnedFd>,
+    saved_log: Option<OwnedFd>,
     saved_defs: Option<OwnedFd>,
     /// The confdir's inotify watch (`confdir`).
     watch: Option<OwnedFd>,
@@ -64,6 +65,7 @@ impl Lifeboat {
                 .map(|i| entries.swap_remove(i).1)
         };
         let saved = take(journal::LIFEBOAT_NAME);
+        let saved_log = take(journal::LOG_LIFEBOAT_NAME);
         let saved_defs = take(journal::DEFS_LIFEBOAT_NAME);
         let watch = take(LIFEBOAT_CONFDIR_WATCH);
         let listener = take(LIFEBOAT_CONTROL);
@@ -83,6 +85,7 @@ impl Lifeboat {
             rest.into_iter().partition(|(n, _)| n.starts_with("go:"));
         let lifeboat = Lifeboat {
             saved,
+            saved_log,
             saved_defs,
             watch,
             listener,
@@ -127,6 +130,7 @@ impl Runtime {
             adopt,
         } = persist::restore(
             lifeboat.saved.as_ref(),
+            lifeboat.saved_log,
             lifeboat.saved_defs.as_ref(),
             lifeboat.loaded_before,
             handover.as_ref().map_or(0, |h| h.quick_deaths),
@@ -178,6 +182,7 @@ impl Runtime {
             pids,
             cgroups,
             cgroup_retry: None,
+            sweep: Default::default(),
             logs,
             apparmor: setup::AppArmorHost::probe(),
             machine,

@@ -287,20 +287,18 @@ impl Runtime {
     /// cgroups of jobs changed since the last sweep are looked at (a round costs
     /// what it changed), every one after a start or a retry.
     pub(super) fn sweep_cgroups(&mut self) {
+        let unswept = std::mem::take(&mut self.sweep.unswept);
         let Some(tree) = &self.cgroups else { return };
         let cgroups = &self.snap.shell.cgroups.instances;
         let done = if std::mem::take(&mut self.sweep.all) {
             stopped(&self.snap.jobs, cgroups)
         } else {
-            let changed: BTreeSet<&String> = self
-                .sweep
-                .unswept
+            let changed: BTreeSet<&String> = unswept
                 .iter()
                 .chain(self.snap.jobs.changed_jobs())
                 .collect();
             stopped_of(&self.snap.jobs, cgroups, changed)
         };
-        self.sweep.unswept.clear();
         let mut busy = false;
         for key in done {
             let path = tree.instance_path(&key.0, &key.1);

@@ -468,6 +468,18 @@ mod tests {
     }
 
     #[test]
+    fn a_state_loaded_by_a_successor_has_nothing_to_write_until_it_changes() {
+        let mut snap = with_jobs();
+        start_a(&mut snap, 321);
+        let (_, base, log) = compacted(&mut snap, 1);
+        let mut loaded = replayed(&snap, &base, &log);
+        let writer = loaded.writer.as_mut().unwrap();
+        // What a successor does first: its clients' waiters are gone.
+        loaded.snapshot.jobs.forget_waiters();
+        assert_eq!(writer.round(&mut loaded.snapshot).unwrap(), b"");
+    }
+
+    #[test]
     fn a_round_cut_anywhere_leaves_the_previous_rounds_state() {
         let mut snap = with_jobs();
         let (mut writer, base, mut log) = compacted(&mut snap, 7);

@@ -1105,9 +1105,21 @@ impl Jobs {
 
     /// Drops client waiters (their connections died with a previous supervisor).
     /// What jobs and events wait for stays: it is not the clients'.
+    /// Only the jobs that had waiters change (and are saved again).
     pub fn forget_waiters(&mut self) {
-        for job in self.jobs.values_mut() {
-            for inst in job.instances.values_mut() {
+        let waited: Vec<String> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.instances.values().any(|i| !i.waiters.is_empty()))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in waited {
+            for inst in self
+                .jobs
+                .get_mut(&name)
+                .into_iter()
+                .flat_map(|j| j.instances.values_mut())
+            {
                 inst.waiters.clear();
             }
         }

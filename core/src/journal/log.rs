@@ -250,6 +250,8 @@ fn replay<Shell: SavedShell>(
         last_round = postcard::from_bytes(body).map_err(|e| corrupt(format!("its log: {e}")))?;
         valid = log.len() - rest.len();
     }
+    // As the log has it: the next round writes the head only if it changes.
+    let head = head_only(|| postcard::to_stdvec(&snapshot)).ok();
     Ok(Loaded {
         snapshot,
         writer: Some(Writer {
@@ -257,7 +259,7 @@ fn replay<Shell: SavedShell>(
             base_len,
             log_len: valid,
             round: last_round,
-            last_head: None,
+            last_head: head,
         }),
     })
 }

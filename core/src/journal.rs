@@ -53,13 +53,14 @@
 //!   explicit offsets by the supervisor: keel-init holds the same file, so what
 //!   was written survives the writer. A successor truncates the log to its last
 //!   whole commit and appends from there.
-//! - **Compaction.** Once the log outgrows its base (and 64 KiB), the next save
-//!   writes a whole new base with the next generation ([`Writer::compact`]),
-//!   deposits it (keel-init swaps it in one step), then deposits a new empty log
-//!   whose header names that generation. Killed in between, the successor finds
-//!   a log of the old generation beside the new base and ignores it (the base
-//!   holds everything). So the bytes written per round are proportional to what
-//!   changed, and compaction's are at most the log's.
+//! - **Compaction.** Once the log outgrows a quarter of its base (and 64 KiB),
+//!   the next save writes a whole new base with the next generation
+//!   ([`Writer::compact`]), deposits it (keel-init swaps it in one step), then
+//!   deposits a new empty log whose header names that generation. Killed in
+//!   between, the successor finds a log of the old generation beside the new
+//!   base and ignores it (the base holds everything). So the bytes written per
+//!   round are proportional to what changed, compaction's are at most four
+//!   times the log's, and a successor decodes at most 1.25 times the state.
 //! - **Definitions** are saved apart, as before; a base and its log may name
 //!   definitions the current state no longer does, so unused ones are dropped
 //!   only after a compaction (`supervisor::runtime::persist`).

@@ -121,9 +121,12 @@ impl Writer {
         Ok((writer, base, header))
     }
 
-    /// Whether the log has outgrown its base: the next save is a compaction.
+    /// Whether the log has grown past a quarter of its base: the next save is a
+    /// compaction. So a successor decodes at most 1.25 times the state (a
+    /// recovery's cost), and the bytes compactions write stay within four
+    /// times those of the rounds.
     pub fn wants_compaction(&self) -> bool {
-        self.log_len > self.base_len.max(MIN_COMPACT)
+        self.log_len > (self.base_len / 4).max(MIN_COMPACT)
     }
 
     /// The records of what changed since the last round and a commit, to append

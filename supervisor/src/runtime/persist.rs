@@ -2,8 +2,8 @@
 //!
 //! Owns the lifeboat's copy of the job definitions ([`Persistence`]), the save of
 //! the state after every round (definitions first, then a round appended to the
-//! journal's log or, once the log has outgrown its base, a compaction: see
-//! [`Runtime::persist`] and `keel_core::journal`), the
+//! journal's log or, once the log has outgrown a quarter of its base, a
+//! compaction: see [`Runtime::persist`] and `keel_core::journal`), the
 //! restore of a saved state by a new supervisor (with the poison check: a state
 //! that [`POISON_DEATHS`] supervisors in a row died on is dropped), the "loaded"
 //! mark that tells the next supervisor this one got through the state, and the
@@ -306,6 +306,7 @@ fn load_saved(
     log: Option<&OwnedFd>,
     defs: Option<&OwnedFd>,
 ) -> Result<(journal::Loaded, journal::Definitions), LoadError> {
+    let began = std::time::Instant::now();
     let defs = match defs {
         Some(fd) => {
             let bytes = journal::read_memfd(fd).map_err(LoadError::ReadDefinitions)?;
@@ -313,12 +314,20 @@ fn load_saved(
         }
         None => journal::Definitions::new(),
     };
+    let defs_took = began.elapsed();
     let bytes = journal::read_memfd(state).map_err(LoadError::Read)?;
     let log = log
         .map(journal::read_memfd)
         .transpose()
         .map_err(LoadError::Read)?;
     let loaded = journal::load(&bytes, log.as_deref(), &defs)?;
+    tracing::debug!(
+        "read the saved state in {:?}: the definitions {defs_took:?}, the base ({} bytes) and log ({} bytes) {:?}",
+        began.elapsed(),
+        bytes.len(),
+        log.as_ref().map_or(0, Vec::len),
+        began.elapsed() - defs_took
+    );
     Ok((loaded, defs))
 }
 

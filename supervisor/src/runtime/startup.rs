@@ -110,10 +110,18 @@ impl Runtime {
         // Blocked first thing: from now on they wait for the loop, however long
         // the handover takes.
         let signal_set = block_own_signals(link.is_none())?;
+        let began = std::time::Instant::now();
         let mut handover = match &link {
             Some(l) => Some(l.handover().map_err(Error::Handover)?),
             None => None,
         };
+        if let Some(h) = &handover {
+            tracing::debug!(
+                "handover: {} lifeboat entries in {:?}",
+                h.fds.len(),
+                began.elapsed()
+            );
+        }
         let entries = handover
             .as_mut()
             .map(|h| std::mem::take(&mut h.fds))

@@ -205,7 +205,17 @@ impl Logs {
             }
             !p.closed || p.early
         });
-        for (id, p) in saved.pipes.iter_mut() {
+        // Only the pipes with a flush to undo change (and are saved again).
+        let unfinished: Vec<u64> = saved
+            .pipes
+            .iter()
+            .filter(|(_, p)| p.flush_base.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in unfinished {
+            let Some(p) = saved.pipes.get_mut(&id) else {
+                continue;
+            };
             if let Some(base) = p.flush_base.take() {
                 let path = self.config.dir.join(file_name(&p.job, &p.instance));
                 let file = open_logdir(&self.config.dir)

@@ -129,15 +129,21 @@ impl<K: Ord + Clone, V> Tracked<K, V> {
         Some(value)
     }
 
-    /// Keeps the entries `keep` says to keep (it may change them).
-    pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
+    /// Keeps the entries `keep` says to keep (it may change them). Only the
+    /// entries it removes or changes are noted: each is compared with a copy.
+    pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool)
+    where
+        V: Clone + PartialEq,
+    {
         let fresh = self.fresh;
         let changed = &mut self.changed;
         self.map.retain(|k, v| {
-            if !fresh {
+            let before = (!fresh).then(|| v.clone());
+            let kept = keep(k, v);
+            if before.is_some_and(|b| !kept || b != *v) {
                 changed.insert(k.clone());
             }
-            keep(k, v)
+            kept
         });
     }
 
@@ -317,5 +323,49 @@ where
 
     fn as_any(&mut self) -> &mut dyn std::any::Any {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(t: &Tracked<u32, String>) -> Vec<u32> {
+        t.changed_keys().copied().collect()
+    }
+
+    #[test]
+    fn every_way_to_change_an_entry_notes_its_key_and_only_its_key() {
+        let fresh: Tracked<u32, String> = [(1, "a".into()), (2, "b".into())].into();
+        assert_eq!(keys(&fresh), [1, 2], "a table made anew is saved whole");
+        let bytes = postcard::to_stdvec(&fresh).unwrap();
+        assert_eq!(
+            bytes,
+            postcard::to_stdvec(&*fresh).unwrap(),
+            "saved as its map"
+        );
+        let mut t: Tracked<u32, String> = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(t, fresh);
+        assert!(keys(&t).is_empty(), "a table loaded is clean");
+        t.get_mut(&1).unwrap().push('!');
+        t.insert(3, "c".into());
+        t.remove(&2);
+        assert_eq!(keys(&t), [1, 2, 3]);
+        assert!(t.changed_since_saved(|k| *k == 3));
+        assert_eq!(t.take_changes(), Some([1, 2, 3].into()));
+        // `retain` notes what it removes or changes, nothing it leaves be.
+        t.insert(4, "d".into());
+        t.take_changes();
+        t.retain(|k, v| {
+            if *k == 3 {
+                v.push('?');
+            }
+            *k != 4
+        });
+        assert_eq!(keys(&t), [3, 4]);
+        t.take_changes();
+        t.values_mut().for_each(drop);
+        assert_eq!(keys(&t), [1, 3], "handed out: noted, changed or not");
+        assert!(head_only(|| postcard::to_stdvec(&t)).unwrap() == [0]);
     }
 }

@@ -61,6 +61,11 @@
 //!   base and ignores it (the base holds everything). So the bytes written per
 //!   round are proportional to what changed, compaction's are at most four
 //!   times the log's, and a successor decodes at most 1.25 times the state.
+//! - **Versions.** The log's header has the format version of the release that
+//!   wrote it; its record bodies are postcard encodings of the parts (an
+//!   entry, the head), so a field a later release adds at the end of the
+//!   shell's part (or of an entry) is read from an older log with its default
+//!   appended, the way [`decode`] reads a base of version 1 or 2.
 //! - **Definitions** are saved apart, as before; a base and its log may name
 //!   definitions the current state no longer does, so unused ones are dropped
 //!   only after a compaction (`supervisor::runtime::persist`).

@@ -95,7 +95,13 @@ impl Persistence {
     /// Writes the whole state as a new base, then a new empty log naming it;
     /// then drops the definitions the state no longer names.
     fn compact(&mut self, link: &InitLink, snap: &mut Snapshot) {
-        self.log = None;
+        if let Some(log) = self.log.take() {
+            tracing::debug!(
+                "compacting the state: its log has {} bytes beside a base of {}",
+                log.writer.log_len,
+                log.writer.base_len
+            );
+        }
         let generation = boot_nanos().max(self.generation + 1);
         let (writer, base, header) = match journal::Writer::compact(snap, generation) {
             Ok(compacted) => compacted,

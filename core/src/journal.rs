@@ -33,11 +33,12 @@
 //! log kept beside a whole snapshot (the base):
 //!
 //! - **Tables and head.** The parts of the state that grow with the number of
-//!   jobs are [`Tracked`] maps: the core's jobs (by name) and pids, and the
-//!   shell's own ([`SavedShell::tables`]: its cgroups and log pipes). A `Tracked`
-//!   notes every key handed out for a change (`lifecycle::table`). Everything
-//!   else — the event queue, the env table, the counters, the shell's small
-//!   fields — is the head: the snapshot's encoding with every table empty.
+//!   jobs are [`Tracked`] maps: the core's jobs (by name), pids and event queue
+//!   (by id, saved as the sequence it always was), and the shell's own
+//!   ([`SavedShell::tables`]: its cgroups and log pipes). A `Tracked` notes every
+//!   key handed out for a change (`lifecycle::table`). Everything else — the env
+//!   table, the counters, the shell's small fields — is the head: the
+//!   snapshot's encoding with every table empty.
 //! - **Records.** A round ([`Writer::round`]) appends `Head(bytes)` if the head
 //!   changed since it was last written, `Put(table, key, value)` or
 //!   `Delete(table, key)` per key changed (`Clear(table)` then every entry for a

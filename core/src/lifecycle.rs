@@ -37,7 +37,7 @@ use crate::events::{self, EventId, Matched, set_var};
 use crate::job::{ExitMatch, Expect, JobDef, ProcessKind, Signal};
 use crate::refusal::Refusal;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 pub use crate::events::Event;
 
@@ -275,9 +275,8 @@ pub struct Jobs {
     pids: table::Tracked<i32, (String, String, ProcessKind)>,
     /// Set by a power request: every goal is stop, and no start is accepted.
     shutting_down: bool,
-    /// The event queue, oldest first (a deque: events finish mostly from the
-    /// front).
-    events: VecDeque<Queued>,
+    /// The event queue, oldest first (by id: a journal table).
+    events: engine::EventQueue,
     /// The id the next event gets.
     next_event: EventId,
     /// The job-environment table (`set-env`): defaults for every job started after.
@@ -355,7 +354,7 @@ impl<T> Eq for Derived<T> {}
 impl Jobs {
     /// The tables the journal saves entry by entry (see `crate::journal`).
     pub(crate) fn tables(&mut self) -> Vec<&mut dyn table::Table> {
-        vec![&mut self.jobs, &mut self.pids]
+        vec![&mut self.jobs, &mut self.pids, &mut self.events.0]
     }
 
     /// Whether effects wait to be taken: what they say (a reply, a spawn) is in
@@ -1123,8 +1122,16 @@ impl Jobs {
                 inst.waiters.clear();
             }
         }
-        for q in &mut self.events {
-            q.waiters.clear();
+        let waited: Vec<EventId> = self
+            .events
+            .values()
+            .filter(|q| !q.waiters.is_empty())
+            .map(|q| q.id)
+            .collect();
+        for id in waited {
+            if let Some(q) = self.events.get_mut(&id) {
+                q.waiters.clear();
+            }
         }
     }
 

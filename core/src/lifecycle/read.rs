@@ -59,7 +59,7 @@ impl Jobs {
 
     /// The event queue, oldest first.
     pub fn events_queued(&self) -> impl Iterator<Item = &Queued> {
-        self.events.iter()
+        self.events.values()
     }
 
     /// `usage JOB`: the job's `usage` text.

@@ -187,6 +187,11 @@ thread_local! {
     static HEAD_ONLY: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Whether the journal's head is being written (the tables are left out).
+pub(crate) fn writing_head() -> bool {
+    HEAD_ONLY.with(Cell::get)
+}
+
 /// Runs `f` with every [`Tracked`] serialising as an empty map.
 pub(crate) fn head_only<T>(f: impl FnOnce() -> T) -> T {
     struct Reset;
@@ -202,7 +207,7 @@ pub(crate) fn head_only<T>(f: impl FnOnce() -> T) -> T {
 
 impl<K: Serialize, V: Serialize> Serialize for Tracked<K, V> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if HEAD_ONLY.with(Cell::get) {
+        if writing_head() {
             return BTreeMap::<K, V>::new().serialize(s);
         }
         self.map.serialize(s)

@@ -536,6 +536,46 @@ mod tests {
         assert_eq!(loaded.writer.map(|w| w.generation), Some(2));
     }
 
+    proptest::proptest! {
+        /// Whatever the bytes of a log (or of a base) are, a load answers Ok or a
+        /// clear error: it never panics.
+        #[test]
+        fn any_bytes_load_or_are_refused(
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+            at in 0usize..2000,
+        ) {
+            let mut snap = with_jobs();
+            let (mut writer, base, mut log) = compacted(&mut snap, 3);
+            start_a(&mut snap, 321);
+            log.extend(writer.round(&mut snap).unwrap());
+            let defs = snap.jobs.live_definitions();
+            // Noise after the log, inside it, and as the base itself.
+            let mut appended = log.clone();
+            appended.extend(&noise);
+            let mut inside = log.clone();
+            let at = at % inside.len();
+            inside.splice(at..(at + noise.len()).min(inside.len()), noise.iter().copied());
+            // After the last commit, noise is a round cut short: ignored.
+            let loaded = load::<()>(&base, Some(&appended), &defs);
+            proptest::prop_assert!(loaded.is_ok_and(|l| same(&l.snapshot, &snap)));
+            for (base, log) in [(&base, &inside), (&noise, &log)] {
+                let _ = load::<()>(base, Some(log), &defs);
+            }
+            // A committed record whose checksum holds but whose body is noise
+            // (a put of job table entry): loaded if the noise happens to be an
+            // entry, else refused.
+            let mut forged = log.clone();
+            for framed in [[2u8, 0].iter().chain(&noise).copied().collect(), vec![5u8, 9]] {
+                forged.extend((framed.len() as u32).to_le_bytes());
+                forged.extend(crc32fast::hash(&framed).to_le_bytes());
+                forged.extend(&framed);
+            }
+            if let Err(e) = load::<()>(&base, Some(&forged), &defs) {
+                proptest::prop_assert!(e.to_string().contains("its log"), "{}", e);
+            }
+        }
+    }
+
     #[test]
     fn a_version_2_state_loads_as_a_base_without_a_log() {
         let snap = with_jobs();

@@ -78,7 +78,7 @@
 mod log;
 
 pub use crate::lifecycle::table::{Table, Tracked};
-pub use log::{LOG_HEADER_LEN, Loaded, Records, Writer, load, log_header};
+pub use log::{Loaded, Records, Writer, load, log_header};
 
 use crate::job::JobDef;
 use crate::job::sandbox::Sandbox;

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 pub(super) const LOG_MAGIC: &[u8; 8] = b"KEELJLOG";
 /// Magic, version, generation.
-pub const LOG_HEADER_LEN: usize = 8 + 4 + 8;
+const LOG_HEADER_LEN: usize = 8 + 4 + 8;
 /// `len: u32 | crc32: u32` before each record's kind and body.
 const FRAME: usize = 8;
 

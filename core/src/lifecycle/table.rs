@@ -161,15 +161,6 @@ impl<K: Ord + Clone, V> Tracked<K, V> {
         (!fresh).then_some(changed)
     }
 
-    /// Whether the keys changed since the journal last took them include one
-    /// that `pick` picks (a fresh table: any key). Costs the keys changed.
-    pub fn changed_since_saved(&self, mut pick: impl FnMut(&K) -> bool) -> bool {
-        if self.fresh {
-            return self.map.keys().any(pick);
-        }
-        self.changed.iter().any(&mut pick)
-    }
-
     /// The keys changed since the journal last took them (every key of a fresh
     /// table).
     pub fn changed_keys(&self) -> Box<dyn Iterator<Item = &K> + '_> {
@@ -356,7 +347,6 @@ mod tests {
         t.insert(3, "c".into());
         t.remove(&2);
         assert_eq!(keys(&t), [1, 2, 3]);
-        assert!(t.changed_since_saved(|k| *k == 3));
         assert_eq!(t.take_changes(), Some([1, 2, 3].into()));
         // `retain` notes what it removes or changes, nothing it leaves be.
         t.insert(4, "d".into());

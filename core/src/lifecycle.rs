@@ -1704,11 +1704,12 @@ fn blocked(inst: &Instance) -> bool {
         State::PreStart => running(ProcessKind::PreStart),
         // Main must exist (its pid known) before post-start and "running": a main
         // that cannot be spawned must fail the start, not answer it as started.
-        // Readiness (`expect …`) holds it too, but never a stop: a stop leaves
+        // Readiness (`expect …`) holds it too, but only a start: a stop, or a
+        // main that ended before it was ready and is to be respawned, leaves
         // `Spawned` as soon as main's pid is known.
         State::Spawned => {
             inst.pids.get(&ProcessKind::Main) == Some(&0)
-                || (inst.readiness.is_some() && inst.goal != Goal::Stop)
+                || (inst.readiness.is_some() && inst.goal == Goal::Start)
         }
         // Guarantee 4: not running until post-start finished.
         State::PostStart => running(ProcessKind::PostStart),
@@ -1772,6 +1773,8 @@ fn next_state(inst: &Instance) -> Option<State> {
         (State::PreStart, Goal::Stop) => State::Stopping,
         (State::PreStart, _) => State::Spawned,
         (State::Spawned, Goal::Stop) => State::Stopping,
+        // Main ended (to be respawned) before it was ready: no post-start.
+        (State::Spawned, Goal::Respawn) => State::Stopping,
         (State::Spawned, _) => State::PostStart,
         (State::PostStart, Goal::Stop) => State::Stopping,
         // Main ended (to be respawned) while post-start ran: never "running".
@@ -1891,6 +1894,8 @@ pub fn start_environment(
     for (k, v) in extra {
         set_var(&mut vars, k, v);
     }
+    // Kept as long as the instance lives: no room left from growing.
+    vars.shrink_to_fit();
     vars
 }
 

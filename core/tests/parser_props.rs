@@ -523,13 +523,12 @@ fn definition() -> impl Strategy<Value = JobDef> {
                 def.kill_timeout,
                 def.reload_signal,
             ) = lifecycle;
-            (
-                def.pre_start,
-                def.main,
-                def.post_start,
-                def.pre_stop,
-                def.post_stop,
-            ) = processes;
+            let (pre_start, main, post_start, pre_stop, post_stop) = processes;
+            def.main = main;
+            def.pre_start = pre_start.map(Box::new);
+            def.post_start = post_start.map(Box::new);
+            def.pre_stop = pre_stop.map(Box::new);
+            def.post_stop = post_stop.map(Box::new);
             (
                 def.console,
                 def.umask,

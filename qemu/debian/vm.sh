@@ -10,9 +10,11 @@
 #   vm_wait_console REGEX SECS             the console shows REGEX (1: timeout or
 #                                          QEMU gone; 2: a kernel panic)
 #   vm_wait_banner SECS                    sshd's banner on the forwarded port
-#                                          (at most 3 probe connections in
-#                                          flight); sets vm_banner_at (usec)
-#                                          and vm_probe_starts (each probe's start)
+#                                          (knocks on a closed port until the
+#                                          guest has its address, then one SSH
+#                                          connection at a time); sets
+#                                          vm_address_at, vm_banner_at (usec)
+#                                          and vm_probe_starts (each SSH try)
 #   vm_ssh CMD...                          run CMD as root in the guest
 #   vm_wait_exit SECS                      QEMU has exited (the guest powered off
 #                                          or rebooted: -no-reboot)
@@ -24,9 +26,11 @@ vm_dir=$root/target/debian
 vm_initrd=$vm_dir/initrd.img
 vm_pid=
 vm_port=
+vm_knock_port=
 vm_log=
 vm_t0=
 vm_banner_at=
+vm_address_at=
 vm_probe_starts=()
 
 usec() {
@@ -70,7 +74,7 @@ vm_qemu_args() {
 		-nodefaults -no-user-config -no-reboot -display none
 		-kernel "$vm_dir/vmlinuz" -initrd "$vm_initrd" -append "$cmdline"
 		-drive "file=$vm_dir/disk.img,format=raw,if=virtio"
-		-netdev "user,id=net0,hostfwd=tcp:127.0.0.1:$vm_port-:22"
+		-netdev "user,id=net0,hostfwd=tcp:127.0.0.1:$vm_port-:22${vm_knock_port:+,hostfwd=tcp:127.0.0.1:$vm_knock_port-:1}"
 		-device virtio-net-pci,netdev=net0)
 }
 
@@ -78,6 +82,11 @@ vm_start() {
 	local init=$1
 	vm_log=$2
 	vm_port=$(vm_free_port) || return 1
+	# Port 1 of the guest: nothing listens there (vm_wait_banner's knocks).
+	vm_knock_port=$vm_port
+	while [[ $vm_knock_port == "$vm_port" ]]; do
+		vm_knock_port=$(vm_free_port) || return 1
+	done
 	vm_qemu_args "$init" "${3:-}" || return 1
 	rm -f "$vm_log"
 	vm_t0=$(usec)
@@ -100,45 +109,58 @@ vm_wait_console() {
 }
 
 vm_wait_banner() {
-	local deadline=$(($(usec) + $1 * 1000000)) got last=0 p
-	local -a probes=()
+	local deadline=$(($(usec) + $1 * 1000000)) seen last=0 p fd line
+	local -a knocks=()
 	vm_banner_at=
+	vm_address_at=
 	vm_probe_starts=()
-	got=$(mktemp)
-	# QEMU's user network accepts at once whether or not anything listens in the
-	# guest, then retries its SYN to the guest with back-off while the guest has
-	# no address yet; and a listening sshd may take seconds to send its banner
-	# under TCG. So a probe waits up to 6 s for the banner, and a new one starts
-	# every second while fewer than 3 are in flight (each costs the guest a fork).
-	while (($(usec) < deadline)); do
-		if [[ -s $got ]]; then
-			vm_banner_at=$(head -n1 "$got")
-			break
-		fi
+	seen=$(mktemp)
+	# Until the guest has its address: knocks on a closed port. QEMU's user
+	# network accepts every connection on the host side at once, then sends its
+	# SYN to the guest, retried with back-off while the guest has no address; once
+	# it has one, the guest's kernel refuses the knock and QEMU closes it (EOF
+	# here). So a knock waits a second at most, and a new one starts every 0.2 s
+	# (at most 3 in flight). A knock costs the guest no process.
+	while (($(usec) < deadline)) && [[ ! -s $seen ]]; do
 		kill -0 "$vm_pid" 2>/dev/null || break
 		local alive=()
-		for p in "${probes[@]}"; do
+		for p in "${knocks[@]}"; do
 			kill -0 "$p" 2>/dev/null && alive+=("$p")
 		done
-		probes=("${alive[@]}")
-		if ((${#probes[@]} < 3 && $(usec) - last >= 1000000)); then
+		knocks=("${alive[@]}")
+		if ((${#knocks[@]} < 3 && $(usec) - last >= 200000)); then
 			last=$(usec)
-			vm_probe_starts+=("$last")
 			(
-				exec 3<>"/dev/tcp/127.0.0.1/$vm_port" || exit 0
-				IFS= read -r -t 6 line <&3 || exit 0
-				[[ $line == SSH-* ]] && usec >>"$got"
+				exec 3<>"/dev/tcp/127.0.0.1/$vm_knock_port" || exit 0
+				# read's status: 1 at end of file (refused), over 128 on timeout.
+				read -r -t 1 _ <&3
+				(($? == 1)) && usec >>"$seen"
 			) 2>/dev/null &
-			probes+=($!)
+			knocks+=($!)
 		fi
-		sleep 0.05
+		sleep 0.02
 	done
-	for p in "${probes[@]}"; do
+	for p in "${knocks[@]}"; do
 		kill "$p" 2>/dev/null || true
 		wait "$p" 2>/dev/null || true
 	done
-	[[ -s $got ]] && vm_banner_at=$(head -n1 "$got")
-	rm -f "$got"
+	[[ -s $seen ]] && vm_address_at=$(head -n1 "$seen")
+	rm -f "$seen"
+	# Then sshd, one connection at a time: refused (not listening yet) ends at
+	# once and is tried again 50 ms later; accepted, sshd forks for it (seconds
+	# under TCG) and sends its banner.
+	while [[ -n $vm_address_at ]] && (($(usec) < deadline)); do
+		kill -0 "$vm_pid" 2>/dev/null || break
+		vm_probe_starts+=("$(usec)")
+		if exec {fd}<>"/dev/tcp/127.0.0.1/$vm_port"; then
+			if IFS= read -r -t 30 line <&"$fd" && [[ $line == SSH-* ]]; then
+				vm_banner_at=$(usec)
+			fi
+			exec {fd}>&-
+		fi 2>/dev/null
+		[[ -z $vm_banner_at ]] || break
+		sleep 0.05
+	done
 	[[ -n ${vm_banner_at:-} ]]
 }
 

@@ -15,11 +15,17 @@
 //!
 //! Only regular files are read: anyone who can put a FIFO, a socket or a device
 //! node (or a `.conf` symlink to one) in the confdir must not be able to block the
-//! supervisor in `open` or `read`. So a file is `stat`ed first (no side effects),
-//! then opened `O_NONBLOCK|O_NOCTTY|O_CLOEXEC` and `fstat`ed again (it may have been
-//! swapped in between), and anything but a regular file is refused with an error
-//! naming it. A job name (the path) with a control character — a newline would
-//! print a fake line in `initctl list` — is refused too, the name shown escaped.
+//! supervisor in `open` or `read`. So a file is `stat`ed first (no side effects)
+//! unless the directory's listing already says it is a regular file, then opened
+//! `O_NONBLOCK|O_NOCTTY|O_CLOEXEC` and `fstat`ed again (it may have been swapped
+//! in between), and anything but a regular file is refused with an error naming
+//! it. A job name (the path) with a control character — a newline would print a
+//! fake line in `initctl list` — is refused too, the name shown escaped.
+//!
+//! Reading a confdir costs what the files' bytes cost: the listing's entry types
+//! and names say which entries are directories and which job files have an
+//! override, so no file is `stat`ed by path (a boot reads every job file before
+//! the first job starts).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
@@ -89,15 +95,15 @@ pub fn load_confdir(dir: &Path) -> Confdir {
             errors: vec![p.clone()],
         }));
     for file in files {
-        let Some(name) = job_name(dir, &file) else {
+        let Some(name) = job_name(dir, &file.path) else {
             confdir.refuse(
                 String::new(),
-                format!("{}: error: job name is not UTF-8", file.display()),
+                format!("{}: error: job name is not UTF-8", file.path.display()),
             );
             continue;
         };
         if name.chars().any(char::is_control) {
-            let shown = file.display().to_string().escape_debug().to_string();
+            let shown = file.path.display().to_string().escape_debug().to_string();
             confdir.refuse(
                 name.escape_debug().to_string(),
                 format!("{shown}: error: job name contains a control character"),
@@ -142,34 +148,52 @@ pub fn confdir_overrides(dir: &Path) -> BTreeMap<String, Override> {
     find_conf_files(dir, &mut files, &mut Vec::new(), &mut 0);
     files
         .iter()
+        .filter(|file| file.has_override)
         .filter_map(|file| {
-            let name = job_name(dir, file)?;
-            let (checked, overridden) = read_override(file, JobDef::new(name.clone()))?;
+            let name = job_name(dir, &file.path)?;
+            let (checked, overridden) = read_override(&file.path, JobDef::new(name.clone()));
             checked.def.and(Some((name, overridden)))
         })
         .collect()
 }
 
+/// A job file to read, with what its directory's listing said of it.
+struct ConfFile {
+    path: PathBuf,
+    /// The listing says it is a regular file: no `stat` before opening it.
+    regular: bool,
+    /// `NAME.override` is beside it.
+    has_override: bool,
+}
+
+impl ConfFile {
+    /// A file named on the command line: nothing known of it yet.
+    fn named(path: &Path) -> ConfFile {
+        let absent = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+        let has_override = path.extension().is_none_or(|ext| ext != "override")
+            && !fs::symlink_metadata(path.with_extension("override")).is_err_and(|e| absent(&e));
+        ConfFile {
+            path: path.to_path_buf(),
+            regular: false,
+            has_override,
+        }
+    }
+}
+
 /// The job file `file` (job `name`) with its override file read over it, if it
 /// has one (and the job file has no error).
-fn check_job(file: &Path, name: &str) -> (Checked, Option<Override>) {
-    let checked = check_file(file, name);
-    let Some(def) = checked.def.clone() else {
-        return (checked, None);
-    };
-    let (mut checked, overridden) = match read_override(file, def) {
-        None => (checked, None),
-        Some((over, overridden)) => {
-            let mut problems = checked.problems;
-            problems.extend(over.problems);
-            let joined = Checked {
-                def: over.def,
-                problems,
-                errors: checked.errors + over.errors,
-            };
-            (joined, Some(overridden))
-        }
-    };
+fn check_job(file: &ConfFile, name: &str) -> (Checked, Option<Override>) {
+    let mut checked = check_file(file, name);
+    let mut overridden = None;
+    if file.has_override
+        && let Some(def) = checked.def.take()
+    {
+        let (over, o) = read_override(&file.path, def);
+        checked.problems.extend(over.problems);
+        checked.errors += over.errors;
+        checked.def = over.def;
+        overridden = Some(o);
+    }
     // The system-call filters are compiled (and kept) now: a name this
     // architecture lacks is told at load, and fails each start with the same
     // reason (the job still loads, as its other processes' stanzas are sound).
@@ -178,25 +202,16 @@ fn check_job(file: &Path, name: &str) -> (Checked, Option<Override>) {
     {
         checked
             .problems
-            .push(format!("{}: warning: {e}", file.display()));
+            .push(format!("{}: warning: {e}", file.path.display()));
     }
     (checked, overridden)
 }
 
-/// `NAME.override` beside the job file `file`, read over `base`; `None` when
-/// there is none.
-fn read_override(file: &Path, base: JobDef) -> Option<(Checked, Override)> {
-    if file.extension().is_some_and(|ext| ext == "override") {
-        return None;
-    }
+/// `NAME.override` beside the job file `file` (there is one), read over `base`.
+fn read_override(file: &Path, base: JobDef) -> (Checked, Override) {
     let path = file.with_extension("override");
-    if let Err(e) = fs::symlink_metadata(&path)
-        && e.kind() == io::ErrorKind::NotFound
-    {
-        return None;
-    }
     let shown = path.display().to_string();
-    let (checked, stanzas) = match read_text(&path) {
+    let (checked, stanzas) = match read_text(&path, false) {
         Ok(text) => {
             let job::Overridden { parsed, stanzas } = job::parse_override(base, &text);
             (checked_from(parsed, &shown), stanzas)
@@ -207,7 +222,7 @@ fn read_override(file: &Path, base: JobDef) -> Option<(Checked, Override)> {
         file: shown,
         stanzas,
     };
-    Some((checked, overridden))
+    (checked, overridden)
 }
 
 /// `keel-supervisor --check PATH…`: files (whatever their name) and directories
@@ -222,13 +237,13 @@ pub fn check_paths(paths: &[PathBuf], out: &mut dyn io::Write) -> io::Result<boo
             let mut files = Vec::new();
             find_conf_files(path, &mut files, &mut problems, &mut errors);
             for file in files {
-                let name = job_name(path, &file).unwrap_or_else(|| file_stem(&file));
+                let name = job_name(path, &file.path).unwrap_or_else(|| file_stem(&file.path));
                 let (checked, _) = check_job(&file, &name);
                 errors += checked.errors;
                 problems.extend(checked.problems);
             }
         } else {
-            let (checked, _) = check_job(path, &file_stem(path));
+            let (checked, _) = check_job(&ConfFile::named(path), &file_stem(path));
             errors += checked.errors;
             problems.extend(checked.problems);
         }
@@ -269,9 +284,9 @@ impl Checked {
     }
 }
 
-fn check_file(path: &Path, name: &str) -> Checked {
-    match read_text(path) {
-        Ok(text) => checked_from(job::parse(name, &text), &path.display().to_string()),
+fn check_file(file: &ConfFile, name: &str) -> Checked {
+    match read_text(&file.path, file.regular) {
+        Ok(text) => checked_from(job::parse(name, &text), &file.path.display().to_string()),
         Err(problem) => unreadable(problem),
     }
 }
@@ -298,10 +313,10 @@ fn unreadable(problem: Unreadable) -> Checked {
     }
 }
 
-/// The text of the job (or override) file `path`, or why it cannot be read or
-/// is not UTF-8.
-fn read_text(path: &Path) -> Result<String, Unreadable> {
-    let bytes = read_bounded(path).map_err(|source| Unreadable::Read {
+/// The text of the job (or override) file `path` (`regular` if the listing said
+/// so), or why it cannot be read or is not UTF-8.
+fn read_text(path: &Path, regular: bool) -> Result<String, Unreadable> {
+    let bytes = read_bounded(path, regular).map_err(|source| Unreadable::Read {
         path: path.to_path_buf(),
         source,
     })?;
@@ -338,19 +353,24 @@ fn checked_from(parsed: Parsed, shown: &str) -> Checked {
 
 /// Reads a regular file, at most one byte more than the parser accepts (so a huge
 /// file is refused by the parser without being read whole); anything else is
-/// refused without blocking (see the module docs).
-fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
+/// refused without blocking (see the module docs). `regular`: the directory's
+/// listing said it is a regular file, so the `stat` before opening is skipped.
+fn read_bounded(path: &Path, regular: bool) -> io::Result<Vec<u8>> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
-    regular_file(&fs::metadata(path)?)?;
+    if !regular {
+        regular_file(&fs::metadata(path)?)?;
+    }
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)?;
-    regular_file(&file.metadata()?)?;
-    let mut bytes = Vec::new();
-    file.take(job::MAX_JOB_FILE_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)?;
+    let meta = file.metadata()?;
+    regular_file(&meta)?;
+    let limit = job::MAX_JOB_FILE_BYTES as u64 + 1;
+    // Room for the whole file and the read that finds its end: two reads.
+    let mut bytes = Vec::with_capacity(meta.len().min(limit) as usize + 1);
+    file.take(limit).read_to_end(&mut bytes)?;
     Ok(bytes)
 }
 
@@ -380,10 +400,12 @@ fn regular_file(meta: &fs::Metadata) -> io::Result<()> {
 }
 
 /// All `.conf` files below `dir`, sorted by path. Directories are followed
-/// through symlinks but each is entered once.
+/// through symlinks but each is entered once. The listing's entry types say
+/// which entries are directories (only a symlink is `stat`ed), and its names
+/// which job files have an override beside them.
 fn find_conf_files(
     dir: &Path,
-    files: &mut Vec<PathBuf>,
+    files: &mut Vec<ConfFile>,
     problems: &mut Vec<String>,
     errors: &mut usize,
 ) {
@@ -402,23 +424,43 @@ fn find_conf_files(
                 continue;
             }
         };
+        let first = files.len();
+        let mut overrides = HashSet::new();
         for entry in entries {
-            let path = match entry {
-                Ok(entry) => entry.path(),
+            let entry = match entry {
+                Ok(entry) => entry,
                 Err(e) => {
                     problems.push(format!("{}: error: cannot read: {e}", dir.display()));
                     *errors += 1;
                     continue;
                 }
             };
-            if path.is_dir() {
+            let path = entry.path();
+            if path.extension().is_some_and(|ext| ext == "override") {
+                // Whatever it is: reading it says what is wrong with it.
+                overrides.insert(path.with_extension(""));
+            }
+            let kind = entry.file_type().ok();
+            let is_dir = match kind {
+                Some(t) if !t.is_symlink() => t.is_dir(),
+                // A symlink (followed) or a type the listing did not give.
+                _ => path.is_dir(),
+            };
+            if is_dir {
                 pending.push(path);
             } else if path.extension().is_some_and(|ext| ext == "conf") {
-                files.push(path);
+                files.push(ConfFile {
+                    path,
+                    regular: kind.is_some_and(|t| t.is_file()),
+                    has_override: false,
+                });
             }
         }
+        for file in &mut files[first..] {
+            file.has_override = overrides.contains(&file.path.with_extension(""));
+        }
     }
-    files.sort();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@
 //!   per process.
 //! - [`boot`]: kernel filesystems on a real boot.
 //! - [`errno`]: an OS error's message in people's words.
+//! - [`heap`]: glibc's allocator set to give freed memory back.
 //! - [`logging`]: the supervisor's own log and its run-time priority.
 //! - [`ready`]: the readiness protocols' moving parts (sd_notify socket, D-Bus, /proc).
 //! - [`reexec`]: the check of a re-exec candidate, a child read from the loop.
@@ -41,6 +42,7 @@ pub mod control;
 pub mod errno;
 pub mod fdlimit;
 pub mod filewatch;
+pub mod heap;
 pub mod initlink;
 pub mod joblog;
 pub mod journal;

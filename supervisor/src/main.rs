@@ -77,6 +77,7 @@ fn main() -> ExitCode {
             }
         };
     }
+    keel_supervisor::heap::fix_mmap_threshold();
     let machine = keel_supervisor::boot::is_machine_boot();
     keel_supervisor::logging::init(std::env::var_os("KEEL_DEBUG").is_some(), machine);
     let (soft, hard) = keel_supervisor::fdlimit::raise();

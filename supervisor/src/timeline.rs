@@ -13,16 +13,18 @@
 
 use crate::lifecycle::{Effect, Jobs};
 use keel_proto::ctl::TimelineEntry;
-use std::collections::BTreeMap;
 
 /// The most instances a timeline records.
 pub const MAX_ENTRIES: usize = 10_000;
 
 #[derive(Debug, Default)]
 pub struct Timeline {
+    /// Grown by an eighth at a time: at 10,000 starts a vector doubled would
+    /// hold room for 6,000 more.
     entries: Vec<TimelineEntry>,
-    /// Index into `entries` by (job, instance).
-    index: BTreeMap<(String, String), usize>,
+    /// Positions in `entries`, sorted by (job, instance): the index costs four
+    /// bytes an entry, and the names are not kept twice.
+    index: Vec<u32>,
     /// Whether a start went unrecorded because the timeline is full.
     full: bool,
 }
@@ -70,10 +72,9 @@ impl Timeline {
     }
 
     fn requested(&mut self, jobs: &Jobs, job: String, instance: String, now: u64) {
-        let key = (job, instance);
-        if self.index.contains_key(&key) {
+        let Err(at) = self.find(&job, &instance) else {
             return;
-        }
+        };
         if self.entries.len() >= MAX_ENTRIES {
             if !self.full {
                 tracing::warn!(
@@ -84,17 +85,20 @@ impl Timeline {
             return;
         }
         let env = jobs
-            .instance(&key.0, &key.1)
+            .instance(&job, &instance)
             .map(|i| i.env().to_vec())
             .unwrap_or_default();
         let var = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let events = var("UPSTART_EVENTS")
             .map(|e| e.split_whitespace().map(str::to_string).collect())
             .unwrap_or_default();
-        self.index.insert(key.clone(), self.entries.len());
+        if self.entries.len() == self.entries.capacity() {
+            self.entries.reserve_exact(self.entries.len() / 8 + 16);
+        }
+        self.index.insert(at, self.entries.len() as u32);
         self.entries.push(TimelineEntry {
-            job: key.0,
-            instance: key.1,
+            job,
+            instance,
             events,
             cause_job: var("JOB"),
             requested_ms: now,
@@ -104,12 +108,81 @@ impl Timeline {
     }
 
     fn entry(&mut self, job: &str, instance: &str) -> Option<&mut TimelineEntry> {
-        let i = *self.index.get(&(job.to_string(), instance.to_string()))?;
-        self.entries.get_mut(i)
+        let at = self.find(job, instance).ok()?;
+        self.entries.get_mut(self.index[at] as usize)
+    }
+
+    /// Where (job, instance) is in the index: `Ok` if recorded, else where it
+    /// would go.
+    fn find(&self, job: &str, instance: &str) -> Result<usize, usize> {
+        self.index.binary_search_by(|&i| {
+            let e = &self.entries[i as usize];
+            (e.job.as_str(), e.instance.as_str()).cmp(&(job, instance))
+        })
     }
 
     /// Every recorded start, in the order they were requested.
     pub fn entries(&self) -> &[TimelineEntry] {
         &self.entries
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::ProcessKind;
+    use crate::lifecycle::Event;
+
+    fn starting(job: &str, instance: &str) -> Effect {
+        Effect::Emit(Event::new(
+            "starting",
+            &[("JOB", job), ("INSTANCE", instance)],
+        ))
+    }
+
+    fn spawn(job: &str, instance: &str) -> Effect {
+        Effect::Spawn {
+            job: job.into(),
+            instance: instance.into(),
+            kind: ProcessKind::Main,
+        }
+    }
+
+    #[test]
+    fn each_start_is_found_by_job_and_instance_whatever_the_order_they_came_in() {
+        let jobs = Jobs::default();
+        let mut t = Timeline::default();
+        let starts = [("z", ""), ("a", "2"), ("m", ""), ("a", "1"), ("a", "")];
+        for (n, (job, instance)) in starts.iter().enumerate() {
+            t.observe(&[starting(job, instance)], &jobs, n as u64);
+        }
+        // Spawned in the reverse order, each at its own time; a second
+        // `starting` of one already recorded adds nothing.
+        for (n, (job, instance)) in starts.iter().enumerate().rev() {
+            t.observe(&[spawn(job, instance)], &jobs, 100 + n as u64);
+        }
+        t.observe(&[starting("m", "")], &jobs, 200);
+        let seen: Vec<(&str, &str, u64, Option<u64>)> = t
+            .entries()
+            .iter()
+            .map(|e| {
+                (
+                    e.job.as_str(),
+                    e.instance.as_str(),
+                    e.requested_ms,
+                    e.spawned_ms,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("z", "", 0, Some(100)),
+                ("a", "2", 1, Some(101)),
+                ("m", "", 2, Some(102)),
+                ("a", "1", 3, Some(103)),
+                ("a", "", 4, Some(104)),
+            ]
+        );
     }
 }

@@ -519,6 +519,37 @@ fn respawn_replaces_a_killed_main() {
 }
 
 #[test]
+fn a_respawn_saves_the_state_once_before_it_starts() {
+    // The round that applies the exit and spawns the new main saves the state
+    // that records it, releases it, and saves nothing more until the new main
+    // has exec'd (then "started" is saved). KEEL_DEBUG logs every save.
+    let keel = Keel::start_with(keel_tests::Setup {
+        jobs: &[("r", "respawn\nconsole none\nexec sleep 1000\n")],
+        supervisor: None,
+        env: &[("KEEL_DEBUG", "1")],
+    });
+    let started = keel.ctl_ok(&["start", "r"]);
+    let old = status_pid(&started).unwrap();
+    unsafe { libc::kill(main_host_pid(&keel, &started), libc::SIGKILL) };
+    let mut now = String::new();
+    wait_for("a new main process", 5 * SECOND, || {
+        now = status(&keel, "r");
+        now.starts_with("r start/running, process ") && status_pid(&now) != Some(old)
+    });
+    let new = status_pid(&now).unwrap();
+    let spawned = format!("spawned r main pid {new} ");
+    let running = format!("r started, process {new}");
+    wait_for("the start in keel's log", 5 * SECOND, || {
+        keel.console().contains(&running)
+    });
+    let console = keel.console();
+    let from = console.find(&spawned).expect("the spawn is logged");
+    let to = console.find(&running).expect("waited for");
+    let saves = console[from..to].matches("saving state").count();
+    assert_eq!(saves, 1, "{}", &console[from..to]);
+}
+
+#[test]
 fn respawn_limit_stops_a_job_respawning_too_fast() {
     let keel = Keel::start(&[(
         "r",

@@ -530,3 +530,22 @@ fn mainpid_hands_the_job_to_another_process_of_it() {
     assert_eq!(keel.ctl_ok(&["stop", "svc"]), "svc stop/waiting\n");
     assert!(keel_tests::gone(host));
 }
+
+#[test]
+fn a_respawning_service_that_ends_before_it_is_ready_is_respawned_up_to_its_limit() {
+    // sshd set to listen on an address the machine does not have yet exits
+    // before READY=1: each end respawns it, and the limit stops it.
+    let keel = Keel::start(&[(
+        "svc",
+        "expect notify\nrespawn\nrespawn limit 3 60\nexec sh -c 'echo run >>$DIR/runs; exit 255'\n",
+    )]);
+    keel.ctl(&["start", "--no-wait", "svc"]);
+    wait_for(
+        "the respawn limit to stop it",
+        Duration::from_secs(20),
+        || state(&keel, "svc") == "stop/waiting",
+    );
+    assert_eq!(keel.lines("runs").len(), 4, "the first run and 3 respawns");
+    let failure = field(&keel, "svc", "failure");
+    assert!(failure.contains("respawning too fast"), "{failure}");
+}

@@ -105,10 +105,12 @@ pub struct JobDef {
 
     /// The main process (`exec` or `script`).
     pub main: Option<Process>,
-    pub pre_start: Option<Process>,
-    pub post_start: Option<Process>,
-    pub pre_stop: Option<Process>,
-    pub post_stop: Option<Process>,
+    /// The hooks, boxed: most jobs have none, and four unboxed would take 160
+    /// bytes of every job's definition (1.6 MB at 10,000 jobs).
+    pub pre_start: Option<Box<Process>>,
+    pub post_start: Option<Box<Process>>,
+    pub pre_stop: Option<Box<Process>>,
+    pub post_stop: Option<Box<Process>>,
 
     pub console: Console,
     /// `umask NNN` (octal); `None` means Upstart's default 022.
@@ -222,10 +224,10 @@ impl JobDef {
     pub fn process(&self, kind: ProcessKind) -> Option<&Process> {
         match kind {
             ProcessKind::Main => self.main.as_ref(),
-            ProcessKind::PreStart => self.pre_start.as_ref(),
-            ProcessKind::PostStart => self.post_start.as_ref(),
-            ProcessKind::PreStop => self.pre_stop.as_ref(),
-            ProcessKind::PostStop => self.post_stop.as_ref(),
+            ProcessKind::PreStart => self.pre_start.as_deref(),
+            ProcessKind::PostStart => self.post_start.as_deref(),
+            ProcessKind::PreStop => self.pre_stop.as_deref(),
+            ProcessKind::PostStop => self.post_stop.as_deref(),
         }
     }
 }

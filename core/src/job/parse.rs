@@ -610,14 +610,13 @@ impl Parser<'_> {
                 ));
             }
         };
-        let slot = match kind {
-            ProcessKind::Main => &mut self.def.main,
-            ProcessKind::PreStart => &mut self.def.pre_start,
-            ProcessKind::PostStart => &mut self.def.post_start,
-            ProcessKind::PreStop => &mut self.def.pre_stop,
-            ProcessKind::PostStop => &mut self.def.post_stop,
-        };
-        *slot = Some(process);
+        match kind {
+            ProcessKind::Main => self.def.main = Some(process),
+            ProcessKind::PreStart => self.def.pre_start = Some(Box::new(process)),
+            ProcessKind::PostStart => self.def.post_start = Some(Box::new(process)),
+            ProcessKind::PreStop => self.def.pre_stop = Some(Box::new(process)),
+            ProcessKind::PostStop => self.def.post_stop = Some(Box::new(process)),
+        }
         Ok(Some(format!("{stanza} {}", how.text)))
     }
 

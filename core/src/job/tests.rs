@@ -787,10 +787,10 @@ fn process_stanzas_take_exec_or_script() {
         "pre-start exec /bin/a\npost-start script\n  b\nend script\n\
                   pre-stop exec c \\\n  d\npost-stop script # x\nend script\n",
     );
-    assert_eq!(def.pre_start, exec("/bin/a"));
-    assert_eq!(def.post_start, script("b\n"));
-    assert_eq!(def.pre_stop, exec("c d"));
-    assert_eq!(def.post_stop, script(""));
+    assert_eq!(def.pre_start, exec("/bin/a").map(Box::new));
+    assert_eq!(def.post_start, script("b\n").map(Box::new));
+    assert_eq!(def.pre_stop, exec("c d").map(Box::new));
+    assert_eq!(def.post_stop, script("").map(Box::new));
     assert_eq!(def.main, None);
     for kind in ProcessKind::ALL {
         assert_eq!(def.process(kind).is_some(), kind != ProcessKind::Main);
@@ -809,8 +809,8 @@ fn scripts_may_name_their_interpreter() {
         })
     );
     assert_eq!(
-        def.pre_start,
-        Some(Process::Script {
+        def.pre_start.as_deref(),
+        Some(&Process::Script {
             interpreter: vec!["/usr/bin/env".into(), "python3".into()],
             body: "print(1)\n".into()
         })

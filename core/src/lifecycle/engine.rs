@@ -470,6 +470,8 @@ impl Jobs {
         let Some(q) = self.events.remove(&id) else {
             return;
         };
+        // (A bring-up queues an event per job: a map's nodes go with its
+        // entries, so no room is left from it.)
         for waiter in &q.waiters {
             self.effects.push(Effect::EventFinished {
                 waiter: *waiter,

@@ -32,20 +32,20 @@ fn exec() -> Option<Process> {
 /// The job shapes the model runs.
 fn defs() -> Vec<JobDef> {
     let mut full = JobDef::new("full");
-    full.pre_start = exec();
+    full.pre_start = exec().map(Box::new);
     full.main = exec();
-    full.post_start = exec();
-    full.pre_stop = exec();
-    full.post_stop = exec();
+    full.post_start = exec().map(Box::new);
+    full.pre_stop = exec().map(Box::new);
+    full.post_stop = exec().map(Box::new);
 
     let mut plain = JobDef::new("plain");
     plain.main = exec();
 
     let mut task = JobDef::new("task");
     task.task = true;
-    task.pre_start = exec();
+    task.pre_start = exec().map(Box::new);
     task.main = exec();
-    task.post_stop = exec();
+    task.post_stop = exec().map(Box::new);
 
     let mut resp = JobDef::new("resp");
     resp.respawn = true;
@@ -54,9 +54,9 @@ fn defs() -> Vec<JobDef> {
         interval: 1,
     };
     resp.main = exec();
-    resp.post_start = exec();
-    resp.pre_stop = exec();
-    resp.post_stop = exec();
+    resp.post_start = exec().map(Box::new);
+    resp.pre_stop = exec().map(Box::new);
+    resp.post_stop = exec().map(Box::new);
 
     let mut norm = JobDef::new("norm");
     norm.respawn = true;
@@ -65,20 +65,20 @@ fn defs() -> Vec<JobDef> {
         interval: 2,
     };
     norm.normal_exit = vec![ExitMatch::Status(3), ExitMatch::Signal(Signal::TERM)];
-    norm.pre_start = exec();
+    norm.pre_start = exec().map(Box::new);
     norm.main = exec();
-    norm.post_stop = exec();
+    norm.post_stop = exec().map(Box::new);
 
     let mut state = JobDef::new("state");
-    state.pre_start = exec();
-    state.pre_stop = exec();
-    state.post_stop = exec();
+    state.pre_start = exec().map(Box::new);
+    state.pre_stop = exec().map(Box::new);
+    state.post_stop = exec().map(Box::new);
 
     let mut inst = JobDef::new("inst");
     inst.instance = Some("$X".into());
     inst.main = exec();
-    inst.pre_stop = exec();
-    inst.post_stop = exec();
+    inst.pre_stop = exec().map(Box::new);
+    inst.post_stop = exec().map(Box::new);
     inst.kill_timeout = 2;
 
     let hook = parse(
@@ -94,16 +94,16 @@ fn defs() -> Vec<JobDef> {
     ready.expect = Expect::Notify;
     ready.ready_timeout = Some(4);
     ready.main = exec();
-    ready.post_start = exec();
-    ready.post_stop = exec();
+    ready.post_start = exec().map(Box::new);
+    ready.post_stop = exec().map(Box::new);
 
     let mut daemon = JobDef::new("daemon");
     daemon.expect = Expect::Daemon;
     daemon.ready_timeout = Some(4);
     daemon.respawn = true;
     daemon.main = exec();
-    daemon.pre_stop = exec();
-    daemon.post_stop = exec();
+    daemon.pre_stop = exec().map(Box::new);
+    daemon.post_stop = exec().map(Box::new);
 
     vec![
         full, plain, task, resp, norm, state, inst, ready, daemon, hook,

@@ -18,11 +18,11 @@ fn exec() -> Option<Process> {
 /// A service with every process.
 fn full() -> JobDef {
     let mut d = JobDef::new("j");
-    d.pre_start = exec();
+    d.pre_start = exec().map(Box::new);
     d.main = exec();
-    d.post_start = exec();
-    d.pre_stop = exec();
-    d.post_stop = exec();
+    d.post_start = exec().map(Box::new);
+    d.pre_stop = exec().map(Box::new);
+    d.post_stop = exec().map(Box::new);
     d
 }
 
@@ -535,8 +535,8 @@ fn respawning(limit: RespawnLimit) -> T {
     d.respawn = true;
     d.respawn_limit = limit;
     d.main = exec();
-    d.post_stop = exec();
-    d.pre_stop = exec();
+    d.post_stop = exec().map(Box::new);
+    d.pre_stop = exec().map(Box::new);
     T::new(d)
 }
 
@@ -884,6 +884,49 @@ fn readiness_that_never_comes_fails_the_start_with_a_reason() {
     t.jobs.ready("j", "", None, t.now);
     t.settle();
     assert_eq!(t.state(), State::Waiting);
+}
+
+#[test]
+fn a_respawning_main_that_ends_before_it_is_ready_is_respawned() {
+    let mut d = full();
+    d.pre_start = None;
+    d.expect = Expect::Notify;
+    d.respawn = true;
+    let mut t = T::new(d);
+    t.start(None);
+    let first = t.pid(Main);
+    // sshd whose address is missing: it exits before READY=1.
+    t.exit(Main, WaitStatus::exited(255));
+    assert_eq!(
+        t.state(),
+        State::PostStop,
+        "post-stop follows, no post-start"
+    );
+    t.ok(PostStop);
+    assert_eq!(t.state(), State::Spawned, "main spawned again");
+    assert_ne!(t.pid(Main), first);
+    assert!(!t.spawns().contains(&PostStart));
+    assert_eq!(t.jobs.awaiting_readiness().len(), 1);
+    t.jobs.ready("j", "", None, t.now);
+    t.settle();
+    assert_eq!(t.state(), State::PostStart);
+    t.ok(PostStart);
+    assert_eq!(t.state(), State::Running);
+    // Past the respawn limit it stops, as any respawning main.
+    let mut t = T::new({
+        let mut d = JobDef::new("j");
+        d.main = exec();
+        d.expect = Expect::Notify;
+        d.respawn = true;
+        d
+    });
+    t.start(None);
+    for i in 0..11 {
+        t.now = i * 100;
+        t.exit(Main, WaitStatus::exited(255));
+    }
+    assert_eq!(t.state(), State::Waiting);
+    assert!(t.jobs.awaiting_readiness().is_empty());
 }
 
 #[test]

@@ -343,10 +343,11 @@ impl Runtime {
 
     /// Carries out the core's effects in the order the module docs give.
     fn settle(&mut self) {
-        let later = self.carry_out_effects();
+        let changed = self.dirty;
+        let (later, effects) = self.carry_out_effects();
         // Only a change can stop an instance; a round that changed nothing (a
         // query) skips the walk of every cgroup. Skipping only ever delays a removal.
-        if self.dirty {
+        if changed || effects {
             self.sweep_cgroups();
         }
         if self.spawns.go.is_some() {
@@ -377,19 +378,26 @@ impl Runtime {
 
     /// Carries out the core's effects that come before the state is saved (spawns
     /// held by their go pipe, cgroup remnants killed, logging), until the core has
-    /// no more; returns those that wait until it is saved.
-    fn carry_out_effects(&mut self) -> Vec<Effect> {
+    /// no more; returns those that wait until it is saved, and whether there
+    /// were any effects.
+    fn carry_out_effects(&mut self) -> (Vec<Effect>, bool) {
         let mut later = Vec::new();
+        let mut any = false;
         self.spawns.batch = 1;
         loop {
             let effects = self.snap.jobs.take_effects();
             if effects.is_empty() {
-                return later;
+                return (later, any);
             }
+            any = true;
             self.timeline.observe(&effects, &self.snap.jobs, now_ms());
+            // The core changed since the last save. A batch of spawns released
+            // on the way saves the whole state, these effects' changes with it,
+            // so the effects after it do not ask for another save (a respawn
+            // costs one save, not two); what they change themselves (a spawn, a
+            // failed spawn) marks the state again.
+            self.dirty = true;
             for effect in effects {
-                // Changed since the last save (a batch released on the way saves).
-                self.dirty = true;
                 match effect {
                     Effect::Spawn {
                         job,

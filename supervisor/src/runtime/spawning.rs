@@ -32,7 +32,15 @@ pub(super) struct Spawns {
     pub(super) launches: BTreeMap<i32, spawn::Launch>,
     /// Setup failures children reported, until their exits are applied.
     pub(super) failures: BTreeMap<i32, String>,
+    /// Spawns since the allocator last gave freed memory back (see
+    /// [`crate::heap`]).
+    pub(super) since_trim: usize,
 }
+
+/// Spawns after which, once every child has exec'd, the freed heap goes back to
+/// the kernel: a bring-up's transient allocations (plans, launches, the event
+/// queue, env being built) lie between what stays, and glibc keeps the holes.
+const TRIM_AFTER_SPAWNS: usize = 256;
 
 impl Default for Spawns {
     fn default() -> Spawns {
@@ -41,6 +49,7 @@ impl Default for Spawns {
             batch: 1,
             launches: BTreeMap::new(),
             failures: BTreeMap::new(),
+            since_trim: 0,
         }
     }
 }
@@ -55,6 +64,7 @@ impl Runtime {
             self.snap
                 .jobs
                 .spawn_failed(job, instance, kind, reason, now_ms());
+            self.dirty = true;
         }
     }
 
@@ -130,6 +140,7 @@ impl Runtime {
             epoll::EventFlags::IN,
         );
         self.spawns.launches.insert(child.pid, child.launch);
+        self.spawns.since_trim += 1;
         self.pids.spawned(child.pid, child.pidfd);
         if let Some(ours) = ready_fd {
             self.ready
@@ -341,6 +352,10 @@ impl Runtime {
         // go on reporting the hang-up to a loop that no longer reads it.
         if let Some(launch) = self.spawns.launches.remove(&pid) {
             let _ = epoll::delete(&self.epoll, launch.errors());
+        }
+        if self.spawns.launches.is_empty() && self.spawns.since_trim >= TRIM_AFTER_SPAWNS {
+            self.spawns.since_trim = 0;
+            crate::heap::give_back_freed_memory();
         }
     }
 

@@ -21,67 +21,64 @@
 //! priority, the control connections a planned re-exec hands over). A version 1
 //! state is a version 2 state without them: [`decode`] appends their defaults
 //! ([`SavedShell::ADDED_IN_2`]) and reads it as version 2. New fields go at the end
-//! of the shell's part, the same way.
+//! of the shell's part, the same way. Version 3 is "base + log" (below): the base
+//! is a version 2 state with its generation (u64) after the version; a version 2
+//! state loads as a base without a log.
 //!
-//! # Saves cost what changed: each job's bytes kept (issue 17)
+//! # The incremental journal (issue 17): saves that cost what changed
 //!
-//! Every round that changed something saves the whole state: with 10,000 jobs
-//! that is 1.7 MB, and its encoding was what a profile of a 10,000-job bring-up
-//! showed first. [`encode`] writes the same bytes as serde would, but the jobs'
-//! map (most of them) is assembled from each job's entry as encoded at an
-//! earlier save, kept until the job is next handed out for a change
-//! (`lifecycle::table`): a save encodes the jobs changed since the last one and
-//! the fields outside the jobs' map (the pid table, the event queue, the env
-//! table, the shell's part), and copies the rest. Format, lifeboat and
-//! crash-consistency stay as they were (a whole snapshot per save, swapped in one
-//! step). `cargo run --release -p keel-core --example save_cost` prints the cost.
+//! A round of the supervisor's loop that changed something must be saved before
+//! its effects are released. With 10,000 jobs the whole state is 1.7 MB, and most
+//! rounds change a handful of jobs, so a round appends only what it changed to a
+//! log kept beside a whole snapshot (the base):
 //!
-//! # Not built yet: the incremental journal
+//! - **Tables and head.** The parts of the state that grow with the number of
+//!   jobs are [`Tracked`] maps: the core's jobs (by name), pids and event queue
+//!   (by id, saved as the sequence it always was), and the shell's own
+//!   ([`SavedShell::tables`]: its cgroups and log pipes). A `Tracked` notes every
+//!   key handed out for a change (`lifecycle::table`). Everything else — the env
+//!   table, the counters, the shell's small fields — is the head: the
+//!   snapshot's encoding with every table empty.
+//! - **Records.** A round ([`Writer::round`]) appends `Head(bytes)` if the head
+//!   changed since it was last written, `Put(table, key, value)` or
+//!   `Delete(table, key)` per key changed (`Clear(table)` then every entry for a
+//!   table made anew), and `Commit(round)`. Nothing changed, nothing appended.
+//! - **Framing.** Each record is `len: u32 | crc32: u32 | kind: u8 | body`, the
+//!   checksum over kind and body. A reader ([`load`]) decodes the base, then
+//!   applies the records of each round whose `Commit` it reaches; anything after
+//!   the last whole commit (a supervisor killed mid-append: a short record, a bad
+//!   checksum, records without their commit) is ignored. So a successor reads
+//!   either the previous round's state or the new one, never a torn one.
+//! - **Where.** The base is a sealed memfd in the lifeboat (`state`), as whole
+//!   snapshots were; the log is a memfd without seals (`state-log`), written at
+//!   explicit offsets by the supervisor: keel-init holds the same file, so what
+//!   was written survives the writer. A successor truncates the log to its last
+//!   whole commit and appends from there.
+//! - **Compaction.** Once the log outgrows a quarter of its base (and 64 KiB),
+//!   the next save writes a whole new base with the next generation
+//!   ([`Writer::compact`]), deposits it (keel-init swaps it in one step), then
+//!   deposits a new empty log whose header names that generation. Killed in
+//!   between, the successor finds a log of the old generation beside the new
+//!   base and ignores it (the base holds everything). So the bytes written per
+//!   round are proportional to what changed, compaction's are at most four
+//!   times the log's, and a successor decodes at most 1.25 times the state.
+//! - **Versions.** The log's header has the format version of the release that
+//!   wrote it; its record bodies are postcard encodings of the parts (an
+//!   entry, the head), so a field a later release adds at the end of the
+//!   shell's part (or of an entry) is read from an older log with its default
+//!   appended, the way [`decode`] reads a base of version 1 or 2.
+//! - **Definitions** are saved apart, as before; a base and its log may name
+//!   definitions the current state no longer does, so unused ones are dropped
+//!   only after a compaction (`supervisor::runtime::persist`).
 //!
-//! What is left of a save at 10,000 jobs is the copy of the whole state, the
-//! encoding of the pid table, and the memfd it is written into (~1 ms). Should
-//! that matter, the design meant to replace whole snapshots:
-//!
-//! - **Records.** The state is cut into keyed parts: one per instance
-//!   `(job, instance)`, one per job's `start on` match state, the event queue,
-//!   the pid table's entries (derivable from the instances, so not saved at all),
-//!   the env table, and a "head" (`last_exit_seq`, `booted`, `go_rounds`,
-//!   `pending_go`, runlevels, power, the shell's part). `Jobs` already marks the
-//!   instances a round changed (`Unsettled::touched`, `instance_mut`); the same
-//!   marks, kept until the save rather than until the next `tick`, name the
-//!   records to write. A round appends `Put(key, bytes)` / `Delete(key)` records
-//!   and one `Commit(round)` record.
-//! - **Framing.** Each record is `len: u32 | crc32c: u32 | kind: u8 | body`, the
-//!   checksum over kind and body. A reader replays the base snapshot, then records
-//!   up to the last `Commit` whose every record checks; anything after it (a
-//!   supervisor killed mid-append: a short record, a bad checksum, records
-//!   without their `Commit`) is ignored. So a successor reads either the previous
-//!   round's state or the new one, never a torn one: crash-consistent at every
-//!   instant, as the whole-snapshot swap is today.
-//! - **Where.** A memfd in the lifeboat (`journal-log`), opened without the
-//!   write seals, appended with `write` (the supervisor's own fd; keel-init holds
-//!   a copy, so nothing is lost when the supervisor dies between writes), beside
-//!   the sealed base snapshot (`state`) whose format stays as it is. The log's
-//!   header names the base's generation, so a log is never replayed over another
-//!   base.
-//! - **Compaction.** When the log outgrows the base (or a fixed bound), the
-//!   supervisor writes a new whole snapshot (today's save) with a new generation
-//!   into a fresh memfd, deposits it (keel-init swaps it in one step), then
-//!   deposits an empty log naming that generation. Killed in between, the
-//!   successor finds an old-generation log beside the new base and ignores it.
-//! - **Versions.** `FORMAT_VERSION` 3 is "base + log"; a version 2 state (the
-//!   golden files) loads as a base with no log, as it does now. The record bodies
-//!   are postcard encodings of the parts, so a later field is added at a part's
-//!   end the way `ADDED_IN_2` does for the shell.
-//! - **Tests to write with it**: the `test_fault` hook in the middle of an append
-//!   (half a record, a record without its `Commit`) → the successor's state is
-//!   the previous round's; compaction under a kill at each step; the golden files
-//!   still load; a proptest that any sequence of rounds replayed from base + log
-//!   equals the whole snapshot of the same state.
-//!
-//! What stays whole even then: a re-exec and a crash recovery read the base and
-//! the log in full (they must read every job), so their cost is the decode of the
-//! state, proportional to the number of jobs by nature.
+//! A re-exec and a crash recovery read the base and the log in full (they must
+//! read every job): their cost is the decode of the state, proportional to the
+//! number of jobs by nature.
+
+mod log;
+
+pub use crate::lifecycle::table::{Table, Tracked};
+pub use log::{Loaded, Records, Writer, load, log_header};
 
 use crate::job::JobDef;
 use crate::job::sandbox::Sandbox;
@@ -99,7 +96,7 @@ pub type Definitions = BTreeMap<DefId, Def>;
 
 /// The state format this binary writes. Every released version stays loadable:
 /// golden files under `supervisor/tests/golden/` are loaded by the tests.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// What the shell saves of its own, after the core's part.
 pub trait SavedShell: Serialize + DeserializeOwned {
@@ -111,6 +108,11 @@ pub trait SavedShell: Serialize + DeserializeOwned {
     /// byte each (`None`, empty, `false`): a version 2 state may lack the last
     /// ones, which are then read at their defaults.
     const ADDED_SINCE_2: &'static [u8] = &[];
+    /// The shell's tables the journal saves entry by entry (see the module
+    /// docs), always in the same order.
+    fn tables(&mut self) -> Vec<&mut dyn Table> {
+        Vec::new()
+    }
 }
 
 impl SavedShell for () {}
@@ -156,38 +158,27 @@ pub struct SaveError {
     source: postcard::Error,
 }
 
-/// The state, naming definitions by id (see [`encode_definitions`]).
-///
-/// Byte for byte serde's encoding of `snapshot`, but the jobs' part is copied
-/// from what was kept of the jobs unchanged since the last save (see
-/// `lifecycle::table`): the cost is the encoding of what changed and a copy.
+/// The whole state as a base of generation 0, naming definitions by id (see
+/// [`encode_definitions`]).
 pub fn encode<Shell: Serialize>(snapshot: &Snapshot<Shell>) -> Result<Vec<u8>, SaveError> {
-    // Each field named: a field added to `Snapshot` does not compile until it is here.
-    let Snapshot {
-        jobs,
-        last_exit_seq,
-        booted,
-        go_rounds,
-        pending_go,
-        runlevel,
-        shell,
-    } = snapshot;
-    let what = "the state";
-    let error = |source| SaveError { what, source };
-    // A struct's fields are written one after the other, as a tuple's are.
-    let rest = (
-        last_exit_seq,
-        booted,
-        go_rounds,
-        pending_go,
-        runlevel,
-        shell,
-    );
-    let rest = postcard::to_stdvec(&rest).map_err(error)?;
-    let mut out = framed(MAGIC, &(), what)?;
-    jobs.encode_into(&mut out, rest.len()).map_err(error)?;
-    out.extend_from_slice(&rest);
-    Ok(out)
+    encode_base(snapshot, 0)
+}
+
+/// The whole state as the base of generation `generation` (see the module docs).
+fn encode_base<Shell: Serialize>(
+    snapshot: &Snapshot<Shell>,
+    generation: u64,
+) -> Result<Vec<u8>, SaveError> {
+    framed(MAGIC, Some(generation), snapshot, "the state")
+}
+
+impl<Shell: SavedShell> Snapshot<Shell> {
+    /// The tables the journal saves entry by entry: the core's, then the shell's.
+    fn tables(&mut self) -> Vec<&mut dyn Table> {
+        let mut tables = self.jobs.tables();
+        tables.extend(self.shell.tables());
+        tables
+    }
 }
 
 /// The definitions a state names (`Jobs::live_definitions`, or more).
@@ -204,7 +195,7 @@ pub fn encode_definitions(defs: &Definitions) -> Result<Vec<u8>, SaveError> {
         .filter(|(_, d)| d.sandbox != Sandbox::default())
         .map(|(id, d)| (*id, &d.sandbox))
         .collect();
-    let mut out = framed(DEFS_MAGIC, &list, "the job definitions")?;
+    let mut out = framed(DEFS_MAGIC, None, &list, "the job definitions")?;
     if sandboxes.is_empty() {
         return Ok(out);
     }
@@ -226,42 +217,46 @@ pub fn encode_definitions(defs: &Definitions) -> Result<Vec<u8>, SaveError> {
     Ok(out)
 }
 
+/// `magic`, the format version, the generation (a base's), then `value`.
 fn framed(
     magic: &[u8; 8],
+    generation: Option<u64>,
     value: &impl Serialize,
     what: &'static str,
 ) -> Result<Vec<u8>, SaveError> {
     let mut out = Vec::with_capacity(4096);
     out.extend_from_slice(magic);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    if let Some(generation) = generation {
+        out.extend_from_slice(&generation.to_le_bytes());
+    }
     postcard::to_io(value, &mut out).map_err(|source| SaveError { what, source })?;
     Ok(out)
 }
 
-/// The state in `bytes`, its definitions taken from `defs`. A state that names a
-/// definition `defs` lacks is corrupt.
+/// The whole state in `bytes` (a base without its log), its definitions taken
+/// from `defs`. A state that names a definition `defs` lacks is corrupt.
 pub fn decode<Shell: SavedShell>(
     bytes: &[u8],
     defs: &Definitions,
 ) -> Result<Snapshot<Shell>, LoadError> {
-    let (version, body) = unframe(MAGIC, bytes)?;
-    LOADING.with(|t| {
-        *t.borrow_mut() = Some(Loading {
-            defs: defs.clone(),
-            missing: None,
-        })
-    });
+    load(bytes, None, defs).map(|l| l.snapshot)
+}
+
+/// The snapshot in `body`, a base's bytes after its header (with [`LOADING`] set).
+fn decode_body<Shell: SavedShell>(version: u32, body: &[u8]) -> Result<Snapshot<Shell>, LoadError> {
     let later = Shell::ADDED_SINCE_2;
     let snapshot = match version {
         1 => postcard::from_bytes(&[body, Shell::ADDED_IN_2, later].concat()),
         // A version 2 state written before the last k fields were added: read
         // with their defaults where they would be.
-        _ => (0..=later.len())
+        2 => (0..=later.len())
             .map(|k| postcard::from_bytes(&[body, &later[..k]].concat()))
             .find(Result::is_ok)
             .unwrap_or_else(|| postcard::from_bytes(body)),
+        _ => postcard::from_bytes(body),
     };
-    let missing = LOADING.with(|t| t.borrow_mut().take().and_then(|l| l.missing));
+    let missing = LOADING.with(|t| t.borrow_mut().as_mut().and_then(|l| l.missing.take()));
     snapshot.map_err(|e| LoadError::Corrupt {
         version,
         reason: match missing {
@@ -275,7 +270,7 @@ pub fn decode<Shell: SavedShell>(
 
 /// The definitions saved by [`encode_definitions`].
 pub fn decode_definitions(bytes: &[u8]) -> Result<Definitions, LoadError> {
-    let (version, body) = unframe(DEFS_MAGIC, bytes)?;
+    let (version, _, body) = unframe(DEFS_MAGIC, bytes)?;
     let corrupt = |e: postcard::Error| LoadError::Corrupt {
         version,
         reason: format!("definitions: {e}"),
@@ -305,8 +300,12 @@ pub fn decode_definitions(bytes: &[u8]) -> Result<Definitions, LoadError> {
         .collect())
 }
 
-/// The format version and the body after it.
-fn unframe<'a>(magic: &[u8; 8], bytes: &'a [u8]) -> Result<(u32, &'a [u8]), LoadError> {
+/// The format version, the generation (a base or log of version 3 and later)
+/// and the body after them.
+fn unframe<'a>(
+    magic: &[u8; 8],
+    bytes: &'a [u8],
+) -> Result<(u32, Option<u64>, &'a [u8]), LoadError> {
     let rest = bytes
         .strip_prefix(magic.as_slice())
         .ok_or(LoadError::BadMagic)?;
@@ -318,7 +317,15 @@ fn unframe<'a>(magic: &[u8; 8], bytes: &'a [u8]) -> Result<(u32, &'a [u8]), Load
             supported: FORMAT_VERSION,
         });
     }
-    Ok((version, body))
+    if version < 3 || magic == DEFS_MAGIC {
+        return Ok((version, None, body));
+    }
+    let (generation, body) = body.split_at_checked(8).ok_or(LoadError::Corrupt {
+        version,
+        reason: "it ends before its generation".into(),
+    })?;
+    let generation = u64::from_le_bytes(generation.try_into().unwrap_or_default());
+    Ok((version, Some(generation), body))
 }
 
 /// What [`decode`] resolves definition ids with.
@@ -387,42 +394,200 @@ mod tests {
         assert!(err.contains("saved definitions lack"), "{err}");
     }
 
-    /// serde's whole encoding, framed: what [`encode`] must write.
-    fn whole(snap: &Snapshot) -> Vec<u8> {
-        framed(MAGIC, snap, "the state").unwrap()
+    /// The state saved as `base` and `log`, read back with `snap`'s definitions.
+    fn replayed(snap: &Snapshot, base: &[u8], log: &[u8]) -> Loaded<()> {
+        load(base, Some(log), &snap.jobs.live_definitions()).unwrap()
+    }
+
+    /// Whether `a` and `b` are the same state (what is saved of it).
+    fn same(a: &Snapshot, b: &Snapshot) -> bool {
+        encode(a).unwrap() == encode(b).unwrap()
+    }
+
+    /// A base of `snap` and its empty log.
+    fn compacted(snap: &mut Snapshot, generation: u64) -> (Writer, Vec<u8>, Vec<u8>) {
+        Writer::compact(snap, generation).unwrap()
+    }
+
+    /// Job "a" started, its main process spawned as `pid`.
+    fn start_a(snap: &mut Snapshot, pid: i32) {
+        snap.jobs.start("a", Vec::new(), None, 5).unwrap();
+        snap.jobs
+            .spawned("a", "", crate::job::ProcessKind::Main, pid);
+        drop(snap.jobs.take_effects());
     }
 
     #[test]
-    fn a_save_after_changes_is_the_whole_encoding_of_the_changed_state() {
+    fn a_round_appends_what_changed_and_the_replay_is_the_whole_state() {
         let mut snap = with_jobs();
-        assert_eq!(encode(&snap).unwrap(), whole(&snap));
-        // A start changes job "a" only: "b" is copied from its kept bytes.
-        snap.jobs.start("a", Vec::new(), None, 5).unwrap();
-        snap.jobs
-            .spawned("a", "", crate::job::ProcessKind::Main, 321);
+        let (mut writer, base, mut log) = compacted(&mut snap, 1);
+        assert_eq!(writer.round(&mut snap).unwrap(), b"", "nothing changed");
+        start_a(&mut snap, 321);
         snap.last_exit_seq = 43;
-        assert_eq!(encode(&snap).unwrap(), whole(&snap));
-        // A new definition for "b", and a new job.
+        let round = writer.round(&mut snap).unwrap();
+        writer.appended(round.len());
+        log.extend_from_slice(&round);
+        let loaded = replayed(&snap, &base, &log);
+        assert!(same(&loaded.snapshot, &snap));
+        assert_eq!(loaded.writer.as_ref().map(|w| w.log_len), Some(log.len()));
+        // A new definition for "b", a new job, one gone, and a table made anew.
         snap.jobs.set_definitions(vec![
             crate::job::parse("a", "exec sleep 1\n").def.unwrap(),
-            crate::job::parse("b", "task\nexec false\n").def.unwrap(),
             crate::job::parse("c", "exec sleep 2\n").def.unwrap(),
         ]);
-        assert_eq!(encode(&snap).unwrap(), whole(&snap));
-        // A job gone (stopped, so dropped at once).
-        snap.jobs.set_definitions(vec![
-            crate::job::parse("a", "exec sleep 1\n").def.unwrap(),
-            crate::job::parse("b", "task\nexec false\n").def.unwrap(),
-        ]);
-        snap.jobs.forget_waiters();
-        assert_eq!(encode(&snap).unwrap(), whole(&snap));
-        // A copy saves the same bytes, and its changes are its own.
-        let copy = snap.clone();
         snap.jobs
             .exited(321, crate::lifecycle::WaitStatus::exited(0), 9);
-        assert_eq!(encode(&copy).unwrap(), whole(&copy));
-        assert_eq!(encode(&snap).unwrap(), whole(&snap));
-        assert_ne!(encode(&copy).unwrap(), encode(&snap).unwrap());
+        drop(snap.jobs.take_effects());
+        let mut defs = snap.jobs.live_definitions();
+        let round = writer.round(&mut snap).unwrap();
+        log.extend_from_slice(&round);
+        defs.extend(with_jobs().jobs.live_definitions());
+        let loaded = load::<()>(&base, Some(&log), &defs).unwrap();
+        assert!(same(&loaded.snapshot, &snap));
+    }
+
+    #[test]
+    fn a_round_costs_what_it_changed_not_the_number_of_jobs() {
+        let mut jobs = Jobs::default();
+        jobs.set_definitions(
+            (0..300)
+                .map(|i| {
+                    crate::job::parse(&format!("j{i}"), "exec sleep 1\n")
+                        .def
+                        .unwrap()
+                })
+                .chain([crate::job::parse("a", "exec sleep 1\n").def.unwrap()])
+                .collect(),
+        );
+        let mut snap = Snapshot {
+            jobs,
+            ..Snapshot::default()
+        };
+        let (mut writer, base, _) = compacted(&mut snap, 1);
+        start_a(&mut snap, 321);
+        let round = writer.round(&mut snap).unwrap();
+        assert!(
+            round.len() * 10 < base.len(),
+            "{} bytes for one job of 301 ({} bytes)",
+            round.len(),
+            base.len()
+        );
+    }
+
+    #[test]
+    fn a_state_loaded_by_a_successor_has_nothing_to_write_until_it_changes() {
+        let mut snap = with_jobs();
+        start_a(&mut snap, 321);
+        let (_, base, log) = compacted(&mut snap, 1);
+        let mut loaded = replayed(&snap, &base, &log);
+        let writer = loaded.writer.as_mut().unwrap();
+        // What a successor does first: its clients' waiters are gone.
+        loaded.snapshot.jobs.forget_waiters();
+        assert_eq!(writer.round(&mut loaded.snapshot).unwrap(), b"");
+    }
+
+    #[test]
+    fn a_round_cut_anywhere_leaves_the_previous_rounds_state() {
+        let mut snap = with_jobs();
+        let (mut writer, base, mut log) = compacted(&mut snap, 7);
+        start_a(&mut snap, 321);
+        let first = writer.round(&mut snap).unwrap();
+        log.extend_from_slice(&first);
+        let before = snap.clone();
+        snap.jobs
+            .exited(321, crate::lifecycle::WaitStatus::exited(1), 9);
+        drop(snap.jobs.take_effects());
+        snap.booted = true;
+        let second = writer.round(&mut snap).unwrap();
+        let whole = [&log[..], &second].concat();
+        assert!(same(&replayed(&snap, &base, &whole).snapshot, &snap));
+        // Killed mid-append: every prefix of the second round, and the whole
+        // round with any one byte wrong (a record without its commit, a bad
+        // checksum), read as the first round's state.
+        let cut = (log.len()..whole.len()).map(|n| whole[..n].to_vec());
+        let flipped = (log.len()..whole.len()).map(|n| {
+            let mut bytes = whole.clone();
+            bytes[n] ^= 0x40;
+            bytes
+        });
+        for bytes in cut.chain(flipped) {
+            let loaded = replayed(&snap, &base, &bytes);
+            assert!(same(&loaded.snapshot, &before), "{} bytes", bytes.len());
+            assert_eq!(loaded.writer.map(|w| w.log_len), Some(log.len()));
+        }
+    }
+
+    #[test]
+    fn a_compaction_killed_at_each_step_leaves_a_whole_state() {
+        let mut snap = with_jobs();
+        let (mut writer, old_base, mut old_log) = compacted(&mut snap, 1);
+        start_a(&mut snap, 321);
+        old_log.extend_from_slice(&writer.round(&mut snap).unwrap());
+        let (_, new_base, new_log) = compacted(&mut snap, 2);
+        // Killed before the new base: the old base and log.
+        assert!(same(&replayed(&snap, &old_base, &old_log).snapshot, &snap));
+        // Killed between the base and the log: the old log is ignored.
+        let loaded = replayed(&snap, &new_base, &old_log);
+        assert!(same(&loaded.snapshot, &snap));
+        assert!(loaded.writer.is_none(), "the next save starts a log anew");
+        // Done.
+        let loaded = replayed(&snap, &new_base, &new_log);
+        assert!(same(&loaded.snapshot, &snap));
+        assert_eq!(loaded.writer.map(|w| w.generation), Some(2));
+    }
+
+    proptest::proptest! {
+        /// Whatever the bytes of a log (or of a base) are, a load answers Ok or a
+        /// clear error: it never panics.
+        #[test]
+        fn any_bytes_load_or_are_refused(
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+            at in 0usize..2000,
+        ) {
+            let mut snap = with_jobs();
+            let (mut writer, base, mut log) = compacted(&mut snap, 3);
+            start_a(&mut snap, 321);
+            log.extend(writer.round(&mut snap).unwrap());
+            let defs = snap.jobs.live_definitions();
+            // Noise after the log, inside it, and as the base itself.
+            let mut appended = log.clone();
+            appended.extend(&noise);
+            let mut inside = log.clone();
+            let at = at % inside.len();
+            inside.splice(at..(at + noise.len()).min(inside.len()), noise.iter().copied());
+            // After the last commit, noise is a round cut short: ignored.
+            let loaded = load::<()>(&base, Some(&appended), &defs);
+            proptest::prop_assert!(loaded.is_ok_and(|l| same(&l.snapshot, &snap)));
+            for (base, log) in [(&base, &inside), (&noise, &log)] {
+                let _ = load::<()>(base, Some(log), &defs);
+            }
+            // A committed record whose checksum holds but whose body is noise
+            // (a put of job table entry): loaded if the noise happens to be an
+            // entry, else refused.
+            let mut forged = log.clone();
+            for framed in [[2u8, 0].iter().chain(&noise).copied().collect(), vec![5u8, 9]] {
+                forged.extend((framed.len() as u32).to_le_bytes());
+                forged.extend(crc32fast::hash(&framed).to_le_bytes());
+                forged.extend(&framed);
+            }
+            if let Err(e) = load::<()>(&base, Some(&forged), &defs) {
+                proptest::prop_assert!(e.to_string().contains("its log"), "{}", e);
+            }
+        }
+    }
+
+    #[test]
+    fn a_version_2_state_loads_as_a_base_without_a_log() {
+        let snap = with_jobs();
+        let v2 = [
+            &MAGIC[..],
+            &2u32.to_le_bytes(),
+            &postcard::to_stdvec(&snap).unwrap(),
+        ]
+        .concat();
+        let loaded = replayed(&snap, &v2, &log_header(0));
+        assert!(same(&loaded.snapshot, &snap));
+        assert!(loaded.writer.is_none());
     }
 
     #[test]
@@ -453,7 +618,7 @@ mod tests {
         assert_eq!(sandbox(&loaded, "plain"), Sandbox::default());
         // Definitions saved before sandboxes existed end after the list.
         let list: Vec<(DefId, &JobDef)> = live.iter().map(|(id, d)| (*id, &**d)).collect();
-        let old = framed(DEFS_MAGIC, &list, "old").unwrap();
+        let old = framed(DEFS_MAGIC, None, &list, "old").unwrap();
         let loaded = decode_definitions(&old).unwrap();
         assert_eq!(sandbox(&loaded, "boxed"), Sandbox::default());
     }

@@ -37,7 +37,7 @@ use crate::events::{self, EventId, Matched, set_var};
 use crate::job::{ExitMatch, Expect, JobDef, ProcessKind, Signal};
 use crate::refusal::Refusal;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 pub use crate::events::Event;
 
@@ -46,7 +46,7 @@ mod engine;
 mod read;
 mod requests;
 mod status;
-mod table;
+pub(crate) mod table;
 pub use def::{Def, DefId};
 pub use engine::{EVENTS_PER_ROUND, MAX_QUEUED_EVENTS, POWER_GRACE_MS, Progress, Queued};
 pub use read::Owner;
@@ -215,9 +215,6 @@ pub struct Job {
     pub(crate) deleted: bool,
     /// How far its `start on` has got (one for the job: it creates instances).
     pub(crate) start_on: Matched,
-    /// Its saved bytes, kept until it changes (see [`table`]); never saved.
-    #[serde(skip)]
-    pub(crate) kept: table::Kept,
 }
 
 /// A power action under way: first the `runlevel` event (jobs with `stop on
@@ -273,14 +270,13 @@ pub enum Effect {
 /// `owner`…) and changes it only through the inputs (`start`, `exited`, `set_env`…).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Jobs {
-    jobs: table::JobTable,
+    jobs: table::Tracked<String, Job>,
     /// pid → (job, instance, process kind), for routing exits.
-    pids: BTreeMap<i32, (String, String, ProcessKind)>,
+    pids: table::Tracked<i32, (String, String, ProcessKind)>,
     /// Set by a power request: every goal is stop, and no start is accepted.
     shutting_down: bool,
-    /// The event queue, oldest first (a deque: events finish mostly from the
-    /// front).
-    events: VecDeque<Queued>,
+    /// The event queue, oldest first (by id: a journal table).
+    events: engine::EventQueue,
     /// The id the next event gets.
     next_event: EventId,
     /// The job-environment table (`set-env`): defaults for every job started after.
@@ -356,40 +352,9 @@ impl<T> PartialEq for Derived<T> {
 impl<T> Eq for Derived<T> {}
 
 impl Jobs {
-    /// Appends the postcard encoding of the saved fields to `out`, byte for byte
-    /// what serde's would write, from the jobs' kept bytes (see [`table`]). Each
-    /// field named: a field added to `Jobs` does not compile until it is here.
-    /// `after`: how many bytes the caller appends next, room made for at once.
-    pub(crate) fn encode_into(&self, out: &mut Vec<u8>, after: usize) -> postcard::Result<()> {
-        let Jobs {
-            jobs,
-            pids,
-            shutting_down,
-            events,
-            next_event,
-            env_table,
-            power,
-            next_def,
-            effects: _,
-            handled: _,
-            now: _,
-            index: _,
-            unsettled: _,
-        } = self;
-        // A struct's fields are written one after the other, as a tuple's are.
-        let rest = (
-            pids,
-            shutting_down,
-            events,
-            next_event,
-            env_table,
-            power,
-            next_def,
-        );
-        let rest = postcard::to_stdvec(&rest)?;
-        jobs.encode_into(out, rest.len() + after)?;
-        out.extend_from_slice(&rest);
-        Ok(())
+    /// The tables the journal saves entry by entry (see `crate::journal`).
+    pub(crate) fn tables(&mut self) -> Vec<&mut dyn table::Table> {
+        vec![&mut self.jobs, &mut self.pids, &mut self.events.0]
     }
 
     /// Whether effects wait to be taken: what they say (a reply, a spawn) is in
@@ -453,7 +418,6 @@ impl Jobs {
                             instances: BTreeMap::new(),
                             deleted: false,
                             start_on: Matched::default(),
-                            kept: Default::default(),
                         },
                     );
                 }
@@ -1140,14 +1104,34 @@ impl Jobs {
 
     /// Drops client waiters (their connections died with a previous supervisor).
     /// What jobs and events wait for stays: it is not the clients'.
+    /// Only the jobs that had waiters change (and are saved again).
     pub fn forget_waiters(&mut self) {
-        for job in self.jobs.values_mut() {
-            for inst in job.instances.values_mut() {
+        let waited: Vec<String> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.instances.values().any(|i| !i.waiters.is_empty()))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in waited {
+            for inst in self
+                .jobs
+                .get_mut(&name)
+                .into_iter()
+                .flat_map(|j| j.instances.values_mut())
+            {
                 inst.waiters.clear();
             }
         }
-        for q in &mut self.events {
-            q.waiters.clear();
+        let waited: Vec<EventId> = self
+            .events
+            .values()
+            .filter(|q| !q.waiters.is_empty())
+            .map(|q| q.id)
+            .collect();
+        for id in waited {
+            if let Some(q) = self.events.get_mut(&id) {
+                q.waiters.clear();
+            }
         }
     }
 

@@ -53,7 +53,8 @@ pub struct Saved {
     /// keel's cgroup2 subtree (absolute path); `None` until one is chosen.
     pub root: Option<String>,
     /// (job, instance) of every instance cgroup made and not yet removed.
-    pub instances: BTreeSet<(String, String)>,
+    /// A journal table (`()` values: a set, saved entry by entry).
+    pub instances: keel_core::journal::Tracked<(String, String), ()>,
 }
 
 /// How keel's subtree is chosen (see the module docs).

@@ -85,7 +85,8 @@ const RETRY: Duration = Duration::from_secs(1);
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Saved {
     pub next_id: u64,
-    pub pipes: BTreeMap<u64, SavedPipe>,
+    /// A journal table: saved entry by entry.
+    pub pipes: keel_core::journal::Tracked<u64, SavedPipe>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,7 +205,17 @@ impl Logs {
             }
             !p.closed || p.early
         });
-        for (id, p) in saved.pipes.iter_mut() {
+        // Only the pipes with a flush to undo change (and are saved again).
+        let unfinished: Vec<u64> = saved
+            .pipes
+            .iter()
+            .filter(|(_, p)| p.flush_base.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in unfinished {
+            let Some(p) = saved.pipes.get_mut(&id) else {
+                continue;
+            };
             if let Some(base) = p.flush_base.take() {
                 let path = self.config.dir.join(file_name(&p.job, &p.instance));
                 let file = open_logdir(&self.config.dir)

@@ -4,13 +4,15 @@
 //! ([`keel_core::journal`]); this module adds the shell's own part of it
 //! ([`Shell`]) and the memfds.
 //!
-//! Each save writes a complete snapshot into a fresh memfd and deposits it; keel-init
-//! swaps the entry in one step and closes the old one. So the lifeboat always holds
-//! one whole snapshot — a supervisor killed mid-save leaves the previous one — and
-//! no torn write can ever be read back.
+//! The base (a whole snapshot) is written into a fresh sealed memfd and deposited;
+//! keel-init swaps the entry in one step and closes the old one. The log
+//! ([`LOG_LIFEBOAT_NAME`]) is a memfd without seals that the supervisor appends
+//! each round's records to at explicit offsets ([`write_at`]); keel-init holds
+//! the same file, so what was written outlives the writer, and a round cut short
+//! is never read back (see `keel_core::journal`).
 
 pub use keel_core::journal::{
-    Definitions, FORMAT_VERSION, LoadError, SaveError, decode_definitions, encode,
+    Definitions, FORMAT_VERSION, LoadError, SaveError, Writer, decode_definitions, encode,
     encode_definitions,
 };
 use rustix::fd::{AsFd, OwnedFd};
@@ -20,6 +22,11 @@ use std::io;
 pub const LIFEBOAT_NAME: &str = "state";
 /// The lifeboat name of the saved job definitions.
 pub const DEFS_LIFEBOAT_NAME: &str = "defs";
+/// The lifeboat name of the journal's log (the rounds since the base).
+pub const LOG_LIFEBOAT_NAME: &str = "state-log";
+
+/// The saved state read back, and where its log goes on.
+pub type Loaded = keel_core::journal::Loaded<Shell>;
 
 /// Everything a new supervisor needs to carry on.
 pub type Snapshot = keel_core::journal::Snapshot<Shell>;
@@ -51,11 +58,36 @@ impl keel_core::journal::SavedShell for Shell {
     const ADDED_IN_2: &'static [u8] = &[0, 0];
     /// `mount_events` empty.
     const ADDED_SINCE_2: &'static [u8] = &[0];
+
+    fn tables(&mut self) -> Vec<&mut dyn keel_core::journal::Table> {
+        vec![&mut self.cgroups.instances, &mut self.logs.pipes]
+    }
 }
 
 /// The state in `bytes`, its definitions taken from `defs`.
 pub fn decode(bytes: &[u8], defs: &Definitions) -> Result<Snapshot, LoadError> {
     keel_core::journal::decode(bytes, defs)
+}
+
+/// The state saved as `base` and `log`, its definitions taken from `defs`.
+pub fn load(base: &[u8], log: Option<&[u8]>, defs: &Definitions) -> Result<Loaded, LoadError> {
+    keel_core::journal::load(base, log, defs)
+}
+
+/// A memfd for the journal's log, holding `header`: not sealed, for appending.
+pub fn log_memfd(header: &[u8]) -> io::Result<OwnedFd> {
+    let fd = rustix::fs::memfd_create("keel-state-log", rustix::fs::MemfdFlags::CLOEXEC)?;
+    write_at(&fd, header, 0)?;
+    Ok(fd)
+}
+
+/// Writes all of `bytes` at `offset` of `fd`.
+pub fn write_at(fd: impl AsFd, bytes: &[u8], offset: usize) -> io::Result<()> {
+    let mut done = 0;
+    while done < bytes.len() {
+        done += rustix::io::pwrite(&fd, &bytes[done..], (offset + done) as u64)?;
+    }
+    Ok(())
 }
 
 /// A sealed memfd holding `bytes`, ready to deposit.
@@ -106,6 +138,14 @@ mod tests {
         jobs
     }
 
+    /// `snap` as version 2 wrote it: no generation after the version.
+    fn version_2(snap: &Snapshot) -> Vec<u8> {
+        let mut bytes = encode(snap).unwrap();
+        bytes.drain(12..20);
+        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+        bytes
+    }
+
     #[test]
     fn round_trip_through_a_memfd() {
         let jobs = one_job();
@@ -137,7 +177,7 @@ mod tests {
             ..Snapshot::default()
         };
         let defs = snap.jobs.live_definitions();
-        let v2 = encode(&snap).unwrap();
+        let v2 = version_2(&snap);
         // Version 1 wrote exactly this without the tail version 2 added.
         use keel_core::journal::SavedShell;
         let added = Shell::ADDED_IN_2.len() + Shell::ADDED_SINCE_2.len();
@@ -159,7 +199,7 @@ mod tests {
         assert_eq!(loaded, snap);
         // A version 2 state written before the field: its bytes without the last.
         snap.shell.mount_events.clear();
-        let bytes = encode(&snap).unwrap();
+        let bytes = version_2(&snap);
         let before = &bytes[..bytes.len() - 1];
         assert_eq!(decode(before, &defs).unwrap(), snap);
     }

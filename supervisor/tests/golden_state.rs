@@ -1,7 +1,9 @@
 //! Every released state format must load in the current binary (live upgrade
 //! from any earlier release). The golden files are states written by the release
 //! that introduced each format (`state-vN.bin`, with the job definitions it names
-//! in `defs-vN.bin`); this test loads each and checks what it holds.
+//! in `defs-vN.bin`, and from version 3 on the journal's log, `log-vN.bin`,
+//! whose rounds take the base to the reference state); this test loads each and
+//! checks what it holds.
 //!
 //! To add a format: bump `journal::FORMAT_VERSION`, then run this test once with
 //! `KEEL_BLESS=1` to write both files for the new version, and commit them.
@@ -71,7 +73,7 @@ fn reference() -> Snapshot {
         shell: journal::Shell {
             cgroups: keel_supervisor::cgroup::Saved {
                 root: Some("/sys/fs/cgroup/keel".into()),
-                instances: [("web".to_string(), String::new())].into(),
+                instances: [(("web".to_string(), String::new()), ())].into(),
             },
             logs: keel_supervisor::joblog::Saved {
                 next_id: 4,
@@ -116,8 +118,17 @@ fn reference() -> Snapshot {
 fn every_released_state_format_loads() {
     let current = golden("state", FORMAT_VERSION);
     if std::env::var_os("KEEL_BLESS").is_some() && !current.exists() {
-        let snap = reference();
-        std::fs::write(&current, journal::encode(&snap).unwrap()).unwrap();
+        // The base lacks the last exit and a cgroup; the log's one round adds them.
+        let mut snap = reference();
+        let cgroup = snap.shell.cgroups.instances.keys().next().cloned().unwrap();
+        snap.shell.cgroups.instances.remove(&cgroup);
+        snap.last_exit_seq = 41;
+        let (mut writer, base, mut log) = journal::Writer::compact(&mut snap, 5).unwrap();
+        snap.shell.cgroups.instances.insert(cgroup, ());
+        snap.last_exit_seq = 42;
+        log.extend(writer.round(&mut snap).unwrap());
+        std::fs::write(&current, base).unwrap();
+        std::fs::write(golden("log", FORMAT_VERSION), log).unwrap();
         std::fs::write(
             golden("defs", FORMAT_VERSION),
             journal::encode_definitions(&snap.jobs.live_definitions()).unwrap(),
@@ -129,8 +140,10 @@ fn every_released_state_format_loads() {
         let defs_path = golden("defs", version);
         let defs = journal::decode_definitions(&read(&defs_path))
             .unwrap_or_else(|e| panic!("{}: {e}", defs_path.display()));
-        let loaded = journal::decode(&read(&path), &defs)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let log = (version >= 3).then(|| read(&golden("log", version)));
+        let loaded = journal::load(&read(&path), log.as_deref(), &defs)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .snapshot;
         // What a supervisor needs to carry on is all there.
         assert_eq!(loaded.last_exit_seq, 42);
         assert_eq!(loaded.pending_go, Some((9, 1)));
@@ -173,6 +186,13 @@ fn every_released_state_format_loads() {
         assert_eq!(
             loaded.shell.cgroups.root.as_deref(),
             Some("/sys/fs/cgroup/keel")
+        );
+        assert!(
+            loaded
+                .shell
+                .cgroups
+                .instances
+                .contains_key(&("web".to_string(), String::new()))
         );
         assert_eq!(loaded.shell.logs.pipes[&3].flush_base, Some(120));
         assert_eq!(

@@ -636,16 +636,7 @@ fn a_supervisor_killed_between_batches_of_spawns_starts_every_job_once() {
             ("KEEL_TEST_FAULT_MARK", mark.to_str().unwrap()),
         ],
     });
-    let sleeps = |i: usize| -> Vec<i32> {
-        let want = format!("/sleep\0{}\0", 30_000 + i);
-        descendants(keel.init_pid)
-            .into_iter()
-            .filter(|p| {
-                fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.ends_with(want.as_bytes()))
-            })
-            .filter(|&p| keel_tests::state(p) != Some('Z'))
-            .collect()
-    };
+    let sleeps = |i: usize| running(&keel, &format!("/sleep\0{}\0", 30_000 + i));
     wait_for("every job to run", 20 * SECOND, || {
         keel.ctl_ok(&["list"]).matches("start/running").count() == JOBS
     });
@@ -672,4 +663,92 @@ fn a_supervisor_killed_between_batches_of_spawns_starts_every_job_once() {
             "keel tracks b{i:03}'s process: {line}"
         );
     }
+}
+
+/// The host pids of the namespace's live processes whose command line ends
+/// with `argv`.
+fn running(keel: &Keel, argv: &str) -> Vec<i32> {
+    descendants(keel.init_pid)
+        .into_iter()
+        .filter(|p| {
+            fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.ends_with(argv.as_bytes()))
+        })
+        .filter(|&p| keel_tests::state(p) != Some('Z'))
+        .collect()
+}
+
+#[test]
+fn a_supervisor_killed_mid_append_leaves_the_previous_rounds_state() {
+    // The supervisor appends a start's round to the state's log and is killed
+    // with half of it written, or all but the end of its commit. Its successor
+    // reads the round before: the job never started (the round's child was
+    // never released), and a new start runs it once.
+    for fault in ["abort-mid-append", "abort-before-commit"] {
+        let marks = keel_tests::Scratch::new("mark");
+        // The fault acts once its mark can be made: once this directory exists.
+        let armed = marks.0.join("armed");
+        let mark = armed.join("fault-acted");
+        let keel = Keel::start_with(keel_tests::Setup {
+            jobs: &[("svc", "console none\nexec sleep 40404\n")],
+            supervisor: None,
+            env: &[
+                ("KEEL_TEST_FAULTS", fault),
+                ("KEEL_TEST_FAULT_MARK", mark.to_str().unwrap()),
+            ],
+        });
+        wait_answering(&keel, None);
+        let first = keel.supervisor_pid();
+        fs::create_dir(&armed).unwrap();
+        let _ = keel.ctl(&["start", "svc"]);
+        wait_answering(&keel, first);
+        assert!(mark.exists(), "{fault} acted");
+        let console = keel.console();
+        assert!(console.contains("was killed by signal 6"), "{console}");
+        let status = keel.ctl_ok(&["status", "svc"]);
+        assert!(status.contains("stop/waiting"), "{fault}: {status}");
+        assert!(running(&keel, "/sleep\x0040404\0").is_empty(), "{fault}");
+        // Appending goes on where the last whole round ended.
+        keel.ctl_ok(&["start", "svc"]);
+        let pids = running(&keel, "/sleep\x0040404\0");
+        assert_eq!(pids.len(), 1, "{fault}: svc runs {} times", pids.len());
+        keel.ctl_ok(&["reexec"]);
+        wait_for("the re-executed supervisor to answer", 10 * SECOND, || {
+            keel.ctl(&["status", "svc"]).status.success()
+        });
+        let status = keel.ctl_ok(&["status", "svc"]);
+        assert_eq!(
+            keel_tests::status_pid(&status),
+            ns_pid(pids[0]),
+            "{fault}: the log read back after a re-exec tracks svc: {status}"
+        );
+    }
+}
+
+#[test]
+fn a_supervisor_killed_between_a_new_base_and_its_log_loses_nothing() {
+    // The first save of a boot writes a base, then its log; killed in between,
+    // the successor reads the new base alone and releases the round it saved.
+    let marks = keel_tests::Scratch::new("mark");
+    let mark = marks.0.join("fault-acted");
+    let keel = Keel::start_with(keel_tests::Setup {
+        jobs: &[("svc", "start on startup\nconsole none\nexec sleep 40405\n")],
+        supervisor: None,
+        env: &[
+            ("KEEL_TEST_FAULTS", "abort-mid-compaction"),
+            ("KEEL_TEST_FAULT_MARK", mark.to_str().unwrap()),
+        ],
+    });
+    wait_for("svc to run", 10 * SECOND, || {
+        keel.ctl(&["status", "svc"])
+            .stdout
+            .windows(11)
+            .any(|w| w == b"start/runni")
+    });
+    assert!(mark.exists(), "the fault acted");
+    let console = keel.console();
+    assert!(console.contains("was killed by signal 6"), "{console}");
+    let pids = running(&keel, "/sleep\x0040405\0");
+    assert_eq!(pids.len(), 1, "svc runs {} times", pids.len());
+    let status = keel.ctl_ok(&["status", "svc"]);
+    assert_eq!(keel_tests::status_pid(&status), ns_pid(pids[0]), "{status}");
 }

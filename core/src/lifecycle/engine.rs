@@ -23,6 +23,7 @@
 //! so whether anything still does is one look-up. Handling an event costs what
 //! the jobs that wait for it cost, not what every job does.
 
+use super::table::Tracked;
 use super::*;
 use std::collections::BTreeSet;
 
@@ -47,6 +48,53 @@ pub struct Queued {
     pub failed: bool,
     /// Clients waiting for it to finish (`initctl emit` without `--no-wait`).
     pub waiters: Vec<WaiterId>,
+}
+
+/// The event queue: a journal table by id (ids grow along the queue, so the
+/// map's order is the queue's), saved as the sequence of its events, as the
+/// queue always was (`VecDeque`): a round saves the events it changed, not the
+/// thousands a bring-up queues.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct EventQueue(pub(crate) Tracked<EventId, Queued>);
+
+impl std::ops::Deref for EventQueue {
+    type Target = Tracked<EventId, Queued>;
+    fn deref(&self) -> &Tracked<EventId, Queued> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for EventQueue {
+    fn deref_mut(&mut self) -> &mut Tracked<EventId, Queued> {
+        &mut self.0
+    }
+}
+
+impl EventQueue {
+    /// The newest event, to change.
+    fn newest_mut(&mut self) -> Option<&mut Queued> {
+        let id = *self.0.keys().next_back()?;
+        self.0.get_mut(&id)
+    }
+}
+
+impl Serialize for EventQueue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if super::table::writing_head() {
+            return s.collect_seq(std::iter::empty::<&Queued>());
+        }
+        s.collect_seq(self.0.values())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventQueue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<EventQueue, D::Error> {
+        let queue = Vec::<Queued>::deserialize(d)?;
+        // Saved in id order (a duplicate keeps the last).
+        let mut tracked: Tracked<EventId, Queued> = queue.into_iter().map(|q| (q.id, q)).collect();
+        tracked.take_changes();
+        Ok(EventQueue(tracked))
+    }
 }
 
 /// Most events the queue holds before a client's `emit` is refused.
@@ -85,7 +133,7 @@ impl Jobs {
         }
         self.now = self.now.max(now);
         self.queue(event);
-        if let (Some(w), Some(q)) = (waiter, self.events.back_mut()) {
+        if let (Some(w), Some(q)) = (waiter, self.events.newest_mut()) {
             q.waiters.push(w);
         }
         self.poll();
@@ -95,7 +143,9 @@ impl Jobs {
     /// Whether events wait to be handled in a later round (the runtime then does
     /// not sleep).
     pub fn events_pending(&self) -> bool {
-        self.events.iter().any(|q| q.progress == Progress::Pending)
+        self.events
+            .values()
+            .any(|q| q.progress == Progress::Pending)
     }
 
     /// Begins a power action with the `runlevel` event (`env`: `RUNLEVEL` and
@@ -177,13 +227,16 @@ impl Jobs {
         self.next_event += 1;
         self.effects.push(Effect::Emit(event.clone()));
         self.index.0.pending.insert(id);
-        self.events.push_back(Queued {
+        self.events.insert(
             id,
-            event,
-            progress: Progress::Pending,
-            failed: false,
-            waiters: Vec::new(),
-        });
+            Queued {
+                id,
+                event,
+                progress: Progress::Pending,
+                failed: false,
+                waiters: Vec::new(),
+            },
+        );
         id
     }
 
@@ -207,16 +260,18 @@ impl Jobs {
             while let Some(id) = self.index.0.next_to_visit(from, end, self.handled) {
                 from = id + 1;
                 self.index.0.loose.remove(&id);
-                let Some(i) = self.queued(id) else {
+                let Some(q) = self.queued(id) else {
                     self.index.0.pending.remove(&id);
                     continue;
                 };
-                if self.events[i].progress == Progress::Pending {
+                if q.progress == Progress::Pending {
                     if self.handled >= EVENTS_PER_ROUND {
                         continue;
                     }
                     self.handled += 1;
-                    self.events[i].progress = Progress::Handling;
+                    if let Some(q) = self.events.get_mut(&id) {
+                        q.progress = Progress::Handling;
+                    }
                     self.index.0.pending.remove(&id);
                     self.handle(id);
                     again = true;
@@ -234,7 +289,7 @@ impl Jobs {
         // check that a scan of the whole queue would find nothing left to do.
         debug_assert!(
             self.jobs.len() > 64
-                || self.events.iter().all(|q| match q.progress {
+                || self.events.values().all(|q| match q.progress {
                     Progress::Pending => self.handled >= EVENTS_PER_ROUND,
                     Progress::Handling => self.index.0.holds.contains_key(&q.id),
                 }),
@@ -242,9 +297,9 @@ impl Jobs {
         );
     }
 
-    /// Where event `id` is in the queue (ids grow along it).
-    fn queued(&self, id: EventId) -> Option<usize> {
-        self.events.binary_search_by_key(&id, |q| q.id).ok()
+    /// Event `id`, while it is queued.
+    fn queued(&self, id: EventId) -> Option<&Queued> {
+        self.events.get(&id)
     }
 
     /// Whether something holds event `id`: a leaf of an expression that matched
@@ -268,7 +323,7 @@ impl Jobs {
     /// starts a running job, which then restarts) — of the jobs its name concerns,
     /// in name order.
     fn handle(&mut self, id: EventId) {
-        let Some(event) = self.queued(id).map(|i| self.events[i].event.clone()) else {
+        let Some(event) = self.queued(id).map(|q| q.event.clone()) else {
             return;
         };
         let names: Vec<String> = self.index.0.jobs(&event.name).to_vec();
@@ -379,10 +434,7 @@ impl Jobs {
     fn events_environment(&self, ids: &[EventId], key: &str) -> Vec<(String, String)> {
         let mut env = Vec::new();
         let mut names = Vec::new();
-        for q in ids
-            .iter()
-            .filter_map(|id| self.queued(*id).map(|i| &self.events[i]))
-        {
+        for q in ids.iter().filter_map(|id| self.queued(*id)) {
             for (k, v) in &q.event.env {
                 set_var(&mut env, k, v);
             }
@@ -402,8 +454,8 @@ impl Jobs {
         self.index.0.unhold(ids.iter().copied());
         if failed {
             for id in ids {
-                if let Some(i) = self.queued(id) {
-                    self.events[i].failed = true;
+                if let Some(q) = self.events.get_mut(&id) {
+                    q.failed = true;
                 }
             }
         }
@@ -415,16 +467,11 @@ impl Jobs {
     /// every job once its `runlevel` event is done.
     fn finish(&mut self, id: EventId) {
         let now = self.now;
-        let Some(pos) = self.queued(id) else {
+        let Some(q) = self.events.remove(&id) else {
             return;
         };
-        let Some(q) = self.events.remove(pos) else {
-            return;
-        };
-        // A bring-up queues an event per job: the room it grew to goes with it.
-        if self.events.is_empty() && self.events.capacity() > 64 {
-            self.events.shrink_to_fit();
-        }
+        // (A bring-up queues an event per job: a map's nodes go with its
+        // entries, so no room is left from it.)
         for waiter in &q.waiters {
             self.effects.push(Effect::EventFinished {
                 waiter: *waiter,
@@ -533,7 +580,7 @@ impl Index {
                     i.blocking
                         .iter()
                         .filter_map(|id| jobs.queued(*id))
-                        .map(|q| jobs.events[q].event.name.as_str()),
+                        .map(|q| q.event.name.as_str()),
                 );
             }
             for expr in exprs.into_iter().flatten() {
@@ -548,7 +595,7 @@ impl Index {
                     .push(name.clone());
             }
         }
-        let queued = jobs.events.iter();
+        let queued = jobs.events.values();
         Index {
             valid: true,
             by_event,

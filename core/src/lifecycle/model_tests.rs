@@ -14,7 +14,9 @@
 //! post-start or running before it is ready, and both give up at a ready timeout.
 
 use crate::job::{ExitMatch, Expect, JobDef, Process, ProcessKind, RespawnLimit, Signal, parse};
-use crate::journal::{Snapshot, decode, decode_definitions, encode, encode_definitions};
+use crate::journal::{
+    Definitions, Snapshot, Writer, decode_definitions, encode, encode_definitions, load,
+};
 use crate::lifecycle::{Effect, Event, Goal, Instance, Jobs, State, WaitStatus};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -870,16 +872,32 @@ proptest! {
     fn lifecycle_keeps_upstarts_guarantees(ops in prop::collection::vec(op(), 1..60)) {
         let mut d = Driver::new();
         let mut shadow: Option<Driver> = None;
-        for op in &ops {
+        // The journal as saved so far: writer, base, log, and every definition
+        // they name.
+        let mut saved: Option<(Writer, Vec<u8>, Vec<u8>, Definitions)> = None;
+        for (trip, op) in ops.iter().enumerate() {
             if let Op::RoundTrip = op {
-                // The driver's own jobs, so that what they kept at the last save
-                // (and the changes since) is what this save copies.
-                let snap: Snapshot = Snapshot { jobs: std::mem::take(&mut d.jobs), last_exit_seq: 7, booted: true, ..Snapshot::default() };
-                let defs = decode_definitions(&encode_definitions(&snap.jobs.live_definitions()).unwrap())
+                // The driver's own jobs, so that the changes noted since the last
+                // round are what this one writes.
+                let mut snap: Snapshot = Snapshot { jobs: std::mem::take(&mut d.jobs), last_exit_seq: 7, booted: true, ..Snapshot::default() };
+                match &mut saved {
+                    // Every third trip compacts, so both paths are taken.
+                    Some((writer, _, log, defs)) if trip % 3 != 0 => {
+                        let round = writer.round(&mut snap).unwrap();
+                        writer.appended(round.len());
+                        log.extend_from_slice(&round);
+                        defs.extend(snap.jobs.live_definitions());
+                    }
+                    _ => {
+                        let (writer, base, log) = Writer::compact(&mut snap, trip as u64).unwrap();
+                        saved = Some((writer, base, log, snap.jobs.live_definitions()));
+                    }
+                }
+                let Some((_, base, log, defs)) = &saved else { unreachable!() };
+                let defs = decode_definitions(&encode_definitions(defs).unwrap())
                     .expect("the definitions load back");
-                let bytes = encode(&snap).unwrap();
-                prop_assert_eq!(&bytes[12..], &postcard::to_stdvec(&snap).unwrap()[..], "the kept bytes are stale");
-                let loaded: Snapshot = decode(&bytes, &defs).expect("the state loads back");
+                let loaded: Snapshot = load(base, Some(log), &defs).expect("the state loads back").snapshot;
+                prop_assert_eq!(encode(&loaded).unwrap(), encode(&snap).unwrap(), "base + log is not the whole state");
                 d.jobs = snap.jobs;
                 same_state(&loaded.jobs, &d.jobs);
                 let mut copy = d.clone();

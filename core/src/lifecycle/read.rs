@@ -30,6 +30,12 @@ impl Jobs {
         every_instance(&self.jobs)
     }
 
+    /// The jobs changed (or gone) since the state was last saved whole or in a
+    /// round of the journal (every job of a state never saved).
+    pub fn changed_jobs(&self) -> impl Iterator<Item = &String> {
+        self.jobs.changed_keys()
+    }
+
     /// Whose process `pid` is, if it is a tracked one.
     pub fn owner_of(&self, pid: i32) -> Option<&Owner> {
         self.pids.get(&pid)
@@ -53,7 +59,7 @@ impl Jobs {
 
     /// The event queue, oldest first.
     pub fn events_queued(&self) -> impl Iterator<Item = &Queued> {
-        self.events.iter()
+        self.events.values()
     }
 
     /// `usage JOB`: the job's `usage` text.

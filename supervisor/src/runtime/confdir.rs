@@ -15,6 +15,7 @@ use keel_proto::ctl::LoadFailure;
 use nix::sys::inotify::Inotify;
 use rustix::event::epoll;
 use rustix::fd::{AsFd, OwnedFd};
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -28,18 +29,21 @@ pub(super) struct ConfdirWatch {
     /// Watches the confdir: a changed job file is re-read at once.
     watch: Option<Inotify>,
     /// The jobs an override file was read over (show-config's provenance). Not
-    /// saved: re-read from the override files when the saved definitions are
-    /// taken (the watch vouches that the files are as they were).
-    overrides: BTreeMap<String, query::Override>,
+    /// saved: when the saved definitions are taken, read from the override files
+    /// at the first ask (the watch vouches that the files are as they were), not
+    /// by every successor (a walk of the whole confdir).
+    overrides: OnceCell<BTreeMap<String, query::Override>>,
     /// The job files that did not load when the confdir was last read; `None`
     /// when the definitions came from the saved state (read again when asked).
     load_failures: Option<Vec<LoadFailure>>,
 }
 
 impl ConfdirWatch {
-    /// The override file `job` was read over, if any.
-    pub(super) fn override_of(&self, job: &str) -> Option<&query::Override> {
-        self.overrides.get(job)
+    /// The override file `job` (of `confdir`) was read over, if any.
+    pub(super) fn override_of(&self, job: &str, confdir: &Path) -> Option<&query::Override> {
+        self.overrides
+            .get_or_init(|| crate::check::confdir_overrides(confdir))
+            .get(job)
     }
 
     /// Watches `dir` through `watch` (a new one, or the one from the lifeboat
@@ -135,7 +139,7 @@ impl Runtime {
                 // one by `watch_tree`) that nothing else here owns.
                 let watch = unsafe { Inotify::from_raw_fd(fd.into_raw_fd()) };
                 self.confdir.keep(watch, &self.epoll, &self.config.confdir);
-                self.confdir.overrides = crate::check::confdir_overrides(&self.config.confdir);
+                self.confdir.overrides = OnceCell::new();
                 self.sockets.watch_all(&self.epoll);
                 self.sync_sockets();
                 self.watch_files();
@@ -187,7 +191,7 @@ impl Runtime {
         }
         self.confdir.load_failures = Some(conf.failed);
         self.snap.jobs.set_definitions(conf.jobs);
-        self.confdir.overrides = conf.overrides;
+        self.confdir.overrides = OnceCell::from(conf.overrides);
         self.sync_sockets();
         self.sync_files();
         self.sync_sources();

@@ -160,6 +160,8 @@ pub struct Runtime {
     cgroups: Option<cgroup::Tree>,
     /// When stopped instances' cgroups that were still busy are tried again.
     cgroup_retry: Option<Instant>,
+    /// What the next sweep of the cgroups looks at.
+    sweep: processes::Sweep,
     /// Job log pipes, files and early buffers.
     logs: joblog::Logs,
     apparmor: setup::AppArmorHost,
@@ -224,6 +226,7 @@ impl Runtime {
             }
             if self.cgroup_retry.is_some_and(|t| t <= Instant::now()) {
                 self.cgroup_retry = None;
+                self.sweep.all = true;
                 self.dirty = true;
             }
             self.settle();

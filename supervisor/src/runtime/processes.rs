@@ -12,6 +12,8 @@ use super::{Runtime, now_ms};
 use crate::cgroup;
 use crate::job::{self, ProcessKind};
 use crate::lifecycle::{self, WaitStatus};
+use keel_core::journal::Tracked;
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 /// How soon a cgroup still holding a dying process is tried again.
@@ -132,7 +134,7 @@ impl Runtime {
                     .shell
                     .cgroups
                     .instances
-                    .contains(&(job.clone(), instance.clone()))
+                    .contains_key(&(job.clone(), instance.clone()))
             })
             .map(|tree| tree.instance_path(job, instance));
         let candidates: Vec<i32> = match &in_cgroup {
@@ -213,7 +215,7 @@ impl Runtime {
                             .shell
                             .cgroups
                             .instances
-                            .contains(&(job.clone(), instance.clone()))
+                            .contains_key(&(job.clone(), instance.clone()))
                 })
                 .map(|tree| tree.instance_path(&job, &instance));
             let actual = expected
@@ -269,7 +271,7 @@ impl Runtime {
             .shell
             .cgroups
             .instances
-            .contains(&(job.to_string(), instance.to_string()))
+            .contains_key(&(job.to_string(), instance.to_string()))
         {
             return;
         }
@@ -281,10 +283,22 @@ impl Runtime {
     }
 
     /// Removes the cgroups of instances that have stopped (killing anything left);
-    /// one still holding a dying process is tried again shortly.
+    /// one still holding a dying process is tried again shortly. Only the
+    /// cgroups of jobs changed since the last sweep are looked at (a round costs
+    /// what it changed), every one after a start or a retry.
     pub(super) fn sweep_cgroups(&mut self) {
+        let unswept = std::mem::take(&mut self.sweep.unswept);
         let Some(tree) = &self.cgroups else { return };
-        let done = stopped(&self.snap.jobs, &self.snap.shell.cgroups.instances);
+        let cgroups = &self.snap.shell.cgroups.instances;
+        let done = if std::mem::take(&mut self.sweep.all) {
+            stopped(&self.snap.jobs, cgroups)
+        } else {
+            let changed: BTreeSet<&String> = unswept
+                .iter()
+                .chain(self.snap.jobs.changed_jobs())
+                .collect();
+            stopped_of(&self.snap.jobs, cgroups, changed)
+        };
         let mut busy = false;
         for key in done {
             let path = tree.instance_path(&key.0, &key.1);
@@ -310,16 +324,58 @@ impl Runtime {
     }
 }
 
+/// What the next sweep of the cgroups looks at.
+#[derive(Debug)]
+pub(super) struct Sweep {
+    /// Every cgroup (a state just loaded; a busy cgroup to try again).
+    pub all: bool,
+    /// Jobs changed before a save, since the last sweep: a save forgets which
+    /// jobs changed (see `Runtime::persist`).
+    pub unswept: BTreeSet<String>,
+}
+
+impl Default for Sweep {
+    fn default() -> Sweep {
+        Sweep {
+            all: true,
+            unswept: BTreeSet::new(),
+        }
+    }
+}
+
+/// The cgroups of the jobs `names` whose instance is gone or stopped: the
+/// lookups of what changed, not a walk of every cgroup.
+fn stopped_of<'a>(
+    jobs: &lifecycle::Jobs,
+    cgroups: &Tracked<(String, String), ()>,
+    names: impl IntoIterator<Item = &'a String>,
+) -> Vec<(String, String)> {
+    names
+        .into_iter()
+        .flat_map(|job| {
+            cgroups
+                .range((job.clone(), String::new())..)
+                .map(|(key, _)| key)
+                .take_while(move |(j, _)| j == job)
+        })
+        .filter(|(job, instance)| {
+            jobs.instance(job, instance)
+                .is_none_or(|inst| inst.state() == lifecycle::State::Waiting)
+        })
+        .cloned()
+        .collect()
+}
+
 /// The instance cgroups in `cgroups` whose instance is gone or stopped. Both are
 /// in (job, instance) order: one walk beside the other, no lookup per entry
 /// (with 10,000 jobs, lookups made this most of a round's cost).
 fn stopped(
     jobs: &lifecycle::Jobs,
-    cgroups: &std::collections::BTreeSet<(String, String)>,
+    cgroups: &Tracked<(String, String), ()>,
 ) -> Vec<(String, String)> {
     let mut live = jobs.instances().peekable();
     cgroups
-        .iter()
+        .keys()
         .filter(|(job, instance)| {
             let key = (job.as_str(), instance.as_str());
             while live.next_if(|(j, i, _)| (*j, *i) < key).is_some() {}
@@ -349,7 +405,7 @@ mod tests {
         jobs.start("b", n("1"), None, 0).unwrap();
         jobs.start("b", n("3"), None, 0).unwrap();
         let key = |j: &str, i: &str| (j.to_string(), i.to_string());
-        let cgroups: std::collections::BTreeSet<(String, String)> = [
+        let cgroups: Tracked<(String, String), ()> = [
             key("a", ""),
             key("b", "1"),
             key("b", "2"),
@@ -358,10 +414,11 @@ mod tests {
             key("gone", ""),
         ]
         .into_iter()
+        .map(|k| (k, ()))
         .collect();
         // The lookup of each one, as it was done before the walk.
         let looked_up: Vec<(String, String)> = cgroups
-            .iter()
+            .keys()
             .filter(|(j, i)| {
                 jobs.instance(j, i)
                     .is_none_or(|inst| inst.state() == lifecycle::State::Waiting)
@@ -373,5 +430,11 @@ mod tests {
             [key("b", "2"), key("c", ""), key("gone", "")]
         );
         assert_eq!(stopped(&jobs, &cgroups), looked_up);
+        // Those of the jobs named only.
+        let names = ["b".to_string(), "gone".to_string(), "none".to_string()];
+        assert_eq!(
+            stopped_of(&jobs, &cgroups, &names),
+            [key("b", "2"), key("gone", "")]
+        );
     }
 }

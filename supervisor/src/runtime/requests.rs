@@ -263,7 +263,7 @@ impl Runtime {
         let configs: Vec<_> = self
             .definitions()
             .filter(|d| only.is_none_or(|o| d.name == o))
-            .map(|d| query::job_config(d, self.confdir.override_of(&d.name)))
+            .map(|d| query::job_config(d, self.confdir.override_of(&d.name, &self.config.confdir)))
             .collect();
         match only {
             Some(name) if configs.is_empty() => refused(Refusal::UnknownJob(name.to_string())),

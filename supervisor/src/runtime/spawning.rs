@@ -300,11 +300,11 @@ impl Runtime {
             return Ok(None);
         };
         let key = (job.to_string(), instance.to_string());
-        let path = if self.snap.shell.cgroups.instances.contains(&key) {
+        let path = if self.snap.shell.cgroups.instances.contains_key(&key) {
             tree.instance_path(job, instance)
         } else {
             // Recorded first, so that it is removed again even if this fails half-way.
-            self.snap.shell.cgroups.instances.insert(key);
+            self.snap.shell.cgroups.instances.insert(key, ());
             self.dirty = true;
             tree.create(job, instance, settings)?
         };

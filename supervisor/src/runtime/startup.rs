@@ -33,8 +33,9 @@ type Entries = Vec<(String, OwnedFd)>;
 
 /// keel-init's lifeboat as handed over, sorted out by owner.
 struct Lifeboat {
-    /// The saved state and the definitions it names (`persist`).
+    /// The saved state (base and log) and the definitions it names (`persist`).
     saved: Option<OwnedFd>,
+    saved_log: Option<OwnedFd>,
     saved_defs: Option<OwnedFd>,
     /// The confdir's inotify watch (`confdir`).
     watch: Option<OwnedFd>,
@@ -64,6 +65,7 @@ impl Lifeboat {
                 .map(|i| entries.swap_remove(i).1)
         };
         let saved = take(journal::LIFEBOAT_NAME);
+        let saved_log = take(journal::LOG_LIFEBOAT_NAME);
         let saved_defs = take(journal::DEFS_LIFEBOAT_NAME);
         let watch = take(LIFEBOAT_CONFDIR_WATCH);
         let listener = take(LIFEBOAT_CONTROL);
@@ -83,6 +85,7 @@ impl Lifeboat {
             rest.into_iter().partition(|(n, _)| n.starts_with("go:"));
         let lifeboat = Lifeboat {
             saved,
+            saved_log,
             saved_defs,
             watch,
             listener,
@@ -107,10 +110,18 @@ impl Runtime {
         // Blocked first thing: from now on they wait for the loop, however long
         // the handover takes.
         let signal_set = block_own_signals(link.is_none())?;
+        let began = std::time::Instant::now();
         let mut handover = match &link {
             Some(l) => Some(l.handover().map_err(Error::Handover)?),
             None => None,
         };
+        if let Some(h) = &handover {
+            tracing::debug!(
+                "handover: {} lifeboat entries in {:?}",
+                h.fds.len(),
+                began.elapsed()
+            );
+        }
         let entries = handover
             .as_mut()
             .map(|h| std::mem::take(&mut h.fds))
@@ -127,6 +138,7 @@ impl Runtime {
             adopt,
         } = persist::restore(
             lifeboat.saved.as_ref(),
+            lifeboat.saved_log,
             lifeboat.saved_defs.as_ref(),
             lifeboat.loaded_before,
             handover.as_ref().map_or(0, |h| h.quick_deaths),
@@ -178,6 +190,7 @@ impl Runtime {
             pids,
             cgroups,
             cgroup_retry: None,
+            sweep: Default::default(),
             logs,
             apparmor: setup::AppArmorHost::probe(),
             machine,

@@ -152,7 +152,7 @@ impl W {
     fn queue(&self) -> Vec<&str> {
         self.jobs
             .events
-            .iter()
+            .values()
             .map(|q| q.event.name.as_str())
             .collect()
     }

@@ -983,13 +983,18 @@ fn recovery(n: usize, cfg: &Config, watch: &ExecWatch, tools: &Tools, r: &mut Re
         let t = Instant::now();
         // SAFETY: kill(2) on a pid just read; no memory is involved.
         unsafe { libc::kill(pid, libc::SIGKILL) };
+        // Asked once the old one is dead, so the answer is its successor's. (Not
+        // `supervisor_pid`: with n jobs among keel-init's children it reads n
+        // files, which the figure would include.)
+        while !matches!(keel_tests::state(pid), None | Some('Z')) {
+            std::hint::spin_loop();
+        }
         loop {
-            // The first connection may still reach the dying process; retry.
             let answered = std::panic::catch_unwind(|| {
                 let mut v = connect(&keel.socket());
                 matches!(ask(&mut v, &Request::Version), Response::Version { .. })
             });
-            if answered.unwrap_or(false) && keel.supervisor_pid() != Some(pid) {
+            if answered.unwrap_or(false) {
                 break;
             }
         }

@@ -192,8 +192,8 @@ pub fn encode_definitions(defs: &Definitions) -> Result<Vec<u8>, SaveError> {
     let list: Vec<(DefId, &JobDef)> = defs.iter().map(|(id, d)| (*id, &**d)).collect();
     let sandboxes: Vec<(DefId, &Sandbox)> = defs
         .iter()
-        .filter(|(_, d)| d.sandbox != Sandbox::default())
-        .map(|(id, d)| (*id, &d.sandbox))
+        .filter(|(_, d)| *d.sandbox != Sandbox::default())
+        .map(|(id, d)| (*id, &*d.sandbox))
         .collect();
     let mut out = framed(DEFS_MAGIC, None, &list, "the job definitions")?;
     if sandboxes.is_empty() {
@@ -294,7 +294,7 @@ pub fn decode_definitions(bytes: &[u8]) -> Result<Definitions, LoadError> {
     Ok(list
         .into_iter()
         .map(|(id, mut def)| {
-            def.sandbox = sandboxes.remove(&id).unwrap_or_default();
+            def.sandbox = sandboxes.remove(&id).unwrap_or_default().into();
             (id, Def::new(id, def))
         })
         .collect())
@@ -608,7 +608,7 @@ mod tests {
         let sandbox = |defs: &Definitions, name: &str| {
             defs.values()
                 .find(|d| d.name == name)
-                .map(|d| d.sandbox.clone())
+                .map(|d| Sandbox::clone(&d.sandbox))
                 .unwrap()
         };
         assert!(sandbox(&loaded, "boxed").private_tmp);

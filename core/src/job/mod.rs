@@ -145,7 +145,7 @@ pub struct JobDef {
     /// (`journal::encode_definitions`), so that saved states of earlier formats
     /// still load.
     #[serde(skip)]
-    pub sandbox: sandbox::Sandbox,
+    pub sandbox: sandbox::SandboxSlot,
 }
 
 impl JobDef {
@@ -193,7 +193,7 @@ impl JobDef {
             capabilities: None,
             no_new_privileges: false,
             ready_timeout: None,
-            sandbox: sandbox::Sandbox::default(),
+            sandbox: sandbox::SandboxSlot::default(),
         }
     }
 

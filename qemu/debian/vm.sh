@@ -17,6 +17,7 @@
 #                                          connection at a time); sets
 #                                          vm_address_at, vm_banner_at (usec)
 #                                          and vm_probe_starts (each SSH try)
+#   vm_banner_once SECS                    one connection: sshd's banner within SECS
 #   vm_ssh CMD...                          run CMD as root in the guest
 #   vm_wait_exit SECS                      QEMU has exited (the guest powered off
 #                                          or rebooted: -no-reboot)
@@ -112,7 +113,7 @@ vm_wait_console() {
 }
 
 vm_wait_banner() {
-	local deadline=$(($(usec) + $1 * 1000000)) seen last=0 p fd line
+	local deadline=$(($(usec) + $1 * 1000000)) seen last=0 p
 	local -a knocks=()
 	vm_banner_at=
 	vm_address_at=
@@ -155,16 +156,24 @@ vm_wait_banner() {
 	while [[ -n $vm_address_at ]] && (($(usec) < deadline)); do
 		kill -0 "$vm_pid" 2>/dev/null || break
 		vm_probe_starts+=("$(usec)")
-		if exec {fd}<>"/dev/tcp/127.0.0.1/$vm_port"; then
-			if IFS= read -r -t 30 line <&"$fd" && [[ $line == SSH-* ]]; then
-				vm_banner_at=$(usec)
-			fi
-			exec {fd}>&-
-		fi 2>/dev/null
-		[[ -z $vm_banner_at ]] || break
+		if vm_banner_once 30; then
+			vm_banner_at=$(usec)
+			break
+		fi
 		sleep 0.05
 	done
 	[[ -n ${vm_banner_at:-} ]]
+}
+
+# vm_banner_once SECS: one connection to sshd's forwarded port; true if sshd's
+# banner came within SECS (false when refused, closed or silent).
+vm_banner_once() {
+	local fd line=
+	if exec {fd}<>"/dev/tcp/127.0.0.1/$vm_port"; then
+		IFS= read -r -t "$1" line <&"$fd" || true
+		exec {fd}>&-
+	fi 2>/dev/null
+	[[ $line == SSH-* ]]
 }
 
 vm_ssh() {

@@ -61,6 +61,14 @@ const SIGCHLD: u32 = 17;
 /// SEGV, SYS. The supervisor takes the signals others may send it as events
 /// (ABRT too: `abort()` unblocks it first), so an ABRT death is its own.
 const CRASH_SIGNALS: [i32; 7] = [4, 5, 6, 7, 8, 11, 31];
+/// How long after a SIGCHLD the sweep for others that ended with it comes
+/// ([`Init::reap`]). A sweep walks every child in the kernel, holding the lock
+/// that `clone` and `exit` take to change the process tree: with 10,000 jobs it
+/// takes milliseconds. The child the SIGCHLD names is reaped at once; only
+/// exits whose SIGCHLD coalesced with it wait for the sweep, this long at most.
+/// The delay keeps the sweep off the way from an exit to the respawn (the
+/// supervisor's clone) and makes one sweep of a burst of exits.
+const SWEEP_DELAY_MS: u64 = 20;
 /// A supervisor that dies sooner than this after its start counts as a quick death.
 const QUICK_DEATH_MS: u64 = 1000;
 /// Back-off after the second quick death in a row, doubling up to the cap.
@@ -127,6 +135,11 @@ struct Init {
     supervisor: Option<Supervisor>,
     /// Relayed signals not yet sent, as a bit per signal number.
     pending_signals: u64,
+    /// When a walk of every child for ended ones is due (monotonic ms; see
+    /// [`Init::reap`]).
+    sweep_at: Option<u64>,
+    /// A child may have ended while the exit log was full and not been reaped.
+    held_back: bool,
     refusals: [Option<(FdName, LifeboatError)>; 8],
     /// Supervisors started so far.
     generation: u32,
@@ -350,6 +363,9 @@ unsafe fn origin_main(argc: usize, argv: *mut *mut u8, envp: *mut *mut u8) -> i3
         signals,
         supervisor: None,
         pending_signals: 0,
+        // Children that ended before the signalfd existed sent no SIGCHLD to it.
+        sweep_at: Some(0),
+        held_back: false,
         refusals: [None; 8],
         generation: 0,
         quick_deaths: 0,
@@ -487,21 +503,28 @@ impl Init {
                 self.start_supervisor();
             }
             self.pump();
+            if self.sweep_at.is_some_and(|at| sys::monotonic_ms() >= at) {
+                self.sweep_at = None;
+                self.reap();
+                self.pump();
+            }
             self.wait();
         }
     }
 
     /// Blocks until a signal, a message, room to send, or the restart deadline.
     fn wait(&mut self) {
-        let timeout = match self.supervisor {
-            None => {
-                let ms = self.restart_at.saturating_sub(sys::monotonic_ms());
+        let restart_at = self.supervisor.is_none().then_some(self.restart_at);
+        let timeout = match (restart_at, self.sweep_at) {
+            (None, None) => None,
+            (a, b) => {
+                let at = a.unwrap_or(u64::MAX).min(b.unwrap_or(u64::MAX));
+                let ms = at.saturating_sub(sys::monotonic_ms());
                 Some(rustix::time::Timespec {
                     tv_sec: (ms / 1000) as i64,
                     tv_nsec: ((ms % 1000) * 1_000_000) as i64,
                 })
             }
-            Some(_) => None,
         };
         let want_out = self.has_output();
         let mut fds = [
@@ -528,7 +551,10 @@ impl Init {
             self.receive();
             // Acknowledgements may have made room in the exit log: reap what
             // waited for it.
-            self.reap();
+            if self.held_back && !self.exits.is_full() {
+                self.held_back = false;
+                self.sweep_at = Some(0);
+            }
         }
     }
 
@@ -539,25 +565,65 @@ impl Init {
                 Ok(n) if n > 0 => n,
                 _ => break,
             };
-            let mut reap = false;
-            for signo in sys::signal_numbers(&buf[..n]) {
+            for (signo, pid) in sys::signal_records(&buf[..n]) {
                 if signo == SIGCHLD {
-                    reap = true;
+                    self.reap_one(pid);
+                    // SIGCHLDs coalesce: others may have ended while this one was
+                    // pending. It was taken off the queue before the sweep, so a
+                    // child that ends after the sweep's look raises a new one.
+                    let due = sys::monotonic_ms() + SWEEP_DELAY_MS;
+                    self.sweep_at = Some(self.sweep_at.map_or(due, |at| at.min(due)));
                 } else if RELAYED.contains(&signo) {
                     // A bit per signal: a storm coalesces, never grows a queue.
                     self.pending_signals |= 1 << signo;
                 }
             }
-            if reap {
-                self.reap();
-            }
         }
-        // A SIGCHLD coalesced with one read before may hide another exit: reaping
-        // on every wake-up is cheap and never misses one.
-        self.reap();
     }
 
-    /// Reaps every child that has ended, as long as the exit log has room.
+    /// Reaps child `pid` if it has ended and the exit log has room (the
+    /// supervisor whatever the room). A wait for one pid costs the kernel the
+    /// same with ten thousand children as with one; a wait for any child
+    /// ([`Init::reap`]) walks them all.
+    fn reap_one(&mut self, pid: u32) {
+        let Some(pid) = Pid::from_raw(pid as i32) else {
+            return;
+        };
+        let is_supervisor = self.supervisor.as_ref().is_some_and(|s| s.pid == pid);
+        if self.exits.is_full() && !is_supervisor {
+            self.held_back = true;
+            return;
+        }
+        loop {
+            match rustix::process::waitpid(Some(pid), WaitOptions::NOHANG) {
+                Ok(Some((pid, status))) => return self.reaped(pid, status.as_raw()),
+                Err(Errno::INTR) => continue,
+                // Still running, stopped, already reaped by a sweep, or not ours.
+                _ => return,
+            }
+        }
+    }
+
+    fn reaped(&mut self, pid: Pid, raw: i32) {
+        if self.supervisor.as_ref().is_some_and(|s| s.pid == pid) {
+            // What it sent just before dying (its last saved state, acks) is
+            // still queued in the socket: take it first.
+            self.receive();
+            self.supervisor_died(raw);
+        } else if !self.exits.push(pid.as_raw_nonzero().get(), raw) {
+            // Unreachable: the log had room when this child was reaped.
+            self.log.error(&[
+                Piece::Str("internal error: the exit of pid "),
+                Piece::Int(pid.as_raw_nonzero().get() as i64),
+                Piece::Str(" was reaped into a full exit log"),
+            ]);
+        }
+    }
+
+    /// Reaps every child that has ended, as long as the exit log has room: a
+    /// sweep, [`SWEEP_DELAY_MS`] after a SIGCHLD (whose own pid was reaped at
+    /// once, [`Init::reap_one`]), and at once when an `Ack` makes room in a log
+    /// that was full.
     ///
     /// No exit is ever lost, because keel-init reaps no faster than it can record:
     /// while the log is full (the supervisor is stopped, busy or dead and has not
@@ -573,6 +639,7 @@ impl Init {
     fn reap(&mut self) {
         loop {
             let got = if self.exits.is_full() {
+                self.held_back = true;
                 let Some(pid) = self.supervisor.as_ref().map(|s| s.pid) else {
                     return;
                 };
@@ -583,22 +650,7 @@ impl Init {
                 rustix::process::wait(WaitOptions::NOHANG)
             };
             match got {
-                Ok(Some((pid, status))) => {
-                    let raw = status.as_raw();
-                    if self.supervisor.as_ref().is_some_and(|s| s.pid == pid) {
-                        // What it sent just before dying (its last saved state,
-                        // acks) is still queued in the socket: take it first.
-                        self.receive();
-                        self.supervisor_died(raw);
-                    } else if !self.exits.push(pid.as_raw_nonzero().get(), raw) {
-                        // Unreachable: the log had room when this child was reaped.
-                        self.log.error(&[
-                            Piece::Str("internal error: the exit of pid "),
-                            Piece::Int(pid.as_raw_nonzero().get() as i64),
-                            Piece::Str(" was reaped into a full exit log"),
-                        ]);
-                    }
-                }
+                Ok(Some((pid, status))) => self.reaped(pid, status.as_raw()),
                 Ok(None) | Err(Errno::CHILD) => return,
                 Err(Errno::INTR) => continue,
                 Err(e) => {

@@ -46,11 +46,16 @@ pub fn signalfd(mask: &KernelSigSet) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(ret as i32) })
 }
 
-/// The signal numbers of the pending `signalfd_siginfo` records in `buf[..len]`.
-pub fn signal_numbers(buf: &[u8]) -> impl Iterator<Item = u32> + '_ {
-    // struct signalfd_siginfo is 128 bytes; ssi_signo is its first u32.
+/// The signal number and sender's pid (for SIGCHLD, the child's) of each
+/// `signalfd_siginfo` record in `buf`.
+pub fn signal_records(buf: &[u8]) -> impl Iterator<Item = (u32, u32)> + '_ {
+    // struct signalfd_siginfo is 128 bytes: ssi_signo is its first u32, then
+    // ssi_errno and ssi_code, then ssi_pid at byte 12.
+    let word = |rec: &[u8], at: usize| {
+        u32::from_ne_bytes([rec[at], rec[at + 1], rec[at + 2], rec[at + 3]])
+    };
     buf.chunks_exact(128)
-        .map(|rec| u32::from_ne_bytes([rec[0], rec[1], rec[2], rec[3]]))
+        .map(move |rec| (word(rec, 0), word(rec, 12)))
 }
 
 /// Milliseconds since boot (CLOCK_BOOTTIME, counting suspend).

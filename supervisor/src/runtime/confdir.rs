@@ -177,8 +177,7 @@ impl Runtime {
         }
         if any {
             tracing::info!("job files changed; reloading");
-            self.load_confdir();
-            self.watch_confdir();
+            self.reload_configuration();
         }
     }
 
@@ -204,10 +203,13 @@ impl Runtime {
         self.dirty = true;
     }
 
-    /// `reload-configuration`, SIGHUP: every job file read again.
+    /// `reload-configuration`, SIGHUP: every job file read again. New
+    /// directories are watched before the reading, so that a file created in
+    /// one just after it (`mkdir net && echo … > net/web.conf`) is either read
+    /// now or seen by the watch, never missed.
     pub(super) fn reload_configuration(&mut self) {
-        self.load_confdir();
         self.watch_confdir();
+        self.load_confdir();
     }
 
     /// The job files that did not load (read now if the definitions came from

@@ -61,14 +61,17 @@ const SIGCHLD: u32 = 17;
 /// SEGV, SYS. The supervisor takes the signals others may send it as events
 /// (ABRT too: `abort()` unblocks it first), so an ABRT death is its own.
 const CRASH_SIGNALS: [i32; 7] = [4, 5, 6, 7, 8, 11, 31];
-/// How long after a SIGCHLD the sweep for others that ended with it comes
-/// ([`Init::reap`]). A sweep walks every child in the kernel, holding the lock
-/// that `clone` and `exit` take to change the process tree: with 10,000 jobs it
-/// takes milliseconds. The child the SIGCHLD names is reaped at once; only
-/// exits whose SIGCHLD coalesced with it wait for the sweep, this long at most.
-/// The delay keeps the sweep off the way from an exit to the respawn (the
-/// supervisor's clone) and makes one sweep of a burst of exits.
-const SWEEP_DELAY_MS: u64 = 20;
+/// When the sweep for exits whose SIGCHLD coalesced with another's comes
+/// ([`Init::reap`]): once keel-init has had nothing to do for
+/// `SWEEP_QUIET_MS`, and at the latest `SWEEP_LATEST_MS` after the SIGCHLD. A
+/// sweep walks every child in the kernel, holding the lock that `clone` and
+/// `exit` take to change the process tree: with 10,000 jobs that is
+/// milliseconds, which a restart or respawn under way would wait for. The
+/// child a SIGCHLD names is reaped at once; only the exits whose SIGCHLD
+/// coalesced with it (two children ending at the same instant) wait, and a
+/// burst of exits costs one sweep.
+const SWEEP_QUIET_MS: u64 = 20;
+const SWEEP_LATEST_MS: u64 = 1000;
 /// A supervisor that dies sooner than this after its start counts as a quick death.
 const QUICK_DEATH_MS: u64 = 1000;
 /// Back-off after the second quick death in a row, doubling up to the cap.
@@ -135,9 +138,12 @@ struct Init {
     supervisor: Option<Supervisor>,
     /// Relayed signals not yet sent, as a bit per signal number.
     pending_signals: u64,
-    /// When a walk of every child for ended ones is due (monotonic ms; see
-    /// [`Init::reap`]).
-    sweep_at: Option<u64>,
+    /// A walk of every child for ended ones ([`Init::reap`]) is owed since
+    /// this SIGCHLD (monotonic ms), or at once.
+    sweep_since: Option<u64>,
+    sweep_now: bool,
+    /// The last wake-up that had something to do (monotonic ms).
+    busy_at: u64,
     /// A child may have ended while the exit log was full and not been reaped.
     held_back: bool,
     refusals: [Option<(FdName, LifeboatError)>; 8],
@@ -364,7 +370,9 @@ unsafe fn origin_main(argc: usize, argv: *mut *mut u8, envp: *mut *mut u8) -> i3
         supervisor: None,
         pending_signals: 0,
         // Children that ended before the signalfd existed sent no SIGCHLD to it.
-        sweep_at: Some(0),
+        sweep_since: None,
+        sweep_now: true,
+        busy_at: 0,
         held_back: false,
         refusals: [None; 8],
         generation: 0,
@@ -503,8 +511,9 @@ impl Init {
                 self.start_supervisor();
             }
             self.pump();
-            if self.sweep_at.is_some_and(|at| sys::monotonic_ms() >= at) {
-                self.sweep_at = None;
+            if self.sweep_due().is_some_and(|at| sys::monotonic_ms() >= at) {
+                self.sweep_since = None;
+                self.sweep_now = false;
                 self.reap();
                 self.pump();
             }
@@ -512,10 +521,20 @@ impl Init {
         }
     }
 
-    /// Blocks until a signal, a message, room to send, or the restart deadline.
+    /// When the owed sweep is due (monotonic ms), if one is owed.
+    fn sweep_due(&self) -> Option<u64> {
+        if self.sweep_now {
+            return Some(0);
+        }
+        let since = self.sweep_since?;
+        Some((self.busy_at + SWEEP_QUIET_MS).min(since + SWEEP_LATEST_MS))
+    }
+
+    /// Blocks until a signal, a message, room to send, the restart deadline or
+    /// the sweep's.
     fn wait(&mut self) {
         let restart_at = self.supervisor.is_none().then_some(self.restart_at);
-        let timeout = match (restart_at, self.sweep_at) {
+        let timeout = match (restart_at, self.sweep_due()) {
             (None, None) => None,
             (a, b) => {
                 let at = a.unwrap_or(u64::MAX).min(b.unwrap_or(u64::MAX));
@@ -540,7 +559,9 @@ impl Init {
             fds[1] = PollFd::new(ch, flags);
             n = 2;
         }
-        let _ = rustix::event::poll(&mut fds[..n], timeout.as_ref());
+        if rustix::event::poll(&mut fds[..n], timeout.as_ref()).is_ok_and(|ready| ready > 0) {
+            self.busy_at = sys::monotonic_ms();
+        }
         let channel_events = if n == 2 {
             fds[1].revents()
         } else {
@@ -553,7 +574,7 @@ impl Init {
             // waited for it.
             if self.held_back && !self.exits.is_full() {
                 self.held_back = false;
-                self.sweep_at = Some(0);
+                self.sweep_now = true;
             }
         }
     }
@@ -571,8 +592,7 @@ impl Init {
                     // SIGCHLDs coalesce: others may have ended while this one was
                     // pending. It was taken off the queue before the sweep, so a
                     // child that ends after the sweep's look raises a new one.
-                    let due = sys::monotonic_ms() + SWEEP_DELAY_MS;
-                    self.sweep_at = Some(self.sweep_at.map_or(due, |at| at.min(due)));
+                    self.sweep_since.get_or_insert_with(sys::monotonic_ms);
                 } else if RELAYED.contains(&signo) {
                     // A bit per signal: a storm coalesces, never grows a queue.
                     self.pending_signals |= 1 << signo;
@@ -621,9 +641,9 @@ impl Init {
     }
 
     /// Reaps every child that has ended, as long as the exit log has room: a
-    /// sweep, [`SWEEP_DELAY_MS`] after a SIGCHLD (whose own pid was reaped at
-    /// once, [`Init::reap_one`]), and at once when an `Ack` makes room in a log
-    /// that was full.
+    /// sweep, after a SIGCHLD (whose own pid was reaped at once,
+    /// [`Init::reap_one`]) once keel-init is quiet ([`SWEEP_QUIET_MS`]), and
+    /// at once when an `Ack` makes room in a log that was full.
     ///
     /// No exit is ever lost, because keel-init reaps no faster than it can record:
     /// while the log is full (the supervisor is stopped, busy or dead and has not

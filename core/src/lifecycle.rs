@@ -763,11 +763,16 @@ impl Jobs {
         self.fold_unsettled();
         let mut kills = Vec::new();
         let mut overdue_hooks = Vec::new();
-        let unsettled: Vec<(String, String)> = self
+        // Looked at without `instance_mut` first: that marks a job changed, and
+        // every changed job is saved again — each round would save every
+        // unsettled instance (at a bring-up of 10,000, the whole state at each
+        // batch of spawns).
+        let due: Vec<(String, String)> = self
             .unsettled()
+            .filter(|(_, _, inst)| inst.kill_deadline.is_some_and(|d| d <= now))
             .map(|(j, i, _)| (j.to_string(), i.to_string()))
             .collect();
-        for (name, iname) in unsettled {
+        for (name, iname) in due {
             {
                 let Some(inst) = self.instance_mut(&name, &iname) else {
                     continue;

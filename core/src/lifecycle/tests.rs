@@ -263,6 +263,29 @@ fn killed_lasts_until_main_exits_with_sigkill_after_the_timeout() {
     assert_eq!(t.state(), State::PostStop);
 }
 
+/// A timer tick that finds nothing due changes nothing a save would write: it
+/// looked at every unsettled instance through `instance_mut`, which marks its
+/// job changed, so every save wrote every unsettled instance again (at a
+/// bring-up of 10,000 jobs, nearly the whole state at each batch of spawns).
+#[test]
+fn a_tick_with_nothing_due_leaves_nothing_to_save() {
+    let mut t = T::new(full());
+    t.running();
+    t.stop(None);
+    t.ok(PreStop);
+    assert_eq!(t.state(), State::Killed, "unsettled: its kill timer runs");
+    let _ = t.jobs.jobs.take_changes();
+    let _ = t.jobs.pids.take_changes();
+    t.jobs.tick(4_999);
+    assert_eq!(t.jobs.changed_jobs().count(), 0);
+    t.jobs.tick(5_000);
+    assert_eq!(
+        t.jobs.changed_jobs().collect::<Vec<_>>(),
+        ["j"],
+        "the kill timer's end is a change"
+    );
+}
+
 /// Guarantee 7: a hook that never ends, in each place it can hold up a stop,
 /// gets SIGKILL `kill timeout` after it began to (its spawn for pre-stop and
 /// post-stop, the stop request for pre-start and post-start); the stop goes on

@@ -461,6 +461,20 @@ impl Jobs {
         out
     }
 
+    /// How many definitions [`Jobs::live_definitions`] would give, without
+    /// making them: each job's own, and the older ones instances still run.
+    pub fn live_definition_count(&self) -> usize {
+        let mut older = std::collections::BTreeSet::new();
+        for j in self.jobs.values() {
+            for i in j.instances.values() {
+                if i.def.id() != j.def.id() {
+                    older.insert(i.def.id());
+                }
+            }
+        }
+        self.jobs.len() + older.len()
+    }
+
     /// The instance that `env` (a request's or the events' variables) names:
     /// `instance $TTY` expanded from the job's environment with `env` over it. An
     /// unknown variable is an error, as in Upstart (`Unknown parameter: TTY`).

@@ -893,6 +893,7 @@ proptest! {
                         saved = Some((writer, base, log, snap.jobs.live_definitions()));
                     }
                 }
+                prop_assert_eq!(snap.jobs.live_definition_count(), snap.jobs.live_definitions().len());
                 let Some((_, base, log, defs)) = &saved else { unreachable!() };
                 let defs = decode_definitions(&encode_definitions(defs).unwrap())
                     .expect("the definitions load back");

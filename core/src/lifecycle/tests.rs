@@ -286,6 +286,24 @@ fn a_tick_with_nothing_due_leaves_nothing_to_save() {
     );
 }
 
+/// The count a compaction checks is that of the definitions themselves: a job's
+/// own, and the older one an instance started before a reload still runs.
+#[test]
+fn live_definitions_are_counted_as_they_are_made() {
+    let mut t = T::new(full());
+    t.running();
+    assert_eq!(t.jobs.live_definition_count(), 1);
+    let mut changed = full();
+    changed.kill_timeout += 1;
+    t.jobs.set_definitions(vec![changed, JobDef::new("other")]);
+    assert_eq!(
+        t.jobs.live_definitions().len(),
+        3,
+        "j's new and old, other's"
+    );
+    assert_eq!(t.jobs.live_definition_count(), 3);
+}
+
 /// Guarantee 7: a hook that never ends, in each place it can hold up a stop,
 /// gets SIGKILL `kill timeout` after it began to (its spawn for pre-stop and
 /// post-stop, the stop request for pre-start and post-start); the stop goes on

@@ -122,9 +122,9 @@ impl Persistence {
             return tracing::error!("cannot save the state's log: {e}");
         }
         self.log = Some(Log { fd, writer });
-        let live = snap.jobs.live_definitions();
-        if self.defs_saved.len() > live.len() {
-            self.save_definitions(link, live);
+        // Counted first: making the definitions is a map of every one.
+        if self.defs_saved.len() > snap.jobs.live_definition_count() {
+            self.save_definitions(link, snap.jobs.live_definitions());
         }
     }
 

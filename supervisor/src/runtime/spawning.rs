@@ -35,6 +35,12 @@ pub(super) struct Spawns {
     /// Spawns since the allocator last gave freed memory back (see
     /// [`crate::heap`]).
     pub(super) since_trim: usize,
+    /// Main processes a predecessor spawned may still await their exec, which
+    /// no error pipe of ours reports ([`Runtime::confirm_execs`]). Every child
+    /// this supervisor spawns has a launch, so once none of those is left the
+    /// rounds no longer look for them (a walk of every unsettled instance, at
+    /// each round of a bring-up of thousands).
+    pub(super) adopted_unconfirmed: bool,
 }
 
 /// Spawns after which, once every child has exec'd, the freed heap goes back to
@@ -50,6 +56,7 @@ impl Default for Spawns {
             launches: BTreeMap::new(),
             failures: BTreeMap::new(),
             since_trim: 0,
+            adopted_unconfirmed: true,
         }
     }
 }
@@ -363,6 +370,9 @@ impl Runtime {
     /// previous supervisor's): their exec is read from /proc. True if the state
     /// changed.
     pub(super) fn confirm_execs(&mut self) -> bool {
+        if !self.spawns.adopted_unconfirmed {
+            return false;
+        }
         let unreported: Vec<i32> = self
             .snap
             .jobs
@@ -370,6 +380,7 @@ impl Runtime {
             .into_iter()
             .filter(|pid| !self.spawns.launches.contains_key(pid))
             .collect();
+        self.spawns.adopted_unconfirmed = !unreported.is_empty();
         let mut changed = false;
         for pid in unreported {
             if crate::ready::procfs::has_execd(pid) {

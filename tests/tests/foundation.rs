@@ -301,3 +301,68 @@ fn emit_starts_the_jobs_waiting_for_the_event() {
     });
     assert_eq!(fs::read_to_string(keel.path("poked")).unwrap(), "gentle\n");
 }
+
+/// keel-init reaps the child each SIGCHLD names at once, and sweeps for those
+/// whose SIGCHLD coalesced with another's once it is quiet — or a second after
+/// the SIGCHLD when it never is. Here keel-init is stopped while 200 orphans
+/// end (their SIGCHLDs coalesce into one), and after it goes on a client's
+/// reloads keep it busy (each is a signal it sends for the supervisor): every
+/// orphan must still be reaped.
+#[test]
+fn orphans_ending_together_are_reaped_while_keel_init_is_never_quiet() {
+    let orphans = format!(
+        "task\nconsole none\nscript\n  {} 200\n  echo > $DIR/orphaned\nend script\n",
+        bin("keel-orphans").display()
+    );
+    let keel = Keel::start(&[
+        // SIGCONT to a sleep: a signal keel-init sends, harmless to the job.
+        (
+            "target",
+            "start on startup\nreload signal SIGCONT\nconsole none\nexec sleep 1000\n",
+        ),
+        ("orphans", orphans.as_str()),
+    ]);
+    wait_for("target to run", 5 * SECOND, || {
+        keel.ctl_ok(&["status", "target"]).contains("start/running")
+    });
+    let orphans_left = || {
+        keel_tests::children(keel.init_pid)
+            .into_iter()
+            .filter(|&p| keel_tests::comm(p).as_deref() == Some("keel-orphans"))
+            .count()
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = keel.ctl(&["reload", "target"]);
+            }
+        });
+        // SAFETY: kill(2) on the namespace's PID 1, by pid; no memory involved.
+        unsafe { libc::kill(keel.init_pid, libc::SIGSTOP) };
+        wait_for("keel-init to stop", 5 * SECOND, || {
+            state(keel.init_pid) == Some('T')
+        });
+        keel.ctl_ok(&["start", "--no-wait", "orphans"]);
+        wait_for("the orphans to be made", 10 * SECOND, || {
+            keel.path("orphaned").exists()
+        });
+        wait_for("the orphans to end", 10 * SECOND, || {
+            keel_tests::children(keel.init_pid)
+                .into_iter()
+                .filter(|&p| keel_tests::comm(p).as_deref() == Some("keel-orphans"))
+                .all(|p| state(p) == Some('Z'))
+        });
+        // SAFETY: as above.
+        unsafe { libc::kill(keel.init_pid, libc::SIGCONT) };
+        let reaped = std::panic::catch_unwind(|| {
+            wait_for("every orphan to be reaped", 10 * SECOND, || {
+                orphans_left() == 0
+            })
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Err(e) = reaped {
+            std::panic::resume_unwind(e);
+        }
+    });
+}

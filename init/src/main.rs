@@ -369,8 +369,8 @@ unsafe fn origin_main(argc: usize, argv: *mut *mut u8, envp: *mut *mut u8) -> i3
         signals,
         supervisor: None,
         pending_signals: 0,
-        // Children that ended before the signalfd existed sent no SIGCHLD to it.
         sweep_since: None,
+        // Children that ended before the signalfd existed sent no SIGCHLD to it.
         sweep_now: true,
         busy_at: 0,
         held_back: false,

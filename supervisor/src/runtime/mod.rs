@@ -295,13 +295,7 @@ impl Runtime {
         }
         let now = now_ms();
         // A main process whose exec only /proc can tell is looked at again soon.
-        let unreported = self.spawns.adopted_unconfirmed
-            && self
-                .snap
-                .jobs
-                .awaiting_exec()
-                .iter()
-                .any(|pid| !self.spawns.launches.contains_key(pid));
+        let unreported = !self.unreported_execs().is_empty();
         let mut ms: Option<u64> = [
             self.snap.jobs.next_deadline(),
             self.ready.next_wakeup(&self.snap.jobs, now),

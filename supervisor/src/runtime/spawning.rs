@@ -370,16 +370,7 @@ impl Runtime {
     /// previous supervisor's): their exec is read from /proc. True if the state
     /// changed.
     pub(super) fn confirm_execs(&mut self) -> bool {
-        if !self.spawns.adopted_unconfirmed {
-            return false;
-        }
-        let unreported: Vec<i32> = self
-            .snap
-            .jobs
-            .awaiting_exec()
-            .into_iter()
-            .filter(|pid| !self.spawns.launches.contains_key(pid))
-            .collect();
+        let unreported = self.unreported_execs();
         self.spawns.adopted_unconfirmed = !unreported.is_empty();
         let mut changed = false;
         for pid in unreported {
@@ -389,6 +380,20 @@ impl Runtime {
             }
         }
         changed
+    }
+
+    /// Main processes awaiting their exec that no launch of ours will report
+    /// (none once every predecessor's child is confirmed).
+    pub(super) fn unreported_execs(&self) -> Vec<i32> {
+        if !self.spawns.adopted_unconfirmed {
+            return Vec::new();
+        }
+        self.snap
+            .jobs
+            .awaiting_exec()
+            .into_iter()
+            .filter(|pid| !self.spawns.launches.contains_key(pid))
+            .collect()
     }
 }
 

@@ -232,6 +232,18 @@ impl Keel {
         Keel::start_in(setup, &[])
     }
 
+    /// Like `start`, with the supervisor's test fault `fault` armed
+    /// (`KEEL_TEST_FAULTS`): it acts once, when it can make file `mark`
+    /// (`KEEL_TEST_FAULT_MARK`), which then says it did.
+    pub fn start_with_fault(jobs: &[(&str, &str)], fault: &str, mark: &Path) -> Keel {
+        let mark = mark.to_str().expect("a UTF-8 mark path");
+        Keel::start_with(Setup {
+            jobs,
+            supervisor: None,
+            env: &[("KEEL_TEST_FAULTS", fault), ("KEEL_TEST_FAULT_MARK", mark)],
+        })
+    }
+
     pub fn launch(setup: Setup<'_>) -> Keel {
         Keel::launch_init(setup, &[])
     }

@@ -263,14 +263,7 @@ fn a_new_supervisor_takes_the_saved_definitions_while_the_watch_in_the_lifeboat_
 fn a_supervisor_killed_while_it_reads_a_change_leaves_its_successor_to_read_every_file() {
     let marks = keel_tests::Scratch::new("mark");
     let mark = marks.0.join("fault-acted");
-    let keel = Keel::start_with(keel_tests::Setup {
-        jobs: &[("svc", "exec sleep 1000\n")],
-        supervisor: None,
-        env: &[
-            ("KEEL_TEST_FAULTS", "abort-mid-reload"),
-            ("KEEL_TEST_FAULT_MARK", mark.to_str().unwrap()),
-        ],
-    });
+    let keel = Keel::start_with_fault(&[("svc", "exec sleep 1000\n")], "abort-mid-reload", &mark);
     // The supervisor reads the change from its watch and aborts before loading
     // it: the change is gone from the watch, so its successor must read the files.
     fs::write(

@@ -628,14 +628,7 @@ fn a_supervisor_killed_between_batches_of_spawns_starts_every_job_once() {
         .collect();
     let marks = keel_tests::Scratch::new("mark");
     let mark = marks.0.join("fault-acted");
-    let keel = Keel::start_with(keel_tests::Setup {
-        jobs: &jobs,
-        supervisor: None,
-        env: &[
-            ("KEEL_TEST_FAULTS", "abort-between-batches"),
-            ("KEEL_TEST_FAULT_MARK", mark.to_str().unwrap()),
-        ],
-    });
+    let keel = Keel::start_with_fault(&jobs, "abort-between-batches", &mark);
     let sleeps = |i: usize| running(&keel, &format!("/sleep\0{}\0", 30_000 + i));
     wait_for("every job to run", 20 * SECOND, || {
         keel.ctl_ok(&["list"]).matches("start/running").count() == JOBS
@@ -688,14 +681,8 @@ fn a_supervisor_killed_mid_append_leaves_the_previous_rounds_state() {
         // The fault acts once its mark can be made: once this directory exists.
         let armed = marks.0.join("armed");
         let mark = armed.join("fault-acted");
-        let keel = Keel::start_with(keel_tests::Setup {
-            jobs: &[("svc", "console none\nexec sleep 40404\n")],
-            supervisor: None,
-            env: &[
-                ("KEEL_TEST_FAULTS", fault),
-                ("KEEL_TEST_FAULT_MARK", mark.to_str().unwrap()),
-            ],
-        });
+        let keel =
+            Keel::start_with_fault(&[("svc", "console none\nexec sleep 40404\n")], fault, &mark);
         wait_answering(&keel, None);
         let first = keel.supervisor_pid();
         fs::create_dir(&armed).unwrap();
@@ -730,14 +717,11 @@ fn a_supervisor_killed_between_a_new_base_and_its_log_loses_nothing() {
     // the successor reads the new base alone and releases the round it saved.
     let marks = keel_tests::Scratch::new("mark");
     let mark = marks.0.join("fault-acted");
-    let keel = Keel::start_with(keel_tests::Setup {
-        jobs: &[("svc", "start on startup\nconsole none\nexec sleep 40405\n")],
-        supervisor: None,
-        env: &[
-            ("KEEL_TEST_FAULTS", "abort-mid-compaction"),
-            ("KEEL_TEST_FAULT_MARK", mark.to_str().unwrap()),
-        ],
-    });
+    let keel = Keel::start_with_fault(
+        &[("svc", "start on startup\nconsole none\nexec sleep 40405\n")],
+        "abort-mid-compaction",
+        &mark,
+    );
     wait_for("svc to run", 10 * SECOND, || {
         keel.ctl(&["status", "svc"])
             .stdout

@@ -162,15 +162,7 @@ fn writing_out_the_early_log_is_retried_when_output_arrives() {
 fn a_supervisor_dying_mid_flush_leaves_the_early_log_written_once() {
     let marks = keel_tests::Scratch::new("mark");
     let mark = marks.0.join("fault-acted");
-    let mark = mark.to_str().unwrap();
-    let keel = Keel::start_with(Setup {
-        jobs: &[("boot", EARLY)],
-        supervisor: None,
-        env: &[
-            ("KEEL_TEST_FAULTS", "abort-mid-flush"),
-            ("KEEL_TEST_FAULT_MARK", mark),
-        ],
-    });
+    let keel = Keel::start_with_fault(&[("boot", EARLY)], "abort-mid-flush", &mark);
     fs::write(keel.path("log"), b"").unwrap();
     keel.ctl_ok(&["start", "boot"]);
     wait_for("the output to be kept early", 5 * SECOND, || {
@@ -184,7 +176,7 @@ fn a_supervisor_dying_mid_flush_leaves_the_early_log_written_once() {
         "the fault to act and a new supervisor to answer",
         10 * SECOND,
         || {
-            std::path::Path::new(mark).exists()
+            mark.exists()
                 && keel.console().contains("undoing an unfinished flush")
                 && keel.ctl(&["version"]).status.success()
         },
